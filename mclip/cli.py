@@ -1,0 +1,138 @@
+"""The ``mclip`` command line: parse arguments, call the library, print results.
+
+    mclip data demo --out demo_data
+    mclip train --config configs/demo.yaml [--resume] [key=value ...]
+    mclip eval --model runs/demo --suite eval_suites/demo.yaml [--data-root demo_data]
+    mclip report results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from mclip.config import ConfigError
+
+
+def _cmd_data_demo(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mclip.data.demo import write_demo_dataset
+
+    total = args.train + args.eval_per_class * 24 + 24
+    with tqdm(total=total, desc="demo data", unit="img", disable=not sys.stderr.isatty()) as bar:
+        summary = write_demo_dataset(args.out, n_train=args.train,
+                                     n_eval_per_class=args.eval_per_class,
+                                     image_size=args.image_size, shard_size=args.shard_size,
+                                     seed=args.seed, progress=bar.update)
+    print(f"wrote {summary['counts']} images, {summary['classes']} classes, captions in "
+          f"{len(summary['languages'])} languages ({', '.join(summary['languages'])}) to {args.out}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from mclip.config import load_config
+    from mclip.train.trainer import train
+
+    cfg = load_config(args.config, args.overrides)
+    final = train(cfg, resume=args.resume, quiet=args.quiet)
+    print(f"final checkpoint: {final}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from mclip.eval.report import build_report, markdown_table, write_report
+    from mclip.eval.suite import load_suite, run_suite
+    from mclip.models.dual import DualEncoder
+    from mclip.train.checkpoint import resolve_model_dir
+
+    suite = load_suite(args.suite, args.data_root)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model_dir = resolve_model_dir(args.model)
+    model, _ = DualEncoder.load(model_dir, map_location=device)
+    out_dir = Path(args.out) if args.out else model_dir / "eval" / suite.name
+    log = (lambda line: print(f"[mclip eval] {line}", file=sys.stderr)) if not args.quiet else None
+    results = run_suite(model, suite, device=device, batch_size=args.batch_size, progress=log)
+    report = build_report(str(model_dir), suite.name, results)
+    paths = write_report(report, out_dir)
+    print(markdown_table(report))
+    print(f"\nresults: {paths['json']}\ntable:   {paths['markdown']}\nplot:    {paths['plot']}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from mclip.eval.report import markdown_table, write_report
+
+    path = Path(args.results)
+    try:
+        report = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"cannot read results file '{path}': {error}") from None
+    write_report(report, args.out or path.parent)
+    print(markdown_table(report))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mclip", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="generate datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    demo = data_sub.add_parser("demo", help="write the embedded coloured-shapes dataset as shards")
+    demo.add_argument("--out", required=True, help="output directory")
+    demo.add_argument("--train", type=int, default=12000, help="training images (default 12000)")
+    demo.add_argument("--eval-per-class", type=int, default=20, help="held-out images per class")
+    demo.add_argument("--image-size", type=int, default=64)
+    demo.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=_cmd_data_demo)
+
+    train = sub.add_parser("train", help="train a dual encoder")
+    train.add_argument("--config", required=True, help="YAML config (see configs/)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the newest checkpoint in train.out_dir")
+    train.add_argument("--quiet", action="store_true", help="no progress output (JSONL still written)")
+    train.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="dotted overrides, e.g. train.steps=200 loss.kind=sigmoid")
+    train.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a model on a suite")
+    ev.add_argument("--model", required=True, help="checkpoint or run directory")
+    ev.add_argument("--suite", required=True, help="suite YAML (see eval_suites/)")
+    ev.add_argument("--data-root", default=None, help="where the suite's relative paths point")
+    ev.add_argument("--out", default=None, help="output directory (default MODEL/eval/SUITE)")
+    ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=_cmd_eval)
+
+    rep = sub.add_parser("report", help="re-render the table and plot of a results JSON")
+    rep.add_argument("results", help="results.json written by 'mclip eval'")
+    rep.add_argument("--out", default=None)
+    rep.set_defaults(func=_cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mclip.data.shards import DataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, DataError) as error:
+        print(f"mclip: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

@@ -1,0 +1,323 @@
+"""Typed configuration: dataclasses, YAML loading, dotted overrides and validation.
+
+A config is data (the big_vision habit): ``load_config("configs/demo.yaml", ["train.steps=200"])``
+returns a fully typed, validated :class:`Config`. Every error names the offending key and the
+valid choices, and is raised before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem a user can fix; the message names the key and the fix."""
+
+
+@dataclass
+class ImageTowerConfig:
+    name: str = "resnet10t"
+    """Any timm model name."""
+    pretrained: Union[bool, str] = False
+    """True: timm's pretrained weights (needs the hub); False: random init; a path: local weights."""
+    image_size: int = 64
+    embed_pool: str = "timm"
+    """How features are pooled; 'timm' uses the model's own global pooling (num_classes=0)."""
+    drop_path_rate: float = 0.0
+    freeze: list[str] = field(default_factory=list)
+    """fnmatch patterns of parameter names to freeze, e.g. ['stem.*', 'layer1.*'] or ['*']."""
+    grad_checkpointing: bool = False
+    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+
+
+@dataclass
+class TextTowerConfig:
+    name: str = "byte"
+    """'byte': a small BERT-style encoder built from this config with the byte-level ByT5
+    tokenizer (no download). Anything else: a transformers hub name or a local directory."""
+    pretrained: bool = True
+    """For hub names / directories: load the weights (True) or only the architecture (False)."""
+    pooling: str = "mean"
+    max_length: int = 64
+    hidden_size: int = 256
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 512
+    dropout: float = 0.1
+    freeze: list[str] = field(default_factory=list)
+    grad_checkpointing: bool = False
+
+
+@dataclass
+class ModelConfig:
+    image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
+    text: TextTowerConfig = field(default_factory=TextTowerConfig)
+    embed_dim: int = 256
+    projection: str = "linear"
+    init_logit_scale: float = 2.6592
+    """log of the initial temperature inverse; CLIP uses log(1/0.07) = 2.6592."""
+    init_logit_bias: float = -10.0
+    """Initial bias of the sigmoid loss (SigLIP uses -10); unused by InfoNCE."""
+    max_logit_scale: Union[float, None] = 100.0
+    """Clamp exp(logit_scale) to at most this during training (None: never clamp)."""
+
+
+@dataclass
+class DataConfig:
+    train_shards: str = "demo_data/train/shard-{000000..000011}.tar"
+    """Brace pattern, glob, directory of .tar files, or a comma-separated list of those."""
+    languages: list[str] = field(default_factory=list)
+    """Caption languages to sample from; empty: every language present in a sample."""
+    language_policy: str = "uniform"
+    """'uniform' over the languages a sample has, or 'weighted' by language_weights."""
+    language_weights: dict[str, float] = field(default_factory=dict)
+    shuffle_buffer: int = 2000
+    num_workers: int = 1
+    augment: bool = True
+    """Random horizontal flip (shape and colour classes are flip-invariant)."""
+
+
+@dataclass
+class LossConfig:
+    kind: str = "infonce"
+    """'infonce' (CLIP) or 'sigmoid' (SigLIP)."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 300
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 30
+    min_lr_ratio: float = 0.0
+    grad_clip: Union[float, None] = 1.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-6
+    save_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    seed: int = 0
+    out_dir: str = "runs/demo"
+    device: str = "auto"
+    """'auto' (cuda if available), 'cpu', 'cuda', 'cuda:N'."""
+    precision: str = "auto"
+    """'auto' (bf16 autocast on GPU, fp32 on CPU), 'fp32', 'bf16'. fp16 is refused: it gives
+    NaN with multilingual towers and is ~30x slower on CPU."""
+    threads: int = 0
+    """torch intra-op threads on CPU; 0 keeps torch's default."""
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.image.embed_pool": ("timm",),
+    "model.text.pooling": ("mean", "cls", "eos"),
+    "model.projection": ("linear", "mlp"),
+    "data.language_policy": ("uniform", "weighted"),
+    "loss.kind": ("infonce", "sigmoid"),
+    "train.precision": ("auto", "fp32", "bf16"),
+}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints widen to floats)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as error:
+                errors.append(error)
+        allowed = " or ".join(_type_name(t) for t in typing.get_args(tp))
+        raise ConfigError(f"config key '{key}': expected {allowed}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"config key '{key}': expected null, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+        key_tp, value_tp = typing.get_args(tp)
+        return {_coerce(k, key_tp, key): _coerce(v, value_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"config key '{key}': expected true or false, got {value!r}")
+    if tp is int and isinstance(value, bool):
+        raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+    if not isinstance(value, tp):
+        raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r} "
+                          f"({type(value).__name__})")
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key '{prefix.rstrip('.') or '<root>'}': expected a mapping of "
+                          f"keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = prefix + str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown config key '{full}'.{hint} Valid keys here: "
+                              f"{', '.join(prefix + n for n in names)}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value if value is not None else {}, full + ".")
+        else:
+            kwargs[key] = _coerce(value, tp, full)
+    return cls(**kwargs)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split ``'train.steps=200'`` into (['train', 'steps'], 200); the value is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' is not of the form key=value "
+                          f"(for example train.steps=200)")
+    key, raw = item.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"override '{item}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override '{item}': the value is not valid YAML ({error})") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply dotted ``key=value`` overrides to a nested dict (in place) and return it."""
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for part in path[:-1]:
+            if not isinstance(node.setdefault(part, {}), dict):
+                raise ConfigError(f"override '{item}': '{part}' is a value, not a section")
+            node = node[part]
+        node[path[-1]] = value
+    return data
+
+
+def validate(cfg: Config) -> Config:
+    """Reject impossible values with a message naming the key; return ``cfg``."""
+    for key, allowed in CHOICES.items():
+        value = _get(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"config key '{key}' is {value!r}; valid choices: {', '.join(allowed)}")
+    positive = ["model.embed_dim", "model.image.image_size", "model.text.max_length",
+                "model.text.hidden_size", "model.text.num_layers", "model.text.num_heads",
+                "model.text.intermediate_size", "train.steps", "train.batch_size", "train.lr",
+                "train.save_every", "train.log_every", "train.keep_checkpoints"]
+    for key in positive:
+        if not _get(cfg, key) > 0:
+            raise ConfigError(f"config key '{key}' must be > 0, got {_get(cfg, key)!r}")
+    non_negative = ["train.weight_decay", "train.warmup_steps", "train.min_lr_ratio",
+                    "data.shuffle_buffer", "data.num_workers", "train.threads",
+                    "model.image.drop_path_rate", "model.text.dropout"]
+    for key in non_negative:
+        if _get(cfg, key) < 0:
+            raise ConfigError(f"config key '{key}' must be >= 0, got {_get(cfg, key)!r}")
+    if cfg.train.warmup_steps >= cfg.train.steps:
+        raise ConfigError(f"config key 'train.warmup_steps' ({cfg.train.warmup_steps}) must be "
+                          f"smaller than 'train.steps' ({cfg.train.steps})")
+    if cfg.train.min_lr_ratio > 1:
+        raise ConfigError("config key 'train.min_lr_ratio' must be in [0, 1]")
+    if cfg.train.grad_clip is not None and cfg.train.grad_clip <= 0:
+        raise ConfigError("config key 'train.grad_clip' must be > 0, or null to disable clipping")
+    if cfg.model.max_logit_scale is not None and cfg.model.max_logit_scale <= 0:
+        raise ConfigError("config key 'model.max_logit_scale' must be > 0, or null for no clamp")
+    if not 0 <= cfg.model.text.dropout < 1 or not 0 <= cfg.model.image.drop_path_rate < 1:
+        raise ConfigError("config keys 'model.text.dropout' and 'model.image.drop_path_rate' "
+                          "must be in [0, 1)")
+    if cfg.model.text.hidden_size % cfg.model.text.num_heads:
+        raise ConfigError(f"config key 'model.text.hidden_size' ({cfg.model.text.hidden_size}) "
+                          f"must be divisible by 'model.text.num_heads' ({cfg.model.text.num_heads})")
+    if len(cfg.train.betas) != 2 or not all(0 <= b < 1 for b in cfg.train.betas):
+        raise ConfigError(f"config key 'train.betas' must be two numbers in [0, 1), got "
+                          f"{cfg.train.betas}")
+    for name in ("mean", "std"):
+        if len(getattr(cfg.model.image, name)) != 3:
+            raise ConfigError(f"config key 'model.image.{name}' must have 3 values (R, G, B)")
+    if cfg.data.language_policy == "weighted":
+        if not cfg.data.language_weights:
+            raise ConfigError("config key 'data.language_policy' is 'weighted' but "
+                              "'data.language_weights' is empty; give e.g. {en: 2.0, de: 1.0}")
+        bad = {k: v for k, v in cfg.data.language_weights.items() if not (v >= 0 and math.isfinite(v))}
+        if bad or sum(cfg.data.language_weights.values()) <= 0:
+            raise ConfigError(f"config key 'data.language_weights' needs finite weights >= 0 with "
+                              f"a positive sum, got {cfg.data.language_weights}")
+    device = cfg.train.device
+    if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:")
+                                                  and device[5:].isdigit())):
+        raise ConfigError(f"config key 'train.device' is {device!r}; valid choices: auto, cpu, "
+                          f"cuda, cuda:N")
+    if not cfg.data.train_shards.strip():
+        raise ConfigError("config key 'data.train_shards' is empty; give a shard pattern such as "
+                          "'data/train/shard-{000000..000099}.tar'")
+    return cfg
+
+
+def _get(cfg: Config, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def config_from_dict(data: dict | None, overrides: list[str] | None = None) -> Config:
+    """Build and validate a :class:`Config` from nested dicts plus dotted overrides."""
+    data = apply_overrides(dict(data or {}), list(overrides or []))
+    return validate(_build(Config, data, ""))
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config file (or the defaults when ``path`` is None) and apply overrides."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}' does not exist; pass --config with a YAML "
+                              f"file such as configs/demo.yaml")
+        try:
+            data = yaml.safe_load(path.read_text("utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file '{path}' is not valid YAML: {error}") from None
+    return config_from_dict(data, overrides)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (keys in declaration order, Unicode kept)."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), "utf-8")

@@ -1,0 +1,126 @@
+"""Finding shards and reading samples from them, with bad data skipped and counted.
+
+Shards follow the img2dataset WebDataset layout: ``KEY.jpg`` (or jpeg/png/webp), ``KEY.txt``
+and optionally ``KEY.json`` (which may hold ``{"captions": {lang: [caption, ...]}}``).
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from braceexpand import braceexpand
+from PIL import Image
+from webdataset import tariterators
+
+from mclip.config import ConfigError
+
+IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
+
+
+class DataError(RuntimeError):
+    """The data cannot be used at all (for example every sample of every shard is bad)."""
+
+
+def expand_shards(spec: str, key: str = "data.train_shards") -> list[str]:
+    """Shard paths from a spec: brace pattern, glob, directory of .tar, or comma-separated list.
+
+    Every path must exist; the error names the missing ones and the key to fix.
+    """
+    paths: list[str] = []
+    for part in [p.strip() for p in spec.split(",") if p.strip()]:
+        for item in braceexpand(part):
+            if os.path.isdir(item):
+                paths.extend(sorted(str(p) for p in Path(item).glob("*.tar")))
+            elif any(ch in item for ch in "*?["):
+                paths.extend(sorted(glob.glob(item)))
+            else:
+                paths.append(item)
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise ConfigError(f"config key '{key}': {len(missing)} of {len(paths)} shards do not exist "
+                          f"({shown}). Check the path, or generate the demo data with "
+                          f"'mclip data demo --out demo_data'.")
+    if not paths:
+        raise ConfigError(f"config key '{key}': '{spec}' matches no shard (.tar) file")
+    return paths
+
+
+def check_shard_count(n_shards: int, world_size: int, num_workers: int) -> None:
+    """Every (rank, worker) reader needs at least one shard, or a rank starves and hangs."""
+    readers = world_size * max(num_workers, 1)
+    if n_shards < readers:
+        raise ConfigError(f"{n_shards} shards for {world_size} rank(s) x {max(num_workers, 1)} "
+                          f"worker(s) = {readers} readers: every reader needs at least one shard. "
+                          f"Lower 'data.num_workers' to {max(n_shards // world_size, 0) or 1} "
+                          f"or write the data as at least {readers} shards.")
+
+
+class SkipCounter(Counter):
+    """Counts skipped samples by reason; doubles as a webdataset error handler."""
+
+    def __call__(self, error: Exception) -> bool:
+        self["unreadable_shard_or_member"] += 1
+        return True  # keep going with the next member / shard
+
+
+def iter_raw_samples(urls: Iterable[str], counter: SkipCounter) -> Iterator[dict]:
+    """Raw samples {'__key__', 'jpg': bytes, 'txt': bytes, ...} from tar shards, in order."""
+    return tariterators.tarfile_samples(({"url": u} for u in urls), handler=counter)
+
+
+def decode_image(sample: dict, counter: SkipCounter) -> Image.Image | None:
+    """The sample's image as an RGB PIL image, or None (counted) if missing or corrupt."""
+    data = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
+    if data is None:
+        counter["missing_image"] += 1
+        return None
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        return image.convert("RGB")
+    except Exception:  # PIL raises many types for bad bytes; any of them means "corrupt"
+        counter["corrupt_image"] += 1
+        return None
+
+
+def decode_captions(sample: dict, counter: SkipCounter) -> dict[str, list[str]]:
+    """Captions by language: ``json['captions']`` if present, else ``{'en': [txt]}``.
+
+    Empty captions are dropped; a sample left with none is counted as ``empty_caption`` and
+    returns {}.
+    """
+    captions: dict[str, list[str]] = {}
+    if "json" in sample:
+        try:
+            meta = json.loads(sample["json"])
+            raw = meta.get("captions", {}) if isinstance(meta, dict) else {}
+            captions = {str(lang): [c for c in (texts if isinstance(texts, list) else [texts])
+                                    if isinstance(c, str)] for lang, texts in raw.items()}
+        except (ValueError, UnicodeDecodeError):
+            counter["bad_json"] += 1
+    if not captions and "txt" in sample:
+        captions = {"en": [sample["txt"].decode("utf-8", errors="replace")]}
+    if not captions:
+        counter["missing_caption"] += 1
+        return {}
+    kept = {lang: [c.strip() for c in texts if c.strip()] for lang, texts in captions.items()}
+    kept = {lang: texts for lang, texts in kept.items() if texts}
+    if not kept:
+        counter["empty_caption"] += 1
+    return kept
+
+
+def read_metadata(sample: dict) -> dict:
+    """The sample's ``json`` member as a dict ({} when absent or unreadable)."""
+    try:
+        meta = json.loads(sample.get("json", b"{}"))
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return meta if isinstance(meta, dict) else {}

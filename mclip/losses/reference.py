@@ -1,0 +1,62 @@
+"""Straightforward contrastive losses that build the full logit matrix.
+
+They define what the losses are; the tiled engine must match them. Memory is O(N*M).
+
+Notation: x [N, d] image embeddings, y [M, d] text embeddings (both L2-normalised),
+t = exp(logit_scale), s_ij = t <x_i, y_j> (+ b for sigmoid). Positives are pairs
+(text_to_image[j], j): every text has exactly one image; an image may have several texts
+(several captions, several languages) or none.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def positive_index(text_to_image: torch.Tensor | None, n_images: int, n_texts: int,
+                   device: torch.device) -> torch.Tensor:
+    """The image index of each text, LongTensor [M]; the diagonal when ``text_to_image`` is None."""
+    if text_to_image is None:
+        if n_images != n_texts:
+            raise ValueError(f"{n_images} images and {n_texts} texts: pass text_to_image "
+                             f"(the image index of each text) when the counts differ")
+        return torch.arange(n_texts, device=device)
+    text_to_image = torch.as_tensor(text_to_image, device=device, dtype=torch.long)
+    if text_to_image.shape != (n_texts,):
+        raise ValueError(f"text_to_image has shape {tuple(text_to_image.shape)}, expected ({n_texts},)")
+    if n_texts and (text_to_image.min() < 0 or text_to_image.max() >= n_images):
+        raise ValueError(f"text_to_image holds indices outside [0, {n_images})")
+    return text_to_image
+
+
+def infonce_reference(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
+                      text_to_image: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE (CLIP; Radford et al. 2021, arXiv:2103.00020) over positive pairs P.
+
+    L = 1/(2|P|) sum_{(i,j) in P} [(lse_k s_ik - s_ij) + (lse_k s_kj - s_ij)]; on the diagonal
+    this is the usual mean of the image->text and text->image cross-entropies. Returns a scalar.
+    """
+    pos = positive_index(text_to_image, image_emb.shape[0], text_emb.shape[0], image_emb.device)
+    logits = logit_scale.exp() * image_emb.float() @ text_emb.float().T
+    cols = torch.arange(text_emb.shape[0], device=logits.device)
+    positive = logits[pos, cols]
+    row_lse = torch.logsumexp(logits, dim=1)[pos]
+    col_lse = torch.logsumexp(logits, dim=0)
+    return ((row_lse - positive) + (col_lse - positive)).mean() / 2
+
+
+def sigmoid_reference(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
+                      logit_bias: torch.Tensor, text_to_image: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+    """Pairwise sigmoid loss (SigLIP; Zhai et al. 2023, arXiv:2303.15343).
+
+    L = -1/N sum_ij log sigmoid(z_ij s_ij), z_ij = +1 for positive pairs and -1 otherwise,
+    N the number of images. Returns a scalar.
+    """
+    n_images, n_texts = image_emb.shape[0], text_emb.shape[0]
+    pos = positive_index(text_to_image, n_images, n_texts, image_emb.device)
+    logits = logit_scale.exp() * image_emb.float() @ text_emb.float().T + logit_bias
+    signs = -torch.ones_like(logits)
+    signs[pos, torch.arange(n_texts, device=logits.device)] = 1.0
+    return -F.logsigmoid(signs * logits).sum() / n_images

@@ -1,0 +1,122 @@
+"""DualEncoder: an image tower, a text tower and the learnable logit scale and bias.
+
+A saved model is a directory that loads with no network access:
+
+    config.yaml        the exact Config that built it
+    model.safetensors  all weights
+    text_tower/        architecture config and tokenizer files of a transformers text tower
+                       (absent for the built-in byte-level tower, which is rebuilt from config)
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_model, save_model
+from torch import nn
+from torchvision.transforms import functional as TF
+
+from mclip.config import Config, ConfigError, ModelConfig, load_config, save_config
+from mclip.models.towers import ImageTower, TextTower
+
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "model.safetensors"
+TEXT_SOURCE_DIR = "text_tower"
+
+
+class DualEncoder(nn.Module):
+    """Image and text towers mapping into one ``embed_dim`` space.
+
+    ``logit_scale`` is log(t) for the temperature inverse t; ``logit_bias`` is the sigmoid
+    loss bias b. Both are scalars. ``encode_*`` return [N, embed_dim], L2-normalised by default.
+    """
+
+    def __init__(self, cfg: ModelConfig, text_source: str | Path | None = None,
+                 load_pretrained: bool = True):
+        super().__init__()
+        self.cfg = cfg
+        self.image = ImageTower(cfg.image, cfg.embed_dim, cfg.projection, load_pretrained)
+        self.text = TextTower(cfg.text, cfg.embed_dim, cfg.projection, text_source)
+        self.logit_scale = nn.Parameter(torch.tensor(float(cfg.init_logit_scale)))
+        self.logit_bias = nn.Parameter(torch.tensor(float(cfg.init_logit_bias)))
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """images [N, 3, H, W] preprocessed by ``image_transform`` -> [N, embed_dim]."""
+        features = self.image(images)
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def encode_text(self, tokens: dict[str, torch.Tensor] | Sequence[str],
+                    normalize: bool = True) -> torch.Tensor:
+        """Token dict from ``tokenize`` (or raw strings) -> [N, embed_dim]."""
+        if not isinstance(tokens, dict):
+            tokens = self.tokenize(list(tokens))
+        device = self.logit_scale.device
+        features = self.text(tokens["input_ids"].to(device), tokens["attention_mask"].to(device))
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Strings -> {'input_ids', 'attention_mask'}: LongTensor [N, L], right-padded."""
+        return self.text.tokenize(list(texts))
+
+    def image_transform(self, train: bool = False):
+        """A function PIL image -> float tensor [3, S, S] (S = image size), normalised.
+
+        With ``train=True`` a random horizontal flip is applied.
+        """
+        size, mean, std = self.cfg.image.image_size, self.cfg.image.mean, self.cfg.image.std
+        return ImageTransform(size, mean, std, flip=train)
+
+    def clamp_logit_scale(self) -> None:
+        """Clamp exp(logit_scale) to ``max_logit_scale`` (called by the trainer after a step)."""
+        if self.cfg.max_logit_scale is not None:
+            with torch.no_grad():
+                self.logit_scale.clamp_(max=math.log(self.cfg.max_logit_scale))
+
+    def save(self, directory: str | Path, config: Config) -> None:
+        """Write ``config.yaml``, ``model.safetensors`` (and ``text_tower/``) into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_config(config, directory / CONFIG_FILE)
+        save_model(self, str(directory / WEIGHTS_FILE))
+        if self.cfg.text.name != "byte":
+            self.text.save_source(directory / TEXT_SOURCE_DIR)
+
+    @classmethod
+    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu"
+             ) -> tuple["DualEncoder", Config]:
+        """Rebuild a model saved with :meth:`save`; needs no hub access. Returns (model, config)."""
+        directory = Path(directory)
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (directory / name).is_file():
+                raise ConfigError(f"'{directory}' is not an mclip model directory: {name} is "
+                                  f"missing. Pass a checkpoint directory written by 'mclip train' "
+                                  f"(e.g. runs/demo/checkpoints/step_0000300) or the run directory.")
+        config = load_config(directory / CONFIG_FILE)
+        source = directory / TEXT_SOURCE_DIR if config.model.text.name != "byte" else None
+        model = cls(config.model, text_source=source, load_pretrained=False)
+        load_model(model, str(directory / WEIGHTS_FILE), device=str(map_location))
+        return model, config
+
+
+class ImageTransform:
+    """PIL image -> normalised float tensor [3, size, size] (resize, centre crop, optional flip).
+
+    A class (not a closure) so that DataLoader workers can pickle it.
+    """
+
+    def __init__(self, size: int, mean: list[float], std: list[float], flip: bool = False):
+        self.size, self.mean, self.std, self.flip = size, list(mean), list(std), flip
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        image = image.convert("RGB")
+        if image.size != (self.size, self.size):  # shorter side to size, then centre crop
+            image = TF.center_crop(TF.resize(image, self.size, antialias=True), [self.size] * 2)
+        tensor = TF.to_tensor(image)
+        if self.flip and torch.rand(()) < 0.5:
+            tensor = tensor.flip(-1)
+        return TF.normalize(tensor, self.mean, self.std)

@@ -1,0 +1,153 @@
+"""The training loop, top to bottom: build, maybe resume, stream batches, step, log, checkpoint."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model
+from torch.utils.data import DataLoader
+
+from mclip.config import Config, ConfigError
+from mclip.data.languages import LanguagePolicy
+from mclip.data.pipeline import TrainStream
+from mclip.data.shards import check_shard_count, expand_shards
+from mclip.losses.contrastive import build_loss
+from mclip.models.dual import WEIGHTS_FILE, DualEncoder
+from mclip.train.checkpoint import (latest_checkpoint, load_trainer_state, rng_state,
+                                    save_checkpoint, set_rng_state)
+from mclip.train.logger import TrainLogger
+from mclip.train.schedule import warmup_cosine
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; 'cuda' without a GPU is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"config key 'train.device' is '{name}' but no CUDA device is visible; "
+                          f"use train.device=cpu or auto")
+    return torch.device(name)
+
+
+def autocast_context(device: torch.device, precision: str):
+    """bf16 autocast on GPU by default, fp32 on CPU (CPU autocast is slow; fp16 is refused)."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if use_bf16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on scalars, biases and norm weights (ndim < 2)."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": cfg.train.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=tuple(cfg.train.betas), eps=cfg.train.eps)
+
+
+def train(cfg: Config, resume: bool = False, quiet: bool = False) -> Path:
+    """Train a DualEncoder as ``cfg`` says; returns the final checkpoint directory.
+
+    With ``resume=True`` the newest checkpoint in ``cfg.train.out_dir`` restores the model,
+    optimizer, scheduler, step and RNG state. The data stream is re-seeded with the step, so
+    a resumed run continues on fresh batches rather than replaying the first ones.
+    """
+    out_dir = Path(cfg.train.out_dir)
+    device = resolve_device(cfg.train.device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    torch.manual_seed(cfg.train.seed)
+
+    shards = expand_shards(cfg.data.train_shards)
+    check_shard_count(len(shards), 1, cfg.data.num_workers)
+
+    model = DualEncoder(cfg.model).to(device)
+    loss_fn = build_loss(cfg.loss)
+    model.logit_bias.requires_grad_(loss_fn.uses_bias)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(
+        s, cfg.train.steps, cfg.train.warmup_steps, cfg.train.min_lr_ratio))
+
+    start_step, skipped_total = 0, Counter()
+    resumed_from = latest_checkpoint(out_dir) if resume else None
+    if resume and resumed_from is None:
+        raise ConfigError(f"--resume: no checkpoint in '{out_dir}/checkpoints'; start without "
+                          f"--resume, or point train.out_dir at the run to continue")
+    if resumed_from is not None:
+        state = load_trainer_state(resumed_from)
+        load_model(model, str(resumed_from / WEIGHTS_FILE), device=str(device))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_step, skipped_total = state["step"], Counter(state.get("skipped", {}))
+        set_rng_state(state["rng"])
+
+    logger = TrainLogger(out_dir, cfg.train.steps, start_step, quiet=quiet)
+    logger.event("resume" if resumed_from else "start", step=start_step, device=str(device),
+                 checkpoint=str(resumed_from) if resumed_from else None,
+                 parameters=sum(p.numel() for p in model.parameters()), config=cfg.to_dict())
+
+    stream = TrainStream(shards, model.image_transform(train=cfg.data.augment),
+                         LanguagePolicy(cfg.data.language_policy, cfg.data.languages,
+                                        cfg.data.language_weights),
+                         cfg.train.batch_size, cfg.data.shuffle_buffer,
+                         seed=cfg.train.seed + start_step)
+    loader = DataLoader(stream, batch_size=None, num_workers=cfg.data.num_workers,
+                        persistent_workers=False, prefetch_factor=4 if cfg.data.num_workers else None)
+    batches = iter(loader)
+
+    def trainer_state(step: int) -> dict:
+        return {"step": step, "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": rng_state(),
+                "skipped": dict(skipped_total)}
+
+    model.train()
+    last_log, samples_since = time.perf_counter(), 0
+    final_dir = resumed_from
+    for step in range(start_step, cfg.train.steps):
+        batch = next(batches)
+        skipped_total.update(batch["skipped"])
+        images = batch["images"].to(device, non_blocking=True)
+        tokens = {k: v.to(device) for k, v in model.tokenize(batch["texts"]).items()}
+
+        with autocast_context(device, cfg.train.precision):
+            image_emb = model.encode_image(images)
+            text_emb = model.encode_text(tokens)
+        loss = loss_fn(image_emb.float(), text_emb.float(), model.logit_scale, model.logit_bias)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+                     if cfg.train.grad_clip else None)
+        optimizer.step()
+        scheduler.step()
+        model.clamp_logit_scale()
+
+        samples_since += len(batch["texts"])
+        logger.advance()
+        done = step + 1
+        if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+            now = time.perf_counter()
+            metrics = {"loss": loss.item(), "lr": scheduler.get_last_lr()[0],
+                       "logit_scale": model.logit_scale.exp().item(),
+                       "samples_per_s": samples_since / max(now - last_log, 1e-9),
+                       "skipped": dict(skipped_total)}
+            if loss_fn.uses_bias:
+                metrics["logit_bias"] = model.logit_bias.item()
+            if grad_norm is not None:
+                metrics["grad_norm"] = float(grad_norm)
+            logger.step(done, metrics)
+            last_log, samples_since = now, 0
+        if done % cfg.train.save_every == 0 or done == cfg.train.steps:
+            final_dir = save_checkpoint(out_dir, done, model, cfg, trainer_state(done),
+                                        keep=cfg.train.keep_checkpoints)
+            logger.event("checkpoint", step=done, path=str(final_dir))
+    logger.event("end", step=cfg.train.steps, skipped=dict(skipped_total),
+                 checkpoint=str(final_dir))
+    logger.close()
+    return final_dir
