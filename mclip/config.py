@@ -91,6 +91,8 @@ class DataConfig:
 class LossConfig:
     kind: str = "infonce"
     """'infonce' (CLIP) or 'sigmoid' (SigLIP)."""
+    chunk_size: int = 1024
+    """Rows of the logit matrix computed at once; memory O(chunk_size x batch), result exact."""
 
 
 @dataclass
@@ -240,7 +242,7 @@ def validate(cfg: Config) -> Config:
     positive = ["model.embed_dim", "model.image.image_size", "model.text.max_length",
                 "model.text.hidden_size", "model.text.num_layers", "model.text.num_heads",
                 "model.text.intermediate_size", "train.steps", "train.batch_size", "train.lr",
-                "train.save_every", "train.log_every", "train.keep_checkpoints"]
+                "train.save_every", "train.log_every", "train.keep_checkpoints", "loss.chunk_size"]
     for key in positive:
         if not _get(cfg, key) > 0:
             raise ConfigError(f"config key '{key}' must be > 0, got {_get(cfg, key)!r}")

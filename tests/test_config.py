@@ -36,7 +36,7 @@ def test_every_shipped_config_is_valid():
     (["train.precision=fp16"], r"valid choices: auto, fp32, bf16"),
     (["train.steps=0"], r"'train.steps' must be > 0"),
     (["train.lr=-1"], r"'train.lr' must be > 0"),
-    (["train.warmup_steps=500"], r"'train.warmup_steps' \(500\) must be smaller than 'train.steps'"),
+    (["train.warmup_steps=700"], r"'train.warmup_steps' \(700\) must be smaller than 'train.steps'"),
     (["model.text.hidden_size=100", "model.text.num_heads=3"], r"divisible by 'model.text.num_heads'"),
     (["data.language_policy=weighted"], r"'data.language_weights' is empty"),
     (["train.device=tpu"], r"'train.device' is 'tpu'"),

@@ -1,7 +1,7 @@
 """The embedded demo dataset: coloured shapes with captions in 12 languages, written as shards.
 
 Every image shows one shape (circle, square, triangle, star) in one of six colours, at a random
-size, position and rotation, on a random low-saturation background with a gradient and noise.
+size, position and tilt, on a random low-saturation background with a gradient and noise.
 The dataset is written in the img2dataset WebDataset layout so that it goes through exactly the
 pipeline used for real data:
 
@@ -37,6 +37,7 @@ COLOUR_RGB: dict[str, tuple[int, int, int]] = {
     "red": (215, 30, 30), "green": (30, 165, 45), "blue": (35, 65, 215),
     "yellow": (235, 215, 30), "purple": (135, 40, 185), "orange": (245, 130, 20)}
 _SUPERSAMPLE = 2
+MAX_TILT = math.radians(12)
 
 
 def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
@@ -55,7 +56,8 @@ def render_shape(rng: np.random.Generator, colour: str, shape: str, size: int = 
     """Draw one ``colour`` ``shape`` on a random background.
 
     Returns an RGB PIL image of ``size`` x ``size`` pixels. Size (radius 22-42% of half the
-    image), position, rotation, background tint, gradient and noise are drawn from ``rng``.
+    image), position, a small tilt of the upright shape (at most ``MAX_TILT``), colour jitter,
+    background tint, gradient and noise are drawn from ``rng``.
     """
     big = size * _SUPERSAMPLE
     grey = rng.uniform(35, 220)
@@ -76,7 +78,8 @@ def render_shape(rng: np.random.Generator, colour: str, shape: str, size: int = 
     if shape == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
     else:
-        draw.polygon(_polygon(shape, cx, cy, r, rng.uniform(0, 2 * math.pi)), fill=fill)
+        tilt = rng.uniform(-MAX_TILT, MAX_TILT)  # upright shapes, slightly tilted
+        draw.polygon(_polygon(shape, cx, cy, r, -math.pi / 2 + tilt), fill=fill)
 
     image = image.resize((size, size), Image.Resampling.LANCZOS)
     pixels = np.asarray(image).astype(np.float32) + rng.normal(0, 3.0, size=(size, size, 3))

@@ -9,7 +9,9 @@ languages put the colour after the noun), and noun-class agreement (sw "mraba mw
 "duara nyekundu", "huu" / "hii").
 
 The class name in every language is the indefinite noun phrase in the nominative (or direct)
-case, so zero-shot templates place it with ``{c}`` where that case is required.
+case, so zero-shot templates place it with ``{c}`` where that case is required. The prompt
+templates are caption phrasings of the training data (as CLIP's prompts imitate its captions);
+the byte-level demo text tower is case-sensitive and has never seen any other wording.
 """
 
 from __future__ import annotations
@@ -243,51 +245,51 @@ LANGUAGES: dict[str, DemoLanguage] = {lang.code: lang for lang in [
     DemoLanguage("en", "English", _en,
                  ("{NP}.", "a picture of {np}", "{NP} on a plain background.",
                   "There is {np} in the image.", "an image showing {np}", "a drawing of {np}"),
-                 ("a photo of {c}.", "{c}", "a picture of {c}.", "there is {c} in the image.")),
+                 ("a picture of {c}", "There is {c} in the image.", "an image showing {c}", "a drawing of {c}")),
     DemoLanguage("de", "German", _de,
                  ("{NP}.", "Auf dem Bild ist {np}.", "Zu sehen ist {np}.",
                   "{NP} auf einfarbigem Hintergrund.", "Das Bild zeigt {acc}.", "Man sieht {acc}."),
-                 ("Auf dem Foto ist {c}.", "{c}", "Zu sehen ist {c}.", "Auf dem Bild ist {c}.")),
+                 ("Auf dem Bild ist {c}.", "Zu sehen ist {c}.")),
     DemoLanguage("fr", "French", _FR,
                  ("{NP}.", "Il y a {np} sur l'image.", "On voit {np}.", "L'image montre {np}.",
                   "{NP} sur un fond uni.", "Une image d'{np}."),
-                 ("une photo d'{c}.", "{c}", "il y a {c} sur l'image.", "l'image montre {c}.")),
+                 ("Il y a {c} sur l'image.", "On voit {c}.", "L'image montre {c}.", "Une image d'{c}.")),
     DemoLanguage("es", "Spanish", _ES,
                  ("{NP}.", "Hay {np} en la imagen.", "Se ve {np}.", "La imagen muestra {np}.",
                   "{NP} sobre un fondo liso.", "Un dibujo de {np}."),
-                 ("una foto de {c}.", "{c}", "hay {c} en la imagen.", "la imagen muestra {c}.")),
+                 ("Hay {c} en la imagen.", "Se ve {c}.", "La imagen muestra {c}.", "Un dibujo de {c}.")),
     DemoLanguage("it", "Italian", _IT,
                  ("{NP}.", "C'è {np} nell'immagine.", "Si vede {np}.", "L'immagine mostra {np}.",
                   "{NP} su uno sfondo uniforme.", "Un disegno di {np}."),
-                 ("una foto di {c}.", "{c}", "c'è {c} nell'immagine.", "l'immagine mostra {c}.")),
+                 ("C'è {c} nell'immagine.", "Si vede {c}.", "L'immagine mostra {c}.", "Un disegno di {c}.")),
     DemoLanguage("pt", "Portuguese", _PT,
                  ("{NP}.", "Há {np} na imagem.", "Vê-se {np}.", "A imagem mostra {np}.",
                   "{NP} sobre um fundo liso.", "Um desenho de {np}."),
-                 ("uma foto de {c}.", "{c}", "há {c} na imagem.", "a imagem mostra {c}.")),
+                 ("Há {c} na imagem.", "Vê-se {c}.", "A imagem mostra {c}.", "Um desenho de {c}.")),
     DemoLanguage("ru", "Russian", _ru,
                  ("{NP}.", "На картинке {np}.", "На изображении {np}.", "{NP} на однотонном фоне.",
                   "Мы видим {acc}.", "Изображение: {np}."),
-                 ("фотография: {c}.", "{c}", "на картинке {c}.", "на изображении {c}.")),
+                 ("На картинке {c}.", "На изображении {c}.", "Изображение: {c}.")),
     DemoLanguage("zh", "Chinese", _zh,
                  ("一个{de}。", "图片中有一个{de}。", "这是一个{np}。", "纯色背景上的{np}。",
                   "画面里是一个{de}。", "一张{np}的图片。"),
-                 ("一张{c}的照片。", "{c}", "图中有一个{c}。", "这是一个{c}。")),
+                 ("这是一个{c}。", "一张{c}的图片。", "纯色背景上的{c}。")),
     DemoLanguage("ja", "Japanese", _ja,
                  ("{np}。", "{np}の画像。", "{np}が描かれています。", "無地の背景の上の{np}。",
                   "{np}があります。", "{np}の絵。"),
-                 ("{c}の写真。", "{c}", "{c}の画像。", "{c}があります。")),
+                 ("{c}。", "{c}の画像。", "{c}があります。", "{c}の絵。")),
     DemoLanguage("ar", "Arabic", _ar,
                  ("{np}", "صورة {np}.", "في الصورة {np}.", "هذه صورة {np}.",
                   "{np} على خلفية سادة.", "{verb} في الصورة {np}."),
-                 ("صورة {c}.", "{c}", "في الصورة {c}.", "هذه صورة {c}.")),
+                 ("{c}", "صورة {c}.", "في الصورة {c}.", "هذه صورة {c}.")),
     DemoLanguage("hi", "Hindi", _hi,
                  ("{np}", "तस्वीर में {np} है।", "यह {np} है।", "{obl} की तस्वीर",
                   "सादी पृष्ठभूमि पर {np}", "{obl} का चित्र"),
-                 ("तस्वीर में {c} है।", "{c}", "यह {c} है।", "चित्र में {c} है।")),
+                 ("{c}", "तस्वीर में {c} है।", "यह {c} है।", "सादी पृष्ठभूमि पर {c}")),
     DemoLanguage("sw", "Swahili", _sw,
                  ("{NP}.", "Picha ya {np}.", "Kuna {np} kwenye picha.", "{DEM} ni {np}.",
                   "{NP} kwenye mandharinyuma ya rangi moja.", "Mchoro wa {np}."),
-                 ("picha ya {c}.", "{c}", "kuna {c} kwenye picha.", "mchoro wa {c}.")),
+                 ("Picha ya {c}.", "Kuna {c} kwenye picha.", "Mchoro wa {c}.")),
 ]}
 
 

@@ -12,33 +12,43 @@ import torch
 from torch import nn
 
 from mclip.config import LossConfig
-from mclip.losses.reference import infonce_reference, sigmoid_reference
+from mclip.losses.tiled import tiled_infonce, tiled_sigmoid
 
 
 class InfoNCELoss(nn.Module):
-    """Symmetric InfoNCE (CLIP, arXiv:2103.00020). Uses no bias."""
+    """Symmetric InfoNCE (CLIP, arXiv:2103.00020), tiled: logits are computed ``chunk_size``
+    rows at a time, never as the whole matrix. Uses no bias."""
 
     uses_bias = False
+
+    def __init__(self, chunk_size: int = 1024):
+        super().__init__()
+        self.chunk_size = chunk_size
 
     def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
                 logit_bias: torch.Tensor | None = None,
                 text_to_image: torch.Tensor | None = None) -> torch.Tensor:
-        return infonce_reference(image_emb, text_emb, logit_scale, text_to_image)
+        return tiled_infonce(image_emb, text_emb, logit_scale, text_to_image, self.chunk_size)
 
 
 class SigmoidLoss(nn.Module):
-    """Pairwise sigmoid loss (SigLIP, arXiv:2303.15343)."""
+    """Pairwise sigmoid loss (SigLIP, arXiv:2303.15343), tiled like :class:`InfoNCELoss`."""
 
     uses_bias = True
+
+    def __init__(self, chunk_size: int = 1024):
+        super().__init__()
+        self.chunk_size = chunk_size
 
     def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
                 logit_bias: torch.Tensor | None = None,
                 text_to_image: torch.Tensor | None = None) -> torch.Tensor:
         if logit_bias is None:
             raise ValueError("the sigmoid loss needs logit_bias (a scalar tensor)")
-        return sigmoid_reference(image_emb, text_emb, logit_scale, logit_bias, text_to_image)
+        return tiled_sigmoid(image_emb, text_emb, logit_scale, logit_bias, text_to_image,
+                             self.chunk_size)
 
 
 def build_loss(cfg: LossConfig) -> nn.Module:
     """The loss module named by ``cfg.kind`` ('infonce' or 'sigmoid')."""
-    return {"infonce": InfoNCELoss, "sigmoid": SigmoidLoss}[cfg.kind]()
+    return {"infonce": InfoNCELoss, "sigmoid": SigmoidLoss}[cfg.kind](cfg.chunk_size)

@@ -30,6 +30,11 @@ def positive_index(text_to_image: torch.Tensor | None, n_images: int, n_texts: i
     return text_to_image
 
 
+def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """fp32 for half-precision inputs, else the input's own dtype (fp64 stays fp64)."""
+    return torch.promote_types(tensor.dtype, torch.float32)
+
+
 def infonce_reference(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
                       text_to_image: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE (CLIP; Radford et al. 2021, arXiv:2103.00020) over positive pairs P.
@@ -38,7 +43,8 @@ def infonce_reference(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_sca
     this is the usual mean of the image->text and text->image cross-entropies. Returns a scalar.
     """
     pos = positive_index(text_to_image, image_emb.shape[0], text_emb.shape[0], image_emb.device)
-    logits = logit_scale.exp() * image_emb.float() @ text_emb.float().T
+    dtype = compute_dtype(image_emb)
+    logits = logit_scale.to(dtype).exp() * image_emb.to(dtype) @ text_emb.to(dtype).T
     cols = torch.arange(text_emb.shape[0], device=logits.device)
     positive = logits[pos, cols]
     row_lse = torch.logsumexp(logits, dim=1)[pos]
@@ -56,7 +62,9 @@ def sigmoid_reference(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_sca
     """
     n_images, n_texts = image_emb.shape[0], text_emb.shape[0]
     pos = positive_index(text_to_image, n_images, n_texts, image_emb.device)
-    logits = logit_scale.exp() * image_emb.float() @ text_emb.float().T + logit_bias
+    dtype = compute_dtype(image_emb)
+    logits = (logit_scale.to(dtype).exp() * image_emb.to(dtype) @ text_emb.to(dtype).T
+              + logit_bias.to(dtype))
     signs = -torch.ones_like(logits)
     signs[pos, torch.arange(n_texts, device=logits.device)] = 1.0
     return -F.logsigmoid(signs * logits).sum() / n_images

@@ -1,0 +1,139 @@
+"""Exact contrastive losses computed tile by tile, with O(chunk * M) memory for the logits.
+
+Both losses only need per-row / per-column reductions of the logit matrix s_ij = t <x_i, y_j>
+(+ b), so the matrix is never held whole: forward visits ``chunk`` x M tiles, and backward
+recomputes each tile to form its gradient (the idea of Inf-CL, Cheng et al. 2024,
+arXiv:2410.17243, and of memory-efficient attention). The gradient is the full-batch gradient.
+
+- :class:`TiledLogSumExp` returns the row and column log-sum-exps of the logits; InfoNCE is
+  assembled from them and the positive logits with ordinary autograd ops.
+- :class:`TiledSoftplusSum` returns sum_ij softplus(s_ij); the sigmoid loss is that sum minus
+  the positive logits (because -log sigmoid(-s) = softplus(s) and log sigmoid(s) - log sigmoid(-s) = s).
+
+Embeddings may be bf16 / fp16; tiles and reductions are then fp32 (fp64 inputs stay fp64).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mclip.losses.reference import compute_dtype, positive_index
+
+
+def _tiles(n: int, chunk: int):
+    for start in range(0, n, chunk):
+        yield slice(start, min(start + chunk, n))
+
+
+class TiledLogSumExp(torch.autograd.Function):
+    """(x [N, d], y [M, d], logit_scale []) -> (row_lse [N], col_lse [M]) of s = exp(logit_scale) x y^T.
+
+    Backward: ds_ij = g_row_i softmax_row_ij + g_col_j softmax_col_ij, recomputed per tile.
+    """
+
+    @staticmethod
+    def forward(ctx, x, y, logit_scale, chunk: int):
+        dtype = compute_dtype(x)
+        scale = logit_scale.to(dtype).exp()
+        xf, yf = x.to(dtype), y.to(dtype)
+        row_lse = torch.empty(x.shape[0], device=x.device, dtype=dtype)
+        col_max = torch.full((y.shape[0],), -torch.inf, device=x.device, dtype=dtype)
+        col_sum = torch.zeros(y.shape[0], device=x.device, dtype=dtype)
+        for rows in _tiles(x.shape[0], chunk):
+            logits = (xf[rows] * scale) @ yf.T
+            row_lse[rows] = torch.logsumexp(logits, dim=1)
+            new_max = torch.maximum(col_max, logits.amax(dim=0))
+            col_sum = col_sum * torch.exp(col_max - new_max) + torch.exp(logits - new_max).sum(0)
+            col_max = new_max
+        col_lse = col_max + col_sum.log()
+        ctx.save_for_backward(x, y, logit_scale, row_lse, col_lse)
+        ctx.chunk = chunk
+        return row_lse, col_lse
+
+    @staticmethod
+    def backward(ctx, grad_row, grad_col):
+        x, y, logit_scale, row_lse, col_lse = ctx.saved_tensors
+        dtype = row_lse.dtype
+        scale = logit_scale.to(dtype).exp()
+        xf, yf = x.to(dtype), y.to(dtype)
+        grad_row = torch.zeros_like(row_lse) if grad_row is None else grad_row.to(dtype)
+        grad_col = torch.zeros_like(col_lse) if grad_col is None else grad_col.to(dtype)
+        grad_x = torch.empty_like(xf)
+        grad_y = torch.zeros_like(yf)
+        grad_scale = torch.zeros((), device=x.device, dtype=dtype)
+        for rows in _tiles(x.shape[0], ctx.chunk):
+            logits = (xf[rows] * scale) @ yf.T
+            g = (torch.exp(logits - row_lse[rows, None]) * grad_row[rows, None]
+                 + torch.exp(logits - col_lse[None, :]) * grad_col[None, :])
+            grad_scale += (g * logits).sum()
+            grad_x[rows] = (g @ yf) * scale
+            grad_y += (g.T @ xf[rows]) * scale
+        return grad_x.to(x.dtype), grad_y.to(y.dtype), grad_scale.to(logit_scale.dtype), None
+
+
+class TiledSoftplusSum(torch.autograd.Function):
+    """(x [N, d], y [M, d], logit_scale [], logit_bias []) -> sum_ij softplus(t x_i.y_j + b)."""
+
+    @staticmethod
+    def forward(ctx, x, y, logit_scale, logit_bias, chunk: int):
+        dtype = compute_dtype(x)
+        scale, bias = logit_scale.to(dtype).exp(), logit_bias.to(dtype)
+        xf, yf = x.to(dtype), y.to(dtype)
+        total = torch.zeros((), device=x.device, dtype=dtype)
+        for rows in _tiles(x.shape[0], chunk):
+            total += F.softplus((xf[rows] * scale) @ yf.T + bias).sum()
+        ctx.save_for_backward(x, y, logit_scale, logit_bias)
+        ctx.chunk = chunk
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        x, y, logit_scale, logit_bias = ctx.saved_tensors
+        dtype = compute_dtype(x)
+        scale, bias = logit_scale.to(dtype).exp(), logit_bias.to(dtype)
+        xf, yf = x.to(dtype), y.to(dtype)
+        grad_x = torch.empty_like(xf)
+        grad_y = torch.zeros_like(yf)
+        grad_scale = torch.zeros((), device=x.device, dtype=dtype)
+        grad_bias = torch.zeros((), device=x.device, dtype=dtype)
+        for rows in _tiles(x.shape[0], ctx.chunk):
+            raw = (xf[rows] * scale) @ yf.T  # t x.y, without the bias
+            g = torch.sigmoid(raw + bias) * grad_total.to(dtype)
+            grad_scale += (g * raw).sum()
+            grad_bias += g.sum()
+            grad_x[rows] = (g @ yf) * scale
+            grad_y += (g.T @ xf[rows]) * scale
+        return (grad_x.to(x.dtype), grad_y.to(y.dtype), grad_scale.to(logit_scale.dtype),
+                grad_bias.to(logit_bias.dtype), None)
+
+
+def _positive_logits(x, y, logit_scale, pos):
+    dtype = compute_dtype(x)
+    return logit_scale.to(dtype).exp() * (x[pos].to(dtype) * y.to(dtype)).sum(-1)
+
+
+def tiled_infonce(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
+                  text_to_image: torch.Tensor | None = None, chunk: int = 1024) -> torch.Tensor:
+    """Symmetric InfoNCE, equal to :func:`mclip.losses.reference.infonce_reference`.
+
+    image_emb [N, d], text_emb [M, d], logit_scale the log temperature inverse (scalar),
+    text_to_image LongTensor [M] (None: diagonal). Peak extra memory O(chunk * M + (N + M) * d).
+    """
+    pos = positive_index(text_to_image, image_emb.shape[0], text_emb.shape[0], image_emb.device)
+    row_lse, col_lse = TiledLogSumExp.apply(image_emb, text_emb, logit_scale, chunk)
+    positive = _positive_logits(image_emb, text_emb, logit_scale, pos)
+    return ((row_lse[pos] - positive) + (col_lse - positive)).mean() / 2
+
+
+def tiled_sigmoid(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
+                  logit_bias: torch.Tensor, text_to_image: torch.Tensor | None = None,
+                  chunk: int = 1024) -> torch.Tensor:
+    """Sigmoid loss, equal to :func:`mclip.losses.reference.sigmoid_reference`.
+
+    -1/N [sum_ij log sigmoid(-s_ij) + sum_(i,j) in P s_ij] = 1/N [sum_ij softplus(s_ij) - sum_P s_ij].
+    """
+    pos = positive_index(text_to_image, image_emb.shape[0], text_emb.shape[0], image_emb.device)
+    total = TiledSoftplusSum.apply(image_emb, text_emb, logit_scale, logit_bias, chunk)
+    positive = _positive_logits(image_emb, text_emb, logit_scale, pos) + logit_bias.to(total.dtype)
+    return (total - positive.sum()) / image_emb.shape[0]

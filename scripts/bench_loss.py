@@ -1,0 +1,159 @@
+"""Benchmark contrastive losses: time and extra peak memory of forward + backward, fp32, CPU/GPU.
+
+Each (implementation, batch size) case runs in its own process so peak memory is its own.
+Prints a table and writes JSON.
+
+    python scripts/bench_loss.py                         # B in 4096 16384 65536, d=512
+    python scripts/bench_loss.py --batch 4096 --impl mclip_infonce open_clip_clip
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+IMPLS = ("mclip_infonce", "mclip_sigmoid", "open_clip_clip", "open_clip_siglip", "naive_infonce")
+# Bytes of B x B fp32 matrices the full-matrix implementations hold at their peak (measured
+# order of magnitude: logits, their transpose / softmax, and the gradient).
+FULL_MATRIX_COPIES = {"open_clip_clip": 4, "open_clip_siglip": 3, "naive_infonce": 3}
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def run_case(impl: str, batch: int, dim: int, chunk: int, device: str) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    x = F.normalize(torch.randn(batch, dim, device=device), dim=-1).requires_grad_()
+    y = F.normalize(torch.randn(batch, dim, device=device), dim=-1).requires_grad_()
+    log_scale = torch.tensor(2.659, device=device, requires_grad=True)
+    bias = torch.tensor(-10.0, device=device, requires_grad=True)
+
+    if impl == "mclip_infonce":
+        from mclip.losses.tiled import tiled_infonce
+        fn = lambda: tiled_infonce(x, y, log_scale, chunk=chunk)
+    elif impl == "mclip_sigmoid":
+        from mclip.losses.tiled import tiled_sigmoid
+        fn = lambda: tiled_sigmoid(x, y, log_scale, bias, chunk=chunk)
+    elif impl == "open_clip_clip":
+        from open_clip.loss import ClipLoss
+        loss = ClipLoss()
+        fn = lambda: loss(x, y, log_scale.exp())
+    elif impl == "open_clip_siglip":
+        from open_clip.loss import SigLipLoss
+        loss = SigLipLoss()
+        fn = lambda: loss(x, y, log_scale.exp(), bias)
+    else:
+        from mclip.losses.reference import infonce_reference
+        fn = lambda: infonce_reference(x, y, log_scale)
+
+    def once():
+        for t in (x, y, log_scale, bias):
+            t.grad = None
+        fn().backward()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    if batch <= 16384:
+        once()  # warm-up (allocator, kernels), not timed
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _rss_bytes()
+    start = time.perf_counter()
+    once()
+    seconds = time.perf_counter() - start
+    if device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    return {"impl": impl, "batch": batch, "dim": dim, "chunk": chunk, "device": device,
+            "seconds": seconds, "extra_peak_bytes": max(peak, 0), "status": "ok"}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, nargs="+", default=[4096, 16384, 65536])
+    parser.add_argument("--impl", nargs="+", default=list(IMPLS), choices=IMPLS)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--chunk", type=int, default=1024)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--memory-limit-gb", type=float, default=None,
+                        help="skip full-matrix cases that need more (default: 80%% of RAM)")
+    parser.add_argument("--out", default="bench_out/bench_loss.json")
+    parser.add_argument("--case", nargs=2, metavar=("IMPL", "BATCH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.case:
+        print(json.dumps(run_case(args.case[0], int(args.case[1]), args.dim, args.chunk,
+                                  args.device)))
+        return 0
+
+    limit = args.memory_limit_gb or 0.8 * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    results = []
+    for batch in args.batch:
+        for impl in args.impl:
+            need_gb = FULL_MATRIX_COPIES.get(impl, 0) * batch * batch * 4 / 2**30
+            if need_gb > limit:
+                row = {"impl": impl, "batch": batch, "dim": args.dim, "status":
+                       f"cannot run: needs >= {need_gb:.0f} GB for B x B matrices (limit {limit:.0f} GB)"}
+            else:
+                cmd = [sys.executable, __file__, "--case", impl, str(batch), "--dim", str(args.dim),
+                       "--chunk", str(args.chunk), "--device", args.device]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode == 0:
+                    row = json.loads(proc.stdout.strip().splitlines()[-1])
+                else:
+                    row = {"impl": impl, "batch": batch, "dim": args.dim,
+                           "status": f"failed (exit {proc.returncode}): "
+                                     f"{(proc.stderr.strip().splitlines() or [''])[-1][:120]}"}
+            results.append(row)
+            print(_format_row(row), flush=True)
+
+    print("\n" + table(results))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+def _format_row(row: dict) -> str:
+    if row["status"] != "ok":
+        return f"B={row['batch']:>6} {row['impl']:<17} {row['status']}"
+    return (f"B={row['batch']:>6} {row['impl']:<17} {row['seconds']:8.2f} s "
+            f"{row['extra_peak_bytes'] / 2**20:10.0f} MiB")
+
+
+def table(results: list[dict]) -> str:
+    """Markdown table, with mclip's time and memory relative to open_clip at the same B."""
+    lines = ["| B | implementation | time (s) | extra peak memory (MiB) | time vs open_clip | memory vs open_clip |",
+             "|---|---|---|---|---|---|"]
+    ref = {(r["batch"], r["impl"]): r for r in results if r["status"] == "ok"}
+    partner = {"mclip_infonce": "open_clip_clip", "mclip_sigmoid": "open_clip_siglip"}
+    for r in results:
+        if r["status"] != "ok":
+            lines.append(f"| {r['batch']} | {r['impl']} | – | – | {r['status']} | |")
+            continue
+        other = ref.get((r["batch"], partner.get(r["impl"], "")))
+        time_ratio = f"{r['seconds'] / other['seconds']:.2f}x" if other else ""
+        mem_ratio = (f"{100 * r['extra_peak_bytes'] / max(other['extra_peak_bytes'], 1):.1f}%"
+                     if other else "")
+        lines.append(f"| {r['batch']} | {r['impl']} | {r['seconds']:.2f} | "
+                     f"{r['extra_peak_bytes'] / 2**20:.0f} | {time_ratio} | {mem_ratio} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

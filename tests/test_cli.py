@@ -1,0 +1,58 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _mclip(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "mclip.cli", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_config_error_exits_2_with_message(tmp_path):
+    result = _mclip("train", "--config", ROOT / "configs" / "demo.yaml", "train.stpes=3")
+    assert result.returncode == 2
+    assert "unknown config key 'train.stpes'. Did you mean 'train.steps'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_shards_exit_2_with_fix(tmp_path):
+    result = _mclip("train", "--config", ROOT / "configs" / "demo.yaml",
+                    f"data.train_shards={tmp_path}/x-{{0..3}}.tar")
+    assert result.returncode == 2 and "mclip data demo" in result.stderr
+
+
+def test_eval_of_a_non_model_directory_is_a_clear_error(tmp_path):
+    result = _mclip("eval", "--model", tmp_path, "--suite", ROOT / "eval_suites" / "demo.yaml")
+    assert result.returncode == 2 and "neither a model directory" in result.stderr
+
+
+@pytest.mark.slow
+def test_cli_end_to_end(tmp_path):
+    data, run = tmp_path / "data", tmp_path / "run"
+    result = _mclip("data", "demo", "--out", data, "--train", 240, "--eval-per-class", 2,
+                    "--image-size", 32, "--shard-size", 60)
+    assert result.returncode == 0, result.stderr
+    assert "12 languages" in result.stdout
+    result = _mclip("train", "--config", ROOT / "configs" / "demo.yaml",
+                    *tiny_overrides(data, run))
+    assert result.returncode == 0, result.stderr
+    assert "step 6: loss=" in result.stderr  # plain progress lines when not on a terminal
+    result = _mclip("eval", "--model", run, "--suite", ROOT / "eval_suites" / "demo.yaml",
+                    "--data-root", data, "--out", tmp_path / "eval")
+    assert result.returncode == 0, result.stderr
+    assert "| sw |" in result.stdout and "| **mean** |" in result.stdout
+    report = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert set(report["tasks"]["shapes"]["languages"]) == {"en", "de", "fr", "es", "it", "pt", "ru",
+                                                          "zh", "ja", "ar", "hi", "sw"}
+    assert report["tasks"]["shapes"]["languages"]["hi"]["n_classes"] == 24
+    assert report["versions"]["torch"] != "not installed"
+    assert (tmp_path / "eval" / "results.png").stat().st_size > 10_000
+    result = _mclip("report", tmp_path / "eval" / "results.json", "--out", tmp_path / "again")
+    assert result.returncode == 0 and (tmp_path / "again" / "results.md").is_file()
