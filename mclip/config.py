@@ -118,6 +118,22 @@ class TrainConfig:
     NaN with multilingual towers and is ~30x slower on CPU."""
     threads: int = 0
     """torch intra-op threads on CPU; 0 keeps torch's default."""
+    micro_batches: int = 1
+    """Gradient cache: encode each rank's batch in this many pieces; the gradient is unchanged."""
+    freeze_batchnorm: bool = False
+    """Run BatchNorm layers in eval mode (exact gradient cache with BatchNorm towers)."""
+
+
+@dataclass
+class DistConfig:
+    gather: str = "exact"
+    """'exact': every rank's embeddings are negatives (full-batch loss and gradient);
+    'group_local': negatives from the rank's group only (less communication, approximate)."""
+    group_size: int = 0
+    """Ranks per gather group; 0: the ranks of one node (LOCAL_WORLD_SIZE), else all ranks."""
+    backend: str = "auto"
+    """'auto' (nccl with CUDA, gloo on CPU), 'nccl' or 'gloo'."""
+    timeout_minutes: int = 30
 
 
 @dataclass
@@ -126,6 +142,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -138,6 +155,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.language_policy": ("uniform", "weighted"),
     "loss.kind": ("infonce", "sigmoid"),
     "train.precision": ("auto", "fp32", "bf16"),
+    "dist.gather": ("exact", "group_local"),
+    "dist.backend": ("auto", "nccl", "gloo"),
 }
 
 
@@ -242,19 +261,23 @@ def validate(cfg: Config) -> Config:
     positive = ["model.embed_dim", "model.image.image_size", "model.text.max_length",
                 "model.text.hidden_size", "model.text.num_layers", "model.text.num_heads",
                 "model.text.intermediate_size", "train.steps", "train.batch_size", "train.lr",
-                "train.save_every", "train.log_every", "train.keep_checkpoints", "loss.chunk_size"]
+                "train.save_every", "train.log_every", "train.keep_checkpoints", "loss.chunk_size",
+                "train.micro_batches", "dist.timeout_minutes"]
     for key in positive:
         if not _get(cfg, key) > 0:
             raise ConfigError(f"config key '{key}' must be > 0, got {_get(cfg, key)!r}")
     non_negative = ["train.weight_decay", "train.warmup_steps", "train.min_lr_ratio",
                     "data.shuffle_buffer", "data.num_workers", "train.threads",
-                    "model.image.drop_path_rate", "model.text.dropout"]
+                    "model.image.drop_path_rate", "model.text.dropout", "dist.group_size"]
     for key in non_negative:
         if _get(cfg, key) < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {_get(cfg, key)!r}")
     if cfg.train.warmup_steps >= cfg.train.steps:
         raise ConfigError(f"config key 'train.warmup_steps' ({cfg.train.warmup_steps}) must be "
                           f"smaller than 'train.steps' ({cfg.train.steps})")
+    if cfg.train.micro_batches > cfg.train.batch_size:
+        raise ConfigError(f"config key 'train.micro_batches' ({cfg.train.micro_batches}) cannot "
+                          f"exceed 'train.batch_size' ({cfg.train.batch_size})")
     if cfg.train.min_lr_ratio > 1:
         raise ConfigError("config key 'train.min_lr_ratio' must be in [0, 1]")
     if cfg.train.grad_clip is not None and cfg.train.grad_clip <= 0:

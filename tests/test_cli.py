@@ -56,3 +56,26 @@ def test_cli_end_to_end(tmp_path):
     assert (tmp_path / "eval" / "results.png").stat().st_size > 10_000
     result = _mclip("report", tmp_path / "eval" / "results.json", "--out", tmp_path / "again")
     assert result.returncode == 0 and (tmp_path / "again" / "results.md").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gather", ["exact", "group_local"])
+def test_torchrun_two_cpu_ranks(demo_data, tmp_path, gather):
+    run = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+         str(29500 + (hash(gather) % 1000)), "-m", "mclip.cli", "train", "--config",
+         str(ROOT / "configs" / "demo.yaml"), *tiny_overrides(demo_data, run),
+         "train.micro_batches=2", "dist.group_size=1", f"dist.gather={gather}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    start = next(r for r in records if r.get("event") == "start")
+    assert start["world_size"] == 2
+    info = next(r for r in records if r.get("event") == "gather")
+    # global batch 32 = 2 ranks x 16; group_local with groups of one rank sees only its own 16
+    assert info["negatives_per_sample"] == (31 if gather == "exact" else 15)
+    if gather == "group_local":
+        assert "approximate" in info["note"]
+    assert (run / "checkpoints" / "step_0000006" / "model.safetensors").is_file()

@@ -30,10 +30,11 @@ class TiledLogSumExp(torch.autograd.Function):
     """(x [N, d], y [M, d], logit_scale []) -> (row_lse [N], col_lse [M]) of s = exp(logit_scale) x y^T.
 
     Backward: ds_ij = g_row_i softmax_row_ij + g_col_j softmax_col_ij, recomputed per tile.
+    With ``need_cols=False`` only rows are computed (col_lse is returned as zeros).
     """
 
     @staticmethod
-    def forward(ctx, x, y, logit_scale, chunk: int):
+    def forward(ctx, x, y, logit_scale, chunk: int, need_cols: bool = True):
         dtype = compute_dtype(x)
         scale = logit_scale.to(dtype).exp()
         xf, yf = x.to(dtype), y.to(dtype)
@@ -43,12 +44,13 @@ class TiledLogSumExp(torch.autograd.Function):
         for rows in _tiles(x.shape[0], chunk):
             logits = (xf[rows] * scale) @ yf.T
             row_lse[rows] = torch.logsumexp(logits, dim=1)
-            new_max = torch.maximum(col_max, logits.amax(dim=0))
-            col_sum = col_sum * torch.exp(col_max - new_max) + torch.exp(logits - new_max).sum(0)
-            col_max = new_max
-        col_lse = col_max + col_sum.log()
+            if need_cols:  # online log-sum-exp down the columns: running max and rescaled sum
+                new_max = torch.maximum(col_max, logits.amax(dim=0))
+                col_sum = col_sum * torch.exp(col_max - new_max) + torch.exp(logits - new_max).sum(0)
+                col_max = new_max
+        col_lse = col_max + col_sum.log() if need_cols else torch.zeros_like(col_sum)
         ctx.save_for_backward(x, y, logit_scale, row_lse, col_lse)
-        ctx.chunk = chunk
+        ctx.chunk, ctx.need_cols = chunk, need_cols
         return row_lse, col_lse
 
     @staticmethod
@@ -64,12 +66,14 @@ class TiledLogSumExp(torch.autograd.Function):
         grad_scale = torch.zeros((), device=x.device, dtype=dtype)
         for rows in _tiles(x.shape[0], ctx.chunk):
             logits = (xf[rows] * scale) @ yf.T
-            g = (torch.exp(logits - row_lse[rows, None]) * grad_row[rows, None]
-                 + torch.exp(logits - col_lse[None, :]) * grad_col[None, :])
+            g = torch.exp(logits - row_lse[rows, None]) * grad_row[rows, None]
+            if ctx.need_cols:
+                g += torch.exp(logits - col_lse[None, :]) * grad_col[None, :]
             grad_scale += (g * logits).sum()
             grad_x[rows] = (g @ yf) * scale
             grad_y += (g.T @ xf[rows]) * scale
-        return grad_x.to(x.dtype), grad_y.to(y.dtype), grad_scale.to(logit_scale.dtype), None
+        return (grad_x.to(x.dtype), grad_y.to(y.dtype), grad_scale.to(logit_scale.dtype), None,
+                None)
 
 
 class TiledSoftplusSum(torch.autograd.Function):
@@ -108,7 +112,9 @@ class TiledSoftplusSum(torch.autograd.Function):
                 grad_bias.to(logit_bias.dtype), None)
 
 
-def _positive_logits(x, y, logit_scale, pos):
+def positive_logits(x: torch.Tensor, y: torch.Tensor, logit_scale: torch.Tensor,
+                    pos: torch.Tensor) -> torch.Tensor:
+    """t <x[pos[j]], y[j]> for every text j: [M], in the compute dtype."""
     dtype = compute_dtype(x)
     return logit_scale.to(dtype).exp() * (x[pos].to(dtype) * y.to(dtype)).sum(-1)
 
@@ -122,7 +128,7 @@ def tiled_infonce(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: 
     """
     pos = positive_index(text_to_image, image_emb.shape[0], text_emb.shape[0], image_emb.device)
     row_lse, col_lse = TiledLogSumExp.apply(image_emb, text_emb, logit_scale, chunk)
-    positive = _positive_logits(image_emb, text_emb, logit_scale, pos)
+    positive = positive_logits(image_emb, text_emb, logit_scale, pos)
     return ((row_lse[pos] - positive) + (col_lse - positive)).mean() / 2
 
 
@@ -135,5 +141,5 @@ def tiled_sigmoid(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: 
     """
     pos = positive_index(text_to_image, image_emb.shape[0], text_emb.shape[0], image_emb.device)
     total = TiledSoftplusSum.apply(image_emb, text_emb, logit_scale, logit_bias, chunk)
-    positive = _positive_logits(image_emb, text_emb, logit_scale, pos) + logit_bias.to(total.dtype)
+    positive = positive_logits(image_emb, text_emb, logit_scale, pos) + logit_bias.to(total.dtype)
     return (total - positive.sum()) / image_emb.shape[0]

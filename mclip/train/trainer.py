@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -15,10 +16,13 @@ from mclip.config import Config, ConfigError
 from mclip.data.languages import LanguagePolicy
 from mclip.data.pipeline import TrainStream
 from mclip.data.shards import check_shard_count, expand_shards
-from mclip.losses.contrastive import build_loss
+from mclip.losses.objective import ContrastiveObjective
 from mclip.models.dual import WEIGHTS_FILE, DualEncoder
 from mclip.train.checkpoint import (latest_checkpoint, load_trainer_state, rng_state,
                                     save_checkpoint, set_rng_state)
+from mclip.train.distributed import (DistContext, average_gradients, broadcast_parameters,
+                                     distributed_device, init_distributed, sum_counts)
+from mclip.train.gradcache import gradient_cache_backward, set_batchnorm_eval
 from mclip.train.logger import TrainLogger
 from mclip.train.schedule import warmup_cosine
 
@@ -52,25 +56,67 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
     return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=tuple(cfg.train.betas), eps=cfg.train.eps)
 
 
+def step_gradients(model: DualEncoder, objective: ContrastiveObjective, images: torch.Tensor,
+                   tokens: dict[str, torch.Tensor], micro_batches: int, device: torch.device,
+                   precision: str = "fp32") -> torch.Tensor:
+    """Accumulate this rank's gradient of one step's loss into ``.grad``; return the loss value.
+
+    images [n, 3, S, S] and tokens (input_ids / attention_mask [n, L]) are this rank's pairs.
+    With ``micro_batches`` > 1 the towers run through the gradient cache; the loss (and so the
+    logit scale and bias gradient) is evaluated once either way. The returned value is the
+    global loss (identical on every rank).
+    """
+    def encode(piece: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        with autocast_context(device, precision):
+            image_emb = model.encode_image(piece["images"])
+            text_emb = model.encode_text({"input_ids": piece["input_ids"],
+                                          "attention_mask": piece["attention_mask"]})
+        return image_emb.float(), text_emb.float()
+
+    value: list[torch.Tensor] = []
+
+    def loss_fn(image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+        to_backward, logged = objective(image_emb, text_emb, model.logit_scale, model.logit_bias)
+        value.append(logged)
+        return to_backward
+
+    batch = {"images": images, **tokens}
+    if micro_batches == 1:
+        loss_fn(*encode(batch)).backward()
+    else:
+        gradient_cache_backward(encode, batch, loss_fn, micro_batches, model, device)
+    return value[0]
+
+
 def train(cfg: Config, resume: bool = False, quiet: bool = False) -> Path:
     """Train a DualEncoder as ``cfg`` says; returns the final checkpoint directory.
 
-    With ``resume=True`` the newest checkpoint in ``cfg.train.out_dir`` restores the model,
-    optimizer, scheduler, step and RNG state. The data stream is re-seeded with the step, so
-    a resumed run continues on fresh batches rather than replaying the first ones.
+    Runs as one process, or as one rank of a ``torchrun`` launch (then ``train.batch_size`` is
+    the global batch, split evenly over ranks). With ``resume=True`` the newest checkpoint in
+    ``cfg.train.out_dir`` restores the model, optimizer, scheduler, step and RNG state. The data
+    stream is re-seeded with the step, so a resumed run continues on fresh batches rather than
+    replaying the first ones.
     """
     out_dir = Path(cfg.train.out_dir)
-    device = resolve_device(cfg.train.device)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(distributed_device(cfg.train.device, local_rank))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    ctx = init_distributed(cfg, device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
 
     shards = expand_shards(cfg.data.train_shards)
-    check_shard_count(len(shards), 1, cfg.data.num_workers)
+    check_shard_count(len(shards), ctx.world_size, cfg.data.num_workers)
+    local_batch = cfg.train.batch_size // ctx.world_size
+    if cfg.train.micro_batches > local_batch:
+        raise ConfigError(f"config key 'train.micro_batches' ({cfg.train.micro_batches}) exceeds the "
+                          f"per-rank batch ({local_batch})")
 
     model = DualEncoder(cfg.model).to(device)
-    loss_fn = build_loss(cfg.loss)
-    model.logit_bias.requires_grad_(loss_fn.uses_bias)
+    objective = ContrastiveObjective(cfg.loss, ctx.groups, cfg.dist.gather)
+    model.logit_bias.requires_grad_(objective.uses_bias)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(
         s, cfg.train.steps, cfg.train.warmup_steps, cfg.train.min_lr_ratio))
@@ -87,17 +133,27 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> Path:
         scheduler.load_state_dict(state["scheduler"])
         start_step, skipped_total = state["step"], Counter(state.get("skipped", {}))
         set_rng_state(state["rng"])
+    if ctx.world_size > 1:
+        broadcast_parameters(model)
+        torch.manual_seed(cfg.train.seed + 7919 * ctx.rank + start_step)  # distinct dropout per rank
 
-    logger = TrainLogger(out_dir, cfg.train.steps, start_step, quiet=quiet)
+    logger = TrainLogger(out_dir, cfg.train.steps, start_step, quiet=quiet, enabled=ctx.is_main)
     logger.event("resume" if resumed_from else "start", step=start_step, device=str(device),
-                 checkpoint=str(resumed_from) if resumed_from else None,
+                 checkpoint=str(resumed_from) if resumed_from else None, world_size=ctx.world_size,
                  parameters=sum(p.numel() for p in model.parameters()), config=cfg.to_dict())
+    if ctx.world_size > 1:
+        exact = cfg.dist.gather == "exact"
+        logger.event("gather", mode=cfg.dist.gather, group_size=ctx.groups.group_size,
+                     negatives_per_sample=objective.negatives_per_sample(local_batch),
+                     note="full-batch loss and gradient" if exact else
+                     f"approximate: negatives from the {ctx.groups.group_size} ranks of a group "
+                     f"only, not the global batch of {cfg.train.batch_size}")
 
     stream = TrainStream(shards, model.image_transform(train=cfg.data.augment),
                          LanguagePolicy(cfg.data.language_policy, cfg.data.languages,
                                         cfg.data.language_weights),
-                         cfg.train.batch_size, cfg.data.shuffle_buffer,
-                         seed=cfg.train.seed + start_step)
+                         local_batch, cfg.data.shuffle_buffer, seed=cfg.train.seed + start_step,
+                         rank=ctx.rank, world_size=ctx.world_size)
     loader = DataLoader(stream, batch_size=None, num_workers=cfg.data.num_workers,
                         persistent_workers=False, prefetch_factor=4 if cfg.data.num_workers else None)
     batches = iter(loader)
@@ -108,45 +164,56 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> Path:
                 "skipped": dict(skipped_total)}
 
     model.train()
+    if cfg.train.freeze_batchnorm:
+        set_batchnorm_eval(model)
     last_log, samples_since = time.perf_counter(), 0
+    skipped_local: Counter = Counter()
     final_dir = resumed_from
     for step in range(start_step, cfg.train.steps):
         batch = next(batches)
-        skipped_total.update(batch["skipped"])
+        skipped_local.update(batch["skipped"])
         images = batch["images"].to(device, non_blocking=True)
         tokens = {k: v.to(device) for k, v in model.tokenize(batch["texts"]).items()}
 
-        with autocast_context(device, cfg.train.precision):
-            image_emb = model.encode_image(images)
-            text_emb = model.encode_text(tokens)
-        loss = loss_fn(image_emb.float(), text_emb.float(), model.logit_scale, model.logit_bias)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = step_gradients(model, objective, images, tokens, cfg.train.micro_batches, device,
+                              cfg.train.precision)
+        if ctx.world_size > 1:
+            average_gradients(model, ctx.world_size)
         grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
                      if cfg.train.grad_clip else None)
         optimizer.step()
         scheduler.step()
         model.clamp_logit_scale()
 
-        samples_since += len(batch["texts"])
+        samples_since += len(batch["texts"]) * ctx.world_size
         logger.advance()
         done = step + 1
         if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+            skipped_total.update(sum_counts(skipped_local, ctx))
+            skipped_local.clear()
             now = time.perf_counter()
             metrics = {"loss": loss.item(), "lr": scheduler.get_last_lr()[0],
                        "logit_scale": model.logit_scale.exp().item(),
                        "samples_per_s": samples_since / max(now - last_log, 1e-9),
                        "skipped": dict(skipped_total)}
-            if loss_fn.uses_bias:
+            if objective.uses_bias:
                 metrics["logit_bias"] = model.logit_bias.item()
             if grad_norm is not None:
                 metrics["grad_norm"] = float(grad_norm)
             logger.step(done, metrics)
             last_log, samples_since = now, 0
         if done % cfg.train.save_every == 0 or done == cfg.train.steps:
-            final_dir = save_checkpoint(out_dir, done, model, cfg, trainer_state(done),
-                                        keep=cfg.train.keep_checkpoints)
-            logger.event("checkpoint", step=done, path=str(final_dir))
+            skipped_total.update(sum_counts(skipped_local, ctx))
+            skipped_local.clear()
+            if ctx.is_main:
+                final_dir = save_checkpoint(out_dir, done, model, cfg, trainer_state(done),
+                                            keep=cfg.train.keep_checkpoints)
+                logger.event("checkpoint", step=done, path=str(final_dir))
+            else:
+                final_dir = out_dir / "checkpoints" / f"step_{done:07d}"
+            if ctx.world_size > 1:
+                torch.distributed.barrier()
     logger.event("end", step=cfg.train.steps, skipped=dict(skipped_total),
                  checkpoint=str(final_dir))
     logger.close()

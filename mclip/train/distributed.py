@@ -1,0 +1,104 @@
+"""torch.distributed set-up for training: process group, device, gather groups, gradient averaging.
+
+mclip averages gradients itself (one all-reduce over a flat buffer after the whole step) instead
+of wrapping the model in DistributedDataParallel: a gradient-cache step runs several forward /
+backward passes and the loss uses the logit scale outside the towers' forward, which DDP's
+reducer does not expect. The arithmetic is DDP's: the mean of every rank's gradient. Frozen
+parameters (``requires_grad=False``) are never communicated, and a parameter without a gradient
+on some rank counts as zero, so frozen or unused parameters cannot hang a rank.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from mclip.config import Config, ConfigError
+from mclip.losses.gather import GatherGroups, make_gather_groups
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    groups: GatherGroups | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def launched_distributed() -> bool:
+    """True under torchrun / SLURM-style launchers that set WORLD_SIZE > 1."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init_distributed(cfg: Config, device: torch.device) -> DistContext:
+    """Join the process group when launched by torchrun; returns this process's context."""
+    if not launched_distributed():
+        return DistContext()
+    backend = cfg.dist.backend
+    if backend == "auto":
+        backend = "nccl" if device.type == "cuda" else "gloo"
+    if backend == "nccl" and device.type != "cuda":
+        raise ConfigError("config key 'dist.backend' is 'nccl' but training runs on CPU; use "
+                          "dist.backend=gloo (or auto)")
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=cfg.dist.timeout_minutes))
+    world, rank = dist.get_world_size(), dist.get_rank()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    group_size = cfg.dist.group_size or int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    if world % group_size:
+        raise ConfigError(f"config key 'dist.group_size' ({group_size}) must divide the number of "
+                          f"ranks ({world})")
+    if cfg.train.batch_size % world:
+        raise ConfigError(f"config key 'train.batch_size' ({cfg.train.batch_size}) is the global "
+                          f"batch and must be divisible by the number of ranks ({world})")
+    return DistContext(rank, world, local_rank, make_gather_groups(group_size))
+
+
+def distributed_device(name: str, local_rank: int) -> str:
+    """With several ranks per node, 'auto' / 'cuda' pick this rank's GPU (LOCAL_RANK)."""
+    if launched_distributed() and torch.cuda.is_available() and name in ("auto", "cuda"):
+        return f"cuda:{local_rank}"
+    return name
+
+
+def broadcast_parameters(model: torch.nn.Module) -> None:
+    """Make every rank start from rank 0's weights and buffers."""
+    for tensor in model.state_dict().values():
+        dist.broadcast(tensor, src=0)
+
+
+def average_gradients(model: torch.nn.Module, world_size: int) -> None:
+    """Replace each trainable parameter's gradient by its mean over ranks (as DDP does)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1).float() for g in grads])
+    dist.all_reduce(flat)
+    flat /= world_size
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset:offset + n].view_as(p).to(p.dtype)
+        offset += n
+
+
+def sum_counts(counts: dict, ctx: DistContext) -> dict:
+    """Add a {reason: count} dict over ranks (identity on one process)."""
+    if ctx.world_size == 1:
+        return dict(counts)
+    gathered: list = [None] * ctx.world_size
+    dist.all_gather_object(gathered, dict(counts))
+    total: dict = {}
+    for part in gathered:
+        for key, value in part.items():
+            total[key] = total.get(key, 0) + value
+    return total

@@ -1,0 +1,106 @@
+"""Gradient cache: a contrastive step over a batch too large for activations in memory.
+
+GradCache (Gao et al. 2021, arXiv:2101.06983): (1) run the encoders on K micro-batches without
+building a graph and keep only the embeddings; (2) evaluate the loss once on all embeddings and
+back-propagate into them (and into the logit scale and bias, once); (3) re-run each micro-batch
+with a graph and back-propagate its slice of the cached embedding gradient. The RNG state
+before each micro-batch forward is recorded in (1) and replayed in (3), so dropout and
+drop-path masks match and the result is exactly the gradient of the micro-batched forward.
+
+BatchNorm in training mode normalises with each micro-batch's statistics, so with K > 1 a
+BatchNorm tower does not see full-batch statistics (the same holds for plain accumulation).
+Pass ``freeze_batchnorm=True`` (config ``train.freeze_batchnorm``) to run BatchNorm layers in
+eval mode, which makes the step exact for any tower. Running statistics are never updated
+twice: the no-graph pass leaves them untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import torch
+from torch import nn
+
+Embeddings = tuple[torch.Tensor, torch.Tensor]
+
+
+def _rng_state(device: torch.device) -> tuple:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: tuple, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+@contextlib.contextmanager
+def batchnorm_stats_frozen(model: nn.Module):
+    """Inside: BatchNorm layers do not update their running statistics (momentum 0)."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None
+              else None) for m in layers]
+    for m in layers:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(layers, saved):
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
+def set_batchnorm_eval(model: nn.Module) -> int:
+    """Put every BatchNorm layer in eval mode (use running statistics); returns how many."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in layers:
+        m.eval()
+    return len(layers)
+
+
+def _split(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.Tensor]]:
+    pieces = {k: torch.tensor_split(v, parts) for k, v in batch.items()}
+    return [{k: pieces[k][i] for k in batch} for i in range(parts)]
+
+
+def gradient_cache_backward(encode: Callable[[dict], Embeddings], batch: dict[str, torch.Tensor],
+                            loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                            micro_batches: int, model: nn.Module, device: torch.device
+                            ) -> torch.Tensor:
+    """One contrastive step's backward pass in ``micro_batches`` pieces; returns the loss.
+
+    ``encode(piece)`` maps a slice of ``batch`` (every tensor split along dim 0) to
+    (image_emb [b, d], text_emb [b, d]); ``loss_fn(image_emb [B, d], text_emb [B, d])`` returns
+    the scalar to back-propagate (it may use the logit scale / bias, which then receive their
+    gradient exactly once). Parameter gradients are accumulated into ``.grad`` as one backward
+    over the whole batch would; the caller zeroes them before and steps after.
+    """
+    pieces = _split(batch, micro_batches)
+    states, image_parts, text_parts = [], [], []
+    with torch.no_grad(), batchnorm_stats_frozen(model):
+        for piece in pieces:
+            states.append(_rng_state(device))
+            image_emb, text_emb = encode(piece)
+            image_parts.append(image_emb)
+            text_parts.append(text_emb)
+    end_state = _rng_state(device)
+
+    image_all = torch.cat(image_parts).detach().requires_grad_()
+    text_all = torch.cat(text_parts).detach().requires_grad_()
+    loss = loss_fn(image_all, text_all)
+    loss.backward()
+
+    offsets = [0]
+    for part in image_parts:
+        offsets.append(offsets[-1] + part.shape[0])
+    for i, piece in enumerate(pieces):
+        _set_rng_state(states[i], device)
+        image_emb, text_emb = encode(piece)
+        rows = slice(offsets[i], offsets[i + 1])
+        torch.autograd.backward([image_emb, text_emb], [image_all.grad[rows].to(image_emb.dtype),
+                                                        text_all.grad[rows].to(text_emb.dtype)])
+    _set_rng_state(end_state, device)
+    return loss.detach()

@@ -1,0 +1,113 @@
+"""Several CPU processes (gloo) against one process on the concatenated batch."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from mclip.config import LossConfig, config_from_dict
+from mclip.losses.gather import make_gather_groups
+from mclip.losses.objective import ContrastiveObjective
+from mclip.models.dual import DualEncoder
+from mclip.train.distributed import average_gradients
+from mclip.train.trainer import step_gradients
+
+CPU = torch.device("cpu")
+LOCAL = 4  # pairs per rank
+# (loss kind, gather mode, micro-batches)
+CASES = [("infonce", "exact", 1), ("sigmoid", "exact", 1), ("infonce", "exact", 2),
+         ("infonce", "group_local", 1), ("sigmoid", "group_local", 1)]
+
+
+def _model():
+    cfg = config_from_dict({"model": {
+        "embed_dim": 16, "image": {"name": "vit_tiny_patch16_224", "image_size": 32},
+        "text": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
+                 "max_length": 40, "dropout": 0.0}}})
+    torch.manual_seed(0)
+    return DualEncoder(cfg.model)
+
+
+def _global_batch(model, n):
+    g = torch.Generator().manual_seed(5)
+    images = torch.randn(n, 3, 32, 32, generator=g)
+    texts = [f"pair {i}: " + "abc" * int(torch.randint(0, 6, (1,), generator=g)) for i in range(n)]
+    return images, model.tokenize(texts)
+
+
+def _gradients(model, objective, images, tokens, micro_batches):
+    model.zero_grad(set_to_none=True)
+    model.logit_bias.requires_grad_(objective.uses_bias)
+    loss = step_gradients(model, objective, images, tokens, micro_batches, CPU)
+    return loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _worker(rank, world, group_size, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    groups = make_gather_groups(group_size)
+    model = _model()
+    images, tokens = _global_batch(model, world * LOCAL)
+    rows = slice(rank * LOCAL, (rank + 1) * LOCAL)
+    results = []
+    for kind, mode, micro in CASES:
+        objective = ContrastiveObjective(LossConfig(kind=kind), groups, mode)
+        loss, _ = _gradients(model, objective, images[rows], {k: v[rows] for k, v in tokens.items()},
+                             micro)
+        average_gradients(model, world)
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((loss.item(), grads, objective.negatives_per_sample(LOCAL)))
+    if rank == 0:
+        torch.save(results, out)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _close(a, b, tol=2e-5):
+    scale = max(g.norm() for g in b.values())
+    return a.keys() == b.keys() and all(
+        (a[n] - b[n]).norm() <= tol * (b[n].norm() + 1e-3 * scale) for n in a)
+
+
+@pytest.mark.parametrize("world,group_size", [(2, 1), (2, 2), (4, 1), (4, 2), (4, 4)])
+def test_ranks_match_single_process(tmp_path, world, group_size):
+    out = tmp_path / "rank0.pt"
+    mp.start_processes(_worker, args=(world, group_size, _free_port(), str(out)), nprocs=world,
+                       start_method="spawn", join=True)
+    results = torch.load(out, weights_only=False)
+
+    model = _model()
+    images, tokens = _global_batch(model, world * LOCAL)
+    n_groups = world // group_size
+    for (kind, mode, micro), (loss, grads, negatives) in zip(CASES, results):
+        objective = ContrastiveObjective(LossConfig(kind=kind))
+        full_loss, full_grads = _gradients(model, objective, images, tokens, 1)
+        if mode == "exact":
+            assert negatives == world * LOCAL - 1
+            assert loss == pytest.approx(full_loss.item(), rel=1e-5), (kind, micro)
+            assert _close(grads, full_grads), (kind, micro)
+            continue
+        # group_local: the mean of the losses of each group's own batch, and its gradient
+        assert negatives == group_size * LOCAL - 1
+        group_losses, group_grads = [], []
+        for k in range(n_groups):
+            rows = slice(k * group_size * LOCAL, (k + 1) * group_size * LOCAL)
+            value, g = _gradients(model, objective, images[rows],
+                                  {n: v[rows] for n, v in tokens.items()}, 1)
+            group_losses.append(value.item())
+            group_grads.append(g)
+        mean_grads = {n: sum(g[n] for g in group_grads) / n_groups for n in group_grads[0]}
+        assert loss == pytest.approx(sum(group_losses) / n_groups, rel=1e-5), kind
+        assert _close(grads, mean_grads), kind
+        if n_groups > 1:  # fewer negatives: not the full-batch loss
+            assert abs(loss - full_loss.item()) > 1e-3
