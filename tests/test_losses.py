@@ -83,5 +83,5 @@ def test_build_loss_and_errors():
         infonce_reference(x, y, torch.tensor(1.0))
     with pytest.raises(ValueError, match="outside"):
         infonce_reference(x, y, torch.tensor(1.0), torch.tensor([0, 1, 2, 3]))
-    with pytest.raises(ValueError, match="logit_bias"):
+    with pytest.raises(ValueError, match="needs logit_bias"):
         SigmoidLoss()(x, x, torch.tensor(1.0))

@@ -15,9 +15,9 @@ from mclip.config import LossConfig
 from mclip.losses.tiled import tiled_infonce, tiled_sigmoid
 
 
-class InfoNCELoss(nn.Module):
-    """Symmetric InfoNCE (CLIP, arXiv:2103.00020), tiled: logits are computed ``chunk_size``
-    rows at a time, never as the whole matrix. Uses no bias."""
+class ContrastiveLoss(nn.Module):
+    """Base of the tiled losses: logits are computed ``chunk_size`` rows at a time, never as
+    the whole matrix (memory O(chunk_size x M)); the result is exact."""
 
     uses_bias = False
 
@@ -28,27 +28,28 @@ class InfoNCELoss(nn.Module):
     def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
                 logit_bias: torch.Tensor | None = None,
                 text_to_image: torch.Tensor | None = None) -> torch.Tensor:
+        if self.uses_bias and logit_bias is None:
+            raise ValueError(f"{type(self).__name__} needs logit_bias (a scalar tensor)")
+        return self.compute(image_emb, text_emb, logit_scale, logit_bias, text_to_image)
+
+
+class InfoNCELoss(ContrastiveLoss):
+    """Symmetric InfoNCE (CLIP, arXiv:2103.00020). Uses no bias."""
+
+    def compute(self, image_emb, text_emb, logit_scale, logit_bias, text_to_image):
         return tiled_infonce(image_emb, text_emb, logit_scale, text_to_image, self.chunk_size)
 
 
-class SigmoidLoss(nn.Module):
-    """Pairwise sigmoid loss (SigLIP, arXiv:2303.15343), tiled like :class:`InfoNCELoss`."""
+class SigmoidLoss(ContrastiveLoss):
+    """Pairwise sigmoid loss (SigLIP, arXiv:2303.15343)."""
 
     uses_bias = True
 
-    def __init__(self, chunk_size: int = 1024):
-        super().__init__()
-        self.chunk_size = chunk_size
-
-    def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
-                logit_bias: torch.Tensor | None = None,
-                text_to_image: torch.Tensor | None = None) -> torch.Tensor:
-        if logit_bias is None:
-            raise ValueError("the sigmoid loss needs logit_bias (a scalar tensor)")
+    def compute(self, image_emb, text_emb, logit_scale, logit_bias, text_to_image):
         return tiled_sigmoid(image_emb, text_emb, logit_scale, logit_bias, text_to_image,
                              self.chunk_size)
 
 
-def build_loss(cfg: LossConfig) -> nn.Module:
+def build_loss(cfg: LossConfig) -> ContrastiveLoss:
     """The loss module named by ``cfg.kind`` ('infonce' or 'sigmoid')."""
     return {"infonce": InfoNCELoss, "sigmoid": SigmoidLoss}[cfg.kind](cfg.chunk_size)

@@ -66,10 +66,10 @@ class TiledLogSumExp(torch.autograd.Function):
         grad_scale = torch.zeros((), device=x.device, dtype=dtype)
         for rows in _tiles(x.shape[0], ctx.chunk):
             logits = (xf[rows] * scale) @ yf.T
-            g = torch.exp(logits - row_lse[rows, None]) * grad_row[rows, None]
+            g = torch.exp(logits - row_lse[rows, None]).mul_(grad_row[rows, None])
             if ctx.need_cols:
-                g += torch.exp(logits - col_lse[None, :]) * grad_col[None, :]
-            grad_scale += (g * logits).sum()
+                g += torch.exp(logits - col_lse[None, :]).mul_(grad_col[None, :])
+            grad_scale += torch.dot(g.view(-1), logits.view(-1))
             grad_x[rows] = (g @ yf) * scale
             grad_y += (g.T @ xf[rows]) * scale
         return (grad_x.to(x.dtype), grad_y.to(y.dtype), grad_scale.to(logit_scale.dtype), None,
@@ -77,7 +77,12 @@ class TiledLogSumExp(torch.autograd.Function):
 
 
 class TiledSoftplusSum(torch.autograd.Function):
-    """(x [N, d], y [M, d], logit_scale [], logit_bias []) -> sum_ij softplus(t x_i.y_j + b)."""
+    """(x [N, d], y [M, d], logit_scale [], logit_bias []) -> sum_ij softplus(t x_i.y_j + b).
+
+    The loss is a plain sum over tiles, so each tile's gradient is known as soon as the tile is
+    computed: when a gradient is needed, forward accumulates it (O((N + M) d) memory) and
+    backward only scales it, saving the recomputation pass.
+    """
 
     @staticmethod
     def forward(ctx, x, y, logit_scale, logit_bias, chunk: int):
@@ -85,31 +90,33 @@ class TiledSoftplusSum(torch.autograd.Function):
         scale, bias = logit_scale.to(dtype).exp(), logit_bias.to(dtype)
         xf, yf = x.to(dtype), y.to(dtype)
         total = torch.zeros((), device=x.device, dtype=dtype)
+        want_grad = any(ctx.needs_input_grad[:4])
+        if want_grad:
+            grad_x = torch.empty_like(xf)
+            grad_y = torch.zeros_like(yf)
+            grad_scale = torch.zeros((), device=x.device, dtype=dtype)
+            grad_bias = torch.zeros((), device=x.device, dtype=dtype)
         for rows in _tiles(x.shape[0], chunk):
-            total += F.softplus((xf[rows] * scale) @ yf.T + bias).sum()
-        ctx.save_for_backward(x, y, logit_scale, logit_bias)
-        ctx.chunk = chunk
+            logits = ((xf[rows] * scale) @ yf.T).add_(bias)
+            total += F.softplus(logits).sum()
+            if want_grad:
+                g = torch.sigmoid(logits)  # d softplus(s) / ds
+                g_sum = g.sum()
+                grad_bias += g_sum
+                grad_scale += torch.dot(g.view(-1), logits.view(-1)) - bias * g_sum  # sum g (s - b)
+                g.mul_(scale)
+                grad_x[rows] = g @ yf
+                grad_y += g.T @ xf[rows]
+        if want_grad:
+            ctx.save_for_backward(grad_x.to(x.dtype), grad_y.to(y.dtype),
+                                  grad_scale.to(logit_scale.dtype), grad_bias.to(logit_bias.dtype))
         return total
 
     @staticmethod
     def backward(ctx, grad_total):
-        x, y, logit_scale, logit_bias = ctx.saved_tensors
-        dtype = compute_dtype(x)
-        scale, bias = logit_scale.to(dtype).exp(), logit_bias.to(dtype)
-        xf, yf = x.to(dtype), y.to(dtype)
-        grad_x = torch.empty_like(xf)
-        grad_y = torch.zeros_like(yf)
-        grad_scale = torch.zeros((), device=x.device, dtype=dtype)
-        grad_bias = torch.zeros((), device=x.device, dtype=dtype)
-        for rows in _tiles(x.shape[0], ctx.chunk):
-            raw = (xf[rows] * scale) @ yf.T  # t x.y, without the bias
-            g = torch.sigmoid(raw + bias) * grad_total.to(dtype)
-            grad_scale += (g * raw).sum()
-            grad_bias += g.sum()
-            grad_x[rows] = (g @ yf) * scale
-            grad_y += (g.T @ xf[rows]) * scale
-        return (grad_x.to(x.dtype), grad_y.to(y.dtype), grad_scale.to(logit_scale.dtype),
-                grad_bias.to(logit_bias.dtype), None)
+        grad_x, grad_y, grad_scale, grad_bias = ctx.saved_tensors
+        return (grad_x * grad_total.to(grad_x.dtype), grad_y * grad_total.to(grad_y.dtype),
+                grad_scale * grad_total, grad_bias * grad_total, None)
 
 
 def positive_logits(x: torch.Tensor, y: torch.Tensor, logit_scale: torch.Tensor,
