@@ -110,8 +110,10 @@ def test_shard_errors_are_clear(tmp_path):
         expand_shards(str(tmp_path / "shard-{000..003}.tar"))
     with pytest.raises(ConfigError, match="matches no shard"):
         expand_shards(str(tmp_path))
-    with pytest.raises(ConfigError, match="Lower 'data.num_workers' to 1"):
+    with pytest.raises(ConfigError, match="lower 'data.num_workers' to 1"):
         check_shard_count(2, world_size=2, num_workers=4)
+    with pytest.raises(ConfigError, match="at least 4 shards"):
+        check_shard_count(1, world_size=2, num_workers=2)
     check_shard_count(8, world_size=2, num_workers=4)
 
 

@@ -17,16 +17,18 @@ from mclip.train.trainer import step_gradients
 
 CPU = torch.device("cpu")
 LOCAL = 4  # pairs per rank
-# (loss kind, gather mode, micro-batches)
-CASES = [("infonce", "exact", 1), ("sigmoid", "exact", 1), ("infonce", "exact", 2),
-         ("infonce", "group_local", 1), ("sigmoid", "group_local", 1)]
+# (loss kind, gather mode, micro-batches, frozen text encoder)
+CASES = [("infonce", "exact", 1, False), ("sigmoid", "exact", 1, False),
+         ("infonce", "exact", 2, False), ("sigmoid", "exact", 2, True),
+         ("infonce", "group_local", 1, False), ("sigmoid", "group_local", 1, False)]
 
 
-def _model():
+def _model(freeze_text=False):
     cfg = config_from_dict({"model": {
         "embed_dim": 16, "image": {"name": "vit_tiny_patch16_224", "image_size": 32},
         "text": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
-                 "max_length": 40, "dropout": 0.0}}})
+                 "max_length": 40, "dropout": 0.0,
+                 "freeze": ["encoder.*"] if freeze_text else []}}})
     torch.manual_seed(0)
     return DualEncoder(cfg.model)
 
@@ -50,11 +52,11 @@ def _worker(rank, world, group_size, port, out):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     groups = make_gather_groups(group_size)
-    model = _model()
-    images, tokens = _global_batch(model, world * LOCAL)
+    images, tokens = _global_batch(_model(), world * LOCAL)
     rows = slice(rank * LOCAL, (rank + 1) * LOCAL)
     results = []
-    for kind, mode, micro in CASES:
+    for kind, mode, micro, frozen in CASES:
+        model = _model(frozen)
         objective = ContrastiveObjective(LossConfig(kind=kind), groups, mode)
         loss, _ = _gradients(model, objective, images[rows], {k: v[rows] for k, v in tokens.items()},
                              micro)
@@ -86,16 +88,17 @@ def test_ranks_match_single_process(tmp_path, world, group_size):
                        start_method="spawn", join=True)
     results = torch.load(out, weights_only=False)
 
-    model = _model()
-    images, tokens = _global_batch(model, world * LOCAL)
+    images, tokens = _global_batch(_model(), world * LOCAL)
     n_groups = world // group_size
-    for (kind, mode, micro), (loss, grads, negatives) in zip(CASES, results):
+    for (kind, mode, micro, frozen), (loss, grads, negatives) in zip(CASES, results):
+        model = _model(frozen)
         objective = ContrastiveObjective(LossConfig(kind=kind))
         full_loss, full_grads = _gradients(model, objective, images, tokens, 1)
         if mode == "exact":
             assert negatives == world * LOCAL - 1
             assert loss == pytest.approx(full_loss.item(), rel=1e-5), (kind, micro)
             assert _close(grads, full_grads), (kind, micro)
+            assert frozen == (not any(n.startswith("text.encoder.") for n in grads))
             continue
         # group_local: the mean of the losses of each group's own batch, and its gradient
         assert negatives == group_size * LOCAL - 1

@@ -130,3 +130,18 @@ def test_no_grad_pass_leaves_batchnorm_statistics_alone():
         model.encode_image(torch.randn(4, 3, 32, 32))
     assert torch.equal(bn.running_mean, before[0]) and torch.equal(bn.num_batches_tracked, before[1])
     assert bn.momentum == 0.1
+
+
+def test_fully_frozen_text_tower_with_gradient_cache():
+    model = _model(dropout=0.0, drop_path=0.0)
+    for param in model.text.parameters():
+        param.requires_grad_(False)
+    model.logit_bias.requires_grad_(False)
+    objective = ContrastiveObjective(LossConfig(kind="infonce"))
+    images, tokens = _batch(model)
+    step_gradients(model, objective, images, tokens, micro_batches=1, device=CPU)
+    full = _grads(model)
+    model.zero_grad(set_to_none=True)
+    step_gradients(model, objective, images, tokens, micro_batches=3, device=CPU)
+    assert not any(name.startswith("text.") for name in full)
+    _assert_same(_grads(model), full)

@@ -55,11 +55,16 @@ def expand_shards(spec: str, key: str = "data.train_shards") -> list[str]:
 def check_shard_count(n_shards: int, world_size: int, num_workers: int) -> None:
     """Every (rank, worker) reader needs at least one shard, or a rank starves and hangs."""
     readers = world_size * max(num_workers, 1)
-    if n_shards < readers:
-        raise ConfigError(f"{n_shards} shards for {world_size} rank(s) x {max(num_workers, 1)} "
-                          f"worker(s) = {readers} readers: every reader needs at least one shard. "
-                          f"Lower 'data.num_workers' to {max(n_shards // world_size, 0) or 1} "
-                          f"or write the data as at least {readers} shards.")
+    if n_shards >= readers:
+        return
+    if n_shards < world_size:
+        fix = f"write the data as at least {readers} shards (each rank needs its own)"
+    else:
+        fix = (f"lower 'data.num_workers' to {n_shards // world_size} or write the data as at "
+               f"least {readers} shards")
+    raise ConfigError(f"{n_shards} shards for {world_size} rank(s) x {max(num_workers, 1)} "
+                      f"worker(s) = {readers} readers: every reader needs at least one shard, or "
+                      f"a rank starves and hangs. Fix: {fix}.")
 
 
 class SkipCounter(Counter):

@@ -100,7 +100,10 @@ def gradient_cache_backward(encode: Callable[[dict], Embeddings], batch: dict[st
         _set_rng_state(states[i], device)
         image_emb, text_emb = encode(piece)
         rows = slice(offsets[i], offsets[i + 1])
-        torch.autograd.backward([image_emb, text_emb], [image_all.grad[rows].to(image_emb.dtype),
-                                                        text_all.grad[rows].to(text_emb.dtype)])
+        pairs = [(emb, cached.grad[rows].to(emb.dtype))
+                 for emb, cached in ((image_emb, image_all), (text_emb, text_all))
+                 if emb.requires_grad]  # a fully frozen tower has nothing to back-propagate
+        if pairs:
+            torch.autograd.backward([p[0] for p in pairs], [p[1] for p in pairs])
     _set_rng_state(end_state, device)
     return loss.detach()
