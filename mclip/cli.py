@@ -79,6 +79,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the mclip command."""
     parser = argparse.ArgumentParser(prog="mclip", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point; user errors print one line and exit with status 2."""
     from mclip.data.shards import DataError
 
     args = build_parser().parse_args(argv)

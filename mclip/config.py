@@ -25,6 +25,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ImageTowerConfig:
+    """The image tower: a timm backbone and its input size / normalisation."""
     name: str = "resnet10t"
     """Any timm model name."""
     pretrained: Union[bool, str] = False
@@ -42,6 +43,7 @@ class ImageTowerConfig:
 
 @dataclass
 class TextTowerConfig:
+    """The text tower: a transformers encoder (or the built-in byte-level one) and its pooling."""
     name: str = "byte"
     """'byte': a small BERT-style encoder built from this config with the byte-level ByT5
     tokenizer (no download). Anything else: a transformers hub name or a local directory."""
@@ -60,6 +62,7 @@ class TextTowerConfig:
 
 @dataclass
 class ModelConfig:
+    """The dual encoder: both towers, the shared embedding size, logit scale and bias."""
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
     text: TextTowerConfig = field(default_factory=TextTowerConfig)
     embed_dim: int = 256
@@ -74,6 +77,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
+    """Training shards and how a caption language is chosen per sample."""
     train_shards: str = "demo_data/train/shard-{000000..000011}.tar"
     """Brace pattern, glob, directory of .tar files, or a comma-separated list of those."""
     languages: list[str] = field(default_factory=list)
@@ -89,6 +93,7 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
+    """The contrastive loss and its tile size."""
     kind: str = "infonce"
     """'infonce' (CLIP) or 'sigmoid' (SigLIP)."""
     chunk_size: int = 1024
@@ -97,6 +102,7 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
+    """Optimisation, schedule, checkpoints, logging and devices; batch_size is the global batch."""
     steps: int = 300
     batch_size: int = 128
     lr: float = 2e-3
@@ -126,6 +132,7 @@ class TrainConfig:
 
 @dataclass
 class DistConfig:
+    """torch.distributed settings (used only when launched with several ranks)."""
     gather: str = "exact"
     """'exact': every rank's embeddings are negatives (full-batch loss and gradient);
     'group_local': negatives from the rank's group only (less communication, approximate)."""
@@ -138,6 +145,7 @@ class DistConfig:
 
 @dataclass
 class Config:
+    """Everything one training run needs; saved as config.yaml with every checkpoint."""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -145,6 +153,7 @@ class Config:
     dist: DistConfig = field(default_factory=DistConfig)
 
     def to_dict(self) -> dict:
+        """Nested plain dicts (YAML / JSON ready)."""
         return dataclasses.asdict(self)
 
 

@@ -100,7 +100,7 @@ def test_stream_in_dataloader_workers_splits_shards(demo_data):
     stream = TrainStream(shards, TRANSFORM, LanguagePolicy(), batch_size=60, shuffle_size=10)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2)
     keys = []
-    for i, batch in zip(range(8), loader):
+    for _, batch in zip(range(8), loader):
         keys.extend(batch["keys"])
     assert len(set(keys)) == 480  # two workers, two shards each, one pass: no duplicates
 

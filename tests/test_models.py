@@ -1,11 +1,10 @@
-import os
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mclip.config import ConfigError, ModelConfig, config_from_dict
+from mclip.config import ConfigError, config_from_dict
 from mclip.models.dual import DualEncoder
 from mclip.models.towers import ImageTower, TextTower, pool_tokens
 

@@ -3,7 +3,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from mclip.config import ConfigError, load_config
 from mclip.train.checkpoint import latest_checkpoint, list_checkpoints, load_trainer_state

@@ -41,9 +41,11 @@ class DemoLanguage:
     prompt_templates: tuple[str, ...]
 
     def class_name(self, colour: str, shape: str) -> str:
+        """The class name: the indefinite noun phrase, nominative / direct case."""
         return self.phrase(colour, shape, "np")
 
     def caption(self, colour: str, shape: str, template: str) -> str:
+        """One caption: ``template`` filled with the noun-phrase forms it names."""
         fields = {}
         for key in ("np", "acc", "obl", "dem", "verb", "de"):
             if "{" + key + "}" in template or "{" + key.upper() + "}" in template:
@@ -53,6 +55,7 @@ class DemoLanguage:
         return template.format(**fields)
 
     def captions(self, colour: str, shape: str) -> list[str]:
+        """Every caption phrasing of this language for one class."""
         return [self.caption(colour, shape, t) for t in self.caption_templates]
 
 

@@ -20,6 +20,7 @@ SHORT = {"acc@1": "acc@1", "acc@5": "acc@5", "mean_per_class_recall": "mpcr",
 
 
 def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages that determine the numbers."""
     versions = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:

@@ -46,6 +46,7 @@ _TASK_KEYS = {
 
 @dataclass
 class Task:
+    """One evaluation task of a suite (fields as in the YAML; paths already resolved)."""
     name: str
     kind: str
     languages: list[str]
@@ -59,6 +60,7 @@ class Task:
 
 @dataclass
 class Suite:
+    """A named list of tasks."""
     name: str
     tasks: list[Task]
     data_root: str = "."

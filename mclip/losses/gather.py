@@ -36,14 +36,17 @@ class GatherGroups:
 
     @property
     def group_index(self) -> int:
+        """Which group this rank belongs to."""
         return self.rank // self.group_size
 
     @property
     def local_index(self) -> int:
+        """This rank's position inside its group."""
         return self.rank % self.group_size
 
     @property
     def n_groups(self) -> int:
+        """Number of gather groups."""
         return self.world_size // self.group_size
 
 

@@ -26,6 +26,7 @@ _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
 def checkpoint_dir(out_dir: str | Path) -> Path:
+    """Where a run keeps its checkpoints: ``OUT_DIR/checkpoints``."""
     return Path(out_dir) / "checkpoints"
 
 
@@ -39,6 +40,7 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` returned."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -76,6 +78,7 @@ def list_checkpoints(out_dir: str | Path) -> list[Path]:
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of a run, or None."""
     found = list_checkpoints(out_dir)
     return found[-1] if found else None
 
@@ -94,6 +97,7 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 
 def load_trainer_state(directory: str | Path) -> dict:
+    """A checkpoint's optimizer / scheduler / step / RNG state (``trainer.pt``)."""
     path = Path(directory) / TRAINER_FILE
     if not path.is_file():
         raise ConfigError(f"'{directory}' has no {TRAINER_FILE}: it is a model export, not a "

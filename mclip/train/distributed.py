@@ -23,6 +23,7 @@ from mclip.losses.gather import GatherGroups, make_gather_groups
 
 @dataclass
 class DistContext:
+    """This process's place in the run (rank 0 of 1 without torch.distributed)."""
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0

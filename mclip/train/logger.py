@@ -72,6 +72,7 @@ class TrainLogger:
             self._bar.update(n)
 
     def close(self) -> None:
+        """Flush and close the bar, the JSONL file and TensorBoard."""
         for handle in (self._bar, self._file, self._tb):
             if handle is not None:
                 handle.close()

@@ -20,7 +20,7 @@ from mclip.losses.objective import ContrastiveObjective
 from mclip.models.dual import WEIGHTS_FILE, DualEncoder
 from mclip.train.checkpoint import (latest_checkpoint, load_trainer_state, rng_state,
                                     save_checkpoint, set_rng_state)
-from mclip.train.distributed import (DistContext, average_gradients, broadcast_parameters,
+from mclip.train.distributed import (average_gradients, broadcast_parameters,
                                      distributed_device, init_distributed, sum_counts)
 from mclip.train.gradcache import gradient_cache_backward, set_batchnorm_eval
 from mclip.train.logger import TrainLogger
