@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
 
 from mclip.config import LossConfig, config_from_dict
 from mclip.losses.gather import make_gather_groups
@@ -63,10 +64,34 @@ def _worker(rank, world, group_size, port, out):
         average_gradients(model, world)
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         results.append((loss.item(), grads, objective.negatives_per_sample(LOCAL)))
+    for kind in ("infonce", "sigmoid"):  # the same through torch's own DDP averaging
+        model = _model()
+        model.logit_bias.requires_grad_(kind == "sigmoid")
+        ddp = DistributedDataParallel(_Towers(model))
+        objective = ContrastiveObjective(LossConfig(kind=kind), groups, "exact")
+        outputs = ddp(images[rows], tokens["input_ids"][rows], tokens["attention_mask"][rows])
+        loss, value = objective(*outputs)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((value.item(), grads, None))
     if rank == 0:
         torch.save(results, out)
     dist.barrier()
     dist.destroy_process_group()
+
+
+class _Towers(torch.nn.Module):
+    """Both towers and the logit parameters in one forward, as DistributedDataParallel needs."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images, input_ids, attention_mask):
+        m = self.model
+        return (m.encode_image(images),
+                m.encode_text({"input_ids": input_ids, "attention_mask": attention_mask}),
+                m.logit_scale * 1.0, m.logit_bias * 1.0)
 
 
 def _free_port():
@@ -90,6 +115,12 @@ def test_ranks_match_single_process(tmp_path, world, group_size):
 
     images, tokens = _global_batch(_model(), world * LOCAL)
     n_groups = world // group_size
+    ddp_results = results[len(CASES):]
+    for kind, (loss, grads, _) in zip(("infonce", "sigmoid"), ddp_results):
+        objective = ContrastiveObjective(LossConfig(kind=kind))
+        full_loss, full_grads = _gradients(_model(), objective, images, tokens, 1)
+        assert loss == pytest.approx(full_loss.item(), rel=1e-5)
+        assert _close(grads, full_grads), ("DDP", kind)
     for (kind, mode, micro, frozen), (loss, grads, negatives) in zip(CASES, results):
         model = _model(frozen)
         objective = ContrastiveObjective(LossConfig(kind=kind))

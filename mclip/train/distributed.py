@@ -3,7 +3,8 @@
 mclip averages gradients itself (one all-reduce over a flat buffer after the whole step) instead
 of wrapping the model in DistributedDataParallel: a gradient-cache step runs several forward /
 backward passes and the loss uses the logit scale outside the towers' forward, which DDP's
-reducer does not expect. The arithmetic is DDP's: the mean of every rank's gradient. Frozen
+reducer does not expect. The arithmetic is DDP's: the mean of every rank's gradient
+(tests/test_distributed.py checks both against the single-process full batch). Frozen
 parameters (``requires_grad=False``) are never communicated, and a parameter without a gradient
 on some rank counts as zero, so frozen or unused parameters cannot hang a rank.
 """
