@@ -31,8 +31,6 @@ class ImageTowerConfig:
     pretrained: Union[bool, str] = False
     """True: timm's pretrained weights (needs the hub); False: random init; a path: local weights."""
     image_size: int = 64
-    embed_pool: str = "timm"
-    """How features are pooled; 'timm' uses the model's own global pooling (num_classes=0)."""
     drop_path_rate: float = 0.0
     freeze: list[str] = field(default_factory=list)
     """fnmatch patterns of parameter names to freeze, e.g. ['stem.*', 'layer1.*'] or ['*']."""
@@ -158,7 +156,6 @@ class Config:
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model.image.embed_pool": ("timm",),
     "model.text.pooling": ("mean", "cls", "eos"),
     "model.projection": ("linear", "mlp"),
     "data.language_policy": ("uniform", "weighted"),

@@ -118,17 +118,27 @@ class _Encoder:
         return self.model.encode_text(texts).float()
 
 
+def _embed_images(task_name: str, shards: str, enc: _Encoder, transform: Callable,
+                  batch_size: int, skipped: SkipCounter, with_captions: bool = False
+                  ) -> tuple[torch.Tensor, list]:
+    """Image embeddings [N, d] of every usable sample in ``shards``, and each sample's label
+    (or captions dict with ``with_captions``)."""
+    embeddings, infos = [], []
+    for images, batch_infos in iter_image_batches(shards, transform, batch_size, skipped,
+                                                  with_captions):
+        embeddings.append(enc.images(images))
+        infos.extend(batch_infos)
+    if not embeddings:
+        raise ConfigError(f"task '{task_name}': no usable sample in '{shards}' "
+                          f"(skipped: {dict(skipped)})")
+    return torch.cat(embeddings), infos
+
+
 def _zeroshot(task: Task, enc: _Encoder, transform: Callable, batch_size: int,
               progress: Callable[[str], None]) -> dict:
     skipped = SkipCounter()
-    embeddings, labels = [], []
-    for images, batch_labels in iter_image_batches(task.images, transform, batch_size, skipped):
-        embeddings.append(enc.images(images))
-        labels.extend(batch_labels)
-    if not embeddings:
-        raise ConfigError(f"task '{task.name}': no usable image in '{task.images}' "
-                          f"(skipped: {dict(skipped)})")
-    image_emb, label_tensor = torch.cat(embeddings), torch.tensor(labels)
+    image_emb, labels = _embed_images(task.name, task.images, enc, transform, batch_size, skipped)
+    label_tensor = torch.tensor(labels)
     per_language = {}
     for lang in task.languages:
         names, templates = load_class_texts(task.class_texts, lang, task.dataset)
@@ -144,15 +154,8 @@ def _zeroshot(task: Task, enc: _Encoder, transform: Callable, batch_size: int,
 def _retrieval(task: Task, enc: _Encoder, transform: Callable, batch_size: int,
                progress: Callable[[str], None]) -> dict:
     skipped = SkipCounter()
-    embeddings, captions = [], []
-    for images, batch_captions in iter_image_batches(task.data, transform, batch_size, skipped,
-                                                     with_captions=True):
-        embeddings.append(enc.images(images))
-        captions.extend(batch_captions)
-    if not embeddings:
-        raise ConfigError(f"task '{task.name}': no usable sample in '{task.data}' "
-                          f"(skipped: {dict(skipped)})")
-    image_emb = torch.cat(embeddings)
+    image_emb, captions = _embed_images(task.name, task.data, enc, transform, batch_size, skipped,
+                                        with_captions=True)
     per_language = {}
     for lang in task.languages:
         texts, owner = [], []

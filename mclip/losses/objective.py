@@ -35,12 +35,16 @@ class ContrastiveObjective:
         self.uses_bias = self.single.uses_bias
         self.groups, self.mode = groups, mode
 
+    @property
+    def ranks_per_loss(self) -> int:
+        """How many ranks' pairs enter one loss: all (exact), the group (group_local), or 1."""
+        if self.groups is None:
+            return 1
+        return self.groups.world_size if self.mode == "exact" else self.groups.group_size
+
     def negatives_per_sample(self, local_batch: int) -> int:
         """How many negatives each image (and text) is contrasted with."""
-        if self.groups is None:
-            return local_batch - 1
-        ranks = self.groups.world_size if self.mode == "exact" else self.groups.group_size
-        return ranks * local_batch - 1
+        return self.ranks_per_loss * local_batch - 1
 
     def __call__(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
                  logit_bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,8 +52,7 @@ class ContrastiveObjective:
             loss = self.single(image_emb, text_emb, logit_scale, logit_bias)
             return loss, loss.detach()
         groups, n = self.groups, image_emb.shape[0]
-        ranks = groups.world_size if self.mode == "exact" else groups.group_size
-        pairs = ranks * n
+        pairs = self.ranks_per_loss * n
         diagonal = torch.arange(n, device=image_emb.device)
         positive = positive_logits(image_emb, text_emb, logit_scale, diagonal)
         all_texts = gather_embeddings(text_emb, groups, self.mode)

@@ -163,6 +163,10 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> Path:
                 "scheduler": scheduler.state_dict(), "rng": rng_state(),
                 "skipped": dict(skipped_total)}
 
+    def collect_skips() -> None:  # collective: every rank calls it at the same steps
+        skipped_total.update(sum_counts(skipped_local, ctx))
+        skipped_local.clear()
+
     model.train()
     if cfg.train.freeze_batchnorm:
         set_batchnorm_eval(model)
@@ -190,8 +194,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> Path:
         logger.advance()
         done = step + 1
         if done % cfg.train.log_every == 0 or done == cfg.train.steps:
-            skipped_total.update(sum_counts(skipped_local, ctx))
-            skipped_local.clear()
+            collect_skips()
             now = time.perf_counter()
             metrics = {"loss": loss.item(), "lr": scheduler.get_last_lr()[0],
                        "logit_scale": model.logit_scale.exp().item(),
@@ -204,8 +207,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> Path:
             logger.step(done, metrics)
             last_log, samples_since = now, 0
         if done % cfg.train.save_every == 0 or done == cfg.train.steps:
-            skipped_total.update(sum_counts(skipped_local, ctx))
-            skipped_local.clear()
+            collect_skips()
             if ctx.is_main:
                 final_dir = save_checkpoint(out_dir, done, model, cfg, trainer_state(done),
                                             keep=cfg.train.keep_checkpoints)
