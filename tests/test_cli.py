@@ -63,8 +63,8 @@ def test_cli_end_to_end(tmp_path):
 def test_torchrun_two_cpu_ranks(demo_data, tmp_path, gather):
     run = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-         str(29500 + (hash(gather) % 1000)), "-m", "mclip.cli", "train", "--config",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "mclip.cli", "train", "--config",
          str(ROOT / "configs" / "demo.yaml"), *tiny_overrides(demo_data, run),
          "train.micro_batches=2", "dist.group_size=1", f"dist.gather={gather}"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,

@@ -29,6 +29,7 @@ class DistContext:
     world_size: int = 1
     local_rank: int = 0
     groups: GatherGroups | None = None
+    owns_process_group: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -50,7 +51,8 @@ def init_distributed(cfg: Config, device: torch.device) -> DistContext:
     if backend == "nccl" and device.type != "cuda":
         raise ConfigError("config key 'dist.backend' is 'nccl' but training runs on CPU; use "
                           "dist.backend=gloo (or auto)")
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=cfg.dist.timeout_minutes))
     world, rank = dist.get_world_size(), dist.get_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -61,7 +63,18 @@ def init_distributed(cfg: Config, device: torch.device) -> DistContext:
     if cfg.train.batch_size % world:
         raise ConfigError(f"config key 'train.batch_size' ({cfg.train.batch_size}) is the global "
                           f"batch and must be divisible by the number of ranks ({world})")
-    return DistContext(rank, world, local_rank, make_gather_groups(group_size))
+    return DistContext(rank, world, local_rank, make_gather_groups(group_size), owns)
+
+
+def shutdown_distributed(ctx: DistContext) -> None:
+    """Leave the process group this run created, once every rank is done.
+
+    Exiting with a live gloo group aborts a rank at interpreter shutdown ("terminate called
+    without an active exception"), which torchrun reports as a failed run.
+    """
+    if ctx.owns_process_group and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def distributed_device(name: str, local_rank: int) -> str:

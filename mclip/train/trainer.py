@@ -21,7 +21,8 @@ from mclip.models.dual import WEIGHTS_FILE, DualEncoder
 from mclip.train.checkpoint import (latest_checkpoint, load_trainer_state, rng_state,
                                     save_checkpoint, set_rng_state)
 from mclip.train.distributed import (average_gradients, broadcast_parameters,
-                                     distributed_device, init_distributed, sum_counts)
+                                     distributed_device, init_distributed, shutdown_distributed,
+                                     sum_counts)
 from mclip.train.gradcache import gradient_cache_backward, set_batchnorm_eval
 from mclip.train.logger import TrainLogger
 from mclip.train.schedule import warmup_cosine
@@ -219,4 +220,5 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> Path:
     logger.event("end", step=cfg.train.steps, skipped=dict(skipped_total),
                  checkpoint=str(final_dir))
     logger.close()
+    shutdown_distributed(ctx)
     return final_dir
