@@ -1,7 +1,7 @@
 """The ``mclip`` command line: parse arguments, call the library, print results.
 
     mclip data demo --out demo_data
-    mclip train --config configs/demo.yaml [--resume] [key=value ...]
+    mclip train --config configs/demo.yaml [--resume | --overwrite] [key=value ...]
     mclip eval --model runs/demo --suite eval_suites/demo.yaml [--data-root demo_data]
     mclip report results.json
 """
@@ -38,7 +38,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from mclip.train.trainer import train
 
     cfg = load_config(args.config, args.overrides)
-    final = train(cfg, resume=args.resume, quiet=args.quiet)
+    final = train(cfg, resume=args.resume, quiet=args.quiet, overwrite=args.overwrite)
     print(f"final checkpoint: {final}")
     return 0
 
@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, help="YAML config (see configs/)")
     train.add_argument("--resume", action="store_true",
                        help="continue from the newest checkpoint in train.out_dir")
+    train.add_argument("--overwrite", action="store_true",
+                       help="delete the checkpoints and log of an earlier run in train.out_dir "
+                            "and start afresh (without it, a used out_dir is refused)")
     train.add_argument("--quiet", action="store_true", help="no progress output (JSONL still written)")
     train.add_argument("overrides", nargs="*", metavar="key=value",
                        help="dotted overrides, e.g. train.steps=200 loss.kind=sigmoid")

@@ -83,10 +83,17 @@ class DataConfig:
     language_policy: str = "uniform"
     """'uniform' over the languages a sample has, or 'weighted' by language_weights."""
     language_weights: dict[str, float] = field(default_factory=dict)
+    default_language: str = "en"
+    """Language of a ``KEY.txt`` caption whose ``KEY.json`` names none."""
+    language_key: str = ""
+    """``KEY.json`` field holding the language of ``KEY.txt`` (img2dataset writes ``LANGUAGE``
+    for LAION-2B-multi). Empty: look for ``LANGUAGE``, then ``language``."""
     shuffle_buffer: int = 2000
+    """Samples in the shuffle reservoir of each reader; 0 or 1: no shuffling."""
     num_workers: int = 1
     augment: bool = True
-    """Random horizontal flip (shape and colour classes are flip-invariant)."""
+    """Random horizontal flip, drawn from the data stream's own RNG (shape and colour classes
+    are flip-invariant)."""
 
 
 @dataclass
@@ -315,6 +322,9 @@ def validate(cfg: Config) -> Config:
                                                   and device[5:].isdigit())):
         raise ConfigError(f"config key 'train.device' is {device!r}; valid choices: auto, cpu, "
                           f"cuda, cuda:N")
+    if not cfg.data.default_language.strip():
+        raise ConfigError("config key 'data.default_language' is empty; give the language of "
+                          "captions whose metadata names none, e.g. en")
     if not cfg.data.train_shards.strip():
         raise ConfigError("config key 'data.train_shards' is empty; give a shard pattern such as "
                           "'data/train/shard-{000000..000099}.tar'")

@@ -1,4 +1,5 @@
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -66,7 +67,8 @@ def test_torchrun_two_cpu_ranks(demo_data, tmp_path, gather):
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
          "-m", "mclip.cli", "train", "--config",
          str(ROOT / "configs" / "demo.yaml"), *tiny_overrides(demo_data, run),
-         "train.micro_batches=2", "dist.group_size=1", f"dist.gather={gather}"],
+         "train.micro_batches=2", "dist.group_size=1", f"dist.gather={gather}",
+         "train.steps=12", "train.save_every=6"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -78,4 +80,10 @@ def test_torchrun_two_cpu_ranks(demo_data, tmp_path, gather):
     assert info["negatives_per_sample"] == (31 if gather == "exact" else 15)
     if gather == "group_local":
         assert "approximate" in info["note"]
-    assert (run / "checkpoints" / "step_0000006" / "model.safetensors").is_file()
+    assert (run / "checkpoints" / "step_0000012" / "model.safetensors").is_file()
+    # it trained: a loss every 2 steps, falling; and both ranks end with the same weights
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 6 and all(math.isfinite(v) for v in losses)
+    assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2 - 0.05, losses
+    end = next(r for r in records if r.get("event") == "end")
+    assert len(end["parameter_digests"]) == 2 and end["ranks_identical"], end

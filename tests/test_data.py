@@ -91,7 +91,7 @@ def test_truncated_shard_is_counted_not_fatal(tmp_path, demo_data):
 def test_all_bad_data_raises_instead_of_training_on_nothing(tmp_path):
     _write(tmp_path / "bad.tar", [{"__key__": str(i), "jpg": b"x", "txt": b"y"} for i in range(3)])
     stream = TrainStream([str(tmp_path / "bad.tar")], TRANSFORM, LanguagePolicy(), batch_size=2)
-    with pytest.raises(DataError, match="no usable sample.*corrupt_image"):
+    with pytest.raises(DataError, match="hold 0 usable sample.*corrupt_image"):
         next(iter(stream))
 
 
@@ -181,3 +181,86 @@ def test_demo_grammar_cases():
     assert "एक हरे तारे की तस्वीर" in LANGUAGES["hi"].captions("green", "star")
     assert "Huu ni mraba wa kijani." in LANGUAGES["sw"].captions("green", "square")
     assert "تظهر في الصورة دائرة حمراء." in LANGUAGES["ar"].captions("red", "circle")
+
+
+def _txt_sample(key, caption, meta=None):
+    sample = {"__key__": key, "jpg": _jpeg(), "txt": caption.encode()}
+    if meta is not None:
+        sample["json"] = json.dumps(meta).encode()
+    return sample
+
+
+def test_txt_caption_takes_its_language_from_the_metadata(tmp_path):
+    """img2dataset writes LAION-2B-multi captions to KEY.txt with "LANGUAGE" in KEY.json."""
+    _write(tmp_path / "a.tar", [
+        _txt_sample("0", "ein roter Kreis", {"LANGUAGE": "de", "url": "http://x"}),
+        _txt_sample("1", "un cercle rouge", {"language": "fr"}),
+        _txt_sample("2", "a red circle", {"similarity": 0.3}),
+        _txt_sample("3", "un cercle rouge", {"lang_code": "fr", "LANGUAGE": "xx"}),
+    ])
+    shard = [str(tmp_path / "a.tar")]
+    batch = next(iter(TrainStream(shard, TRANSFORM, LanguagePolicy(), 4, shuffle_size=1)))
+    assert batch["languages"] == ["de", "fr", "en", "xx"]
+    custom = TrainStream(shard, TRANSFORM, LanguagePolicy(), 4, shuffle_size=1,
+                         default_language="sw", language_key="lang_code")
+    assert next(iter(custom))["languages"] == ["sw", "sw", "sw", "fr"]
+    # with data.languages the German caption is used, not dropped as "English"
+    german = TrainStream(shard, TRANSFORM, LanguagePolicy(languages=["de"]), 1, shuffle_size=1)
+    assert next(iter(german))["texts"] == ["ein roter Kreis"]
+
+
+def test_captions_field_that_is_not_a_mapping_is_bad_metadata(tmp_path):
+    _write(tmp_path / "a.tar", [
+        _txt_sample("0", "a red circle", {"captions": ["a red circle", "a circle"]}),
+        _txt_sample("1", "a blue star", {"captions": "a blue star"}),
+        _txt_sample("2", "a green square", [1, 2]),
+    ])
+    batch = next(iter(TrainStream([str(tmp_path / "a.tar")], TRANSFORM, LanguagePolicy(), 3,
+                                  shuffle_size=1)))
+    assert batch["texts"] == ["a red circle", "a blue star", "a green square"]
+    assert batch["skipped"] == {"bad_metadata": 3}
+
+
+def test_shuffle_buffer_zero_means_no_shuffle(tmp_path):
+    _write(tmp_path / "a.tar", [_txt_sample(str(i), f"caption {i}") for i in range(6)])
+    stream = TrainStream([str(tmp_path / "a.tar")], TRANSFORM, LanguagePolicy(), 6, shuffle_size=0)
+    assert next(iter(stream))["keys"] == [str(i) for i in range(6)]
+
+
+def test_one_bad_shard_does_not_stop_a_healthy_run(tmp_path):
+    _write(tmp_path / "a-bad.tar", [{"__key__": f"b{i}", "jpg": b"x", "txt": b"y"} for i in range(4)])
+    _write(tmp_path / "b-good.tar", [_txt_sample(f"g{i}", f"caption {i}") for i in range(8)])
+    shards = [str(tmp_path / "a-bad.tar"), str(tmp_path / "b-good.tar")]
+    stream = TrainStream(shards, TRANSFORM, LanguagePolicy(), 4, shuffle_size=1)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2)
+    batches = [b for _, b in zip(range(4), loader)]
+    assert all(k.startswith("g") for b in batches for k in b["keys"])
+    # rank 0 of 2 owns only the bad shard: it reads the whole list instead of failing
+    rank0 = TrainStream(shards, TRANSFORM, LanguagePolicy(), 4, shuffle_size=1, world_size=2)
+    batch = next(iter(rank0))
+    assert batch["skipped"]["reader_fell_back_to_all_shards"] == 1 and len(batch["keys"]) == 4
+
+
+def test_a_sample_is_never_twice_in_a_batch(tmp_path):
+    _write(tmp_path / "a.tar", [_txt_sample(str(i), f"caption {i}") for i in range(5)])
+    stream = TrainStream([str(tmp_path / "a.tar")], TRANSFORM, LanguagePolicy(), 4, shuffle_size=3)
+    for _, batch in zip(range(6), stream):
+        assert len(set(batch["keys"])) == 4, batch["keys"]
+    small = TrainStream([str(tmp_path / "a.tar")], TRANSFORM, LanguagePolicy(), 6, shuffle_size=3)
+    with pytest.raises(DataError, match="hold 5 usable sample.*batch of 6"):
+        next(iter(small))
+
+
+def test_stream_leaves_torch_global_rng_alone(tmp_path):
+    """The trainer owns torch's RNG (restored on --resume, seeded per rank for dropout)."""
+    _write(tmp_path / "a.tar", [_txt_sample(str(i), f"caption {i}") for i in range(8)])
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    next(iter(TrainStream([str(tmp_path / "a.tar")], TRANSFORM, LanguagePolicy(), 4, seed=3)))
+    assert torch.equal(torch.get_rng_state(), before)
+    stream = TrainStream([str(tmp_path / "a.tar")], TRANSFORM, LanguagePolicy(), 4,
+                         shuffle_size=4, augment=True, seed=3)
+    first = next(iter(stream))
+    assert torch.equal(torch.get_rng_state(), before)
+    again = next(iter(stream))  # the same seed gives the same order and the same flips
+    assert first["keys"] == again["keys"] and torch.equal(first["images"], again["images"])

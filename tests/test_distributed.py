@@ -145,3 +145,68 @@ def test_ranks_match_single_process(tmp_path, world, group_size):
         assert _close(grads, mean_grads), kind
         if n_groups > 1:  # fewer negatives: not the full-batch loss
             assert abs(loss - full_loss.item()) > 1e-3
+
+
+def _bn_model_with_unused_parameter():
+    cfg = config_from_dict({"model": {
+        "embed_dim": 16, "image": {"name": "resnet10t", "image_size": 32},
+        "text": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
+                 "max_length": 40, "dropout": 0.0}}})
+    torch.manual_seed(0)
+    model = DualEncoder(cfg.model)
+    model.unused = torch.nn.Parameter(torch.ones(4))  # e.g. a pooler the loss never reaches
+    model.logit_bias.requires_grad_(False)
+    return model
+
+
+def _one_optimizer_step(model, images, tokens, world):
+    from mclip.train.trainer import build_optimizer
+    objective = ContrastiveObjective(LossConfig(kind="infonce"),
+                                     make_gather_groups(1) if world > 1 else None)
+    optimizer = build_optimizer(model, config_from_dict({"train": {"weight_decay": 0.1}}))
+    model.train()
+    step_gradients(model, objective, images, tokens, 2, CPU, world_size=world)
+    if world > 1:
+        average_gradients(model, world)
+    unused_grad = model.unused.grad
+    optimizer.step()
+    return unused_grad
+
+
+def _sync_worker(rank, world, port, out):
+    from mclip.train.distributed import DistContext, rank_digests
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    model = _bn_model_with_unused_parameter()
+    images, tokens = _global_batch(model, world * LOCAL)
+    rows = slice(rank * LOCAL, (rank + 1) * LOCAL)
+    grad = _one_optimizer_step(model, images[rows], {k: v[rows] for k, v in tokens.items()}, world)
+    digests = rank_digests(model, DistContext(rank, world))
+    if rank == 0:
+        bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        torch.save({"digests": digests, "unused": model.unused.detach().clone(),
+                    "unused_grad": grad, "first_bn": (bn[0].running_mean.clone(),
+                                                      bn[0].running_var.clone(),
+                                                      int(bn[0].num_batches_tracked))}, out)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_ranks_keep_identical_batchnorm_buffers_and_leave_unused_parameters_alone(tmp_path):
+    out = tmp_path / "rank0.pt"
+    mp.start_processes(_sync_worker, args=(2, _free_port(), str(out)), nprocs=2,
+                       start_method="spawn", join=True)
+    got = torch.load(out, weights_only=False)
+    assert got["digests"][0] == got["digests"][1]  # weights and BatchNorm buffers
+    # one process on the whole batch: the unused parameter has no gradient and is not decayed
+    single = _bn_model_with_unused_parameter()
+    images, tokens = _global_batch(single, 2 * LOCAL)
+    assert _one_optimizer_step(single, images, tokens, 1) is None
+    assert got["unused_grad"] is None and torch.equal(got["unused"], single.unused)
+    # the first BatchNorm layer sees the same inputs: its statistics are the global batch's
+    first = next(m for m in single.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    mean, var, tracked = got["first_bn"]
+    assert tracked == 1
+    assert torch.allclose(mean, first.running_mean, atol=1e-6, rtol=1e-5)
+    assert torch.allclose(var, first.running_var, atol=1e-6, rtol=1e-5)

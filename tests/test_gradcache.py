@@ -4,7 +4,7 @@ import torch
 from mclip.config import LossConfig, config_from_dict
 from mclip.losses.objective import ContrastiveObjective
 from mclip.models.dual import DualEncoder
-from mclip.train.gradcache import batchnorm_stats_frozen, set_batchnorm_eval
+from mclip.train.batchnorm import batchnorm_stats_frozen, set_batchnorm_eval
 from mclip.train.trainer import step_gradients
 
 CPU = torch.device("cpu")
@@ -145,3 +145,27 @@ def test_fully_frozen_text_tower_with_gradient_cache():
     step_gradients(model, objective, images, tokens, micro_batches=3, device=CPU)
     assert not any(name.startswith("text.") for name in full)
     _assert_same(_grads(model), full)
+
+
+def _batchnorms(model):
+    return [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+@pytest.mark.parametrize("micro_batches", [1, 4])
+def test_batchnorm_statistics_move_once_per_step_from_the_whole_batch(micro_batches):
+    import copy
+    model = _model(image="resnet10t", dropout=0.0, drop_path=0.0)
+    model.logit_bias.requires_grad_(False)
+    objective = ContrastiveObjective(LossConfig(kind="infonce"))
+    images, tokens = _batch(model)
+    model.train()
+    full = copy.deepcopy(model)
+    full.encode_image(images)  # one plain training forward over the whole batch
+    step_gradients(model, objective, images, tokens, micro_batches=micro_batches, device=CPU)
+    ours, theirs = _batchnorms(model), _batchnorms(full)
+    assert all(int(bn.num_batches_tracked) == 1 for bn in ours)
+    # the first layer sees the same inputs either way; later ones do only without micro-batches
+    compared = ours if micro_batches == 1 else ours[:1]
+    for mine, ref in zip(compared, theirs):
+        assert torch.allclose(mine.running_mean, ref.running_mean, atol=1e-6, rtol=1e-5)
+        assert torch.allclose(mine.running_var, ref.running_var, atol=1e-6, rtol=1e-5)

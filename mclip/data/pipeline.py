@@ -1,9 +1,19 @@
 """The training stream: shards -> shuffled, decoded samples with one caption each -> batches.
 
-Runs inside DataLoader workers. Each (rank, worker) reader owns a disjoint slice of the shards
-and loops over it forever, reshuffling the shard order every pass. Bad samples are skipped and
-counted; every batch carries the counts of what its reader skipped since the previous batch,
-so the trainer can log exact totals across workers.
+Runs inside DataLoader workers (or in the main process with ``num_workers=0``). Each
+(rank, worker) reader owns a disjoint slice of the shards and loops over it forever,
+reshuffling the shard order every pass. Bad samples are skipped and counted; every batch
+carries the counts of what its reader skipped since its previous batch, so the trainer can log
+exact totals across workers.
+
+Guarantees:
+- a sample is never placed twice in one batch: a batch never spans two passes (the partial
+  batch at the end of a pass is dropped) and a key already in the batch is skipped;
+- a reader whose slice cannot fill one batch (a slice of bad shards, say) reads the whole shard
+  list instead, so one bad shard never stops a healthy run; only when the whole list cannot
+  fill one batch does the stream stop, with the numbers;
+- randomness (shuffle, caption choice, flips) comes from the reader's own generator, never
+  from torch's global RNG, which the trainer owns.
 """
 
 from __future__ import annotations
@@ -21,6 +31,9 @@ from mclip.data.shards import DataError, SkipCounter, decode_captions, decode_im
 
 def shuffle_buffer(items: Iterator, size: int, rng: random.Random) -> Iterator:
     """Approximate shuffle with a reservoir of ``size`` items (size <= 1: no shuffle)."""
+    if size <= 1:
+        yield from items
+        return
     buffer: list = []
     for item in items:
         if len(buffer) < size:
@@ -39,47 +52,73 @@ class TrainStream(IterableDataset):
     Each batch is a dict: ``images`` float [B, 3, S, S], ``texts`` list of B captions,
     ``languages`` list of B language codes, ``keys`` list of B sample keys, ``skipped`` a dict
     reason -> count of samples this reader dropped since its previous batch.
+    ``transform`` maps a PIL image to [3, S, S]; with ``augment`` a horizontal flip is drawn
+    per sample from the reader's own RNG.
     """
 
     def __init__(self, shards: list[str], transform: Callable, policy: LanguagePolicy,
                  batch_size: int, shuffle_size: int = 1000, seed: int = 0, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, augment: bool = False, default_language: str = "en",
+                 language_key: str = ""):
         super().__init__()
         self.shards, self.transform, self.policy = list(shards), transform, policy
         self.batch_size, self.shuffle_size, self.seed = batch_size, shuffle_size, seed
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.augment = rank, world_size, augment
+        self.default_language, self.language_key = default_language, language_key
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         reader = self.rank * n_workers + worker
-        mine = self.shards[reader::self.world_size * n_workers]
+        shards = self.shards[reader::self.world_size * n_workers]
         rng = random.Random(self.seed * 1_000_003 + reader)
-        torch.manual_seed(self.seed * 1_000_003 + reader)  # augmentation randomness
         counter, reported = SkipCounter(), Counter()
-        batch: list[tuple] = []
         while True:
-            order = list(mine)
-            rng.shuffle(order)
-            usable = 0
-            for sample in shuffle_buffer(iter_raw_samples(order, counter), self.shuffle_size, rng):
-                item = self._decode(sample, counter, rng)
-                if item is None:
-                    continue
-                usable += 1
-                batch.append(item)
-                if len(batch) == self.batch_size:
-                    skipped = dict(counter - reported)
-                    reported = Counter(counter)
-                    yield self._collate(batch, skipped)
-                    batch = []
-            if usable == 0:
-                raise DataError(f"no usable sample in {len(mine)} shard(s) ({', '.join(mine[:3])}"
-                                f"{', ...' if len(mine) > 3 else ''}); skipped: {dict(counter)}. "
-                                f"Check the shards' contents (KEY.jpg + KEY.txt / KEY.json).")
+            produced, tally = False, Counter()
+            for batch in self._one_pass(shards, counter, rng, tally):
+                produced = True
+                skipped = dict(counter - reported)
+                reported = Counter(counter)
+                yield self._collate(batch, skipped)
+            if produced:
+                continue
+            if len(shards) < len(self.shards):  # this slice cannot fill a batch: read them all
+                counter["reader_fell_back_to_all_shards"] += 1
+                shards = list(self.shards)
+                continue
+            raise DataError(
+                f"the {len(shards)} training shard(s) ({', '.join(shards[:3])}"
+                f"{', ...' if len(shards) > 3 else ''}) hold {tally['usable']} usable sample(s), fewer "
+                f"than one per-rank batch of {self.batch_size}; skipped: {dict(counter)}. Check the shards' "
+                f"contents (KEY.jpg + KEY.txt / KEY.json), the caption languages "
+                f"(data.languages), or lower train.batch_size.")
+
+    def _one_pass(self, shards: list[str], counter: SkipCounter, rng: random.Random,
+                  tally: Counter) -> Iterator[list[tuple]]:
+        """Full batches from one pass over ``shards`` in a fresh random order; the partial
+        batch at the end of the pass is dropped so that no batch holds a sample twice.
+        ``tally['usable']`` counts the usable samples seen."""
+        order = list(shards)
+        rng.shuffle(order)
+        batch: list[tuple] = []
+        keys: set[str] = set()
+        for sample in shuffle_buffer(iter_raw_samples(order, counter), self.shuffle_size, rng):
+            key = sample.get("__key__", "")
+            if key in keys:
+                counter["duplicate_key_in_batch"] += 1
+                continue
+            item = self._decode(sample, counter, rng)
+            if item is None:
+                continue
+            tally["usable"] += 1
+            batch.append(item)
+            keys.add(key)
+            if len(batch) == self.batch_size:
+                yield batch
+                batch, keys = [], set()
 
     def _decode(self, sample: dict, counter: SkipCounter, rng: random.Random):
-        captions = decode_captions(sample, counter)
+        captions = decode_captions(sample, counter, self.default_language, self.language_key)
         if not captions:
             return None
         language = self.policy.choose(list(captions), rng)
@@ -90,7 +129,10 @@ class TrainStream(IterableDataset):
         if image is None:
             return None
         caption = rng.choice(captions[language])
-        return self.transform(image), caption, language, sample.get("__key__", "")
+        tensor = self.transform(image)
+        if self.augment and rng.random() < 0.5:
+            tensor = tensor.flip(-1)
+        return tensor, caption, language, sample.get("__key__", "")
 
     @staticmethod
     def _collate(batch: list[tuple], skipped: dict) -> dict:

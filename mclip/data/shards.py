@@ -95,23 +95,40 @@ def decode_image(sample: dict, counter: SkipCounter) -> Image.Image | None:
         return None
 
 
-def decode_captions(sample: dict, counter: SkipCounter) -> dict[str, list[str]]:
-    """Captions by language: ``json['captions']`` if present, else ``{'en': [txt]}``.
+LANGUAGE_KEYS = ("LANGUAGE", "language")
+"""``KEY.json`` fields that name the language of ``KEY.txt`` (img2dataset / LAION-2B-multi)."""
 
-    Empty captions are dropped; a sample left with none is counted as ``empty_caption`` and
-    returns {}.
+
+def decode_captions(sample: dict, counter: SkipCounter, default_language: str = "en",
+                    language_key: str = "") -> dict[str, list[str]]:
+    """Captions by language from one raw sample.
+
+    ``json["captions"]`` (a mapping {lang: [caption, ...]} or {lang: caption}) wins when present.
+    Otherwise ``KEY.txt`` is the caption, in the language named by ``json[language_key]`` (or,
+    with no key given, ``json["LANGUAGE"]`` / ``json["language"]``), else ``default_language``.
+    A ``captions`` field that is not a mapping is counted as ``bad_metadata`` and ``KEY.txt``
+    is used instead. Empty captions are dropped; a sample left with none is counted as
+    ``empty_caption`` (or ``missing_caption`` when it has no caption at all) and returns {}.
     """
-    captions: dict[str, list[str]] = {}
+    meta: dict = {}
     if "json" in sample:
         try:
-            meta = json.loads(sample["json"])
-            raw = meta.get("captions", {}) if isinstance(meta, dict) else {}
-            captions = {str(lang): [c for c in (texts if isinstance(texts, list) else [texts])
-                                    if isinstance(c, str)] for lang, texts in raw.items()}
+            loaded = json.loads(sample["json"])
+            meta = loaded if isinstance(loaded, dict) else {}
+            if not isinstance(loaded, dict):
+                counter["bad_metadata"] += 1
         except (ValueError, UnicodeDecodeError):
             counter["bad_json"] += 1
+    captions: dict[str, list[str]] = {}
+    raw = meta.get("captions")
+    if isinstance(raw, dict):
+        captions = {str(lang): [c for c in (texts if isinstance(texts, list) else [texts])
+                                if isinstance(c, str)] for lang, texts in raw.items()}
+    elif raw is not None:
+        counter["bad_metadata"] += 1
     if not captions and "txt" in sample:
-        captions = {"en": [sample["txt"].decode("utf-8", errors="replace")]}
+        captions = {caption_language(meta, default_language, language_key):
+                    [sample["txt"].decode("utf-8", errors="replace")]}
     if not captions:
         counter["missing_caption"] += 1
         return {}
@@ -120,6 +137,15 @@ def decode_captions(sample: dict, counter: SkipCounter) -> dict[str, list[str]]:
     if not kept:
         counter["empty_caption"] += 1
     return kept
+
+
+def caption_language(meta: dict, default_language: str = "en", language_key: str = "") -> str:
+    """The language of a sample's ``KEY.txt`` caption from its metadata, else the default."""
+    for key in ((language_key,) if language_key else LANGUAGE_KEYS):
+        value = meta.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return default_language
 
 
 def read_metadata(sample: dict) -> dict:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_model
 
 from mclip.config import Config, ConfigError
 from mclip.models.dual import CONFIG_FILE, WEIGHTS_FILE, DualEncoder
@@ -61,10 +62,39 @@ def save_checkpoint(out_dir: str | Path, step: int, model: DualEncoder, config: 
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
-    if keep is not None:
-        for old in list_checkpoints(out_dir)[:-keep]:
+    if keep is not None:  # the newest ``keep``, counting the one just written, which stays
+        others = [p for p in list_checkpoints(out_dir) if p != final]
+        for old in others[:max(len(others) - (keep - 1), 0)]:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def prepare_out_dir(out_dir: str | Path, resume: bool, overwrite: bool, remove: bool = True
+                    ) -> None:
+    """Check that a run may use ``out_dir``; with ``overwrite`` clear an earlier run's files.
+
+    A fresh run (not ``resume``) into a directory holding checkpoints would mix two runs
+    (pruning, ``--resume`` and ``log.jsonl`` would all see both), so it is refused unless
+    ``overwrite`` is given; then the earlier checkpoints, log and TensorBoard files are removed
+    (by the process with ``remove=True``: rank 0).
+    """
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in train.out_dir and --overwrite deletes "
+                          "it: pass only one of them")
+    if resume:
+        return
+    found = list_checkpoints(out_dir)
+    if not found:
+        return
+    if not overwrite:
+        names = ", ".join(p.name for p in found[-3:])
+        raise ConfigError(f"train.out_dir '{out_dir}' already holds checkpoints of an earlier run "
+                          f"({names}). Pass --resume to continue that run, choose another "
+                          f"train.out_dir, or pass --overwrite to delete it and start afresh.")
+    if remove:
+        shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)
+        shutil.rmtree(Path(out_dir) / "tensorboard", ignore_errors=True)
+        (Path(out_dir) / "log.jsonl").unlink(missing_ok=True)
 
 
 def list_checkpoints(out_dir: str | Path) -> list[Path]:
@@ -94,6 +124,20 @@ def resolve_model_dir(path: str | Path) -> Path:
                           f"nor a run directory with checkpoints/step_*; pass e.g. "
                           f"runs/demo or runs/demo/checkpoints/step_0000300")
     return latest
+
+
+def restore_checkpoint(directory: Path, model: DualEncoder, optimizer: torch.optim.Optimizer,
+                       scheduler, device: torch.device) -> dict:
+    """Load a training checkpoint into live objects: weights, optimizer, scheduler and RNG.
+
+    Returns the trainer state (``step``, ``skipped``, ...).
+    """
+    state = load_trainer_state(directory)
+    load_model(model, str(Path(directory) / WEIGHTS_FILE), device=str(device))
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return state
 
 
 def load_trainer_state(directory: str | Path) -> dict:

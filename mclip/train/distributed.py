@@ -6,12 +6,14 @@ backward passes and the loss uses the logit scale outside the towers' forward, w
 reducer does not expect. The arithmetic is DDP's: the mean of every rank's gradient
 (tests/test_distributed.py checks both against the single-process full batch). Frozen
 parameters (``requires_grad=False``) are never communicated, and a parameter without a gradient
-on some rank counts as zero, so frozen or unused parameters cannot hang a rank.
+on some rank counts as zero (none on every rank: it stays without one), so frozen or unused
+parameters cannot hang a rank.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -91,19 +93,43 @@ def broadcast_parameters(model: torch.nn.Module) -> None:
 
 
 def average_gradients(model: torch.nn.Module, world_size: int) -> None:
-    """Replace each trainable parameter's gradient by its mean over ranks (as DDP does)."""
+    """Replace each trainable parameter's gradient by its mean over ranks (as DDP does).
+
+    A parameter that has no gradient on any rank (an unused pooler, say) keeps ``grad=None``,
+    so the optimizer leaves it alone exactly as in a single process; one that has a gradient
+    on some ranks only counts as zero on the others. One all-reduce carries both.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         return
+    present = torch.tensor([p.grad is not None for p in params], dtype=torch.float32,
+                           device=params[0].device)
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1).float() for g in grads])
+    flat = torch.cat([present] + [g.reshape(-1).float() for g in grads])
     dist.all_reduce(flat)
-    flat /= world_size
+    present, values = flat[:len(params)], flat[len(params):] / world_size
     offset = 0
-    for p in params:
+    for p, used in zip(params, present.tolist()):
         n = p.numel()
-        p.grad = flat[offset:offset + n].view_as(p).to(p.dtype)
+        p.grad = values[offset:offset + n].view_as(p).to(p.dtype) if used > 0 else None
         offset += n
+
+
+def rank_digests(model: torch.nn.Module, ctx: DistContext) -> list[str]:
+    """A hash of every parameter and buffer, one per rank (a collective under torch.distributed).
+
+    Equal digests mean the ranks hold bit-identical models.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    mine = digest.hexdigest()[:16]
+    if ctx.world_size == 1:
+        return [mine]
+    gathered: list = [None] * ctx.world_size
+    dist.all_gather_object(gathered, mine)
+    return gathered
 
 
 def sum_counts(counts: dict, ctx: DistContext) -> dict:

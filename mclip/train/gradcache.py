@@ -9,9 +9,9 @@ drop-path masks match and the result is exactly the gradient of the micro-batche
 
 BatchNorm in training mode normalises with each micro-batch's statistics, so with K > 1 a
 BatchNorm tower does not see full-batch statistics (the same holds for plain accumulation).
-Pass ``freeze_batchnorm=True`` (config ``train.freeze_batchnorm``) to run BatchNorm layers in
-eval mode, which makes the step exact for any tower. Running statistics are never updated
-twice: the no-graph pass leaves them untouched.
+Set ``train.freeze_batchnorm`` to run BatchNorm layers in eval mode, which makes the step exact
+for any tower. Running statistics are the caller's business (:mod:`mclip.train.batchnorm`):
+``record`` wraps the no-graph pass, the one pass that sees every micro-batch exactly once.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import contextlib
 from typing import Callable
 
 import torch
-from torch import nn
 
 Embeddings = tuple[torch.Tensor, torch.Tensor]
 
@@ -36,31 +35,6 @@ def _set_rng_state(state: tuple, device: torch.device) -> None:
         torch.cuda.set_rng_state(state[1], device)
 
 
-@contextlib.contextmanager
-def batchnorm_stats_frozen(model: nn.Module):
-    """Inside: BatchNorm layers do not update their running statistics (momentum 0)."""
-    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None
-              else None) for m in layers]
-    for m in layers:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, (momentum, tracked) in zip(layers, saved):
-            m.momentum = momentum
-            if tracked is not None:
-                m.num_batches_tracked.copy_(tracked)
-
-
-def set_batchnorm_eval(model: nn.Module) -> int:
-    """Put every BatchNorm layer in eval mode (use running statistics); returns how many."""
-    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in layers:
-        m.eval()
-    return len(layers)
-
-
 def _split(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.Tensor]]:
     pieces = {k: torch.tensor_split(v, parts) for k, v in batch.items()}
     return [{k: pieces[k][i] for k in batch} for i in range(parts)]
@@ -68,19 +42,21 @@ def _split(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.T
 
 def gradient_cache_backward(encode: Callable[[dict], Embeddings], batch: dict[str, torch.Tensor],
                             loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                            micro_batches: int, model: nn.Module, device: torch.device
-                            ) -> torch.Tensor:
+                            micro_batches: int, device: torch.device,
+                            record: Callable[[], contextlib.AbstractContextManager] =
+                            contextlib.nullcontext) -> torch.Tensor:
     """One contrastive step's backward pass in ``micro_batches`` pieces; returns the loss.
 
     ``encode(piece)`` maps a slice of ``batch`` (every tensor split along dim 0) to
     (image_emb [b, d], text_emb [b, d]); ``loss_fn(image_emb [B, d], text_emb [B, d])`` returns
     the scalar to back-propagate (it may use the logit scale / bias, which then receive their
     gradient exactly once). Parameter gradients are accumulated into ``.grad`` as one backward
-    over the whole batch would; the caller zeroes them before and steps after.
+    over the whole batch would; the caller zeroes them before and steps after. ``record()`` is
+    entered around the no-graph pass (to collect BatchNorm statistics once per step).
     """
     pieces = _split(batch, micro_batches)
     states, image_parts, text_parts = [], [], []
-    with torch.no_grad(), batchnorm_stats_frozen(model):
+    with torch.no_grad(), record():
         for piece in pieces:
             states.append(_rng_state(device))
             image_emb, text_emb = encode(piece)

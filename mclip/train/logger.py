@@ -15,11 +15,12 @@ class TrainLogger:
 
     On a terminal a tqdm bar shows loss, lr and samples/s; elsewhere (CI, pipes) a plain line is
     printed for each logged step. ``quiet=True`` shows nothing (the JSONL is still written).
-    Only rank 0 should own a logger that writes.
+    Only rank 0 should own a logger that writes. ``append=False`` starts a new log (a fresh
+    run); a resumed run appends to its log.
     """
 
     def __init__(self, out_dir: str | Path, total_steps: int, start_step: int = 0,
-                 quiet: bool = False, enabled: bool = True):
+                 quiet: bool = False, enabled: bool = True, append: bool = True):
         self.enabled = enabled
         self.quiet = quiet or not enabled
         self.interactive = sys.stderr.isatty() and not self.quiet
@@ -30,7 +31,7 @@ class TrainLogger:
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a", encoding="utf-8")
+        self._file = self.path.open("a" if append else "w", encoding="utf-8")
         if self.interactive:
             self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
                              dynamic_ncols=True)

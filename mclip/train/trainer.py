@@ -9,21 +9,22 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model
 from torch.utils.data import DataLoader
 
 from mclip.config import Config, ConfigError
 from mclip.data.languages import LanguagePolicy
 from mclip.data.pipeline import TrainStream
-from mclip.data.shards import check_shard_count, expand_shards
+from mclip.data.shards import DataError, check_shard_count, expand_shards
 from mclip.losses.objective import ContrastiveObjective
-from mclip.models.dual import WEIGHTS_FILE, DualEncoder
-from mclip.train.checkpoint import (latest_checkpoint, load_trainer_state, rng_state,
-                                    save_checkpoint, set_rng_state)
+from mclip.models.dual import TEXT_SOURCE_DIR, DualEncoder
+from mclip.train.batchnorm import (BatchNormStepStatistics, batchnorm_stats_frozen,
+                                   set_batchnorm_eval)
+from mclip.train.checkpoint import (latest_checkpoint, prepare_out_dir, restore_checkpoint,
+                                    rng_state, save_checkpoint)
 from mclip.train.distributed import (average_gradients, broadcast_parameters,
-                                     distributed_device, init_distributed, shutdown_distributed,
-                                     sum_counts)
-from mclip.train.gradcache import gradient_cache_backward, set_batchnorm_eval
+                                     distributed_device, init_distributed, rank_digests,
+                                     shutdown_distributed, sum_counts)
+from mclip.train.gradcache import gradient_cache_backward
 from mclip.train.logger import TrainLogger
 from mclip.train.schedule import warmup_cosine
 
@@ -59,13 +60,15 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
 
 def step_gradients(model: DualEncoder, objective: ContrastiveObjective, images: torch.Tensor,
                    tokens: dict[str, torch.Tensor], micro_batches: int, device: torch.device,
-                   precision: str = "fp32") -> torch.Tensor:
+                   precision: str = "fp32", world_size: int = 1) -> torch.Tensor:
     """Accumulate this rank's gradient of one step's loss into ``.grad``; return the loss value.
 
     images [n, 3, S, S] and tokens (input_ids / attention_mask [n, L]) are this rank's pairs.
     With ``micro_batches`` > 1 the towers run through the gradient cache; the loss (and so the
     logit scale and bias gradient) is evaluated once either way. The returned value is the
-    global loss (identical on every rank).
+    global loss (identical on every rank). BatchNorm running statistics are updated once, with
+    the statistics of the whole global batch (:mod:`mclip.train.batchnorm`; a collective over
+    ``world_size`` ranks).
     """
     def encode(piece: dict) -> tuple[torch.Tensor, torch.Tensor]:
         with autocast_context(device, precision):
@@ -82,21 +85,41 @@ def step_gradients(model: DualEncoder, objective: ContrastiveObjective, images: 
         return to_backward
 
     batch = {"images": images, **tokens}
-    if micro_batches == 1:
-        loss_fn(*encode(batch)).backward()
-    else:
-        gradient_cache_backward(encode, batch, loss_fn, micro_batches, model, device)
+    batchnorm = BatchNormStepStatistics(model)
+    try:
+        with batchnorm_stats_frozen(model):
+            if micro_batches == 1:
+                with batchnorm.recording():
+                    embeddings = encode(batch)
+                loss_fn(*embeddings).backward()
+            else:
+                gradient_cache_backward(encode, batch, loss_fn, micro_batches, device,
+                                        record=batchnorm.recording)
+        batchnorm.apply(world_size)
+    finally:
+        batchnorm.remove()
     return value[0]
 
 
-def train(cfg: Config, resume: bool = False, quiet: bool = False) -> Path:
+def _next_batch(batches) -> dict:
+    """The next batch; a DataError raised in a DataLoader worker comes back as one line."""
+    try:
+        return next(batches)
+    except DataError as error:
+        last = str(error).strip().splitlines()[-1]
+        raise DataError(last.split("DataError: ", 1)[-1]) from None
+
+
+def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: bool = False
+          ) -> Path:
     """Train a DualEncoder as ``cfg`` says; returns the final checkpoint directory.
 
     Runs as one process, or as one rank of a ``torchrun`` launch (then ``train.batch_size`` is
     the global batch, split evenly over ranks). With ``resume=True`` the newest checkpoint in
-    ``cfg.train.out_dir`` restores the model, optimizer, scheduler, step and RNG state. The data
-    stream is re-seeded with the step, so a resumed run continues on fresh batches rather than
-    replaying the first ones.
+    ``cfg.train.out_dir`` restores the model, optimizer, scheduler, step and RNG state (the
+    model is rebuilt from the checkpoint, never downloaded). The data stream is re-seeded with
+    the step, so a resumed run continues on fresh batches rather than replaying the first ones.
+    A fresh run refuses an ``out_dir`` that holds checkpoints unless ``overwrite=True``.
     """
     out_dir = Path(cfg.train.out_dir)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -104,6 +127,9 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> Path:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     ctx = init_distributed(cfg, device)
+    prepare_out_dir(out_dir, resume, overwrite, remove=ctx.is_main)
+    if ctx.world_size > 1:
+        torch.distributed.barrier()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
@@ -115,7 +141,17 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> Path:
         raise ConfigError(f"config key 'train.micro_batches' ({cfg.train.micro_batches}) exceeds the "
                           f"per-rank batch ({local_batch})")
 
-    model = DualEncoder(cfg.model).to(device)
+    resumed_from = latest_checkpoint(out_dir) if resume else None
+    if resume and resumed_from is None:
+        raise ConfigError(f"--resume: no checkpoint in '{out_dir}/checkpoints'; start without "
+                          f"--resume, or point train.out_dir at the run to continue")
+    if resumed_from is None:
+        model = DualEncoder(cfg.model)
+    else:  # weights and the text tower's architecture come from the checkpoint: no download
+        source = resumed_from / TEXT_SOURCE_DIR
+        model = DualEncoder(cfg.model, text_source=source if source.is_dir() else None,
+                            load_pretrained=False)
+    model = model.to(device)
     objective = ContrastiveObjective(cfg.loss, ctx.groups, cfg.dist.gather)
     model.logit_bias.requires_grad_(objective.uses_bias)
     optimizer = build_optimizer(model, cfg)
@@ -123,25 +159,21 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> Path:
         s, cfg.train.steps, cfg.train.warmup_steps, cfg.train.min_lr_ratio))
 
     start_step, skipped_total = 0, Counter()
-    resumed_from = latest_checkpoint(out_dir) if resume else None
-    if resume and resumed_from is None:
-        raise ConfigError(f"--resume: no checkpoint in '{out_dir}/checkpoints'; start without "
-                          f"--resume, or point train.out_dir at the run to continue")
     if resumed_from is not None:
-        state = load_trainer_state(resumed_from)
-        load_model(model, str(resumed_from / WEIGHTS_FILE), device=str(device))
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        state = restore_checkpoint(resumed_from, model, optimizer, scheduler, device)
         start_step, skipped_total = state["step"], Counter(state.get("skipped", {}))
-        set_rng_state(state["rng"])
     if ctx.world_size > 1:
         broadcast_parameters(model)
         torch.manual_seed(cfg.train.seed + 7919 * ctx.rank + start_step)  # distinct dropout per rank
 
-    logger = TrainLogger(out_dir, cfg.train.steps, start_step, quiet=quiet, enabled=ctx.is_main)
+    logger = TrainLogger(out_dir, cfg.train.steps, start_step, quiet=quiet, enabled=ctx.is_main,
+                         append=resumed_from is not None)
+    restored = ({"lr": scheduler.get_last_lr()[0], "model_digest": rank_digests(model, ctx)[0]}
+                if resumed_from else {})
     logger.event("resume" if resumed_from else "start", step=start_step, device=str(device),
                  checkpoint=str(resumed_from) if resumed_from else None, world_size=ctx.world_size,
-                 parameters=sum(p.numel() for p in model.parameters()), config=cfg.to_dict())
+                 parameters=sum(p.numel() for p in model.parameters()), **restored,
+                 config=cfg.to_dict())
     if ctx.world_size > 1:
         exact = cfg.dist.gather == "exact"
         logger.event("gather", mode=cfg.dist.gather, group_size=ctx.groups.group_size,
@@ -150,11 +182,13 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> Path:
                      f"approximate: negatives from the {ctx.groups.group_size} ranks of a group "
                      f"only, not the global batch of {cfg.train.batch_size}")
 
-    stream = TrainStream(shards, model.image_transform(train=cfg.data.augment),
+    stream = TrainStream(shards, model.image_transform(train=False),
                          LanguagePolicy(cfg.data.language_policy, cfg.data.languages,
                                         cfg.data.language_weights),
                          local_batch, cfg.data.shuffle_buffer, seed=cfg.train.seed + start_step,
-                         rank=ctx.rank, world_size=ctx.world_size)
+                         rank=ctx.rank, world_size=ctx.world_size, augment=cfg.data.augment,
+                         default_language=cfg.data.default_language,
+                         language_key=cfg.data.language_key)
     loader = DataLoader(stream, batch_size=None, num_workers=cfg.data.num_workers,
                         persistent_workers=False, prefetch_factor=4 if cfg.data.num_workers else None)
     batches = iter(loader)
@@ -175,14 +209,14 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> Path:
     skipped_local: Counter = Counter()
     final_dir = resumed_from
     for step in range(start_step, cfg.train.steps):
-        batch = next(batches)
+        batch = _next_batch(batches)
         skipped_local.update(batch["skipped"])
         images = batch["images"].to(device, non_blocking=True)
         tokens = {k: v.to(device) for k, v in model.tokenize(batch["texts"]).items()}
 
         optimizer.zero_grad(set_to_none=True)
         loss = step_gradients(model, objective, images, tokens, cfg.train.micro_batches, device,
-                              cfg.train.precision)
+                              cfg.train.precision, ctx.world_size)
         if ctx.world_size > 1:
             average_gradients(model, ctx.world_size)
         grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
@@ -217,8 +251,10 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False) -> Path:
                 final_dir = out_dir / "checkpoints" / f"step_{done:07d}"
             if ctx.world_size > 1:
                 torch.distributed.barrier()
+    digests = rank_digests(model, ctx)  # collective: every rank must end with the same model
     logger.event("end", step=cfg.train.steps, skipped=dict(skipped_total),
-                 checkpoint=str(final_dir))
+                 checkpoint=str(final_dir), ranks_identical=len(set(digests)) == 1,
+                 parameter_digests=digests)
     logger.close()
     shutdown_distributed(ctx)
     return final_dir
