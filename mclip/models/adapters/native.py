@@ -1,0 +1,81 @@
+"""mclip's own :class:`~mclip.models.dual.DualEncoder` behind the adapter interface."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image
+
+from mclip.config import Config, ConfigError
+from mclip.models.adapters.base import ModelAdapter, normalized, package_versions
+from mclip.models.adapters.registry import ACCEPTED_FORMS
+from mclip.models.dual import DualEncoder
+from mclip.train.checkpoint import resolve_model_dir
+
+
+class NativeAdapter(ModelAdapter):
+    """A DualEncoder and the Config that built it.
+
+    ``model`` (the DualEncoder) and ``config`` (its :class:`~mclip.config.Config`) stay
+    accessible, e.g. for a distillation teacher. ``logit_bias`` is the model's bias when the
+    config trained with ``loss.kind: sigmoid`` and None for ``infonce`` (whose DualEncoder holds
+    an unused bias parameter).
+    """
+
+    def __init__(self, model: DualEncoder, config: Config, name: str = ""):
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.name = name
+        self.embed_dim = int(model.cfg.embed_dim)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """images [N, 3, S, S] from :meth:`image_transform` -> normalised float32 [N, embed_dim]."""
+        return normalized(self.model.encode_image(images.to(self.device), normalize=False))
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """N strings -> normalised float32 [N, embed_dim] (the model's own tokenizer)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        return normalized(self.model.encode_text(list(texts), normalize=False))
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Strings -> {'input_ids', 'attention_mask'}: LongTensor [N, L] on the CPU."""
+        return self.model.tokenize(texts)
+
+    def image_transform(self, train: bool = False) -> Callable[[Image.Image], torch.Tensor]:
+        """PIL image -> float tensor [3, S, S] (S = ``model.image.image_size``); ``train``
+        adds the random horizontal flip used in training. Picklable."""
+        return self.model.image_transform(train=train)
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """log of the temperature inverse, a 0-d tensor (the trained parameter)."""
+        return self.model.logit_scale
+
+    @property
+    def logit_bias(self) -> torch.Tensor | None:
+        """The sigmoid-loss bias (0-d tensor), or None when the model was trained with InfoNCE."""
+        return self.model.logit_bias if self.config.loss.kind == "sigmoid" else None
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """mclip and the libraries building its towers."""
+        return package_versions("mclip", "torch", "timm", "transformers")
+
+
+def load_native(directory: str | Path, device: torch.device | str = "cpu",
+                name: str | None = None) -> NativeAdapter:
+    """An mclip run directory (newest checkpoint) or checkpoint directory -> NativeAdapter.
+
+    No network access is needed. The model is put in eval mode on ``device``.
+    """
+    try:
+        model_dir = resolve_model_dir(directory)
+    except ConfigError as error:
+        raise ConfigError(f"{error}; {ACCEPTED_FORMS}") from None
+    model, config = DualEncoder.load(model_dir, map_location=device)
+    adapter = NativeAdapter(model, config, name=name if name is not None else str(directory))
+    return adapter.eval()

@@ -1,0 +1,209 @@
+"""open_clip models behind the adapter interface, with open_clip's own preprocessing and tokenizer.
+
+Specs (see :func:`load_open_clip`):
+
+- ``open_clip:ARCH`` with ``pretrained=TAG``: a published tag; the weights are downloaded by
+  open_clip (hub or URL) on first use and cached, so this needs network access once.
+- ``open_clip:ARCH`` with ``pretrained=FILE``: a local ``.pt`` / ``.pth`` / ``.bin`` /
+  ``.safetensors`` state dict for that architecture; needs no network.
+- ``open_clip:ARCH/TAG``: shorthand for the first form.
+- ``open_clip:hf-hub:ORG/REPO`` and ``open_clip:local-dir:DIR``: open_clip's own schemas, which
+  carry config and weights together (``pretrained`` must then be left out).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Callable, Sequence
+
+import open_clip
+import torch
+from PIL import Image
+from torch import nn
+
+from mclip.config import ConfigError
+from mclip.models.adapters.base import ModelAdapter, normalized, package_versions
+
+_SCHEMAS = ("hf-hub:", "local-dir:")
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
+
+
+class OpenClipAdapter(ModelAdapter):
+    """An open_clip ``CLIP`` / ``CustomTextCLIP`` / ``CoCa`` model.
+
+    ``model`` is the open_clip model, ``tokenizer`` open_clip's tokenizer for the architecture
+    (strings -> LongTensor [N, context_length]), ``pretrained`` the tag or file the weights
+    came from.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: Callable, train_transform: Callable,
+                 eval_transform: Callable, name: str, embed_dim: int,
+                 pretrained: str | None = None):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self._transforms = {True: train_transform, False: eval_transform}
+        self.name = name
+        self.embed_dim = int(embed_dim)
+        self.pretrained = pretrained
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """images [N, 3, H, W] from :meth:`image_transform` -> normalised float32 [N, embed_dim]."""
+        return normalized(self.model.encode_image(images.to(self.device), normalize=False))
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """N strings -> normalised float32 [N, embed_dim], tokenised by open_clip's tokenizer."""
+        tokens = self.tokenize(texts).to(self.device)
+        return normalized(self.model.encode_text(tokens, normalize=False))
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Strings -> token ids, LongTensor [N, context_length] on the CPU (open_clip tokenizer)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        return self.tokenizer(list(texts))
+
+    def image_transform(self, train: bool = False) -> Callable[[Image.Image], torch.Tensor]:
+        """open_clip's preprocessing, PIL image -> float tensor [3, H, W]: the eval transform
+        (resize, centre crop, normalise), or with ``train=True`` its training augmentation."""
+        return self._transforms[bool(train)]
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """log of the temperature inverse, a 0-d tensor (open_clip stores [] or [1])."""
+        return self.model.logit_scale.reshape(())
+
+    @property
+    def logit_bias(self) -> torch.Tensor | None:
+        """The SigLIP bias (0-d tensor), or None for models trained with InfoNCE."""
+        bias = getattr(self.model, "logit_bias", None)
+        return None if bias is None else bias.reshape(())
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """open_clip_torch and the libraries its towers come from."""
+        return package_versions("open_clip_torch", "torch", "timm", "transformers")
+
+
+def parse_open_clip_spec(body: str, pretrained: str | None) -> tuple[str, str | None]:
+    """Split what follows ``open_clip:`` into (architecture, pretrained).
+
+    ``"ViT-B-32/laion2b_s34b_b79k"`` -> ``("ViT-B-32", "laion2b_s34b_b79k")``; ``"ViT-B-32"``
+    with ``pretrained`` -> ``("ViT-B-32", pretrained)``. open_clip schemas (``hf-hub:``,
+    ``local-dir:``) are kept whole.
+    """
+    body = body.strip()
+    if body.startswith(_SCHEMAS):
+        if pretrained is not None:
+            raise ConfigError(f"'open_clip:{body}' loads its weights from the schema source; "
+                              f"drop pretrained={pretrained!r}")
+        return body, None
+    arch, slash, tag = body.partition("/")
+    if slash:
+        if not tag.strip():
+            raise ConfigError(f"model spec 'open_clip:{body}' ends in '/': give a pretrained tag "
+                              f"after it (open_clip:ARCH/TAG) or drop the '/'")
+        if pretrained is not None and pretrained != tag:
+            raise ConfigError(f"model spec 'open_clip:{body}' names the tag '{tag}' and "
+                              f"pretrained={pretrained!r} names another: give only one")
+        pretrained = tag
+    return arch.strip(), pretrained
+
+
+def load_open_clip(body: str, pretrained: str | None = None,
+                   device: torch.device | str = "cpu") -> OpenClipAdapter:
+    """``open_clip:``-spec (without the prefix) -> OpenClipAdapter in eval mode on ``device``.
+
+    ``body`` is ``ARCH``, ``ARCH/TAG``, ``hf-hub:ORG/REPO`` or ``local-dir:DIR``. ``pretrained``
+    is a tag of ``ARCH`` (downloaded by open_clip and cached: needs network access once) or a
+    local weights file (no network). Weights are loaded in float32 on the CPU, then moved.
+    """
+    arch, pretrained = parse_open_clip_spec(body, pretrained)
+    if arch.startswith(_SCHEMAS):
+        name, source = f"open_clip:{arch}", None
+        _check_schema_source(arch)
+    else:
+        _check_arch(arch)
+        source = _resolve_weights(arch, pretrained)
+        name = f"open_clip:{arch}/{pretrained}"
+    try:
+        model, train_transform, eval_transform = open_clip.create_model_and_transforms(
+            arch, pretrained=source, device="cpu", precision="fp32")
+    except (RuntimeError, OSError, ValueError) as error:
+        raise _load_error(arch, pretrained, source, error) from error
+    tokenizer = open_clip.get_tokenizer(arch)
+    embed_dim = _embed_dim(arch, model, tokenizer)
+    adapter = OpenClipAdapter(model, tokenizer, train_transform, eval_transform, name, embed_dim,
+                              pretrained)
+    return adapter.to(torch.device(device)).eval()
+
+
+def _check_arch(arch: str) -> None:
+    known = open_clip.list_models()
+    if arch in known:
+        return
+    lowered = {name.lower(): name for name in known}
+    close = difflib.get_close_matches(arch.lower(), list(lowered), n=5, cutoff=0.6)
+    close = [lowered[c] for c in close] or [n for n in known if arch.lower() in n.lower()][:5]
+    hint = f"; close names: {', '.join(close)}" if close else ""
+    raise ConfigError(f"model spec 'open_clip:{arch}': open_clip {open_clip.__version__} has no "
+                      f"architecture '{arch}'{hint}. open_clip.list_models() lists all "
+                      f"{len(known)}; a custom JSON config can be registered with "
+                      f"open_clip.add_model_config(path)")
+
+
+def _check_schema_source(arch: str) -> None:
+    if arch.startswith("local-dir:"):
+        directory = Path(arch[len("local-dir:"):]).expanduser()
+        if not (directory / "open_clip_config.json").is_file():
+            raise ConfigError(f"model spec 'open_clip:{arch}': '{directory}' is not a directory "
+                              f"holding open_clip_config.json and weights")
+
+
+def _resolve_weights(arch: str, pretrained: str | None) -> str:
+    """A pretrained tag (returned as given) or the path of an existing local weights file."""
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    tag_hint = (f"published tags of {arch}: {', '.join(tags)}" if tags
+                else f"open_clip publishes no tag for {arch}")
+    if pretrained is None or not str(pretrained).strip():
+        raise ConfigError(f"model spec 'open_clip:{arch}' needs weights: pass pretrained=TAG "
+                          f"({tag_hint}) or pretrained=FILE (a local .pt / .safetensors file), "
+                          f"or write 'open_clip:{arch}/TAG'")
+    pretrained = str(pretrained)
+    if open_clip.is_pretrained_cfg(arch, pretrained):
+        return pretrained
+    path = Path(pretrained).expanduser()
+    if path.is_file():
+        return str(path)
+    looks_like_file = path.suffix.lower() in _WEIGHT_SUFFIXES or len(path.parts) > 1
+    if looks_like_file:
+        raise ConfigError(f"open_clip weights file '{pretrained}' does not exist; give an "
+                          f"existing .pt / .safetensors file or a tag ({tag_hint})")
+    raise ConfigError(f"pretrained={pretrained!r} is neither a tag of open_clip:{arch} nor an "
+                      f"existing file; {tag_hint}")
+
+
+def _load_error(arch: str, pretrained: str | None, source: str | None,
+                error: Exception) -> ConfigError:
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if source is not None and Path(source).is_file():
+        return ConfigError(f"weights file '{source}' does not load into open_clip {arch} "
+                           f"({first}); give a state dict saved from that architecture")
+    if source is not None:
+        return ConfigError(f"could not get the '{pretrained}' weights of open_clip {arch} "
+                           f"({first}); a tag is downloaded on first use, which needs network "
+                           f"access: offline, pass pretrained=a local .pt / .safetensors file")
+    return ConfigError(f"could not load 'open_clip:{arch}' ({first})")
+
+
+def _embed_dim(arch: str, model: nn.Module, tokenizer: Callable) -> int:
+    """The shared embedding size: from the architecture config, else from one text forward."""
+    try:
+        config = open_clip.get_model_config(arch)
+    except Exception:  # schema sources may need the hub for their config: measure instead
+        config = None
+    if config and "embed_dim" in config:
+        return int(config["embed_dim"])
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        return int(model.encode_text(tokenizer([""]).to(device)).shape[-1])

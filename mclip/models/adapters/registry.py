@@ -1,0 +1,89 @@
+"""Turn a model spec into a :class:`~mclip.models.adapters.base.ModelAdapter`.
+
+Accepted specs:
+
+- ``DIR``: an mclip run directory (its newest checkpoint is used) or a checkpoint / model
+  directory (``config.yaml`` + ``model.safetensors``); loads with no network access.
+- ``open_clip:ARCH`` with ``pretrained=TAG_OR_FILE`` (or the shorthand ``open_clip:ARCH/TAG``):
+  an open_clip architecture with a pretrained tag (downloaded from the hub) or a local
+  ``.pt`` / ``.safetensors`` file (no network).
+- ``hf:NAME_OR_DIR``: a transformers dual encoder (``CLIPModel``, ``SiglipModel``, ...) from a
+  hub name (needs network or the local HF cache) or a ``save_pretrained`` directory.
+
+The library modules (open_clip, transformers) are imported only when their prefix is used.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+
+import torch
+
+from mclip.config import ConfigError
+from mclip.models.adapters.base import ModelAdapter
+
+OPEN_CLIP_PREFIX = "open_clip:"
+HF_PREFIX = "hf:"
+ACCEPTED_FORMS = ("accepted model specs: DIR (an mclip run directory or checkpoint directory), "
+                  "'open_clip:ARCH' with pretrained=TAG_OR_FILE (or 'open_clip:ARCH/TAG'), "
+                  "'hf:NAME_OR_DIR' (a transformers hub name or save_pretrained directory)")
+_PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9_.+-]+):")  # two characters or more: not a drive letter
+
+
+def load_model(spec: str | Path, pretrained: str | None = None,
+               device: str | torch.device = "cpu") -> ModelAdapter:
+    """Load any dual encoder behind the common adapter interface, in eval mode, on ``device``.
+
+    ``spec``: ``DIR`` (mclip run or checkpoint directory), ``open_clip:ARCH`` (``pretrained``:
+    a tag or a local weights file; or ``open_clip:ARCH/TAG``) or ``hf:NAME_OR_DIR``.
+    ``pretrained`` is only meaningful for open_clip specs. ``device``: any torch device
+    ("cpu", "cuda:0", "meta", ...); every parameter of the returned adapter is there.
+
+    The adapter's ``encode_image(images [N, 3, H, W]) -> [N, d]`` and
+    ``encode_text(list of N str) -> [N, d]`` return L2-normalised float32 embeddings.
+    Raises :class:`~mclip.config.ConfigError` naming the bad input and the accepted forms.
+    """
+    device = _as_device(device)
+    text = str(spec).strip()
+    if not text:
+        raise ConfigError(f"the model spec is empty; {ACCEPTED_FORMS}")
+    if text.startswith(OPEN_CLIP_PREFIX):
+        from mclip.models.adapters.open_clip import load_open_clip
+
+        return load_open_clip(text[len(OPEN_CLIP_PREFIX):], pretrained, device)
+    if text.startswith(HF_PREFIX):
+        _refuse_pretrained(text, pretrained)
+        from mclip.models.adapters.hf import load_hf
+
+        return load_hf(text[len(HF_PREFIX):], device)
+    path = Path(text).expanduser()
+    prefix = _PREFIX.match(text)
+    if prefix and not path.exists():
+        known = [OPEN_CLIP_PREFIX, HF_PREFIX]
+        close = difflib.get_close_matches(prefix.group(0), known, n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"model spec '{text}' has an unknown prefix '{prefix.group(0)}'{hint}; "
+                          f"{ACCEPTED_FORMS}")
+    if not path.is_dir():
+        what = "is a file, not a directory" if path.exists() else "does not exist"
+        raise ConfigError(f"model spec '{text}': the directory {what}; {ACCEPTED_FORMS}")
+    _refuse_pretrained(text, pretrained)
+    from mclip.models.adapters.native import load_native
+
+    return load_native(path, device, name=text)
+
+
+def _refuse_pretrained(spec: str, pretrained: str | None) -> None:
+    if pretrained is not None:
+        raise ConfigError(f"pretrained={pretrained!r} is only used with 'open_clip:ARCH' specs; "
+                          f"model spec '{spec}' names its weights itself: drop pretrained")
+
+
+def _as_device(device: str | torch.device) -> torch.device:
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {device!r} is not a torch device; give e.g. 'cpu', 'cuda' or "
+                          f"'cuda:0'") from None
