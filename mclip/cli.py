@@ -3,6 +3,7 @@
     mclip data demo --out demo_data
     mclip train --config configs/demo.yaml [--resume | --overwrite] [key=value ...]
     mclip eval --model runs/demo --suite eval_suites/demo.yaml [--data-root demo_data]
+    mclip eval --model open_clip:ViT-B-32 --pretrained FILE --task retrieval --captions XTD10 ...
     mclip report results.json
 """
 
@@ -43,22 +44,48 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_tasks(args: argparse.Namespace):
+    """(suite name, tasks) from --suite, or one task from --task and its flags."""
+    from mclip.eval.suite import Suite, load_suite, make_task, narrow_languages
+
+    if args.suite and args.task:
+        raise ConfigError("give either --suite FILE or --task KIND with its flags, not both")
+    if args.suite:
+        suite = load_suite(args.suite, args.data_root)
+    elif args.task:
+        raw = {"name": args.task, "kind": args.task, "languages": args.languages or "all",
+               "images": args.images}
+        if args.task == "zeroshot_classification":
+            raw.update(class_texts=args.class_texts, dataset=args.dataset, prompts=args.prompts,
+                       resource_groups=args.prompts is not None)
+        else:
+            raw.update(captions=args.captions, split=args.split)
+        suite = Suite(args.task, [make_task(raw, Path(args.data_root or "."), "--task")])
+    else:
+        raise ConfigError("give --suite FILE (see eval_suites/) or --task zeroshot_classification "
+                          "| retrieval with its data flags")
+    if args.languages and args.suite:
+        narrow_languages(suite, args.languages)
+    return suite
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from mclip.eval.report import build_report, markdown_table, write_report
-    from mclip.eval.suite import load_suite, run_suite
-    from mclip.models.dual import DualEncoder
-    from mclip.train.checkpoint import resolve_model_dir
+    from mclip.eval.suite import run_suite
+    from mclip.models.adapters import load_model
 
-    suite = load_suite(args.suite, args.data_root)
+    suite = _eval_tasks(args)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    model_dir = resolve_model_dir(args.model)
-    model, _ = DualEncoder.load(model_dir, map_location=device)
-    out_dir = Path(args.out) if args.out else model_dir / "eval" / suite.name
+    model = load_model(args.model, pretrained=args.pretrained, device=device)
+    out_dir = Path(args.out) if args.out else (
+        Path(args.model) / "eval" / suite.name if Path(args.model).is_dir() else
+        Path("eval_out") / suite.name)
     log = (lambda line: print(f"[mclip eval] {line}", file=sys.stderr)) if not args.quiet else None
-    results = run_suite(model, suite, device=device, batch_size=args.batch_size, progress=log)
-    report = build_report(str(model_dir), suite.name, results)
+    results = run_suite(model, suite, device=device, batch_size=args.batch_size, progress=log,
+                        limit=args.limit)
+    report = build_report(model.name, suite.name, results, model_versions=model.versions)
     paths = write_report(report, out_dir)
     print(markdown_table(report))
     print(f"\nresults: {paths['json']}\ntable:   {paths['markdown']}\nplot:    {paths['plot']}")
@@ -107,9 +134,31 @@ def build_parser() -> argparse.ArgumentParser:
                        help="dotted overrides, e.g. train.steps=200 loss.kind=sigmoid")
     train.set_defaults(func=_cmd_train)
 
-    ev = sub.add_parser("eval", help="evaluate a model on a suite")
-    ev.add_argument("--model", required=True, help="checkpoint or run directory")
-    ev.add_argument("--suite", required=True, help="suite YAML (see eval_suites/)")
+    ev = sub.add_parser("eval", help="evaluate any dual encoder on a suite or one task")
+    ev.add_argument("--model", required=True,
+                    help="an mclip run/checkpoint directory, open_clip:ARCH (with --pretrained), "
+                         "or hf:NAME_OR_DIR")
+    ev.add_argument("--pretrained", default=None,
+                    help="open_clip pretrained tag (needs network) or local .pt/.safetensors file")
+    ev.add_argument("--suite", default=None, help="suite YAML (see eval_suites/)")
+    ev.add_argument("--task", choices=["zeroshot_classification", "retrieval"], default=None,
+                    help="run one task without a suite file (CLIP_benchmark style)")
+    ev.add_argument("--images", default=None,
+                    help="--task: ImageFolder tree / shards (classification) or the images "
+                         "folder of a caption layout (retrieval)")
+    ev.add_argument("--class-texts", default=None,
+                    help="--task zeroshot_classification: a CLIP_benchmark folder or a "
+                         "Babel-ImageNet labels file")
+    ev.add_argument("--dataset", default="imagenet1k",
+                    help="dataset key inside CLIP_benchmark class-text files (default imagenet1k)")
+    ev.add_argument("--prompts", default=None, help="Babel-ImageNet translated prompts file")
+    ev.add_argument("--captions", default=None,
+                    help="--task retrieval: XTD10 / Multi30K folder, XM3600 captions.jsonl, "
+                         "Babel-ImageNet retrieval JSON, CSV/TSV or shards")
+    ev.add_argument("--split", default=None, help="Multi30K split (e.g. test_2017_flickr)")
+    ev.add_argument("--languages", default=None, type=lambda v: [c for c in v.split(",") if c],
+                    help="comma-separated mclip codes; narrows a suite (default: all)")
+    ev.add_argument("--limit", type=int, default=None, help="use only the first N images per set")
     ev.add_argument("--data-root", default=None, help="where the suite's relative paths point")
     ev.add_argument("--out", default=None, help="output directory (default MODEL/eval/SUITE)")
     ev.add_argument("--batch-size", type=int, default=256)

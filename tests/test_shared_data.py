@@ -8,11 +8,16 @@ import torch.nn.functional as F
 
 from conftest import SHARED_DATA
 from mclip.config import ConfigError
-from mclip.eval.data import load_class_texts
+from mclip.eval.datasets import ClipBenchmarkTexts
 from mclip.eval.zeroshot import build_classifier, evaluate_language, fill_template
 
 CLIP_BENCHMARK = SHARED_DATA / "clip_benchmark"
 pytestmark = pytest.mark.skipif(not CLIP_BENCHMARK.is_dir(), reason="../shared/data is absent")
+
+
+def load_class_texts(directory, lang, dataset):
+    texts = ClipBenchmarkTexts(directory).load(lang, dataset)
+    return texts.names, texts.templates
 
 
 def _hash_encoder(texts):
@@ -26,9 +31,9 @@ def _hash_encoder(texts):
 def test_chinese_is_read_from_cn_files_and_codes_are_not_guessed():
     names, templates = load_class_texts(CLIP_BENCHMARK, "zh", "imagenet1k")
     assert len(names) == 1000 and len(templates) == 80 and all("{c}" in t for t in templates)
-    with pytest.raises(ConfigError, match="no classnames for language 'cn2'.*languages there: cn, en, it"):
+    with pytest.raises(ConfigError, match="cn2.*en, it, zh"):
         load_class_texts(CLIP_BENCHMARK, "cn2", "imagenet1k")
-    with pytest.raises(ConfigError, match="has no entry 'imagenet21k'"):
+    with pytest.raises(ConfigError, match="imagenet21k"):
         load_class_texts(CLIP_BENCHMARK, "it", "imagenet1k".replace("1k", "21k"))
 
 

@@ -30,16 +30,30 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def build_report(model_name: str, suite_name: str, results: dict) -> dict:
-    """The results document: model, suite, time, package versions, per-task results and
-    per-task means over languages."""
+def build_report(model_name: str, suite_name: str, results: dict,
+                 model_versions: dict | None = None) -> dict:
+    """The results document: model spec, its adapter's library versions, suite, time, package
+    versions, per-task results and per-task means over languages (and per resource group)."""
     for task in results.values():
         keys = [k for k in HEADLINE[task["kind"]] if not k.startswith("n_")]
         langs = [m for m in task["languages"].values() if keys[0] in m]
-        task["mean"] = {k: sum(m[k] for m in langs) / len(langs) for k in keys} if langs else {}
-    return {"model": model_name, "suite": suite_name,
+        task["mean"] = _mean(langs, keys)
+        groups = sorted({m["resource_group"] for m in langs if "resource_group" in m})
+        if groups:
+            task["group_means"] = {g: _mean([m for m in langs if m.get("resource_group") == g],
+                                            keys) for g in groups}
+    return {"model": model_name, "model_versions": dict(model_versions or {}), "suite": suite_name,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "versions": package_versions(), "tasks": results}
+
+
+def _mean(rows: list[dict], keys: list[str]) -> dict:
+    out = {}
+    for k in keys:
+        values = [m[k] for m in rows if m.get(k) is not None]
+        if values:
+            out[k] = sum(values) / len(values)
+    return out
 
 
 def markdown_table(report: dict) -> str:
@@ -62,6 +76,12 @@ def markdown_table(report: dict) -> str:
     means = [tasks[name]["mean"].get(key) for name, key in columns]
     lines.append("| **mean** | " + " | ".join(cell(v, k) for v, (_, k) in zip(means, columns))
                  + " |")
+    groups = list(dict.fromkeys(g for t in tasks.values() for g in t.get("group_means", {})))
+    for group in groups:  # Babel-ImageNet resource groups (classes per language)
+        values = [tasks[name].get("group_means", {}).get(group, {}).get(key)
+                  for name, key in columns]
+        lines.append(f"| **mean {group}** | "
+                     + " | ".join(cell(v, k) for v, (_, k) in zip(values, columns)) + " |")
     return "\n".join(lines)
 
 
@@ -72,17 +92,19 @@ def plot_languages(report: dict, path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     tasks = report["tasks"]
-    fig, axes = plt.subplots(len(tasks), 1, figsize=(max(8, 0.7 * 12 + 2), 3.2 * len(tasks)),
-                             squeeze=False)
+    n_languages = max(len(t["languages"]) for t in tasks.values())
+    fig, axes = plt.subplots(len(tasks), 1, figsize=(min(60, max(8, 0.45 * n_languages + 2)),
+                                                     3.2 * len(tasks)), squeeze=False)
     for ax, (name, task) in zip(axes[:, 0], tasks.items()):
         keys = [k for k in HEADLINE[task["kind"]] if not k.startswith("n_")][:3]
         langs = list(task["languages"])
         width = 0.8 / len(keys)
         for i, key in enumerate(keys):
-            values = [100 * task["languages"][lang].get(key, 0.0) for lang in langs]
+            values = [100 * (task["languages"][lang].get(key) or 0.0) for lang in langs]
             ax.bar([x + i * width - 0.4 + width / 2 for x in range(len(langs))], values, width,
                    label=SHORT[key])
-        ax.set_xticks(range(len(langs)), langs)
+        ax.set_xticks(range(len(langs)), langs, rotation=90 if len(langs) > 30 else 0,
+                      fontsize=7 if len(langs) > 30 else 9)
         ax.set_ylim(0, 105)
         ax.set_ylabel("%")
         ax.set_title(f"{name} ({task['kind']})")

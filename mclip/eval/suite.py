@@ -1,28 +1,31 @@
-"""Evaluation suites: a YAML list of tasks, run against any dual encoder.
+"""Evaluation suites: a YAML list of tasks, run against any model adapter.
 
     name: demo
     data_root: demo_data          # relative task paths resolve here (CLI: --data-root)
     tasks:
       - name: shapes
         kind: zeroshot_classification
-        images: eval              # shards: directory, brace pattern, glob or list
-        class_texts: classnames   # CLIP_benchmark-style {lang}_classnames.json + templates
-        dataset: demo_shapes      # the key inside those files
-        languages: [en, de]
+        images: eval              # ImageFolder tree or labelled shards
+        class_texts: classnames   # CLIP_benchmark folder, or a Babel-ImageNet labels file
+        prompts: null             # Babel-ImageNet translated prompts file (optional)
+        dataset: demo_shapes      # the key inside CLIP_benchmark files
+        languages: [en, de]       # or: all (every language the class texts have)
         top_k: [1, 5]
+        resource_groups: false    # true: report Babel-ImageNet's resource group per language
       - name: shapes_retrieval
         kind: retrieval
-        data: retrieval           # shards whose KEY.json holds {"captions": {lang: [...]}}
+        captions: retrieval       # XTD10 / Multi30K folder, XM3600 jsonl, Babel JSON, CSV, shards
+        images: null              # the images folder of file-based caption layouts
+        split: null               # a Multi30K split (default test_2016_flickr / test_2016)
         languages: [en, de]
         recall_at: [1, 5, 10]
 
-A model for evaluation is anything with ``encode_image(images)``, ``encode_text(list[str])``
-(both returning L2-normalised [N, d]) and ``image_transform(train=False)``.
+Paths are resolved against ``data_root``; the readers (:mod:`mclip.eval.datasets`) say which file
+they expected where when something is missing. The runner is :mod:`mclip.eval.runner`.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -31,31 +34,37 @@ import torch
 import yaml
 
 from mclip.config import ConfigError
-from mclip.data.shards import SkipCounter
-from mclip.eval.data import iter_image_batches, load_class_texts
-from mclip.eval.retrieval import retrieval_metrics
-from mclip.eval.zeroshot import evaluate_language
+from mclip.eval.runner import run_tasks
 
 KINDS = ("zeroshot_classification", "retrieval")
+_COMMON = {"name", "kind", "languages"}
 _TASK_KEYS = {
-    "zeroshot_classification": {"name", "kind", "images", "class_texts", "dataset", "languages",
-                                "top_k"},
-    "retrieval": {"name", "kind", "data", "languages", "recall_at"},
+    "zeroshot_classification": _COMMON | {"images", "class_texts", "prompts", "dataset", "top_k",
+                                          "resource_groups"},
+    "retrieval": _COMMON | {"captions", "images", "split", "recall_at", "data"},
 }
+_REQUIRED = {"zeroshot_classification": ["images", "class_texts"], "retrieval": ["captions"]}
+_PATHS = ("images", "class_texts", "prompts", "captions")
 
 
 @dataclass
 class Task:
-    """One evaluation task of a suite (fields as in the YAML; paths already resolved)."""
+    """One evaluation task of a suite (fields as in the YAML; paths already resolved).
+
+    ``languages`` is a list of mclip codes or ``"all"``.
+    """
     name: str
     kind: str
-    languages: list[str]
+    languages: list[str] | str
     images: str = ""
     class_texts: str = ""
+    prompts: str = ""
     dataset: str = ""
-    data: str = ""
+    captions: str = ""
+    split: str = ""
     top_k: list[int] = field(default_factory=lambda: [1, 5])
     recall_at: list[int] = field(default_factory=lambda: [1, 5, 10])
+    resource_groups: bool = False
 
 
 @dataclass
@@ -71,6 +80,29 @@ def _resolve(root: Path, path: str) -> str:
     return ",".join(p if Path(p).is_absolute() else str(root / p) for p in parts)
 
 
+def make_task(raw: dict, root: Path, where: str) -> Task:
+    """A checked :class:`Task` from one YAML mapping; relative paths resolve against ``root``."""
+    if not isinstance(raw, dict) or raw.get("kind") not in KINDS:
+        raise ConfigError(f"{where}: 'kind' must be one of {', '.join(KINDS)}")
+    unknown = set(raw) - _TASK_KEYS[raw["kind"]]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid: "
+                          f"{', '.join(sorted(_TASK_KEYS[raw['kind']]))}")
+    raw = {k: v for k, v in raw.items() if v is not None}
+    if "data" in raw:  # shards holding both the images and their captions
+        raw.setdefault("captions", raw.pop("data"))
+    missing = [k for k in ["name", "languages"] + _REQUIRED[raw["kind"]] if not raw.get(k)]
+    if missing:
+        raise ConfigError(f"{where}: missing {', '.join(missing)}")
+    if isinstance(raw["languages"], str) and raw["languages"] != "all":
+        raw["languages"] = [code.strip() for code in raw["languages"].split(",") if code.strip()]
+    task = Task(**raw)
+    for key in _PATHS:
+        if getattr(task, key):
+            setattr(task, key, _resolve(root, str(getattr(task, key))))
+    return task
+
+
 def load_suite(path: str | Path, data_root: str | Path | None = None) -> Suite:
     """Parse and check a suite YAML; task paths are resolved against ``data_root``
     (argument, else the suite's ``data_root`` relative to the current directory)."""
@@ -81,116 +113,24 @@ def load_suite(path: str | Path, data_root: str | Path | None = None) -> Suite:
     if not isinstance(spec, dict) or not isinstance(spec.get("tasks"), list) or not spec["tasks"]:
         raise ConfigError(f"suite '{path}' needs a non-empty 'tasks' list")
     root = Path(data_root if data_root is not None else spec.get("data_root", "."))
-    tasks = []
-    for i, raw in enumerate(spec["tasks"]):
-        where = f"suite '{path}' task {i + 1}"
-        if not isinstance(raw, dict) or raw.get("kind") not in KINDS:
-            raise ConfigError(f"{where}: 'kind' must be one of {', '.join(KINDS)}")
-        unknown = set(raw) - _TASK_KEYS[raw["kind"]]
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid: "
-                              f"{', '.join(sorted(_TASK_KEYS[raw['kind']]))}")
-        needed = ["name", "languages"] + (["images", "class_texts", "dataset"]
-                                          if raw["kind"] == "zeroshot_classification" else ["data"])
-        missing = [k for k in needed if not raw.get(k)]
-        if missing:
-            raise ConfigError(f"{where}: missing {', '.join(missing)}")
-        task = Task(**raw)
-        for key in ("images", "data", "class_texts"):
-            if getattr(task, key):
-                setattr(task, key, _resolve(root, getattr(task, key)))
-        tasks.append(task)
+    tasks = [make_task(raw, root, f"suite '{path}' task {i + 1}")
+             for i, raw in enumerate(spec["tasks"])]
     return Suite(name=spec.get("name", path.stem), tasks=tasks, data_root=str(root))
 
 
-class _Encoder:
-    """Batched, no-grad access to a model's encoders on one device."""
-
-    def __init__(self, model, device: torch.device):
-        self.model, self.device = model, device
-
-    @torch.no_grad()
-    def images(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(images.to(self.device)).float()
-
-    @torch.no_grad()
-    def texts(self, texts: list[str]) -> torch.Tensor:
-        return self.model.encode_text(texts).float()
-
-
-def _embed_images(task_name: str, shards: str, enc: _Encoder, transform: Callable,
-                  batch_size: int, skipped: SkipCounter, with_captions: bool = False
-                  ) -> tuple[torch.Tensor, list]:
-    """Image embeddings [N, d] of every usable sample in ``shards``, and each sample's label
-    (or captions dict with ``with_captions``)."""
-    embeddings, infos = [], []
-    for images, batch_infos in iter_image_batches(shards, transform, batch_size, skipped,
-                                                  with_captions):
-        embeddings.append(enc.images(images))
-        infos.extend(batch_infos)
-    if not embeddings:
-        raise ConfigError(f"task '{task_name}': no usable sample in '{shards}' "
-                          f"(skipped: {dict(skipped)})")
-    return torch.cat(embeddings), infos
-
-
-def _zeroshot(task: Task, enc: _Encoder, transform: Callable, batch_size: int,
-              progress: Callable[[str], None]) -> dict:
-    skipped = SkipCounter()
-    image_emb, labels = _embed_images(task.name, task.images, enc, transform, batch_size, skipped)
-    label_tensor = torch.tensor(labels)
-    per_language = {}
-    for lang in task.languages:
-        names, templates = load_class_texts(task.class_texts, lang, task.dataset)
-        if label_tensor.max() >= len(names):
-            raise ConfigError(f"task '{task.name}': labels go up to {int(label_tensor.max())} but "
-                              f"{lang} has {len(names)} class names")
-        per_language[lang] = evaluate_language(image_emb, label_tensor, enc.texts, names, templates,
-                                               task.top_k)
-        progress(f"{task.name} [{lang}] acc@1={per_language[lang].get('acc@1', float('nan')):.4f}")
-    return {"kind": task.kind, "languages": per_language, "skipped": dict(skipped)}
-
-
-def _retrieval(task: Task, enc: _Encoder, transform: Callable, batch_size: int,
-               progress: Callable[[str], None]) -> dict:
-    skipped = SkipCounter()
-    image_emb, captions = _embed_images(task.name, task.data, enc, transform, batch_size, skipped,
-                                        with_captions=True)
-    per_language = {}
-    for lang in task.languages:
-        texts, owner = [], []
-        for index, by_lang in enumerate(captions):
-            for caption in by_lang.get(lang, []):
-                texts.append(caption)
-                owner.append(index)
-        if not texts:
-            raise ConfigError(f"task '{task.name}': no caption in language '{lang}' in "
-                              f"'{task.data}'")
-        text_emb = torch.cat([enc.texts(texts[i:i + batch_size])
-                              for i in range(0, len(texts), batch_size)])
-        per_language[lang] = retrieval_metrics(image_emb, text_emb, torch.tensor(owner),
-                                               tuple(task.recall_at))
-        progress(f"{task.name} [{lang}] text->image R@1="
-                 f"{per_language[lang]['text_to_image_R@1']:.4f}")
-    return {"kind": task.kind, "languages": per_language, "skipped": dict(skipped)}
+def narrow_languages(suite: Suite, languages: list[str]) -> Suite:
+    """The suite with every task restricted to ``languages`` (``mclip eval --languages``)."""
+    for task in suite.tasks:
+        task.languages = list(languages)
+    return suite
 
 
 def run_suite(model, suite: Suite, device: str | torch.device = "cpu", batch_size: int = 256,
-              progress: Callable[[str], None] | None = None) -> dict:
+              progress: Callable[[str], None] | None = None, limit: int | None = None) -> dict:
     """Run every task of ``suite`` on ``model``; returns {task name: {kind, languages, skipped}}.
 
     Per-language metrics are fractions in [0, 1]; ``progress`` receives one line per language.
+    A model with ``.to`` is moved to ``device`` first (its inputs are sent there).
     """
-    progress = progress or (lambda message: None)
-    device = torch.device(device)
-    if hasattr(model, "eval"):
-        model.eval()
-    enc = _Encoder(model, device)
-    transform = model.image_transform(train=False)
-    results = {}
-    for task in suite.tasks:
-        start = time.perf_counter()
-        run = _zeroshot if task.kind == "zeroshot_classification" else _retrieval
-        results[task.name] = run(task, enc, transform, batch_size, progress)
-        results[task.name]["seconds"] = time.perf_counter() - start
-    return results
+    return run_tasks(model, suite.tasks, device, batch_size, limit, progress)
+
