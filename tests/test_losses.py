@@ -85,3 +85,18 @@ def test_build_loss_and_errors():
         infonce_reference(x, y, torch.tensor(1.0), torch.tensor([0, 1, 2, 3]))
     with pytest.raises(ValueError, match="needs logit_bias"):
         SigmoidLoss()(x, x, torch.tensor(1.0))
+
+
+def test_loss_modules_accept_one_element_scale_and_bias():
+    x, y = _features(10, 10, seed=4)
+    scale = torch.full((1,), 2.0, dtype=torch.float64, requires_grad=True)
+    bias = torch.full((1,), -4.0, dtype=torch.float64, requires_grad=True)
+    for module, reference, params in [
+        (InfoNCELoss(chunk_size=3), lambda: infonce_reference(x, y, scale), (x, y, scale)),
+        (SigmoidLoss(chunk_size=3), lambda: sigmoid_reference(x, y, scale, bias),
+         (x, y, scale, bias)),
+    ]:
+        ours, ref = module(x, y, scale, bias), reference()
+        assert ours.shape == () and torch.allclose(ours, ref, atol=1e-12)
+        for param, a, b in zip(params, _grads(ours, *params), _grads(ref, *params)):
+            assert a.shape == param.shape and torch.allclose(a, b, atol=1e-12)

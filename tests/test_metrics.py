@@ -124,3 +124,87 @@ def test_chunked_ranks_match_naive_with_ties(chunk):
     assert torch.equal(t2i, naive_t2i)
     # naive i2t position counts other positives ahead too; none can be ahead of the best one
     assert torch.equal(i2t, naive_i2t)
+
+
+# --- mean per-class recall: CLIP_benchmark's balanced accuracy -----------------------------------
+
+def _one_hot_logits(predicted, n_classes):
+    return F.one_hot(torch.tensor(predicted), n_classes).float()
+
+
+def test_mean_per_class_recall_ignores_classes_absent_from_labels_by_hand():
+    # class 0: 2/2, class 1: 1/2, class 2 has no image but is predicted once -> not averaged
+    logits = _one_hot_logits([0, 0, 1, 2], 3)
+    m = zeroshot_metrics(logits, torch.tensor([0, 0, 1, 1]), top_k=(1,))
+    assert m["mean_per_class_recall"] == pytest.approx((1 + 0.5) / 2)
+
+
+def test_mean_per_class_recall_matches_sklearn_balanced_accuracy_with_absent_class():
+    metrics = pytest.importorskip("sklearn.metrics")
+    labels = torch.tensor([0, 0, 1, 1])
+    predicted = [0, 0, 1, 2]
+    m = zeroshot_metrics(_one_hot_logits(predicted, 3), labels, top_k=(1,))
+    with pytest.warns(UserWarning):  # sklearn: "y_pred contains classes not in y_true"
+        expected = metrics.balanced_accuracy_score(labels.numpy(), predicted)
+    assert expected == pytest.approx(0.75)
+    assert m["mean_per_class_recall"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_mean_per_class_recall_matches_sklearn_balanced_accuracy_random(seed):
+    metrics = pytest.importorskip("sklearn.metrics")
+    import warnings
+    g = torch.Generator().manual_seed(seed)
+    n_classes = 12
+    labels = torch.randint(0, 8, (60,), generator=g)       # classes 8..11 have no image
+    logits = torch.randint(0, 4, (60, n_classes), generator=g).float()  # many exact ties
+    m = zeroshot_metrics(logits, labels, top_k=(1,))
+    predicted = tie_free_scores(logits).argmax(1)           # ties go to the lower index
+    assert torch.equal(predicted, torch.tensor([row.tolist().index(max(row.tolist()))
+                                                for row in logits]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = metrics.balanced_accuracy_score(labels.numpy(), predicted.numpy())
+    assert m["mean_per_class_recall"] == pytest.approx(expected, abs=1e-6)
+
+
+# --- retrieval ranks with exact duplicates -------------------------------------------------------
+
+def _duplicated_retrieval_inputs(seed, n_images=24, n_texts=48, d=48):
+    """Normalised embeddings where many images and many captions are exact copies of others,
+    and the full score matrix, built so that equal embeddings get bit-identical scores."""
+    g = torch.Generator().manual_seed(seed)
+    distinct_images = F.normalize(torch.randn(n_images // 3, d, generator=g), dim=-1)
+    distinct_texts = torch.cat([F.normalize(torch.randn(n_texts // 3, d, generator=g), dim=-1),
+                                distinct_images])  # some captions equal an image embedding
+    image_ids = torch.randint(0, len(distinct_images), (n_images,), generator=g)
+    text_ids = torch.randint(0, len(distinct_texts), (n_texts,), generator=g)
+    owner = torch.randint(0, n_images - 1, (n_texts,), generator=g)  # the last image: no caption
+    sims = (distinct_images @ distinct_texts.T)[image_ids][:, text_ids]  # one matmul, gathered
+    return distinct_images[image_ids], distinct_texts[text_ids], owner, sims
+
+
+def _brute_force_ranks(sims, owner):
+    """Ranks by sorting rows and columns of the full score matrix (score desc, index asc)."""
+    sims, owner = sims.tolist(), owner.tolist()
+    t2i = [sorted(range(len(sims)), key=lambda i: (-sims[i][j], i)).index(owner[j])
+           for j in range(len(owner))]
+    i2t = []
+    for i, row in enumerate(sims):
+        order = sorted(range(len(row)), key=lambda j: (-row[j], j))
+        positions = [p for p, j in enumerate(order) if owner[j] == i]
+        i2t.append(positions[0] if positions else -1)  # negatives ahead of the best positive
+    return torch.tensor(t2i), torch.tensor(i2t)
+
+
+@pytest.mark.parametrize("chunk", [5, 2048])
+def test_retrieval_ranks_with_duplicated_images_and_captions_match_full_matrix(chunk):
+    """The positive's score and its duplicates' scores must be the very same float."""
+    wrong = 0
+    for seed in range(200):
+        shape = dict(n_images=6 + seed % 29, n_texts=9 + seed % 53)  # BLAS paths vary by shape
+        image, text, owner, sims = _duplicated_retrieval_inputs(seed, **shape)
+        t2i, i2t = retrieval_ranks(image, text, owner, chunk=chunk)
+        naive_t2i, naive_i2t = _brute_force_ranks(sims, owner)
+        wrong += not (torch.equal(t2i, naive_t2i) and torch.equal(i2t, naive_i2t))
+    assert wrong == 0, f"{wrong} of 200 trials ranked differently from the full score matrix"

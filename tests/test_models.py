@@ -25,6 +25,24 @@ def test_image_tower_builds_cnn_and_vit(name, size):
     assert out.shape == (2, 32)
 
 
+TIMM_FAMILIES = [("resnet10t", 32), ("convnext_atto", 32), ("efficientnet_b0", 32),
+                 ("mobilenetv3_small_050", 32), ("ghostnet_050", 32),
+                 ("vit_tiny_patch16_224", 32), ("swin_tiny_patch4_window7_224", 32),
+                 ("regnetx_002", 32)]
+
+
+@pytest.mark.parametrize("name,size", TIMM_FAMILIES)
+def test_image_tower_projection_fits_every_timm_family(name, size):
+    """MobileNetV3 / GhostNet pool to a pre-logits head wider than ``num_features``."""
+    cfg = _model_config(name, size).model
+    tower = ImageTower(cfg.image, cfg.embed_dim).eval()
+    with torch.no_grad():
+        pooled = tower.trunk(torch.randn(2, 3, size, size))
+        out = tower(torch.randn(2, 3, size, size))
+    assert pooled.ndim == 2 and tower.proj.in_features == pooled.shape[1]
+    assert out.shape == (2, 32)
+
+
 def test_unknown_timm_model_is_a_clear_error():
     cfg = _model_config("resnet_does_not_exist").model
     with pytest.raises(ConfigError, match="not a timm model"):
@@ -156,3 +174,56 @@ def test_unloadable_text_tower_is_a_clear_error(tmp_path):
     cfg.text.name = str(tmp_path / "no_such_model")
     with pytest.raises(ConfigError, match="cannot load text tower"):
         TextTower(cfg.text, 32)
+
+
+# --- device placement ---------------------------------------------------------------------------
+
+def test_load_puts_every_parameter_and_buffer_on_map_location(tmp_path):
+    cfg = _model_config()
+    DualEncoder(cfg.model).save(tmp_path / "ckpt", cfg)
+    loaded, _ = DualEncoder.load(tmp_path / "ckpt", map_location="meta")
+    tensors = dict(loaded.named_parameters()) | dict(loaded.named_buffers())
+    assert tensors
+    wrong = {name: t.device for name, t in tensors.items() if t.device.type != "meta"}
+    assert not wrong, f"not on the requested device: {sorted(wrong)[:5]}"
+    loaded, _ = DualEncoder.load(tmp_path / "ckpt", map_location=torch.device("cpu"))
+    assert all(t.device.type == "cpu" for t in loaded.state_dict().values())
+    with pytest.raises(ConfigError, match="not a torch device"):
+        DualEncoder.load(tmp_path / "ckpt", map_location="gpu0")
+
+
+class _RecordingModel:
+    """A stand-in model that records ``.to()`` calls (no real device needed)."""
+
+    def __init__(self):
+        self.moved_to = []
+
+    def to(self, device):
+        self.moved_to.append(torch.device(device))
+        return self
+
+    def eval(self):
+        return self
+
+    def image_transform(self, train=False):
+        return lambda image: image
+
+
+def test_run_suite_moves_the_model_to_the_input_device():
+    from mclip.eval.suite import Suite, run_suite
+    model = _RecordingModel()
+    run_suite(model, Suite(name="empty", tasks=[]), device="meta")
+    assert model.moved_to == [torch.device("meta")]
+    dual = DualEncoder(_model_config().model)
+    run_suite(dual, Suite(name="empty", tasks=[]), device=torch.device("meta"))
+    assert all(t.device.type == "meta" for t in dual.state_dict().values())
+
+
+def test_run_suite_accepts_a_model_without_to():
+    from mclip.eval.suite import Suite, run_suite
+
+    class Plain:
+        def image_transform(self, train=False):
+            return lambda image: image
+
+    assert run_suite(Plain(), Suite(name="empty", tasks=[]), device="cpu") == {}

@@ -80,3 +80,31 @@ def test_memory_does_not_hold_the_full_matrix():
         tiled_infonce(x, y, s, chunk=64)
         tiled_sigmoid(x, y, s, b, chunk=64)
     assert saved and max(saved) < n * n / 8
+
+
+@pytest.mark.parametrize("scale_shape,bias_shape", [((1,), (1,)), ((1,), ()), ((), (1,))])
+@pytest.mark.parametrize("n,m,multi", [(20, 20, False), (12, 30, True)])
+def test_one_element_logit_scale_and_bias(scale_shape, bias_shape, n, m, multi):
+    """A [1]-shaped scale or bias (as nn.Parameter(torch.ones(1)) gives) works like a scalar."""
+    x, y, s, b, owner = _inputs(n, m, 16, torch.float64, 10.0, multi=multi)
+    s = s.detach().reshape(scale_shape).requires_grad_()
+    b = b.detach().reshape(bias_shape).requires_grad_()
+    for ours, ref, params in [
+        (tiled_infonce(x, y, s, owner, chunk=7), infonce_reference(x, y, s, owner), (x, y, s)),
+        (tiled_sigmoid(x, y, s, b, owner, chunk=7), sigmoid_reference(x, y, s, b, owner),
+         (x, y, s, b)),
+    ]:
+        assert ours.shape == ref.shape == ()
+        assert _rel(ours, ref) <= 1e-10
+        for param, a, r in zip(params, torch.autograd.grad(ours, params),
+                               torch.autograd.grad(ref, params)):
+            assert a.shape == param.shape
+            assert _rel(a, r) <= 1e-10
+
+
+def test_logit_scale_with_several_numbers_is_a_clear_error():
+    x, y, s, b, _ = _inputs(8, 8, 16, torch.float64, 10.0)
+    with pytest.raises(ValueError, match="logit_scale"):
+        tiled_infonce(x, y, torch.zeros(2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="logit_bias"):
+        tiled_sigmoid(x, y, s, torch.zeros(2, dtype=torch.float64))

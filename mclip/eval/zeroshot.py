@@ -1,4 +1,4 @@
-"""Zero-shot classification: a text classifier per language, metrics with torchmetrics.
+"""Zero-shot classification: a text classifier per language and its metrics.
 
 Each class embedding is the normalised mean of its normalised template embeddings (CLIP,
 arXiv:2103.00020). Classes without a name in a language are removed for that language
@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torchmetrics.classification import MulticlassAccuracy, MulticlassRecall
+from torchmetrics.classification import MulticlassAccuracy
 
 from mclip.eval.ranking import tie_free_scores
 
@@ -57,9 +57,21 @@ def zeroshot_metrics(logits: torch.Tensor, labels: torch.Tensor, top_k: Sequence
     for k in top_k:
         metric = MulticlassAccuracy(num_classes=n_classes, top_k=min(k, n_classes), average="micro")
         out[f"acc@{k}"] = metric(scores, labels).item()
-    recall = MulticlassRecall(num_classes=n_classes, average="macro", top_k=1)
-    out["mean_per_class_recall"] = recall(scores, labels).item()
+    out["mean_per_class_recall"] = mean_per_class_recall(scores.argmax(1), labels, n_classes)
     return out
+
+
+def mean_per_class_recall(predicted: torch.Tensor, labels: torch.Tensor, n_classes: int) -> float:
+    """Recall of each class that has an image in ``labels``, averaged over those classes.
+
+    predicted, labels: LongTensor [N] in [0, n_classes). A class with no image is left out even
+    when it is predicted (it has no recall), as in scikit-learn's ``balanced_accuracy_score``,
+    which CLIP_benchmark reports. Returns a fraction in [0, 1].
+    """
+    support = torch.bincount(labels, minlength=n_classes)
+    hits = torch.bincount(labels[predicted == labels], minlength=n_classes)
+    present = support > 0
+    return (hits[present].double() / support[present]).mean().item()
 
 
 def evaluate_language(image_emb: torch.Tensor, labels: torch.Tensor,

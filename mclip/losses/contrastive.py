@@ -2,7 +2,7 @@
 
 ``loss(image_emb, text_emb, logit_scale, logit_bias, text_to_image=None) -> scalar``, with
 image_emb [N, d], text_emb [M, d] L2-normalised, ``logit_scale`` the log of the temperature
-inverse (a scalar tensor), ``logit_bias`` a scalar tensor (ignored by InfoNCE) and
+inverse (a one-number tensor: shape [] or [1]), ``logit_bias`` likewise (ignored by InfoNCE) and
 ``text_to_image`` the image index of each text (LongTensor [M]; None: the diagonal).
 """
 
@@ -29,7 +29,8 @@ class ContrastiveLoss(nn.Module):
                 logit_bias: torch.Tensor | None = None,
                 text_to_image: torch.Tensor | None = None) -> torch.Tensor:
         if self.uses_bias and logit_bias is None:
-            raise ValueError(f"{type(self).__name__} needs logit_bias (a scalar tensor)")
+            raise ValueError(f"{type(self).__name__} needs logit_bias "
+                             f"(a tensor of shape [] or [1])")
         return self.compute(image_emb, text_emb, logit_scale, logit_bias, text_to_image)
 
 

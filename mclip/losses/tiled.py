@@ -21,13 +21,25 @@ import torch.nn.functional as F
 from mclip.losses.reference import compute_dtype, positive_index
 
 
+def scalar_parameter(value: torch.Tensor, name: str) -> torch.Tensor:
+    """A one-number tensor (shape [], [1], [1, 1], ...) as a 0-d view; anything else is an error.
+
+    Gradients for it are reshaped back to ``value.shape`` by the autograd functions below.
+    """
+    if value.numel() != 1:
+        raise ValueError(f"{name} must hold one number (shape [] or [1]), got shape "
+                         f"{list(value.shape)}; pass the model's scalar parameter")
+    return value.reshape(())
+
+
 def _tiles(n: int, chunk: int):
     for start in range(0, n, chunk):
         yield slice(start, min(start + chunk, n))
 
 
 class TiledLogSumExp(torch.autograd.Function):
-    """(x [N, d], y [M, d], logit_scale []) -> (row_lse [N], col_lse [M]) of s = exp(logit_scale) x y^T.
+    """(x [N, d], y [M, d], logit_scale [] or [1]) -> (row_lse [N], col_lse [M]) of
+    s = exp(logit_scale) x y^T.
 
     Backward: ds_ij = g_row_i softmax_row_ij + g_col_j softmax_col_ij, recomputed per tile.
     With ``need_cols=False`` only rows are computed (col_lse is returned as zeros).
@@ -36,7 +48,7 @@ class TiledLogSumExp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y, logit_scale, chunk: int, need_cols: bool = True):
         dtype = compute_dtype(x)
-        scale = logit_scale.to(dtype).exp()
+        scale = scalar_parameter(logit_scale, "logit_scale").to(dtype).exp()
         xf, yf = x.to(dtype), y.to(dtype)
         row_lse = torch.empty(x.shape[0], device=x.device, dtype=dtype)
         col_max = torch.full((y.shape[0],), -torch.inf, device=x.device, dtype=dtype)
@@ -57,7 +69,7 @@ class TiledLogSumExp(torch.autograd.Function):
     def backward(ctx, grad_row, grad_col):
         x, y, logit_scale, row_lse, col_lse = ctx.saved_tensors
         dtype = row_lse.dtype
-        scale = logit_scale.to(dtype).exp()
+        scale = logit_scale.reshape(()).to(dtype).exp()
         xf, yf = x.to(dtype), y.to(dtype)
         grad_row = torch.zeros_like(row_lse) if grad_row is None else grad_row.to(dtype)
         grad_col = torch.zeros_like(col_lse) if grad_col is None else grad_col.to(dtype)
@@ -72,12 +84,14 @@ class TiledLogSumExp(torch.autograd.Function):
             grad_scale += torch.dot(g.view(-1), logits.view(-1))
             grad_x[rows] = (g @ yf) * scale
             grad_y += (g.T @ xf[rows]) * scale
-        return (grad_x.to(x.dtype), grad_y.to(y.dtype), grad_scale.to(logit_scale.dtype), None,
-                None)
+        return (grad_x.to(x.dtype), grad_y.to(y.dtype),
+                grad_scale.to(logit_scale.dtype).reshape(logit_scale.shape), None, None)
 
 
 class TiledSoftplusSum(torch.autograd.Function):
-    """(x [N, d], y [M, d], logit_scale [], logit_bias []) -> sum_ij softplus(t x_i.y_j + b).
+    """(x [N, d], y [M, d], logit_scale, logit_bias) -> sum_ij softplus(t x_i.y_j + b).
+
+    logit_scale and logit_bias each have shape [] or [1].
 
     The loss is a plain sum over tiles, so each tile's gradient is known as soon as the tile is
     computed: when a gradient is needed, forward accumulates it (O((N + M) d) memory) and
@@ -87,7 +101,8 @@ class TiledSoftplusSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y, logit_scale, logit_bias, chunk: int):
         dtype = compute_dtype(x)
-        scale, bias = logit_scale.to(dtype).exp(), logit_bias.to(dtype)
+        scale = scalar_parameter(logit_scale, "logit_scale").to(dtype).exp()
+        bias = scalar_parameter(logit_bias, "logit_bias").to(dtype)
         xf, yf = x.to(dtype), y.to(dtype)
         total = torch.zeros((), device=x.device, dtype=dtype)
         want_grad = any(ctx.needs_input_grad[:4])
@@ -109,7 +124,8 @@ class TiledSoftplusSum(torch.autograd.Function):
                 grad_y += g.T @ xf[rows]
         if want_grad:
             ctx.save_for_backward(grad_x.to(x.dtype), grad_y.to(y.dtype),
-                                  grad_scale.to(logit_scale.dtype), grad_bias.to(logit_bias.dtype))
+                                  grad_scale.to(logit_scale.dtype).reshape(logit_scale.shape),
+                                  grad_bias.to(logit_bias.dtype).reshape(logit_bias.shape))
         return total
 
     @staticmethod
@@ -121,17 +137,19 @@ class TiledSoftplusSum(torch.autograd.Function):
 
 def positive_logits(x: torch.Tensor, y: torch.Tensor, logit_scale: torch.Tensor,
                     pos: torch.Tensor) -> torch.Tensor:
-    """t <x[pos[j]], y[j]> for every text j: [M], in the compute dtype."""
+    """t <x[pos[j]], y[j]> for every text j: [M], in the compute dtype (logit_scale [] or [1])."""
     dtype = compute_dtype(x)
-    return logit_scale.to(dtype).exp() * (x[pos].to(dtype) * y.to(dtype)).sum(-1)
+    scale = scalar_parameter(logit_scale, "logit_scale").to(dtype).exp()
+    return scale * (x[pos].to(dtype) * y.to(dtype)).sum(-1)
 
 
 def tiled_infonce(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
                   text_to_image: torch.Tensor | None = None, chunk: int = 1024) -> torch.Tensor:
     """Symmetric InfoNCE, equal to :func:`mclip.losses.reference.infonce_reference`.
 
-    image_emb [N, d], text_emb [M, d], logit_scale the log temperature inverse (scalar),
+    image_emb [N, d], text_emb [M, d], logit_scale the log temperature inverse (shape [] or [1]),
     text_to_image LongTensor [M] (None: diagonal). Peak extra memory O(chunk * M + (N + M) * d).
+    Returns a 0-d tensor; the gradient of logit_scale has logit_scale's shape.
     """
     pos = positive_index(text_to_image, image_emb.shape[0], text_emb.shape[0], image_emb.device)
     row_lse, col_lse = TiledLogSumExp.apply(image_emb, text_emb, logit_scale, chunk)
@@ -145,8 +163,10 @@ def tiled_sigmoid(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: 
     """Sigmoid loss, equal to :func:`mclip.losses.reference.sigmoid_reference`.
 
     -1/N [sum_ij log sigmoid(-s_ij) + sum_(i,j) in P s_ij] = 1/N [sum_ij softplus(s_ij) - sum_P s_ij].
+    logit_scale and logit_bias have shape [] or [1]; returns a 0-d tensor.
     """
     pos = positive_index(text_to_image, image_emb.shape[0], text_emb.shape[0], image_emb.device)
     total = TiledSoftplusSum.apply(image_emb, text_emb, logit_scale, logit_bias, chunk)
-    positive = positive_logits(image_emb, text_emb, logit_scale, pos) + logit_bias.to(total.dtype)
+    bias = scalar_parameter(logit_bias, "logit_bias").to(total.dtype)
+    positive = positive_logits(image_emb, text_emb, logit_scale, pos) + bias
     return (total - positive.sum()) / image_emb.shape[0]

@@ -89,7 +89,12 @@ class DualEncoder(nn.Module):
     @classmethod
     def load(cls, directory: str | Path, map_location: str | torch.device = "cpu"
              ) -> tuple["DualEncoder", Config]:
-        """Rebuild a model saved with :meth:`save`; needs no hub access. Returns (model, config)."""
+        """Rebuild a model saved with :meth:`save`; needs no hub access. Returns (model, config).
+
+        Every parameter and buffer of the returned model is on ``map_location`` (any torch
+        device, e.g. "cpu", "cuda:0", "meta"); weights are read on the CPU and then moved.
+        """
+        device = _as_device(map_location)
         directory = Path(directory)
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             if not (directory / name).is_file():
@@ -99,8 +104,17 @@ class DualEncoder(nn.Module):
         config = load_config(directory / CONFIG_FILE)
         source = directory / TEXT_SOURCE_DIR if config.model.text.name != "byte" else None
         model = cls(config.model, text_source=source, load_pretrained=False)
-        load_model(model, str(directory / WEIGHTS_FILE), device=str(map_location))
-        return model, config
+        load_model(model, str(directory / WEIGHTS_FILE), device="cpu")
+        return model.to(device), config
+
+
+def _as_device(map_location: str | torch.device) -> torch.device:
+    """``map_location`` as a torch.device; a user-facing error when it names no device."""
+    try:
+        return torch.device(map_location)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"map_location {map_location!r} is not a torch device; give e.g. "
+                          f"'cpu', 'cuda' or 'cuda:0'") from None
 
 
 class ImageTransform:

@@ -72,11 +72,22 @@ class ImageTower(nn.Module):
         self.trunk = _create_timm(cfg.name, pretrained, cfg.image_size, kwargs)
         if cfg.grad_checkpointing:
             self.trunk.set_grad_checkpointing(True)
-        self.proj = make_projection(self.trunk.num_features, embed_dim, projection)
+        self.proj = make_projection(pooled_features(self.trunk), embed_dim, projection)
         freeze_parameters(self, cfg.freeze, "model.image.freeze")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.proj(self.trunk(images))
+
+
+def pooled_features(trunk: nn.Module) -> int:
+    """Width of a timm model's output with ``num_classes=0``: [N, width] pooled features.
+
+    Models with a pre-logits head (MobileNetV3, GhostNet, ...) pool ``num_features`` channels and
+    then widen them to ``head_hidden_size``; the others report ``head_hidden_size ==
+    num_features`` or (older timm) only ``num_features``.
+    """
+    width = getattr(trunk, "head_hidden_size", None)
+    return int(width) if width is not None else int(trunk.num_features)
 
 
 def _create_timm(name: str, pretrained: bool, image_size: int, kwargs: dict) -> nn.Module:
