@@ -35,9 +35,9 @@ def test_ties_make_acc1_and_recall_agree_on_balanced_data():
     assert m["mean_per_class_recall"] == pytest.approx((2 / 2 + 1 / 2) / 2)
 
 
-def test_acc_at_k_clamped_when_fewer_classes():
+def test_acc_at_k_not_applicable_when_fewer_classes():
     m = zeroshot_metrics(torch.tensor([[0.1, 0.2], [0.3, 0.1]]), torch.tensor([0, 0]), top_k=(1, 5))
-    assert m["acc@5"] == 1.0 and m["acc@1"] == 0.5
+    assert m["acc@5"] is None and m["acc@1"] == 0.5
 
 
 def test_fill_template_formats():

@@ -19,6 +19,15 @@ SHORT = {"acc@1": "acc@1", "acc@5": "acc@5", "mean_per_class_recall": "mpcr",
          "image_to_text_R@1": "i2t R@1", "image_to_text_R@5": "i2t R@5"}
 
 
+# Babel-ImageNet's resource groups by the number of classes a language has (arXiv:2306.08658).
+BABEL_GROUPS = ((100, "<=100"), (333, "101-333"), (666, "334-666"), (10**9, ">666"))
+
+
+def resource_group(n_classes: int) -> str:
+    """Babel-ImageNet's resource group of a language with ``n_classes`` classes."""
+    return next(name for bound, name in BABEL_GROUPS if n_classes <= bound)
+
+
 def package_versions() -> dict[str, str]:
     """Versions of Python and the packages that determine the numbers."""
     versions = {"python": platform.python_version()}
@@ -61,6 +70,12 @@ def markdown_table(report: dict) -> str:
     tasks = report["tasks"]
     columns = [(name, key) for name, task in tasks.items() for key in HEADLINE[task["kind"]]]
     languages = list(dict.fromkeys(lang for t in tasks.values() for lang in t["languages"]))
+    group_of = {lang: m["resource_group"] for t in tasks.values()
+                for lang, m in t["languages"].items() if "resource_group" in m}
+    if group_of:  # rows grouped by resource group, smallest first, then as listed
+        order = [name for _, name in BABEL_GROUPS]
+        languages.sort(key=lambda lang: order.index(group_of[lang]) if lang in group_of
+                       else len(order))
     header = "| lang | " + " | ".join(f"{name} {SHORT[key]}" for name, key in columns) + " |"
     lines = [header, "|" + "---|" * (len(columns) + 1)]
 
@@ -71,7 +86,8 @@ def markdown_table(report: dict) -> str:
 
     for lang in languages:
         values = [tasks[name]["languages"].get(lang, {}).get(key) for name, key in columns]
-        lines.append(f"| {lang} | " + " | ".join(cell(v, k) for v, (_, k) in zip(values, columns))
+        label = f"{lang} ({group_of[lang]})" if lang in group_of else lang
+        lines.append(f"| {label} | " + " | ".join(cell(v, k) for v, (_, k) in zip(values, columns))
                      + " |")
     means = [tasks[name]["mean"].get(key) for name, key in columns]
     lines.append("| **mean** | " + " | ".join(cell(v, k) for v, (_, k) in zip(means, columns))

@@ -16,17 +16,9 @@ import torch
 from mclip.config import ConfigError
 from mclip.data.shards import SkipCounter
 from mclip.eval.datasets import ImageSet, open_class_texts, open_image_set, open_retrieval
+from mclip.eval.report import resource_group
 from mclip.eval.retrieval import retrieval_metrics
 from mclip.eval.zeroshot import evaluate_language
-
-# Babel-ImageNet's resource groups by the number of classes a language has (arXiv:2306.08658).
-BABEL_GROUPS = ((100, "<=100"), (333, "101-333"), (666, "334-666"), (10**9, ">666"))
-
-
-def resource_group(n_classes: int) -> str:
-    """Babel-ImageNet's resource group of a language with ``n_classes`` classes."""
-    return next(name for bound, name in BABEL_GROUPS if n_classes <= bound)
-
 
 class ImageEmbeddings:
     """Embeds image sets with one model, once each: ``get(image_set)`` -> (emb [N, d], keys,
@@ -100,7 +92,7 @@ def _languages(task, available: list[str], where: str) -> list[str]:
 def run_zeroshot(task, images: ImageEmbeddings, encode_text, progress) -> dict:
     """Zero-shot classification per language on the task's own class subset per language."""
     image_emb, _, labels, skipped = images.get(open_image_set(task.images))
-    texts = open_class_texts(task.class_texts, task.prompts)
+    texts = open_class_texts(task.class_texts, task.prompts or None)
     label_tensor = torch.tensor(labels, dtype=torch.long)
     if (label_tensor < 0).any():
         raise ConfigError(f"task '{task.name}': images without a label in '{task.images}'")

@@ -44,18 +44,21 @@ def build_classifier(encode_text: Callable[[list[str]], torch.Tensor], class_nam
 
 
 def zeroshot_metrics(logits: torch.Tensor, labels: torch.Tensor, top_k: Sequence[int] = (1, 5)
-                     ) -> dict[str, float]:
+                     ) -> dict[str, float | None]:
     """acc@k (micro) and mean per-class recall (macro over classes present in ``labels``).
 
-    logits [N, C], labels LongTensor [N] in [0, C). Ties go to the lower class index. k larger
-    than C is clamped to C. Returns fractions in [0, 1].
+    logits [N, C], labels LongTensor [N] in [0, C). Ties go to the lower class index. acc@k with
+    k larger than C is None (not applicable). Returns fractions in [0, 1].
     """
     n_classes = logits.shape[1]
     scores = tie_free_scores(logits)
     labels = labels.to(scores.device)
     out = {}
     for k in top_k:
-        metric = MulticlassAccuracy(num_classes=n_classes, top_k=min(k, n_classes), average="micro")
+        if k > n_classes:  # not applicable (CLIP_benchmark reports acc5 as NaN under 5 classes)
+            out[f"acc@{k}"] = None
+            continue
+        metric = MulticlassAccuracy(num_classes=n_classes, top_k=k, average="micro")
         out[f"acc@{k}"] = metric(scores, labels).item()
     out["mean_per_class_recall"] = mean_per_class_recall(scores.argmax(1), labels, n_classes)
     return out
