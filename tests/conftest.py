@@ -37,3 +37,21 @@ def tiny_config(demo_data, tmp_path):
 
     return load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml",
                        tiny_overrides(demo_data, tmp_path / "run"))
+
+
+def register_tiny_open_clip(root: Path, name: str):
+    """Register a tiny random-init open_clip ViT (32 px, width 64, 2 layers) as ``name`` and
+    return the model. ``name`` must not contain 'siglip' (open_clip would want a hub tokenizer)."""
+    import json
+
+    import open_clip
+
+    config = {"embed_dim": 32,
+              "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32,
+                             "patch_size": 16},
+              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2,
+                           "layers": 2}}
+    (root / f"{name}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(root / f"{name}.json")
+    torch.manual_seed(0)
+    return open_clip.create_model(name).eval()

@@ -16,7 +16,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import mclip
-from conftest import tiny_overrides
+from conftest import register_tiny_open_clip, tiny_overrides
 from mclip.config import ConfigError, load_config
 from mclip.models.adapters import ACCEPTED_FORMS, ModelAdapter, load_model
 from mclip.models.dual import DualEncoder
@@ -63,15 +63,7 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
 def open_clip_files(tmp_path_factory):
     """A registered tiny open_clip ViT, its raw model and its weights as .pt and .safetensors."""
     root = tmp_path_factory.mktemp("open_clip")
-    config = {"embed_dim": 32,
-              "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32,
-                             "patch_size": 16},
-              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2,
-                           "layers": 2}}
-    (root / f"{TINY_OPEN_CLIP}.json").write_text(json.dumps(config))
-    open_clip.add_model_config(root / f"{TINY_OPEN_CLIP}.json")
-    torch.manual_seed(0)
-    raw = open_clip.create_model(TINY_OPEN_CLIP).eval()
+    raw = register_tiny_open_clip(root, TINY_OPEN_CLIP)
     state = {k: v.contiguous() for k, v in raw.state_dict().items()}
     torch.save(state, root / "tiny.pt")
     save_file(state, str(root / "tiny.safetensors"))

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import register_tiny_open_clip
 from mclip.eval.runner import run_tasks
 from mclip.eval.suite import make_task
 from mclip.models.adapters import load_model
@@ -36,15 +37,7 @@ def _accuracy_numpy2(output, target, topk=(1,)):
 @pytest.fixture(scope="module")
 def tiny_open_clip(tmp_path_factory):
     root = tmp_path_factory.mktemp("parity_model")
-    config = {"embed_dim": 32,
-              "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32,
-                             "patch_size": 16},
-              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2,
-                           "layers": 2}}
-    (root / f"{ARCH}.json").write_text(json.dumps(config))
-    open_clip.add_model_config(root / f"{ARCH}.json")
-    torch.manual_seed(0)
-    raw = open_clip.create_model(ARCH).eval()
+    raw = register_tiny_open_clip(root, ARCH)
     torch.save(raw.state_dict(), root / "tiny.pt")
     return raw, load_model(f"open_clip:{ARCH}", pretrained=str(root / "tiny.pt"))
 

@@ -76,3 +76,24 @@ def test_each_image_set_is_embedded_once(adapter, image_folder, monkeypatch):
 def test_resource_groups():
     assert [resource_group(n) for n in (18, 100, 101, 333, 334, 666, 667, 1000)] == [
         "<=100", "<=100", "101-333", "101-333", "334-666", "334-666", ">666", ">666"]
+
+
+def test_cli_one_task_without_a_suite(adapter, image_folder, tmp_path, capsys):
+    """`mclip eval --task ...` with CLIP_benchmark-style flags, on a saved mclip model."""
+    from mclip.cli import main
+    adapter.model.save(tmp_path / "model", adapter.config)
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "en_classnames.json").write_text(json.dumps({"toy": list("abcdef")}))
+    (texts / "jp_classnames.json").write_text(json.dumps({"toy": list("uvwxyz")}))
+    for code in ("en", "jp"):
+        (texts / f"{code}_zeroshot_classification_templates.json").write_text(
+            json.dumps({"toy": ["{c}"]}))
+    code = main(["eval", "--model", str(tmp_path / "model"), "--task", "zeroshot_classification",
+                 "--images", str(image_folder), "--class-texts", str(texts), "--dataset", "toy",
+                 "--languages", "en,ja", "--out", str(tmp_path / "out"), "--quiet"])
+    assert code == 0
+    report = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(report["tasks"]["zeroshot_classification"]["languages"]) == {"en", "ja"}
+    assert report["model"].endswith("model") and "| ja |" in capsys.readouterr().out
+    assert main(["eval", "--model", "nothing:here", "--task", "retrieval", "--captions", "x"]) == 2

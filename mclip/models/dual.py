@@ -94,7 +94,7 @@ class DualEncoder(nn.Module):
         Every parameter and buffer of the returned model is on ``map_location`` (any torch
         device, e.g. "cpu", "cuda:0", "meta"); weights are read on the CPU and then moved.
         """
-        device = _as_device(map_location)
+        device = as_device(map_location)
         directory = Path(directory)
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             if not (directory / name).is_file():
@@ -108,13 +108,13 @@ class DualEncoder(nn.Module):
         return model.to(device), config
 
 
-def _as_device(map_location: str | torch.device) -> torch.device:
-    """``map_location`` as a torch.device; a user-facing error when it names no device."""
+def as_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device; a user-facing error when it names no device."""
     try:
-        return torch.device(map_location)
+        return torch.device(device)
     except (RuntimeError, TypeError):
-        raise ConfigError(f"map_location {map_location!r} is not a torch device; give e.g. "
-                          f"'cpu', 'cuda' or 'cuda:0'") from None
+        raise ConfigError(f"device {device!r} is not a torch device; give e.g. 'cpu', 'cuda' or "
+                          f"'cuda:0'") from None
 
 
 class ImageTransform:

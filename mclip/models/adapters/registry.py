@@ -45,7 +45,9 @@ def load_model(spec: str | Path, pretrained: str | None = None,
     ``encode_text(list of N str) -> [N, d]`` return L2-normalised float32 embeddings.
     Raises :class:`~mclip.config.ConfigError` naming the bad input and the accepted forms.
     """
-    device = _as_device(device)
+    from mclip.models.dual import as_device
+
+    device = as_device(device)
     text = str(spec).strip()
     if not text:
         raise ConfigError(f"the model spec is empty; {ACCEPTED_FORMS}")
@@ -80,10 +82,3 @@ def _refuse_pretrained(spec: str, pretrained: str | None) -> None:
         raise ConfigError(f"pretrained={pretrained!r} is only used with 'open_clip:ARCH' specs; "
                           f"model spec '{spec}' names its weights itself: drop pretrained")
 
-
-def _as_device(device: str | torch.device) -> torch.device:
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device {device!r} is not a torch device; give e.g. 'cpu', 'cuda' or "
-                          f"'cuda:0'") from None
