@@ -15,6 +15,8 @@ Codes are ISO 639-1 already (:data:`~mclip.eval.datasets.codes.MULTI30K`).
 
 from __future__ import annotations
 
+import abc
+
 import re
 from pathlib import Path
 
@@ -45,7 +47,7 @@ def multi30k_task(root: str | Path) -> int | None:
     return 2 if any(task2.match(p.name) for p in (root / "raw").iterdir()) else 1
 
 
-class _Multi30k(ListedImageSet):
+class _Multi30k(ListedImageSet, abc.ABC):
     task = 0
     list_suffix = ""
 
@@ -74,11 +76,13 @@ class _Multi30k(ListedImageSet):
                               f"'{self.root / 'raw'}' (expected {self._pattern_text()})")
         self.index = LanguageIndex(self._files, MULTI30K, f"'{self.root / 'raw'}' (split {split})")
 
+    @abc.abstractmethod
     def _caption_files(self) -> dict[str, list[Path]]:
-        raise NotImplementedError
+        """{file language code: caption files of this split, in caption order}."""
 
+    @abc.abstractmethod
     def _pattern_text(self) -> str:
-        raise NotImplementedError
+        """The caption file names expected, for error messages."""
 
     def languages(self) -> list[str]:
         """The mclip codes of the languages with caption files for this split, sorted."""
