@@ -21,6 +21,16 @@ def tiny_overrides(data_dir: Path, out_dir: Path) -> list[str]:
             "train.save_every=3"]
 
 
+def tiny_model_config(image: str = "resnet10t", **text):
+    """A Config with a tiny image tower (32 px) and a 1-layer byte-level text tower."""
+    from mclip.config import config_from_dict
+
+    return config_from_dict({"model": {
+        "embed_dim": 16, "image": {"name": image, "image_size": 32},
+        "text": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
+                 "max_length": 40, "dropout": 0.0, **text}}})
+
+
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> Path:
     """A small demo dataset: 480 training images in 4 shards, 2 eval images per class."""

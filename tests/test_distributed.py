@@ -148,10 +148,8 @@ def test_ranks_match_single_process(tmp_path, world, group_size):
 
 
 def _bn_model_with_unused_parameter():
-    cfg = config_from_dict({"model": {
-        "embed_dim": 16, "image": {"name": "resnet10t", "image_size": 32},
-        "text": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
-                 "max_length": 40, "dropout": 0.0}}})
+    from conftest import tiny_model_config
+    cfg = tiny_model_config("resnet10t")
     torch.manual_seed(0)
     model = DualEncoder(cfg.model)
     model.unused = torch.nn.Parameter(torch.ones(4))  # e.g. a pooler the loss never reaches

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mclip.config import ConfigError, config_from_dict
+from conftest import tiny_model_config
+from mclip.config import ConfigError
 from mclip.eval.report import build_report, markdown_table, resource_group
 from mclip.eval.runner import ImageEmbeddings, run_tasks
 from mclip.eval.suite import make_task
@@ -17,10 +18,7 @@ from mclip.models.dual import DualEncoder
 
 @pytest.fixture(scope="module")
 def adapter():
-    cfg = config_from_dict({"model": {
-        "embed_dim": 16, "image": {"name": "resnet10t", "image_size": 32},
-        "text": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
-                 "max_length": 40, "dropout": 0.0}}})
+    cfg = tiny_model_config("resnet10t")
     torch.manual_seed(0)
     return NativeAdapter(DualEncoder(cfg.model), cfg, name="tiny")
 

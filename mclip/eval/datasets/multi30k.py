@@ -76,6 +76,15 @@ class _Multi30k(ListedImageSet, abc.ABC):
                               f"'{self.root / 'raw'}' (expected {self._pattern_text()})")
         self.index = LanguageIndex(self._files, MULTI30K, f"'{self.root / 'raw'}' (split {split})")
 
+    def _raw_files(self, pattern: str):
+        """(match, path) for every file in ``raw/`` whose name matches ``pattern`` (a regex
+        applied after ``{split}.``; a trailing ``.gz`` is allowed), in sorted order."""
+        regex = re.compile(rf"^{re.escape(self.split)}\.{pattern}(\.gz)?$")
+        for path in sorted((self.root / "raw").iterdir()):
+            match = regex.match(path.name)
+            if match:
+                yield match, path
+
     @abc.abstractmethod
     def _caption_files(self) -> dict[str, list[Path]]:
         """{file language code: caption files of this split, in caption order}."""
@@ -103,12 +112,9 @@ class Multi30kTask1(_Multi30k):
         super().__init__(root, images_dir, split)
 
     def _caption_files(self) -> dict[str, list[Path]]:
-        pattern = re.compile(rf"^{re.escape(self.split)}\.(?P<code>[A-Za-z-]+)(\.gz)?$")
         found: dict[str, list[Path]] = {}
-        for path in sorted((self.root / "raw").iterdir()):
-            match = pattern.match(path.name)
-            if match:
-                found.setdefault(match["code"], [path])
+        for match, path in self._raw_files(r"(?P<code>[A-Za-z-]+)"):
+            found.setdefault(match["code"], [path])
         return found
 
     def _pattern_text(self) -> str:
@@ -124,12 +130,9 @@ class Multi30kTask2(_Multi30k):
         super().__init__(root, images_dir, split)
 
     def _caption_files(self) -> dict[str, list[Path]]:
-        pattern = re.compile(rf"^{re.escape(self.split)}\.(?P<i>\d+)\.(?P<code>[A-Za-z-]+)(\.gz)?$")
         numbered: dict[str, dict[int, Path]] = {}
-        for path in sorted((self.root / "raw").iterdir()):
-            match = pattern.match(path.name)
-            if match:
-                numbered.setdefault(match["code"], {}).setdefault(int(match["i"]), path)
+        for match, path in self._raw_files(r"(?P<i>\d+)\.(?P<code>[A-Za-z-]+)"):
+            numbered.setdefault(match["code"], {}).setdefault(int(match["i"]), path)
         found = {}
         for code, files in numbered.items():
             expected = list(range(1, max(files) + 1))
