@@ -4,6 +4,7 @@
     mclip train --config configs/demo.yaml [--resume | --overwrite] [key=value ...]
     mclip eval --model runs/demo --suite eval_suites/demo.yaml [--data-root demo_data]
     mclip eval --model open_clip:ViT-B-32 --pretrained FILE --task retrieval --captions XTD10 ...
+    torchrun --nproc-per-node 2 -m mclip.cli eval --model runs/demo --suite ... (split over ranks)
     mclip report results.json
 """
 
@@ -72,19 +73,36 @@ def _eval_tasks(args: argparse.Namespace):
 def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
+    from mclip.eval.distributed import init_eval_ranks, shutdown_eval_ranks
     from mclip.eval.report import build_report, markdown_table, write_report
     from mclip.eval.suite import run_suite
     from mclip.models.adapters import load_model
 
+    if args.bootstrap < 0:
+        raise ConfigError(f"--bootstrap {args.bootstrap}: give a number of resamples >= 0 "
+                          "(0 switches intervals off)")
     suite = _eval_tasks(args)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(args.model, pretrained=args.pretrained, device=device)
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+    ranks = init_eval_ranks(device)
+    try:
+        model = load_model(args.model, pretrained=args.pretrained, device=device)
+        log = None
+        if not args.quiet and ranks.is_main:
+            log = lambda line: print(f"[mclip eval] {line}", file=sys.stderr)  # noqa: E731
+        if ranks.world_size > 1 and log:
+            log(f"{ranks.world_size} ranks: each encodes its share of the images and texts")
+        results = run_suite(model, suite, device=device, batch_size=args.batch_size, progress=log,
+                            limit=args.limit, bootstrap=args.bootstrap, seed=args.seed,
+                            cache_dir=args.cache, ranks=ranks)
+    finally:
+        shutdown_eval_ranks(ranks)
+    if not ranks.is_main:
+        return 0
     out_dir = Path(args.out) if args.out else (
         Path(args.model) / "eval" / suite.name if Path(args.model).is_dir() else
         Path("eval_out") / suite.name)
-    log = (lambda line: print(f"[mclip eval] {line}", file=sys.stderr)) if not args.quiet else None
-    results = run_suite(model, suite, device=device, batch_size=args.batch_size, progress=log,
-                        limit=args.limit)
     report = build_report(model.name, suite.name, results, model_versions=model.versions)
     paths = write_report(report, out_dir)
     print(markdown_table(report))
@@ -158,7 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default=None, help="Multi30K split (e.g. test_2017_flickr)")
     ev.add_argument("--languages", default=None, type=lambda v: [c for c in v.split(",") if c],
                     help="comma-separated mclip codes; narrows a suite (default: all)")
-    ev.add_argument("--limit", type=int, default=None, help="use only the first N images per set")
+    ev.add_argument("--limit", type=int, default=None,
+                    help="use only the first N images each set lists (unreadable ones among "
+                         "them are skipped and counted)")
+    ev.add_argument("--bootstrap", type=int, default=1000,
+                    help="bootstrap resamples for the 95%% intervals (default 1000; 0: none)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    ev.add_argument("--cache", default=None, metavar="DIR",
+                    help="keep image and text embeddings in DIR between runs (keyed by the "
+                         "model weights, the transform and the data files)")
     ev.add_argument("--data-root", default=None, help="where the suite's relative paths point")
     ev.add_argument("--out", default=None, help="output directory (default MODEL/eval/SUITE)")
     ev.add_argument("--batch-size", type=int, default=256)

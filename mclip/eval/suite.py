@@ -126,11 +126,14 @@ def narrow_languages(suite: Suite, languages: list[str]) -> Suite:
 
 
 def run_suite(model, suite: Suite, device: str | torch.device = "cpu", batch_size: int = 256,
-              progress: Callable[[str], None] | None = None, limit: int | None = None) -> dict:
-    """Run every task of ``suite`` on ``model``; returns {task name: {kind, languages, skipped}}.
+              progress: Callable[[str], None] | None = None, limit: int | None = None,
+              **options) -> dict:
+    """Run every task of ``suite`` on ``model``; returns {task name: {kind, languages, ...}}.
 
-    Per-language metrics are fractions in [0, 1]; ``progress`` receives one line per language.
-    A model with ``.to`` is moved to ``device`` first (its inputs are sent there).
+    Per-language metrics are fractions in [0, 1] with bootstrap intervals; ``progress`` receives
+    one line per language. A model with ``.to`` is moved to ``device`` first (its inputs are
+    sent there). ``options`` go to :func:`~mclip.eval.runner.run_tasks` (``bootstrap``,
+    ``seed``, ``cache_dir``, ``ranks``).
     """
-    return run_tasks(model, suite.tasks, device, batch_size, limit, progress)
+    return run_tasks(model, suite.tasks, device, batch_size, limit, progress, **options)
 

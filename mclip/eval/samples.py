@@ -1,0 +1,104 @@
+"""Per-sample results, kept compactly in the results JSON for intervals and paired comparisons.
+
+Every fractional metric mclip reports is an average over samples of one *view* of a language's
+evaluation: acc@k and mean per-class recall over images (the rank of each image's true class),
+text->image R@k over captions, image->text R@k over images that have a caption, topic accuracy
+over sentences. A view stores, per sample, the rank of its positive (0 = first, capped at 255:
+only rank < k matters, and k <= 255) and, where a metric needs it, the sample's class. ``ids``
+hashes the ordered identities of the samples (image keys, captions), so two results files are
+compared sample by sample only when they scored the same samples in the same order.
+
+In JSON a view is ``{"ids": sha1, "n": N, "ranks": base64(zlib(uint8)), "labels": ...}``: a
+50,000-image language takes a few kilobytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import zlib
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+RANK_CAP = 255
+
+# metric name (without "@k") -> the view whose samples it averages over
+METRIC_VIEWS = {
+    "acc": "images",
+    "mean_per_class_recall": "images",
+    "text_to_image_R": "texts",
+    "image_to_text_R": "images",
+    "topic_acc": "sentences",
+    "text_only_topic_acc": "sentences_text_only",
+}
+
+
+@dataclass
+class SampleRanks:
+    """One view of one language's evaluation: ranks [n] (uint8, capped at 255), optional
+    labels [n] (int, the class of each sample, for mean per-class recall), and ``ids``, a hash of
+    the ordered sample identities."""
+    ids: str
+    ranks: np.ndarray
+    labels: np.ndarray | None = None
+
+    @classmethod
+    def build(cls, identities: Iterable[str], ranks, labels=None) -> "SampleRanks":
+        """From sample identities (strings, in order), ranks [n] (ints, tensor or array) and
+        optional labels [n]."""
+        ranks = np.minimum(np.asarray(ranks, dtype=np.int64), RANK_CAP).astype(np.uint8)
+        labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+        return cls(identity_hash(identities), ranks, labels)
+
+    def __len__(self) -> int:
+        return int(self.ranks.shape[0])
+
+    def to_json(self) -> dict:
+        """The compact JSON form (see the module docstring)."""
+        out = {"ids": self.ids, "n": len(self), "ranks": _pack(self.ranks)}
+        if self.labels is not None:
+            dtype = np.uint16 if self.labels.size == 0 or self.labels.max() < 2**16 else np.int64
+            out["labels"] = _pack(self.labels.astype(dtype))
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> "SampleRanks":
+        """Inverse of :meth:`to_json`."""
+        ranks = _unpack(data["ranks"]).astype(np.uint8)
+        labels = _unpack(data["labels"]).astype(np.int64) if "labels" in data else None
+        if ranks.shape[0] != data["n"]:
+            raise ValueError(f"per-sample ranks hold {ranks.shape[0]} entries, expected {data['n']}")
+        return cls(data["ids"], ranks, labels)
+
+
+def identity_hash(identities: Iterable[str]) -> str:
+    """sha1 of the ordered sample identities (one string each)."""
+    digest = hashlib.sha1()
+    for identity in identities:
+        digest.update(identity.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def metric_spec(metric: str) -> tuple[str, int | None] | None:
+    """(view, k) of a fractional metric name: ``acc@5`` -> ("images", 5), ``mean_per_class_recall``
+    -> ("images", None); None for a name that is not a per-sample average (counts, names)."""
+    match = re.fullmatch(r"(.+)@(\d+)", metric)
+    base, k = (match.group(1), int(match.group(2))) if match else (metric, None)
+    if base not in METRIC_VIEWS or (k is None) != (base == "mean_per_class_recall"):
+        return None
+    return METRIC_VIEWS[base], k
+
+
+def _pack(array: np.ndarray) -> dict:
+    return {"dtype": array.dtype.str,
+            "data": base64.b64encode(zlib.compress(np.ascontiguousarray(array).tobytes(), 6)
+                                     ).decode("ascii")}
+
+
+def _unpack(packed: dict) -> np.ndarray:
+    return np.frombuffer(zlib.decompress(base64.b64decode(packed["data"])),
+                         dtype=np.dtype(packed["dtype"])).copy()
