@@ -208,3 +208,98 @@ def test_retrieval_ranks_with_duplicated_images_and_captions_match_full_matrix(c
         naive_t2i, naive_i2t = _brute_force_ranks(sims, owner)
         wrong += not (torch.equal(t2i, naive_t2i) and torch.equal(i2t, naive_i2t))
     assert wrong == 0, f"{wrong} of 200 trials ranked differently from the full score matrix"
+
+
+# --- chunked retrieval against the full score matrix, at sizes with many tiles -----------------
+
+def _tied_retrieval_inputs(seed, n_images=150, d=24):
+    """Random normalised embeddings with every kind of tie: exact duplicate images (each with
+    its own captions), a caption repeated for its own image and for other images, captions equal
+    to an image embedding, images without captions, 0 to 6 captions per image (shuffled order).
+    Returns image [N, d], text [M, d], owner [M] and the full score matrix [N, M], made with one
+    product over distinct rows so that equal embeddings score bit-identically."""
+    g = torch.Generator().manual_seed(seed)
+    distinct_images = F.normalize(torch.randn(n_images * 2 // 3, d, generator=g), dim=-1)
+    n_copies = n_images - len(distinct_images)
+    image_ids = torch.cat([torch.arange(len(distinct_images)),
+                           torch.randint(0, len(distinct_images), (n_copies,), generator=g)])
+    image_ids = image_ids[torch.randperm(n_images, generator=g)]
+    per_image = torch.randint(0, 7, (n_images,), generator=g)          # some images: no caption
+    owner = torch.repeat_interleave(torch.arange(n_images), per_image)
+    owner = owner[torch.randperm(len(owner), generator=g)]
+    n_texts = len(owner)
+    distinct_texts = torch.cat([F.normalize(torch.randn(n_texts, d, generator=g), dim=-1),
+                                distinct_images])
+    text_ids = torch.arange(n_texts)
+    copy_from = torch.randint(0, n_texts, (n_texts // 5,), generator=g)  # captions repeated
+    text_ids[torch.randint(0, n_texts, (n_texts // 5,), generator=g)] = copy_from
+    as_image = torch.randint(0, n_texts, (n_texts // 20,), generator=g)  # caption == an image
+    text_ids[as_image] = n_texts + image_ids[owner[as_image]]
+    sims = (distinct_images @ distinct_texts.T)[image_ids][:, text_ids]
+    return distinct_images[image_ids], distinct_texts[text_ids], owner, sims
+
+
+def _full_matrix_ranks(sims, owner):
+    """Ranks from the whole score matrix [N, M], vectorised: negatives (masked explicitly) that
+    score higher, or the same with a lower index."""
+    n_images, n_texts = sims.shape
+    image_index, text_index = torch.arange(n_images)[:, None], torch.arange(n_texts)[None, :]
+    is_positive = owner[None, :] == image_index
+    positive = sims[owner, torch.arange(n_texts)]
+    t2i = (((sims > positive) | ((sims == positive) & (image_index < owner[None, :])))
+           & ~is_positive).sum(0)
+    best = torch.where(is_positive, sims, -torch.inf).max(1).values[:, None]
+    best_index = torch.where(is_positive & (sims == best), text_index, n_texts).min(1).values
+    i2t = (((sims > best) | ((sims == best) & (text_index < best_index[:, None])))
+           & ~is_positive).sum(1)
+    i2t[~is_positive.any(1)] = -1
+    return t2i, i2t
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_chunked_retrieval_equals_full_matrix_on_random_data_with_ties(seed):
+    image, text, owner, sims = _tied_retrieval_inputs(seed)
+    expected = _full_matrix_ranks(sims, owner)
+    assert (expected[1] == -1).any() and (expected[0] == 0).any()  # the data has both cases
+    n_images, n_texts = sims.shape
+    for chunk in (7, 32, 100, 4096):  # smaller than N and M, between them, larger than both
+        t2i, i2t = retrieval_ranks(image, text, owner, chunk=chunk)
+        assert torch.equal(t2i, expected[0]), f"text->image ranks differ at chunk={chunk}"
+        assert torch.equal(i2t, expected[1]), f"image->text ranks differ at chunk={chunk}"
+    metrics = retrieval_metrics(image, text, owner, ks=(1, 5), chunk=32)
+    assert metrics["text_to_image_R@5"] == pytest.approx((expected[0] < 5).float().mean().item())
+    captioned = expected[1][expected[1] >= 0]
+    assert metrics["image_to_text_R@1"] == pytest.approx((captioned < 1).float().mean().item())
+
+
+def test_retrieval_look_alike_rows_stay_apart_and_signed_zeros_merge():
+    """Rows that agree on their leading coordinates (what duplicate detection hashes) but differ
+    later are distinct; rows equal everywhere, +0.0 against -0.0 included, are one row."""
+    g = torch.Generator().manual_seed(0)
+    distinct = torch.randn(5, 80, generator=g)
+    distinct[:, :64] = distinct[0, :64].clone()    # five look-alikes
+    distinct[:, 70] = 0.0
+    image_ids = torch.tensor([0, 1, 2, 1, 3, 4, 2])  # images 1 = 3 and 2 = 6
+    text_ids = torch.tensor([0, 1, 2, 3, 4, 1, 0, 2, 2])
+    image, text = distinct[image_ids].clone(), distinct[text_ids].clone()
+    image[6, 70], text[8, 70] = -0.0, -0.0
+    owner = torch.tensor([0, 1, 2, 3, 4, 5, 6, 6, 1])
+    sims = (distinct @ distinct.T)[image_ids][:, text_ids]
+    expected = _full_matrix_ranks(sims, owner)
+    for chunk in (2, 3, 100):
+        t2i, i2t = retrieval_ranks(image, text, owner, chunk=chunk)
+        assert torch.equal(t2i, expected[0]) and torch.equal(i2t, expected[1]), chunk
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(text_to_image=torch.tensor([0, 5])), "outside"),
+    (dict(text_to_image=torch.tensor([0])), "one image index per text"),
+    (dict(text_emb=torch.ones(2, 3)), "dim"),
+    (dict(chunk=0), "chunk"),
+])
+def test_retrieval_rejects_bad_inputs_naming_them(bad, message):
+    args = dict(image_emb=torch.eye(4), text_emb=torch.eye(4)[:2],
+                text_to_image=torch.tensor([0, 1]), chunk=16)
+    args.update(bad)
+    with pytest.raises(ValueError, match=message):
+        retrieval_ranks(**args)

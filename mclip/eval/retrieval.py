@@ -8,13 +8,26 @@ Definitions (the same as CLIP_benchmark's):
 
 The rank of a positive is the number of negatives that score higher, or equal with a lower
 index (ties go to the lower index). Hit@k <=> rank < k. Ranks are counted over tiles of
-``chunk`` images x ``chunk`` texts, so memory is O(chunk^2) for any number of images and texts.
+``chunk`` images x ``chunk`` texts, so memory is O(chunk^2) plus the inputs and a bounded cache
+(:data:`POSITIVE_TILE_CACHE_BYTES`) for any number of images and texts.
 
 Equal embeddings must get bit-identical scores, or exact duplicates (the same image twice, the
 same caption for two images) are ranked by rounding noise: a BLAS library rounds a dot product
 differently depending on the matrix shape and on where the row sits in it. So scores are computed
 once per pair of *distinct* embeddings, each pair in exactly one tile, and every original pair
-reads its score from there; the positives come from the same tiles as the negatives.
+reads its score from there; the positives come from the same tiles as the negatives. Duplicates
+are found by hashing the bits of each row (exact integer arithmetic) and comparing only the rows
+whose hashes collide.
+
+How a tile is counted. Distinct rows keep the order of their first occurrence, so the rows and
+the columns of a tile have ascending original indices. For a caption whose image comes after every
+image row of the tile, a tie ranks above it, so it counts scores >= its positive score; for one
+whose image comes before every row, it counts scores > it: either way one comparison per score
+(``>= t`` is ``> nextafter(t, -inf)``). Only the captions whose image lies inside the tile's index
+range (and, the other way, the images whose best caption lies inside it) need the tie test
+against the index, on those columns (rows) alone. A positive never counts against itself: its
+score equals the threshold and its index is not lower than its own. The tiles that hold positives
+are computed first, to read the thresholds, and kept (up to the cache size) for the counting pass.
 """
 
 from __future__ import annotations
@@ -23,64 +36,144 @@ from typing import NamedTuple
 
 import torch
 
+DEFAULT_CHUNK = {"cpu": 1024, "cuda": 4096}
+"""Tile side by device type (rows): the fastest measured, CPU on 2 cores, CUDA on an H100."""
+
+POSITIVE_TILE_CACHE_BYTES = 256 * 2**20
+"""Bytes of positive-holding tiles kept from the first pass for the second (the rest is
+recomputed, bit-identically)."""
+
+_HASH_COLUMNS = 64  # the leading coordinates that are hashed; equal rows still get compared fully
+_HASH_ROWS = 65536  # rows hashed at a time
+
+
+# --- exact duplicates ------------------------------------------------------------------------
 
 class _Distinct(NamedTuple):
-    """Rows of an embedding matrix [N, d] grouped by exact equality.
+    """Rows of an embedding matrix [n, d] grouped by exact equality.
 
-    rows [K, d]: the distinct rows, in order of first occurrence; group [N]: the distinct row of
-    each original row; members[b]: original indices whose distinct row lies in block b, i.e. in
-    [b * chunk, (b + 1) * chunk). Without duplicates, rows equals the input and group is the
+    rep [K]: the original index of each distinct row, ascending (its first occurrence);
+    slot [n]: the distinct row of each original row. Without duplicates K = n and both are the
     identity.
     """
-    rows: torch.Tensor
-    group: torch.Tensor
-    members: tuple[torch.Tensor, ...]
+    rep: torch.Tensor
+    slot: torch.Tensor
 
     @property
     def all_distinct(self) -> bool:
-        return self.rows.shape[0] == self.group.shape[0]
+        return self.rep.shape[0] == self.slot.shape[0]
 
 
-def _distinct(emb: torch.Tensor, chunk: int) -> _Distinct:
-    """Group the rows of ``emb`` [N, d] by exact equality, blocks of ``chunk`` distinct rows."""
-    rows, group = torch.unique(emb, dim=0, return_inverse=True)
-    n, n_distinct = emb.shape[0], rows.shape[0]
-    first = torch.full((n_distinct,), n, dtype=torch.long, device=emb.device).scatter_reduce_(
-        0, group, torch.arange(n, device=emb.device), reduce="amin")
-    order = torch.argsort(first)  # keep the input order: positives stay in few tiles
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(n_distinct, device=emb.device)
-    rows, group = rows[order], rank[group]
-    block = group // chunk
-    members = torch.argsort(block, stable=True)
-    sizes = torch.bincount(block, minlength=(n_distinct + chunk - 1) // chunk).tolist()
-    return _Distinct(rows, group, members.split(sizes))
+def _row_keys(emb: torch.Tensor) -> torch.Tensor:
+    """An int64 hash [n] of the bits of each row's first coordinates; equal rows get equal keys.
 
-
-def _tile(images: _Distinct, texts: _Distinct, a: int, b: int, chunk: int) -> torch.Tensor:
-    """Scores [<= chunk, <= chunk] of distinct image block ``a`` against distinct text block ``b``.
-
-    The only place scores are computed: the same call gives the same floats in every pass.
+    -0.0 is folded into +0.0 first (they are equal). Integer arithmetic without overflow
+    (|bits| < 2^31, coefficients < 2^22, at most 64 terms), so no rounding can split equal rows.
     """
-    return (images.rows[a * chunk:(a + 1) * chunk]
-            @ texts.rows[b * chunk:(b + 1) * chunk].T)
+    n_cols = min(_HASH_COLUMNS, emb.shape[1])
+    g = torch.Generator().manual_seed(20240613)
+    coefficients = torch.randint(1, 2**22, (n_cols,), generator=g, dtype=torch.long)
+    coefficients = coefficients.to(emb.device)
+    keys = torch.empty(emb.shape[0], dtype=torch.long, device=emb.device)
+    for start in range(0, emb.shape[0], _HASH_ROWS):
+        bits = (emb[start:start + _HASH_ROWS, :n_cols] + 0.0).view(torch.int32)
+        keys[start:start + _HASH_ROWS] = (bits.long() * coefficients).sum(1)
+    return keys
 
 
-def _positive_scores(images: _Distinct, texts: _Distinct, text_to_image: torch.Tensor,
-                     chunk: int) -> torch.Tensor:
+def _rows_equal(emb: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """Whether rows i [p] and j [p] of ``emb`` are equal, element by element -> bool [p]."""
+    out = torch.empty(i.shape[0], dtype=torch.bool, device=emb.device)
+    for start in range(0, i.shape[0], _HASH_ROWS):
+        out[start:start + _HASH_ROWS] = (emb[i[start:start + _HASH_ROWS]]
+                                         == emb[j[start:start + _HASH_ROWS]]).all(1)
+    return out
+
+
+def _distinct(emb: torch.Tensor) -> _Distinct:
+    """Group the rows of ``emb`` [n, d] by exact equality (see :class:`_Distinct`)."""
+    n, device = emb.shape[0], emb.device
+    keys, order = torch.sort(_row_keys(emb), stable=True)  # equal keys: ascending index
+    new_run = torch.ones(n, dtype=torch.bool, device=device)
+    new_run[1:] = keys[1:] != keys[:-1]
+    identity = torch.arange(n, device=device)
+    if bool(new_run.all()):
+        return _Distinct(identity, identity)
+    run = torch.cumsum(new_run, 0) - 1
+    run_first = order[new_run][run]  # per sorted position: the lowest index with the same key
+    later = ~new_run
+    candidates, firsts = order[later], run_first[later]
+    same = _rows_equal(emb, candidates, firsts)
+    leader = identity.clone()
+    leader[candidates[same]] = firsts[same]
+    for r in torch.unique(run[later][~same]).tolist():  # hash collisions: rare, exact fallback
+        members = order[run == r]
+        _, group = torch.unique(emb[members], dim=0, return_inverse=True)
+        lowest = torch.full((int(group.max()) + 1,), n, dtype=torch.long, device=device)
+        lowest.scatter_reduce_(0, group, members, reduce="amin")
+        leader[members] = lowest[group]
+    is_rep = leader == identity
+    slot_of_rep = torch.cumsum(is_rep, 0) - 1
+    return _Distinct(identity[is_rep], slot_of_rep[leader])
+
+
+# --- tiles -----------------------------------------------------------------------------------
+
+class _Tiles:
+    """Computes the score tile of distinct image block ``a`` x distinct text block ``b``.
+
+    The only place scores are computed: a tile is always the product of the same operands (the
+    image block a view of one matrix, the text block a view or a fresh gather), so it gives the
+    same floats in every pass.
+    """
+
+    def __init__(self, image_emb: torch.Tensor, images: _Distinct, text_emb: torch.Tensor,
+                 texts: _Distinct, chunk: int):
+        self.image_rows = image_emb if images.all_distinct else image_emb[images.rep]
+        self.text_emb, self.texts, self.chunk = text_emb, texts, chunk
+        self._text_block: tuple[int, torch.Tensor] | None = None
+
+    def text_block(self, b: int) -> torch.Tensor:
+        """Distinct text rows of block b [<= chunk, d] (the last block asked for is kept)."""
+        if self._text_block is None or self._text_block[0] != b:
+            c = self.chunk
+            rows = (self.text_emb[b * c:(b + 1) * c] if self.texts.all_distinct
+                    else self.text_emb[self.texts.rep[b * c:(b + 1) * c]])
+            self._text_block = (b, rows)
+        return self._text_block[1]
+
+    def tile(self, a: int, b: int) -> torch.Tensor:
+        """Scores [<= chunk, <= chunk] of distinct image block a against distinct text block b."""
+        c = self.chunk
+        return self.image_rows[a * c:(a + 1) * c] @ self.text_block(b).T
+
+
+# --- positives and what they must beat ----------------------------------------------------------
+
+def _positive_scores(tiles: _Tiles, images: _Distinct, texts: _Distinct,
+                     text_to_image: torch.Tensor) -> tuple[torch.Tensor, dict]:
     """Score of each text with its own image [M], read from the tiles that rank it.
 
-    Only tiles that hold a positive pair are computed.
+    Only tiles that hold a positive pair are computed; they are returned too, keyed (a, b), as
+    many as fit in :data:`POSITIVE_TILE_CACHE_BYTES`, for the counting pass.
     """
-    owner = images.group[text_to_image]  # the distinct image of each text's image
-    positive = torch.empty(text_to_image.shape[0], device=text_to_image.device)
-    for b, j in enumerate(texts.members):
-        owner_block = owner[j] // chunk
-        for a in torch.unique(owner_block).tolist():
-            jj = j[owner_block == a]
-            scores = _tile(images, texts, a, b, chunk)
-            positive[jj] = scores[owner[jj] - a * chunk, texts.group[jj] - b * chunk]
-    return positive
+    c, device = tiles.chunk, text_to_image.device
+    owner_slot, text_slot = images.slot[text_to_image], texts.slot
+    n_image_blocks = (images.rep.shape[0] + c - 1) // c
+    key = (text_slot // c) * n_image_blocks + owner_slot // c
+    order = torch.argsort(key, stable=True)
+    keys, counts = torch.unique_consecutive(key[order], return_counts=True)
+    positive = torch.empty(text_to_image.shape[0], device=device)
+    cache, cached_bytes = {}, 0
+    for k, j in zip(keys.tolist(), order.split(counts.tolist())):
+        b, a = divmod(k, n_image_blocks)
+        scores = tiles.tile(a, b)
+        positive[j] = scores[owner_slot[j] - a * c, text_slot[j] - b * c]
+        size = scores.numel() * scores.element_size()
+        if cached_bytes + size <= POSITIVE_TILE_CACHE_BYTES:
+            cache[(a, b)] = scores
+            cached_bytes += size
+    return positive, cache
 
 
 class _Targets(NamedTuple):
@@ -103,67 +196,217 @@ def _targets(positive: torch.Tensor, text_to_image: torch.Tensor, n_images: int)
     return _Targets(positive, best, best_index)
 
 
-def _count_piece(scores: torch.Tensor, i: torch.Tensor, j: torch.Tensor,
-                 text_to_image: torch.Tensor, targets: _Targets, t2i: torch.Tensor,
-                 i2t: torch.Tensor) -> None:
-    """Add to t2i [M] / i2t [N] the negatives among images i [p] x texts j [q] (scores [p, q])
-    that rank above the positive: a higher score, or an equal one with a lower index."""
-    owner = text_to_image[j][None, :]
-    negative = owner != i[:, None]
-    t = targets.positive[j][None, :]
-    above_text = (scores > t) | ((scores == t) & (i[:, None] < owner))
-    t2i.index_add_(0, j, (above_text & negative).sum(0))
-    b, bi = targets.best[i][:, None], targets.best_index[i][:, None]
-    above_image = (scores > b) | ((scores == b) & (j[None, :] < bi))
-    i2t.index_add_(0, i, (above_image & negative).sum(1))
+class _Side(NamedTuple):
+    """One side of the counting (the images, or the texts), for its distinct rows in slot order.
 
-
-def _count_ranks(images: _Distinct, texts: _Distinct, text_to_image: torch.Tensor,
-                 targets: _Targets, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Negatives above each positive: (per text [M], per image [N]), visiting every tile once.
-
-    Each original pair reads its score from its distinct pair's tile (a gather, not a new
-    product), in pieces of at most ``chunk`` x ``chunk``.
+    index [K]: original index of each distinct row (its first occurrence); threshold [K]: the
+    score its positive must not be beaten by (an image's best caption score, a text's own image
+    score); tie_below [K]: a tie ranks above it when the other side's index is lower than this
+    (the best caption's index, the text's own image); threshold_ge [K]: threshold one ulp lower,
+    so that ``>`` it means ``>=`` threshold. Per block of ``chunk`` slots: bounds, the first and
+    last original index; tie_bounds, the least and greatest tie_below; extras, the duplicate
+    members that are not first occurrences (original indices, local slot in the block) or None.
     """
-    device = text_to_image.device
-    t2i = torch.zeros(texts.group.shape[0], dtype=torch.long, device=device)
-    i2t = torch.zeros(images.group.shape[0], dtype=torch.long, device=device)
-    for a, image_members in enumerate(images.members):
-        for b, text_members in enumerate(texts.members):
-            scores = _tile(images, texts, a, b, chunk)
-            for i in image_members.split(chunk):
-                rows = scores if images.all_distinct else scores[images.group[i] - a * chunk]
-                for j in text_members.split(chunk):
-                    piece = rows if texts.all_distinct else rows[:, texts.group[j] - b * chunk]
-                    _count_piece(piece, i, j, text_to_image, targets, t2i, i2t)
+    index: torch.Tensor
+    threshold: torch.Tensor
+    tie_below: torch.Tensor
+    threshold_ge: torch.Tensor
+    bounds: list[tuple[int, int]]
+    tie_bounds: list[tuple[int, int]]
+    extras: list[tuple[torch.Tensor, torch.Tensor] | None]
+
+
+def _side(rows: _Distinct, threshold: torch.Tensor, tie_below: torch.Tensor,
+          chunk: int) -> _Side:
+    """The :class:`_Side` of grouped rows with per-original-row threshold [n] and tie index [n]."""
+    index = rows.rep
+    t, below = threshold[index], tie_below[index]
+    bounds = [(int(x[0]), int(x[-1])) for x in index.split(chunk)]
+    tie_bounds = [(int(x.min()), int(x.max())) for x in below.split(chunk)]
+    extras: list = [None] * len(bounds)
+    if not rows.all_distinct:
+        extra = torch.ones_like(rows.slot, dtype=torch.bool)
+        extra[index] = False
+        extra_index = extra.nonzero().flatten()
+        block = rows.slot[extra_index] // chunk
+        order = torch.argsort(block, stable=True)
+        sizes = torch.bincount(block, minlength=len(bounds)).tolist()
+        for b, (members, size) in enumerate(zip(extra_index[order].split(sizes), sizes)):
+            if size:
+                extras[b] = (members, rows.slot[members] - b * chunk)
+    return _Side(index, t, below, torch.nextafter(t, torch.full_like(t, -torch.inf)),
+                 bounds, tie_bounds, extras)
+
+
+# --- counting ----------------------------------------------------------------------------------
+
+def _count_main(scores: torch.Tensor, rows: _Side, cols: _Side, a: int, b: int, chunk: int,
+                row_counts: torch.Tensor, col_counts: torch.Tensor, mask: torch.Tensor) -> None:
+    """Count tile (a, b) of distinct rows x distinct columns into per-slot counts [K].
+
+    rows: the images, cols: the texts (see :class:`_Side`). One comparison per score and
+    direction, plus the index tie test on the columns (rows) whose tie index falls inside the
+    tile's row (column) index range.
+    """
+    p, q = scores.shape
+    mask = mask[:p * q].view(p, q)
+    _count_direction(scores, cols, b * chunk, rows.index[a * chunk:a * chunk + p],
+                     cols.tie_bounds[b], rows.bounds[a], 0, col_counts, mask)
+    _count_direction(scores, rows, a * chunk, cols.index[b * chunk:b * chunk + q],
+                     rows.tie_bounds[a], cols.bounds[b], 1, row_counts, mask)
+
+
+def _count_direction(scores: torch.Tensor, side: _Side, start: int, other_index: torch.Tensor,
+                     tie_bounds: tuple[int, int], other_bounds: tuple[int, int], dim: int,
+                     counts: torch.Tensor, mask: torch.Tensor) -> None:
+    """Add to counts[start:start + size] the scores of each column (dim=0) or row (dim=1) that
+    rank above its positive; other_index: the original indices along the other dimension."""
+    size = scores.shape[1 - dim]
+    lo, hi = tie_bounds
+    first, last = other_bounds
+    threshold = side.threshold[start:start + size]
+    if lo > last:  # every tie index after the other side's indices: ties rank above
+        use, inside = side.threshold_ge[start:start + size], None
+    elif hi < first:  # every tie index before them: ties rank below
+        use, inside = threshold, None
+    else:
+        below = side.tie_below[start:start + size]
+        use = torch.where(below > last, side.threshold_ge[start:start + size], threshold)
+        inside = ((below >= first) & (below <= last)).nonzero().flatten()
+    torch.gt(scores, use[None, :] if dim == 0 else use[:, None], out=mask)
+    counts[start:start + size] += mask.sum(dim, dtype=torch.int32)
+    if inside is not None and inside.numel():
+        t, below = threshold[inside], side.tie_below[start + inside]
+        if dim == 0:
+            ties = ((scores[:, inside] == t[None, :])
+                    & (other_index[:, None] < below[None, :])).sum(0, dtype=torch.int32)
+        else:
+            ties = ((scores[inside] == t[:, None])
+                    & (other_index[None, :] < below[:, None])).sum(1, dtype=torch.int32)
+        counts[start + inside] += ties
+
+
+def _count_exact(scores: torch.Tensor, row_index: torch.Tensor, col_index: torch.Tensor,
+                 row_t: torch.Tensor, row_below: torch.Tensor, col_t: torch.Tensor,
+                 col_below: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Counts (per row [p], per column [q]) of scores [p, q] that rank above each row's and each
+    column's positive: higher, or equal with an index below the tie index. For small pieces."""
+    col_above = (scores > col_t[None, :]) | ((scores == col_t[None, :])
+                                             & (row_index[:, None] < col_below[None, :]))
+    row_above = (scores > row_t[:, None]) | ((scores == row_t[:, None])
+                                             & (col_index[None, :] < row_below[:, None]))
+    return row_above.sum(1), col_above.sum(0)
+
+
+def _count_extras(scores: torch.Tensor, rows: _Side, cols: _Side, a: int, b: int, chunk: int,
+                  targets: tuple, t2i: torch.Tensor, i2t: torch.Tensor) -> None:
+    """Count the duplicate members of image block a and text block b (not their first
+    occurrences, which :func:`_count_main` counts) against everything in tile (a, b)."""
+    row_extra, col_extra = rows.extras[a], cols.extras[b]
+    if row_extra is None and col_extra is None:
+        return
+    positive, best, best_index, owner = targets
+    r0, c0 = a * chunk, b * chunk
+    p, q = scores.shape
+    main_rows, main_cols = (rows.index[r0:r0 + p], None), (cols.index[c0:c0 + q], None)
+    pieces = []
+    if row_extra is not None:
+        pieces.append((row_extra, main_cols))
+    if col_extra is not None:
+        pieces.append((main_rows, col_extra))
+    if row_extra is not None and col_extra is not None:
+        pieces.append((row_extra, col_extra))
+    for (i, i_local), (j, j_local) in pieces:
+        piece = scores if i_local is None else scores[i_local]
+        piece = piece if j_local is None else piece[:, j_local]
+        per_row, per_col = _count_exact(piece, i, j, best[i], best_index[i], positive[j],
+                                        owner[j])
+        i2t.index_add_(0, i, per_row)
+        t2i.index_add_(0, j, per_col)
+
+
+def _count_ranks(tiles: _Tiles, images: _Distinct, texts: _Distinct, text_to_image: torch.Tensor,
+                 targets: _Targets, cache: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Negatives above each positive: (per text [M], per image [N]), visiting every tile once."""
+    c, device = tiles.chunk, text_to_image.device
+    n_images, n_texts = images.slot.shape[0], texts.slot.shape[0]
+    rows = _side(images, targets.best, targets.best_index, c)
+    cols = _side(texts, targets.positive, text_to_image, c)
+    row_counts = torch.zeros(images.rep.shape[0], dtype=torch.long, device=device)
+    col_counts = torch.zeros(texts.rep.shape[0], dtype=torch.long, device=device)
+    t2i = torch.zeros(n_texts, dtype=torch.long, device=device)
+    i2t = torch.zeros(n_images, dtype=torch.long, device=device)
+    mask = torch.empty(min(c, images.rep.shape[0]) * min(c, texts.rep.shape[0]),
+                       dtype=torch.bool, device=device)
+    exact = (targets.positive, targets.best, targets.best_index, text_to_image)
+    for b in range(len(cols.bounds)):
+        for a in range(len(rows.bounds)):
+            scores = cache.pop((a, b), None)
+            if scores is None:
+                scores = tiles.tile(a, b)
+            _count_main(scores, rows, cols, a, b, c, row_counts, col_counts, mask)
+            _count_extras(scores, rows, cols, a, b, c, exact, t2i, i2t)
+    t2i[texts.rep] += col_counts
+    i2t[images.rep] += row_counts
     return t2i, i2t
 
 
+# --- public --------------------------------------------------------------------------------
+
+def _check_inputs(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor,
+                  chunk: int) -> None:
+    """Raise ValueError naming the bad argument and the fix."""
+    if image_emb.dim() != 2 or text_emb.dim() != 2:
+        raise ValueError(f"retrieval: image_emb and text_emb must be 2-D [count, dim]; got shapes "
+                         f"{tuple(image_emb.shape)} and {tuple(text_emb.shape)}")
+    if image_emb.shape[1] != text_emb.shape[1]:
+        raise ValueError(f"retrieval: image_emb has dim {image_emb.shape[1]} but text_emb has "
+                         f"{text_emb.shape[1]}; embed both with the same model")
+    if text_to_image.shape != (text_emb.shape[0],):
+        raise ValueError(f"retrieval: text_to_image must have one image index per text, shape "
+                         f"({text_emb.shape[0]},); got {tuple(text_to_image.shape)}")
+    if text_to_image.numel() and (int(text_to_image.min()) < 0
+                                  or int(text_to_image.max()) >= image_emb.shape[0]):
+        raise ValueError(f"retrieval: text_to_image holds indices outside [0, "
+                         f"{image_emb.shape[0]}) (the number of images); pass each caption's "
+                         f"row in image_emb")
+    if chunk < 1:
+        raise ValueError(f"retrieval: chunk must be a positive number of rows, got {chunk}")
+
+
 def retrieval_ranks(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor,
-                    chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+                    chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Ranks of the positives (0 = first).
 
-    image_emb [N, d], text_emb [M, d] (normalised), text_to_image LongTensor [M].
+    image_emb [N, d], text_emb [M, d] (normalised), text_to_image LongTensor [M] (indices into
+    image_emb); chunk: the tile side in rows (about 5 * chunk^2 bytes per tile; default
+    :data:`DEFAULT_CHUNK` for the device). Memory beyond the inputs: the tiles, the positive-tile
+    cache (:data:`POSITIVE_TILE_CACHE_BYTES`) and O(N + M) indices.
     Returns (text_to_image_rank [M], image_to_text_rank [N]); the rank of an image without any
     caption is -1. Equal embeddings score bit-identically, so exact duplicates tie exactly.
     """
-    image_emb, text_emb = image_emb.float(), text_emb.float()
+    if chunk is None:
+        chunk = DEFAULT_CHUNK.get(image_emb.device.type, DEFAULT_CHUNK["cuda"])
+    _check_inputs(image_emb, text_emb, text_to_image, chunk)
+    image_emb, text_emb = image_emb.float().contiguous(), text_emb.float().contiguous()
     device = image_emb.device
     text_to_image = text_to_image.to(device).long()
     n_images, n_texts = image_emb.shape[0], text_emb.shape[0]
     if n_images == 0 or n_texts == 0:
         return (torch.zeros(n_texts, dtype=torch.long, device=device),
                 torch.full((n_images,), -1, dtype=torch.long, device=device))
-    images, texts = _distinct(image_emb, chunk), _distinct(text_emb, chunk)
-    positive = _positive_scores(images, texts, text_to_image, chunk)
+    images, texts = _distinct(image_emb), _distinct(text_emb)
+    tiles = _Tiles(image_emb, images, text_emb, texts, chunk)
+    positive, cache = _positive_scores(tiles, images, texts, text_to_image)
     targets = _targets(positive, text_to_image, n_images)
-    t2i, i2t = _count_ranks(images, texts, text_to_image, targets, chunk)
+    t2i, i2t = _count_ranks(tiles, images, texts, text_to_image, targets, cache)
     i2t[targets.best_index == n_texts] = -1
     return t2i, i2t
 
 
 def retrieval_metrics(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor,
-                      ks: tuple[int, ...] = (1, 5, 10), chunk: int = 2048) -> dict[str, float]:
+                      ks: tuple[int, ...] = (1, 5, 10), chunk: int | None = None
+                      ) -> dict[str, float]:
     """Recall@k in both directions, as fractions in [0, 1].
 
     Keys: ``text_to_image_R@k`` (CLIP_benchmark ``image_retrieval_recall@k``) and
