@@ -59,12 +59,15 @@ def _eval_tasks(args: argparse.Namespace):
         if args.task == "zeroshot_classification":
             raw.update(class_texts=args.class_texts, dataset=args.dataset, prompts=args.prompts,
                        resource_groups=args.prompts is not None)
+        elif args.task == "topic_matching":
+            raw.update(sentences=args.sentences, split=args.split,
+                       reference_language=args.reference_language)
         else:
             raw.update(captions=args.captions, split=args.split)
         suite = Suite(args.task, [make_task(raw, Path(args.data_root or "."), "--task")])
     else:
         raise ConfigError("give --suite FILE (see eval_suites/) or --task zeroshot_classification "
-                          "| retrieval with its data flags")
+                          "| retrieval | topic_matching with its data flags")
     if args.languages and args.suite:
         narrow_languages(suite, args.languages)
     return suite
@@ -159,11 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--pretrained", default=None,
                     help="open_clip pretrained tag (needs network) or local .pt/.safetensors file")
     ev.add_argument("--suite", default=None, help="suite YAML (see eval_suites/)")
-    ev.add_argument("--task", choices=["zeroshot_classification", "retrieval"], default=None,
+    ev.add_argument("--task", choices=["zeroshot_classification", "retrieval", "topic_matching"],
+                    default=None,
                     help="run one task without a suite file (CLIP_benchmark style)")
     ev.add_argument("--images", default=None,
-                    help="--task: ImageFolder tree / shards (classification) or the images "
-                         "folder of a caption layout (retrieval)")
+                    help="--task: ImageFolder tree / shards (classification), the images "
+                         "folder of a caption layout (retrieval) or of the topics (topic "
+                         "matching; MVL-SIB's own images are found without it)")
     ev.add_argument("--class-texts", default=None,
                     help="--task zeroshot_classification: a CLIP_benchmark folder or a "
                          "Babel-ImageNet labels file")
@@ -173,7 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--captions", default=None,
                     help="--task retrieval: XTD10 / Multi30K folder, XM3600 captions.jsonl, "
                          "Babel-ImageNet retrieval JSON, CSV/TSV or shards")
-    ev.add_argument("--split", default=None, help="Multi30K split (e.g. test_2017_flickr)")
+    ev.add_argument("--sentences", default=None,
+                    help="--task topic_matching: an MVL-SIB checkout (or its data/ folder), or a "
+                         "TSV topic<TAB>language<TAB>sentence beside a folder per topic")
+    ev.add_argument("--reference-language", default="en",
+                    help="--task topic_matching: the language of the text-only topic means")
+    ev.add_argument("--split", default=None,
+                    help="Multi30K split (e.g. test_2017_flickr); MVL-SIB split(s) (e.g. test)")
     ev.add_argument("--languages", default=None, type=lambda v: [c for c in v.split(",") if c],
                     help="comma-separated mclip codes; narrows a suite (default: all)")
     ev.add_argument("--limit", type=int, default=None,

@@ -9,6 +9,8 @@ pipeline used for real data:
     OUT/eval/shard-000000.tar        held-out images for zero-shot classification
     OUT/retrieval/shard-000000.tar   one image per class, captions unique to that image
     OUT/classnames/{lang}_classnames.json, {lang}_zeroshot_classification_templates.json
+    OUT/topics/{shape}/NN.jpg        topic matching: the shapes are the topics, a few images each
+    OUT/topics/sentences.tsv         topic<TAB>language<TAB>sentence, captions in every language
     OUT/dataset.json                 what was written
 
 ``KEY.json`` holds ``{"captions": {lang: [caption, ...]}, "label": int, "colour": str,
@@ -29,7 +31,7 @@ import numpy as np
 import webdataset as wds
 from PIL import Image, ImageDraw
 
-from mclip.data.demo_language import CLASSES, LANGUAGES, class_names
+from mclip.data.demo_language import CLASSES, COLOURS, LANGUAGES, SHAPES, class_names
 
 DATASET_NAME = "demo_shapes"
 
@@ -111,16 +113,46 @@ def _sample(key: int, rng: np.random.Generator, label: int, image_size: int,
             "json": json.dumps(meta, ensure_ascii=False).encode("utf-8")}
 
 
+def write_topics(out: Path, image_size: int = 64, images_per_topic: int = 6, seed: int = 0
+                 ) -> dict:
+    """Topic-matching data under ``out`` (``topics/`` of the module docstring).
+
+    The topics are the four shapes. Each gets ``images_per_topic`` images (colours in turn) in
+    ``out/<shape>/`` and, in every demo language, one sentence per colour (a caption phrasing
+    chosen in turn), so a sentence names its topic's shape in some colour. Drawn from its own
+    generator (``seed``), so the other splits do not change. Returns {"topics", "images",
+    "sentences"} counts.
+    """
+    rng = np.random.default_rng([seed, 1])
+    rows = ["topic\tlanguage\tsentence"]
+    for s, shape in enumerate(SHAPES):
+        folder = out / shape
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(images_per_topic):
+            colour = COLOURS[i % len(COLOURS)]
+            (folder / f"{i:02d}.jpg").write_bytes(_jpeg(render_shape(rng, colour, shape,
+                                                                     image_size)))
+        for lang, language in LANGUAGES.items():
+            for c, colour in enumerate(COLOURS):
+                template = language.caption_templates[(c + s) % len(language.caption_templates)]
+                rows.append(f"{shape}\t{lang}\t{language.caption(colour, shape, template)}")
+    (out / "sentences.tsv").write_text("\n".join(rows) + "\n", "utf-8")
+    return {"topics": len(SHAPES), "images": len(SHAPES) * images_per_topic,
+            "sentences": len(rows) - 1}
+
+
 def write_demo_dataset(out_dir: str | os.PathLike, n_train: int = 12000, n_eval_per_class: int = 20,
                        retrieval_captions: int = 3, image_size: int = 64, shard_size: int = 1000,
-                       seed: int = 0, progress: Callable[[int], None] | None = None) -> dict:
+                       seed: int = 0, progress: Callable[[int], None] | None = None,
+                       topic_images: int = 6) -> dict:
     """Generate the demo dataset under ``out_dir`` (layout in the module docstring).
 
     ``n_train`` training images with every caption phrasing in every language;
     ``n_eval_per_class`` held-out images per class for zero-shot classification; one retrieval
     image per class with ``retrieval_captions`` distinct phrasings per language (so every caption
-    describes exactly one image of the split). ``progress(n)`` is called with the number of
-    images written since the last call. Returns the summary also written to ``dataset.json``.
+    describes exactly one image of the split); ``topic_images`` images per topic (shape) for topic
+    matching (:func:`write_topics`). ``progress(n)`` is called with the number of shard images
+    written since the last call. Returns the summary also written to ``dataset.json``.
     """
     out = Path(out_dir)
     rng = np.random.default_rng(seed)
@@ -161,7 +193,8 @@ def write_demo_dataset(out_dir: str | os.PathLike, n_train: int = 12000, n_eval_
         (names_dir / f"{lang}_zeroshot_classification_templates.json").write_text(
             json.dumps({DATASET_NAME: list(LANGUAGES[lang].prompt_templates)}, ensure_ascii=False,
                        indent=1), "utf-8")
+    topics = write_topics(out / "topics", image_size, topic_images, seed)
     summary = {"dataset": DATASET_NAME, "languages": langs, "classes": n_classes,
-               "image_size": image_size, "seed": seed, "counts": counts}
+               "image_size": image_size, "seed": seed, "counts": counts, "topics": topics}
     (out / "dataset.json").write_text(json.dumps(summary, indent=1), "utf-8")
     return summary

@@ -28,6 +28,7 @@ from mclip.eval.distributed import EvalRanks
 from mclip.eval.report import resource_group
 from mclip.eval.retrieval import retrieval_ranks
 from mclip.eval.samples import SampleRanks
+from mclip.eval.topic_matching import run_topic_matching
 from mclip.eval.zeroshot import classify_language, fill_template
 
 # prompts of this many distinct texts are encoded together (about 100 MB of fp32 at d = 512)
@@ -169,16 +170,6 @@ class TextEmbeddings:
         return out
 
 
-def _languages(task, available: list[str], where: str) -> list[str]:
-    if task.languages in ("all", ["all"]):
-        return list(available)
-    missing = [lang for lang in task.languages if lang not in available]
-    if missing:
-        raise ConfigError(f"task '{task.name}': language(s) {', '.join(missing)} not in {where}; "
-                          f"it has: {', '.join(available)}")
-    return list(task.languages)
-
-
 def _prompt_groups(texts, languages: list[str], dataset: str | None):
     """Languages in groups whose distinct prompts fit :data:`PROMPT_GROUP`: [(langs, class
     texts per language, distinct prompts)]."""
@@ -205,7 +196,7 @@ def run_zeroshot(task, images: ImageEmbeddings, text: TextEmbeddings, progress) 
     label_tensor = torch.tensor(labels, dtype=torch.long)
     if (label_tensor < 0).any():
         raise ConfigError(f"task '{task.name}': images without a label in '{task.images}'")
-    languages = _languages(task, texts.languages(), texts.description)
+    languages = task.select_languages(texts.languages(), texts.description)
     per_language, views = {}, {}
     for class_texts_of, prompts in _prompt_groups(texts, languages, task.dataset or None):
         prompt_emb = text.encode(prompts)
@@ -251,7 +242,7 @@ def run_retrieval(task, images: ImageEmbeddings, text: TextEmbeddings, progress)
     image_emb, keys, _, skipped = images.get(dataset)
     index = {key: i for i, key in enumerate(keys)}
     per_language, views = {}, {}
-    for lang in _languages(task, dataset.languages(), dataset.description):
+    for lang in task.select_languages(dataset.languages(), dataset.description):
         captions = dataset.captions(lang)
         pairs = [(t, index[key]) for t, key in zip(captions.texts, captions.image_keys)
                  if key in index]
@@ -275,7 +266,8 @@ def run_retrieval(task, images: ImageEmbeddings, text: TextEmbeddings, progress)
 
 
 RUNNERS: dict[str, Callable] = {"zeroshot_classification": run_zeroshot,
-                                "retrieval": run_retrieval}
+                                "retrieval": run_retrieval,
+                                "topic_matching": run_topic_matching}
 
 
 def _attach_samples(name: str, result: dict, bootstrap: int, seed: int) -> None:

@@ -28,11 +28,16 @@ RANK_CAP = 255
 # metric name (without "@k") -> the view whose samples it averages over
 METRIC_VIEWS = {
     "acc": "images",
-    "mean_per_class_recall": "images",
     "text_to_image_R": "texts",
     "image_to_text_R": "images",
     "topic_acc": "sentences",
     "text_only_topic_acc": "sentences_text_only",
+}
+# mean per-class recall (hits at 1, averaged within each label, then over labels) -> its view
+RECALL_VIEWS = {
+    "mean_per_class_recall": "images",
+    "mean_per_topic_recall": "sentences",
+    "text_only_mean_per_topic_recall": "sentences_text_only",
 }
 
 
@@ -85,12 +90,14 @@ def identity_hash(identities: Iterable[str]) -> str:
 
 def metric_spec(metric: str) -> tuple[str, int | None] | None:
     """(view, k) of a fractional metric name: ``acc@5`` -> ("images", 5), ``mean_per_class_recall``
-    -> ("images", None); None for a name that is not a per-sample average (counts, names)."""
+    -> ("images", None: a mean per-label recall); None for a name that is not a per-sample
+    average (counts, names)."""
+    if metric in RECALL_VIEWS:
+        return RECALL_VIEWS[metric], None
     match = re.fullmatch(r"(.+)@(\d+)", metric)
-    base, k = (match.group(1), int(match.group(2))) if match else (metric, None)
-    if base not in METRIC_VIEWS or (k is None) != (base == "mean_per_class_recall"):
+    if match is None or match.group(1) not in METRIC_VIEWS:
         return None
-    return METRIC_VIEWS[base], k
+    return METRIC_VIEWS[match.group(1)], int(match.group(2))
 
 
 def _pack(array: np.ndarray) -> dict:

@@ -19,6 +19,13 @@
         split: null               # a Multi30K split (default test_2016_flickr / test_2016)
         languages: [en, de]
         recall_at: [1, 5, 10]
+      - name: shape_topics
+        kind: topic_matching
+        sentences: topics         # MVL-SIB folder, or topic image folders + sentences.tsv
+        images: null              # the topic images (default: found beside the sentences)
+        split: null               # MVL-SIB / SIB-200 split(s), e.g. test (default all three)
+        reference_language: en    # the text-only variant's topic embeddings
+        languages: [en, de]
 
 Paths are resolved against ``data_root``; the readers (:mod:`mclip.eval.datasets`) say which file
 they expected where when something is missing. The runner is :mod:`mclip.eval.runner`.
@@ -36,15 +43,17 @@ import yaml
 from mclip.config import ConfigError
 from mclip.eval.runner import run_tasks
 
-KINDS = ("zeroshot_classification", "retrieval")
+KINDS = ("zeroshot_classification", "retrieval", "topic_matching")
 _COMMON = {"name", "kind", "languages"}
 _TASK_KEYS = {
     "zeroshot_classification": _COMMON | {"images", "class_texts", "prompts", "dataset", "top_k",
                                           "resource_groups"},
     "retrieval": _COMMON | {"captions", "images", "split", "recall_at", "data"},
+    "topic_matching": _COMMON | {"images", "sentences", "split", "reference_language"},
 }
-_REQUIRED = {"zeroshot_classification": ["images", "class_texts"], "retrieval": ["captions"]}
-_PATHS = ("images", "class_texts", "prompts", "captions")
+_REQUIRED = {"zeroshot_classification": ["images", "class_texts"], "retrieval": ["captions"],
+             "topic_matching": ["sentences"]}
+_PATHS = ("images", "class_texts", "prompts", "captions", "sentences")
 
 
 @dataclass
@@ -65,6 +74,19 @@ class Task:
     top_k: list[int] = field(default_factory=lambda: [1, 5])
     recall_at: list[int] = field(default_factory=lambda: [1, 5, 10])
     resource_groups: bool = False
+    sentences: str = ""
+    reference_language: str = "en"
+
+    def select_languages(self, available: list[str], where: str) -> list[str]:
+        """The task's languages: all of ``available`` for ``"all"``, else its own list, each of
+        which must be in ``available`` (else a ConfigError naming ``where`` and what it has)."""
+        if self.languages in ("all", ["all"]):
+            return list(available)
+        missing = [lang for lang in self.languages if lang not in available]
+        if missing:
+            raise ConfigError(f"task '{self.name}': language(s) {', '.join(missing)} not in "
+                              f"{where}; it has: {', '.join(available)}")
+        return list(self.languages)
 
 
 @dataclass
