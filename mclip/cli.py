@@ -5,7 +5,7 @@
     mclip eval --model runs/demo --suite eval_suites/demo.yaml [--data-root demo_data]
     mclip eval --model open_clip:ViT-B-32 --pretrained FILE --task retrieval --captions XTD10 ...
     torchrun --nproc-per-node 2 -m mclip.cli eval --model runs/demo --suite ... (split over ranks)
-    mclip report results.json
+    mclip report results.json [B.json ...] [--out DIR] [--format markdown csv png clip_benchmark]
 """
 
 from __future__ import annotations
@@ -114,15 +114,57 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from mclip.eval.report import markdown_table, write_report
+    from mclip.eval.compare import compare_reports, comparison_markdown, model_names
+    from mclip.eval.export import COMPARISON_COLUMNS, write_clip_benchmark, write_csv
+    from mclip.eval.plots import overview_chart, write_task_charts
+    from mclip.eval.report import load_report, markdown_table, recompute_intervals, write_report
 
-    path = Path(args.results)
-    try:
-        report = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"cannot read results file '{path}': {error}") from None
-    write_report(report, args.out or path.parent)
-    print(markdown_table(report))
+    if args.bootstrap is not None and args.bootstrap < 0:
+        raise ConfigError(f"--bootstrap {args.bootstrap}: give a number of resamples >= 0 "
+                          "(0 switches intervals and significance tests off)")
+    formats = tuple(dict.fromkeys(args.format))
+    reports = [load_report(path) for path in args.results]
+    if args.bootstrap is not None:  # intervals again from the stored per-sample ranks
+        reports = [recompute_intervals(r, args.bootstrap, args.seed) for r in reports]
+    if len(reports) == 1:
+        source = Path(args.results[0]).parent
+        out = Path(args.out) if args.out else source
+        # the JSON is rewritten only when its intervals changed or it goes to another folder
+        rewrite = args.bootstrap is not None or out.resolve() != source.resolve()
+        paths = write_report(reports[0], out, formats=("json",) * rewrite + formats)
+        print(markdown_table(reports[0]))
+        written = [p for v in paths.values() for p in (v if isinstance(v, list) else [v])]
+    else:
+        out = Path(args.out or "comparison")
+        out.mkdir(parents=True, exist_ok=True)
+        names = model_names(reports, args.results)
+        n_resamples = 1000 if args.bootstrap is None else args.bootstrap
+        comparison = compare_reports(reports, names, n_resamples, args.seed)
+        table = comparison_markdown(comparison)
+        written = [out / "comparison.json"]
+        written[0].write_text(json.dumps(comparison, indent=1, ensure_ascii=False), "utf-8")
+        if "markdown" in formats:
+            written.append(out / "comparison.md")
+            written[-1].write_text(f"# Comparison of {len(names)} models\n\n{table}\n", "utf-8")
+        if "csv" in formats:
+            written.append(write_csv(comparison["results"], out / "comparison.csv",
+                                     COMPARISON_COLUMNS))
+        if "png" in formats:
+            entries = list(zip(names, reports))
+            written.append(overview_chart(entries, out / "comparison.png"))
+            written += write_task_charts(entries, out, prefix="comparison")
+        if "clip_benchmark" in formats:
+            for report in reports:
+                written += write_clip_benchmark(report, out / "clip_benchmark")
+        print(table)
+    skipped = [t for r in reports for t, task in r["tasks"].items()
+               if "clip_benchmark" in formats and task["kind"] not in ("zeroshot_classification",
+                                                                       "retrieval")]
+    if skipped:
+        print(f"\nnot in the CLIP_benchmark files (no such task there): "
+              f"{', '.join(sorted(set(skipped)))}")
+    folders = sorted({str(p.parent) for p in written})
+    print(f"\nwrote {len(written)} files to {', '.join(folders)}")
     return 0
 
 
@@ -203,9 +245,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=_cmd_eval)
 
-    rep = sub.add_parser("report", help="re-render the table and plot of a results JSON")
-    rep.add_argument("results", help="results.json written by 'mclip eval'")
-    rep.add_argument("--out", default=None)
+    rep = sub.add_parser(
+        "report", help="re-render a results JSON, or compare several per language",
+        description="One file: its table (with 95%% intervals), CSV and charts. Several files: a "
+                    "comparison per task and language against the first (the baseline), with a "
+                    "paired bootstrap test where two files scored the same images or captions.")
+    rep.add_argument("results", nargs="+", help="results.json files written by 'mclip eval'; "
+                                                "the first is the baseline")
+    rep.add_argument("--out", default=None,
+                     help="output directory (default: the file's folder for one file, "
+                          "./comparison for several)")
+    rep.add_argument("--format", nargs="+", default=["markdown", "csv", "png"],
+                     choices=["markdown", "csv", "png", "clip_benchmark"],
+                     help="what to write (default: markdown csv png); clip_benchmark: one "
+                          "CLIP_benchmark-style JSON per task, language and model")
+    rep.add_argument("--bootstrap", type=int, default=None,
+                     help="resamples for intervals (recomputed from the stored per-sample ranks) "
+                          "and paired tests (default: keep the stored intervals; 1000 for tests; "
+                          "0: none)")
+    rep.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     rep.set_defaults(func=_cmd_report)
     return parser
 

@@ -1,4 +1,11 @@
-"""Evaluation reports: results JSON, a Markdown table and a per-language bar chart."""
+"""Evaluation reports: the results JSON, reading it back, and its Markdown table.
+
+A results JSON holds, per task and language, scalar metrics (fractions in [0, 1], or counts named
+``n_*``), a 95% bootstrap interval per metric under ``ci`` and per-sample ranks under ``samples``
+(:mod:`mclip.eval.samples`). Older files may lack ``ci`` / ``samples`` / ``data``: every reader
+here treats them as absent. Comparisons of several reports: :mod:`mclip.eval.compare`; CSV and
+CLIP_benchmark files: :mod:`mclip.eval.export`; charts: :mod:`mclip.eval.plots`.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +15,46 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
+from mclip.config import ConfigError
+from mclip.eval.bootstrap import language_intervals
+from mclip.eval.samples import SampleRanks, metric_spec
+
 _PACKAGES = ("mclip", "torch", "timm", "transformers", "open_clip_torch", "torchmetrics",
              "webdataset", "numpy")
-# Metrics shown in the table and the plot, per task kind, in order.
+# Metrics shown in the table, per task kind, in order.
 HEADLINE = {"zeroshot_classification": ("acc@1", "acc@5", "mean_per_class_recall", "n_classes"),
             "retrieval": ("text_to_image_R@1", "text_to_image_R@5", "image_to_text_R@1",
-                          "image_to_text_R@5")}
+                          "image_to_text_R@5"),
+            "topic_matching": ("topic_acc@1", "text_only_topic_acc@1", "n_topics")}
 SHORT = {"acc@1": "acc@1", "acc@5": "acc@5", "mean_per_class_recall": "mpcr",
          "n_classes": "classes", "text_to_image_R@1": "t2i R@1", "text_to_image_R@5": "t2i R@5",
-         "image_to_text_R@1": "i2t R@1", "image_to_text_R@5": "i2t R@5"}
+         "image_to_text_R@1": "i2t R@1", "image_to_text_R@5": "i2t R@5",
+         "topic_acc@1": "topic acc@1", "text_only_topic_acc@1": "text-only acc@1",
+         "n_topics": "topics"}
+# The count that says how many samples a view averages over, for files without "samples".
+VIEW_COUNTS = {"images": "n_images", "texts": "n_texts", "sentences": "n_sentences",
+               "sentences_text_only": "n_sentences_text_only"}
+ENGLISH = "en"
 
 
 # Babel-ImageNet's resource groups by the number of classes a language has (arXiv:2306.08658).
 BABEL_GROUPS = ((100, "<=100"), (333, "101-333"), (666, "334-666"), (10**9, ">666"))
+GROUP_ORDER = tuple(name for _, name in BABEL_GROUPS)
 
 
 def resource_group(n_classes: int) -> str:
     """Babel-ImageNet's resource group of a language with ``n_classes`` classes."""
     return next(name for bound, name in BABEL_GROUPS if n_classes <= bound)
+
+
+def headline(kind: str) -> tuple[str, ...]:
+    """The table's metrics for a task kind (an unknown kind has none)."""
+    return HEADLINE.get(kind, ())
+
+
+def short_name(metric: str) -> str:
+    """A metric's column label (its own name where no short one is defined)."""
+    return SHORT.get(metric, metric)
 
 
 def package_versions() -> dict[str, str]:
@@ -42,18 +71,140 @@ def package_versions() -> dict[str, str]:
 def build_report(model_name: str, suite_name: str, results: dict,
                  model_versions: dict | None = None) -> dict:
     """The results document: model spec, its adapter's library versions, suite, time, package
-    versions, per-task results and per-task means over languages (and per resource group)."""
+    versions, per-task results and per-task means over languages (``mean``, ``group_means`` per
+    resource group, ``mean_non_english``)."""
     for task in results.values():
-        keys = [k for k in HEADLINE[task["kind"]] if not k.startswith("n_")]
-        langs = [m for m in task["languages"].values() if keys[0] in m]
-        task["mean"] = _mean(langs, keys)
-        groups = sorted({m["resource_group"] for m in langs if "resource_group" in m})
-        if groups:
-            task["group_means"] = {g: _mean([m for m in langs if m.get("resource_group") == g],
-                                            keys) for g in groups}
+        keys = [k for k in headline(task["kind"]) if not k.startswith("n_")]
+        means = language_means(task, keys)
+        task["mean"] = means.pop("all", {})
+        task["mean_non_english"] = means.pop("non-English", {})
+        if means:
+            task["group_means"] = means
     return {"model": model_name, "model_versions": dict(model_versions or {}), "suite": suite_name,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "versions": package_versions(), "tasks": results}
+
+
+def load_report(path: str | Path) -> dict:
+    """Read a results JSON written by ``mclip eval``; ConfigError naming the file when it cannot
+    be read or is not one."""
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"cannot read results file '{path}': {error}. Give the results.json "
+                          "that 'mclip eval' wrote") from None
+    if not isinstance(report, dict) or not isinstance(report.get("tasks"), dict):
+        raise ConfigError(f"'{path}' is not an mclip results file (no 'tasks'); give the "
+                          "results.json that 'mclip eval' wrote")
+    for name, task in report["tasks"].items():
+        if not isinstance(task, dict) or not isinstance(task.get("languages"), dict):
+            raise ConfigError(f"'{path}': task '{name}' has no 'languages'; the file is damaged "
+                              "or not written by 'mclip eval'")
+    report.setdefault("model", path.stem)
+    report.setdefault("suite", "")
+    return report
+
+
+def is_fraction_metric(key: str, value) -> bool:
+    """Whether a language entry's ``key`` is a metric in [0, 1] (or None: not applicable), as
+    opposed to a count (``n_*``, ``*_dropped``), a label or a nested block."""
+    if key.startswith("n_") or key.endswith("_dropped") or key in ("ci", "samples"):
+        return False
+    return value is None or (isinstance(value, float) and not isinstance(value, bool))
+
+
+def fraction_metrics(languages: dict) -> list[str]:
+    """The fraction metrics present in any of ``languages`` ({lang: metrics}), first-seen order."""
+    return list(dict.fromkeys(k for m in languages.values() for k, v in m.items()
+                              if is_fraction_metric(k, v)))
+
+
+def metric_view(metrics: dict, metric: str) -> SampleRanks | None:
+    """The per-sample ranks a language's ``metric`` averages over, or None when the file has none
+    (older files, or a metric without a per-sample definition)."""
+    spec = metric_spec(metric)
+    if spec is None:
+        return None
+    packed = metrics.get("samples", {}).get(spec[0])
+    return None if packed is None else SampleRanks.from_json(packed)
+
+
+def sample_count(metrics: dict, metric: str) -> int | None:
+    """How many samples (images, captions, sentences) ``metric`` averages over, or None."""
+    spec = metric_spec(metric)
+    if spec is None:
+        return None
+    packed = metrics.get("samples", {}).get(spec[0])
+    if packed is not None:
+        return int(packed["n"])
+    count = metrics.get(VIEW_COUNTS.get(spec[0], ""))
+    return int(count) if isinstance(count, (int, float)) else None
+
+
+def interval_of(metrics: dict, metric: str) -> tuple[float, float] | None:
+    """The stored 95% interval (low, high) of ``metric``, fractions, or None."""
+    ci = metrics.get("ci", {}).get(metric)
+    return (float(ci[0]), float(ci[1])) if ci else None
+
+
+def recompute_intervals(report: dict, n_resamples: int, seed: int) -> dict:
+    """Replace every language's ``ci`` by intervals from its stored per-sample ranks, with
+    ``n_resamples`` resamples (0: remove intervals) and ``seed``; languages without ``samples``
+    keep what they have. Modifies and returns ``report``."""
+    for name, task in report["tasks"].items():
+        for lang, metrics in task["languages"].items():
+            if n_resamples == 0:
+                metrics.pop("ci", None)
+                continue
+            views = {view: SampleRanks.from_json(packed)
+                     for view, packed in metrics.get("samples", {}).items()}
+            if views:
+                metrics["ci"] = language_intervals(metrics, views, n_resamples, seed, name, lang)
+        if n_resamples:
+            task["bootstrap"] = {**task.get("bootstrap", {}), "resamples": n_resamples,
+                                 "seed": seed}
+    return report
+
+
+def ordered_languages(tasks: list[dict]) -> list[str]:
+    """Languages of ``tasks`` (first-seen order), grouped by resource group (smallest first)
+    when they have one; languages without a group come last."""
+    languages = list(dict.fromkeys(lang for t in tasks for lang in t["languages"]))
+    group_of = language_groups(tasks)
+    if group_of:
+        languages.sort(key=lambda lang: GROUP_ORDER.index(group_of[lang])
+                       if group_of.get(lang) in GROUP_ORDER else len(GROUP_ORDER))
+    return languages
+
+
+def language_groups(tasks: list[dict]) -> dict[str, str]:
+    """{language: resource group} for the languages of ``tasks`` that have one."""
+    return {lang: m["resource_group"] for t in tasks for lang, m in t["languages"].items()
+            if "resource_group" in m}
+
+
+def mean_groups(languages: list[str], group_of: dict[str, str]) -> dict[str, list[str]]:
+    """The language sets means are taken over: "all", "non-English" (all but ``en``; only when
+    ``en`` is there) and each resource group, in that order."""
+    out = {"all": list(languages)}
+    if ENGLISH in languages and len(languages) > 1:
+        out["non-English"] = [lang for lang in languages if lang != ENGLISH]
+    for group in GROUP_ORDER + tuple(sorted(set(group_of.values()) - set(GROUP_ORDER))):
+        members = [lang for lang in languages if group_of.get(lang) == group]
+        if members:
+            out[group] = members
+    return out
+
+
+def language_means(task: dict, keys: list[str]) -> dict[str, dict[str, float]]:
+    """{"all" | "non-English" | resource group: {metric: mean over its languages}} for ``keys``;
+    a language whose value is None (not applicable) is left out of that metric's mean."""
+    group_of = language_groups([task])
+    out = {}
+    for label, members in mean_groups(list(task["languages"]), group_of).items():
+        out[label] = _mean([task["languages"][lang] for lang in members], keys)
+    return out
 
 
 def _mean(rows: list[dict], keys: list[str]) -> dict:
@@ -65,81 +216,97 @@ def _mean(rows: list[dict], keys: list[str]) -> dict:
     return out
 
 
+def format_value(value, key: str = "", ci: tuple[float, float] | None = None) -> str:
+    """A table cell: percent with one decimal (``61.2``), integers for counts, ``–`` for None (not
+    applicable); with an interval (fractions) ``61.2 ±2.3`` (half its width) when it is about
+    symmetric around the value, else its bounds ``2.1 [0.0, 6.2]`` (near 0 or 100%)."""
+    if value is None:
+        return "–"
+    if key.startswith("n_"):
+        return str(int(value))
+    text = f"{100 * value:.1f}"
+    if ci is not None:
+        below, above = value - ci[0], ci[1] - value
+        if abs(above - below) <= 0.25 * (ci[1] - ci[0]):
+            text += f" ±{100 * (ci[1] - ci[0]) / 2:.1f}"
+        else:
+            text += f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+    return text
+
+
+INTERVAL_LEGEND = ("Values in %; `±`: half the width of the 95% percentile-bootstrap interval, "
+                   "or `[low, high]` where the interval is lopsided (near 0 or 100%); exact "
+                   "bounds in the CSV. Means carry no interval.")
+
+
 def markdown_table(report: dict) -> str:
-    """One row per language, columns = headline metrics of every task (percent), plus a mean."""
+    """One row per language (grouped by resource group), columns = headline metrics of every task
+    (percent, ``±`` half the 95% interval width where the file has intervals), then means over all
+    languages, over all but English, and per resource group; a legend line when intervals show."""
     tasks = report["tasks"]
-    columns = [(name, key) for name, task in tasks.items() for key in HEADLINE[task["kind"]]]
-    languages = list(dict.fromkeys(lang for t in tasks.values() for lang in t["languages"]))
-    group_of = {lang: m["resource_group"] for t in tasks.values()
-                for lang, m in t["languages"].items() if "resource_group" in m}
-    if group_of:  # rows grouped by resource group, smallest first, then as listed
-        order = [name for _, name in BABEL_GROUPS]
-        languages.sort(key=lambda lang: order.index(group_of[lang]) if lang in group_of
-                       else len(order))
-    header = "| lang | " + " | ".join(f"{name} {SHORT[key]}" for name, key in columns) + " |"
+    columns = [(name, key) for name, task in tasks.items() for key in headline(task["kind"])]
+    languages = ordered_languages(list(tasks.values()))
+    group_of = language_groups(list(tasks.values()))
+    header = "| lang | " + " | ".join(f"{name} {short_name(key)}" for name, key in columns) + " |"
     lines = [header, "|" + "---|" * (len(columns) + 1)]
-
-    def cell(value, key):
-        if value is None:
-            return "–"
-        return str(int(value)) if key.startswith("n_") else f"{100 * value:.1f}"
-
+    any_ci = False
     for lang in languages:
-        values = [tasks[name]["languages"].get(lang, {}).get(key) for name, key in columns]
+        cells = []
+        for name, key in columns:
+            metrics = tasks[name]["languages"].get(lang, {})
+            ci = interval_of(metrics, key)
+            any_ci |= ci is not None
+            cells.append(format_value(metrics.get(key), key, ci))
         label = f"{lang} ({group_of[lang]})" if lang in group_of else lang
-        lines.append(f"| {label} | " + " | ".join(cell(v, k) for v, (_, k) in zip(values, columns))
-                     + " |")
-    means = [tasks[name]["mean"].get(key) for name, key in columns]
-    lines.append("| **mean** | " + " | ".join(cell(v, k) for v, (_, k) in zip(means, columns))
-                 + " |")
-    groups = list(dict.fromkeys(g for t in tasks.values() for g in t.get("group_means", {})))
-    for group in groups:  # Babel-ImageNet resource groups (classes per language)
-        values = [tasks[name].get("group_means", {}).get(group, {}).get(key)
-                  for name, key in columns]
-        lines.append(f"| **mean {group}** | "
-                     + " | ".join(cell(v, k) for v, (_, k) in zip(values, columns)) + " |")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    means = {name: language_means(task, [k for k in headline(task["kind"])
+                                         if not k.startswith("n_")])
+             for name, task in tasks.items()}
+    labels = list(dict.fromkeys(label for m in means.values() for label in m))
+    for label in labels:
+        title = "**mean**" if label == "all" else f"**mean {label}**"
+        cells = ["" if key.startswith("n_") or label not in means[name]
+                 else format_value(means[name][label].get(key), key) for name, key in columns]
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    if any_ci:
+        lines += ["", INTERVAL_LEGEND]
     return "\n".join(lines)
 
 
 def plot_languages(report: dict, path: str | Path) -> None:
-    """A bar chart per task: the headline metrics of each language, in percent."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """The overview chart of one report: a panel per task, its main metric per language with 95%
+    interval whiskers (see :func:`mclip.eval.plots.overview_chart`)."""
+    from mclip.eval.plots import overview_chart
 
-    tasks = report["tasks"]
-    n_languages = max(len(t["languages"]) for t in tasks.values())
-    fig, axes = plt.subplots(len(tasks), 1, figsize=(min(60, max(8, 0.45 * n_languages + 2)),
-                                                     3.2 * len(tasks)), squeeze=False)
-    for ax, (name, task) in zip(axes[:, 0], tasks.items()):
-        keys = [k for k in HEADLINE[task["kind"]] if not k.startswith("n_")][:3]
-        langs = list(task["languages"])
-        width = 0.8 / len(keys)
-        for i, key in enumerate(keys):
-            values = [100 * (task["languages"][lang].get(key) or 0.0) for lang in langs]
-            ax.bar([x + i * width - 0.4 + width / 2 for x in range(len(langs))], values, width,
-                   label=SHORT[key])
-        ax.set_xticks(range(len(langs)), langs, rotation=90 if len(langs) > 30 else 0,
-                      fontsize=7 if len(langs) > 30 else 9)
-        ax.set_ylim(0, 105)
-        ax.set_ylabel("%")
-        ax.set_title(f"{name} ({task['kind']})")
-        ax.legend(loc="lower right", fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{report['model']} on {report['suite']}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    overview_chart([(report.get("model", "model"), report)], path)
 
 
-def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
-    """Write results.json, results.md and results.png into ``out_dir``; returns their paths."""
+def write_report(report: dict, out_dir: str | Path,
+                 formats: tuple[str, ...] = ("json", "markdown", "csv", "png")) -> dict[str, Path]:
+    """Write the report into ``out_dir``: ``results.json``, ``results.md``, ``results.csv``,
+    ``results.png`` (overview) with ``results_<task>.png`` (a chart per task), and with
+    "clip_benchmark" in ``formats`` a ``clip_benchmark/`` folder of CLIP_benchmark-style JSON files.
+    Returns {"json", "markdown", "csv", "plot", "charts", "clip_benchmark": path(s)} for what was
+    written."""
+    from mclip.eval import export, plots
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out_dir / "results.json", "markdown": out_dir / "results.md",
-             "plot": out_dir / "results.png"}
-    paths["json"].write_text(json.dumps(report, indent=1, ensure_ascii=False), "utf-8")
-    paths["markdown"].write_text(f"# {report['model']} on {report['suite']}\n\n"
-                                 + markdown_table(report) + "\n", "utf-8")
-    plot_languages(report, paths["plot"])
+    paths: dict = {}
+    if "json" in formats:
+        paths["json"] = out_dir / "results.json"
+        paths["json"].write_text(json.dumps(report, indent=1, ensure_ascii=False), "utf-8")
+    if "markdown" in formats:
+        paths["markdown"] = out_dir / "results.md"
+        paths["markdown"].write_text(f"# {report['model']} on {report['suite']}\n\n"
+                                     + markdown_table(report) + "\n", "utf-8")
+    entries = [(report.get("model", "model"), report)]
+    if "csv" in formats:
+        paths["csv"] = export.write_csv(export.report_rows(report, report.get("model", "model")),
+                                        out_dir / "results.csv")
+    if "png" in formats:
+        paths["plot"] = plots.overview_chart(entries, out_dir / "results.png")
+        paths["charts"] = plots.write_task_charts(entries, out_dir, prefix="results")
+    if "clip_benchmark" in formats:
+        paths["clip_benchmark"] = export.write_clip_benchmark(report, out_dir / "clip_benchmark")
     return paths
