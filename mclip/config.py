@@ -18,6 +18,8 @@ from typing import Any, Union
 
 import yaml
 
+from mclip.data.language_codes import validate_languages
+
 
 class ConfigError(ValueError):
     """A configuration problem a user can fix; the message names the key and the fix."""
@@ -309,6 +311,11 @@ def validate(cfg: Config) -> Config:
     for name in ("mean", "std"):
         if len(getattr(cfg.model.image, name)) != 3:
             raise ConfigError(f"config key 'model.image.{name}' must have 3 values (R, G, B)")
+    if cfg.data.languages:
+        cfg.data.languages = validate_languages(cfg.data.languages, "data.languages")
+    if cfg.data.language_weights:
+        codes = validate_languages(list(cfg.data.language_weights), "data.language_weights")
+        cfg.data.language_weights = dict(zip(codes, cfg.data.language_weights.values()))
     if cfg.data.language_policy == "weighted":
         if not cfg.data.language_weights:
             raise ConfigError("config key 'data.language_policy' is 'weighted' but "

@@ -200,7 +200,7 @@ def test_txt_caption_takes_its_language_from_the_metadata(tmp_path):
     ])
     shard = [str(tmp_path / "a.tar")]
     batch = next(iter(TrainStream(shard, TRANSFORM, LanguagePolicy(), 4, shuffle_size=1)))
-    assert batch["languages"] == ["de", "fr", "en", "xx"]
+    assert batch["languages"] == ["de", "fr", "en", "und"]
     custom = TrainStream(shard, TRANSFORM, LanguagePolicy(), 4, shuffle_size=1,
                          default_language="sw", language_key="lang_code")
     assert next(iter(custom))["languages"] == ["sw", "sw", "sw", "fr"]

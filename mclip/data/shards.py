@@ -19,6 +19,7 @@ from PIL import Image
 from webdataset import tariterators
 
 from mclip.config import ConfigError
+from mclip.data.language_codes import UNKNOWN_LANGUAGE, normalise_language
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 
@@ -109,6 +110,13 @@ def decode_captions(sample: dict, counter: SkipCounter, default_language: str = 
     A ``captions`` field that is not a mapping is counted as ``bad_metadata`` and ``KEY.txt``
     is used instead. Empty captions are dropped; a sample left with none is counted as
     ``empty_caption`` (or ``missing_caption`` when it has no caption at all) and returns {}.
+
+    Every language the metadata names is normalised by
+    :func:`~mclip.data.language_codes.normalise_language` (``deu``, ``de-DE`` -> ``de``); keys
+    that normalise to one code have their captions merged, in order. A named language that is
+    unknown or not a language (``und``, ``xx``, ``englsh``) keeps its captions under
+    ``"und"`` (:data:`~mclip.data.language_codes.UNKNOWN_LANGUAGE`), and the sample is counted
+    once as ``unknown_language``. ``default_language`` is used as given.
     """
     meta: dict = {}
     if "json" in sample:
@@ -120,15 +128,21 @@ def decode_captions(sample: dict, counter: SkipCounter, default_language: str = 
         except (ValueError, UnicodeDecodeError):
             counter["bad_json"] += 1
     captions: dict[str, list[str]] = {}
+    unknown = False
     raw = meta.get("captions")
     if isinstance(raw, dict):
-        captions = {str(lang): [c for c in (texts if isinstance(texts, list) else [texts])
-                                if isinstance(c, str)] for lang, texts in raw.items()}
+        for lang, texts in raw.items():
+            code = normalise_language(str(lang))
+            unknown = unknown or code is None
+            captions.setdefault(code or UNKNOWN_LANGUAGE, []).extend(
+                c for c in (texts if isinstance(texts, list) else [texts]) if isinstance(c, str))
     elif raw is not None:
         counter["bad_metadata"] += 1
     if not captions and "txt" in sample:
-        captions = {caption_language(meta, default_language, language_key):
-                    [sample["txt"].decode("utf-8", errors="replace")]}
+        named = named_language(meta, language_key)
+        code = default_language if named is None else normalise_language(named)
+        unknown = code is None
+        captions = {code or UNKNOWN_LANGUAGE: [sample["txt"].decode("utf-8", errors="replace")]}
     if not captions:
         counter["missing_caption"] += 1
         return {}
@@ -136,16 +150,29 @@ def decode_captions(sample: dict, counter: SkipCounter, default_language: str = 
     kept = {lang: texts for lang, texts in kept.items() if texts}
     if not kept:
         counter["empty_caption"] += 1
+    elif unknown and UNKNOWN_LANGUAGE in kept:
+        counter["unknown_language"] += 1
     return kept
 
 
-def caption_language(meta: dict, default_language: str = "en", language_key: str = "") -> str:
-    """The language of a sample's ``KEY.txt`` caption from its metadata, else the default."""
+def named_language(meta: dict, language_key: str = "") -> str | None:
+    """The language a sample's metadata names for ``KEY.txt``, as written, or None when it names
+    none: ``meta[language_key]``, or with no key given ``meta["LANGUAGE"]`` / ``meta["language"]``;
+    a missing, empty or non-string value names none."""
     for key in ((language_key,) if language_key else LANGUAGE_KEYS):
         value = meta.get(key)
         if isinstance(value, str) and value.strip():
             return value.strip()
-    return default_language
+    return None
+
+
+def caption_language(meta: dict, default_language: str = "en", language_key: str = "") -> str:
+    """The language of a sample's ``KEY.txt`` caption: the normalised language its metadata names
+    (``"und"`` when that is unknown or not a language), else ``default_language``."""
+    named = named_language(meta, language_key)
+    if named is None:
+        return default_language
+    return normalise_language(named) or UNKNOWN_LANGUAGE
 
 
 def read_metadata(sample: dict) -> dict:

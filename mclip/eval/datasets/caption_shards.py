@@ -3,7 +3,8 @@
 A sample is ``KEY.jpg`` (or jpeg/png/webp) with ``KEY.json`` ``{"captions": {lang: [...]}}``,
 or with ``KEY.txt`` whose language is ``KEY.json``'s ``LANGUAGE`` / ``language`` field (as in
 LAION-2B-multi), else ``default_language`` (read by :func:`mclip.data.shards.decode_captions`).
-Codes are used as written, lower-cased (:data:`~mclip.eval.datasets.codes.SHARDS`).
+Codes are normalised as for training (:func:`mclip.data.language_codes.normalise_language`:
+``zh-Hant`` -> ``zh``, ``deu`` -> ``de``; an unknown code becomes ``und``).
 
 Samples without an image (``missing_image``) or repeating a key (``duplicate_key``) are counted
 and left out of both the images and the captions. Empty captions are dropped; following

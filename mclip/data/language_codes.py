@@ -1,0 +1,283 @@
+"""Language codes found in training data and configs, mapped to mclip's codes.
+
+mclip names a language by its ISO 639-1 code where one exists (``de``, ``zh``, ``pt``), and
+otherwise by its ISO 639-3 code (``fil``, ``yue``, ``ceb``), always lowercase.
+:func:`normalise_language` turns a tag written by a dataset, a language detector or a user into
+that code, following BCP 47 (RFC 5646) for the tag's shape and ISO 639 for the language:
+
+* letter case is ignored and ``_`` separates subtags like ``-`` (``EN_us`` -> ``en``);
+* script, region and variant subtags are dropped: one caption language per language, whatever
+  the script (``zh-Hans``, ``zh_Hant_TW`` -> ``zh``; ``pt-BR`` -> ``pt``; ``sr-Latn`` -> ``sr``);
+  a registered extended language form names its language (``zh-yue`` -> ``yue``);
+* a three-letter code becomes the two-letter one where ISO 639-1 has it, from ISO 639-2/T and
+  ISO 639-2/B alike (``deu``, ``ger`` -> ``de``; ``zho``, ``chi`` -> ``zh``; ``fre`` -> ``fr``);
+* ISO 639-1 codes withdrawn in favour of another one are replaced (``iw`` -> ``he``, ``in`` ->
+  ``id``, ``ji`` -> ``yi``, ``mo`` -> ``ro``, and ``jw`` -> ``jv``, which CLD3 writes);
+* an individual language of a macrolanguage takes the macrolanguage's ISO 639-1 code only where
+  it is that language's standard written form, as in :data:`FLORES_200` (``arb`` -> ``ar``,
+  ``cmn`` -> ``zh``, ``swh`` -> ``sw``, ``zsm`` -> ``ms``, ``pes`` -> ``fa``, ``ekk`` -> ``et``,
+  ...); other varieties keep their own code (``arz``, ``prs``, ``yue``, ``quy``). So ``swh`` (the
+  Swahili of Flores-200 and of most corpora) and ``swa`` (the macrolanguage) are both ``sw``;
+* Flores-200 codes are BCP 47 tags with a script subtag, so ``eng_Latn``, ``zho_Hans``,
+  ``zho_Hant`` and ``arb_Arab`` are ``en``, ``zh``, ``zh`` and ``ar`` by the rules above, which
+  agree with :data:`FLORES_200` once its script suffixes are dropped;
+* values that say "unknown" or "no language" (:data:`UNKNOWN_VALUES`: ``und``, ``unk``, ``xx``,
+  ``mul``, ``zxx``, ``mis``, ``''`` ...) and anything that is not a registered language
+  (``englsh``, ``xyz``, private-use ``qaa``-``qtz``, ``x-...``) give None.
+
+The IANA language subtag registry and the ISO 639-2 code pairs come from the ``langcodes``
+library; what it does differently is written here: it follows CLDR, which folds Tagalog into
+Filipino (``tl`` -> ``fil``), Dari into Persian (``prs`` -> ``fa-AF``) and every Arabic, Quechua or
+Chinese variety into its macrolanguage; mclip keeps ISO 639's distinctions, as its evaluation
+readers do (:mod:`mclip.eval.datasets.codes`).
+
+:func:`validate_languages` checks the codes a config lists (``data.languages``, the keys of
+``data.language_weights``) and raises one clear :class:`~mclip.config.ConfigError` for a code that
+is not a language, with close valid codes as suggestions.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import itertools
+import string
+from typing import Iterable
+
+from langcodes import Language, LanguageTagError, tag_is_valid
+
+UNKNOWN_LANGUAGE = "und"
+"""mclip's code for a caption whose metadata names a language that is unknown or not a language
+(the BCP 47 / ISO 639-2 code for "undetermined")."""
+
+UNKNOWN_VALUES = frozenset({"", "und", "unk", "unknown", "xx", "null", "none", "mul", "zxx",
+                            "mis"})
+"""Values that name no particular language, compared lowercase: ISO 639-2's ``und``
+(undetermined), ``mul`` (multiple languages), ``zxx`` (no linguistic content) and ``mis``
+(uncoded languages), and the placeholders datasets and language detectors write (``unk``,
+``unknown``, ``xx``, ``null``, ``none``, empty). Note that ``nan`` is Min Nan Chinese, not a
+missing value."""
+
+WITHDRAWN_639_1 = {"iw": "he", "in": "id", "ji": "yi", "jw": "jv", "mo": "ro"}
+"""Two-letter codes replaced by another ISO 639-1 code (``jw`` was never ISO 639-1 but is what
+CLD3, and so LAION-2B-multi, writes for Javanese)."""
+
+MACROLANGUAGE_CHOICES = {"cmn": "zh", "ekk": "et"}
+"""Individual languages that take their macrolanguage's ISO 639-1 code, besides those that
+:data:`FLORES_200` maps that way (Flores-200 writes Mandarin as ``zho`` and Estonian as ``est``)."""
+
+COUNTRY_CODE_HINTS = {"cn": "zh", "jp": "ja", "cz": "cs", "dk": "da", "gr": "el", "ua": "uk"}
+"""Country codes often written for a language; not language codes (they normalise to None), but
+:func:`validate_languages` suggests the language."""
+
+# --- Flores-200 (SIB-200, MVL-SIB) ---------------------------------------------------------------
+#
+# Flores-200 names a language by its ISO 639-3 code and script (``deu_Latn``). mclip's code is the
+# ISO 639-1 code where one exists. An individual language of a macrolanguage takes the
+# macrolanguage's ISO 639-1 code only where it is that language's standard written form (arb -> ar,
+# pes -> fa, zsm -> ms, swh -> sw, lvs -> lv, khk -> mn, npi -> ne, ory -> or, azj -> az,
+# uzn -> uz, plt -> mg, gaz -> om, als -> sq, ydd -> yi, pbt -> ps, kmr -> ku); the other varieties
+# keep their ISO 639-3 code (the Arabic varieties acm, acq, aeb, ajp, apc, ars, ary, arz; prs, azb,
+# ckb, ayr, quy, knc, fuv, ...). A language written in two scripts keeps the plain code for its
+# usual script and gets ``-<script>`` (lowercase) for the other: zho_Hans -> zh, zho_Hant ->
+# zh-hant, arb_Latn -> ar-latn, kas_Deva -> ks-deva, sat_Beng -> sat-beng, and ace / bjn / knc /
+# min ``_Arab`` -> ``-arab``, taq_Tfng -> taq-tfng. The evaluation readers
+# (mclip.eval.datasets.codes) use this table as it is and keep a code not in it exactly as written
+# (``xyz_Latn``), reporting it; normalise_language uses its language choices and drops the script
+# (zho_Hant -> zh), like every script subtag of training data.
+FLORES_200: dict[str, str] = {
+    "ace_Arab": "ace-arab", "ace_Latn": "ace", "acm_Arab": "acm", "acq_Arab": "acq",
+    "aeb_Arab": "aeb", "afr_Latn": "af", "ajp_Arab": "ajp", "aka_Latn": "ak", "als_Latn": "sq",
+    "amh_Ethi": "am", "apc_Arab": "apc", "arb_Arab": "ar", "arb_Latn": "ar-latn",
+    "ars_Arab": "ars", "ary_Arab": "ary", "arz_Arab": "arz", "asm_Beng": "as", "ast_Latn": "ast",
+    "awa_Deva": "awa", "ayr_Latn": "ayr", "azb_Arab": "azb", "azj_Latn": "az", "bak_Cyrl": "ba",
+    "bam_Latn": "bm", "ban_Latn": "ban", "bel_Cyrl": "be", "bem_Latn": "bem", "ben_Beng": "bn",
+    "bho_Deva": "bho", "bjn_Arab": "bjn-arab", "bjn_Latn": "bjn", "bod_Tibt": "bo",
+    "bos_Latn": "bs", "bug_Latn": "bug", "bul_Cyrl": "bg", "cat_Latn": "ca", "ceb_Latn": "ceb",
+    "ces_Latn": "cs", "cjk_Latn": "cjk", "ckb_Arab": "ckb", "crh_Latn": "crh", "cym_Latn": "cy",
+    "dan_Latn": "da", "deu_Latn": "de", "dik_Latn": "dik", "dyu_Latn": "dyu", "dzo_Tibt": "dz",
+    "ell_Grek": "el", "eng_Latn": "en", "epo_Latn": "eo", "est_Latn": "et", "eus_Latn": "eu",
+    "ewe_Latn": "ee", "fao_Latn": "fo", "fij_Latn": "fj", "fin_Latn": "fi", "fon_Latn": "fon",
+    "fra_Latn": "fr", "fur_Latn": "fur", "fuv_Latn": "fuv", "gaz_Latn": "om", "gla_Latn": "gd",
+    "gle_Latn": "ga", "glg_Latn": "gl", "grn_Latn": "gn", "guj_Gujr": "gu", "hat_Latn": "ht",
+    "hau_Latn": "ha", "heb_Hebr": "he", "hin_Deva": "hi", "hne_Deva": "hne", "hrv_Latn": "hr",
+    "hun_Latn": "hu", "hye_Armn": "hy", "ibo_Latn": "ig", "ilo_Latn": "ilo", "ind_Latn": "id",
+    "isl_Latn": "is", "ita_Latn": "it", "jav_Latn": "jv", "jpn_Jpan": "ja", "kab_Latn": "kab",
+    "kac_Latn": "kac", "kam_Latn": "kam", "kan_Knda": "kn", "kas_Arab": "ks",
+    "kas_Deva": "ks-deva", "kat_Geor": "ka", "kaz_Cyrl": "kk", "kbp_Latn": "kbp",
+    "kea_Latn": "kea", "khk_Cyrl": "mn", "khm_Khmr": "km", "kik_Latn": "ki", "kin_Latn": "rw",
+    "kir_Cyrl": "ky", "kmb_Latn": "kmb", "kmr_Latn": "ku", "knc_Arab": "knc-arab",
+    "knc_Latn": "knc", "kon_Latn": "kg", "kor_Hang": "ko", "lao_Laoo": "lo", "lij_Latn": "lij",
+    "lim_Latn": "li", "lin_Latn": "ln", "lit_Latn": "lt", "lmo_Latn": "lmo", "ltg_Latn": "ltg",
+    "ltz_Latn": "lb", "lua_Latn": "lua", "lug_Latn": "lg", "luo_Latn": "luo", "lus_Latn": "lus",
+    "lvs_Latn": "lv", "mag_Deva": "mag", "mai_Deva": "mai", "mal_Mlym": "ml", "mar_Deva": "mr",
+    "min_Arab": "min-arab", "min_Latn": "min", "mkd_Cyrl": "mk", "mlt_Latn": "mt",
+    "mni_Beng": "mni", "mos_Latn": "mos", "mri_Latn": "mi", "mya_Mymr": "my", "nld_Latn": "nl",
+    "nno_Latn": "nn", "nob_Latn": "nb", "npi_Deva": "ne", "nqo_Nkoo": "nqo", "nso_Latn": "nso",
+    "nus_Latn": "nus", "nya_Latn": "ny", "oci_Latn": "oc", "ory_Orya": "or", "pag_Latn": "pag",
+    "pan_Guru": "pa", "pap_Latn": "pap", "pbt_Arab": "ps", "pes_Arab": "fa", "plt_Latn": "mg",
+    "pol_Latn": "pl", "por_Latn": "pt", "prs_Arab": "prs", "quy_Latn": "quy", "ron_Latn": "ro",
+    "run_Latn": "rn", "rus_Cyrl": "ru", "sag_Latn": "sg", "san_Deva": "sa",
+    "sat_Beng": "sat-beng", "sat_Olck": "sat", "scn_Latn": "scn", "shn_Mymr": "shn",
+    "sin_Sinh": "si", "slk_Latn": "sk", "slv_Latn": "sl", "smo_Latn": "sm", "sna_Latn": "sn",
+    "snd_Arab": "sd", "som_Latn": "so", "sot_Latn": "st", "spa_Latn": "es", "srd_Latn": "sc",
+    "srp_Cyrl": "sr", "ssw_Latn": "ss", "sun_Latn": "su", "swe_Latn": "sv", "swh_Latn": "sw",
+    "szl_Latn": "szl", "tam_Taml": "ta", "taq_Latn": "taq", "taq_Tfng": "taq-tfng",
+    "tat_Cyrl": "tt", "tel_Telu": "te", "tgk_Cyrl": "tg", "tgl_Latn": "tl", "tha_Thai": "th",
+    "tir_Ethi": "ti", "tpi_Latn": "tpi", "tsn_Latn": "tn", "tso_Latn": "ts", "tuk_Latn": "tk",
+    "tum_Latn": "tum", "tur_Latn": "tr", "twi_Latn": "tw", "tzm_Tfng": "tzm", "uig_Arab": "ug",
+    "ukr_Cyrl": "uk", "umb_Latn": "umb", "urd_Arab": "ur", "uzn_Latn": "uz", "vec_Latn": "vec",
+    "vie_Latn": "vi", "war_Latn": "war", "wol_Latn": "wo", "xho_Latn": "xh", "ydd_Hebr": "yi",
+    "yor_Latn": "yo", "yue_Hant": "yue", "zho_Hans": "zh", "zho_Hant": "zh-hant",
+    "zsm_Latn": "ms", "zul_Latn": "zu",
+}
+
+
+def normalise_language(code: str) -> str | None:
+    """mclip's code for a language tag found in data or a config, or None.
+
+    Input: any string: an ISO 639-1 / 639-2 (T or B) / 639-3 code or a BCP 47 tag, in any letter
+    case, with ``-`` or ``_`` between subtags (``de``, ``DEU``, ``ger``, ``zh-Hans``,
+    ``zh_Hant_TW``, ``pt-BR``, ``eng_Latn``). Output: the lowercase ISO 639-1 code where one
+    exists, else the lowercase ISO 639-3 code (``de``, ``zh``, ``pt``, ``en``, ``fil``); None for
+    a value that names no particular language (:data:`UNKNOWN_VALUES`), for anything that is not
+    a registered language, and for a non-string. The rules are in the module docstring.
+    """
+    if not isinstance(code, str):
+        return None
+    return _normalise(code.strip())
+
+
+@functools.lru_cache(maxsize=4096)
+def _normalise(text: str) -> str | None:
+    if text.lower() in UNKNOWN_VALUES:
+        return None
+    try:
+        tag = Language.get(text, normalize=False)
+        language = tag.language
+        if tag.extlangs or (language is not None and not _is_iso_639(language)):
+            # a registered extlang form ('zh-yue') or grandfathered tag ('zh-min-nan') names its
+            # language once langcodes normalises it; any other extlang ('en-USA') is ignored
+            resolved = Language.get(text, normalize=True)
+            if not resolved.extlangs:
+                language = resolved.language
+    except LanguageTagError:
+        return None
+    if language is None or not _is_iso_639(language):  # 'und-Latn', 'x-private'
+        return None
+    language = language.lower()
+    if language in UNKNOWN_VALUES or _is_private_use(language):
+        return None
+    if len(language) == 2:
+        language = WITHDRAWN_639_1.get(language, language)
+    else:
+        language = _three_letter_choices().get(language, language)
+    return language if tag_is_valid(language) else None
+
+
+def validate_languages(codes: Iterable[str], key: str) -> list[str]:
+    """The mclip codes for the language codes a config lists under ``key``.
+
+    Input: ``codes``, e.g. ``data.languages`` or the keys of ``data.language_weights`` (a single
+    string counts as a list of one), and ``key``, the config key they come from (for the error).
+    Output: their :func:`normalise_language` codes, in the same order (so weights can be zipped
+    with them). A value that names no particular language (``und``, ``unk``, ``xx``, ...) is
+    :data:`UNKNOWN_LANGUAGE`, the code of captions whose language is unknown.
+
+    Raises :class:`~mclip.config.ConfigError` naming ``key`` for a code that is not a language
+    (with close valid codes as suggestions), for an empty or non-string code (a YAML ``no``
+    unquoted is the boolean False), and for two codes that are one language (``de``, ``deu``).
+    """
+    from mclip.config import ConfigError  # here: mclip.config may import this module
+
+    if isinstance(codes, str):
+        codes = [codes]
+    normalised: list[str] = []
+    first: dict[str, object] = {}
+    for code in codes:
+        if isinstance(code, bool):
+            raise ConfigError(f"config key '{key}': {code!r} is not a language code (YAML reads "
+                              f"an unquoted no / yes / on / off as a boolean; quote it: 'no')")
+        if not isinstance(code, str) or not code.strip():
+            raise ConfigError(f"config key '{key}': {code!r} is not a language code; use ISO "
+                              f"639-1 (de) or 639-3 (fil) codes")
+        mclip = normalise_language(code)
+        if mclip is None and code.strip().lower() in UNKNOWN_VALUES:
+            mclip = UNKNOWN_LANGUAGE
+        if mclip is None:
+            raise ConfigError(f"config key '{key}': {code!r} is not a language code"
+                              f"{_did_you_mean(code)}Use ISO 639-1 (de) or 639-3 (fil) codes")
+        if mclip in first:
+            raise ConfigError(f"config key '{key}': {first[mclip]!r} and {code!r} are one "
+                              f"language ({mclip!r}); list it once")
+        first[mclip] = code
+        normalised.append(mclip)
+    return normalised
+
+
+def _is_iso_639(subtag: str) -> bool:
+    return len(subtag) in (2, 3) and subtag.isascii() and subtag.isalpha()
+
+
+def _is_private_use(code: str) -> bool:
+    """ISO 639-2 reserves qaa-qtz for local use: they name no language anyone else knows."""
+    return len(code) == 3 and code[0] == "q" and "a" <= code[1] <= "t"
+
+
+@functools.lru_cache(maxsize=1)
+def _two_letter_codes() -> tuple[str, ...]:
+    """Every registered two-letter (ISO 639-1) code, withdrawn ones included."""
+    return tuple(a + b for a, b in itertools.product(string.ascii_lowercase, repeat=2)
+                 if tag_is_valid(a + b))
+
+
+@functools.lru_cache(maxsize=1)
+def _three_letter_choices() -> dict[str, str]:
+    """Three-letter code -> mclip code, for codes that are not mclip's own: ISO 639-2/T and /B
+    codes of ISO 639-1 languages, then the macrolanguage choices (Flores-200's and ours)."""
+    table: dict[str, str] = {}
+    for two in _two_letter_codes():
+        if two in WITHDRAWN_639_1:
+            continue
+        language = Language.get(two, normalize=False)
+        for variant in ("T", "B"):
+            try:
+                table.setdefault(language.to_alpha3(variant=variant), two)
+            except LookupError:  # a registered two-letter code without an ISO 639-2 code
+                pass
+    for flores, mclip in FLORES_200.items():
+        table[flores.split("_")[0].lower()] = mclip.split("-")[0]
+    table.update(MACROLANGUAGE_CHOICES)
+    return {three: code for three, code in table.items() if three != code}
+
+
+def _flores_codes() -> set[str]:
+    """mclip's codes for the Flores-200 languages, scripts dropped."""
+    return {mclip.split("-")[0] for mclip in FLORES_200.values()}
+
+
+def _did_you_mean(code: str) -> str:
+    """'; did you mean 'en'? ' naming close valid codes, or '. ' when there are none.
+
+    A word whose first three letters are an ISO 639-2 code suggests that code's language (ISO
+    639-2 codes mostly begin the language's name: 'english', 'germn', 'chinese' -> en, de, zh);
+    otherwise up to three codes spelt alike (difflib).
+    """
+    word = code.strip().lower()
+    vocabulary = {two: two for two in _two_letter_codes() if two not in WITHDRAWN_639_1}
+    vocabulary.update((code, code) for code in _flores_codes() if len(code) == 3)
+    vocabulary["fil"] = "fil"
+    vocabulary.update(_three_letter_choices())
+    vocabulary.update(COUNTRY_CODE_HINTS)
+    if word in COUNTRY_CODE_HINTS:
+        close = [word]
+    elif len(word) > 3 and word[:3] in vocabulary:
+        close = [word[:3]]
+    else:
+        close = difflib.get_close_matches(word, vocabulary, n=6, cutoff=0.6)
+    suggestions = [f"'{s}'" for s in dict.fromkeys(vocabulary[c] for c in close)][:3]
+    if not suggestions:
+        return ". "
+    listed = suggestions[0] if len(suggestions) == 1 else (
+        ", ".join(suggestions[:-1]) + " or " + suggestions[-1])
+    return f"; did you mean {listed}? "
