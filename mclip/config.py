@@ -151,6 +151,32 @@ class DistConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Evaluation during training (:mod:`mclip.train.periodic_eval`); off unless ``suite`` is
+    given and ``every`` > 0. The best checkpoint by ``metric`` is kept as ``OUT_DIR/best/``."""
+    suite: str = ""
+    """A suite YAML (e.g. eval_suites/demo.yaml); empty: no evaluation during training."""
+    every: int = 0
+    """Evaluate every this many steps, and after the last step; 0: off."""
+    metric: str = ""
+    """The number that picks the best checkpoint: 'TASK/METRIC' (a task of the suite and a
+    headline metric name as in the results JSON, e.g. 'shapes/acc@1'; its mean over the task's
+    languages) or 'mean/METRIC' (the mean of that over the tasks reporting METRIC, offered when
+    two or more do). Higher is better. Empty: the first task's first headline metric."""
+    data_root: str = ""
+    """Where the suite's relative paths point; empty: the suite's own data_root."""
+    languages: list[str] = field(default_factory=list)
+    """Evaluate only these languages (every task); empty: the suite's languages."""
+    limit: Union[int, None] = None
+    """Use only the first N images of every image set (faster, noisier); null: all."""
+    bootstrap: int = 0
+    """Bootstrap resamples for intervals (0: none; intervals cost time)."""
+    batch_size: int = 256
+    keep_best: bool = True
+    """Keep the best model by ``metric`` as OUT_DIR/best/ (a model directory plus best.json)."""
+
+
+@dataclass
 class Config:
     """Everything one training run needs; saved as config.yaml with every checkpoint."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -158,6 +184,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     dist: DistConfig = field(default_factory=DistConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict:
         """Nested plain dicts (YAML / JSON ready)."""
@@ -335,7 +362,32 @@ def validate(cfg: Config) -> Config:
     if not cfg.data.train_shards.strip():
         raise ConfigError("config key 'data.train_shards' is empty; give a shard pattern such as "
                           "'data/train/shard-{000000..000099}.tar'")
+    _validate_eval(cfg.eval)
     return cfg
+
+
+def _validate_eval(ev: EvalConfig) -> None:
+    """The ``eval`` section's own checks; whether ``eval.metric`` names a metric of the suite is
+    checked when the suite is loaded (:class:`mclip.train.periodic_eval.TrainingEvaluator`)."""
+    for key in ("every", "bootstrap"):
+        if getattr(ev, key) < 0:
+            raise ConfigError(f"config key 'eval.{key}' must be >= 0, got {getattr(ev, key)!r}")
+    if ev.batch_size <= 0:
+        raise ConfigError(f"config key 'eval.batch_size' must be > 0, got {ev.batch_size!r}")
+    if ev.limit is not None and ev.limit <= 0:
+        raise ConfigError(f"config key 'eval.limit' must be > 0 (images per set), or null for all "
+                          f"images, got {ev.limit!r}")
+    if ev.every > 0 and not ev.suite.strip():
+        raise ConfigError(f"config key 'eval.every' is {ev.every} but 'eval.suite' is empty; give "
+                          f"a suite, e.g. eval.suite=eval_suites/demo.yaml, or eval.every=0")
+    if ev.metric:
+        task, _, metric = ev.metric.rpartition("/")
+        if not task or not metric:
+            raise ConfigError(f"config key 'eval.metric' is {ev.metric!r}; give TASK/METRIC (a "
+                              f"task of the suite and a metric of the results JSON, e.g. "
+                              f"shapes/acc@1) or mean/METRIC")
+    if any(not code.strip() for code in ev.languages):
+        raise ConfigError(f"config key 'eval.languages' has an empty code: {ev.languages}")
 
 
 def _get(cfg: Config, dotted: str) -> Any:

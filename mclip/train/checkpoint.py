@@ -76,7 +76,7 @@ def prepare_out_dir(out_dir: str | Path, resume: bool, overwrite: bool, remove: 
     A fresh run (not ``resume``) into a directory holding checkpoints would mix two runs
     (pruning, ``--resume`` and ``log.jsonl`` would all see both), so it is refused unless
     ``overwrite`` is given; then the earlier checkpoints, log and TensorBoard files are removed
-    (by the process with ``remove=True``: rank 0).
+    (by the process with ``remove=True``: rank 0), with the earlier run's ``best/`` model.
     """
     if resume and overwrite:
         raise ConfigError("--resume continues the run in train.out_dir and --overwrite deletes "
@@ -94,6 +94,7 @@ def prepare_out_dir(out_dir: str | Path, resume: bool, overwrite: bool, remove: 
     if remove:
         shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)
         shutil.rmtree(Path(out_dir) / "tensorboard", ignore_errors=True)
+        shutil.rmtree(Path(out_dir) / "best", ignore_errors=True)
         (Path(out_dir) / "log.jsonl").unlink(missing_ok=True)
 
 

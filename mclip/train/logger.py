@@ -67,6 +67,27 @@ class TrainLogger:
             print(f"[mclip] step {step}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items()),
                   file=sys.stderr, flush=True)
 
+    def evaluation(self, step: int, numbers: dict[str, float], **fields) -> None:
+        """An evaluation during training: ``numbers`` are headline numbers {"TASK/METRIC": value}
+        (:mod:`mclip.train.periodic_eval`); ``fields`` say e.g. which metric picks the best model
+        and whether this one is the best so far.
+
+        JSONL: ``{"event": "eval", "step", "time", "metrics": numbers, **fields}``; TensorBoard:
+        a scalar ``eval/TASK/METRIC`` per number; one printed line unless quiet.
+        """
+        if not self.enabled:
+            return
+        self._write({"event": "eval", "step": step, "time": time.time(), "metrics": dict(numbers),
+                     **fields})
+        if self._tb is not None:
+            for key, value in numbers.items():
+                self._tb.add_scalar(f"eval/{key}", value, step)
+            self._tb.flush()
+        if not self.quiet:
+            message = (f"[mclip] eval at step {step}: "
+                       + ", ".join(f"{k}={_fmt(v)}" for k, v in {**fields, **numbers}.items()))
+            (self._bar.write(message) if self._bar else print(message, file=sys.stderr, flush=True))
+
     def advance(self, n: int = 1) -> None:
         """Move the progress bar by ``n`` steps."""
         if self._bar is not None:
