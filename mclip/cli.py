@@ -271,11 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; user errors print one line and exit with status 2."""
     from mclip.data.shards import DataError
+    from mclip.train.trainer import TrainingError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError) as error:
+    except (ConfigError, DataError, TrainingError) as error:
         print(f"mclip: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

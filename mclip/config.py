@@ -135,6 +135,11 @@ class TrainConfig:
     """Gradient cache: encode each rank's batch in this many pieces; the gradient is unchanged."""
     freeze_batchnorm: bool = False
     """Run BatchNorm layers in eval mode (exact gradient cache with BatchNorm towers)."""
+    max_bad_steps: int = 5
+    """A step whose loss or gradient is NaN/inf is skipped (weights untouched) and counted;
+    this many such steps in a row stop the run with a message (the last checkpoint stays)."""
+    compile: bool = False
+    """torch.compile both towers (in place: checkpoint keys are unchanged); pays off on GPU."""
 
 
 @dataclass
@@ -326,6 +331,16 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("config key 'train.grad_clip' must be > 0, or null to disable clipping")
     if cfg.model.max_logit_scale is not None and cfg.model.max_logit_scale <= 0:
         raise ConfigError("config key 'model.max_logit_scale' must be > 0, or null for no clamp")
+    if not (math.isfinite(cfg.model.init_logit_scale)
+            and abs(cfg.model.init_logit_scale) <= math.log(1e4)):
+        raise ConfigError(
+            f"config key 'model.init_logit_scale' is {cfg.model.init_logit_scale}: it is the log "
+            f"of the initial inverse temperature and must lie in [-9.21, 9.21] (exp in [1e-4, "
+            f"1e4]); CLIP uses 2.6592 = log(1/0.07), SigLIP log(10); training clamps exp() to "
+            f"model.max_logit_scale")
+    if cfg.train.max_bad_steps < 1:
+        raise ConfigError(f"config key 'train.max_bad_steps' must be >= 1, got "
+                          f"{cfg.train.max_bad_steps}")
     if not 0 <= cfg.model.text.dropout < 1 or not 0 <= cfg.model.image.drop_path_rate < 1:
         raise ConfigError("config keys 'model.text.dropout' and 'model.image.drop_path_rate' "
                           "must be in [0, 1)")

@@ -143,3 +143,22 @@ def sum_counts(counts: dict, ctx: DistContext) -> dict:
         for key, value in part.items():
             total[key] = total.get(key, 0) + value
     return total
+
+
+def merge_over_ranks(mapping: dict, ctx: DistContext) -> dict:
+    """The union of every rank's dict (keys are disjoint across ranks; identity on one process)."""
+    if ctx.world_size == 1:
+        return dict(mapping)
+    gathered: list = [None] * ctx.world_size
+    dist.all_gather_object(gathered, dict(mapping))
+    return {key: value for part in gathered for key, value in part.items()}
+
+
+def any_rank(flag: bool, ctx: DistContext, device: torch.device) -> bool:
+    """True on every rank if ``flag`` is true on any rank (identity on one process); ``device``
+    is where the backend reduces (the rank's GPU under NCCL)."""
+    if ctx.world_size == 1:
+        return bool(flag)
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)

@@ -3,30 +3,62 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import math
 import os
+import signal
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from mclip.config import Config, ConfigError
+from mclip.config import Config, ConfigError, load_config
 from mclip.data.languages import LanguagePolicy
 from mclip.data.pipeline import TrainStream
 from mclip.data.shards import DataError, check_shard_count, expand_shards
 from mclip.losses.objective import ContrastiveObjective
-from mclip.models.dual import TEXT_SOURCE_DIR, DualEncoder
+from mclip.models.dual import CONFIG_FILE, TEXT_SOURCE_DIR, DualEncoder
 from mclip.train.batchnorm import (BatchNormStepStatistics, batchnorm_stats_frozen,
                                    set_batchnorm_eval)
-from mclip.train.checkpoint import (latest_checkpoint, prepare_out_dir, restore_checkpoint,
+from mclip.train.checkpoint import (checkpoint_dir, latest_checkpoint, prepare_out_dir, restore_checkpoint,
                                     rng_state, save_checkpoint)
 from mclip.train.distributed import (average_gradients, broadcast_parameters,
-                                     distributed_device, init_distributed, rank_digests,
-                                     shutdown_distributed, sum_counts)
+                                     any_rank, distributed_device, init_distributed, merge_over_ranks,
+                                     rank_digests, shutdown_distributed, sum_counts)
 from mclip.train.gradcache import gradient_cache_backward
 from mclip.train.logger import TrainLogger
+from mclip.train.periodic_eval import TrainingEvaluator
 from mclip.train.schedule import warmup_cosine
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite losses in a row, a checkpoint that cannot be written);
+    the message says what happened, where the last good checkpoint is and what to do."""
+
+
+class StopRequest:
+    """Turns SIGTERM (SLURM preemption, ``kill``) into a request the loop honours after the
+    current step: write a checkpoint, then exit. A no-op outside the main thread."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -48,14 +80,30 @@ def autocast_context(device: torch.device, precision: str):
 
 
 def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on scalars, biases and norm weights (ndim < 2)."""
+    """AdamW; no weight decay on scalars, biases and norm weights (ndim < 2).
+
+    On CUDA the fused kernel (one launch for all parameters); its state dict is the same as the
+    plain one, so a checkpoint moves between CPU and GPU runs.
+    """
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
             (decay if param.ndim >= 2 else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.train.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=tuple(cfg.train.betas), eps=cfg.train.eps)
+    fused = all(p.is_cuda for p in decay + no_decay) and bool(decay + no_decay)
+    return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=tuple(cfg.train.betas),
+                             eps=cfg.train.eps, fused=fused or None)
+
+
+def compile_towers(model: DualEncoder) -> None:
+    """torch.compile the image and text towers in place (state-dict keys stay the same).
+
+    The text tower sees a new sequence length per batch (padding to the longest caption), so
+    it is compiled with dynamic shapes.
+    """
+    model.image.compile()
+    model.text.compile(dynamic=True)
 
 
 def step_gradients(model: DualEncoder, objective: ContrastiveObjective, images: torch.Tensor,
@@ -101,6 +149,57 @@ def step_gradients(model: DualEncoder, objective: ContrastiveObjective, images: 
     return value[0]
 
 
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The torch seed of one rank's step (dropout etc.): a function of the step, not of the
+    history, so a resumed run draws what the uninterrupted run drew."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+
+
+def data_layout(cfg: Config, shards: list[str], world_size: int) -> dict:
+    """What the data order depends on besides the seed: a resumed run replays the stream from
+    the saved reader positions only when this is unchanged."""
+    return {"shards": hashlib.blake2b("\n".join(shards).encode(), digest_size=8).hexdigest(),
+            "readers": world_size * max(cfg.data.num_workers, 1), "seed": cfg.train.seed,
+            "batch": cfg.train.batch_size, "shuffle_buffer": cfg.data.shuffle_buffer}
+
+
+def _restore_or_explain(directory: Path, model: DualEncoder, optimizer, scheduler,
+                        device: torch.device, cfg: Config) -> dict:
+    """:func:`restore_checkpoint`, with a shape mismatch turned into a one-line ConfigError
+    naming the model keys that differ from the checkpoint's config."""
+    try:
+        return restore_checkpoint(directory, model, optimizer, scheduler, device)
+    except RuntimeError as error:
+        if "size mismatch" not in str(error) and "Missing key" not in str(error) \
+                and "Unexpected key" not in str(error):
+            raise
+        saved = load_config(Path(directory) / CONFIG_FILE).to_dict()["model"]
+        now = cfg.to_dict()["model"]
+        differ = [f"model.{key}: {saved_value!r} in the checkpoint, {now_value!r} now"
+                  for key, saved_value, now_value in _flat_differences(saved, now)]
+        raise ConfigError(
+            f"--resume: the checkpoint '{directory}' holds a model of another shape than the "
+            f"config asks for ({'; '.join(differ[:4]) or 'the weights do not fit'}). Resume with "
+            f"the run's own model settings, or start a new run in another train.out_dir"
+        ) from None
+
+
+def _flat_differences(a: dict, b: dict, prefix: str = ""):
+    """(dotted key, a's value, b's value) for every leaf that differs between two nested dicts."""
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            yield from _flat_differences(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            yield f"{prefix}{key}", va, vb
+
+
+def _ignore_sigterm(worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM (sent to the whole job on preemption) to the trainer,
+    which stops them itself after its checkpoint."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _next_batch(batches) -> dict:
     """The next batch; a DataError raised in a DataLoader worker comes back as one line."""
     try:
@@ -116,9 +215,11 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
 
     Runs as one process, or as one rank of a ``torchrun`` launch (then ``train.batch_size`` is
     the global batch, split evenly over ranks). With ``resume=True`` the newest checkpoint in
-    ``cfg.train.out_dir`` restores the model, optimizer, scheduler, step and RNG state (the
-    model is rebuilt from the checkpoint, never downloaded). The data stream is re-seeded with
-    the step, so a resumed run continues on fresh batches rather than replaying the first ones.
+    ``cfg.train.out_dir`` restores the model, optimizer, scheduler, step and the data position of
+    every reader (the model is rebuilt from the checkpoint, never downloaded), so the resumed run
+    takes exactly the steps the uninterrupted run would have taken. If the data layout changed
+    (other shards, ranks or workers), the stream restarts from a seed mixed with the step, and
+    the log says so.
     A fresh run refuses an ``out_dir`` that holds checkpoints unless ``overwrite=True``.
     """
     out_dir = Path(cfg.train.out_dir)
@@ -130,6 +231,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
     prepare_out_dir(out_dir, resume, overwrite, remove=ctx.is_main)
     if ctx.world_size > 1:
         torch.distributed.barrier()
+    evaluator = TrainingEvaluator(cfg, ctx, resume=resume)  # checks eval.* before any work
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
@@ -152,19 +254,29 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
         model = DualEncoder(cfg.model, text_source=source if source.is_dir() else None,
                             load_pretrained=False)
     model = model.to(device)
+    if cfg.train.compile:
+        compile_towers(model)
     objective = ContrastiveObjective(cfg.loss, ctx.groups, cfg.dist.gather)
     model.logit_bias.requires_grad_(objective.uses_bias)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(
         s, cfg.train.steps, cfg.train.warmup_steps, cfg.train.min_lr_ratio))
 
-    start_step, skipped_total = 0, Counter()
+    start_step, skipped_total, positions = 0, Counter(), {}
+    layout, data_seed = data_layout(cfg, shards, ctx.world_size), cfg.train.seed
+    bad_steps = {"total": 0, "in_row": 0}
     if resumed_from is not None:
-        state = restore_checkpoint(resumed_from, model, optimizer, scheduler, device)
+        state = _restore_or_explain(resumed_from, model, optimizer, scheduler, device, cfg)
         start_step, skipped_total = state["step"], Counter(state.get("skipped", {}))
+        bad_steps.update(state.get("bad_steps", {}))
+        saved = state.get("data", {})
+        if saved.get("layout") == layout:  # this rank's readers: rank * workers + worker
+            readers = max(cfg.data.num_workers, 1)
+            positions = {r: p for r, p in saved["positions"].items() if r // readers == ctx.rank}
+        else:
+            data_seed = cfg.train.seed + start_step
     if ctx.world_size > 1:
         broadcast_parameters(model)
-        torch.manual_seed(cfg.train.seed + 7919 * ctx.rank + start_step)  # distinct dropout per rank
 
     logger = TrainLogger(out_dir, cfg.train.steps, start_step, quiet=quiet, enabled=ctx.is_main,
                          append=resumed_from is not None)
@@ -174,6 +286,12 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
                  checkpoint=str(resumed_from) if resumed_from else None, world_size=ctx.world_size,
                  parameters=sum(p.numel() for p in model.parameters()), **restored,
                  config=cfg.to_dict())
+    if data_seed != cfg.train.seed:
+        logger.event("data_order_restarted", step=start_step,
+                     reason="the shards, ranks x workers, seed, batch size or shuffle buffer "
+                            "differ from the checkpoint's, so its reader positions do not apply; "
+                            "the stream restarts from a seed mixed with the step (not exact)",
+                     saved=state.get("data", {}).get("layout"), now=layout)
     if ctx.world_size > 1:
         exact = cfg.dist.gather == "exact"
         logger.event("gather", mode=cfg.dist.gather, group_size=ctx.groups.group_size,
@@ -185,18 +303,40 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
     stream = TrainStream(shards, model.image_transform(train=False),
                          LanguagePolicy(cfg.data.language_policy, cfg.data.languages,
                                         cfg.data.language_weights),
-                         local_batch, cfg.data.shuffle_buffer, seed=cfg.train.seed + start_step,
+                         local_batch, cfg.data.shuffle_buffer, seed=data_seed,
                          rank=ctx.rank, world_size=ctx.world_size, augment=cfg.data.augment,
                          default_language=cfg.data.default_language,
-                         language_key=cfg.data.language_key)
+                         language_key=cfg.data.language_key, positions=positions,
+                         batches_done=start_step if positions else 0)
     loader = DataLoader(stream, batch_size=None, num_workers=cfg.data.num_workers,
+                        worker_init_fn=_ignore_sigterm,
                         persistent_workers=False, prefetch_factor=4 if cfg.data.num_workers else None)
     batches = iter(loader)
 
-    def trainer_state(step: int) -> dict:
+    def trainer_state(step: int, all_positions: dict) -> dict:
         return {"step": step, "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "rng": rng_state(),
-                "skipped": dict(skipped_total)}
+                "skipped": dict(skipped_total), "bad_steps": dict(bad_steps),
+                "data": {"layout": layout, "positions": all_positions}}
+
+    def save(step: int) -> Path:  # collective: a failed write stops every rank alike
+        collect_skips()
+        all_positions = merge_over_ranks(positions, ctx)
+        path, error = checkpoint_dir(out_dir) / f"step_{step:07d}", None
+        if ctx.is_main:
+            try:
+                save_checkpoint(out_dir, step, model, cfg, trainer_state(step, all_positions),
+                                keep=cfg.train.keep_checkpoints)
+                logger.event("checkpoint", step=step, path=str(path))
+            except OSError as exc:  # disk full, quota, permissions: the previous one stays
+                error = exc
+        if any_rank(error is not None, ctx, device):
+            raise TrainingError(
+                f"could not write the checkpoint of step {step} to '{path}'"
+                f"{f': {error}' if error else ' (on rank 0)'}; the last good checkpoint "
+                f"{f'is {final_dir}' if final_dir else 'does not exist yet'}. Free space (or "
+                f"fix train.out_dir) and run again with --resume") from None
+        return path
 
     def collect_skips() -> None:  # collective: every rank calls it at the same steps
         skipped_total.update(sum_counts(skipped_local, ctx))
@@ -207,52 +347,81 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
         set_batchnorm_eval(model)
     last_log, samples_since = time.perf_counter(), 0
     skipped_local: Counter = Counter()
-    final_dir = resumed_from
-    for step in range(start_step, cfg.train.steps):
-        batch = _next_batch(batches)
-        skipped_local.update(batch["skipped"])
-        images = batch["images"].to(device, non_blocking=True)
-        tokens = {k: v.to(device) for k, v in model.tokenize(batch["texts"]).items()}
+    final_dir, languages_seen, stopped_by = resumed_from, Counter(), None
+    with StopRequest() as stop:  # SIGTERM: finish the step, write a checkpoint, exit
+        for step in range(start_step, cfg.train.steps):
+            batch = _next_batch(batches)
+            skipped_local.update(batch["skipped"])
+            languages_seen.update(batch["languages"])
+            positions[batch["reader"]] = batch["position"]
+            torch.manual_seed(step_seed(cfg.train.seed, ctx.rank, step))
+            images = batch["images"].to(device, non_blocking=True)
+            tokens = {k: v.to(device) for k, v in model.tokenize(batch["texts"]).items()}
 
-        optimizer.zero_grad(set_to_none=True)
-        loss = step_gradients(model, objective, images, tokens, cfg.train.micro_batches, device,
-                              cfg.train.precision, ctx.world_size)
-        if ctx.world_size > 1:
-            average_gradients(model, ctx.world_size)
-        grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-                     if cfg.train.grad_clip else None)
-        optimizer.step()
-        scheduler.step()
-        model.clamp_logit_scale()
-
-        samples_since += len(batch["texts"]) * ctx.world_size
-        logger.advance()
-        done = step + 1
-        if done % cfg.train.log_every == 0 or done == cfg.train.steps:
-            collect_skips()
-            now = time.perf_counter()
-            metrics = {"loss": loss.item(), "lr": scheduler.get_last_lr()[0],
-                       "logit_scale": model.logit_scale.exp().item(),
-                       "samples_per_s": samples_since / max(now - last_log, 1e-9),
-                       "skipped": dict(skipped_total)}
-            if objective.uses_bias:
-                metrics["logit_bias"] = model.logit_bias.item()
-            if grad_norm is not None:
-                metrics["grad_norm"] = float(grad_norm)
-            logger.step(done, metrics)
-            last_log, samples_since = now, 0
-        if done % cfg.train.save_every == 0 or done == cfg.train.steps:
-            collect_skips()
-            if ctx.is_main:
-                final_dir = save_checkpoint(out_dir, done, model, cfg, trainer_state(done),
-                                            keep=cfg.train.keep_checkpoints)
-                logger.event("checkpoint", step=done, path=str(final_dir))
-            else:
-                final_dir = out_dir / "checkpoints" / f"step_{done:07d}"
+            optimizer.zero_grad(set_to_none=True)
+            loss = step_gradients(model, objective, images, tokens, cfg.train.micro_batches, device,
+                                  cfg.train.precision, ctx.world_size)
             if ctx.world_size > 1:
-                torch.distributed.barrier()
+                average_gradients(model, ctx.world_size)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                       cfg.train.grad_clip or math.inf)
+            done = step + 1
+            if bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):  # one device sync
+                optimizer.step()
+                bad_steps["in_row"] = 0
+            else:  # loss and gradient norm are global, so every rank skips the same steps
+                bad_steps["total"] += 1
+                bad_steps["in_row"] += 1
+                logger.event("bad_step", step=done, loss=loss.item(), grad_norm=grad_norm.item(),
+                             in_a_row=bad_steps["in_row"], note="not applied: weights unchanged")
+                if bad_steps["in_row"] >= cfg.train.max_bad_steps:
+                    raise TrainingError(
+                        f"stopped at step {done}: {bad_steps['in_row']} steps in a row had a NaN/inf "
+                        f"loss or gradient (train.max_bad_steps={cfg.train.max_bad_steps}); the last "
+                        f"good checkpoint is {final_dir or 'none (none written yet)'}. Lower "
+                        f"train.lr, check the data, or use train.precision=fp32, then --resume")
+            scheduler.step()
+            model.clamp_logit_scale()
+
+            samples_since += len(batch["texts"]) * ctx.world_size
+            logger.advance()
+            if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+                collect_skips()
+                seen = sum_counts(languages_seen, ctx)
+                languages_seen.clear()
+                now = time.perf_counter()
+                metrics = {"loss": loss.item(), "lr": scheduler.get_last_lr()[0],
+                           "logit_scale": model.logit_scale.exp().item(),
+                           "samples_per_s": samples_since / max(now - last_log, 1e-9),
+                           "skipped": dict(skipped_total), "bad_steps": bad_steps["total"],
+                           "languages": dict(sorted(seen.items(), key=lambda kv: -kv[1]))}
+                if objective.uses_bias:
+                    metrics["logit_bias"] = model.logit_bias.item()
+                if cfg.train.grad_clip:
+                    metrics["grad_norm"] = grad_norm.item()
+                logger.step(done, metrics)
+                last_log, samples_since = now, 0
+            preempted = any_rank(stop.requested, ctx, device)
+            if done % cfg.train.save_every == 0 or done == cfg.train.steps or preempted:
+                final_dir = save(done)
+            if evaluator.due(done):  # collective: every rank evaluates its share
+                started = time.perf_counter()
+                numbers = evaluator.evaluate(model, done)
+                value = numbers[evaluator.metric]
+                new_best = evaluator.keep_best(model, cfg, done, value, numbers)
+                seconds = time.perf_counter() - started
+                logger.evaluation(done, numbers, metric=evaluator.metric, value=value, best=new_best,
+                                  best_step=evaluator.best_step, seconds=round(seconds, 3))
+                last_log += seconds  # evaluation time does not count against samples/s
+            if preempted:
+                stopped_by = "SIGTERM"
+                logger.event("preempted", step=done, checkpoint=str(final_dir),
+                             note="SIGTERM: checkpoint written; continue with --resume")
+                break
     digests = rank_digests(model, ctx)  # collective: every rank must end with the same model
-    logger.event("end", step=cfg.train.steps, skipped=dict(skipped_total),
+    logger.event("end", step=done if stopped_by else cfg.train.steps, stopped_by=stopped_by,
+                 skipped=dict(skipped_total), bad_steps=bad_steps["total"],
+                 best_step=evaluator.best_step, best_value=evaluator.best_value,
                  checkpoint=str(final_dir), ranks_identical=len(set(digests)) == 1,
                  parameter_digests=digests)
     logger.close()
