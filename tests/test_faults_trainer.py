@@ -1,0 +1,190 @@
+"""The fault matrix: each fault gives a clear one-line message or a counted skip, never a
+traceback, and never loses the last good checkpoint (README: "Faults and what mclip does")."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "configs" / "demo.yaml"
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "mclip.cli", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "2"})
+
+
+def _one_line_error(result, *needles):
+    """Exit status 2, no traceback, one line on stderr naming every needle."""
+    assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+# ---- rows handled by the trainer: bad steps, logit scale, disk full, SIGTERM, shape change ----
+
+def _train_overrides(demo_data, run, steps=6, save_every=2, extra=()):
+    return tiny_overrides(demo_data, run) + [
+        f"train.steps={steps}", f"train.save_every={save_every}", "train.log_every=1",
+        "train.keep_checkpoints=10", *extra]
+
+
+def _log(run):
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def _poison_steps(monkeypatch, bad):
+    """Make the loss and gradients of the (0-based) steps in ``bad`` NaN, as a diverging run
+    would."""
+    import mclip.train.trainer as trainer
+
+    real, calls = trainer.step_gradients, {"n": 0}
+
+    def poisoned(model, *args, **kwargs):
+        loss = real(model, *args, **kwargs)
+        step, calls["n"] = calls["n"], calls["n"] + 1
+        if step in bad:
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.grad.fill_(float("nan"))
+            return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(trainer, "step_gradients", poisoned)
+
+
+def test_nan_or_inf_loss_is_skipped_and_counted(demo_data, tmp_path, monkeypatch):
+    from mclip.config import load_config
+    from mclip.train.trainer import train
+
+    run = tmp_path / "run"
+    _poison_steps(monkeypatch, bad={2})  # the 3rd step
+    final = train(load_config(DEMO, _train_overrides(demo_data, run, steps=4)), quiet=True)
+    records = _log(run)
+    bad = [r for r in records if r.get("event") == "bad_step"]
+    assert [r["step"] for r in bad] == [3] and math.isnan(bad[0]["loss"])
+    end = next(r for r in records if r.get("event") == "end")
+    assert end["bad_steps"] == 1 and final.name == "step_0000004"
+    # the bad step was not applied: Adam's step counter counts only applied steps
+    from mclip.train.checkpoint import load_trainer_state
+    adam_steps = load_trainer_state(final)["optimizer"]["state"][0]["step"]
+    assert float(adam_steps) == 3.0
+    assert all(math.isfinite(r["loss"]) for r in records if "loss" in r and r["step"] != 3)
+
+
+def test_too_many_bad_steps_in_a_row_stop_with_a_message(demo_data, tmp_path, monkeypatch):
+    from mclip.config import load_config
+    from mclip.train.checkpoint import latest_checkpoint, load_trainer_state
+    from mclip.train.trainer import TrainingError, train
+
+    run = tmp_path / "run"
+    _poison_steps(monkeypatch, bad={2, 3, 4})
+    cfg = load_config(DEMO, _train_overrides(demo_data, run, steps=8,
+                                             extra=["train.max_bad_steps=3"]))
+    with pytest.raises(TrainingError) as caught:
+        train(cfg, quiet=True)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "stopped at step 5: 3 steps in a row had a NaN/inf" in message
+    assert "step_0000004" in message and "--resume" in message
+    # the last good checkpoint is intact and resumable
+    last = latest_checkpoint(run)
+    assert last.name == "step_0000004" and load_trainer_state(last)["step"] == 4
+
+
+def test_logit_scale_out_of_range_is_a_config_error(demo_data, tmp_path):
+    result = _cli("train", "--config", DEMO, *_train_overrides(demo_data, tmp_path / "run"),
+                  "model.init_logit_scale=12.0")
+    _one_line_error(result, "model.init_logit_scale", "12.0", "log(1/0.07)")
+    result = _cli("train", "--config", DEMO, *_train_overrides(demo_data, tmp_path / "run"),
+                  "model.max_logit_scale=-1")
+    _one_line_error(result, "model.max_logit_scale")
+
+
+def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(demo_data, tmp_path,
+                                                                     monkeypatch):
+    import errno
+
+    import mclip.train.checkpoint as checkpoint
+    from mclip.config import load_config
+    from mclip.models.dual import DualEncoder
+    from mclip.train.trainer import TrainingError, train
+
+    run = tmp_path / "run"
+    real_save = checkpoint.torch.save
+
+    def full_disk(obj, path, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("step") == 4:
+            Path(path).write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    with pytest.raises(TrainingError) as caught:
+        train(load_config(DEMO, _train_overrides(demo_data, run)), quiet=True)
+    message = str(caught.value)
+    assert "\n" not in message and "No space left on device" in message
+    assert "step_0000002" in message and "--resume" in message
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names[-1] == "step_0000002"  # the half-written one is not under a checkpoint name
+    DualEncoder.load(run / "checkpoints" / "step_0000002")
+    monkeypatch.setattr(checkpoint.torch, "save", real_save)
+    final = train(load_config(DEMO, _train_overrides(demo_data, run)), resume=True, quiet=True)
+    assert final.name == "step_0000006"
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".tmp")]
+
+
+@pytest.mark.slow
+def test_sigterm_writes_a_checkpoint_then_exits(demo_data, tmp_path):
+    """SLURM preemption: SIGTERM to the whole process group (trainer and DataLoader workers)."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    argv = [sys.executable, "-m", "mclip.cli", "train", "--config", str(DEMO), "--quiet",
+            *_train_overrides(demo_data, run, steps=200, save_every=100,
+                              extra=["data.num_workers=2"])]
+    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "2"})
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        log = run / "log.jsonl"
+        if log.is_file() and any("loss" in r and r["step"] >= 3 for r in _log(run)):
+            break
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "Traceback" not in stderr
+    records = _log(run)
+    preempted = next(r for r in records if r.get("event") == "preempted")
+    step = preempted["step"]
+    assert 3 <= step < 100
+    assert (run / "checkpoints" / f"step_{step:07d}" / "model.safetensors").is_file()
+    end = next(r for r in records if r.get("event") == "end")
+    assert end["stopped_by"] == "SIGTERM" and end["step"] == step
+
+
+def test_resume_with_a_changed_model_shape_is_one_line(demo_data, tmp_path):
+    from mclip.config import load_config
+    from mclip.train.trainer import train
+
+    run = tmp_path / "run"
+    train(load_config(DEMO, _train_overrides(demo_data, run, steps=2)), quiet=True)
+    result = _cli("train", "--config", DEMO, "--resume",
+                  *_train_overrides(demo_data, run, steps=4), "model.embed_dim=32")
+    _one_line_error(result, "--resume", "another shape", "model.embed_dim: 64 in the checkpoint, 32 now")
+    assert (run / "checkpoints" / "step_0000002" / "model.safetensors").is_file()
