@@ -35,6 +35,7 @@ counted in their language's :attr:`TopicSentences.skipped`; a TSV row whose lang
 
 from __future__ import annotations
 
+import abc
 import csv
 import io
 import os
@@ -120,7 +121,7 @@ def topic_image_files(folder: Path, what: str) -> tuple[list[str], list[tuple[Pa
                       f"images named {{topic}}_{{n}}.jpg")
 
 
-class TopicSet:
+class TopicSet(abc.ABC):
     """Topics with their images (an :class:`~mclip.eval.datasets.base.ImageSet` whose items are
     labelled with the topic index) and sentences per language.
 
@@ -159,13 +160,13 @@ class TopicSet:
         """Topic names the sentences use for an image topic of another name."""
         return {}
 
+    @abc.abstractmethod
     def languages(self) -> list[str]:
         """The mclip codes of the languages that have sentences, sorted."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def sentences(self, language: str) -> TopicSentences:
         """Every usable sentence in ``language`` (mclip code) with its topic index."""
-        raise NotImplementedError
 
     def source_code(self, language: str) -> str:
         """The code the data writes for the mclip code ``language``."""
