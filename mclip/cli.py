@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; user errors print one line and exit with status 2."""
     from mclip.data.shards import DataError
-    from mclip.train.trainer import TrainingError
+    from mclip.train.faults import TrainingError
 
     args = build_parser().parse_args(argv)
     try:

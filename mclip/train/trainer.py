@@ -6,8 +6,6 @@ import contextlib
 import hashlib
 import math
 import os
-import signal
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,49 +14,24 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from mclip.config import Config, ConfigError, load_config
+from mclip.config import Config, ConfigError
 from mclip.data.languages import LanguagePolicy
 from mclip.data.pipeline import TrainStream
 from mclip.data.shards import DataError, check_shard_count, expand_shards
 from mclip.losses.objective import ContrastiveObjective
-from mclip.models.dual import CONFIG_FILE, TEXT_SOURCE_DIR, DualEncoder
+from mclip.models.dual import TEXT_SOURCE_DIR, DualEncoder
 from mclip.train.batchnorm import (BatchNormStepStatistics, batchnorm_stats_frozen,
                                    set_batchnorm_eval)
-from mclip.train.checkpoint import (checkpoint_dir, latest_checkpoint, prepare_out_dir, restore_checkpoint,
+from mclip.train.checkpoint import (checkpoint_dir, latest_checkpoint, prepare_out_dir,
                                     rng_state, save_checkpoint)
-from mclip.train.distributed import (average_gradients, broadcast_parameters,
-                                     any_rank, distributed_device, init_distributed, merge_over_ranks,
+from mclip.train.distributed import (any_rank, average_gradients, broadcast_parameters,
+                                     distributed_device, init_distributed, merge_over_ranks,
                                      rank_digests, shutdown_distributed, sum_counts)
+from mclip.train.faults import StopRequest, TrainingError, ignore_sigterm, restore_or_explain
 from mclip.train.gradcache import gradient_cache_backward
 from mclip.train.logger import TrainLogger
 from mclip.train.periodic_eval import TrainingEvaluator
 from mclip.train.schedule import warmup_cosine
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite losses in a row, a checkpoint that cannot be written);
-    the message says what happened, where the last good checkpoint is and what to do."""
-
-
-class StopRequest:
-    """Turns SIGTERM (SLURM preemption, ``kill``) into a request the loop honours after the
-    current step: write a checkpoint, then exit. A no-op outside the main thread."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self) -> "StopRequest":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.requested = True
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -163,43 +136,6 @@ def data_layout(cfg: Config, shards: list[str], world_size: int) -> dict:
             "batch": cfg.train.batch_size, "shuffle_buffer": cfg.data.shuffle_buffer}
 
 
-def _restore_or_explain(directory: Path, model: DualEncoder, optimizer, scheduler,
-                        device: torch.device, cfg: Config) -> dict:
-    """:func:`restore_checkpoint`, with a shape mismatch turned into a one-line ConfigError
-    naming the model keys that differ from the checkpoint's config."""
-    try:
-        return restore_checkpoint(directory, model, optimizer, scheduler, device)
-    except RuntimeError as error:
-        if "size mismatch" not in str(error) and "Missing key" not in str(error) \
-                and "Unexpected key" not in str(error):
-            raise
-        saved = load_config(Path(directory) / CONFIG_FILE).to_dict()["model"]
-        now = cfg.to_dict()["model"]
-        differ = [f"model.{key}: {saved_value!r} in the checkpoint, {now_value!r} now"
-                  for key, saved_value, now_value in _flat_differences(saved, now)]
-        raise ConfigError(
-            f"--resume: the checkpoint '{directory}' holds a model of another shape than the "
-            f"config asks for ({'; '.join(differ[:4]) or 'the weights do not fit'}). Resume with "
-            f"the run's own model settings, or start a new run in another train.out_dir"
-        ) from None
-
-
-def _flat_differences(a: dict, b: dict, prefix: str = ""):
-    """(dotted key, a's value, b's value) for every leaf that differs between two nested dicts."""
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            yield from _flat_differences(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            yield f"{prefix}{key}", va, vb
-
-
-def _ignore_sigterm(worker_id: int) -> None:
-    """DataLoader workers leave SIGTERM (sent to the whole job on preemption) to the trainer,
-    which stops them itself after its checkpoint."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
 def _next_batch(batches) -> dict:
     """The next batch; a DataError raised in a DataLoader worker comes back as one line."""
     try:
@@ -266,7 +202,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
     layout, data_seed = data_layout(cfg, shards, ctx.world_size), cfg.train.seed
     bad_steps = {"total": 0, "in_row": 0}
     if resumed_from is not None:
-        state = _restore_or_explain(resumed_from, model, optimizer, scheduler, device, cfg)
+        state = restore_or_explain(resumed_from, model, optimizer, scheduler, device, cfg)
         start_step, skipped_total = state["step"], Counter(state.get("skipped", {}))
         bad_steps.update(state.get("bad_steps", {}))
         saved = state.get("data", {})
@@ -309,7 +245,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
                          language_key=cfg.data.language_key, positions=positions,
                          batches_done=start_step if positions else 0)
     loader = DataLoader(stream, batch_size=None, num_workers=cfg.data.num_workers,
-                        worker_init_fn=_ignore_sigterm,
+                        worker_init_fn=ignore_sigterm,
                         persistent_workers=False, prefetch_factor=4 if cfg.data.num_workers else None)
     batches = iter(loader)
 
