@@ -1,6 +1,7 @@
 """The ``mclip`` command line: parse arguments, call the library, print results.
 
     mclip data demo --out demo_data
+    mclip data index 'shards/{000000..000099}.tar'   (per-language counts for language sampling)
     mclip train --config configs/demo.yaml [--resume | --overwrite] [key=value ...]
     mclip eval --model runs/demo --suite eval_suites/demo.yaml [--data-root demo_data]
     mclip eval --model open_clip:ViT-B-32 --pretrained FILE --task retrieval --captions XTD10 ...
@@ -17,6 +18,25 @@ import sys
 from pathlib import Path
 
 from mclip.config import ConfigError
+
+
+def _cmd_data_index(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mclip.data.index import build_index, default_index_path, write_index
+    from mclip.data.shards import expand_shards
+
+    shards = expand_shards(args.shards, key="SHARDS")
+    with tqdm(total=len(shards), desc="index", unit="shard", disable=not sys.stderr.isatty()) as bar:
+        index = build_index(shards, args.default_language, args.language_key,
+                            progress=lambda n: bar.update(1))
+    path = write_index(index, args.out or default_index_path(shards))
+    top = ", ".join(f"{lang} {n}" for lang, n in list(index["languages"].items())[:12])
+    print(f"indexed {len(shards)} shards, {index['samples']} samples, "
+          f"{len(index['languages'])} languages ({top}{', ...' if len(index['languages']) > 12 else ''})"
+          f"; skipped: {index['skipped'] or 'none'}")
+    print(f"wrote {path}")
+    return 0
 
 
 def _cmd_data_demo(args: argparse.Namespace) -> int:
@@ -184,6 +204,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_cmd_data_demo)
+    index = data_sub.add_parser(
+        "index", help="count samples per caption language in training shards (one pass)",
+        description="Reads every shard once (no image decoding) and writes a manifest of samples "
+                    "per language and per shard, used by data.language_temperature.")
+    index.add_argument("shards", help="shard spec as in data.train_shards (brace pattern, glob, "
+                                      "directory, comma-separated list)")
+    index.add_argument("--out", default=None,
+                       help="manifest path (default: mclip_index.json beside the first shard)")
+    index.add_argument("--default-language", default="en",
+                       help="language of KEY.txt captions whose metadata names none (as "
+                            "data.default_language)")
+    index.add_argument("--language-key", default="", help="as data.language_key")
+    index.set_defaults(func=_cmd_data_index)
 
     train = sub.add_parser("train", help="train a dual encoder")
     train.add_argument("--config", required=True, help="YAML config (see configs/)")

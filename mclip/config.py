@@ -85,6 +85,11 @@ class DataConfig:
     language_policy: str = "uniform"
     """'uniform' over the languages a sample has, or 'weighted' by language_weights."""
     language_weights: dict[str, float] = field(default_factory=dict)
+    language_temperature: float = 1.0
+    """Sample caption languages with p(lang) proportional to n(lang)^(1/T), n from the shards'
+    index (``mclip data index``); 1: the data's own mix; larger: flatter (XLM-R uses T ~ 3.3)."""
+    index: str = ""
+    """The shards' index file; empty: ``mclip_index.json`` beside the first shard, if present."""
     default_language: str = "en"
     """Language of a ``KEY.txt`` caption whose ``KEY.json`` names none."""
     language_key: str = ""
@@ -358,6 +363,9 @@ def validate(cfg: Config) -> Config:
     if cfg.data.language_weights:
         codes = validate_languages(list(cfg.data.language_weights), "data.language_weights")
         cfg.data.language_weights = dict(zip(codes, cfg.data.language_weights.values()))
+    if not (math.isfinite(cfg.data.language_temperature) and cfg.data.language_temperature > 0):
+        raise ConfigError(f"config key 'data.language_temperature' must be a number > 0 (1: the "
+                          f"data's own language mix), got {cfg.data.language_temperature}")
     if cfg.data.language_policy == "weighted":
         if not cfg.data.language_weights:
             raise ConfigError("config key 'data.language_policy' is 'weighted' but "

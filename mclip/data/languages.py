@@ -11,13 +11,24 @@ class LanguagePolicy:
     ``uniform``: every allowed language the sample has is equally likely. ``weighted``: the
     probability is proportional to ``weights[lang]`` (languages without a weight get 0).
     ``languages`` restricts the choice (empty: no restriction).
+
+    ``keep_factors`` (from :func:`mclip.data.index.temperature_factors`) resample the data's
+    language mix: a language's choice weight is multiplied by its factor, and :meth:`keep` keeps
+    a sample with the factor of its chosen language (languages without a factor: 1).
     """
 
     def __init__(self, policy: str = "uniform", languages: list[str] | None = None,
-                 weights: dict[str, float] | None = None):
+                 weights: dict[str, float] | None = None,
+                 keep_factors: dict[str, float] | None = None):
         self.policy = policy
         self.languages = set(languages or [])
         self.weights = dict(weights or {})
+        self.keep_factors = dict(keep_factors or {})
+
+    def keep(self, language: str, rng: random.Random) -> bool:
+        """Whether a sample whose caption language is ``language`` stays in the stream."""
+        factor = self.keep_factors.get(language, 1.0)
+        return factor >= 1.0 or rng.random() < factor
 
     def choose(self, available: list[str], rng: random.Random) -> str | None:
         """A language from ``available`` (sorted for determinism), or None if none is allowed."""
@@ -25,7 +36,10 @@ class LanguagePolicy:
                             if not self.languages or lang in self.languages)
         if self.policy == "weighted":
             candidates = [lang for lang in candidates if self.weights.get(lang, 0.0) > 0]
-            if not candidates:
-                return None
-            return rng.choices(candidates, weights=[self.weights[lang] for lang in candidates])[0]
-        return rng.choice(candidates) if candidates else None
+        if not candidates:
+            return None
+        if self.policy == "uniform" and not self.keep_factors:
+            return rng.choice(candidates)
+        weights = [(self.weights[lang] if self.policy == "weighted" else 1.0)
+                   * self.keep_factors.get(lang, 1.0) for lang in candidates]
+        return rng.choices(candidates, weights=weights)[0]

@@ -158,6 +158,9 @@ class TrainStream(IterableDataset):
         if language is None:
             counter["no_caption_in_selected_languages"] += 1
             return None
+        if not self.policy.keep(language, rng):
+            counter["downsampled_by_language_temperature"] += 1
+            return None
         image = decode_image(sample, counter)
         if image is None:
             return None

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mclip.config import Config, ConfigError
+from mclip.data.index import language_sampling
 from mclip.data.languages import LanguagePolicy
 from mclip.data.pipeline import TrainStream
 from mclip.data.shards import DataError, check_shard_count, expand_shards
@@ -133,7 +134,8 @@ def data_layout(cfg: Config, shards: list[str], world_size: int) -> dict:
     the saved reader positions only when this is unchanged."""
     return {"shards": hashlib.blake2b("\n".join(shards).encode(), digest_size=8).hexdigest(),
             "readers": world_size * max(cfg.data.num_workers, 1), "seed": cfg.train.seed,
-            "batch": cfg.train.batch_size, "shuffle_buffer": cfg.data.shuffle_buffer}
+            "batch": cfg.train.batch_size, "shuffle_buffer": cfg.data.shuffle_buffer,
+            "language_temperature": cfg.data.language_temperature}
 
 
 def _next_batch(batches) -> dict:
@@ -173,6 +175,8 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
     torch.manual_seed(cfg.train.seed)
 
     shards = expand_shards(cfg.data.train_shards)
+    keep_factors, sampling = language_sampling(shards, cfg.data.language_temperature,
+                                               cfg.data.index)
     check_shard_count(len(shards), ctx.world_size, cfg.data.num_workers)
     local_batch = cfg.train.batch_size // ctx.world_size
     if cfg.train.micro_batches > local_batch:
@@ -228,6 +232,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
                             "differ from the checkpoint's, so its reader positions do not apply; "
                             "the stream restarts from a seed mixed with the step (not exact)",
                      saved=state.get("data", {}).get("layout"), now=layout)
+    logger.event("languages", **sampling)
     if ctx.world_size > 1:
         exact = cfg.dist.gather == "exact"
         logger.event("gather", mode=cfg.dist.gather, group_size=ctx.groups.group_size,
@@ -238,7 +243,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
 
     stream = TrainStream(shards, model.image_transform(train=False),
                          LanguagePolicy(cfg.data.language_policy, cfg.data.languages,
-                                        cfg.data.language_weights),
+                                        cfg.data.language_weights, keep_factors),
                          local_batch, cfg.data.shuffle_buffer, seed=data_seed,
                          rank=ctx.rank, world_size=ctx.world_size, augment=cfg.data.augment,
                          default_language=cfg.data.default_language,
