@@ -190,3 +190,24 @@ def test_resume_with_a_changed_model_shape_is_one_line(demo_data, tmp_path):
                   *_train_overrides(demo_data, run, steps=4), "model.embed_dim=32")
     _one_line_error(result, "--resume", "another shape", "model.embed_dim: 64 in the checkpoint, 32 now")
     assert (run / "checkpoints" / "step_0000002" / "model.safetensors").is_file()
+
+
+def test_a_shard_deleted_mid_run_is_counted_and_the_stream_goes_on(demo_data, tmp_path):
+    from collections import Counter
+
+    from mclip.data.languages import LanguagePolicy
+    from mclip.data.pipeline import TrainStream
+    from mclip.models.dual import ImageTransform
+
+    shards = []
+    for path in sorted((demo_data / "train").glob("*.tar")):
+        shards.append(str(tmp_path / path.name))
+        Path(shards[-1]).write_bytes(path.read_bytes())
+    stream = TrainStream(shards, ImageTransform(16, [0.5] * 3, [0.5] * 3), LanguagePolicy(),
+                         batch_size=32, shuffle_size=8)
+    batches, skipped = iter(stream), Counter()
+    skipped.update(next(batches)["skipped"])
+    os.remove(shards[-1])  # 120 of 480 samples gone while the stream runs
+    for _ in range(30):  # two more passes over the shards
+        skipped.update(next(batches)["skipped"])
+    assert skipped["unreadable_shard_or_member"] >= 1, skipped
