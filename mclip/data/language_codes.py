@@ -188,7 +188,7 @@ def validate_languages(codes: Iterable[str], key: str) -> list[str]:
     (with close valid codes as suggestions), for an empty or non-string code (a YAML ``no``
     unquoted is the boolean False), and for two codes that are one language (``de``, ``deu``).
     """
-    from mclip.config import ConfigError  # here: mclip.config may import this module
+    from mclip.errors import ConfigError
 
     if isinstance(codes, str):
         codes = [codes]
