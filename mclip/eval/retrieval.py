@@ -36,86 +36,14 @@ from typing import NamedTuple
 
 import torch
 
+from mclip.eval.distinct_rows import DistinctRows, distinct_rows
+
 DEFAULT_CHUNK = {"cpu": 1024, "cuda": 4096}
 """Tile side by device type (rows): the fastest measured, CPU on 2 cores, CUDA on an H100."""
 
 POSITIVE_TILE_CACHE_BYTES = 256 * 2**20
 """Bytes of positive-holding tiles kept from the first pass for the second (the rest is
 recomputed, bit-identically)."""
-
-_HASH_COLUMNS = 64  # the leading coordinates that are hashed; equal rows still get compared fully
-_HASH_ROWS = 65536  # rows hashed at a time
-
-
-# --- exact duplicates ------------------------------------------------------------------------
-
-class _Distinct(NamedTuple):
-    """Rows of an embedding matrix [n, d] grouped by exact equality.
-
-    rep [K]: the original index of each distinct row, ascending (its first occurrence);
-    slot [n]: the distinct row of each original row. Without duplicates K = n and both are the
-    identity.
-    """
-    rep: torch.Tensor
-    slot: torch.Tensor
-
-    @property
-    def all_distinct(self) -> bool:
-        return self.rep.shape[0] == self.slot.shape[0]
-
-
-def _row_keys(emb: torch.Tensor) -> torch.Tensor:
-    """An int64 hash [n] of the bits of each row's first coordinates; equal rows get equal keys.
-
-    -0.0 is folded into +0.0 first (they are equal). Integer arithmetic without overflow
-    (|bits| < 2^31, coefficients < 2^22, at most 64 terms), so no rounding can split equal rows.
-    """
-    n_cols = min(_HASH_COLUMNS, emb.shape[1])
-    g = torch.Generator().manual_seed(20240613)
-    coefficients = torch.randint(1, 2**22, (n_cols,), generator=g, dtype=torch.long)
-    coefficients = coefficients.to(emb.device)
-    keys = torch.empty(emb.shape[0], dtype=torch.long, device=emb.device)
-    for start in range(0, emb.shape[0], _HASH_ROWS):
-        bits = (emb[start:start + _HASH_ROWS, :n_cols] + 0.0).view(torch.int32)
-        keys[start:start + _HASH_ROWS] = (bits.long() * coefficients).sum(1)
-    return keys
-
-
-def _rows_equal(emb: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-    """Whether rows i [p] and j [p] of ``emb`` are equal, element by element -> bool [p]."""
-    out = torch.empty(i.shape[0], dtype=torch.bool, device=emb.device)
-    for start in range(0, i.shape[0], _HASH_ROWS):
-        out[start:start + _HASH_ROWS] = (emb[i[start:start + _HASH_ROWS]]
-                                         == emb[j[start:start + _HASH_ROWS]]).all(1)
-    return out
-
-
-def _distinct(emb: torch.Tensor) -> _Distinct:
-    """Group the rows of ``emb`` [n, d] by exact equality (see :class:`_Distinct`)."""
-    n, device = emb.shape[0], emb.device
-    keys, order = torch.sort(_row_keys(emb), stable=True)  # equal keys: ascending index
-    new_run = torch.ones(n, dtype=torch.bool, device=device)
-    new_run[1:] = keys[1:] != keys[:-1]
-    identity = torch.arange(n, device=device)
-    if bool(new_run.all()):
-        return _Distinct(identity, identity)
-    run = torch.cumsum(new_run, 0) - 1
-    run_first = order[new_run][run]  # per sorted position: the lowest index with the same key
-    later = ~new_run
-    candidates, firsts = order[later], run_first[later]
-    same = _rows_equal(emb, candidates, firsts)
-    leader = identity.clone()
-    leader[candidates[same]] = firsts[same]
-    for r in torch.unique(run[later][~same]).tolist():  # hash collisions: rare, exact fallback
-        members = order[run == r]
-        _, group = torch.unique(emb[members], dim=0, return_inverse=True)
-        lowest = torch.full((int(group.max()) + 1,), n, dtype=torch.long, device=device)
-        lowest.scatter_reduce_(0, group, members, reduce="amin")
-        leader[members] = lowest[group]
-    is_rep = leader == identity
-    slot_of_rep = torch.cumsum(is_rep, 0) - 1
-    return _Distinct(identity[is_rep], slot_of_rep[leader])
-
 
 # --- tiles -----------------------------------------------------------------------------------
 
@@ -127,8 +55,8 @@ class _Tiles:
     same floats in every pass.
     """
 
-    def __init__(self, image_emb: torch.Tensor, images: _Distinct, text_emb: torch.Tensor,
-                 texts: _Distinct, chunk: int):
+    def __init__(self, image_emb: torch.Tensor, images: DistinctRows, text_emb: torch.Tensor,
+                 texts: DistinctRows, chunk: int):
         self.image_rows = image_emb if images.all_distinct else image_emb[images.rep]
         self.text_emb, self.texts, self.chunk = text_emb, texts, chunk
         self._text_block: tuple[int, torch.Tensor] | None = None
@@ -150,7 +78,7 @@ class _Tiles:
 
 # --- positives and what they must beat ----------------------------------------------------------
 
-def _positive_scores(tiles: _Tiles, images: _Distinct, texts: _Distinct,
+def _positive_scores(tiles: _Tiles, images: DistinctRows, texts: DistinctRows,
                      text_to_image: torch.Tensor) -> tuple[torch.Tensor, dict]:
     """Score of each text with its own image [M], read from the tiles that rank it.
 
@@ -216,7 +144,7 @@ class _Side(NamedTuple):
     extras: list[tuple[torch.Tensor, torch.Tensor] | None]
 
 
-def _side(rows: _Distinct, threshold: torch.Tensor, tie_below: torch.Tensor,
+def _side(rows: DistinctRows, threshold: torch.Tensor, tie_below: torch.Tensor,
           chunk: int) -> _Side:
     """The :class:`_Side` of grouped rows with per-original-row threshold [n] and tie index [n]."""
     index = rows.rep
@@ -325,7 +253,7 @@ def _count_extras(scores: torch.Tensor, rows: _Side, cols: _Side, a: int, b: int
         t2i.index_add_(0, j, per_col)
 
 
-def _count_ranks(tiles: _Tiles, images: _Distinct, texts: _Distinct, text_to_image: torch.Tensor,
+def _count_ranks(tiles: _Tiles, images: DistinctRows, texts: DistinctRows, text_to_image: torch.Tensor,
                  targets: _Targets, cache: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Negatives above each positive: (per text [M], per image [N]), visiting every tile once."""
     c, device = tiles.chunk, text_to_image.device
@@ -395,7 +323,7 @@ def retrieval_ranks(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_ima
     if n_images == 0 or n_texts == 0:
         return (torch.zeros(n_texts, dtype=torch.long, device=device),
                 torch.full((n_images,), -1, dtype=torch.long, device=device))
-    images, texts = _distinct(image_emb), _distinct(text_emb)
+    images, texts = distinct_rows(image_emb), distinct_rows(text_emb)
     tiles = _Tiles(image_emb, images, text_emb, texts, chunk)
     positive, cache = _positive_scores(tiles, images, texts, text_to_image)
     targets = _targets(positive, text_to_image, n_images)
