@@ -11,6 +11,23 @@ torch.set_num_threads(2)
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def run_cli(*args, cwd=None, env=None):
+    """``python -m mclip.cli ARGS`` in a subprocess (from the repository root by default)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, "-m", "mclip.cli", *map(str, args)], cwd=cwd or root,
+                          capture_output=True, text=True, timeout=600, env=env)
+
+
+def log_records(run: Path) -> list[dict]:
+    """The records of a run's ``log.jsonl``."""
+    import json
+
+    return [json.loads(line) for line in (Path(run) / "log.jsonl").read_text().splitlines()]
+
+
 def tiny_overrides(data_dir: Path, out_dir: Path) -> list[str]:
     """A model and a run small enough for seconds on a CPU."""
     return [f"data.train_shards={data_dir}/train", f"train.out_dir={out_dir}",

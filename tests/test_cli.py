@@ -6,14 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_overrides
+from conftest import run_cli as _mclip, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _mclip(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "mclip.cli", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
 
 
 def test_config_error_exits_2_with_message(tmp_path):

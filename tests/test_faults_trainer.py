@@ -1,7 +1,6 @@
 """The fault matrix: each fault gives a clear one-line message or a counted skip, never a
 traceback, and never loses the last good checkpoint (README: "Faults and what mclip does")."""
 
-import json
 import math
 import os
 import subprocess
@@ -10,16 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_overrides
+from conftest import log_records, run_cli, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "configs" / "demo.yaml"
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "mclip.cli", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "2"})
+    return run_cli(*args, env={**os.environ, "OMP_NUM_THREADS": "2"})
 
 
 def _one_line_error(result, *needles):
@@ -38,10 +35,6 @@ def _train_overrides(demo_data, run, steps=6, save_every=2, extra=()):
     return tiny_overrides(demo_data, run) + [
         f"train.steps={steps}", f"train.save_every={save_every}", "train.log_every=1",
         "train.keep_checkpoints=10", *extra]
-
-
-def _log(run):
-    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
 
 
 def _poison_steps(monkeypatch, bad):
@@ -71,7 +64,7 @@ def test_nan_or_inf_loss_is_skipped_and_counted(demo_data, tmp_path, monkeypatch
     run = tmp_path / "run"
     _poison_steps(monkeypatch, bad={2})  # the 3rd step
     final = train(load_config(DEMO, _train_overrides(demo_data, run, steps=4)), quiet=True)
-    records = _log(run)
+    records = log_records(run)
     bad = [r for r in records if r.get("event") == "bad_step"]
     assert [r["step"] for r in bad] == [3] and math.isnan(bad[0]["loss"])
     end = next(r for r in records if r.get("event") == "end")
@@ -164,14 +157,14 @@ def test_sigterm_writes_a_checkpoint_then_exits(demo_data, tmp_path):
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()[1][-2000:]
         log = run / "log.jsonl"
-        if log.is_file() and any("loss" in r and r["step"] >= 3 for r in _log(run)):
+        if log.is_file() and any("loss" in r and r["step"] >= 3 for r in log_records(run)):
             break
         time.sleep(0.02)
     os.killpg(process.pid, signal.SIGTERM)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr[-3000:]
     assert "Traceback" not in stderr
-    records = _log(run)
+    records = log_records(run)
     preempted = next(r for r in records if r.get("event") == "preempted")
     step = preempted["step"]
     assert 3 <= step < 100

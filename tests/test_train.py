@@ -1,4 +1,3 @@
-import json
 import math
 from pathlib import Path
 
@@ -13,13 +12,9 @@ from mclip.train.distributed import DistContext, rank_digests
 from mclip.train.schedule import warmup_cosine
 from mclip.train.trainer import build_optimizer, train
 
-from conftest import tiny_overrides
+from conftest import log_records, tiny_overrides
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-
-
-def _records(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize("kind", ["infonce", "sigmoid"])
@@ -29,7 +24,7 @@ def test_short_training_lowers_the_loss(demo_data, tmp_path, kind):
         f"loss.kind={kind}", "train.steps=80", "train.batch_size=64", "train.warmup_steps=4",
         "train.lr=0.002", "train.log_every=4", "train.save_every=40"])
     final = train(cfg, quiet=True)
-    losses = [r["loss"] for r in _records(run) if "loss" in r]
+    losses = [r["loss"] for r in log_records(run) if "loss" in r]
     assert len(losses) == 20
     late = sum(losses[-3:]) / 3
     if kind == "infonce":  # clearly below chance level ln(B), where an untrained model sits
@@ -55,7 +50,7 @@ def test_resume_restores_model_optimizer_scheduler_and_step(demo_data, tmp_path)
     import shutil
     shutil.rmtree(run / "checkpoints" / "step_0000006")
     train(cfg, resume=True, quiet=True)
-    events = [r for r in _records(run) if r.get("event") == "resume"]
+    events = [r for r in log_records(run) if r.get("event") == "resume"]
     assert events and events[-1]["step"] == 3
     # the resumed model is the step-3 checkpoint's, at the step-3 learning rate
     saved, _ = DualEncoder.load(run / "checkpoints" / "step_0000003")
@@ -102,7 +97,7 @@ def test_a_fresh_run_refuses_a_used_out_dir_and_overwrite_replaces_it(tiny_confi
     (run / "checkpoints" / "step_0000400").mkdir()  # an earlier, longer run's leftovers
     train(tiny_config, quiet=True, overwrite=True)
     assert [p.name for p in list_checkpoints(run)] == ["step_0000003", "step_0000006"]
-    assert sum(r.get("event") == "start" for r in _records(run)) == 1
+    assert sum(r.get("event") == "start" for r in log_records(run)) == 1
 
 
 def test_pruning_never_removes_the_checkpoint_just_written(tiny_config, tmp_path):
@@ -184,5 +179,5 @@ def test_skips_are_logged(tmp_path, demo_data):
         f"data.train_shards={bad_dir}", "train.steps=20", "train.save_every=20",
         "train.log_every=20"])
     train(cfg, quiet=True)
-    end = [r for r in _records(run) if r.get("event") == "end"][-1]
+    end = [r for r in log_records(run) if r.get("event") == "end"][-1]
     assert end["skipped"]["corrupt_image"] >= 10 and end["skipped"]["empty_caption"] >= 1

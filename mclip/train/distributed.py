@@ -132,14 +132,19 @@ def rank_digests(model: torch.nn.Module, ctx: DistContext) -> list[str]:
     return gathered
 
 
+def _every_rank(mapping: dict, ctx: DistContext) -> list[dict]:
+    """Every rank's copy of ``mapping``, in rank order (a collective; no-op on one process)."""
+    if ctx.world_size == 1:
+        return [dict(mapping)]
+    gathered: list = [None] * ctx.world_size
+    dist.all_gather_object(gathered, dict(mapping))
+    return gathered
+
+
 def sum_counts(counts: dict, ctx: DistContext) -> dict:
     """Add a {reason: count} dict over ranks (identity on one process)."""
-    if ctx.world_size == 1:
-        return dict(counts)
-    gathered: list = [None] * ctx.world_size
-    dist.all_gather_object(gathered, dict(counts))
     total: dict = {}
-    for part in gathered:
+    for part in _every_rank(counts, ctx):
         for key, value in part.items():
             total[key] = total.get(key, 0) + value
     return total
@@ -147,11 +152,7 @@ def sum_counts(counts: dict, ctx: DistContext) -> dict:
 
 def merge_over_ranks(mapping: dict, ctx: DistContext) -> dict:
     """The union of every rank's dict (keys are disjoint across ranks; identity on one process)."""
-    if ctx.world_size == 1:
-        return dict(mapping)
-    gathered: list = [None] * ctx.world_size
-    dist.all_gather_object(gathered, dict(mapping))
-    return {key: value for part in gathered for key, value in part.items()}
+    return {key: value for part in _every_rank(mapping, ctx) for key, value in part.items()}
 
 
 def any_rank(flag: bool, ctx: DistContext, device: torch.device) -> bool:
