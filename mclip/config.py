@@ -74,10 +74,29 @@ class ModelConfig:
 
 
 @dataclass
+class SourceConfig:
+    """One shard set of a training mix (an entry of ``data.sources``)."""
+    shards: str = ""
+    """Brace pattern, glob, directory of .tar files, or a comma-separated list of those."""
+    weight: float = 1.0
+    """Relative share of the samples drawn from this source (normalised over the sources)."""
+    name: str = ""
+    """How the logs name it; empty: source0, source1, ..."""
+    languages: list[str] = field(default_factory=list)
+    """Caption languages to use from this source; empty: data.languages."""
+    index: str = ""
+    """This source's index file (``mclip data index``); empty: beside its first shard."""
+
+
+@dataclass
 class DataConfig:
     """Training shards and how a caption language is chosen per sample."""
     train_shards: str = "demo_data/train/shard-{000000..000011}.tar"
-    """Brace pattern, glob, directory of .tar files, or a comma-separated list of those."""
+    """Brace pattern, glob, directory of .tar files, or a comma-separated list of those.
+    Unused when ``sources`` is given."""
+    sources: list[SourceConfig] = field(default_factory=list)
+    """Several shard sets mixed by weight, e.g. [{name: laion, shards: ..., weight: 3},
+    {name: cc3m_mt, shards: ..., weight: 1, languages: [de, fr]}]; empty: train_shards alone."""
     languages: list[str] = field(default_factory=list)
     """Caption languages to sample from; empty: every language present in a sample."""
     language_policy: str = "uniform"
@@ -93,6 +112,9 @@ class DataConfig:
     language_key: str = ""
     """``KEY.json`` field holding the language of ``KEY.txt`` (img2dataset writes ``LANGUAGE``
     for LAION-2B-multi). Empty: look for ``LANGUAGE``, then ``language``."""
+    captions_per_image: int = 1
+    """Captions of one image in a batch, as that many texts with one image (in as many different
+    languages as the sample has; the losses take each as a positive of its image)."""
     shuffle_buffer: int = 2000
     """Samples in the shuffle reservoir of each reader; 0 or 1: no shuffling."""
     num_workers: int = 1
@@ -258,6 +280,11 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             kwargs[key] = _build(tp, value if value is not None else {}, full + ".")
+        elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            if not isinstance(value, list):
+                raise ConfigError(f"config key '{full}': expected a list of mappings, got {value!r}")
+            kwargs[key] = [_build(typing.get_args(tp)[0], item, f"{full}[{i}].")
+                           for i, item in enumerate(value)]
         else:
             kwargs[key] = _coerce(value, tp, full)
     return cls(**kwargs)

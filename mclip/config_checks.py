@@ -33,7 +33,7 @@ def validate(cfg: Config) -> Config:
                 "model.text.hidden_size", "model.text.num_layers", "model.text.num_heads",
                 "model.text.intermediate_size", "train.steps", "train.batch_size", "train.lr",
                 "train.save_every", "train.log_every", "train.keep_checkpoints", "loss.chunk_size",
-                "train.micro_batches", "dist.timeout_minutes"]
+                "train.micro_batches", "dist.timeout_minutes", "data.captions_per_image"]
     for key in positive:
         if not _get(cfg, key) > 0:
             raise ConfigError(f"config key '{key}' must be > 0, got {_get(cfg, key)!r}")
@@ -101,11 +101,32 @@ def validate(cfg: Config) -> Config:
     if not cfg.data.default_language.strip():
         raise ConfigError("config key 'data.default_language' is empty; give the language of "
                           "captions whose metadata names none, e.g. en")
-    if not cfg.data.train_shards.strip():
+    if not cfg.data.train_shards.strip() and not cfg.data.sources:
         raise ConfigError("config key 'data.train_shards' is empty; give a shard pattern such as "
                           "'data/train/shard-{000000..000099}.tar'")
+    _validate_sources(cfg)
     _validate_eval(cfg.eval)
     return cfg
+
+
+def _validate_sources(cfg: Config) -> None:
+    """Name every source (source0, ...) and check shards, weights, names and languages."""
+    names = set()
+    for i, source in enumerate(cfg.data.sources):
+        key = f"data.sources[{i}]"
+        source.name = source.name.strip() or f"source{i}"
+        if source.name in names:
+            raise ConfigError(f"config key '{key}.name': '{source.name}' names two sources; give "
+                              f"each source its own name")
+        names.add(source.name)
+        if not source.shards.strip():
+            raise ConfigError(f"config key '{key}.shards' is empty; give the source's shard "
+                              f"pattern, e.g. 'cc3m/{{00000..00331}}.tar'")
+        if not (math.isfinite(source.weight) and source.weight > 0):
+            raise ConfigError(f"config key '{key}.weight' must be a number > 0 (its relative share "
+                              f"of the samples), got {source.weight}")
+        if source.languages:
+            source.languages = validate_languages(source.languages, f"{key}.languages")
 
 
 def _validate_eval(ev: EvalConfig) -> None:

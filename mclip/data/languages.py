@@ -43,3 +43,16 @@ class LanguagePolicy:
         weights = [(self.weights[lang] if self.policy == "weighted" else 1.0)
                    * self.keep_factors.get(lang, 1.0) for lang in candidates]
         return rng.choices(candidates, weights=weights)[0]
+
+    def choose_several(self, available: list[str], k: int, rng: random.Random) -> list[str]:
+        """Up to ``k`` distinct languages from ``available``, drawn one after another as
+        :meth:`choose` draws one (without replacement); [] if none is allowed."""
+        chosen: list[str] = []
+        remaining = list(available)
+        while len(chosen) < k:
+            language = self.choose(remaining, rng)
+            if language is None:
+                break
+            chosen.append(language)
+            remaining.remove(language)
+        return chosen

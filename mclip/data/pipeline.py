@@ -1,28 +1,31 @@
-"""The training stream: shards -> shuffled, decoded samples with one caption each -> batches.
+"""The training stream: shards -> shuffled, decoded samples with k captions each -> batches.
 
 Runs inside DataLoader workers (or in the main process with ``num_workers=0``). Each
-(rank, worker) reader owns a disjoint slice of the shards and loops over it forever,
-reshuffling the shard order every pass. Bad samples are skipped and counted; every batch
-carries the counts of what its reader skipped since its previous batch, so the trainer can log
-exact totals across workers.
+(rank, worker) reader owns a disjoint slice of every source's shards and loops over it forever,
+reshuffling the shard order every pass. Several sources (``data.sources``) are mixed per
+batch slot by weight. Bad samples are skipped and counted; every batch carries the counts of
+what its reader skipped since its previous batch, so the trainer can log exact totals across
+workers.
 
 Guarantees:
-- a sample is never placed twice in one batch: a batch never spans two passes (the partial
-  batch at the end of a pass is dropped) and a key already in the batch is skipped;
-- a reader whose slice cannot fill one batch (a slice of bad shards, say) reads the whole shard
-  list instead, so one bad shard never stops a healthy run; only when the whole list cannot
-  fill one batch does the stream stop, with the numbers;
-- randomness comes from generators seeded by (seed, reader, pass) for the shard order and the
-  shuffle, and by (seed, reader, pass, sample index) for caption choice and flips, never from
-  torch's global RNG, which the trainer owns; so the stream is a pure function of the seed and
-  a reader's :data:`START_POSITION`-style position, and a resumed run sees exactly the batches
-  the uninterrupted run would have seen.
+- a sample is never placed twice in one batch: a batch may run from the end of one pass into
+  the next, and a key already in the batch is skipped (counted as ``duplicate_key_in_batch``);
+- a reader whose slice cannot fill its part of a batch (a slice of bad shards, say) reads the
+  source's whole shard list instead, so one bad shard never stops a healthy run; only when the
+  whole list cannot does the stream stop, with the numbers;
+- randomness comes from generators seeded by (seed, reader, source, pass) for the shard order
+  and the shuffle, by (seed, reader, source, pass, sample index) for caption choice and flips,
+  and by (seed, reader, batch) for the sources of a batch's slots, never from torch's global
+  RNG, which the trainer owns; so the stream is a pure function of the seed and a reader's
+  position (:data:`START_POSITION`), and a resumed run sees exactly the batches the
+  uninterrupted run would have seen.
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
@@ -33,8 +36,19 @@ from mclip.data.shards import DataError, SkipCounter, decode_captions, decode_im
 
 
 START_POSITION = {"pass": 0, "consumed": 0, "all_shards": False}
-"""A reader's place in its stream: the pass over its shards, how many shuffled samples of that
-pass it has taken, and whether it reads every shard (its own slice could not fill a batch)."""
+"""One source's place in one reader's stream: the pass over its shards, how many shuffled samples
+of that pass it has taken, and whether it reads every shard of the source (its own slice could
+not fill its part of a batch). A reader's position is ``{"batches": n, "sources": {name: this}}``."""
+
+
+@dataclass
+class Source:
+    """One shard set of the training mix: its shards, how its caption languages are chosen, and
+    its relative share of the samples."""
+    name: str
+    shards: list[str]
+    policy: LanguagePolicy
+    weight: float = 1.0
 
 
 def shuffle_buffer(items: Iterator, size: int, rng: random.Random) -> Iterator:
@@ -57,122 +71,223 @@ def shuffle_buffer(items: Iterator, size: int, rng: random.Random) -> Iterator:
 class TrainStream(IterableDataset):
     """An endless stream of training batches (use with ``DataLoader(batch_size=None)``).
 
-    Each batch is a dict: ``images`` float [B, 3, S, S], ``texts`` list of B captions,
-    ``languages`` list of B language codes, ``keys`` list of B sample keys, ``skipped`` a dict
+    ``shards``: a list of shard paths read with ``policy`` (one source), or a list of
+    :class:`Source` (``policy`` unused): each batch slot is drawn from a source with probability
+    proportional to its weight.
+
+    Each batch is a dict: ``images`` float [B, 3, S, S], ``texts`` list of B * k captions
+    (k = ``captions_per_image``; image i's captions at rows i*k .. i*k + k - 1, in k different
+    languages where the sample has them), ``languages`` their language codes, ``text_to_image``
+    LongTensor [B * k] the image of each text, ``keys`` list of B sample keys, ``sources`` the
+    source name of each image, ``skipped`` a dict
     reason -> count of samples this reader dropped since its previous batch, ``reader`` the id
-    of the reader that made it and ``position`` that reader's :data:`ReaderPosition` after it.
-    ``transform`` maps a PIL image to [3, S, S]; with ``augment`` a horizontal flip is drawn
-    per sample.
+    of the reader that made it and ``position`` that reader's position after it
+    (:data:`START_POSITION`). ``transform`` maps a PIL image to [3, S, S]; with ``augment`` a
+    horizontal flip is drawn per sample.
 
     The order is a pure function of ``seed``, the reader id and the shards, so a run resumes
     exactly: pass the ``positions`` ({reader: position}) of the batches consumed so far and
     ``batches_done``, the number of batches this rank has consumed (a DataLoader hands out its
     workers' batches in turn, so the worker whose turn comes first plays the reader whose turn
-    was next). A reader replays its current pass up to its position without decoding images.
+    was next). A reader replays each source's current pass up to its position without decoding
+    images.
     """
 
-    def __init__(self, shards: list[str], transform: Callable, policy: LanguagePolicy,
-                 batch_size: int, shuffle_size: int = 1000, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, augment: bool = False, default_language: str = "en",
-                 language_key: str = "", positions: dict[int, dict] | None = None,
-                 batches_done: int = 0):
+    def __init__(self, shards: list[str] | list[Source], transform: Callable,
+                 policy: LanguagePolicy | None, batch_size: int, shuffle_size: int = 1000,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, augment: bool = False,
+                 default_language: str = "en", language_key: str = "",
+                 positions: dict[int, dict] | None = None, batches_done: int = 0,
+                 captions_per_image: int = 1):
         super().__init__()
-        self.shards, self.transform, self.policy = list(shards), transform, policy
+        self.sources = (list(shards) if shards and isinstance(shards[0], Source)
+                        else [Source("train", list(shards), policy or LanguagePolicy())])
+        self.transform = transform
         self.batch_size, self.shuffle_size, self.seed = batch_size, shuffle_size, seed
         self.rank, self.world_size, self.augment = rank, world_size, augment
         self.default_language, self.language_key = default_language, language_key
         self.positions = dict(positions or {})
         self.batches_done = batches_done
+        self.captions_per_image = captions_per_image
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         reader = self.rank * n_workers + (worker + self.batches_done) % n_workers
-        position = {**START_POSITION, **self.positions.get(reader, {})}
-        own = self.shards[reader::self.world_size * n_workers]
-        counter, total = SkipCounter(), Counter()
+        saved = self.positions.get(reader, {})
+        batches = saved.get("batches", 0)
+        feeds = [_SourceFeed(self, source, reader, self.world_size * n_workers,
+                             saved.get("sources", {}).get(source.name))
+                 for source in self.sources]
+        counter = SkipCounter()
         while True:
-            shards = list(self.shards) if position["all_shards"] else own
-            produced, tally = False, Counter()
-            start = position["consumed"]
-            for batch, consumed in self._one_pass(shards, counter, reader, position["pass"],
-                                                  start, tally):
-                produced = True
-                total.update(counter)
-                skipped = dict(counter)
-                counter.clear()
-                position = {**position, "consumed": consumed}
-                yield self._collate(batch, skipped, reader, position)
-            position = {**position, "pass": position["pass"] + 1, "consumed": 0}
-            if produced or start > 0:
-                continue
-            if not position["all_shards"] and len(own) < len(self.shards):
-                counter["reader_fell_back_to_all_shards"] += 1  # this slice cannot fill a batch
-                position["all_shards"] = True
-                continue
-            total.update(counter)
-            raise DataError(
-                f"the {len(shards)} training shard(s) ({', '.join(shards[:3])}"
-                f"{', ...' if len(shards) > 3 else ''}) hold {tally['usable']} usable sample(s), fewer "
-                f"than one per-rank batch of {self.batch_size}; skipped: {dict(total)}. Check the shards' "
-                f"contents (KEY.jpg + KEY.txt / KEY.json), the caption languages "
-                f"(data.languages), or lower train.batch_size.")
+            slots = self._slots(reader, batches)
+            items, keys = [], set()
+            for feed in feeds:
+                feed.begin_batch(slots.count(feed.index))
+            for index in slots:
+                items.append(feeds[index].next_distinct(keys, counter))
+            batches += 1
+            position = {"batches": batches, "sources": {f.source.name: dict(f.position)
+                                                        for f in feeds}}
+            yield self._collate(items, dict(counter), reader, position)
+            counter.clear()
 
-    def _one_pass(self, shards: list[str], counter: SkipCounter, reader: int, pass_index: int,
-                  start: int, tally: Counter) -> Iterator[tuple[list[tuple], int]]:
-        """Full batches from one pass over ``shards`` in this pass's random order, each with the
-        number of shuffled samples taken so far; the first ``start`` are passed over undecoded
-        (a resumed pass). The partial batch at the end of the pass is dropped, so no batch holds
-        a sample twice. ``tally['usable']`` counts the usable samples seen."""
-        rng = random.Random(f"{self.seed}/{reader}/{pass_index}")
-        order = list(shards)
-        rng.shuffle(order)
-        batch: list[tuple] = []
-        keys: set[str] = set()
-        samples = shuffle_buffer(iter_raw_samples(order, counter), self.shuffle_size, rng)
-        for index, sample in enumerate(samples):
-            if index < start:
-                if index == start - 1:  # the original run reported what was read up to here
-                    counter.clear()
-                continue
-            key = sample.get("__key__", "")
-            if key in keys:
-                counter["duplicate_key_in_batch"] += 1
-                continue
-            item = self._decode(sample, counter,
-                                random.Random(f"{self.seed}/{reader}/{pass_index}/{index}"))
-            if item is None:
-                continue
-            tally["usable"] += 1
-            batch.append(item)
-            keys.add(key)
-            if len(batch) == self.batch_size:
-                yield batch, index + 1
-                batch, keys = [], set()
+    def _slots(self, reader: int, batch: int) -> list[int]:
+        """The source of each of the batch's samples, drawn by weight (sorted: one source's
+        samples together)."""
+        if len(self.sources) == 1:
+            return [0] * self.batch_size
+        rng = random.Random(f"{self.seed}/{reader}/slots/{batch}")
+        weights = [source.weight for source in self.sources]
+        return sorted(rng.choices(range(len(self.sources)), weights=weights, k=self.batch_size))
 
-    def _decode(self, sample: dict, counter: SkipCounter, rng: random.Random):
+    def _decode(self, sample: dict, counter: SkipCounter, policy: LanguagePolicy,
+                rng: random.Random):
+        """(image [3, S, S], [(language, caption)] * k, key) of one raw sample, or None
+        (counted)."""
         captions = decode_captions(sample, counter, self.default_language, self.language_key)
         if not captions:
             return None
-        language = self.policy.choose(list(captions), rng)
-        if language is None:
+        languages = policy.choose_several(list(captions), self.captions_per_image, rng)
+        if not languages:
             counter["no_caption_in_selected_languages"] += 1
             return None
-        if not self.policy.keep(language, rng):
+        if not policy.keep(languages[0], rng):
             counter["downsampled_by_language_temperature"] += 1
             return None
         image = decode_image(sample, counter)
         if image is None:
             return None
-        caption = rng.choice(captions[language])
+        texts = self._pick_captions(captions, languages, counter, rng)
         tensor = self.transform(image)
         if self.augment and rng.random() < 0.5:
             tensor = tensor.flip(-1)
-        return tensor, caption, language, sample.get("__key__", "")
+        return tensor, texts, sample.get("__key__", "")
+
+    def _pick_captions(self, captions: dict[str, list[str]], languages: list[str],
+                       counter: SkipCounter, rng: random.Random) -> list[tuple[str, str]]:
+        """``captions_per_image`` (language, caption) pairs: one caption in each chosen language;
+        when the sample has fewer allowed languages, further captions of those languages that
+        are not yet used, and only when there are none, a caption again (counted)."""
+        picks = [(language, rng.choice(captions[language])) for language in languages]
+        while len(picks) < self.captions_per_image:
+            unused = [(language, text) for language in languages for text in captions[language]
+                      if (language, text) not in picks]
+            if not unused:
+                counter["caption_repeated_to_fill_captions_per_image"] += 1
+            picks.append(rng.choice(unused or picks))
+        return picks
 
     @staticmethod
     def _collate(batch: list[tuple], skipped: dict, reader: int, position: dict) -> dict:
-        images, texts, languages, keys = zip(*batch)
-        return {"images": torch.stack(images), "texts": list(texts), "languages": list(languages),
-                "keys": list(keys), "skipped": skipped, "reader": reader,
-                "position": dict(position)}
+        images, picks, keys, sources = zip(*batch)
+        pairs = [pair for sample in picks for pair in sample]
+        return {"images": torch.stack(images), "texts": [text for _, text in pairs],
+                "languages": [language for language, _ in pairs],
+                "text_to_image": torch.arange(len(images)).repeat_interleave(len(picks[0])),
+                "keys": list(keys), "sources": list(sources), "skipped": skipped,
+                "reader": reader, "position": position}
+
+
+class _SourceFeed:
+    """One source's decoded samples for one reader: endless, resumable from a position.
+
+    The reader owns every ``readers``-th shard of the source; each pass shuffles that slice's
+    order and the samples (generators seeded by seed, reader, source and pass; each sample's
+    caption choice and flip by its index too). A slice whose full pass gives no usable sample,
+    or too few to fill the source's slots of a batch without a sample twice, is replaced by the
+    source's whole shard list (counted as ``reader_fell_back_to_all_shards``); when the whole
+    list cannot either, :class:`DataError` says so with the numbers.
+    """
+
+    def __init__(self, stream: TrainStream, source: Source, reader: int, readers: int,
+                 position: dict | None):
+        self.stream, self.source, self.reader = stream, source, reader
+        self.index = stream.sources.index(source)
+        self.own = source.shards[reader::readers]
+        self.position = {**START_POSITION, **(position or {})}
+        self.counter, self.total = SkipCounter(), Counter()
+        self.usable = Counter()  # pass -> usable samples
+        self.slots, self.batch_first_pass = 0, self.position["pass"]
+        self._items = self._passes()
+
+    @property
+    def shards(self) -> list[str]:
+        return list(self.source.shards if self.position["all_shards"] else self.own)
+
+    def begin_batch(self, slots: int) -> None:
+        """A new batch starts in which this source fills ``slots`` samples."""
+        self.slots, self.batch_first_pass = slots, self.position["pass"]
+
+    def next_distinct(self, keys: set, counter: Counter) -> tuple:
+        """The next usable sample whose key is not in ``keys`` (then added); skips go to
+        ``counter``."""
+        while True:
+            try:
+                item, key, pass_index, consumed = next(self._items)
+            except StopIteration:  # the slice gave nothing usable: the whole list is read now
+                continue
+            self.position = {**self.position, "pass": pass_index, "consumed": consumed}
+            self._drain(counter)
+            if (self.index, key) not in keys:
+                keys.add((self.index, key))
+                return item
+            counter["duplicate_key_in_batch"] += 1
+            if pass_index >= self.batch_first_pass + 2:  # a whole pass went by: all in the batch
+                self._cannot_fill(self.usable[pass_index - 1], counter, pass_index)
+
+    def _drain(self, counter: Counter) -> None:
+        self.total.update(self.counter)
+        counter.update(self.counter)
+        self.counter.clear()
+
+    def _cannot_fill(self, usable: int, counter: Counter, pass_index: int) -> None:
+        """This slice cannot fill its part of a batch: read the whole list, or stop."""
+        if not self.position["all_shards"] and len(self.own) < len(self.source.shards):
+            counter["reader_fell_back_to_all_shards"] += 1
+            self.position = {"pass": pass_index + 1, "consumed": 0, "all_shards": True}
+            self.batch_first_pass = self.position["pass"]
+            self._items = self._passes()
+            return
+        self._drain(counter)
+        shards = self.shards
+        named = "" if len(self.stream.sources) == 1 else f" of source '{self.source.name}'"
+        raise DataError(
+            f"the {len(shards)} training shard(s){named} ({', '.join(shards[:3])}"
+            f"{', ...' if len(shards) > 3 else ''}) hold {usable} usable sample(s), fewer than the "
+            f"{self.slots} it must fill in one per-rank batch of {self.stream.batch_size}; skipped: "
+            f"{dict(self.total)}. Check the shards' contents (KEY.jpg + KEY.txt / KEY.json), the "
+            f"caption languages (data.languages), or lower train.batch_size.")
+
+    def _passes(self) -> Iterator[tuple]:
+        """(item, key, pass, samples of the pass taken) for every usable sample, pass after
+        pass; the current pass resumes after ``position['consumed']`` samples."""
+        pass_index, start = self.position["pass"], self.position["consumed"]
+        while True:
+            yield from self._one_pass(pass_index, start)
+            if start == 0 and self.usable[pass_index] == 0:  # a full pass with nothing usable
+                self._cannot_fill(0, self.counter, pass_index)
+                return  # the feed now reads a new generator over the whole list
+            pass_index, start = pass_index + 1, 0
+
+    def _one_pass(self, pass_index: int, start: int) -> Iterator[tuple]:
+        """One pass over the shards in this pass's random order; the first ``start`` shuffled
+        samples are passed over undecoded (a resumed pass)."""
+        stream, name = self.stream, self.source.name
+        rng = random.Random(f"{stream.seed}/{self.reader}/{name}/{pass_index}")
+        order = self.shards
+        rng.shuffle(order)
+        samples = shuffle_buffer(iter_raw_samples(order, self.counter), stream.shuffle_size, rng)
+        for index, sample in enumerate(samples):
+            if index < start:
+                if index == start - 1:  # the original run reported what was read up to here
+                    self.counter.clear()
+                continue
+            item = stream._decode(sample, self.counter, self.source.policy, random.Random(
+                f"{stream.seed}/{self.reader}/{name}/{pass_index}/{index}"))
+            if item is None:
+                continue
+            self.usable[pass_index] += 1
+            key = sample.get("__key__", "")
+            yield (*item, name), key, pass_index, index + 1

@@ -53,8 +53,10 @@ def expand_shards(spec: str, key: str = "data.train_shards") -> list[str]:
     return paths
 
 
-def check_shard_count(n_shards: int, world_size: int, num_workers: int) -> None:
-    """Every (rank, worker) reader needs at least one shard, or a rank starves and hangs."""
+def check_shard_count(n_shards: int, world_size: int, num_workers: int,
+                      key: str = "data.train_shards") -> None:
+    """Every (rank, worker) reader needs at least one shard of ``key``'s shard set, or its
+    readers all fall back to the whole list (every rank reading the same samples)."""
     readers = world_size * max(num_workers, 1)
     if n_shards >= readers:
         return
@@ -63,9 +65,9 @@ def check_shard_count(n_shards: int, world_size: int, num_workers: int) -> None:
     else:
         fix = (f"lower 'data.num_workers' to {n_shards // world_size} or write the data as at "
                f"least {readers} shards")
-    raise ConfigError(f"{n_shards} shards for {world_size} rank(s) x {max(num_workers, 1)} "
-                      f"worker(s) = {readers} readers: every reader needs at least one shard, or "
-                      f"a rank starves and hangs. Fix: {fix}.")
+    raise ConfigError(f"config key '{key}': {n_shards} shards for {world_size} rank(s) x "
+                      f"{max(num_workers, 1)} worker(s) = {readers} readers: every reader needs "
+                      f"at least one shard of its own. Fix: {fix}.")
 
 
 class SkipCounter(Counter):

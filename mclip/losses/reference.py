@@ -41,6 +41,12 @@ def infonce_reference(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_sca
 
     L = 1/(2|P|) sum_{(i,j) in P} [(lse_k s_ik - s_ij) + (lse_k s_kj - s_ij)]; on the diagonal
     this is the usual mean of the image->text and text->image cross-entropies. Returns a scalar.
+
+    Several texts per image (``data.captions_per_image``): each positive pair is its own
+    cross-entropy term, the image->text one over all texts (the image's other captions count in
+    the denominator), averaged over pairs: the "L_out" multi-positive form of SupCon (Khosla et
+    al. 2020, arXiv:2004.11362, eq. 2) as UniCL uses it for image-text pairs (Yang et al. 2022,
+    arXiv:2204.03610). Text->image stays a plain cross-entropy: a text has one image.
     """
     pos = positive_index(text_to_image, image_emb.shape[0], text_emb.shape[0], image_emb.device)
     dtype = compute_dtype(image_emb)

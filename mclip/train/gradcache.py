@@ -40,6 +40,12 @@ def _split(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.T
     return [{k: pieces[k][i] for k in batch} for i in range(parts)]
 
 
+def _row_slices(parts: list[torch.Tensor]) -> list[slice]:
+    """The rows of each part in their concatenation."""
+    ends = torch.tensor([p.shape[0] for p in parts]).cumsum(0).tolist()
+    return [slice(end - p.shape[0], end) for p, end in zip(parts, ends)]
+
+
 def gradient_cache_backward(encode: Callable[[dict], Embeddings], batch: dict[str, torch.Tensor],
                             loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                             micro_batches: int, device: torch.device,
@@ -47,8 +53,10 @@ def gradient_cache_backward(encode: Callable[[dict], Embeddings], batch: dict[st
                             contextlib.nullcontext) -> torch.Tensor:
     """One contrastive step's backward pass in ``micro_batches`` pieces; returns the loss.
 
-    ``encode(piece)`` maps a slice of ``batch`` (every tensor split along dim 0) to
-    (image_emb [b, d], text_emb [b, d]); ``loss_fn(image_emb [B, d], text_emb [B, d])`` returns
+    ``encode(piece)`` maps a slice of ``batch`` (every tensor split along dim 0 into
+    ``micro_batches`` near-equal parts, each tensor on its own: images [N] and texts [M] may
+    differ in length, as with several captions per image) to (image_emb [n_i, d],
+    text_emb [m_i, d]); ``loss_fn(image_emb [N, d], text_emb [M, d])`` returns
     the scalar to back-propagate (it may use the logit scale / bias, which then receive their
     gradient exactly once). Parameter gradients are accumulated into ``.grad`` as one backward
     over the whole batch would; the caller zeroes them before and steps after. ``record()`` is
@@ -69,15 +77,13 @@ def gradient_cache_backward(encode: Callable[[dict], Embeddings], batch: dict[st
     loss = loss_fn(image_all, text_all)
     loss.backward()
 
-    offsets = [0]
-    for part in image_parts:
-        offsets.append(offsets[-1] + part.shape[0])
+    image_rows, text_rows = _row_slices(image_parts), _row_slices(text_parts)
     for i, piece in enumerate(pieces):
         _set_rng_state(states[i], device)
         image_emb, text_emb = encode(piece)
-        rows = slice(offsets[i], offsets[i + 1])
         pairs = [(emb, cached.grad[rows].to(emb.dtype))
-                 for emb, cached in ((image_emb, image_all), (text_emb, text_all))
+                 for emb, cached, rows in ((image_emb, image_all, image_rows[i]),
+                                           (text_emb, text_all, text_rows[i]))
                  if emb.requires_grad]  # a fully frozen tower has nothing to back-propagate
         if pairs:
             torch.autograd.backward([p[0] for p in pairs], [p[1] for p in pairs])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 import time
@@ -15,10 +14,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from mclip.config import Config, ConfigError
-from mclip.data.index import language_sampling
-from mclip.data.languages import LanguagePolicy
-from mclip.data.pipeline import TrainStream
-from mclip.data.shards import DataError, check_shard_count, expand_shards
+from mclip.data.pipeline import Source, TrainStream
+from mclip.data.shards import DataError
+from mclip.data.sources import build_sources, sources_digest
 from mclip.losses.objective import ContrastiveObjective
 from mclip.models.dual import TEXT_SOURCE_DIR, DualEncoder
 from mclip.train.batchnorm import (BatchNormStepStatistics, batchnorm_stats_frozen,
@@ -82,10 +80,12 @@ def compile_towers(model: DualEncoder) -> None:
 
 def step_gradients(model: DualEncoder, objective: ContrastiveObjective, images: torch.Tensor,
                    tokens: dict[str, torch.Tensor], micro_batches: int, device: torch.device,
-                   precision: str = "fp32", world_size: int = 1) -> torch.Tensor:
+                   precision: str = "fp32", world_size: int = 1,
+                   text_to_image: torch.Tensor | None = None) -> torch.Tensor:
     """Accumulate this rank's gradient of one step's loss into ``.grad``; return the loss value.
 
-    images [n, 3, S, S] and tokens (input_ids / attention_mask [n, L]) are this rank's pairs.
+    images [n, 3, S, S] and tokens (input_ids / attention_mask [m, L]) are this rank's images
+    and texts; ``text_to_image`` LongTensor [m] the image of each text (None: m = n, pairs).
     With ``micro_batches`` > 1 the towers run through the gradient cache; the loss (and so the
     logit scale and bias gradient) is evaluated once either way. The returned value is the
     global loss (identical on every rank). BatchNorm running statistics are updated once, with
@@ -102,7 +102,8 @@ def step_gradients(model: DualEncoder, objective: ContrastiveObjective, images: 
     value: list[torch.Tensor] = []
 
     def loss_fn(image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
-        to_backward, logged = objective(image_emb, text_emb, model.logit_scale, model.logit_bias)
+        to_backward, logged = objective(image_emb, text_emb, model.logit_scale, model.logit_bias,
+                                        text_to_image)
         value.append(logged)
         return to_backward
 
@@ -129,10 +130,10 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
 
 
-def data_layout(cfg: Config, shards: list[str], world_size: int) -> dict:
+def data_layout(cfg: Config, sources: list[Source], world_size: int) -> dict:
     """What the data order depends on besides the seed: a resumed run replays the stream from
     the saved reader positions only when this is unchanged."""
-    return {"shards": hashlib.blake2b("\n".join(shards).encode(), digest_size=8).hexdigest(),
+    return {"sources": sources_digest(sources),
             "readers": world_size * max(cfg.data.num_workers, 1), "seed": cfg.train.seed,
             "batch": cfg.train.batch_size, "shuffle_buffer": cfg.data.shuffle_buffer,
             "language_temperature": cfg.data.language_temperature}
@@ -174,10 +175,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
 
-    shards = expand_shards(cfg.data.train_shards)
-    keep_factors, sampling = language_sampling(shards, cfg.data.language_temperature,
-                                               cfg.data.index)
-    check_shard_count(len(shards), ctx.world_size, cfg.data.num_workers)
+    sources, source_records = build_sources(cfg.data, ctx.world_size)
     local_batch = cfg.train.batch_size // ctx.world_size
     if cfg.train.micro_batches > local_batch:
         raise ConfigError(f"config key 'train.micro_batches' ({cfg.train.micro_batches}) exceeds the "
@@ -203,7 +201,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
         s, cfg.train.steps, cfg.train.warmup_steps, cfg.train.min_lr_ratio))
 
     start_step, skipped_total, positions = 0, Counter(), {}
-    layout, data_seed = data_layout(cfg, shards, ctx.world_size), cfg.train.seed
+    layout, data_seed = data_layout(cfg, sources, ctx.world_size), cfg.train.seed
     bad_steps = {"total": 0, "in_row": 0}
     if resumed_from is not None:
         state = restore_or_explain(resumed_from, model, optimizer, scheduler, device, cfg)
@@ -228,11 +226,14 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
                  config=cfg.to_dict())
     if data_seed != cfg.train.seed:
         logger.event("data_order_restarted", step=start_step,
-                     reason="the shards, ranks x workers, seed, batch size or shuffle buffer "
+                     reason="the sources, ranks x workers, seed, batch size or shuffle buffer "
                             "differ from the checkpoint's, so its reader positions do not apply; "
                             "the stream restarts from a seed mixed with the step (not exact)",
                      saved=state.get("data", {}).get("layout"), now=layout)
-    logger.event("languages", **sampling)
+    if cfg.data.sources:
+        logger.event("sources", **source_records)
+    else:
+        logger.event("languages", **source_records["train"]["sampling"])
     if ctx.world_size > 1:
         exact = cfg.dist.gather == "exact"
         logger.event("gather", mode=cfg.dist.gather, group_size=ctx.groups.group_size,
@@ -241,14 +242,12 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
                      f"approximate: negatives from the {ctx.groups.group_size} ranks of a group "
                      f"only, not the global batch of {cfg.train.batch_size}")
 
-    stream = TrainStream(shards, model.image_transform(train=False),
-                         LanguagePolicy(cfg.data.language_policy, cfg.data.languages,
-                                        cfg.data.language_weights, keep_factors),
-                         local_batch, cfg.data.shuffle_buffer, seed=data_seed,
+    stream = TrainStream(sources, model.image_transform(train=False), None, local_batch, cfg.data.shuffle_buffer, seed=data_seed,
                          rank=ctx.rank, world_size=ctx.world_size, augment=cfg.data.augment,
                          default_language=cfg.data.default_language,
                          language_key=cfg.data.language_key, positions=positions,
-                         batches_done=start_step if positions else 0)
+                         batches_done=start_step if positions else 0,
+                         captions_per_image=cfg.data.captions_per_image)
     loader = DataLoader(stream, batch_size=None, num_workers=cfg.data.num_workers,
                         worker_init_fn=ignore_sigterm,
                         persistent_workers=False, prefetch_factor=4 if cfg.data.num_workers else None)
@@ -288,12 +287,13 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
         set_batchnorm_eval(model)
     last_log, samples_since = time.perf_counter(), 0
     skipped_local: Counter = Counter()
-    final_dir, languages_seen, stopped_by = resumed_from, Counter(), None
+    final_dir, languages_seen, sources_seen, stopped_by = resumed_from, Counter(), Counter(), None
     with StopRequest() as stop:  # SIGTERM: finish the step, write a checkpoint, exit
         for step in range(start_step, cfg.train.steps):
             batch = _next_batch(batches)
             skipped_local.update(batch["skipped"])
             languages_seen.update(batch["languages"])
+            sources_seen.update(batch["sources"])
             positions[batch["reader"]] = batch["position"]
             torch.manual_seed(step_seed(cfg.train.seed, ctx.rank, step))
             images = batch["images"].to(device, non_blocking=True)
@@ -301,7 +301,8 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
 
             optimizer.zero_grad(set_to_none=True)
             loss = step_gradients(model, objective, images, tokens, cfg.train.micro_batches, device,
-                                  cfg.train.precision, ctx.world_size)
+                                  cfg.train.precision, ctx.world_size,
+                                  batch["text_to_image"].to(device))
             if ctx.world_size > 1:
                 average_gradients(model, ctx.world_size)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
@@ -324,18 +325,20 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
             scheduler.step()
             model.clamp_logit_scale()
 
-            samples_since += len(batch["texts"]) * ctx.world_size
+            samples_since += len(batch["keys"]) * ctx.world_size  # images, not captions
             logger.advance()
             if done % cfg.train.log_every == 0 or done == cfg.train.steps:
                 collect_skips()
-                seen = sum_counts(languages_seen, ctx)
+                seen, seen_sources = sum_counts(languages_seen, ctx), sum_counts(sources_seen, ctx)
                 languages_seen.clear()
+                sources_seen.clear()
                 now = time.perf_counter()
                 metrics = {"loss": loss.item(), "lr": scheduler.get_last_lr()[0],
                            "logit_scale": model.logit_scale.exp().item(),
                            "samples_per_s": samples_since / max(now - last_log, 1e-9),
                            "skipped": dict(skipped_total), "bad_steps": bad_steps["total"],
-                           "languages": dict(sorted(seen.items(), key=lambda kv: -kv[1]))}
+                           "languages": dict(sorted(seen.items(), key=lambda kv: -kv[1])),
+                           "sources": dict(sorted(seen_sources.items(), key=lambda kv: -kv[1]))}
                 if objective.uses_bias:
                     metrics["logit_bias"] = model.logit_bias.item()
                 if cfg.train.grad_clip:
