@@ -49,6 +49,13 @@ class TextTowerConfig:
     """For hub names / directories: load the weights (True) or only the architecture (False)."""
     pooling: str = "mean"
     max_length: int = 64
+    padding: str = "longest"
+    """'longest': pad each batch to its longest text (fast: a transformer's cost grows with the
+    length); 'max_length': always pad to max_length (fixed shapes, e.g. for torch.compile)."""
+    length_groups: int = 1
+    """Encode a batch's texts in this many groups of similar length, each padded only to its
+    own longest text (same embeddings, less padded compute; pays off on CPU when caption
+    lengths vary). Needs padding 'longest'."""
     hidden_size: int = 256
     num_layers: int = 2
     num_heads: int = 4
@@ -163,6 +170,9 @@ class TrainConfig:
     max_bad_steps: int = 5
     """A step whose loss or gradient is NaN/inf is skipped (weights untouched) and counted;
     this many such steps in a row stop the run with a message (the last checkpoint stays)."""
+    channels_last: bool = True
+    """Image tower weights and input batches in channels_last memory format: faster
+    convolutions (oneDNN on CPU, tensor cores on GPU); saved weights are unchanged."""
     compile: bool = False
     """torch.compile both towers (in place: checkpoint keys are unchanged); pays off on GPU."""
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.text.pooling": ("mean", "cls", "eos"),
+    "model.text.padding": ("longest", "max_length"),
     "model.projection": ("linear", "mlp"),
     "data.language_policy": ("uniform", "weighted"),
     "loss.kind": ("infonce", "sigmoid"),
@@ -33,7 +34,8 @@ def validate(cfg: Config) -> Config:
                 "model.text.hidden_size", "model.text.num_layers", "model.text.num_heads",
                 "model.text.intermediate_size", "train.steps", "train.batch_size", "train.lr",
                 "train.save_every", "train.log_every", "train.keep_checkpoints", "loss.chunk_size",
-                "train.micro_batches", "dist.timeout_minutes", "data.captions_per_image"]
+                "train.micro_batches", "dist.timeout_minutes", "data.captions_per_image",
+                "model.text.length_groups"]
     for key in positive:
         if not _get(cfg, key) > 0:
             raise ConfigError(f"config key '{key}' must be > 0, got {_get(cfg, key)!r}")
@@ -68,6 +70,10 @@ def validate(cfg: Config) -> Config:
     if not 0 <= cfg.model.text.dropout < 1 or not 0 <= cfg.model.image.drop_path_rate < 1:
         raise ConfigError("config keys 'model.text.dropout' and 'model.image.drop_path_rate' "
                           "must be in [0, 1)")
+    if cfg.model.text.length_groups > 1 and cfg.model.text.padding != "longest":
+        raise ConfigError(f"config key 'model.text.length_groups' is {cfg.model.text.length_groups}, "
+                          f"which needs model.text.padding: longest (padding to max_length keeps "
+                          f"every text at the same length); set one of them back")
     if cfg.model.text.hidden_size % cfg.model.text.num_heads:
         raise ConfigError(f"config key 'model.text.hidden_size' ({cfg.model.text.hidden_size}) "
                           f"must be divisible by 'model.text.num_heads' ({cfg.model.text.num_heads})")

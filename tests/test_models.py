@@ -78,6 +78,42 @@ def test_pooling_ignores_padding(pooling):
     assert torch.allclose(alone[0], padded[0], atol=1e-5)
 
 
+def test_padding_to_max_length_gives_fixed_shapes_and_the_same_embeddings():
+    cfg = _model_config().model
+    tower = TextTower(cfg.text, cfg.embed_dim).eval()
+    longest = tower.tokenize(["ein roter Kreis", "a blue star"])
+    cfg.text.padding = "max_length"
+    fixed = tower.tokenize(["ein roter Kreis", "a blue star"])
+    assert longest["input_ids"].shape[1] < cfg.text.max_length
+    assert fixed["input_ids"].shape == (2, cfg.text.max_length)
+    assert torch.allclose(tower(**longest), tower(**fixed), atol=1e-5)
+    with pytest.raises(ConfigError, match="model.text.padding"):
+        config_from_dict({"model": {"text": {"padding": "max"}}})
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "eos"])
+def test_length_groups_give_the_same_embeddings_and_gradients(pooling):
+    cfg = _model_config(pooling=pooling).model
+    texts = ["a", "ein roter Kreis", "a much longer caption that forces a lot of padding here",
+             "un cercle", "青い星", "mraba mwekundu mdogo", "x" * 40]
+    torch.manual_seed(0)
+    tower = TextTower(cfg.text, cfg.embed_dim).eval()
+    tokens = tower.tokenize(texts)
+    whole = tower(**tokens)
+    whole.square().sum().backward()
+    grads = {n: p.grad.clone() for n, p in tower.named_parameters() if p.grad is not None}
+    tower.zero_grad()
+    cfg.text.length_groups = 3
+    grouped = tower(**tokens)
+    grouped.square().sum().backward()
+    assert torch.allclose(grouped, whole, atol=1e-5)
+    for name, grad in grads.items():
+        assert torch.allclose(tower.get_parameter(name).grad, grad, rtol=1e-4, atol=1e-5), (
+            name, (tower.get_parameter(name).grad - grad).abs().max(), grad.abs().max())
+    with pytest.raises(ConfigError, match="length_groups.*padding: longest"):
+        config_from_dict({"model": {"text": {"length_groups": 2, "padding": "max_length"}}})
+
+
 def test_pool_tokens_by_hand():
     hidden = torch.arange(12, dtype=torch.float32).view(1, 4, 3)
     mask = torch.tensor([[1, 1, 0, 0]])

@@ -82,7 +82,7 @@ class DualEncoder(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_config(config, directory / CONFIG_FILE)
-        save_model(self, str(directory / WEIGHTS_FILE))
+        save_model(self, str(directory / WEIGHTS_FILE), force_contiguous=True)  # channels_last
         if self.cfg.text.name != "byte":
             self.text.save_source(directory / TEXT_SOURCE_DIR)
 

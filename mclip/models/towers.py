@@ -111,8 +111,11 @@ def build_byte_tokenizer() -> ByT5Tokenizer:
 class TextTower(nn.Module):
     """A transformers encoder, a mask-aware pooling and a projection to ``embed_dim``.
 
-    ``tokenize(texts)`` -> dict with ``input_ids`` and ``attention_mask`` [N, L] (right-padded,
-    truncated to ``max_length``). ``forward(input_ids, attention_mask)`` -> [N, embed_dim].
+    ``tokenize(texts)`` -> dict with ``input_ids`` and ``attention_mask`` [N, L] (right-padded
+    to the longest text, or to ``max_length`` with ``padding: max_length``; truncated to
+    ``max_length``). With ``length_groups`` k > 1 (and ``padding: longest``) ``forward`` sorts the
+    texts by length into k groups and runs each cut to its own longest text: the same
+    embeddings (padding is masked) for less padded compute. ``forward(input_ids, attention_mask)`` -> [N, embed_dim].
     ``source`` overrides where the architecture and tokenizer are read from (a checkpoint's
     ``text_tower/`` directory); weights are then expected to come from the checkpoint.
     """
@@ -141,11 +144,25 @@ class TextTower(nn.Module):
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         if isinstance(texts, str):
             texts = [texts]
-        out = self.tokenizer(list(texts), padding=True, truncation=True,
+        padding = "max_length" if self.cfg.padding == "max_length" else True
+        out = self.tokenizer(list(texts), padding=padding, truncation=True,
                              max_length=self.cfg.max_length, return_tensors="pt")
         return {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        groups = self.cfg.length_groups
+        if groups <= 1 or input_ids.shape[0] < 2 * groups or self.cfg.padding != "longest":
+            return self._encode(input_ids, attention_mask)
+        # texts sorted by length into groups, each cut to its own longest: less padding to run
+        lengths = attention_mask.sum(1)
+        order = torch.argsort(lengths, stable=True)
+        parts = []
+        for rows in torch.tensor_split(order, groups):
+            width = max(int(lengths[rows].max()), 1)
+            parts.append(self._encode(input_ids[rows, :width], attention_mask[rows, :width]))
+        return torch.cat(parts)[torch.argsort(order)]
+
+    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return self.proj(pool_tokens(hidden, attention_mask, self.cfg.pooling))
 

@@ -7,7 +7,8 @@ statistics once per micro-batch, and differently on every rank. mclip instead:
 
 1. runs every training forward with the running statistics frozen (momentum 0);
 2. records, during the one recording pass of the step, each layer's per-channel sum, sum of
-   squares and count over every micro-batch (float64);
+   squares and count over every micro-batch (one fp32 mean / variance pass per micro-batch,
+   pooled as float64 sums);
 3. adds those over ranks (one all-reduce) and applies a single update with the pooled
    statistics: ``running = (1 - m) running + m stat`` with the unbiased variance, the update
    one BatchNorm forward over all those inputs at once would make.
@@ -93,9 +94,13 @@ class BatchNormStepStatistics:
             return
         x = inputs[0].detach()
         dims = [0] + list(range(2, x.dim()))
-        count = torch.tensor([x.numel() // x.shape[1]], dtype=torch.float64, device=x.device)
-        total = x.sum(dims, dtype=torch.float64)
-        squares = x.double().square().sum(dims)
+        n = x.numel() // x.shape[1]
+        count = torch.tensor([n], dtype=torch.float64, device=x.device)
+        # one fp32 pass (as BatchNorm's own statistics), pooled in fp64 as sums
+        var, mean = torch.var_mean(x.float(), dims, correction=0)
+        mean = mean.double()
+        total = mean * n
+        squares = (var.double() + mean.square()) * n
         key = id(module)
         if key in self._sums:
             for acc, new in zip(self._sums[key], (count, total, squares)):

@@ -54,8 +54,9 @@ def autocast_context(device: torch.device, precision: str):
 def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
     """AdamW; no weight decay on scalars, biases and norm weights (ndim < 2).
 
-    On CUDA the fused kernel (one launch for all parameters); its state dict is the same as the
-    plain one, so a checkpoint moves between CPU and GPU runs.
+    The fused kernel (one pass over all parameters; on CPU ~5x faster than the per-parameter
+    loop) on CUDA and CPU; its state dict is the same as the plain one, so a checkpoint moves
+    between CPU and GPU runs.
     """
     decay, no_decay = [], []
     for param in model.parameters():
@@ -63,7 +64,9 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
             (decay if param.ndim >= 2 else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg.train.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    fused = all(p.is_cuda for p in decay + no_decay) and bool(decay + no_decay)
+    params = decay + no_decay
+    fused = bool(params) and all(p.device.type in ("cuda", "cpu") and p.is_floating_point()
+                                 for p in params)
     return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=tuple(cfg.train.betas),
                              eps=cfg.train.eps, fused=fused or None)
 
@@ -89,8 +92,9 @@ def step_gradients(model: DualEncoder, objective: ContrastiveObjective, images: 
     With ``micro_batches`` > 1 the towers run through the gradient cache; the loss (and so the
     logit scale and bias gradient) is evaluated once either way. The returned value is the
     global loss (identical on every rank). BatchNorm running statistics are updated once, with
-    the statistics of the whole global batch (:mod:`mclip.train.batchnorm`; a collective over
-    ``world_size`` ranks).
+    the statistics of the whole global batch: by BatchNorm itself when the step is one forward
+    on one process, else by :mod:`mclip.train.batchnorm` (a collective over ``world_size``
+    ranks).
     """
     def encode(piece: dict) -> tuple[torch.Tensor, torch.Tensor]:
         with autocast_context(device, precision):
@@ -108,6 +112,9 @@ def step_gradients(model: DualEncoder, objective: ContrastiveObjective, images: 
         return to_backward
 
     batch = {"images": images, **tokens}
+    if micro_batches == 1 and world_size == 1:  # one forward: BatchNorm's own update is the one
+        loss_fn(*encode(batch)).backward()
+        return value[0]
     batchnorm = BatchNormStepStatistics(model)
     try:
         with batchnorm_stats_frozen(model):
@@ -192,6 +199,8 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
         model = DualEncoder(cfg.model, text_source=source if source.is_dir() else None,
                             load_pretrained=False)
     model = model.to(device)
+    if cfg.train.channels_last:
+        model.image.to(memory_format=torch.channels_last)
     if cfg.train.compile:
         compile_towers(model)
     objective = ContrastiveObjective(cfg.loss, ctx.groups, cfg.dist.gather)
@@ -282,6 +291,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
         skipped_total.update(sum_counts(skipped_local, ctx))
         skipped_local.clear()
 
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model.train()
     if cfg.train.freeze_batchnorm:
         set_batchnorm_eval(model)
@@ -296,7 +306,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
             sources_seen.update(batch["sources"])
             positions[batch["reader"]] = batch["position"]
             torch.manual_seed(step_seed(cfg.train.seed, ctx.rank, step))
-            images = batch["images"].to(device, non_blocking=True)
+            images = batch["images"].to(device, non_blocking=True, memory_format=memory_format)
             tokens = {k: v.to(device) for k, v in model.tokenize(batch["texts"]).items()}
 
             optimizer.zero_grad(set_to_none=True)
