@@ -204,3 +204,78 @@ def test_a_shard_deleted_mid_run_is_counted_and_the_stream_goes_on(demo_data, tm
     for _ in range(30):  # two more passes over the shards
         skipped.update(next(batches)["skipped"])
     assert skipped["unreadable_shard_or_member"] >= 1, skipped
+
+
+# ---- rows handled by the data stream and the config, through the CLI as a user meets them ----
+
+def _bad_data_shards(directory: Path) -> str:
+    """One shard with a good sample next to each kind of bad one, and a truncated shard."""
+    import io
+    import json
+
+    import webdataset as wds
+    from PIL import Image
+
+    def jpeg(colour):
+        buffer = io.BytesIO()
+        Image.new("RGB", (32, 32), colour).save(buffer, format="JPEG")
+        return buffer.getvalue()
+
+    def good(key):
+        return {"__key__": key, "jpg": jpeg((key_colour(key), 20, 20)),
+                "json": json.dumps({"captions": {"en": [f"caption {key}"], "de": [f"Text {key}"]}}).encode()}
+
+    def key_colour(key):
+        return (int(key[-2:]) * 37) % 256
+
+    samples = [{"__key__": "corrupt", "jpg": b"\xff\xd8 not a jpeg", "txt": b"a red circle"},
+                {"__key__": "empty", "jpg": jpeg((1, 2, 3)), "txt": b"   "},
+                {"__key__": "french", "jpg": jpeg((4, 5, 6)),
+                 "json": json.dumps({"captions": {"fr": ["un cercle"]}}).encode()}]
+    samples += [good(f"g{i:02d}") for i in range(24)]
+    for name in ("a", "b"):
+        with wds.TarWriter(str(directory / f"{name}.tar")) as sink:
+            for sample in samples:
+                sink.write({**sample, "__key__": f"{name}{sample['__key__']}"})
+    whole = (directory / "b.tar").read_bytes()
+    (directory / "b.tar").write_bytes(whole[: len(whole) * 2 // 3])  # truncated mid-member
+    return f"{directory}/a.tar,{directory}/b.tar"
+
+
+def test_bad_data_rows_are_counted_skips_in_a_run_that_finishes(demo_data, tmp_path):
+    """corrupt JPEG, empty caption, caption only in an unselected language, truncated tar."""
+    (tmp_path / "shards").mkdir()
+    shards = _bad_data_shards(tmp_path / "shards")
+    run = tmp_path / "run"
+    result = _cli("train", "--config", DEMO, *_train_overrides(demo_data, run, steps=7),
+                  f"data.train_shards={shards}", "data.languages=[en,de]", "train.batch_size=8",
+                  "data.shuffle_buffer=0")  # 56 samples: both shards read to the end
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    skipped = [r for r in log_records(run) if r.get("event") == "end"][0]["skipped"]
+    for reason in ("corrupt_image", "empty_caption", "no_caption_in_selected_languages",
+                   "unreadable_shard_or_member"):
+        assert skipped.get(reason, 0) >= 1, (reason, skipped)
+
+
+@pytest.mark.parametrize("override,needles", [
+    ("train.stpes=3", ["unknown config key 'train.stpes'", "train.steps"]),
+    ("train.steps=three", ["'train.steps'", "three"]),
+    ("data.languages=[englsh]", ["englsh", "'en'"]),
+    ("model.init_logit_scale=50", ["model.init_logit_scale", "9.21"]),
+])
+def test_config_rows_are_one_line_before_any_work(demo_data, tmp_path, override, needles):
+    """unknown config key, wrong type, unknown language code, logit scale out of range."""
+    result = _cli("train", "--config", DEMO, *_train_overrides(demo_data, tmp_path / "run"),
+                  override)
+    _one_line_error(result, *needles)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_missing_checkpoint_directory_is_one_line(demo_data, tmp_path):
+    result = _cli("train", "--config", DEMO, *_train_overrides(demo_data, tmp_path / "none"),
+                  "--resume")
+    _one_line_error(result, "--resume", "no checkpoint")
+    result = _cli("eval", "--model", tmp_path / "absent", "--suite", ROOT / "eval_suites" / "demo.yaml",
+                  "--data-root", demo_data)
+    _one_line_error(result, str(tmp_path / "absent"))
