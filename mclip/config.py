@@ -162,7 +162,8 @@ class TrainConfig:
     """'auto' (bf16 autocast on GPU, fp32 on CPU), 'fp32', 'bf16'. fp16 is refused: it gives
     NaN with multilingual towers and is ~30x slower on CPU."""
     threads: int = 0
-    """torch intra-op threads on CPU; 0 keeps torch's default."""
+    """torch intra-op threads on CPU; 0: torch's default capped by the CPUs this process may use
+    (affinity and cgroup quota: no over-subscription in containers and SLURM jobs)."""
     micro_batches: int = 1
     """Gradient cache: encode each rank's batch in this many pieces; the gradient is unchanged."""
     freeze_batchnorm: bool = False

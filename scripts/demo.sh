@@ -12,6 +12,9 @@ start=$(date +%s)
 if [ ! -f "$DATA/dataset.json" ]; then
   mclip data demo --out "$DATA"
 fi
-mclip train --config configs/demo.yaml "data.train_shards=$DATA/train" "train.out_dir=$RUN" "$@"
+train_start=$(date +%s)
+# --overwrite: a second demo run replaces the first one's checkpoints in $RUN
+mclip train --config configs/demo.yaml "data.train_shards=$DATA/train" "train.out_dir=$RUN" --overwrite "$@"
+train_s=$(( $(date +%s) - train_start ))
 mclip eval --model "$RUN" --suite eval_suites/demo.yaml --data-root "$DATA" --out "$RUN/eval"
-echo "demo finished in $(( $(date +%s) - start )) s (data + training + evaluation); plot: $RUN/eval/results.png"
+echo "demo finished in $(( $(date +%s) - start )) s (training ${train_s} s; data + training + evaluation); plot: $RUN/eval/results.png"

@@ -31,6 +31,7 @@ from mclip.train.gradcache import gradient_cache_backward
 from mclip.train.logger import TrainLogger
 from mclip.train.periodic_eval import TrainingEvaluator
 from mclip.train.schedule import warmup_cosine
+from mclip.train.threads import training_threads
 
 
 def resolve_device(name: str) -> torch.device:
@@ -178,8 +179,9 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
     if ctx.world_size > 1:
         torch.distributed.barrier()
     evaluator = TrainingEvaluator(cfg, ctx, resume=resume)  # checks eval.* before any work
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    threads = training_threads(cfg.train.threads, torch.get_num_threads())
+    if device.type == "cpu":
+        torch.set_num_threads(threads)
     torch.manual_seed(cfg.train.seed)
 
     sources, source_records = build_sources(cfg.data, ctx.world_size)
@@ -232,6 +234,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
     logger.event("resume" if resumed_from else "start", step=start_step, device=str(device),
                  checkpoint=str(resumed_from) if resumed_from else None, world_size=ctx.world_size,
                  parameters=sum(p.numel() for p in model.parameters()), **restored,
+                 threads=torch.get_num_threads(),
                  config=cfg.to_dict())
     if data_seed != cfg.train.seed:
         logger.event("data_order_restarted", step=start_step,
