@@ -116,9 +116,9 @@ class TrainStream(IterableDataset):
         reader = self.rank * n_workers + (worker + self.batches_done) % n_workers
         saved = self.positions.get(reader, {})
         batches = saved.get("batches", 0)
-        feeds = [_SourceFeed(self, source, reader, self.world_size * n_workers,
+        feeds = [_SourceFeed(self, index, reader, self.world_size * n_workers,
                              saved.get("sources", {}).get(source.name))
-                 for source in self.sources]
+                 for index, source in enumerate(self.sources)]
         counter = SkipCounter()
         while True:
             slots = self._slots(reader, batches)
@@ -201,10 +201,10 @@ class _SourceFeed:
     list cannot either, :class:`DataError` says so with the numbers.
     """
 
-    def __init__(self, stream: TrainStream, source: Source, reader: int, readers: int,
+    def __init__(self, stream: TrainStream, index: int, reader: int, readers: int,
                  position: dict | None):
-        self.stream, self.source, self.reader = stream, source, reader
-        self.index = stream.sources.index(source)
+        self.stream, self.index, self.reader = stream, index, reader
+        self.source = source = stream.sources[index]
         self.own = source.shards[reader::readers]
         self.position = {**START_POSITION, **(position or {})}
         self.counter, self.total = SkipCounter(), Counter()
