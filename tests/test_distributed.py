@@ -208,3 +208,62 @@ def test_ranks_keep_identical_batchnorm_buffers_and_leave_unused_parameters_alon
     assert tracked == 1
     assert torch.allclose(mean, first.running_mean, atol=1e-6, rtol=1e-5)
     assert torch.allclose(var, first.running_var, atol=1e-6, rtol=1e-5)
+
+
+def _channels_last_model():
+    from conftest import tiny_model_config
+    from mclip.train.batchnorm import set_batchnorm_eval
+    torch.manual_seed(0)
+    model = DualEncoder(tiny_model_config("resnet10t").model)
+    model.image.to(memory_format=torch.channels_last)
+    model.logit_bias.requires_grad_(False)
+    model.train()
+    set_batchnorm_eval(model)  # BatchNorm in eval mode: the 2-rank step is the full-batch step
+    return model
+
+
+def _fused_step(model, images, tokens, world):
+    from mclip.train.trainer import build_optimizer
+    objective = ContrastiveObjective(LossConfig(kind="infonce"),
+                                     make_gather_groups(1) if world > 1 else None)
+    optimizer = build_optimizer(model, config_from_dict({"train": {"weight_decay": 0.1}}))
+    assert optimizer.defaults["fused"]
+    images = images.contiguous(memory_format=torch.channels_last)
+    step_gradients(model, objective, images, tokens, 1, CPU, world_size=world)
+    if world > 1:
+        average_gradients(model, world)
+    optimizer.step()
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _layout_worker(rank, world, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    model = _channels_last_model()
+    images, tokens = _global_batch(model, world * LOCAL)
+    rows = slice(rank * LOCAL, (rank + 1) * LOCAL)
+    weights = _fused_step(model, images[rows], {k: v[rows] for k, v in tokens.items()}, world)
+    strides = {n: (p.grad.stride(), p.stride()) for n, p in model.named_parameters()
+               if p.grad is not None}
+    if rank == 0:
+        torch.save({"weights": weights, "strides": strides}, out)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_averaged_gradients_keep_the_channels_last_layout_of_their_weights(tmp_path):
+    """The fused AdamW kernel walks weight, gradient and moments as flat memory: a contiguous
+    averaged gradient next to a channels_last conv weight would update the wrong elements."""
+    out = tmp_path / "rank0.pt"
+    mp.start_processes(_layout_worker, args=(2, _free_port(), str(out)), nprocs=2,
+                       start_method="spawn", join=True)
+    got = torch.load(out, weights_only=False)
+    assert all(grad == weight for grad, weight in got["strides"].values())
+    single = _channels_last_model()
+    images, tokens = _global_batch(single, 2 * LOCAL)
+    expected = _fused_step(single, images, tokens, 1)
+    for name, value in expected.items():
+        # Adam's first step is ~lr * sign(g): near-zero gradients amplify rounding to ~1e-5;
+        # misplaced updates would be ~lr = 2e-3
+        assert torch.allclose(got["weights"][name], value, atol=5e-5, rtol=0), name

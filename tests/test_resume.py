@@ -206,3 +206,37 @@ def test_two_gloo_ranks_resume_exactly(demo_data, tmp_path):
     torchrun(crashed, "--resume")
     assert _losses(crashed) == _losses(full)
     _assert_same_final_state(latest_checkpoint(full), latest_checkpoint(crashed))
+
+
+def test_restored_adam_moments_take_their_weights_memory_layout():
+    """A checkpoint written with train.channels_last off, resumed with it on: the fused AdamW
+    kernel reads weight, gradient and moments as flat memory, so the moments must follow."""
+    import io
+
+    from mclip.train.checkpoint import match_parameter_layout
+
+    torch.manual_seed(0)
+    weight = torch.randn(8, 4, 3, 3)
+    grads = [torch.randn(8, 4, 3, 3) for _ in range(2)]
+
+    def adam(param):
+        return torch.optim.AdamW([param], lr=1e-2, fused=True)
+
+    plain = torch.nn.Parameter(weight.clone())
+    optimizer = adam(plain)
+    plain.grad = grads[0].clone()
+    optimizer.step()
+    saved = io.BytesIO()
+    torch.save(optimizer.state_dict(), saved)
+
+    resumed = torch.nn.Parameter(plain.detach().clone().contiguous(memory_format=torch.channels_last))
+    restored = adam(resumed)
+    saved.seek(0)
+    restored.load_state_dict(torch.load(saved, weights_only=False))
+    match_parameter_layout(restored)
+    state = restored.state[resumed]
+    assert state["exp_avg"].stride() == resumed.stride() == state["exp_avg_sq"].stride()
+    for param, opt in ((plain, optimizer), (resumed, restored)):
+        param.grad = torch.empty_like(param).copy_(grads[1])
+        opt.step()
+    assert torch.allclose(resumed, plain, atol=1e-6)

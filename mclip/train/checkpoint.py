@@ -136,9 +136,27 @@ def restore_checkpoint(directory: Path, model: DualEncoder, optimizer: torch.opt
     state = load_trainer_state(directory)
     load_model(model, str(Path(directory) / WEIGHTS_FILE), device=str(device))
     optimizer.load_state_dict(state["optimizer"])
+    match_parameter_layout(optimizer)
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
     return state
+
+
+def match_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give every per-parameter state tensor (Adam's moments) its parameter's memory layout.
+
+    ``load_state_dict`` keeps the layout the state was saved in; a checkpoint written with
+    ``train.channels_last`` off and resumed with it on (or the reverse) would otherwise pair a
+    channels_last weight with contiguous moments, which the fused AdamW kernel reads as flat
+    memory (CPU: silently wrong; CUDA: an error).
+    """
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if (torch.is_tensor(value) and value.shape == param.shape
+                        and value.stride() != param.stride()):
+                    optimizer.state[param][key] = torch.empty_like(
+                        param, dtype=value.dtype).copy_(value)
 
 
 def load_trainer_state(directory: str | Path) -> dict:

@@ -111,7 +111,10 @@ def average_gradients(model: torch.nn.Module, world_size: int) -> None:
     offset = 0
     for p, used in zip(params, present.tolist()):
         n = p.numel()
-        p.grad = values[offset:offset + n].view_as(p).to(p.dtype) if used > 0 else None
+        # empty_like keeps the parameter's memory layout (channels_last conv weights): the
+        # fused AdamW kernel walks parameter, gradient and state as flat memory
+        p.grad = (torch.empty_like(p).copy_(values[offset:offset + n].view(p.shape))
+                  if used > 0 else None)
         offset += n
 
 

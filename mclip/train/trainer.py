@@ -144,7 +144,10 @@ def data_layout(cfg: Config, sources: list[Source], world_size: int) -> dict:
     return {"sources": sources_digest(sources),
             "readers": world_size * max(cfg.data.num_workers, 1), "seed": cfg.train.seed,
             "batch": cfg.train.batch_size, "shuffle_buffer": cfg.data.shuffle_buffer,
-            "language_temperature": cfg.data.language_temperature}
+            "language_temperature": cfg.data.language_temperature,
+            "captions_per_image": cfg.data.captions_per_image, "augment": cfg.data.augment,
+            "language_policy": [cfg.data.language_policy, cfg.data.languages,
+                                sorted(cfg.data.language_weights.items())]}
 
 
 def _next_batch(batches) -> dict:
@@ -179,9 +182,8 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
     if ctx.world_size > 1:
         torch.distributed.barrier()
     evaluator = TrainingEvaluator(cfg, ctx, resume=resume)  # checks eval.* before any work
-    threads = training_threads(cfg.train.threads, torch.get_num_threads())
-    if device.type == "cpu":
-        torch.set_num_threads(threads)
+    if cfg.train.threads or device.type == "cpu":  # CPU: capped by the usable CPUs
+        torch.set_num_threads(training_threads(cfg.train.threads, torch.get_num_threads()))
     torch.manual_seed(cfg.train.seed)
 
     sources, source_records = build_sources(cfg.data, ctx.world_size)
