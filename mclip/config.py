@@ -124,7 +124,11 @@ class DataConfig:
     languages as the sample has; the losses take each as a positive of its image)."""
     shuffle_buffer: int = 2000
     """Samples in the shuffle reservoir of each reader; 0 or 1: no shuffling."""
-    num_workers: int = 1
+    num_workers: Union[int, str] = "auto"
+    """DataLoader worker processes per rank, or 'auto': on CPU the cores torch's threads leave
+    free (none on a small machine: samples are decoded between steps), on GPU the rank's share
+    of the CPUs (:func:`mclip.train.threads.data_workers`). The run's config.yaml records the
+    number used."""
     augment: bool = True
     """Random horizontal flip, drawn from the data stream's own RNG (shape and colour classes
     are flip-invariant)."""

@@ -40,11 +40,15 @@ def validate(cfg: Config) -> Config:
         if not _get(cfg, key) > 0:
             raise ConfigError(f"config key '{key}' must be > 0, got {_get(cfg, key)!r}")
     non_negative = ["train.weight_decay", "train.warmup_steps", "train.min_lr_ratio",
-                    "data.shuffle_buffer", "data.num_workers", "train.threads",
+                    "data.shuffle_buffer", "train.threads",
                     "model.image.drop_path_rate", "model.text.dropout", "dist.group_size"]
     for key in non_negative:
         if _get(cfg, key) < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {_get(cfg, key)!r}")
+    workers = cfg.data.num_workers
+    if workers != "auto" and not (isinstance(workers, int) and workers >= 0):
+        raise ConfigError(f"config key 'data.num_workers' must be 'auto' or an integer >= 0, got "
+                          f"{workers!r}")
     if cfg.train.warmup_steps >= cfg.train.steps:
         raise ConfigError(f"config key 'train.warmup_steps' ({cfg.train.warmup_steps}) must be "
                           f"smaller than 'train.steps' ({cfg.train.steps})")

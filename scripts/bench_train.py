@@ -16,12 +16,15 @@ open_clip's ``Batch (t)``). Two settings:
   the batch, open_clip pads every caption to its context length (77);
 - ``same_padding``: both pad every caption to ``--context`` tokens (32).
 
-mclip runs with its defaults (fused AdamW, channels_last image tower, gradient clipping at 1.0);
-open_clip_train with its own (no clipping). Also measured: the data pipeline alone (images/s through each loader, same workers). Prints a
+mclip runs with its defaults (fused AdamW, channels_last image tower, gradient clipping at 1.0,
+``data.num_workers: auto``, which on 2 CPUs decodes between steps instead of in a worker that
+stalls the compute threads); open_clip_train with its own (no clipping) and ``--workers`` 1 (its
+default of 4 exceeds 2 cores; with 0 it measured 60.6 against 61.7 samples/s with 1). Each trainer runs ``--repeats`` times per setting, the two alternating, and the table gives the
+medians (single runs of 20 steps vary by ~5%). Also measured: the data pipeline alone (images/s through each loader, same workers). Prints a
 table and writes JSON (``--out``).
 
-    python scripts/bench_train.py                       # ~6 minutes on 2 cores
-    python scripts/bench_train.py --steps 12 --batch 64 # quicker
+    python scripts/bench_train.py                       # ~15 minutes on 2 cores
+    python scripts/bench_train.py --repeats 1           # ~5 minutes
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import csv
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -142,13 +146,15 @@ def run_open_clip(root: Path, table: Path, args, context: int, name: str) -> dic
 
 
 def mclip_config(args, shards: Path, out: Path, padding: str, context: int) -> dict:
+    workers = args.mclip_workers
+    workers = int(workers) if str(workers).isdigit() else workers
     return {
         "model": {"embed_dim": args.embed_dim, "projection": "linear",
                   "image": {"name": args.image_model, "pretrained": False,
                             "image_size": args.image_size},
                   "text": {"name": str(minilm_dir()), "pretrained": True, "pooling": "mean",
                            "max_length": context, "padding": padding}},
-        "data": {"train_shards": str(shards), "num_workers": args.workers,
+        "data": {"train_shards": str(shards), "num_workers": workers,
                  "shuffle_buffer": 512, "augment": True},
         "loss": {"kind": "infonce"},
         "train": {"steps": args.steps, "batch_size": args.batch, "lr": 1e-3, "weight_decay": 0.1,
@@ -217,6 +223,13 @@ def pipeline_images_per_s(shards: Path, table: Path, args) -> dict:
     return result
 
 
+def median_run(results: list[dict]) -> dict:
+    """The median samples/s and wall time of repeated runs, with every run's samples/s."""
+    return {"samples_per_s": statistics.median(r["samples_per_s"] for r in results),
+            "wall_s": statistics.median(r["wall_s"] for r in results),
+            "steps": results[0]["steps"], "runs": [r["samples_per_s"] for r in results]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=128)
@@ -226,8 +239,13 @@ def main() -> None:
     parser.add_argument("--embed-dim", type=int, default=256)
     parser.add_argument("--context", type=int, default=32, help="tokens in the same-padding runs")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="open_clip's DataLoader workers (its default, 4, exceeds 2 cores)")
+    parser.add_argument("--mclip-workers", default="auto",
+                        help="mclip's data.num_workers (default: its own default, auto)")
     parser.add_argument("--log-every", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each trainer per setting, in alternating order; medians")
     parser.add_argument("--out", default="bench_train.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -236,30 +254,39 @@ def main() -> None:
         root = Path(tmp)
         shards, table = write_images(root, args.batch * args.steps, args.image_size)
         print(f"{args.batch * args.steps} images; batch {args.batch}, {args.steps} steps, "
-              f"{args.threads} threads, {args.workers} worker(s); {args.image_model} "
+              f"{args.threads} threads, workers: mclip {args.mclip_workers}, open_clip "
+              f"{args.workers}; {args.image_model} "
               f"{args.image_size}px + all-MiniLM-L6-v2", file=sys.stderr, flush=True)
         rows = {}
-        for setting, mclip_padding, mclip_context, open_clip_context in (
-                ("default", "longest", 77, 77),
-                ("same_padding", "max_length", args.context, args.context)):
-            print(f"[{setting}] mclip ...", file=sys.stderr, flush=True)
-            ours = run_mclip(root, shards, args, mclip_padding, mclip_context, setting)
-            print(f"[{setting}] open_clip_train ...", file=sys.stderr, flush=True)
-            theirs = run_open_clip(root, table, args, open_clip_context, setting)
-            rows[setting] = {"mclip": ours, "open_clip": theirs,
-                             "ratio": ours["samples_per_s"] / theirs["samples_per_s"]}
+        for setting, mclip_padding, context in (("default", "longest", 77),
+                                                ("same_padding", "max_length", args.context)):
+            runs = {"mclip": [], "open_clip": []}
+            for repeat in range(args.repeats):  # alternate the order: drift hits both alike
+                order = ("mclip", "open_clip") if repeat % 2 == 0 else ("open_clip", "mclip")
+                for trainer in order:
+                    name = f"{setting}_{repeat}"
+                    print(f"[{name}] {trainer} ...", file=sys.stderr, flush=True)
+                    runs[trainer].append(
+                        run_mclip(root, shards, args, mclip_padding, context, name)
+                        if trainer == "mclip" else run_open_clip(root, table, args, context, name))
+            rows[setting] = {trainer: median_run(results) for trainer, results in runs.items()}
+            rows[setting]["ratio"] = (rows[setting]["mclip"]["samples_per_s"]
+                                      / rows[setting]["open_clip"]["samples_per_s"])
         print("data pipeline alone ...", file=sys.stderr, flush=True)
         pipeline = pipeline_images_per_s(shards, table, args)
 
-    print(f"\n| setting | mclip samples/s | open_clip samples/s | ratio | mclip wall s | "
-          f"open_clip wall s |")
-    print("|---|---|---|---|---|---|")
+    print("\n| setting | mclip samples/s | open_clip samples/s | ratio | mclip wall s | "
+          "open_clip wall s | mclip runs | open_clip runs |")
+    print("|---|---|---|---|---|---|---|---|")
     for setting, row in rows.items():
+        runs = [", ".join(f"{v:.1f}" for v in row[t]["runs"]) for t in ("mclip", "open_clip")]
         print(f"| {setting} | {row['mclip']['samples_per_s']:.1f} | "
               f"{row['open_clip']['samples_per_s']:.1f} | {row['ratio']:.2f}x | "
-              f"{row['mclip']['wall_s']:.0f} | {row['open_clip']['wall_s']:.0f} |")
+              f"{row['mclip']['wall_s']:.0f} | {row['open_clip']['wall_s']:.0f} | "
+              f"{runs[0]} | {runs[1]} |")
     print(f"| data pipeline alone (images/s) | {pipeline['mclip']:.0f} | "
-          f"{pipeline['open_clip']:.0f} | {pipeline['mclip'] / pipeline['open_clip']:.2f}x | | |")
+          f"{pipeline['open_clip']:.0f} | {pipeline['mclip'] / pipeline['open_clip']:.2f}x "
+          f"| | | | |")
     report = {"config": vars(args), "torch": torch.__version__, "threads": args.threads,
               "results": rows, "pipeline_images_per_s": pipeline,
               "targets": {"default_ratio>=1.5": rows["default"]["ratio"] >= 1.5,

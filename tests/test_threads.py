@@ -50,3 +50,26 @@ def test_threads_are_capped_by_the_quota_and_an_explicit_count_wins(tmp_path):
     (tmp_path / "cpu.max").write_text("max 100000\n")
     assert training_threads(0, torch_default=1, root=tmp_path, membership=none) == 1
     assert usable_cpus(tmp_path, none) >= 1
+
+
+def test_auto_data_workers_leave_the_compute_threads_their_cores(tmp_path, monkeypatch):
+    import os
+
+    import pytest
+
+    from mclip.config import ConfigError, config_from_dict
+    from mclip.train.threads import data_workers
+
+    none = _no_membership(tmp_path)
+    (tmp_path / "cpu.max").write_text("200000 100000\n")  # 2 CPUs
+    assert data_workers("cpu", threads=2, root=tmp_path, membership=none) == 0
+    assert data_workers("cpu", threads=1, root=tmp_path, membership=none) == 1
+    assert data_workers("cuda", threads=2, root=tmp_path, membership=none) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    (tmp_path / "cpu.max").write_text("6400000 100000\n")  # 64 CPUs, 8 GPUs per node
+    assert data_workers("cuda", threads=8, local_ranks=8, root=tmp_path, membership=none) == 7
+    assert config_from_dict({}).data.num_workers == "auto"
+    assert config_from_dict({"data": {"num_workers": 3}}).data.num_workers == 3
+    for bad in ("many", -1):
+        with pytest.raises(ConfigError, match="data.num_workers"):
+            config_from_dict({"data": {"num_workers": bad}})

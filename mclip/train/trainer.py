@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import time
@@ -31,7 +32,7 @@ from mclip.train.gradcache import gradient_cache_backward
 from mclip.train.logger import TrainLogger
 from mclip.train.periodic_eval import TrainingEvaluator
 from mclip.train.schedule import warmup_cosine
-from mclip.train.threads import training_threads
+from mclip.train.threads import data_workers, training_threads
 
 
 def resolve_device(name: str) -> torch.device:
@@ -184,6 +185,10 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
     evaluator = TrainingEvaluator(cfg, ctx, resume=resume)  # checks eval.* before any work
     if cfg.train.threads or device.type == "cpu":  # CPU: capped by the usable CPUs
         torch.set_num_threads(training_threads(cfg.train.threads, torch.get_num_threads()))
+    if cfg.data.num_workers == "auto":  # resolved once: config.yaml records the number used
+        cfg = copy.deepcopy(cfg)
+        cfg.data.num_workers = data_workers(device.type, torch.get_num_threads(),
+                                            int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     torch.manual_seed(cfg.train.seed)
 
     sources, source_records = build_sources(cfg.data, ctx.world_size)
@@ -236,7 +241,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
     logger.event("resume" if resumed_from else "start", step=start_step, device=str(device),
                  checkpoint=str(resumed_from) if resumed_from else None, world_size=ctx.world_size,
                  parameters=sum(p.numel() for p in model.parameters()), **restored,
-                 threads=torch.get_num_threads(),
+                 threads=torch.get_num_threads(), data_workers=cfg.data.num_workers,
                  config=cfg.to_dict())
     if data_seed != cfg.train.seed:
         logger.event("data_order_restarted", step=start_step,
