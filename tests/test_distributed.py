@@ -48,10 +48,21 @@ def _gradients(model, objective, images, tokens, micro_batches):
     return loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def _worker(rank, world, group_size, port, out):
+def _join(rank, world, port):
+    """This process as rank ``rank`` of a gloo group on one machine."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
+
+
+def _share(images, tokens, rank):
+    """Rank ``rank``'s LOCAL pairs of the global batch."""
+    rows = slice(rank * LOCAL, (rank + 1) * LOCAL)
+    return images[rows], {k: v[rows] for k, v in tokens.items()}
+
+
+def _worker(rank, world, group_size, port, out):
+    _join(rank, world, port)
     groups = make_gather_groups(group_size)
     images, tokens = _global_batch(_model(), world * LOCAL)
     rows = slice(rank * LOCAL, (rank + 1) * LOCAL)
@@ -173,13 +184,9 @@ def _one_optimizer_step(model, images, tokens, world):
 
 def _sync_worker(rank, world, port, out):
     from mclip.train.distributed import DistContext, rank_digests
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    _join(rank, world, port)
     model = _bn_model_with_unused_parameter()
-    images, tokens = _global_batch(model, world * LOCAL)
-    rows = slice(rank * LOCAL, (rank + 1) * LOCAL)
-    grad = _one_optimizer_step(model, images[rows], {k: v[rows] for k, v in tokens.items()}, world)
+    grad = _one_optimizer_step(model, *_share(*_global_batch(model, world * LOCAL), rank), world)
     digests = rank_digests(model, DistContext(rank, world))
     if rank == 0:
         bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -237,13 +244,9 @@ def _fused_step(model, images, tokens, world):
 
 
 def _layout_worker(rank, world, port, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    _join(rank, world, port)
     model = _channels_last_model()
-    images, tokens = _global_batch(model, world * LOCAL)
-    rows = slice(rank * LOCAL, (rank + 1) * LOCAL)
-    weights = _fused_step(model, images[rows], {k: v[rows] for k, v in tokens.items()}, world)
+    weights = _fused_step(model, *_share(*_global_batch(model, world * LOCAL), rank), world)
     strides = {n: (p.grad.stride(), p.stride()) for n, p in model.named_parameters()
                if p.grad is not None}
     if rank == 0:
