@@ -113,9 +113,10 @@ class TextTower(nn.Module):
 
     ``tokenize(texts)`` -> dict with ``input_ids`` and ``attention_mask`` [N, L] (right-padded
     to the longest text, or to ``max_length`` with ``padding: max_length``; truncated to
-    ``max_length``). With ``length_groups`` k > 1 (and ``padding: longest``) ``forward`` sorts the
-    texts by length into k groups and runs each cut to its own longest text: the same
-    embeddings (padding is masked) for less padded compute. ``forward(input_ids, attention_mask)`` -> [N, embed_dim].
+    ``max_length``). ``forward(input_ids, attention_mask)`` -> [N, embed_dim]; with
+    ``length_groups`` k > 1 (and ``padding: longest``) it sorts the texts by length into k groups
+    and runs each cut to its own longest text: the same embeddings (padding is masked) for less
+    padded compute.
     ``source`` overrides where the architecture and tokenizer are read from (a checkpoint's
     ``text_tower/`` directory); weights are then expected to come from the checkpoint.
     """

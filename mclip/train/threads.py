@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+OWN_CGROUP = Path("/proc/self/cgroup")
+"""The file naming this process's cgroup (``0::/path`` under cgroup v2)."""
 
 
 def _own_cgroup_dirs(root: Path, membership: Path) -> list[Path]:
@@ -32,7 +34,7 @@ def _own_cgroup_dirs(root: Path, membership: Path) -> list[Path]:
 
 
 def cgroup_cpu_quota(root: Path = CGROUP_ROOT,
-                     membership: Path = Path("/proc/self/cgroup")) -> float | None:
+                     membership: Path = OWN_CGROUP) -> float | None:
     """The tightest CPU quota in CPUs (e.g. 2.0) along this process's cgroup (v2 ``cpu.max`` of
     its own cgroup and every parent; v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``), or None
     when unlimited or unknown."""
@@ -54,7 +56,7 @@ def cgroup_cpu_quota(root: Path = CGROUP_ROOT,
     return min(quotas) if quotas else None
 
 
-def usable_cpus(root: Path = CGROUP_ROOT, membership: Path = Path("/proc/self/cgroup")) -> int:
+def usable_cpus(root: Path = CGROUP_ROOT, membership: Path = OWN_CGROUP) -> int:
     """CPUs this process may use: its affinity mask, capped by the cgroup quota (floor, >= 1)."""
     count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     quota = cgroup_cpu_quota(root, membership)
@@ -64,14 +66,14 @@ def usable_cpus(root: Path = CGROUP_ROOT, membership: Path = Path("/proc/self/cg
 
 
 def training_threads(requested: int, torch_default: int, root: Path = CGROUP_ROOT,
-                     membership: Path = Path("/proc/self/cgroup")) -> int:
+                     membership: Path = OWN_CGROUP) -> int:
     """``requested`` (train.threads) when > 0, else torch's default capped by the usable CPUs."""
     return (requested if requested > 0
             else max(1, min(torch_default, usable_cpus(root, membership))))
 
 
 def data_workers(device_type: str, threads: int, local_ranks: int = 1, root: Path = CGROUP_ROOT,
-                 membership: Path = Path("/proc/self/cgroup")) -> int:
+                 membership: Path = OWN_CGROUP) -> int:
     """DataLoader workers per rank for ``data.num_workers: auto``.
 
     CPU training: the CPUs torch's threads leave free, at most 4; 0 when none is free. A worker

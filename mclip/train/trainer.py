@@ -151,6 +151,13 @@ def data_layout(cfg: Config, sources: list[Source], world_size: int) -> dict:
                                 sorted(cfg.data.language_weights.items())]}
 
 
+def drain_counts(counts: Counter, ctx) -> dict:
+    """``counts`` summed over ranks (a collective), most frequent first; ``counts`` is cleared."""
+    total = sum_counts(counts, ctx)
+    counts.clear()
+    return dict(sorted(total.items(), key=lambda kv: -kv[1]))
+
+
 def _next_batch(batches) -> dict:
     """The next batch; a DataError raised in a DataLoader worker comes back as one line."""
     try:
@@ -245,8 +252,9 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
                  config=cfg.to_dict())
     if data_seed != cfg.train.seed:
         logger.event("data_order_restarted", step=start_step,
-                     reason="the sources, ranks x workers, seed, batch size or shuffle buffer "
-                            "differ from the checkpoint's, so its reader positions do not apply; "
+                     reason="the data layout (sources, ranks x workers, seed, batch size, shuffle "
+                            "buffer, language sampling, captions per image or augmentation) "
+                            "differs from the checkpoint's, so its reader positions do not apply; "
                             "the stream restarts from a seed mixed with the step (not exact)",
                      saved=state.get("data", {}).get("layout"), now=layout)
     if cfg.data.sources:
@@ -261,7 +269,8 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
                      f"approximate: negatives from the {ctx.groups.group_size} ranks of a group "
                      f"only, not the global batch of {cfg.train.batch_size}")
 
-    stream = TrainStream(sources, model.image_transform(train=False), None, local_batch, cfg.data.shuffle_buffer, seed=data_seed,
+    stream = TrainStream(sources, model.image_transform(train=False), None, local_batch,
+                         cfg.data.shuffle_buffer, seed=data_seed,
                          rank=ctx.rank, world_size=ctx.world_size, augment=cfg.data.augment,
                          default_language=cfg.data.default_language,
                          language_key=cfg.data.language_key, positions=positions,
@@ -349,16 +358,13 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
             logger.advance()
             if done % cfg.train.log_every == 0 or done == cfg.train.steps:
                 collect_skips()
-                seen, seen_sources = sum_counts(languages_seen, ctx), sum_counts(sources_seen, ctx)
-                languages_seen.clear()
-                sources_seen.clear()
                 now = time.perf_counter()
                 metrics = {"loss": loss.item(), "lr": scheduler.get_last_lr()[0],
                            "logit_scale": model.logit_scale.exp().item(),
                            "samples_per_s": samples_since / max(now - last_log, 1e-9),
                            "skipped": dict(skipped_total), "bad_steps": bad_steps["total"],
-                           "languages": dict(sorted(seen.items(), key=lambda kv: -kv[1])),
-                           "sources": dict(sorted(seen_sources.items(), key=lambda kv: -kv[1]))}
+                           "languages": drain_counts(languages_seen, ctx),
+                           "sources": drain_counts(sources_seen, ctx)}
                 if objective.uses_bias:
                     metrics["logit_bias"] = model.logit_bias.item()
                 if cfg.train.grad_clip:
