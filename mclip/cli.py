@@ -306,7 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     from mclip.data.shards import DataError
     from mclip.train.faults import TrainingError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides += extra  # key=value overrides given after a flag (e.g. after --overwrite)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except (ConfigError, DataError, TrainingError) as error:

@@ -5,7 +5,7 @@
 # (e.g. bash scripts/demo.sh loss.kind=sigmoid train.steps=200).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/_venv.sh
+source scripts/_venv.sh ""  # "": the extras, not this script's arguments (config overrides)
 DATA="${MCLIP_DEMO_DATA:-demo_data}"
 RUN="${MCLIP_DEMO_RUN:-runs/demo}"
 start=$(date +%s)

@@ -1,5 +1,6 @@
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,32 @@ def test_config_error_exits_2_with_message(tmp_path):
     assert result.returncode == 2
     assert "unknown config key 'train.stpes'. Did you mean 'train.steps'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_overrides_after_a_flag_are_applied(capsys):
+    from mclip.cli import main
+
+    # "k=v --overwrite k=v": argparse alone rejects positionals on both sides of a flag
+    assert main(["train", "--config", str(ROOT / "configs" / "demo.yaml"), "train.steps=3",
+                 "--overwrite", "train.stpes=3"]) == 2
+    assert "unknown config key 'train.stpes'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--config", str(ROOT / "configs" / "demo.yaml"), "--no-such-flag"])
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_script_forwards_config_overrides(demo_data, tmp_path):
+    """scripts/demo.sh EXTRA: the extras are training overrides (not pip extras of the setup)."""
+    tiny = [o for o in tiny_overrides(demo_data, tmp_path / "run")
+            if not o.startswith(("data.train_shards", "train.out_dir"))]
+    env = {**os.environ, "MCLIP_DEMO_DATA": str(demo_data), "MCLIP_DEMO_RUN": str(tmp_path / "run")}
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh"), *tiny, "train.steps=2"],
+                            capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "demo finished in" in result.stdout
+    config = (tmp_path / "run" / "checkpoints" / "step_0000002" / "config.yaml").read_text()
+    assert "image_size: 32" in config and "hidden_size: 64" in config
 
 
 def test_missing_shards_exit_2_with_fix(tmp_path):
