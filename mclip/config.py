@@ -222,6 +222,44 @@ class EvalConfig:
 
 
 @dataclass
+class TeacherConfig:
+    """One frozen teacher (an entry of ``distill.teachers``): any model ``mclip eval`` accepts."""
+    model: str = ""
+    """An mclip run or checkpoint directory, 'open_clip:NAME', 'hf:NAME_OR_DIR' (see README)."""
+    pretrained: Union[str, None] = None
+    """open_clip pretrained tag or weights file (as ``mclip eval --pretrained``)."""
+    weight: float = 1.0
+    """Ensemble weight (normalised over the teachers); teachers are averaged after the softmax."""
+    logit_scale: Union[float, None] = None
+    """The teacher's temperature inverse t (not its log) for similarity KD; null: its own."""
+    logit_bias: Union[float, None] = None
+    """The sigmoid teacher's bias; null: its own (0 for a model without one)."""
+
+
+@dataclass
+class DistillConfig:
+    """Distillation from frozen teachers (:mod:`mclip.losses.distill`); off without teachers.
+
+    The step's loss is contrastive_weight x contrastive + the weighted terms below (MobileCLIP's
+    mix with lambda: contrastive_weight = 1 - lambda, similarity_weight = lambda)."""
+    teachers: list[TeacherConfig] = field(default_factory=list)
+    contrastive_weight: float = 1.0
+    similarity_weight: float = 0.0
+    """Similarity KD: KL from the teacher's image-text softmax to the student's, both directions."""
+    similarity: str = "softmax"
+    """'softmax' (CLIP teachers) or 'sigmoid' (per-pair Bernoulli KL, SigLIP teachers)."""
+    feature_weight: float = 0.0
+    """Feature KD: distance between the student's (projected) and the teacher's embeddings."""
+    feature_distance: str = "cosine"
+    """'mse', 'cosine' or 'smooth_l1' (:func:`mclip.losses.distill.feature_distance`)."""
+    feature_towers: list[str] = field(default_factory=lambda: ["image", "text"])
+    cross_weight: float = 0.0
+    """Cross-modal InfoNCE: student image vs teacher text and teacher image vs student text."""
+    cross_init_logit_scale: float = 2.6592
+    """log of the initial temperature inverse of the cross-modal loss (learned)."""
+
+
+@dataclass
 class Config:
     """Everything one training run needs; saved as config.yaml with every checkpoint."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -230,6 +268,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     dist: DistConfig = field(default_factory=DistConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def to_dict(self) -> dict:
         """Nested plain dicts (YAML / JSON ready)."""

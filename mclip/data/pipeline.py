@@ -83,7 +83,9 @@ class TrainStream(IterableDataset):
     reason -> count of samples this reader dropped since its previous batch, ``reader`` the id
     of the reader that made it and ``position`` that reader's position after it
     (:data:`START_POSITION`). ``transform`` maps a PIL image to [3, S, S]; with ``augment`` a
-    horizontal flip is drawn per sample.
+    horizontal flip is drawn per sample. ``teacher_images`` holds one stacked batch [B, 3, H_k,
+    W_k] per entry of ``teacher_transforms`` (each teacher's own preprocessing of the same
+    decoded image, flipped with the student's when it is).
 
     The order is a pure function of ``seed``, the reader id and the shards, so a run resumes
     exactly: pass the ``positions`` ({reader: position}) of the batches consumed so far and
@@ -98,7 +100,7 @@ class TrainStream(IterableDataset):
                  seed: int = 0, rank: int = 0, world_size: int = 1, augment: bool = False,
                  default_language: str = "en", language_key: str = "",
                  positions: dict[int, dict] | None = None, batches_done: int = 0,
-                 captions_per_image: int = 1):
+                 captions_per_image: int = 1, teacher_transforms: list[Callable] | None = None):
         super().__init__()
         self.sources = (list(shards) if shards and isinstance(shards[0], Source)
                         else [Source("train", list(shards), policy or LanguagePolicy())])
@@ -109,6 +111,7 @@ class TrainStream(IterableDataset):
         self.positions = dict(positions or {})
         self.batches_done = batches_done
         self.captions_per_image = captions_per_image
+        self.teacher_transforms = list(teacher_transforms or [])
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -144,8 +147,8 @@ class TrainStream(IterableDataset):
 
     def _decode(self, sample: dict, counter: SkipCounter, policy: LanguagePolicy,
                 rng: random.Random):
-        """(image [3, S, S], [(language, caption)] * k, key) of one raw sample, or None
-        (counted)."""
+        """(image [3, S, S], [(language, caption)] * k, key, teacher images) of one raw sample,
+        or None (counted)."""
         captions = decode_captions(sample, counter, self.default_language, self.language_key)
         if not captions:
             return None
@@ -160,10 +163,10 @@ class TrainStream(IterableDataset):
         if image is None:
             return None
         texts = self._pick_captions(captions, languages, counter, rng)
-        tensor = self.transform(image)
-        if self.augment and rng.random() < 0.5:
-            tensor = tensor.flip(-1)
-        return tensor, texts, sample.get("__key__", "")
+        tensors = [self.transform(image)] + [t(image) for t in self.teacher_transforms]
+        if self.augment and rng.random() < 0.5:  # one draw: teachers see the student's flip
+            tensors = [tensor.flip(-1) for tensor in tensors]
+        return tensors[0], texts, sample.get("__key__", ""), tuple(tensors[1:])
 
     def _pick_captions(self, captions: dict[str, list[str]], languages: list[str],
                        counter: SkipCounter, rng: random.Random) -> list[tuple[str, str]]:
@@ -181,9 +184,10 @@ class TrainStream(IterableDataset):
 
     @staticmethod
     def _collate(batch: list[tuple], skipped: dict, reader: int, position: dict) -> dict:
-        images, picks, keys, sources = zip(*batch)
+        images, picks, keys, teacher_images, sources = zip(*batch)
         pairs = [pair for sample in picks for pair in sample]
         return {"images": torch.stack(images), "texts": [text for _, text in pairs],
+                "teacher_images": [torch.stack(t) for t in zip(*teacher_images)],
                 "languages": [language for language, _ in pairs],
                 "text_to_image": torch.arange(len(images)).repeat_interleave(len(picks[0])),
                 "keys": list(keys), "sources": list(sources), "skipped": skipped,

@@ -74,3 +74,42 @@ def sigmoid_reference(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_sca
     signs = -torch.ones_like(logits)
     signs[pos, torch.arange(n_texts, device=logits.device)] = 1.0
     return -F.logsigmoid(signs * logits).sum() / n_images
+
+
+def similarity_kd_reference(image_emb: torch.Tensor, text_emb: torch.Tensor,
+                            logit_scale: torch.Tensor, teachers: list[tuple[torch.Tensor, torch.Tensor]],
+                            teacher_scales: list[float], weights: list[float] | None = None
+                            ) -> torch.Tensor:
+    """Softmax similarity KD with the full matrices (CLIP-KD, arXiv:2307.12732).
+
+    (mean_i KL(p_T(i, .) || p_S(i, .)) + mean_j KL(p_T(., j) || p_S(., j))) / 2, p_S the
+    softmax of s = t x y^T along a row (column), p_T = sum_k w_k softmax(t_k a_k b_k^T).
+    """
+    dtype = compute_dtype(image_emb)
+    weights = [1.0 / len(teachers)] * len(teachers) if weights is None else \
+        [w / sum(weights) for w in weights]
+    logits = logit_scale.to(dtype).exp() * image_emb.to(dtype) @ text_emb.to(dtype).T
+    total = 0
+    for dim in (1, 0):
+        p_t = sum(w * torch.softmax(t * a.to(dtype) @ b.to(dtype).T, dim=dim)
+                  for (a, b), t, w in zip(teachers, teacher_scales, weights))
+        kl = (p_t * (p_t.log() - torch.log_softmax(logits, dim=dim))).sum(dim)
+        total = total + kl.mean() / 2
+    return total
+
+
+def sigmoid_kd_reference(image_emb: torch.Tensor, text_emb: torch.Tensor,
+                         logit_scale: torch.Tensor, logit_bias: torch.Tensor,
+                         teachers: list[tuple[torch.Tensor, torch.Tensor]],
+                         teacher_scales: list[float], teacher_biases: list[float],
+                         weights: list[float] | None = None) -> torch.Tensor:
+    """1/N sum_ij KL(Bernoulli(p_T_ij) || Bernoulli(sigmoid(s_ij))) with the full matrices,
+    p_T = sum_k w_k sigmoid(t_k <a_i, b_j> + b_k), s = t x y^T + b."""
+    dtype = compute_dtype(image_emb)
+    weights = [1.0 / len(teachers)] * len(teachers) if weights is None else \
+        [w / sum(weights) for w in weights]
+    s = logit_scale.to(dtype).exp() * image_emb.to(dtype) @ text_emb.to(dtype).T + logit_bias.to(dtype)
+    p = sum(w * torch.sigmoid(t * a.to(dtype) @ b.to(dtype).T + bias)
+            for (a, b), t, bias, w in zip(teachers, teacher_scales, teacher_biases, weights))
+    kl = torch.xlogy(p, p) - p * F.logsigmoid(s) + torch.xlogy(1 - p, 1 - p) - (1 - p) * F.logsigmoid(-s)
+    return kl.sum() / image_emb.shape[0]

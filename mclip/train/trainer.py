@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import os
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -18,6 +20,7 @@ from mclip.config import Config, ConfigError
 from mclip.data.pipeline import Source, TrainStream
 from mclip.data.shards import DataError
 from mclip.data.sources import build_sources, sources_digest
+from mclip.losses.distill_objective import DistillationObjective, DistillHeads
 from mclip.losses.objective import ContrastiveObjective
 from mclip.models.dual import TEXT_SOURCE_DIR, DualEncoder
 from mclip.train.batchnorm import (BatchNormStepStatistics, batchnorm_stats_frozen,
@@ -32,6 +35,7 @@ from mclip.train.gradcache import gradient_cache_backward
 from mclip.train.logger import TrainLogger
 from mclip.train.periodic_eval import TrainingEvaluator
 from mclip.train.schedule import warmup_cosine
+from mclip.train.teachers import embed_batch, load_teachers
 from mclip.train.threads import data_workers, training_threads
 
 
@@ -83,12 +87,15 @@ def compile_towers(model: DualEncoder) -> None:
     model.text.compile(dynamic=True)
 
 
-def step_gradients(model: DualEncoder, objective: ContrastiveObjective, images: torch.Tensor,
+def step_gradients(model: DualEncoder, objective: Callable, images: torch.Tensor,
                    tokens: dict[str, torch.Tensor], micro_batches: int, device: torch.device,
                    precision: str = "fp32", world_size: int = 1,
                    text_to_image: torch.Tensor | None = None) -> torch.Tensor:
     """Accumulate this rank's gradient of one step's loss into ``.grad``; return the loss value.
 
+    ``objective(image_emb, text_emb, logit_scale, logit_bias, text_to_image)`` -> (loss to
+    back-propagate, global value): a :class:`ContrastiveObjective`, or a
+    :class:`DistillationObjective` with the step's teacher embeddings bound.
     images [n, 3, S, S] and tokens (input_ids / attention_mask [m, L]) are this rank's images
     and texts; ``text_to_image`` LongTensor [m] the image of each text (None: m = n, pairs).
     With ``micro_batches`` > 1 the towers run through the gradient cache; the loss (and so the
@@ -219,9 +226,18 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
         model.image.to(memory_format=torch.channels_last)
     if cfg.train.compile:
         compile_towers(model)
-    objective = ContrastiveObjective(cfg.loss, ctx.groups, cfg.dist.gather)
+    teachers = load_teachers(cfg.distill, device) if cfg.distill.teachers else []
+    if teachers:
+        heads = DistillHeads(cfg.distill, cfg.model.embed_dim, [t.embed_dim for t in teachers])
+        objective = DistillationObjective(
+            cfg.distill, cfg.loss, heads.to(device), [t.logit_scale for t in teachers],
+            [t.logit_bias for t in teachers], [t.weight for t in teachers], ctx.groups,
+            cfg.dist.gather)
+    else:
+        heads, objective = None, ContrastiveObjective(cfg.loss, ctx.groups, cfg.dist.gather)
     model.logit_bias.requires_grad_(objective.uses_bias)
-    optimizer = build_optimizer(model, cfg)
+    trained = model if heads is None else torch.nn.ModuleList([model, heads])  # what the optimizer steps
+    optimizer = build_optimizer(trained, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(
         s, cfg.train.steps, cfg.train.warmup_steps, cfg.train.min_lr_ratio))
 
@@ -230,6 +246,8 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
     bad_steps = {"total": 0, "in_row": 0}
     if resumed_from is not None:
         state = restore_or_explain(resumed_from, model, optimizer, scheduler, device, cfg)
+        if heads is not None:
+            heads.load_state_dict(state["distill_heads"])
         start_step, skipped_total = state["step"], Counter(state.get("skipped", {}))
         bad_steps.update(state.get("bad_steps", {}))
         saved = state.get("data", {})
@@ -275,7 +293,8 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
                          default_language=cfg.data.default_language,
                          language_key=cfg.data.language_key, positions=positions,
                          batches_done=start_step if positions else 0,
-                         captions_per_image=cfg.data.captions_per_image)
+                         captions_per_image=cfg.data.captions_per_image,
+                         teacher_transforms=[t.image_transform() for t in teachers])
     loader = DataLoader(stream, batch_size=None, num_workers=cfg.data.num_workers,
                         worker_init_fn=ignore_sigterm,
                         persistent_workers=False, prefetch_factor=4 if cfg.data.num_workers else None)
@@ -285,7 +304,8 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
         return {"step": step, "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "rng": rng_state(),
                 "skipped": dict(skipped_total), "bad_steps": dict(bad_steps),
-                "data": {"layout": layout, "positions": all_positions}}
+                "data": {"layout": layout, "positions": all_positions},
+                **({"distill_heads": heads.state_dict()} if heads is not None else {})}
 
     def save(step: int) -> Path:  # collective: a failed write stops every rank alike
         collect_skips()
@@ -328,13 +348,18 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
             images = batch["images"].to(device, non_blocking=True, memory_format=memory_format)
             tokens = {k: v.to(device) for k, v in model.tokenize(batch["texts"]).items()}
 
+            step_objective = objective
+            if teachers:
+                step_objective = functools.partial(objective, teachers=embed_batch(
+                    teachers, [t.to(device) for t in batch["teacher_images"]], batch["texts"],
+                    cfg.eval.batch_size))
             optimizer.zero_grad(set_to_none=True)
-            loss = step_gradients(model, objective, images, tokens, cfg.train.micro_batches, device,
-                                  cfg.train.precision, ctx.world_size,
+            loss = step_gradients(model, step_objective, images, tokens, cfg.train.micro_batches,
+                                  device, cfg.train.precision, ctx.world_size,
                                   batch["text_to_image"].to(device))
             if ctx.world_size > 1:
-                average_gradients(model, ctx.world_size)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                average_gradients(trained, ctx.world_size)
+            grad_norm = torch.nn.utils.clip_grad_norm_(trained.parameters(),
                                                        cfg.train.grad_clip or math.inf)
             done = step + 1
             if bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):  # one device sync
@@ -367,6 +392,8 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
                            "sources": drain_counts(sources_seen, ctx)}
                 if objective.uses_bias:
                     metrics["logit_bias"] = model.logit_bias.item()
+                if teachers:
+                    metrics["terms"] = objective.last_terms
                 if cfg.train.grad_clip:
                     metrics["grad_norm"] = grad_norm.item()
                 logger.step(done, metrics)
