@@ -37,6 +37,9 @@ class ImageTowerConfig:
     grad_checkpointing: bool = False
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    model_args: dict[str, Union[bool, int, float, str]] = field(default_factory=dict)
+    """Extra arguments of timm.create_model, e.g. {depth: 6, embed_dim: 192, num_heads: 3} for a
+    smaller ViT (a student inheriting a teacher's layers)."""
 
 
 @dataclass
@@ -66,6 +69,18 @@ class TextTowerConfig:
 
 
 @dataclass
+class InheritConfig:
+    """Start the student's towers from a teacher's weights (TinyCLIP weight inheritance,
+    :mod:`mclip.models.inherit`); used by a fresh run only, never by --resume."""
+    from_model: str = ""
+    """An mclip run or checkpoint directory whose towers are of the student's families (timm
+    ViT / transformers encoder); empty: no inheritance."""
+    every: int = 2
+    """Student layer i takes the teacher's layer i * every."""
+    towers: list[str] = field(default_factory=lambda: ["image", "text"])
+
+
+@dataclass
 class ModelConfig:
     """The dual encoder: both towers, the shared embedding size, logit scale and bias."""
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
@@ -78,6 +93,7 @@ class ModelConfig:
     """Initial bias of the sigmoid loss (SigLIP uses -10); unused by InfoNCE."""
     max_logit_scale: Union[float, None] = 100.0
     """Clamp exp(logit_scale) to at most this during training (None: never clamp)."""
+    inherit: InheritConfig = field(default_factory=InheritConfig)
 
 
 @dataclass

@@ -117,6 +117,12 @@ def validate(cfg: Config) -> Config:
     _validate_sources(cfg)
     _validate_eval(cfg.eval)
     _validate_distill(cfg)
+    inherit = cfg.model.inherit
+    if inherit.every < 1:
+        raise ConfigError(f"config key 'model.inherit.every' must be >= 1, got {inherit.every}")
+    if set(inherit.towers) - {"image", "text"} or not inherit.towers:
+        raise ConfigError(f"config key 'model.inherit.towers' is {inherit.towers}; give a "
+                          f"non-empty subset of [image, text]")
     return cfg
 
 

@@ -58,7 +58,7 @@ class ImageTower(nn.Module):
                  load_pretrained: bool = True):
         super().__init__()
         self.cfg = cfg
-        kwargs: dict = {"num_classes": 0}
+        kwargs: dict = {**cfg.model_args, "num_classes": 0}
         if cfg.drop_path_rate > 0:
             kwargs["drop_path_rate"] = cfg.drop_path_rate
         pretrained = cfg.pretrained if load_pretrained else False
@@ -96,11 +96,16 @@ def _create_timm(name: str, pretrained: bool, image_size: int, kwargs: dict) -> 
         raise ConfigError(f"config key 'model.image.name': '{name}' is not a timm model"
                           + (f"; similar: {', '.join(close)}" if close else ""))
     try:  # transformers (ViT, DeiT, ...) take the input size; CNNs do not accept the argument
-        return timm.create_model(name, pretrained=pretrained, img_size=image_size, **kwargs)
+        try:
+            return timm.create_model(name, pretrained=pretrained, img_size=image_size, **kwargs)
+        except TypeError as error:
+            if "img_size" not in str(error):
+                raise
+            return timm.create_model(name, pretrained=pretrained, **kwargs)
     except TypeError as error:
-        if "img_size" not in str(error):
-            raise
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
+        raise ConfigError(f"config key 'model.image.model_args': timm model '{name}' rejects "
+                          f"them ({error}); give arguments its constructor takes, or none"
+                          ) from None
 
 
 def build_byte_tokenizer() -> ByT5Tokenizer:

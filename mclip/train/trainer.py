@@ -16,13 +16,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from mclip.config import Config, ConfigError
+from mclip.config import Config, ConfigError, InheritConfig
 from mclip.data.pipeline import Source, TrainStream
 from mclip.data.shards import DataError
 from mclip.data.sources import build_sources, sources_digest
 from mclip.losses.distill_objective import DistillationObjective, DistillHeads
 from mclip.losses.objective import ContrastiveObjective
 from mclip.models.dual import TEXT_SOURCE_DIR, DualEncoder
+from mclip.models.inherit import inherit_towers
 from mclip.train.batchnorm import (BatchNormStepStatistics, batchnorm_stats_frozen,
                                    set_batchnorm_eval)
 from mclip.train.checkpoint import (checkpoint_dir, latest_checkpoint, prepare_out_dir,
@@ -140,6 +141,15 @@ def step_gradients(model: DualEncoder, objective: Callable, images: torch.Tensor
     return value[0]
 
 
+def inherit_from(model: DualEncoder, cfg: InheritConfig) -> dict[str, dict]:
+    """Fill ``model``'s towers from the mclip model at ``cfg.from_model`` (every
+    ``cfg.every``-th layer, leading heads / channels); returns what was copied per tower."""
+    from mclip.models.adapters.native import load_native
+
+    teacher = load_native(cfg.from_model).model
+    return inherit_towers(model, teacher, cfg.every, cfg.towers)
+
+
 def step_seed(seed: int, rank: int, step: int) -> int:
     """The torch seed of one rank's step (dropout etc.): a function of the step, not of the
     history, so a resumed run draws what the uninterrupted run drew."""
@@ -215,8 +225,11 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
     if resume and resumed_from is None:
         raise ConfigError(f"--resume: no checkpoint in '{out_dir}/checkpoints'; start without "
                           f"--resume, or point train.out_dir at the run to continue")
+    inherited = None
     if resumed_from is None:
         model = DualEncoder(cfg.model)
+        if cfg.model.inherit.from_model:
+            inherited = inherit_from(model, cfg.model.inherit)
     else:  # weights and the text tower's architecture come from the checkpoint: no download
         source = resumed_from / TEXT_SOURCE_DIR
         model = DualEncoder(cfg.model, text_source=source if source.is_dir() else None,
@@ -275,6 +288,9 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
                             "differs from the checkpoint's, so its reader positions do not apply; "
                             "the stream restarts from a seed mixed with the step (not exact)",
                      saved=state.get("data", {}).get("layout"), now=layout)
+    if inherited is not None:
+        logger.event("inherit", source=cfg.model.inherit.from_model, every=cfg.model.inherit.every,
+                     towers=inherited)
     if cfg.data.sources:
         logger.event("sources", **source_records)
     else:
