@@ -39,6 +39,27 @@ def _cmd_data_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_distill_embed(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mclip.data.shards import expand_shards
+    from mclip.data.teacher_cache import write_teacher_embeddings
+    from mclip.models.adapters import load_model
+    from mclip.train.trainer import resolve_device
+
+    shards = expand_shards(args.shards, key="--shards")
+    teacher = load_model(args.teacher, pretrained=args.pretrained,
+                         device=resolve_device(args.device)).eval()
+    with tqdm(desc="teacher embeddings", unit="img", disable=not sys.stderr.isatty()) as bar:
+        meta = write_teacher_embeddings(teacher, args.teacher, shards, args.out, args.dtype,
+                                        args.languages, args.batch_size, progress=bar.update)
+    print(f"embedded {meta['images']} images and {meta['texts']} captions "
+          f"({len(meta['languages'])} languages) of {len(shards)} shards with {args.teacher} "
+          f"(d={meta['embed_dim']}, {meta['dtype']}); skipped: {meta['skipped'] or 'none'}")
+    print(f"wrote {args.out}; train with distill.teachers=[{{embeddings: {args.out}}}]")
+    return 0
+
+
 def _cmd_data_demo(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -229,6 +250,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", metavar="key=value",
                        help="dotted overrides, e.g. train.steps=200 loss.kind=sigmoid")
     train.set_defaults(func=_cmd_train)
+
+    distill = sub.add_parser("distill", help="distillation helpers").add_subparsers(
+        dest="distill_command", required=True)
+    embed = distill.add_parser("embed", help="compute a teacher's embeddings of a shard set once, "
+                                             "for training without running the teacher")
+    embed.add_argument("--teacher", required=True,
+                       help="mclip run/checkpoint directory, open_clip:ARCH[/TAG] or hf:NAME_OR_DIR")
+    embed.add_argument("--pretrained", default=None, help="open_clip pretrained tag or file")
+    embed.add_argument("--shards", required=True, help="shard spec as in data.train_shards")
+    embed.add_argument("--out", required=True, help="output directory")
+    embed.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
+    embed.add_argument("--languages", default=None, type=lambda v: [c for c in v.split(",") if c],
+                       help="comma-separated caption languages to embed (default: all)")
+    embed.add_argument("--batch-size", type=int, default=256)
+    embed.add_argument("--device", default="auto")
+    embed.set_defaults(func=_cmd_distill_embed)
 
     ev = sub.add_parser("eval", help="evaluate any dual encoder on a suite or one task")
     ev.add_argument("--model", required=True,

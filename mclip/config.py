@@ -241,7 +241,8 @@ class EvalConfig:
 class TeacherConfig:
     """One frozen teacher (an entry of ``distill.teachers``): any model ``mclip eval`` accepts."""
     model: str = ""
-    """An mclip run or checkpoint directory, 'open_clip:NAME', 'hf:NAME_OR_DIR' (see README)."""
+    """An mclip run or checkpoint directory, 'open_clip:NAME', 'hf:NAME_OR_DIR' (see README);
+    may be empty when ``embeddings`` is given."""
     pretrained: Union[str, None] = None
     """open_clip pretrained tag or weights file (as ``mclip eval --pretrained``)."""
     weight: float = 1.0
@@ -250,6 +251,9 @@ class TeacherConfig:
     """The teacher's temperature inverse t (not its log) for similarity KD; null: its own."""
     logit_bias: Union[float, None] = None
     """The sigmoid teacher's bias; null: its own (0 for a model without one)."""
+    embeddings: str = ""
+    """A directory written by ``mclip distill embed``: training reads the teacher's embeddings
+    from it instead of running the teacher (``model`` is then only a label)."""
 
 
 @dataclass

@@ -157,9 +157,10 @@ def _validate_distill(cfg: Config) -> None:
                           "is on: the step would have no loss")
     for i, teacher in enumerate(d.teachers):
         key = f"distill.teachers[{i}]"
-        if not teacher.model.strip():
+        if not teacher.model.strip() and not teacher.embeddings.strip():
             raise ConfigError(f"config key '{key}.model' is empty; give an mclip run directory, "
-                              f"'open_clip:NAME' or 'hf:NAME_OR_DIR'")
+                              f"'open_clip:NAME' or 'hf:NAME_OR_DIR', or '{key}.embeddings' (a "
+                              f"directory written by mclip distill embed)")
         if not (math.isfinite(teacher.weight) and teacher.weight > 0):
             raise ConfigError(f"config key '{key}.weight' must be > 0, got {teacher.weight}")
         if teacher.logit_scale is not None and not (math.isfinite(teacher.logit_scale)

@@ -32,7 +32,8 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from mclip.data.languages import LanguagePolicy
-from mclip.data.shards import DataError, SkipCounter, decode_captions, decode_image, iter_raw_samples
+from mclip.data.shards import (DataError, SkipCounter, content_hash, decode_captions, decode_image,
+                               image_bytes, iter_raw_samples)
 
 
 START_POSITION = {"pass": 0, "consumed": 0, "all_shards": False}
@@ -85,7 +86,9 @@ class TrainStream(IterableDataset):
     (:data:`START_POSITION`). ``transform`` maps a PIL image to [3, S, S]; with ``augment`` a
     horizontal flip is drawn per sample. ``teacher_images`` holds one stacked batch [B, 3, H_k,
     W_k] per entry of ``teacher_transforms`` (each teacher's own preprocessing of the same
-    decoded image, flipped with the student's when it is).
+    decoded image, flipped with the student's when it is); ``image_hashes`` and ``flipped``
+    say which image bytes each row came from and whether it was flipped (for teacher
+    embeddings stored offline).
 
     The order is a pure function of ``seed``, the reader id and the shards, so a run resumes
     exactly: pass the ``positions`` ({reader: position}) of the batches consumed so far and
@@ -147,8 +150,8 @@ class TrainStream(IterableDataset):
 
     def _decode(self, sample: dict, counter: SkipCounter, policy: LanguagePolicy,
                 rng: random.Random):
-        """(image [3, S, S], [(language, caption)] * k, key, teacher images) of one raw sample,
-        or None (counted)."""
+        """(image [3, S, S], [(language, caption)] * k, key, teacher images, (image content
+        hash, flipped)) of one raw sample, or None (counted)."""
         captions = decode_captions(sample, counter, self.default_language, self.language_key)
         if not captions:
             return None
@@ -164,9 +167,11 @@ class TrainStream(IterableDataset):
             return None
         texts = self._pick_captions(captions, languages, counter, rng)
         tensors = [self.transform(image)] + [t(image) for t in self.teacher_transforms]
-        if self.augment and rng.random() < 0.5:  # one draw: teachers see the student's flip
+        flipped = self.augment and rng.random() < 0.5
+        if flipped:  # one draw: teachers see the student's flip
             tensors = [tensor.flip(-1) for tensor in tensors]
-        return tensors[0], texts, sample.get("__key__", ""), tuple(tensors[1:])
+        view = (content_hash(image_bytes(sample)), flipped)
+        return tensors[0], texts, sample.get("__key__", ""), tuple(tensors[1:]), view
 
     def _pick_captions(self, captions: dict[str, list[str]], languages: list[str],
                        counter: SkipCounter, rng: random.Random) -> list[tuple[str, str]]:
@@ -184,10 +189,11 @@ class TrainStream(IterableDataset):
 
     @staticmethod
     def _collate(batch: list[tuple], skipped: dict, reader: int, position: dict) -> dict:
-        images, picks, keys, teacher_images, sources = zip(*batch)
+        images, picks, keys, teacher_images, views, sources = zip(*batch)
         pairs = [pair for sample in picks for pair in sample]
         return {"images": torch.stack(images), "texts": [text for _, text in pairs],
                 "teacher_images": [torch.stack(t) for t in zip(*teacher_images)],
+                "image_hashes": [h for h, _ in views], "flipped": [f for _, f in views],
                 "languages": [language for language, _ in pairs],
                 "text_to_image": torch.arange(len(images)).repeat_interleave(len(picks[0])),
                 "keys": list(keys), "sources": list(sources), "skipped": skipped,

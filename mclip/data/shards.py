@@ -7,6 +7,7 @@ and optionally ``KEY.json`` (which may hold ``{"captions": {lang: [caption, ...]
 from __future__ import annotations
 
 import glob
+import hashlib
 import io
 import json
 import os
@@ -83,9 +84,20 @@ def iter_raw_samples(urls: Iterable[str], counter: SkipCounter) -> Iterator[dict
     return tariterators.tarfile_samples(({"url": u} for u in urls), handler=counter)
 
 
+def content_hash(data: bytes | str) -> str:
+    """A short hex digest (BLAKE2b, 8 bytes) of an image's bytes or a caption's UTF-8 text."""
+    return hashlib.blake2b(data.encode("utf-8") if isinstance(data, str) else data,
+                           digest_size=8).hexdigest()
+
+
+def image_bytes(sample: dict) -> bytes | None:
+    """The raw bytes of a sample's image (the first of ``IMAGE_KEYS`` present), or None."""
+    return next((sample[k] for k in IMAGE_KEYS if k in sample), None)
+
+
 def decode_image(sample: dict, counter: SkipCounter) -> Image.Image | None:
     """The sample's image as an RGB PIL image, or None (counted) if missing or corrupt."""
-    data = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
+    data = image_bytes(sample)
     if data is None:
         counter["missing_image"] += 1
         return None

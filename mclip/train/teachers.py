@@ -1,9 +1,12 @@
-"""Frozen teachers for distillation, run online beside the student.
+"""Frozen teachers for distillation: run online beside the student, or read offline.
 
-Each teacher is any model :func:`mclip.models.adapters.load_model` accepts (an mclip run, an
-open_clip or a Hugging Face model). The training stream decodes every image once and applies
-each teacher's own preprocessing beside the student's (the same random flip replayed on both),
-so a teacher embeds the very image the student sees, at its own resolution and normalisation.
+An online teacher is any model :func:`mclip.models.adapters.load_model` accepts (an mclip run,
+an open_clip or a Hugging Face model). The training stream decodes every image once and applies
+each online teacher's own preprocessing beside the student's (the same random flip replayed on
+both), so a teacher embeds the very image the student sees, at its own resolution and
+normalisation. An offline teacher's embeddings were written once by ``mclip distill embed``
+(:mod:`mclip.data.teacher_cache`) and are looked up by sample key, language and content hash;
+the flipped image's embedding is used when the student's image was flipped.
 """
 
 from __future__ import annotations
@@ -15,14 +18,16 @@ from typing import Callable, Sequence
 import torch
 
 from mclip.config import DistillConfig
+from mclip.data.teacher_cache import TeacherEmbeddingStore
 from mclip.models.adapters import ModelAdapter, load_model
 
 
 @dataclass
 class Teacher:
-    """A loaded, frozen teacher and the numbers the losses need from it."""
+    """A frozen teacher (a loaded model, or stored embeddings) and the numbers the losses need."""
     name: str
-    model: ModelAdapter
+    model: ModelAdapter | None
+    store: TeacherEmbeddingStore | None
     logit_scale: float
     """Temperature inverse t (not its log)."""
     logit_bias: float
@@ -30,41 +35,58 @@ class Teacher:
 
     @property
     def embed_dim(self) -> int:
-        return int(self.model.embed_dim)
+        return self.store.embed_dim if self.store is not None else int(self.model.embed_dim)
+
+    @property
+    def online(self) -> bool:
+        return self.store is None
 
     def image_transform(self) -> Callable:
-        """PIL image -> this teacher's input tensor [3, H, W] (picklable, for the stream)."""
+        """PIL image -> this online teacher's input tensor [3, H, W] (picklable, for the stream)."""
         return self.model.image_transform(train=False)
 
 
 def load_teachers(cfg: DistillConfig, device: torch.device) -> list[Teacher]:
-    """Load ``cfg.teachers`` in eval mode on ``device``, every parameter frozen."""
+    """Load ``cfg.teachers``: online ones in eval mode on ``device``, every parameter frozen."""
     teachers = []
     for entry in cfg.teachers:
-        model = load_model(entry.model, pretrained=entry.pretrained, device=device).eval()
-        model.requires_grad_(False)
-        scale = entry.logit_scale if entry.logit_scale is not None else \
-            math.exp(float(model.logit_scale))
-        own_bias = model.logit_bias
-        bias = entry.logit_bias if entry.logit_bias is not None else \
-            (float(own_bias) if own_bias is not None else 0.0)
-        teachers.append(Teacher(entry.model, model, float(scale), float(bias), entry.weight))
+        model = store = None
+        if entry.embeddings:
+            store = TeacherEmbeddingStore(entry.embeddings)
+            own_scale, own_bias = store.logit_scale, store.logit_bias
+        else:
+            model = load_model(entry.model, pretrained=entry.pretrained, device=device).eval()
+            model.requires_grad_(False)
+            own_scale = math.exp(float(model.logit_scale))
+            own_bias = float(model.logit_bias) if model.logit_bias is not None else None
+        scale = entry.logit_scale if entry.logit_scale is not None else own_scale
+        bias = entry.logit_bias if entry.logit_bias is not None else (own_bias or 0.0)
+        teachers.append(Teacher(entry.model or entry.embeddings, model, store, float(scale),
+                                float(bias), entry.weight))
     return teachers
 
 
 @torch.no_grad()
-def embed_batch(teachers: Sequence[Teacher], images: Sequence[torch.Tensor], texts: list[str],
+def embed_batch(teachers: Sequence[Teacher], batch: dict, device: torch.device,
                 batch_size: int = 256) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Each teacher's normalised (image [N, d_k], text [M, d_k]) float32 embeddings.
+    """Each teacher's normalised (image [N, d_k], text [M, d_k]) float32 embeddings of a
+    training-stream batch, on ``device``.
 
-    ``images[k]`` [N, 3, H_k, W_k] is the batch in teacher k's preprocessing; ``texts`` the M
-    captions. Encoded ``batch_size`` at a time, without gradients.
+    Online teacher k encodes ``batch["teacher_images"][j]`` (j: its place among the online
+    teachers) and the captions ``batch_size`` at a time; an offline one looks its rows up.
     """
-    out = []
-    for teacher, pixels in zip(teachers, images):
-        image_parts = [teacher.model.encode_image(pixels[i:i + batch_size])
-                       for i in range(0, pixels.shape[0], batch_size)]
-        text_parts = [teacher.model.encode_text(texts[i:i + batch_size])
-                      for i in range(0, len(texts), batch_size)]
-        out.append((torch.cat(image_parts).float(), torch.cat(text_parts).float()))
+    out, online = [], iter(batch["teacher_images"])
+    texts = batch["texts"]
+    for teacher in teachers:
+        if teacher.store is not None:
+            images, text = teacher.store.lookup(batch["keys"], batch["image_hashes"],
+                                                batch["flipped"], texts, batch["languages"],
+                                                batch["text_to_image"])
+        else:
+            pixels = next(online).to(device)
+            images = torch.cat([teacher.model.encode_image(pixels[i:i + batch_size])
+                                for i in range(0, pixels.shape[0], batch_size)])
+            text = torch.cat([teacher.model.encode_text(texts[i:i + batch_size])
+                              for i in range(0, len(texts), batch_size)])
+        out.append((images.float().to(device), text.float().to(device)))
     return out

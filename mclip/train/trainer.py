@@ -240,8 +240,13 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
     if cfg.train.compile:
         compile_towers(model)
     teachers = load_teachers(cfg.distill, device) if cfg.distill.teachers else []
+    for teacher in teachers:
+        if teacher.store is not None:
+            teacher.store.check_shards([shard for source in sources for shard in source.shards])
     if teachers:
-        heads = DistillHeads(cfg.distill, cfg.model.embed_dim, [t.embed_dim for t in teachers])
+        with torch.random.fork_rng(devices=[]):  # the same heads, whatever loading teachers drew
+            torch.manual_seed(cfg.train.seed)
+            heads = DistillHeads(cfg.distill, cfg.model.embed_dim, [t.embed_dim for t in teachers])
         objective = DistillationObjective(
             cfg.distill, cfg.loss, heads.to(device), [t.logit_scale for t in teachers],
             [t.logit_bias for t in teachers], [t.weight for t in teachers], ctx.groups,
@@ -310,7 +315,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
                          language_key=cfg.data.language_key, positions=positions,
                          batches_done=start_step if positions else 0,
                          captions_per_image=cfg.data.captions_per_image,
-                         teacher_transforms=[t.image_transform() for t in teachers])
+                         teacher_transforms=[t.image_transform() for t in teachers if t.online])
     loader = DataLoader(stream, batch_size=None, num_workers=cfg.data.num_workers,
                         worker_init_fn=ignore_sigterm,
                         persistent_workers=False, prefetch_factor=4 if cfg.data.num_workers else None)
@@ -367,8 +372,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
             step_objective = objective
             if teachers:
                 step_objective = functools.partial(objective, teachers=embed_batch(
-                    teachers, [t.to(device) for t in batch["teacher_images"]], batch["texts"],
-                    cfg.eval.batch_size))
+                    teachers, batch, device, cfg.eval.batch_size))
             optimizer.zero_grad(set_to_none=True)
             loss = step_gradients(model, step_objective, images, tokens, cfg.train.micro_batches,
                                   device, cfg.train.precision, ctx.world_size,
