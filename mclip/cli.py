@@ -60,6 +60,20 @@ def _cmd_distill_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_parallel(args: argparse.Namespace) -> int:
+    from mclip.data.parallel import parallel_from_shards, write_parallel_tsv
+    from mclip.data.shards import expand_shards
+
+    shards = expand_shards(args.shards, key="SHARDS")
+    pairs, skipped = parallel_from_shards(shards, args.source_language, args.languages,
+                                          args.per_language, args.seed)
+    path = write_parallel_tsv(pairs, args.out)
+    languages = sorted({lang for _, _, lang in pairs})
+    print(f"wrote {len(pairs)} pairs ({args.source_language} -> {len(languages)} languages: "
+          f"{', '.join(languages)}) to {path}; skipped: {skipped or 'none'}")
+    return 0
+
+
 def _cmd_data_demo(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -238,6 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
                             "data.default_language)")
     index.add_argument("--language-key", default="", help="as data.language_key")
     index.set_defaults(func=_cmd_data_index)
+
+    parallel = data_sub.add_parser("parallel", help="pairs of captions of one image in two languages "
+                                                "(source, translation) for teacher learning")
+    parallel.add_argument("shards", help="caption shards (KEY.json with captions by language)")
+    parallel.add_argument("--out", required=True, help="the TSV to write")
+    parallel.add_argument("--source-language", default="en")
+    parallel.add_argument("--languages", default=None,
+                          type=lambda v: [c for c in v.split(",") if c],
+                          help="comma-separated target languages (default: all)")
+    parallel.add_argument("--per-language", type=int, default=1,
+                          help="pairs per sample and target language (default 1)")
+    parallel.add_argument("--seed", type=int, default=0)
+    parallel.set_defaults(func=_cmd_data_parallel)
 
     train = sub.add_parser("train", help="train a dual encoder")
     train.add_argument("--config", required=True, help="YAML config (see configs/)")

@@ -280,6 +280,28 @@ class DistillConfig:
 
 
 @dataclass
+class TeacherLearningConfig:
+    """Teach the student's text tower a teacher's text space on parallel text, no images
+    (:mod:`mclip.train.teacher_learning`); on when ``teacher`` is given."""
+    teacher: str = ""
+    """The teacher whose text space is taught: an mclip run directory, 'open_clip:...', 'hf:...'."""
+    pretrained: Union[str, None] = None
+    """open_clip pretrained tag or weights file of the teacher."""
+    parallel: str = ""
+    """A parallel TSV (source<TAB>translation<TAB>language; ``mclip data parallel`` makes one)."""
+    loss: str = "mse"
+    """'mse': squared distance between the student's translation embedding and the teacher's
+    source embedding (Multilingual-CLIP); 'infonce': contrastive between them, with a learned
+    scale (the other pairs of the batch are the negatives)."""
+    include_source: bool = True
+    """Also teach every distinct source sentence to itself, so the source language is kept."""
+    image_tower_from_teacher: bool = True
+    """The trained model pairs the teacher's image tower (frozen, with its logit scale) with the
+    student's text tower: it evaluates and serves like any mclip model. The teacher must be an
+    mclip model for this."""
+
+
+@dataclass
 class Config:
     """Everything one training run needs; saved as config.yaml with every checkpoint."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -289,6 +311,7 @@ class Config:
     dist: DistConfig = field(default_factory=DistConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    teacher_learning: TeacherLearningConfig = field(default_factory=TeacherLearningConfig)
 
     def to_dict(self) -> dict:
         """Nested plain dicts (YAML / JSON ready)."""

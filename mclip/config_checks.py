@@ -21,6 +21,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.precision": ("auto", "fp32", "bf16"),
     "dist.gather": ("exact", "group_local"),
     "dist.backend": ("auto", "nccl", "gloo"),
+    "teacher_learning.loss": ("mse", "infonce"),
 }
 
 
@@ -117,6 +118,13 @@ def validate(cfg: Config) -> Config:
     _validate_sources(cfg)
     _validate_eval(cfg.eval)
     _validate_distill(cfg)
+    learning = cfg.teacher_learning
+    if learning.teacher and not learning.parallel.strip():
+        raise ConfigError("config key 'teacher_learning.parallel' is empty; give a parallel TSV "
+                          "(mclip data parallel SHARDS --out pairs.tsv makes one from caption shards)")
+    if learning.teacher and cfg.distill.teachers:
+        raise ConfigError("teacher_learning and distill.teachers are both set; teacher learning "
+                          "trains the text tower alone on parallel text: run them as two stages")
     inherit = cfg.model.inherit
     if inherit.every < 1:
         raise ConfigError(f"config key 'model.inherit.every' must be >= 1, got {inherit.every}")

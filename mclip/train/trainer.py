@@ -197,6 +197,10 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
     the log says so.
     A fresh run refuses an ``out_dir`` that holds checkpoints unless ``overwrite=True``.
     """
+    if cfg.teacher_learning.teacher:  # text-only training on parallel text
+        from mclip.train.teacher_learning import train_teacher_learning
+
+        return train_teacher_learning(cfg, resume, quiet, overwrite)
     out_dir = Path(cfg.train.out_dir)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(distributed_device(cfg.train.device, local_rank))
