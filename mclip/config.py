@@ -27,9 +27,11 @@ __all__ = ["Config", "ConfigError", "config_from_dict", "load_config", "save_con
 class ImageTowerConfig:
     """The image tower: a timm backbone and its input size / normalisation."""
     name: str = "resnet10t"
-    """Any timm model name."""
+    """Any timm model name; or 'open_clip:ARCH' / 'hf:NAME_OR_DIR' for the image tower of such a
+    dual encoder (:mod:`mclip.models.foreign_towers`; use with model.projection: none)."""
     pretrained: Union[bool, str] = False
-    """True: timm's pretrained weights (needs the hub); False: random init; a path: local weights."""
+    """timm: true (the hub's weights), false (random init) or a local weights file; open_clip: a
+    pretrained tag or file; hf: true loads the model's own weights."""
     image_size: int = 64
     drop_path_rate: float = 0.0
     freeze: list[str] = field(default_factory=list)
@@ -37,6 +39,11 @@ class ImageTowerConfig:
     grad_checkpointing: bool = False
     mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
     std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    projection: str = ""
+    """This tower's projection, overriding model.projection: 'none' keeps a foreign tower's own
+    embedding (its size must be model.embed_dim); empty: model.projection."""
+    interpolation: str = "bilinear"
+    """Resampling of the resize: 'bilinear' (antialiased) or 'bicubic' (open_clip / CLIP)."""
     model_args: dict[str, Union[bool, int, float, str]] = field(default_factory=dict)
     """Extra arguments of timm.create_model, e.g. {depth: 6, embed_dim: 192, num_heads: 3} for a
     smaller ViT (a student inheriting a teacher's layers)."""
@@ -297,8 +304,8 @@ class TeacherLearningConfig:
     """Also teach every distinct source sentence to itself, so the source language is kept."""
     image_tower_from_teacher: bool = True
     """The trained model pairs the teacher's image tower (frozen, with its logit scale) with the
-    student's text tower: it evaluates and serves like any mclip model. The teacher must be an
-    mclip model for this."""
+    student's text tower: it evaluates and serves like any mclip model (any teacher: mclip,
+    open_clip or transformers)."""
 
 
 @dataclass

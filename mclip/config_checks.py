@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.text.pooling": ("mean", "cls", "eos"),
     "model.text.padding": ("longest", "max_length"),
-    "model.projection": ("linear", "mlp"),
+    "model.projection": ("linear", "mlp", "none"),
+    "model.image.interpolation": ("bilinear", "bicubic"),
     "data.language_policy": ("uniform", "weighted"),
     "loss.kind": ("infonce", "sigmoid"),
     "train.precision": ("auto", "fp32", "bf16"),
@@ -118,6 +119,9 @@ def validate(cfg: Config) -> Config:
     _validate_sources(cfg)
     _validate_eval(cfg.eval)
     _validate_distill(cfg)
+    if cfg.model.image.projection not in ("", "linear", "mlp", "none"):
+        raise ConfigError(f"config key 'model.image.projection' is {cfg.model.image.projection!r}; "
+                          f"valid choices: linear, mlp, none, or empty (model.projection)")
     learning = cfg.teacher_learning
     if learning.teacher and not learning.parallel.strip():
         raise ConfigError("config key 'teacher_learning.parallel' is empty; give a parallel TSV "

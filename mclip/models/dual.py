@@ -6,6 +6,7 @@ A saved model is a directory that loads with no network access:
     model.safetensors  all weights
     text_tower/        architecture config and tokenizer files of a transformers text tower
                        (absent for the built-in byte-level tower, which is rebuilt from config)
+    image_tower/       architecture of an open_clip / transformers image tower (absent for timm)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from mclip.models.towers import ImageTower, TextTower
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "model.safetensors"
 TEXT_SOURCE_DIR = "text_tower"
+IMAGE_SOURCE_DIR = "image_tower"  # open_clip / transformers image towers only
 
 
 class DualEncoder(nn.Module):
@@ -37,10 +39,11 @@ class DualEncoder(nn.Module):
     """
 
     def __init__(self, cfg: ModelConfig, text_source: str | Path | None = None,
-                 load_pretrained: bool = True):
+                 load_pretrained: bool = True, image_source: str | Path | None = None):
         super().__init__()
         self.cfg = cfg
-        self.image = ImageTower(cfg.image, cfg.embed_dim, cfg.projection, load_pretrained)
+        self.image = ImageTower(cfg.image, cfg.embed_dim, cfg.image.projection or cfg.projection,
+                                load_pretrained, image_source)
         self.text = TextTower(cfg.text, cfg.embed_dim, cfg.projection, text_source)
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.init_logit_scale)))
         self.logit_bias = nn.Parameter(torch.tensor(float(cfg.init_logit_bias)))
@@ -69,7 +72,7 @@ class DualEncoder(nn.Module):
         With ``train=True`` a random horizontal flip is applied.
         """
         size, mean, std = self.cfg.image.image_size, self.cfg.image.mean, self.cfg.image.std
-        return ImageTransform(size, mean, std, flip=train)
+        return ImageTransform(size, mean, std, flip=train, interpolation=self.cfg.image.interpolation)
 
     def clamp_logit_scale(self) -> None:
         """Clamp exp(logit_scale) to ``max_logit_scale`` (called by the trainer after a step)."""
@@ -85,6 +88,7 @@ class DualEncoder(nn.Module):
         save_model(self, str(directory / WEIGHTS_FILE), force_contiguous=True)  # channels_last
         if self.cfg.text.name != "byte":
             self.text.save_source(directory / TEXT_SOURCE_DIR)
+        self.image.save_source(directory / IMAGE_SOURCE_DIR)
 
     @classmethod
     def load(cls, directory: str | Path, map_location: str | torch.device = "cpu"
@@ -102,10 +106,18 @@ class DualEncoder(nn.Module):
                                   f"missing. Pass a checkpoint directory written by 'mclip train' "
                                   f"(e.g. runs/demo/checkpoints/step_0000300) or the run directory.")
         config = load_config(directory / CONFIG_FILE)
-        source = directory / TEXT_SOURCE_DIR if config.model.text.name != "byte" else None
-        model = cls(config.model, text_source=source, load_pretrained=False)
+        model = cls(config.model, load_pretrained=False, **saved_sources(directory))
         load_model(model, str(directory / WEIGHTS_FILE), device="cpu")
         return model.to(device), config
+
+
+def saved_sources(directory: str | Path) -> dict[str, Path]:
+    """The ``text_source`` / ``image_source`` arguments that rebuild a saved model's towers
+    from the architecture files in its directory (those it has)."""
+    directory = Path(directory)
+    return {key: directory / name for key, name in (("text_source", TEXT_SOURCE_DIR),
+                                                     ("image_source", IMAGE_SOURCE_DIR))
+            if (directory / name).is_dir()}
 
 
 def as_device(device: str | torch.device) -> torch.device:
@@ -123,13 +135,17 @@ class ImageTransform:
     A class (not a closure) so that DataLoader workers can pickle it.
     """
 
-    def __init__(self, size: int, mean: list[float], std: list[float], flip: bool = False):
+    def __init__(self, size: int, mean: list[float], std: list[float], flip: bool = False,
+                 interpolation: str = "bilinear"):
         self.size, self.mean, self.std, self.flip = size, list(mean), list(std), flip
+        self.interpolation = interpolation
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         image = image.convert("RGB")
         if image.size != (self.size, self.size):  # shorter side to size, then centre crop
-            image = TF.center_crop(TF.resize(image, self.size, antialias=True), [self.size] * 2)
+            mode = TF.InterpolationMode(self.interpolation)
+            image = TF.center_crop(TF.resize(image, self.size, interpolation=mode, antialias=True),
+                                   [self.size] * 2)
         tensor = TF.to_tensor(image)
         if self.flip and torch.rand(()) < 0.5:
             tensor = tensor.flip(-1)

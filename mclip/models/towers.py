@@ -17,10 +17,20 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertModel, ByT5Tokenizer
 
 from mclip.config import ConfigError, ImageTowerConfig, TextTowerConfig
+from mclip.models.foreign_towers import build_foreign_trunk, is_foreign
 
 
 def make_projection(in_features: int, embed_dim: int, kind: str) -> nn.Module:
-    """A map from backbone features [N, in_features] to the shared space [N, embed_dim]."""
+    """A map from backbone features [N, in_features] to the shared space [N, embed_dim].
+
+    ``none``: the identity, for a backbone that already outputs ``embed_dim`` features (a tower
+    taken whole from another dual encoder)."""
+    if kind == "none":
+        if in_features != embed_dim:
+            raise ConfigError(f"config key 'model.projection' is 'none', but a tower gives "
+                              f"{in_features} features and model.embed_dim is {embed_dim}; set "
+                              f"model.embed_dim={in_features} or use projection linear")
+        return nn.Identity()
     if kind == "linear":
         return nn.Linear(in_features, embed_dim, bias=False)
     hidden = max(in_features, embed_dim)
@@ -55,9 +65,14 @@ class ImageTower(nn.Module):
     """
 
     def __init__(self, cfg: ImageTowerConfig, embed_dim: int, projection: str = "linear",
-                 load_pretrained: bool = True):
+                 load_pretrained: bool = True, source: str | Path | None = None):
         super().__init__()
         self.cfg = cfg
+        if is_foreign(cfg.name):  # open_clip / transformers tower (mclip.models.foreign_towers)
+            self.trunk = build_foreign_trunk(cfg.name, cfg.pretrained, load_pretrained, source)
+            self.proj = make_projection(self.trunk.num_features, embed_dim, projection)
+            freeze_parameters(self, cfg.freeze, "model.image.freeze")
+            return
         kwargs: dict = {**cfg.model_args, "num_classes": 0}
         if cfg.drop_path_rate > 0:
             kwargs["drop_path_rate"] = cfg.drop_path_rate
@@ -77,6 +92,11 @@ class ImageTower(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.proj(self.trunk(images))
+
+    def save_source(self, directory: str | Path) -> None:
+        """A foreign tower's architecture (no weights) into ``directory``; timm needs none."""
+        if is_foreign(self.cfg.name):
+            self.trunk.save_source(directory, self.cfg.name)
 
 
 def pooled_features(trunk: nn.Module) -> int:

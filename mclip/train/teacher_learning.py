@@ -5,8 +5,9 @@ AltCLIP (Chen et al. 2022, arXiv:2211.06679) make an English CLIP multilingual w
 the student text tower encodes a translation, the frozen teacher encodes its English source,
 and the student is pulled onto the teacher's embedding (MSE), or contrasted against the other
 sources of the batch (InfoNCE). The trained text tower is paired with the teacher's image tower
-(frozen), so the result is a complete dual encoder in the teacher's embedding space — saved,
-evaluated and served like any mclip model.
+(frozen; :mod:`mclip.models.composite`: an mclip, open_clip or transformers teacher), so the
+result is a complete dual encoder in the teacher's embedding space — saved, evaluated and served
+like any mclip model.
 
 The loop reads like the image-text trainer's (:mod:`mclip.train.trainer`) and shares its parts:
 the gradient cache (the teacher's embeddings stand in for the image side and carry no
@@ -16,7 +17,6 @@ pair order is a pure function of the seed and the step), evaluation during train
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import random
@@ -30,8 +30,8 @@ from mclip.data.parallel import read_parallel_tsv
 from mclip.losses.gather import GatherGroups
 from mclip.losses.objective import ContrastiveObjective
 from mclip.models.adapters import load_model
-from mclip.models.adapters.native import NativeAdapter
-from mclip.models.dual import TEXT_SOURCE_DIR, DualEncoder
+from mclip.models.composite import composite_config, load_image_tower
+from mclip.models.dual import DualEncoder, saved_sources
 from mclip.train.checkpoint import (checkpoint_dir, latest_checkpoint, prepare_out_dir, rng_state,
                                     save_checkpoint)
 from mclip.train.distributed import (average_gradients, broadcast_parameters, distributed_device,
@@ -114,24 +114,6 @@ def pair_order(n_pairs: int, seed: int, step: int, batch: int) -> list[int]:
     return out
 
 
-def composite_config(cfg: Config, teacher) -> Config:
-    """``cfg`` with the image tower, embedding size and projection of the mclip ``teacher``
-    and the image tower frozen: the student pairs the teacher's image tower with its own text
-    tower."""
-    if not isinstance(teacher, NativeAdapter):
-        raise ConfigError(f"teacher_learning.image_tower_from_teacher needs an mclip teacher, and "
-                          f"'{cfg.teacher_learning.teacher}' is not one; set it to false (the "
-                          f"model then keeps its own image tower) or use an mclip teacher")
-    cfg = copy.deepcopy(cfg)
-    source = teacher.config.model
-    cfg.model.image = copy.deepcopy(source.image)
-    cfg.model.image.freeze = ["*"]
-    cfg.model.embed_dim, cfg.model.projection = source.embed_dim, source.projection
-    cfg.model.init_logit_scale = float(teacher.model.logit_scale.detach())
-    cfg.model.init_logit_bias = float(teacher.model.logit_bias.detach())
-    return cfg
-
-
 def train_teacher_learning(cfg: Config, resume: bool = False, quiet: bool = False,
                            overwrite: bool = False) -> Path:
     """Teach the student's text tower the teacher's text space (module docstring); returns the
@@ -156,7 +138,7 @@ def train_teacher_learning(cfg: Config, resume: bool = False, quiet: bool = Fals
     teacher = load_model(learning.teacher, pretrained=learning.pretrained, device=device).eval()
     teacher.requires_grad_(False)
     if learning.image_tower_from_teacher:
-        cfg = composite_config(cfg, teacher)
+        cfg, image_weights = composite_config(cfg, teacher)
 
     resumed_from = latest_checkpoint(out_dir) if resume else None
     if resume and resumed_from is None:
@@ -168,11 +150,9 @@ def train_teacher_learning(cfg: Config, resume: bool = False, quiet: bool = Fals
         if cfg.model.inherit.from_model:
             inherited = inherit_from(model, cfg.model.inherit)
         if learning.image_tower_from_teacher:
-            model.image.load_state_dict(teacher.model.image.state_dict())
+            load_image_tower(model, image_weights)
     else:
-        source = resumed_from / TEXT_SOURCE_DIR
-        model = DualEncoder(cfg.model, text_source=source if source.is_dir() else None,
-                            load_pretrained=False)
+        model = DualEncoder(cfg.model, load_pretrained=False, **saved_sources(resumed_from))
     model = model.to(device)
     model.logit_scale.requires_grad_(False)
     model.logit_bias.requires_grad_(False)

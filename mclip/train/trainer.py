@@ -22,7 +22,7 @@ from mclip.data.shards import DataError
 from mclip.data.sources import build_sources, sources_digest
 from mclip.losses.distill_objective import DistillationObjective, DistillHeads
 from mclip.losses.objective import ContrastiveObjective
-from mclip.models.dual import TEXT_SOURCE_DIR, DualEncoder
+from mclip.models.dual import DualEncoder, saved_sources
 from mclip.models.inherit import inherit_towers
 from mclip.train.batchnorm import (BatchNormStepStatistics, batchnorm_stats_frozen,
                                    set_batchnorm_eval)
@@ -234,10 +234,8 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
         model = DualEncoder(cfg.model)
         if cfg.model.inherit.from_model:
             inherited = inherit_from(model, cfg.model.inherit)
-    else:  # weights and the text tower's architecture come from the checkpoint: no download
-        source = resumed_from / TEXT_SOURCE_DIR
-        model = DualEncoder(cfg.model, text_source=source if source.is_dir() else None,
-                            load_pretrained=False)
+    else:  # weights and the towers' architectures come from the checkpoint: no download
+        model = DualEncoder(cfg.model, load_pretrained=False, **saved_sources(resumed_from))
     model = model.to(device)
     if cfg.train.channels_last:
         model.image.to(memory_format=torch.channels_last)
