@@ -66,3 +66,9 @@ def test_saved_config_round_trips(tmp_path):
 
 def test_defaults_are_valid():
     assert isinstance(config_from_dict({}), Config)
+
+
+@pytest.mark.parametrize("path", sorted((DEMO.parent).glob("*.yaml")), ids=lambda p: p.name)
+def test_every_recipe_in_configs_is_a_valid_config(path):
+    cfg = load_config(path)
+    assert cfg.train.steps > 0
