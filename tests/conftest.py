@@ -82,3 +82,32 @@ def register_tiny_open_clip(root: Path, name: str):
     open_clip.add_model_config(root / f"{name}.json")
     torch.manual_seed(0)
     return open_clip.create_model(name).eval()
+
+
+def _gloo_entry(rank, world, port, out, compute):
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    results = compute(rank, world)
+    if rank == 0:
+        torch.save(results, out)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def on_gloo_ranks(compute, tmp_path: Path, world: int = 2):
+    """Run ``compute(rank, world)`` (a module-level function) on ``world`` spawned processes
+    joined in a gloo group; return rank 0's result."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "rank0.pt"
+    mp.start_processes(_gloo_entry, args=(world, port, str(out), compute), nprocs=world,
+                       start_method="spawn", join=True)
+    return torch.load(out, weights_only=False)

@@ -6,12 +6,9 @@ The trainer's step (tiled loss, gradient cache, 2 gloo ranks) must give its loss
 """
 
 import json
-import os
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from mclip.config import LossConfig, config_from_dict
 from mclip.data.languages import LanguagePolicy
@@ -23,7 +20,8 @@ from mclip.models.dual import DualEncoder
 from mclip.train.distributed import average_gradients
 from mclip.train.trainer import step_gradients
 from test_data import TRANSFORM, _txt_sample, _write
-from test_distributed import _close, _free_port
+from conftest import on_gloo_ranks
+from test_distributed import _close
 
 CPU = torch.device("cpu")
 K = 3  # captions per image
@@ -90,29 +88,17 @@ def test_step_with_several_captions_equals_the_full_batch(kind, micro_batches):
     assert abs(one - ref_loss) > 1e-3
 
 
-def _worker(rank, world, port, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _rank_results(rank, world):
     images, tokens, _ = _batch(_model(), world * LOCAL)
     rows, texts = slice(rank * LOCAL, (rank + 1) * LOCAL), slice(rank * LOCAL * K, (rank + 1) * LOCAL * K)
     local_text_to_image = torch.arange(LOCAL).repeat_interleave(K)
-    results = {}
-    for kind in ("infonce", "sigmoid"):
-        for micro in (1, 2):
-            results[kind, micro] = _step(kind, images[rows], {k: v[texts] for k, v in tokens.items()},
-                                         local_text_to_image, micro, make_gather_groups(world), world)
-    if rank == 0:
-        torch.save(results, out)
-    dist.barrier()
-    dist.destroy_process_group()
+    return {(kind, micro): _step(kind, images[rows], {k: v[texts] for k, v in tokens.items()},
+                                 local_text_to_image, micro, make_gather_groups(world), world)
+            for kind in ("infonce", "sigmoid") for micro in (1, 2)}
 
 
 def test_two_gloo_ranks_with_several_captions_equal_the_full_batch(tmp_path):
-    out = tmp_path / "rank0.pt"
-    mp.start_processes(_worker, args=(2, _free_port(), str(out)), nprocs=2, start_method="spawn",
-                       join=True)
-    results = torch.load(out, weights_only=False)
+    results = on_gloo_ranks(_rank_results, tmp_path)
     images, tokens, text_to_image = _batch(_model(), 2 * LOCAL)
     for kind in ("infonce", "sigmoid"):
         ref_loss, ref_grads = _full_batch_reference(kind, images, tokens, text_to_image)

@@ -3,24 +3,22 @@ gradients of the dense single-process full batch (student towers, projection hea
 """
 
 import math
-import os
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from mclip.config import DistillConfig, LossConfig, config_from_dict
 from mclip.losses.distill import feature_distance
 from mclip.losses.distill_objective import DistillationObjective, DistillHeads
 from mclip.losses.gather import make_gather_groups
-from mclip.losses.reference import (infonce_reference, sigmoid_kd_reference, sigmoid_reference,
+from mclip.losses.reference import (infonce_reference, sigmoid_kd_reference,
                                     similarity_kd_reference)
 from mclip.models.dual import DualEncoder
 from mclip.train.distributed import average_gradients
 from mclip.train.trainer import step_gradients
-from test_distributed import _close, _free_port
+from conftest import on_gloo_ranks
+from test_distributed import _close
 
 CPU = torch.device("cpu")
 LOCAL = 4  # images per rank
@@ -115,30 +113,17 @@ def test_distillation_step_equals_the_dense_full_batch(setting, micro_batches):
                           if setting == "softmax" else {"similarity_kd", "feature_kd"})
 
 
-def _worker(rank, world, port, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _rank_results(rank, world):
     images, tokens, teacher = _batch(world * LOCAL)
     rows = slice(rank * LOCAL, (rank + 1) * LOCAL)
-    results = {}
-    for setting in SETTINGS:
-        for micro in (1, 2):
-            results[setting, micro] = _step(setting, images[rows],
-                                            {k: v[rows] for k, v in tokens.items()},
-                                            [t[rows] for t in teacher], micro,
-                                            make_gather_groups(world), world)[:2]
-    if rank == 0:
-        torch.save(results, out)
-    dist.barrier()
-    dist.destroy_process_group()
+    return {(setting, micro): _step(setting, images[rows], {k: v[rows] for k, v in tokens.items()},
+                                    [t[rows] for t in teacher], micro, make_gather_groups(world),
+                                    world)[:2]
+            for setting in SETTINGS for micro in (1, 2)}
 
 
 def test_two_gloo_ranks_distill_exactly_like_the_full_batch(tmp_path):
-    out = tmp_path / "rank0.pt"
-    mp.start_processes(_worker, args=(2, _free_port(), str(out)), nprocs=2, start_method="spawn",
-                       join=True)
-    results = torch.load(out, weights_only=False)
+    results = on_gloo_ranks(_rank_results, tmp_path)
     images, tokens, teacher = _batch(2 * LOCAL)
     for setting in SETTINGS:
         ref_loss, ref_grads = _reference(setting, images, tokens, teacher)

@@ -7,13 +7,10 @@ resumes exactly.
 """
 
 import json
-import os
 import shutil
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
@@ -29,7 +26,8 @@ from mclip.train.distributed import average_gradients
 from mclip.train.teacher_learning import (TeacherLearningObjective, pair_order,
                                           teacher_learning_gradients)
 from mclip.train.trainer import train
-from test_distributed import _close, _free_port
+from conftest import on_gloo_ranks
+from test_distributed import _close
 from test_resume import DEMO, _assert_same_final_state, _losses, _overrides
 
 CPU = torch.device("cpu")
@@ -123,26 +121,16 @@ def test_step_equals_the_dense_full_batch(kind, micro):
     assert ("scale" in grads) == (kind == "infonce")
 
 
-def _worker(rank, world, port, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _rank_results(rank, world):
     teacher, tokens = _inputs(world * LOCAL)
     rows = slice(rank * LOCAL, (rank + 1) * LOCAL)
-    results = {(kind, micro): _step(kind, teacher[rows], {k: v[rows] for k, v in tokens.items()},
-                                    micro, make_gather_groups(world), world)
-               for kind in ("mse", "infonce") for micro in (1, 2)}
-    if rank == 0:
-        torch.save(results, out)
-    dist.barrier()
-    dist.destroy_process_group()
+    return {(kind, micro): _step(kind, teacher[rows], {k: v[rows] for k, v in tokens.items()},
+                                 micro, make_gather_groups(world), world)
+            for kind in ("mse", "infonce") for micro in (1, 2)}
 
 
 def test_two_gloo_ranks_equal_the_full_batch(tmp_path):
-    out = tmp_path / "rank0.pt"
-    mp.start_processes(_worker, args=(2, _free_port(), str(out)), nprocs=2, start_method="spawn",
-                       join=True)
-    results = torch.load(out, weights_only=False)
+    results = on_gloo_ranks(_rank_results, tmp_path)
     teacher, tokens = _inputs(2 * LOCAL)
     for (kind, micro), (loss, grads) in results.items():
         ref_loss, ref_grads = _reference(kind, teacher, tokens)

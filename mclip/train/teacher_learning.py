@@ -31,8 +31,8 @@ from mclip.losses.gather import GatherGroups
 from mclip.losses.objective import ContrastiveObjective
 from mclip.models.adapters import load_model
 from mclip.models.composite import composite_config, load_image_tower
-from mclip.models.dual import DualEncoder, saved_sources
-from mclip.train.checkpoint import (checkpoint_dir, latest_checkpoint, prepare_out_dir, rng_state,
+from mclip.models.dual import DualEncoder
+from mclip.train.checkpoint import (checkpoint_dir, prepare_out_dir, rng_state,
                                     save_checkpoint)
 from mclip.train.distributed import (average_gradients, broadcast_parameters, distributed_device,
                                      init_distributed, rank_digests, shutdown_distributed)
@@ -119,7 +119,7 @@ def train_teacher_learning(cfg: Config, resume: bool = False, quiet: bool = Fals
     """Teach the student's text tower the teacher's text space (module docstring); returns the
     final checkpoint directory. The run directory's layout, logs and ``--resume`` are those of
     :func:`mclip.train.trainer.train`; ``train.batch_size`` counts pairs."""
-    from mclip.train.trainer import build_optimizer, inherit_from, resolve_device
+    from mclip.train.trainer import build_model, build_optimizer, resolve_device, resume_point
 
     learning, out_dir = cfg.teacher_learning, Path(cfg.train.out_dir)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -140,19 +140,10 @@ def train_teacher_learning(cfg: Config, resume: bool = False, quiet: bool = Fals
     if learning.image_tower_from_teacher:
         cfg, image_weights = composite_config(cfg, teacher)
 
-    resumed_from = latest_checkpoint(out_dir) if resume else None
-    if resume and resumed_from is None:
-        raise ConfigError(f"--resume: no checkpoint in '{out_dir}/checkpoints'; start without "
-                          f"--resume, or point train.out_dir at the run to continue")
-    inherited = None
-    if resumed_from is None:
-        model = DualEncoder(cfg.model)
-        if cfg.model.inherit.from_model:
-            inherited = inherit_from(model, cfg.model.inherit)
-        if learning.image_tower_from_teacher:
-            load_image_tower(model, image_weights)
-    else:
-        model = DualEncoder(cfg.model, load_pretrained=False, **saved_sources(resumed_from))
+    resumed_from = resume_point(out_dir, resume)
+    model, inherited = build_model(cfg, resumed_from)
+    if resumed_from is None and learning.image_tower_from_teacher:
+        load_image_tower(model, image_weights)
     model = model.to(device)
     model.logit_scale.requires_grad_(False)
     model.logit_bias.requires_grad_(False)

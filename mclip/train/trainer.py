@@ -150,6 +150,27 @@ def inherit_from(model: DualEncoder, cfg: InheritConfig) -> dict[str, dict]:
     return inherit_towers(model, teacher, cfg.every, cfg.towers)
 
 
+def resume_point(out_dir: Path, resume: bool) -> Path | None:
+    """The checkpoint ``--resume`` continues from (None for a fresh run); a clear error when
+    there is none."""
+    resumed_from = latest_checkpoint(out_dir) if resume else None
+    if resume and resumed_from is None:
+        raise ConfigError(f"--resume: no checkpoint in '{out_dir}/checkpoints'; start without "
+                          f"--resume, or point train.out_dir at the run to continue")
+    return resumed_from
+
+
+def build_model(cfg: Config, resumed_from: Path | None) -> tuple[DualEncoder, dict | None]:
+    """(model, what ``model.inherit`` copied or None). A fresh run builds ``cfg.model`` (pretrained
+    towers downloaded or read as configured, then inheritance); a resumed one takes the towers'
+    architectures from the checkpoint (its weights are loaded later): no download."""
+    if resumed_from is not None:
+        return DualEncoder(cfg.model, load_pretrained=False, **saved_sources(resumed_from)), None
+    model = DualEncoder(cfg.model)
+    inherited = inherit_from(model, cfg.model.inherit) if cfg.model.inherit.from_model else None
+    return model, inherited
+
+
 def step_seed(seed: int, rank: int, step: int) -> int:
     """The torch seed of one rank's step (dropout etc.): a function of the step, not of the
     history, so a resumed run draws what the uninterrupted run drew."""
@@ -225,17 +246,8 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
         raise ConfigError(f"config key 'train.micro_batches' ({cfg.train.micro_batches}) exceeds the "
                           f"per-rank batch ({local_batch})")
 
-    resumed_from = latest_checkpoint(out_dir) if resume else None
-    if resume and resumed_from is None:
-        raise ConfigError(f"--resume: no checkpoint in '{out_dir}/checkpoints'; start without "
-                          f"--resume, or point train.out_dir at the run to continue")
-    inherited = None
-    if resumed_from is None:
-        model = DualEncoder(cfg.model)
-        if cfg.model.inherit.from_model:
-            inherited = inherit_from(model, cfg.model.inherit)
-    else:  # weights and the towers' architectures come from the checkpoint: no download
-        model = DualEncoder(cfg.model, load_pretrained=False, **saved_sources(resumed_from))
+    resumed_from = resume_point(out_dir, resume)
+    model, inherited = build_model(cfg, resumed_from)
     model = model.to(device)
     if cfg.train.channels_last:
         model.image.to(memory_format=torch.channels_last)
