@@ -7,6 +7,7 @@
     mclip eval --model open_clip:ViT-B-32 --pretrained FILE --task retrieval --captions XTD10 ...
     torchrun --nproc-per-node 2 -m mclip.cli eval --model runs/demo --suite ... (split over ranks)
     mclip report results.json [B.json ...] [--out DIR] [--format markdown csv png clip_benchmark]
+    mclip adapt --model runs/demo --language sw --data 'shards/{000000..000011}.tar' (LoRA adapter)
 """
 
 from __future__ import annotations
@@ -100,6 +101,46 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_adapt(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from mclip.models.lora import LoraSettings
+    from mclip.train.language_adapters import AdaptSettings, adapt_language
+    from mclip.train.threads import training_threads
+    from mclip.train.trainer import resolve_device
+
+    if args.threads < 0:
+        raise ConfigError(f"--threads {args.threads}: give a number of threads >= 1, or 0 for "
+                          f"the CPUs this process may use")
+    torch.set_num_threads(training_threads(args.threads, torch.get_num_threads()))
+    targets = [t for t in args.targets.split(",") if t.strip()] if args.targets else None
+    settings = AdaptSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                             warmup_steps=args.warmup_steps, seed=args.seed,
+                             parallel_loss=args.parallel_loss,
+                             lora=LoraSettings(rank=args.rank, alpha=args.alpha,
+                                               dropout=args.lora_dropout, targets=targets))
+    with tqdm(total=args.steps, desc=f"adapt {args.language}", unit="step",
+              disable=not sys.stderr.isatty()) as bar:
+        def progress(step: int, loss: float) -> None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+        info = adapt_language(args.model, args.language, args.data, settings,
+                              max_captions=args.max_captions, out=args.out,
+                              device=resolve_device(args.device), overwrite=args.overwrite,
+                              progress=progress)
+    data, training = info["data"], info["training"]
+    used = (f"{data['captions_used']} captions of {data['images_used']} images"
+            if data["kind"] == "captions" else f"{data['captions_used']} parallel sentences")
+    print(f"adapted {info['language']} on {used} ({data['candidates']} available; skipped: "
+          f"{data['skipped'] or 'none'}): {training['steps']} steps, {training['objective']} "
+          f"loss {training['loss_first']:.4f} -> {training['loss_last']:.4f}, "
+          f"{training['trainable_parameters']} LoRA parameters, {training['seconds']:.0f} s")
+    print(f"wrote {info['path']} (base: {info['base_model']})")
+    return 0
+
+
 def _eval_tasks(args: argparse.Namespace):
     """(suite name, tasks) from --suite, or one task from --task and its flags."""
     from mclip.eval.suite import Suite, load_suite, make_task, narrow_languages
@@ -145,7 +186,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         device = f"cuda:{os.environ['LOCAL_RANK']}"
     ranks = init_eval_ranks(device)
     try:
-        model = load_model(args.model, pretrained=args.pretrained, device=device)
+        model = load_model(args.model, pretrained=args.pretrained, device=device,
+                           language_adapters=not args.no_adapters)
         log = None
         if not args.quiet and ranks.is_main:
             log = lambda line: print(f"[mclip eval] {line}", file=sys.stderr)  # noqa: E731
@@ -339,8 +381,58 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, help="output directory (default MODEL/eval/SUITE)")
     ev.add_argument("--batch-size", type=int, default=256)
     ev.add_argument("--device", default="auto")
+    ev.add_argument("--no-adapters", action="store_true",
+                    help="ignore the language adapters saved beside an mclip checkpoint "
+                         "(adapters/LANG/, see 'mclip adapt'): evaluate the base model")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=_cmd_eval)
+
+    adapt = sub.add_parser(
+        "adapt", help="train a LoRA language adapter on the text tower for one language",
+        description="Trains a LoRA adapter (peft) on the text encoder for one language, every "
+                    "weight of the model frozen, from caption shards (InfoNCE against the frozen "
+                    "image embeddings) or a parallel text file (the base tower on the English "
+                    "source as teacher), and saves it beside the checkpoint (adapters/LANG/), "
+                    "where 'mclip eval' uses it for that language's texts only.")
+    adapt.add_argument("--model", required=True,
+                       help="an mclip run directory (its newest checkpoint) or checkpoint "
+                            "directory")
+    adapt.add_argument("--language", required=True, help="the language to adapt (e.g. sw)")
+    adapt.add_argument("--data", required=True,
+                       help="caption shards (as data.train_shards: brace pattern, glob, "
+                            "directory) or a parallel text file .tsv: English source<TAB>"
+                            "translation, one pair a line")
+    adapt.add_argument("--max-captions", type=int, default=500,
+                       help="use at most N captions (or pairs): a fixed subset drawn with "
+                            "--seed (default 500)")
+    adapt.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
+    adapt.add_argument("--batch-size", type=int, default=64, help="captions per step (default 64)")
+    adapt.add_argument("--lr", type=float, default=2e-3,
+                       help="peak learning rate (default 2e-3; warmup, then cosine decay)")
+    adapt.add_argument("--warmup-steps", type=int, default=20)
+    adapt.add_argument("--rank", type=int, default=8, help="LoRA rank r (default 8)")
+    adapt.add_argument("--alpha", type=float, default=16.0,
+                       help="LoRA alpha; the update is scaled by alpha / r (default 16)")
+    adapt.add_argument("--lora-dropout", type=float, default=0.05,
+                       help="dropout on the adapter's input while training (default 0.05)")
+    adapt.add_argument("--targets", default=None,
+                       help="comma-separated Linear layers of the text encoder to adapt "
+                            "(default: peft's choice for the architecture, query,value for "
+                            "BERT / XLM-R; e.g. query,key,value,dense)")
+    adapt.add_argument("--parallel-loss", choices=["mse", "infonce"], default="mse",
+                       help="loss for parallel text: MSE to the English embedding, or InfoNCE")
+    adapt.add_argument("--seed", type=int, default=0,
+                       help="seed of the caption subset, the batches and the LoRA init")
+    adapt.add_argument("--out", default=None,
+                       help="output directory (default CHECKPOINT/adapters/LANG, where 'mclip "
+                            "eval' finds it)")
+    adapt.add_argument("--overwrite", action="store_true",
+                       help="replace an existing adapter in the output directory")
+    adapt.add_argument("--device", default="auto")
+    adapt.add_argument("--threads", type=int, default=0,
+                       help="torch CPU threads (default 0: as train.threads, the CPUs this "
+                            "process may use; 1 is faster on a CPU shared with other jobs)")
+    adapt.set_defaults(func=_cmd_adapt)
 
     rep = sub.add_parser(
         "report", help="re-render a results JSON, or compare several per language",

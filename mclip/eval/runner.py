@@ -121,7 +121,12 @@ class ImageEmbeddings:
 
 class TextEmbeddings:
     """Encodes texts with one model: distinct texts once, sorted by length into full batches,
-    split over the ranks, read from and written to the cache. ``encode(texts)`` -> [len, d]."""
+    split over the ranks, read from and written to the cache. ``encode(texts)`` -> [len, d].
+
+    ``adapter_languages``: the languages the model has a language adapter for (an mclip model
+    with ``adapters/<lang>/``); ``encode(texts, language)`` uses it for those languages only, and
+    ``adapted`` collects the languages that were encoded with one.
+    """
 
     def __init__(self, model, batch_size: int = 256, cache: EmbeddingCache | None = None,
                  ranks: EvalRanks | None = None, progress: Callable[[str], None] = lambda m: None):
@@ -129,12 +134,29 @@ class TextEmbeddings:
         self.ranks, self.progress = ranks or EvalRanks(), progress
         self.uses_cache = cache is not None
         self.encoded, self.from_cache = 0, 0
+        self.adapter_languages = tuple(getattr(model, "adapter_languages", ()))
+        self.adapted: set[str] = set()
 
     @torch.no_grad()
-    def encode(self, texts: list[str]) -> torch.Tensor:
-        """Normalised embeddings float32 [len(texts), d] on the CPU, in the order of ``texts``."""
+    def encode(self, texts: list[str], language: str | None = None) -> torch.Tensor:
+        """Normalised embeddings float32 [len(texts), d] on the CPU, in the order of ``texts``.
+
+        ``language``: the language of all ``texts``; when the model has an adapter for it they
+        are encoded with the adapter on (and cached apart from the base model's), otherwise (and
+        for None) by the base model.
+        """
+        if language not in self.adapter_languages:
+            return self._encode(texts, None)
+        self.adapted.add(language)
+        with self.model.text_language(language):
+            return self._encode(texts, language)
+
+    def _encode(self, texts: list[str], adapter: str | None) -> torch.Tensor:
         distinct = list(dict.fromkeys(texts))
-        hashes = text_hashes(distinct) if self.cache is not None else None
+        hashes = None
+        if self.cache is not None:  # an adapter's embeddings are cached under their own keys
+            hashes = text_hashes([f"\x00adapter:{adapter}\x00{t}" if adapter else t
+                                  for t in distinct])
         found: dict[int, torch.Tensor] = {}
         missing = list(range(len(distinct)))
         if self.uses_cache:
@@ -210,7 +232,9 @@ def run_zeroshot(task, images: ImageEmbeddings, text: TextEmbeddings, progress) 
                 raise ConfigError(f"task '{task.name}': labels go up to {int(label_tensor.max())}"
                                   f" but {lang} has {len(class_texts.names)} classes in "
                                   f"{class_texts.source or texts.description}")
-            scores = classify_language(image_emb, label_tensor, encode, class_texts.names,
+            own = encode if lang not in text.adapter_languages else (  # its adapter on
+                lambda batch, lang=lang: text.encode(batch, lang))
+            scores = classify_language(image_emb, label_tensor, own, class_texts.names,
                                        class_texts.templates, task.top_k)
             metrics = scores.metrics
             if task.resource_groups:
@@ -249,7 +273,7 @@ def run_retrieval(task, images: ImageEmbeddings, text: TextEmbeddings, progress)
         if not pairs:
             raise ConfigError(f"task '{task.name}': no caption in '{lang}' belongs to a usable "
                               f"image of {dataset.description}")
-        text_emb = text.encode([p[0] for p in pairs])
+        text_emb = text.encode([p[0] for p in pairs], lang)
         ranks = retrieval_ranks(image_emb, text_emb, torch.tensor([p[1] for p in pairs]))
         views[lang] = retrieval_views(ranks, keys, pairs)
         metrics = {}
@@ -308,13 +332,19 @@ def run_tasks(model, tasks: list, device: str | torch.device = "cpu", batch_size
     images = ImageEmbeddings(model, device, batch_size, limit, progress, cache, ranks)
     text = TextEmbeddings(model, batch_size, cache, ranks, progress)
     images.uses_cache = text.uses_cache = has_cache  # other ranks follow rank 0's cache reads
+    if text.adapter_languages:
+        progress(f"language adapters: {', '.join(text.adapter_languages)} (used for texts in "
+                 f"that language only)")
     results = {}
     for task in tasks:
         if task.kind not in RUNNERS:
             raise ConfigError(f"task '{task.name}': unknown kind '{task.kind}'; known: "
                               f"{', '.join(RUNNERS)}")
         start = time.perf_counter()
+        text.adapted = set()
         result = RUNNERS[task.kind](task, images, text, progress)
+        if text.adapter_languages:  # which of this task's languages had their adapter on
+            result["language_adapters"] = sorted(text.adapted)
         _attach_samples(task.name, result, bootstrap, seed)
         result["seconds"] = time.perf_counter() - start
         results[task.name] = result

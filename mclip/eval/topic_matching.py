@@ -118,7 +118,8 @@ def run_topic_matching(task, images, text, progress: Callable[[str], None]) -> d
 
     ``images``: the runner's ImageEmbeddings (``get(image_set)`` -> (emb [N, d], keys, labels,
     skipped)); ``text``: its TextEmbeddings (``encode(texts)`` -> normalised [len, d]), called
-    once with the sentences of every evaluated language and of the reference language. Returns
+    once with the sentences of every evaluated language and of the reference language (and once
+    more per language in its ``adapter_languages``, with that language's adapter on). Returns
     {"kind", "languages": {lang: metrics}, "views": {lang: {view: SampleRanks}}, "skipped",
     "data": {"images": fingerprint}}; accuracies are fractions in [0, 1].
     """
@@ -158,8 +159,12 @@ def run_topic_matching(task, images, text, progress: Callable[[str], None]) -> d
         offsets[lang] = len(all_texts)
         all_texts.extend(sentences[lang].texts)
     encoded = text.encode(all_texts)
+    adapted = {lang: text.encode(sentences[lang].texts, lang)  # languages with an adapter
+               for lang in read if lang in getattr(text, "adapter_languages", ())}
 
     def embeddings_of(lang: str) -> torch.Tensor:
+        if lang in adapted:
+            return adapted[lang]
         return encoded[offsets[lang]:offsets[lang] + len(sentences[lang].texts)]
 
     ref = sentences[reference]

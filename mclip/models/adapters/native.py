@@ -12,6 +12,7 @@ from mclip.config import Config, ConfigError
 from mclip.models.adapters.base import ModelAdapter, normalized, package_versions
 from mclip.models.adapters.registry import ACCEPTED_FORMS
 from mclip.models.dual import DualEncoder
+from mclip.models.lora import attached_languages, load_language_adapters, text_language
 from mclip.train.checkpoint import resolve_model_dir
 
 
@@ -22,6 +23,10 @@ class NativeAdapter(ModelAdapter):
     accessible, e.g. for a distillation teacher. ``logit_bias`` is the model's bias when the
     config trained with ``loss.kind: sigmoid`` and None for ``infonce`` (whose DualEncoder holds
     an unused bias parameter).
+
+    Language adapters (:mod:`mclip.models.lora`) attached to the model are listed in
+    ``adapter_languages``; ``encode_text`` uses one only inside ``text_language(lang)``, and
+    encodes as the base model everywhere else.
     """
 
     def __init__(self, model: DualEncoder, config: Config, name: str = ""):
@@ -62,20 +67,35 @@ class NativeAdapter(ModelAdapter):
 
     @property
     def versions(self) -> dict[str, str]:
-        """mclip and the libraries building its towers."""
-        return package_versions("mclip", "torch", "timm", "transformers")
+        """mclip and the libraries building its towers (and peft with language adapters)."""
+        extra = ("peft",) if self.adapter_languages else ()
+        return package_versions("mclip", "torch", "timm", "transformers", *extra)
+
+    @property
+    def adapter_languages(self) -> tuple[str, ...]:
+        """Languages with a LoRA adapter attached to the text tower (sorted; often none)."""
+        return tuple(attached_languages(self.model))
+
+    def text_language(self, language: str | None):
+        """Context: texts encoded inside are in ``language``: its adapter is on when it has one,
+        else the base model encodes them."""
+        return text_language(self.model, language)
 
 
 def load_native(directory: str | Path, device: torch.device | str = "cpu",
-                name: str | None = None) -> NativeAdapter:
+                name: str | None = None, language_adapters: bool = True) -> NativeAdapter:
     """An mclip run directory (newest checkpoint) or checkpoint directory -> NativeAdapter.
 
-    No network access is needed. The model is put in eval mode on ``device``.
+    No network access is needed. The model is put in eval mode on ``device``. With
+    ``language_adapters`` the adapters saved beside the checkpoint (``adapters/<lang>/``) are
+    attached (see :class:`NativeAdapter`).
     """
     try:
         model_dir = resolve_model_dir(directory)
     except ConfigError as error:
         raise ConfigError(f"{error}; {ACCEPTED_FORMS}") from None
     model, config = DualEncoder.load(model_dir, map_location=device)
+    if language_adapters:
+        load_language_adapters(model, model_dir)
     adapter = NativeAdapter(model, config, name=name if name is not None else str(directory))
     return adapter.eval()

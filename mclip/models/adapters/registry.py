@@ -33,13 +33,16 @@ _PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9_.+-]+):")  # two characters or more:
 
 
 def load_model(spec: str | Path, pretrained: str | None = None,
-               device: str | torch.device = "cpu") -> ModelAdapter:
+               device: str | torch.device = "cpu", language_adapters: bool = True
+               ) -> ModelAdapter:
     """Load any dual encoder behind the common adapter interface, in eval mode, on ``device``.
 
     ``spec``: ``DIR`` (mclip run or checkpoint directory), ``open_clip:ARCH`` (``pretrained``:
     a tag or a local weights file; or ``open_clip:ARCH/TAG``) or ``hf:NAME_OR_DIR``.
     ``pretrained`` is only meaningful for open_clip specs. ``device``: any torch device
     ("cpu", "cuda:0", "meta", ...); every parameter of the returned adapter is there.
+    ``language_adapters``: attach the LoRA language adapters saved beside an mclip checkpoint
+    (``adapters/<lang>/``; used for that language's texts only); False gives the base model.
 
     The adapter's ``encode_image(images [N, 3, H, W]) -> [N, d]`` and
     ``encode_text(list of N str) -> [N, d]`` return L2-normalised float32 embeddings.
@@ -74,7 +77,7 @@ def load_model(spec: str | Path, pretrained: str | None = None,
     _refuse_pretrained(text, pretrained)
     from mclip.models.adapters.native import load_native
 
-    return load_native(path, device, name=text)
+    return load_native(path, device, name=text, language_adapters=language_adapters)
 
 
 def _refuse_pretrained(spec: str, pretrained: str | None) -> None:
