@@ -301,7 +301,8 @@ class TeacherLearningConfig:
     source embedding (Multilingual-CLIP); 'infonce': contrastive between them, with a learned
     scale (the other pairs of the batch are the negatives)."""
     include_source: bool = True
-    """Also teach every distinct source sentence to itself, so the source language is kept."""
+    """Also teach source sentences to themselves, as often as an average target language is
+    taught, so the source language is kept."""
     image_tower_from_teacher: bool = True
     """The trained model pairs the teacher's image tower (frozen, with its logit scale) with the
     student's text tower: it evaluates and serves like any mclip model (any teacher: mclip,

@@ -64,6 +64,15 @@ def test_pairs_from_shards_pair_captions_of_the_same_image(demo_data):
     assert all(owners[source] & owners[translation] for source, translation, _ in pairs)
 
 
+def test_source_pairs_keep_the_source_as_frequent_as_a_target_language():
+    from mclip.train.teacher_learning import source_pairs
+
+    pairs = [(f"en {i}", f"{lang} {i}", lang) for i in range(30) for lang in ("de", "fr", "sw")]
+    extra = source_pairs(pairs)
+    assert len(extra) == 30 and all(s == t and lang == "source" for s, t, lang in extra)
+    assert {s for s, _, _ in extra} == {f"en {i}" for i in range(30)}
+
+
 def test_pair_order_is_a_pure_function_of_seed_and_step():
     first_pass = [i for step in range(5) for i in pair_order(10, 3, step, 2)]
     assert sorted(first_pass) == list(range(10))

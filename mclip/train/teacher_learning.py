@@ -100,6 +100,13 @@ def teacher_learning_gradients(model: DualEncoder, objective: TeacherLearningObj
     return value[0]
 
 
+def source_pairs(pairs: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """(source, source, 'source') pairs that keep the source language as frequent as an average
+    target language: the source of every L-th pair, L the number of target languages."""
+    languages = max(len({language for _, _, language in pairs}), 1)
+    return [(source, source, "source") for source, _, _ in pairs[::languages]]
+
+
 def pair_order(n_pairs: int, seed: int, step: int, batch: int) -> list[int]:
     """The pair indices of global step ``step``: passes over a seeded permutation per pass.
 
@@ -133,8 +140,7 @@ def train_teacher_learning(cfg: Config, resume: bool = False, quiet: bool = Fals
     torch.manual_seed(cfg.train.seed)
     pairs, skipped = read_parallel_tsv(learning.parallel)
     if learning.include_source:
-        sources = sorted({source for source, _, _ in pairs})
-        pairs = pairs + [(source, source, "source") for source in sources]
+        pairs = pairs + source_pairs(pairs)
     teacher = load_model(learning.teacher, pretrained=learning.pretrained, device=device).eval()
     teacher.requires_grad_(False)
     if learning.image_tower_from_teacher:
