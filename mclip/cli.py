@@ -79,15 +79,20 @@ def _cmd_data_demo(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mclip.data.demo import write_demo_dataset
+    from mclip.data.demo_hard import write_hard_demo_dataset
 
-    total = args.train + args.eval_per_class * 24 + 24
+    write = write_hard_demo_dataset if args.level == "hard" else write_demo_dataset
+    extra = 200 if args.level == "hard" else 24  # retrieval images
+    total = args.train + args.eval_per_class * 24 + extra
     with tqdm(total=total, desc="demo data", unit="img", disable=not sys.stderr.isatty()) as bar:
-        summary = write_demo_dataset(args.out, n_train=args.train,
-                                     n_eval_per_class=args.eval_per_class,
-                                     image_size=args.image_size, shard_size=args.shard_size,
-                                     seed=args.seed, progress=bar.update)
+        summary = write(args.out, n_train=args.train, n_eval_per_class=args.eval_per_class,
+                        image_size=args.image_size, shard_size=args.shard_size, seed=args.seed,
+                        progress=bar.update)
     print(f"wrote {summary['counts']} images, {summary['classes']} classes, captions in "
           f"{len(summary['languages'])} languages ({', '.join(summary['languages'])}) to {args.out}")
+    if args.level == "hard":
+        print("evaluate with eval_suites/demo_hard.yaml; train with data.augment=false (a flip "
+              "swaps left and right) and model.text.max_length=192")
     return 0
 
 
@@ -280,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--image-size", type=int, default=64)
     demo.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--level", choices=["easy", "hard"], default="easy",
+                      help="easy: one coloured shape per image (the quick start); hard: two "
+                           "objects with size, colour and a spatial relation (does not saturate)")
     demo.set_defaults(func=_cmd_data_demo)
     index = data_sub.add_parser(
         "index", help="count samples per caption language in training shards (one pass)",

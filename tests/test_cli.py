@@ -109,3 +109,11 @@ def test_torchrun_two_cpu_ranks(demo_data, tmp_path, gather):
     assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2 - 0.05, losses
     end = next(r for r in records if r.get("event") == "end")
     assert len(end["parameter_digests"]) == 2 and end["ranks_identical"], end
+
+
+def test_data_demo_hard_level(tmp_path):
+    result = _mclip("data", "demo", "--level", "hard", "--out", tmp_path, "--train", 24,
+                    "--eval-per-class", 1, "--shard-size", 24, "--image-size", 32)
+    assert result.returncode == 0, result.stderr
+    assert "eval_suites/demo_hard.yaml" in result.stdout
+    assert json.loads((tmp_path / "dataset.json").read_text())["level"] == "hard"
