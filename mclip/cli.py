@@ -18,82 +18,9 @@ import os
 import sys
 from pathlib import Path
 
+from mclip.cli_data import (cmd_data_demo, cmd_data_index, cmd_data_parallel,
+                            cmd_distill_embed)
 from mclip.config import ConfigError
-
-
-def _cmd_data_index(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from mclip.data.index import build_index, default_index_path, write_index
-    from mclip.data.shards import expand_shards
-
-    shards = expand_shards(args.shards, key="SHARDS")
-    with tqdm(total=len(shards), desc="index", unit="shard", disable=not sys.stderr.isatty()) as bar:
-        index = build_index(shards, args.default_language, args.language_key,
-                            progress=lambda n: bar.update(1))
-    path = write_index(index, args.out or default_index_path(shards))
-    top = ", ".join(f"{lang} {n}" for lang, n in list(index["languages"].items())[:12])
-    print(f"indexed {len(shards)} shards, {index['samples']} samples, "
-          f"{len(index['languages'])} languages ({top}{', ...' if len(index['languages']) > 12 else ''})"
-          f"; skipped: {index['skipped'] or 'none'}")
-    print(f"wrote {path}")
-    return 0
-
-
-def _cmd_distill_embed(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from mclip.data.shards import expand_shards
-    from mclip.data.teacher_cache import write_teacher_embeddings
-    from mclip.models.adapters import load_model
-    from mclip.train.trainer import resolve_device
-
-    shards = expand_shards(args.shards, key="--shards")
-    teacher = load_model(args.teacher, pretrained=args.pretrained,
-                         device=resolve_device(args.device)).eval()
-    with tqdm(desc="teacher embeddings", unit="img", disable=not sys.stderr.isatty()) as bar:
-        meta = write_teacher_embeddings(teacher, args.teacher, shards, args.out, args.dtype,
-                                        args.languages, args.batch_size, progress=bar.update)
-    print(f"embedded {meta['images']} images and {meta['texts']} captions "
-          f"({len(meta['languages'])} languages) of {len(shards)} shards with {args.teacher} "
-          f"(d={meta['embed_dim']}, {meta['dtype']}); skipped: {meta['skipped'] or 'none'}")
-    print(f"wrote {args.out}; train with distill.teachers=[{{embeddings: {args.out}}}]")
-    return 0
-
-
-def _cmd_data_parallel(args: argparse.Namespace) -> int:
-    from mclip.data.parallel import parallel_from_shards, write_parallel_tsv
-    from mclip.data.shards import expand_shards
-
-    shards = expand_shards(args.shards, key="SHARDS")
-    pairs, skipped = parallel_from_shards(shards, args.source_language, args.languages,
-                                          args.per_language, args.seed)
-    path = write_parallel_tsv(pairs, args.out)
-    languages = sorted({lang for _, _, lang in pairs})
-    print(f"wrote {len(pairs)} pairs ({args.source_language} -> {len(languages)} languages: "
-          f"{', '.join(languages)}) to {path}; skipped: {skipped or 'none'}")
-    return 0
-
-
-def _cmd_data_demo(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from mclip.data.demo import write_demo_dataset
-    from mclip.data.demo_hard import write_hard_demo_dataset
-
-    write = write_hard_demo_dataset if args.level == "hard" else write_demo_dataset
-    extra = 200 if args.level == "hard" else 24  # retrieval images
-    total = args.train + args.eval_per_class * 24 + extra
-    with tqdm(total=total, desc="demo data", unit="img", disable=not sys.stderr.isatty()) as bar:
-        summary = write(args.out, n_train=args.train, n_eval_per_class=args.eval_per_class,
-                        image_size=args.image_size, shard_size=args.shard_size, seed=args.seed,
-                        progress=bar.update)
-    print(f"wrote {summary['counts']} images, {summary['classes']} classes, captions in "
-          f"{len(summary['languages'])} languages ({', '.join(summary['languages'])}) to {args.out}")
-    if args.level == "hard":
-        print("evaluate with eval_suites/demo_hard.yaml; train with data.augment=false (a flip "
-              "swaps left and right) and model.text.max_length=192")
-    return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -113,7 +40,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     from mclip.models.lora import LoraSettings
     from mclip.train.language_adapters import AdaptSettings, adapt_language
     from mclip.train.threads import training_threads
-    from mclip.train.trainer import resolve_device
+    from mclip.train.setup import resolve_device
 
     if args.threads < 0:
         raise ConfigError(f"--threads {args.threads}: give a number of threads >= 1, or 0 for "
@@ -288,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--level", choices=["easy", "hard"], default="easy",
                       help="easy: one coloured shape per image (the quick start); hard: two "
                            "objects with size, colour and a spatial relation (does not saturate)")
-    demo.set_defaults(func=_cmd_data_demo)
+    demo.set_defaults(func=cmd_data_demo)
     index = data_sub.add_parser(
         "index", help="count samples per caption language in training shards (one pass)",
         description="Reads every shard once (no image decoding) and writes a manifest of samples "
@@ -301,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="language of KEY.txt captions whose metadata names none (as "
                             "data.default_language)")
     index.add_argument("--language-key", default="", help="as data.language_key")
-    index.set_defaults(func=_cmd_data_index)
+    index.set_defaults(func=cmd_data_index)
 
     parallel = data_sub.add_parser("parallel", help="pairs of captions of one image in two languages "
                                                 "(source, translation) for teacher learning")
@@ -314,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     parallel.add_argument("--per-language", type=int, default=1,
                           help="pairs per sample and target language (default 1)")
     parallel.add_argument("--seed", type=int, default=0)
-    parallel.set_defaults(func=_cmd_data_parallel)
+    parallel.set_defaults(func=cmd_data_parallel)
 
     train = sub.add_parser("train", help="train a dual encoder")
     train.add_argument("--config", required=True, help="YAML config (see configs/)")
@@ -342,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="comma-separated caption languages to embed (default: all)")
     embed.add_argument("--batch-size", type=int, default=256)
     embed.add_argument("--device", default="auto")
-    embed.set_defaults(func=_cmd_distill_embed)
+    embed.set_defaults(func=cmd_distill_embed)
 
     ev = sub.add_parser("eval", help="evaluate any dual encoder on a suite or one task")
     ev.add_argument("--model", required=True,

@@ -169,7 +169,7 @@ def _bn_model_with_unused_parameter():
 
 
 def _one_optimizer_step(model, images, tokens, world):
-    from mclip.train.trainer import build_optimizer
+    from mclip.train.setup import build_optimizer
     objective = ContrastiveObjective(LossConfig(kind="infonce"),
                                      make_gather_groups(1) if world > 1 else None)
     optimizer = build_optimizer(model, config_from_dict({"train": {"weight_decay": 0.1}}))
@@ -230,7 +230,7 @@ def _channels_last_model():
 
 
 def _fused_step(model, images, tokens, world):
-    from mclip.train.trainer import build_optimizer
+    from mclip.train.setup import build_optimizer
     objective = ContrastiveObjective(LossConfig(kind="infonce"),
                                      make_gather_groups(1) if world > 1 else None)
     optimizer = build_optimizer(model, config_from_dict({"train": {"weight_decay": 0.1}}))

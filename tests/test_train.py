@@ -10,7 +10,8 @@ from mclip.train.checkpoint import (latest_checkpoint, list_checkpoints, load_tr
                                     restore_checkpoint, save_checkpoint)
 from mclip.train.distributed import DistContext, rank_digests
 from mclip.train.schedule import warmup_cosine
-from mclip.train.trainer import build_optimizer, train
+from mclip.train.setup import build_optimizer
+from mclip.train.trainer import train
 
 from conftest import log_records, tiny_overrides
 

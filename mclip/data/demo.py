@@ -54,6 +54,20 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
              cy + radii[i] * math.sin(angle + 2 * math.pi * i / corners)) for i in range(corners)]
 
 
+def render_background(rng: np.random.Generator, size: int) -> Image.Image:
+    """The demo's background, ``size`` x ``size`` RGB: a tinted grey with a linear gradient in a
+    random direction (drawn from ``rng``)."""
+    grey = rng.uniform(35, 220)
+    tint = rng.uniform(-22, 22, size=3)
+    base = np.clip(grey + tint, 0, 255)
+    direction = rng.normal(size=2)
+    direction /= np.linalg.norm(direction) + 1e-9
+    ramp = (np.linspace(-1, 1, size)[None, :] * direction[0]
+            + np.linspace(-1, 1, size)[:, None] * direction[1])
+    background = base[None, None, :] + rng.uniform(0, 30) * ramp[:, :, None]
+    return Image.fromarray(np.clip(background, 0, 255).astype(np.uint8))
+
+
 def render_shape(rng: np.random.Generator, colour: str, shape: str, size: int = 64) -> Image.Image:
     """Draw one ``colour`` ``shape`` on a random background.
 
@@ -62,15 +76,7 @@ def render_shape(rng: np.random.Generator, colour: str, shape: str, size: int = 
     background tint, gradient and noise are drawn from ``rng``.
     """
     big = size * _SUPERSAMPLE
-    grey = rng.uniform(35, 220)
-    tint = rng.uniform(-22, 22, size=3)
-    base = np.clip(grey + tint, 0, 255)
-    direction = rng.normal(size=2)
-    direction /= np.linalg.norm(direction) + 1e-9
-    ramp = (np.linspace(-1, 1, big)[None, :] * direction[0]
-            + np.linspace(-1, 1, big)[:, None] * direction[1])
-    background = base[None, None, :] + rng.uniform(0, 30) * ramp[:, :, None]
-    image = Image.fromarray(np.clip(background, 0, 255).astype(np.uint8))
+    image = render_background(rng, big)
 
     r = rng.uniform(0.45, 0.85) * big / 4
     margin = r * 1.3

@@ -41,7 +41,8 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mclip.data.demo import _SUPERSAMPLE, COLOUR_RGB, MAX_TILT, _jpeg, _polygon, _write_split
+from mclip.data.demo import (_SUPERSAMPLE, COLOUR_RGB, MAX_TILT, _jpeg, _polygon, _write_split,
+                        render_background)
 from mclip.data.demo_hard_language import (HARD_CLASSES, HARD_LANGUAGES, RELATIONS, SIZES, Scene,
                                            Thing, hard_class_names, scene_label)
 from mclip.data.demo_language import COLOURS, SHAPES
@@ -98,19 +99,6 @@ def place_objects(rng: np.random.Generator, scene: Scene, size: int
     return ((across[0], along[0], radii[0]), (across[1], along[1], radii[1]))
 
 
-def _background(rng: np.random.Generator, big: int) -> Image.Image:
-    """The demo's background: a tinted grey with a linear gradient in a random direction."""
-    grey = rng.uniform(35, 220)
-    tint = rng.uniform(-22, 22, size=3)
-    base = np.clip(grey + tint, 0, 255)
-    direction = rng.normal(size=2)
-    direction /= np.linalg.norm(direction) + 1e-9
-    ramp = (np.linspace(-1, 1, big)[None, :] * direction[0]
-            + np.linspace(-1, 1, big)[:, None] * direction[1])
-    background = base[None, None, :] + rng.uniform(0, 30) * ramp[:, :, None]
-    return Image.fromarray(np.clip(background, 0, 255).astype(np.uint8))
-
-
 def render_scene(rng: np.random.Generator, scene: Scene, size: int = 64) -> Image.Image:
     """Draw ``scene`` on a random background: an RGB PIL image of ``size`` x ``size`` pixels.
 
@@ -119,7 +107,7 @@ def render_scene(rng: np.random.Generator, scene: Scene, size: int = 64) -> Imag
     with pixel noise added as in the demo.
     """
     big = size * _SUPERSAMPLE
-    image = _background(rng, big)
+    image = render_background(rng, big)
     draw = ImageDraw.Draw(image)
     for thing, (cx, cy, r) in zip((scene.first, scene.second), place_objects(rng, scene, size)):
         cx, cy, r = cx * _SUPERSAMPLE, cy * _SUPERSAMPLE, r * _SUPERSAMPLE

@@ -126,7 +126,7 @@ def train_teacher_learning(cfg: Config, resume: bool = False, quiet: bool = Fals
     """Teach the student's text tower the teacher's text space (module docstring); returns the
     final checkpoint directory. The run directory's layout, logs and ``--resume`` are those of
     :func:`mclip.train.trainer.train`; ``train.batch_size`` counts pairs."""
-    from mclip.train.trainer import build_model, build_optimizer, resolve_device, resume_point
+    from mclip.train.setup import build_model, build_optimizer, resolve_device, resume_point
 
     learning, out_dir = cfg.teacher_learning, Path(cfg.train.out_dir)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import math
@@ -16,17 +15,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from mclip.config import Config, ConfigError, InheritConfig
+from mclip.config import Config, ConfigError
 from mclip.data.pipeline import Source, TrainStream
 from mclip.data.shards import DataError
 from mclip.data.sources import build_sources, sources_digest
 from mclip.losses.distill_objective import DistillationObjective, DistillHeads
 from mclip.losses.objective import ContrastiveObjective
-from mclip.models.dual import DualEncoder, saved_sources
-from mclip.models.inherit import inherit_towers
+from mclip.models.dual import DualEncoder
 from mclip.train.batchnorm import (BatchNormStepStatistics, batchnorm_stats_frozen,
                                    set_batchnorm_eval)
-from mclip.train.checkpoint import (checkpoint_dir, latest_checkpoint, prepare_out_dir,
+from mclip.train.checkpoint import (checkpoint_dir, prepare_out_dir,
                                     rng_state, save_checkpoint)
 from mclip.train.distributed import (any_rank, average_gradients, broadcast_parameters,
                                      distributed_device, init_distributed, merge_over_ranks,
@@ -36,56 +34,10 @@ from mclip.train.gradcache import gradient_cache_backward
 from mclip.train.logger import TrainLogger
 from mclip.train.periodic_eval import TrainingEvaluator
 from mclip.train.schedule import warmup_cosine
+from mclip.train.setup import (autocast_context, build_model, build_optimizer, compile_towers,
+                               resolve_device, resume_point)
 from mclip.train.teachers import embed_batch, load_teachers
 from mclip.train.threads import data_workers, training_threads
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda if available else cpu; 'cuda' without a GPU is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"config key 'train.device' is '{name}' but no CUDA device is visible; "
-                          f"use train.device=cpu or auto")
-    return torch.device(name)
-
-
-def autocast_context(device: torch.device, precision: str):
-    """bf16 autocast on GPU by default, fp32 on CPU (CPU autocast is slow; fp16 is refused)."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if use_bf16:
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on scalars, biases and norm weights (ndim < 2).
-
-    The fused kernel (one pass over all parameters; on CPU ~5x faster than the per-parameter
-    loop) on CUDA and CPU; its state dict is the same as the plain one, so a checkpoint moves
-    between CPU and GPU runs.
-    """
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (decay if param.ndim >= 2 else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": cfg.train.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    params = decay + no_decay
-    fused = bool(params) and all(p.device.type in ("cuda", "cpu") and p.is_floating_point()
-                                 for p in params)
-    return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=tuple(cfg.train.betas),
-                             eps=cfg.train.eps, fused=fused or None)
-
-
-def compile_towers(model: DualEncoder) -> None:
-    """torch.compile the image and text towers in place (state-dict keys stay the same).
-
-    The text tower sees a new sequence length per batch (padding to the longest caption), so
-    it is compiled with dynamic shapes.
-    """
-    model.image.compile()
-    model.text.compile(dynamic=True)
 
 
 def step_gradients(model: DualEncoder, objective: Callable, images: torch.Tensor,
@@ -139,36 +91,6 @@ def step_gradients(model: DualEncoder, objective: Callable, images: torch.Tensor
     finally:
         batchnorm.remove()
     return value[0]
-
-
-def inherit_from(model: DualEncoder, cfg: InheritConfig) -> dict[str, dict]:
-    """Fill ``model``'s towers from the mclip model at ``cfg.from_model`` (every
-    ``cfg.every``-th layer, leading heads / channels); returns what was copied per tower."""
-    from mclip.models.adapters.native import load_native
-
-    teacher = load_native(cfg.from_model).model
-    return inherit_towers(model, teacher, cfg.every, cfg.towers)
-
-
-def resume_point(out_dir: Path, resume: bool) -> Path | None:
-    """The checkpoint ``--resume`` continues from (None for a fresh run); a clear error when
-    there is none."""
-    resumed_from = latest_checkpoint(out_dir) if resume else None
-    if resume and resumed_from is None:
-        raise ConfigError(f"--resume: no checkpoint in '{out_dir}/checkpoints'; start without "
-                          f"--resume, or point train.out_dir at the run to continue")
-    return resumed_from
-
-
-def build_model(cfg: Config, resumed_from: Path | None) -> tuple[DualEncoder, dict | None]:
-    """(model, what ``model.inherit`` copied or None). A fresh run builds ``cfg.model`` (pretrained
-    towers downloaded or read as configured, then inheritance); a resumed one takes the towers'
-    architectures from the checkpoint (its weights are loaded later): no download."""
-    if resumed_from is not None:
-        return DualEncoder(cfg.model, load_pretrained=False, **saved_sources(resumed_from)), None
-    model = DualEncoder(cfg.model)
-    inherited = inherit_from(model, cfg.model.inherit) if cfg.model.inherit.from_model else None
-    return model, inherited
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:

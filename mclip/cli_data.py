@@ -1,0 +1,82 @@
+"""Handlers of ``mclip data demo | index | parallel`` and ``mclip distill embed``: commands that
+prepare data and teacher embeddings (parsers in :mod:`mclip.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def cmd_data_index(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mclip.data.index import build_index, default_index_path, write_index
+    from mclip.data.shards import expand_shards
+
+    shards = expand_shards(args.shards, key="SHARDS")
+    with tqdm(total=len(shards), desc="index", unit="shard", disable=not sys.stderr.isatty()) as bar:
+        index = build_index(shards, args.default_language, args.language_key,
+                            progress=lambda n: bar.update(1))
+    path = write_index(index, args.out or default_index_path(shards))
+    top = ", ".join(f"{lang} {n}" for lang, n in list(index["languages"].items())[:12])
+    print(f"indexed {len(shards)} shards, {index['samples']} samples, "
+          f"{len(index['languages'])} languages ({top}{', ...' if len(index['languages']) > 12 else ''})"
+          f"; skipped: {index['skipped'] or 'none'}")
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_distill_embed(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mclip.data.shards import expand_shards
+    from mclip.data.teacher_cache import write_teacher_embeddings
+    from mclip.models.adapters import load_model
+    from mclip.train.setup import resolve_device
+
+    shards = expand_shards(args.shards, key="--shards")
+    teacher = load_model(args.teacher, pretrained=args.pretrained,
+                         device=resolve_device(args.device)).eval()
+    with tqdm(desc="teacher embeddings", unit="img", disable=not sys.stderr.isatty()) as bar:
+        meta = write_teacher_embeddings(teacher, args.teacher, shards, args.out, args.dtype,
+                                        args.languages, args.batch_size, progress=bar.update)
+    print(f"embedded {meta['images']} images and {meta['texts']} captions "
+          f"({len(meta['languages'])} languages) of {len(shards)} shards with {args.teacher} "
+          f"(d={meta['embed_dim']}, {meta['dtype']}); skipped: {meta['skipped'] or 'none'}")
+    print(f"wrote {args.out}; train with distill.teachers=[{{embeddings: {args.out}}}]")
+    return 0
+
+
+def cmd_data_parallel(args: argparse.Namespace) -> int:
+    from mclip.data.parallel import parallel_from_shards, write_parallel_tsv
+    from mclip.data.shards import expand_shards
+
+    shards = expand_shards(args.shards, key="SHARDS")
+    pairs, skipped = parallel_from_shards(shards, args.source_language, args.languages,
+                                          args.per_language, args.seed)
+    path = write_parallel_tsv(pairs, args.out)
+    languages = sorted({lang for _, _, lang in pairs})
+    print(f"wrote {len(pairs)} pairs ({args.source_language} -> {len(languages)} languages: "
+          f"{', '.join(languages)}) to {path}; skipped: {skipped or 'none'}")
+    return 0
+
+
+def cmd_data_demo(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mclip.data.demo import write_demo_dataset
+    from mclip.data.demo_hard import write_hard_demo_dataset
+
+    write = write_hard_demo_dataset if args.level == "hard" else write_demo_dataset
+    extra = 200 if args.level == "hard" else 24  # retrieval images
+    total = args.train + args.eval_per_class * 24 + extra
+    with tqdm(total=total, desc="demo data", unit="img", disable=not sys.stderr.isatty()) as bar:
+        summary = write(args.out, n_train=args.train, n_eval_per_class=args.eval_per_class,
+                        image_size=args.image_size, shard_size=args.shard_size, seed=args.seed,
+                        progress=bar.update)
+    print(f"wrote {summary['counts']} images, {summary['classes']} classes, captions in "
+          f"{len(summary['languages'])} languages ({', '.join(summary['languages'])}) to {args.out}")
+    if args.level == "hard":
+        print("evaluate with eval_suites/demo_hard.yaml; train with data.augment=false (a flip "
+              "swaps left and right) and model.text.max_length=192")
+    return 0
