@@ -35,7 +35,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_adapt(args: argparse.Namespace) -> int:
     import torch
-    from tqdm import tqdm
+    from mclip.cli_progress import progress_bar
 
     from mclip.models.lora import LoraSettings
     from mclip.train.language_adapters import AdaptSettings, adapt_language
@@ -52,8 +52,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
                              parallel_loss=args.parallel_loss,
                              lora=LoraSettings(rank=args.rank, alpha=args.alpha,
                                                dropout=args.lora_dropout, targets=targets))
-    with tqdm(total=args.steps, desc=f"adapt {args.language}", unit="step",
-              disable=not sys.stderr.isatty()) as bar:
+    with progress_bar(f"adapt {args.language}", total=args.steps, unit="step") as bar:
         def progress(step: int, loss: float) -> None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)

@@ -4,17 +4,16 @@ prepare data and teacher embeddings (parsers in :mod:`mclip.cli`)."""
 from __future__ import annotations
 
 import argparse
-import sys
+
+from mclip.cli_progress import progress_bar
 
 
 def cmd_data_index(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from mclip.data.index import build_index, default_index_path, write_index
     from mclip.data.shards import expand_shards
 
     shards = expand_shards(args.shards, key="SHARDS")
-    with tqdm(total=len(shards), desc="index", unit="shard", disable=not sys.stderr.isatty()) as bar:
+    with progress_bar("index", total=len(shards), unit="shard") as bar:
         index = build_index(shards, args.default_language, args.language_key,
                             progress=lambda n: bar.update(1))
     path = write_index(index, args.out or default_index_path(shards))
@@ -27,8 +26,6 @@ def cmd_data_index(args: argparse.Namespace) -> int:
 
 
 def cmd_distill_embed(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from mclip.data.shards import expand_shards
     from mclip.data.teacher_cache import write_teacher_embeddings
     from mclip.models.adapters import load_model
@@ -37,7 +34,7 @@ def cmd_distill_embed(args: argparse.Namespace) -> int:
     shards = expand_shards(args.shards, key="--shards")
     teacher = load_model(args.teacher, pretrained=args.pretrained,
                          device=resolve_device(args.device)).eval()
-    with tqdm(desc="teacher embeddings", unit="img", disable=not sys.stderr.isatty()) as bar:
+    with progress_bar("teacher embeddings", unit="img") as bar:
         meta = write_teacher_embeddings(teacher, args.teacher, shards, args.out, args.dtype,
                                         args.languages, args.batch_size, progress=bar.update)
     print(f"embedded {meta['images']} images and {meta['texts']} captions "
@@ -62,15 +59,13 @@ def cmd_data_parallel(args: argparse.Namespace) -> int:
 
 
 def cmd_data_demo(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from mclip.data.demo import write_demo_dataset
     from mclip.data.demo_hard import write_hard_demo_dataset
 
     write = write_hard_demo_dataset if args.level == "hard" else write_demo_dataset
     extra = 200 if args.level == "hard" else 24  # retrieval images
     total = args.train + args.eval_per_class * 24 + extra
-    with tqdm(total=total, desc="demo data", unit="img", disable=not sys.stderr.isatty()) as bar:
+    with progress_bar("demo data", total=total, unit="img") as bar:
         summary = write(args.out, n_train=args.train, n_eval_per_class=args.eval_per_class,
                         image_size=args.image_size, shard_size=args.shard_size, seed=args.seed,
                         progress=bar.update)
