@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import torch
+
 from mclip.config import load_config
 from mclip.data.parallel import parallel_from_shards, write_parallel_tsv
 from mclip.data.shards import expand_shards
@@ -18,12 +20,20 @@ def test_demo_distill_teacher_learning_and_align_recipes_run(demo_data, tmp_path
     teacher = tmp_path / "teacher"
     train(load_config(DEMO, TINY + [f"data.train_shards={demo_data}/train",
                                     f"train.out_dir={teacher}", "model.image.image_size=32",
-                                    "data.augment=false"]), quiet=True)
+                                    "data.augment=false", "model.text.max_length=192"]),
+          quiet=True)
     student = tmp_path / "student"
     train(load_config(CONFIGS / "demo_distill.yaml", TINY + [
         f"data.train_shards={demo_data}/train", f"train.out_dir={student}",
-        "model.image.image_size=32", f"distill.teachers=[{{model: {teacher}}}]"]), quiet=True)
-    assert load_model(str(student)).embed_dim == 128
+        "model.image.image_size=32", f"distill.teachers=[{{model: {teacher}}}]",
+        f"model.inherit.from_model={teacher}"]), quiet=True)
+    assert load_model(str(student)).embed_dim == load_model(str(teacher)).embed_dim == 256
+    distilled, source = load_model(str(student)).model, load_model(str(teacher)).model
+    # The recipe's text tower is the teacher's, inherited and kept frozen; the image tower trains.
+    for name, weight in distilled.text.state_dict().items():
+        assert torch.equal(weight, source.text.state_dict()[name]), name
+    assert sum(p.numel() for p in distilled.parameters()) * 4 <= sum(
+        p.numel() for p in source.parameters())
 
     pairs, _ = parallel_from_shards(expand_shards(str(demo_data / "train"))[:1])
     parallel = write_parallel_tsv(pairs, tmp_path / "parallel.tsv")
