@@ -10,8 +10,8 @@ import pytest
 from mclip.data.demo import COLOUR_RGB
 from mclip.data.demo_hard import (DATASET_NAME, place_objects, random_scene, render_scene,
                                   retrieval_scenes, write_hard_demo_dataset)
-from mclip.data.demo_hard_language import (HARD_CLASSES, HARD_LANGUAGES, RELATIONS, SIZES, Scene,
-                                           Thing, hard_class_names, scene_label)
+from mclip.data.demo_hard_language import HARD_LANGUAGES, hard_class_names
+from mclip.data.demo_hard_scene import HARD_CLASSES, RELATIONS, SIZES, Scene, Thing, scene_label
 from mclip.data.demo_language import COLOURS, SHAPES
 from mclip.data.shards import SkipCounter, expand_shards, iter_raw_samples
 from mclip.eval.datasets.caption_shards import CaptionShardSet

@@ -43,8 +43,8 @@ from PIL import Image, ImageDraw
 
 from mclip.data.demo import (_SUPERSAMPLE, COLOUR_RGB, MAX_TILT, _jpeg, _polygon, _write_split,
                         render_background)
-from mclip.data.demo_hard_language import (HARD_CLASSES, HARD_LANGUAGES, RELATIONS, SIZES, Scene,
-                                           Thing, hard_class_names, scene_label)
+from mclip.data.demo_hard_language import HARD_LANGUAGES, hard_class_names
+from mclip.data.demo_hard_scene import HARD_CLASSES, RELATIONS, SIZES, Scene, Thing, scene_label
 from mclip.data.demo_language import COLOURS, SHAPES
 
 DATASET_NAME = "demo_relations"

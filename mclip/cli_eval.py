@@ -1,0 +1,136 @@
+"""Handlers of ``mclip eval`` and ``mclip report``: evaluate a model on a suite, and turn stored
+results into tables, plots and comparisons (parsers in :mod:`mclip.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from mclip.config import ConfigError
+
+
+def _eval_tasks(args: argparse.Namespace):
+    """(suite name, tasks) from --suite, or one task from --task and its flags."""
+    from mclip.eval.suite import Suite, load_suite, make_task, narrow_languages
+
+    if args.suite and args.task:
+        raise ConfigError("give either --suite FILE or --task KIND with its flags, not both")
+    if args.suite:
+        suite = load_suite(args.suite, args.data_root)
+    elif args.task:
+        raw = {"name": args.task, "kind": args.task, "languages": args.languages or "all",
+               "images": args.images}
+        if args.task == "zeroshot_classification":
+            raw.update(class_texts=args.class_texts, dataset=args.dataset, prompts=args.prompts,
+                       resource_groups=args.prompts is not None)
+        elif args.task == "topic_matching":
+            raw.update(sentences=args.sentences, split=args.split,
+                       reference_language=args.reference_language)
+        else:
+            raw.update(captions=args.captions, split=args.split)
+        suite = Suite(args.task, [make_task(raw, Path(args.data_root or "."), "--task")])
+    else:
+        raise ConfigError("give --suite FILE (see eval_suites/) or --task zeroshot_classification "
+                          "| retrieval | topic_matching with its data flags")
+    if args.languages and args.suite:
+        narrow_languages(suite, args.languages)
+    return suite
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from mclip.eval.distributed import init_eval_ranks, shutdown_eval_ranks
+    from mclip.eval.report import build_report, markdown_table, write_report
+    from mclip.eval.suite import run_suite
+    from mclip.models.adapters import load_model
+
+    if args.bootstrap < 0:
+        raise ConfigError(f"--bootstrap {args.bootstrap}: give a number of resamples >= 0 "
+                          "(0 switches intervals off)")
+    suite = _eval_tasks(args)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+    ranks = init_eval_ranks(device)
+    try:
+        model = load_model(args.model, pretrained=args.pretrained, device=device,
+                           language_adapters=not args.no_adapters)
+        log = None
+        if not args.quiet and ranks.is_main:
+            log = lambda line: print(f"[mclip eval] {line}", file=sys.stderr)  # noqa: E731
+        if ranks.world_size > 1 and log:
+            log(f"{ranks.world_size} ranks: each encodes its share of the images and texts")
+        results = run_suite(model, suite, device=device, batch_size=args.batch_size, progress=log,
+                            limit=args.limit, bootstrap=args.bootstrap, seed=args.seed,
+                            cache_dir=args.cache, ranks=ranks)
+    finally:
+        shutdown_eval_ranks(ranks)
+    if not ranks.is_main:
+        return 0
+    out_dir = Path(args.out) if args.out else (
+        Path(args.model) / "eval" / suite.name if Path(args.model).is_dir() else
+        Path("eval_out") / suite.name)
+    report = build_report(model.name, suite.name, results, model_versions=model.versions)
+    paths = write_report(report, out_dir)
+    print(markdown_table(report))
+    print(f"\nresults: {paths['json']}\ntable:   {paths['markdown']}\nplot:    {paths['plot']}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mclip.eval.compare import compare_reports, comparison_markdown, model_names
+    from mclip.eval.export import COMPARISON_COLUMNS, write_clip_benchmark, write_csv
+    from mclip.eval.plots import overview_chart, write_task_charts
+    from mclip.eval.report import load_report, markdown_table, recompute_intervals, write_report
+
+    if args.bootstrap is not None and args.bootstrap < 0:
+        raise ConfigError(f"--bootstrap {args.bootstrap}: give a number of resamples >= 0 "
+                          "(0 switches intervals and significance tests off)")
+    formats = tuple(dict.fromkeys(args.format))
+    reports = [load_report(path) for path in args.results]
+    if args.bootstrap is not None:  # intervals again from the stored per-sample ranks
+        reports = [recompute_intervals(r, args.bootstrap, args.seed) for r in reports]
+    if len(reports) == 1:
+        source = Path(args.results[0]).parent
+        out = Path(args.out) if args.out else source
+        # the JSON is rewritten only when its intervals changed or it goes to another folder
+        rewrite = args.bootstrap is not None or out.resolve() != source.resolve()
+        paths = write_report(reports[0], out, formats=("json",) * rewrite + formats)
+        print(markdown_table(reports[0]))
+        written = [p for v in paths.values() for p in (v if isinstance(v, list) else [v])]
+    else:
+        out = Path(args.out or "comparison")
+        out.mkdir(parents=True, exist_ok=True)
+        names = model_names(reports, args.results)
+        n_resamples = 1000 if args.bootstrap is None else args.bootstrap
+        comparison = compare_reports(reports, names, n_resamples, args.seed)
+        table = comparison_markdown(comparison)
+        written = [out / "comparison.json"]
+        written[0].write_text(json.dumps(comparison, indent=1, ensure_ascii=False), "utf-8")
+        if "markdown" in formats:
+            written.append(out / "comparison.md")
+            written[-1].write_text(f"# Comparison of {len(names)} models\n\n{table}\n", "utf-8")
+        if "csv" in formats:
+            written.append(write_csv(comparison["results"], out / "comparison.csv",
+                                     COMPARISON_COLUMNS))
+        if "png" in formats:
+            entries = list(zip(names, reports))
+            written.append(overview_chart(entries, out / "comparison.png"))
+            written += write_task_charts(entries, out, prefix="comparison")
+        if "clip_benchmark" in formats:
+            for report in reports:
+                written += write_clip_benchmark(report, out / "clip_benchmark")
+        print(table)
+    skipped = [t for r in reports for t, task in r["tasks"].items()
+               if "clip_benchmark" in formats and task["kind"] not in ("zeroshot_classification",
+                                                                       "retrieval")]
+    if skipped:
+        print(f"\nnot in the CLIP_benchmark files (no such task there): "
+              f"{', '.join(sorted(set(skipped)))}")
+    folders = sorted({str(p.parent) for p in written})
+    print(f"\nwrote {len(written)} files to {', '.join(folders)}")
+    return 0
