@@ -25,7 +25,7 @@ its mean R@1 over the seeds beats the undistilled student's by more than the spr
 of either group's 3 seeds. Runs that already have their evaluation are reused, so an interrupted
 benchmark continues where it stopped. Prints a table and writes JSON (``--out``).
 
-    python scripts/bench_distill.py                        # ~75 minutes on 2 cores
+    python scripts/bench_distill.py                        # ~2 hours on 2 cores
     python scripts/bench_distill.py --teacher runs/hard    # reuse a trained teacher
 """
 
@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--teacher", type=Path, help="a trained teacher run (default: train one)")
     parser.add_argument("--teacher-steps", type=int, default=1200)
     parser.add_argument("--student-config", type=Path, default=ROOT / "configs" / "demo_distill.yaml")
-    parser.add_argument("--student-steps", type=int, default=600)
+    parser.add_argument("--student-steps", type=int, default=1200)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--offline", action="store_true",
                         help="embed the training set with the teacher once (mclip distill embed) "
