@@ -68,6 +68,22 @@ def test_vit_student_keeps_every_other_block_and_the_leading_heads_of_q_k_and_v(
         torch.testing.assert_close(qkv[part * 128:(part + 1) * 128], source[part * 192:part * 192 + 128, :128])
 
 
+def test_vit_student_at_a_smaller_image_size_takes_the_teachers_positions_resampled():
+    """A 64 px teacher (4 x 4 patches) into a 32 px student (2 x 2): the student's position
+    embeddings are the teacher's grid resampled to 2 x 2 (bicubic, antialiased), not a leading
+    slice (the teacher's first row); the class token's entry is kept."""
+    teacher = timm.create_model("vit_tiny_patch16_224", img_size=64, num_classes=0, depth=2).eval()
+    student = timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=0, depth=2,
+                                embed_dim=128, num_heads=2).eval()
+    report = inherit_weights(student, teacher)
+    assert report.resampled == ["pos_embed"] and "pos_embed" not in report.kept_init
+    reference = torch.nn.functional.interpolate(
+        teacher.pos_embed[:, 1:].reshape(1, 4, 4, 192).permute(0, 3, 1, 2), size=(2, 2),
+        mode="bicubic", antialias=True, align_corners=False).permute(0, 2, 3, 1).reshape(1, 4, 192)
+    torch.testing.assert_close(student.pos_embed[:, 1:], reference[..., :128])
+    torch.testing.assert_close(student.pos_embed[:, :1], teacher.pos_embed[:, :1, :128])  # class token
+
+
 def test_a_student_larger_than_its_teacher_keeps_its_own_init():
     assert leading_slice(torch.zeros(4, 4), torch.Size([5, 4])) is None
     teacher, student = _bert(2, 32, 2), _bert(2, 64, 4)

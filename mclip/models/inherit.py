@@ -12,6 +12,10 @@ every student tensor is filled from the teacher tensor of the same role:
   channels, and so the leading attention heads when the head width is kept); a fused
   query-key-value weight (timm's ``qkv``) is sliced per part, so q, k and v each keep their
   leading heads;
+- a timm ViT's absolute position embedding (``pos_embed``) is resampled (bicubic, timm's
+  ``resample_abs_pos_embed``) from the teacher's patch grid to the student's when the image
+  sizes differ, so every student position takes the teacher's embedding of the same place in
+  the image (a leading slice would give the student the teacher's first grid rows);
 - a student tensor with no teacher counterpart, or larger than it in some dimension, keeps its
   fresh initialisation and is reported.
 """
@@ -22,6 +26,7 @@ import re
 from dataclasses import dataclass, field
 
 import torch
+from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from mclip.errors import ConfigError
@@ -34,12 +39,13 @@ class InheritReport:
     """What :func:`inherit_weights` did, tensor by tensor (names as in the student)."""
     copied: list[str] = field(default_factory=list)
     sliced: list[str] = field(default_factory=list)
+    resampled: list[str] = field(default_factory=list)
     kept_init: list[str] = field(default_factory=list)
 
     def summary(self) -> dict:
         """Counts and the first few names of tensors that kept their initialisation."""
         return {"copied": len(self.copied), "sliced": len(self.sliced),
-                "kept_init": len(self.kept_init), "kept_init_names": self.kept_init[:8]}
+                "resampled": len(self.resampled), "kept_init": len(self.kept_init), "kept_init_names": self.kept_init[:8]}
 
 
 def teacher_key(student_key: str, every: int) -> str:
@@ -68,6 +74,19 @@ def leading_slice(teacher: torch.Tensor, shape: torch.Size, fused_parts: int = 1
     return teacher[tuple(slice(0, s) for s in shape)]
 
 
+def _position_grid(model: nn.Module, name: str) -> tuple[list[int], int] | None:
+    """(patch grid [rows, cols], prefix tokens in the table) of the timm ViT owning the position
+    table ``name`` of ``model``, or None when ``name`` is no such table."""
+    if not (name == "pos_embed" or name.endswith(".pos_embed")):
+        return None
+    owner = model.get_submodule(name.rpartition(".")[0])
+    grid = getattr(getattr(owner, "patch_embed", None), "grid_size", None)
+    if grid is None:
+        return None
+    prefix = 0 if getattr(owner, "no_embed_class", False) else getattr(owner, "num_prefix_tokens", 1)
+    return list(grid), prefix
+
+
 @torch.no_grad()
 def inherit_weights(student: nn.Module, teacher: nn.Module, every: int = 1) -> InheritReport:
     """Fill ``student``'s parameters and buffers from ``teacher`` in place (module docstring).
@@ -85,6 +104,11 @@ def inherit_weights(student: nn.Module, teacher: nn.Module, every: int = 1) -> I
             report.kept_init.append(name)
             continue
         value = source[key]
+        grids = _position_grid(student, name), _position_grid(teacher, key)
+        if None not in grids and grids[0][0] != grids[1][0] and grids[0][1] == grids[1][1]:
+            value = resample_abs_pos_embed(value, new_size=grids[0][0], old_size=grids[1][0],
+                                           num_prefix_tokens=grids[0][1])
+            report.resampled.append(name)
         if value.shape == tensor.shape:
             tensor.copy_(value)
             report.copied.append(name)
