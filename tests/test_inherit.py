@@ -126,3 +126,12 @@ def test_bad_model_args_and_inherit_settings_are_config_errors(demo_data, tmp_pa
         DualEncoder(cfg.model)
     with pytest.raises(ConfigError, match="model.inherit.every"):
         load_config(DEMO, ["model.inherit.every=0"])
+
+
+@pytest.mark.parametrize("spec", ["open_clip:ViT-B-32/openai", "hf:openai/clip-vit-base-patch32"])
+def test_inheriting_from_a_foreign_model_spec_is_a_config_error_naming_it(spec):
+    from mclip.config import InheritConfig
+    from mclip.train.setup import inherit_from
+
+    with pytest.raises(ConfigError, match=f"model.inherit.from_model='{spec}'.*distill.teachers"):
+        inherit_from(None, InheritConfig(from_model=spec, every=1, towers=["text"]))

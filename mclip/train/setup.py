@@ -67,6 +67,12 @@ def inherit_from(model: DualEncoder, cfg: InheritConfig) -> dict[str, dict]:
     ``cfg.every``-th layer, leading heads / channels); returns what was copied per tower."""
     from mclip.models.adapters.native import load_native
 
+    if str(cfg.from_model).startswith(("open_clip:", "hf:")):
+        raise ConfigError(f"model.inherit.from_model={cfg.from_model!r}: weights are inherited "
+                          f"from an mclip run or checkpoint directory only (open_clip and Hugging "
+                          f"Face towers name their layers differently); use that model as a "
+                          f"teacher in distill.teachers instead, or inherit from an mclip "
+                          f"composite of it (model.image.name: {cfg.from_model.split(':')[0]}:...)")
     teacher = load_native(cfg.from_model).model
     return inherit_towers(model, teacher, cfg.every, cfg.towers)
 
