@@ -97,3 +97,27 @@ def test_distill_config_errors_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")
                        .replace("(", r"\(").replace(")", r"\)")):
         load_config(DEMO, overrides)
+
+
+def test_online_teacher_runs_under_the_students_autocast():
+    """train.precision bf16 (GPU's default) runs the online teacher in bf16 too, not fp32."""
+    from mclip.train.teachers import Teacher, embed_batch
+
+    class Recorder:
+        seen = []
+
+        def encode_image(self, pixels):
+            self.seen.append(torch.is_autocast_enabled("cpu"))
+            return torch.nn.functional.linear(pixels.flatten(1), torch.ones(4, 12))
+
+        def encode_text(self, texts):
+            self.seen.append(torch.is_autocast_enabled("cpu"))
+            return torch.ones(len(texts), 4)
+
+    teacher = Teacher("recorder", Recorder(), None, 10.0, 0.0, 1.0)
+    batch = {"teacher_images": [torch.randn(3, 3, 2, 2)], "texts": ["a", "b", "c"]}
+    for precision, autocast in (("bf16", True), ("fp32", False), ("auto", False)):
+        Recorder.seen.clear()
+        (images, texts), = embed_batch([teacher], batch, torch.device("cpu"), 2, precision)
+        assert Recorder.seen == [autocast] * 4, precision  # 2 image + 2 text chunks
+        assert images.dtype == texts.dtype == torch.float32 and images.shape == (3, 4)

@@ -20,6 +20,7 @@ import torch
 from mclip.config import DistillConfig
 from mclip.data.teacher_cache import TeacherEmbeddingStore
 from mclip.models.adapters import ModelAdapter, load_model
+from mclip.train.setup import autocast_context
 
 
 @dataclass
@@ -68,12 +69,15 @@ def load_teachers(cfg: DistillConfig, device: torch.device) -> list[Teacher]:
 
 @torch.no_grad()
 def embed_batch(teachers: Sequence[Teacher], batch: dict, device: torch.device,
-                batch_size: int = 256) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                batch_size: int = 256, precision: str = "auto"
+                ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Each teacher's normalised (image [N, d_k], text [M, d_k]) float32 embeddings of a
     training-stream batch, on ``device``.
 
     Online teacher k encodes ``batch["teacher_images"][j]`` (j: its place among the online
-    teachers) and the captions ``batch_size`` at a time; an offline one looks its rows up.
+    teachers) and the captions ``batch_size`` at a time, under the student's autocast
+    (``precision`` as ``train.precision``: bf16 on GPU by default); an offline one looks its
+    rows up.
     """
     out, online = [], iter(batch["teacher_images"])
     texts = batch["texts"]
@@ -84,9 +88,10 @@ def embed_batch(teachers: Sequence[Teacher], batch: dict, device: torch.device,
                                                 batch["text_to_image"])
         else:
             pixels = next(online).to(device)
-            images = torch.cat([teacher.model.encode_image(pixels[i:i + batch_size])
-                                for i in range(0, pixels.shape[0], batch_size)])
-            text = torch.cat([teacher.model.encode_text(texts[i:i + batch_size])
-                              for i in range(0, len(texts), batch_size)])
+            with autocast_context(device, precision):
+                images = torch.cat([teacher.model.encode_image(pixels[i:i + batch_size])
+                                    for i in range(0, pixels.shape[0], batch_size)])
+                text = torch.cat([teacher.model.encode_text(texts[i:i + batch_size])
+                                  for i in range(0, len(texts), batch_size)])
         out.append((images.float().to(device), text.float().to(device)))
     return out

@@ -308,7 +308,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
             step_objective = objective
             if teachers:
                 step_objective = functools.partial(objective, teachers=embed_batch(
-                    teachers, batch, device, cfg.eval.batch_size))
+                    teachers, batch, device, cfg.eval.batch_size, cfg.train.precision))
             optimizer.zero_grad(set_to_none=True)
             loss = step_gradients(model, step_objective, images, tokens, cfg.train.micro_batches,
                                   device, cfg.train.precision, ctx.world_size,
