@@ -71,6 +71,14 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_caption_language_flags(parser: argparse.ArgumentParser) -> None:
+    """How a shard sample's caption languages are read, as in the training config."""
+    parser.add_argument("--default-language", default="en",
+                        help="language of KEY.txt captions whose metadata names none (as "
+                             "data.default_language)")
+    parser.add_argument("--language-key", default="",
+                        help="KEY.json field holding the caption's language (as data.language_key)")
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the mclip command."""
     parser = argparse.ArgumentParser(prog="mclip", description=__doc__,
@@ -98,10 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "directory, comma-separated list)")
     index.add_argument("--out", default=None,
                        help="manifest path (default: mclip_index.json beside the first shard)")
-    index.add_argument("--default-language", default="en",
-                       help="language of KEY.txt captions whose metadata names none (as "
-                            "data.default_language)")
-    index.add_argument("--language-key", default="", help="as data.language_key")
+    _add_caption_language_flags(index)
     index.set_defaults(func=cmd_data_index)
 
     parallel = data_sub.add_parser("parallel", help="pairs of captions of one image in two languages "
@@ -141,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     embed.add_argument("--languages", default=None, type=lambda v: [c for c in v.split(",") if c],
                        help="comma-separated caption languages to embed (default: all)")
+    _add_caption_language_flags(embed)
     embed.add_argument("--batch-size", type=int, default=256)
     embed.add_argument("--device", default="auto")
     embed.set_defaults(func=cmd_distill_embed)

@@ -36,7 +36,8 @@ def cmd_distill_embed(args: argparse.Namespace) -> int:
                          device=resolve_device(args.device)).eval()
     with progress_bar("teacher embeddings", unit="img") as bar:
         meta = write_teacher_embeddings(teacher, args.teacher, shards, args.out, args.dtype,
-                                        args.languages, args.batch_size, progress=bar.update)
+                                        args.languages, args.batch_size, args.default_language,
+                                        args.language_key, progress=bar.update)
     print(f"embedded {meta['images']} images and {meta['texts']} captions "
           f"({len(meta['languages'])} languages) of {len(shards)} shards with {args.teacher} "
           f"(d={meta['embed_dim']}, {meta['dtype']}); skipped: {meta['skipped'] or 'none'}")

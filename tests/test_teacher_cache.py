@@ -148,3 +148,26 @@ def test_cli_distill_embed(demo_data, teacher_run, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "embedded 48 images and" in result.stdout and "distill.teachers=[{embeddings:" in result.stdout
     assert json.loads((tmp_path / "emb" / "teacher.json").read_text())["languages"] == ["en", "sw"]
+
+
+def test_cli_distill_embed_reads_caption_languages_as_the_training_config_does(teacher_run,
+                                                                               tmp_path):
+    """--language-key / --default-language: as data.language_key / data.default_language."""
+    shard = tmp_path / "captions.tar"
+    with tarfile.open(shard, "w") as tar:
+        for i, (caption, meta) in enumerate([("un cercle rouge", {"lang": "fr"}),
+                                             ("a red circle", {})]):
+            png = io.BytesIO()
+            Image.new("RGB", (32, 32), (200, 20 * i, 0)).save(png, "PNG")
+            for name, data in ((f"{i:04d}.png", png.getvalue()), (f"{i:04d}.txt", caption.encode()),
+                               (f"{i:04d}.json", json.dumps(meta).encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    for flags, languages in (([], ["en"]), (["--default-language", "de"], ["de"]),
+                             (["--language-key", "lang"], ["en", "fr"])):
+        out = tmp_path / f"emb{len(flags)}{languages[-1]}"
+        result = run_cli("distill", "embed", "--teacher", teacher_run, "--shards", shard,
+                         "--out", out, *flags)
+        assert result.returncode == 0, result.stderr
+        assert json.loads((out / "teacher.json").read_text())["languages"] == languages, flags
