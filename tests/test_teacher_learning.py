@@ -199,3 +199,15 @@ def test_teacher_learning_config_errors():
     with pytest.raises(ConfigError, match="two stages"):
         load_config(DEMO, ["teacher_learning.teacher=runs/x", "teacher_learning.parallel=p.tsv",
                            "distill.teachers=[{model: runs/x}]", "distill.similarity_weight=1"])
+
+
+def test_a_student_embedding_size_other_than_the_teachers_is_a_config_error(
+        demo_data, tmp_path, english_teacher):
+    """With the student's own image tower, the text embedding sizes must match (named error,
+    before any training), not a shape error from inside the loss."""
+    teacher, parallel = english_teacher
+    cfg = _student(demo_data, tmp_path / "run", teacher, parallel)
+    cfg.teacher_learning.image_tower_from_teacher = False
+    with pytest.raises(ConfigError, match="model.embed_dim is 16 but the teacher .* 64 dim.*"
+                                          "set model.embed_dim=64"):
+        train(cfg, quiet=True)

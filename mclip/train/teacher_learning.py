@@ -145,6 +145,11 @@ def train_teacher_learning(cfg: Config, resume: bool = False, quiet: bool = Fals
     teacher.requires_grad_(False)
     if learning.image_tower_from_teacher:
         cfg, image_weights = composite_config(cfg, teacher)
+    elif int(teacher.embed_dim) != cfg.model.embed_dim:
+        raise ConfigError(f"teacher_learning: model.embed_dim is {cfg.model.embed_dim} but the "
+                          f"teacher '{learning.teacher}' embeds in {teacher.embed_dim} dimensions; "
+                          f"the student's text embedding is compared with the teacher's directly, "
+                          f"so set model.embed_dim={teacher.embed_dim}")
 
     resumed_from = resume_point(out_dir, resume)
     model, inherited = build_model(cfg, resumed_from)
