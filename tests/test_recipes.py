@@ -46,3 +46,11 @@ def test_demo_distill_teacher_learning_and_align_recipes_run(demo_data, tmp_path
         f"data.train_shards={demo_data}/train", f"model.inherit.from_model={taught}",
         f"train.out_dir={aligned}"]), quiet=True)
     assert load_model(str(aligned)).encode_text(["ein Kreis"]).shape == (1, 256)
+    # Stage 2 aligns the text tower only: the image tower (and its BatchNorm statistics) stays
+    # the one stage 1 took from the teacher, bit for bit.
+    aligned_model, taught_model = load_model(str(aligned)).model, load_model(str(taught)).model
+    for name, weight in aligned_model.image.state_dict().items():
+        assert torch.equal(weight, taught_model.image.state_dict()[name]), name
+        assert torch.equal(weight, source.image.state_dict()[name]), name
+    assert any(not torch.equal(weight, taught_model.text.state_dict()[name])
+               for name, weight in aligned_model.text.state_dict().items())

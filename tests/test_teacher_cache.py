@@ -77,7 +77,7 @@ def test_stored_embeddings_are_the_teachers_embeddings_of_the_batch(demo_data, t
 
 def test_offline_distillation_gives_the_online_losses(demo_data, teacher_run, stored, tmp_path):
     terms = ["distill.similarity_weight=1.0", "distill.feature_weight=0.5",
-             "distill.contrastive_weight=0.5", "model.embed_dim=32"]
+             "distill.cross_weight=0.3", "distill.contrastive_weight=0.5", "model.embed_dim=32"]
     online, offline = tmp_path / "online", tmp_path / "offline"
     train(load_config(DEMO, _train_overrides(demo_data, online, 4) + terms + [
         f"distill.teachers=[{{model: {teacher_run}}}]"]), quiet=True)
