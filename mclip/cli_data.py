@@ -40,7 +40,8 @@ def cmd_distill_embed(args: argparse.Namespace) -> int:
                                         args.language_key, progress=bar.update)
     print(f"embedded {meta['images']} images and {meta['texts']} captions "
           f"({len(meta['languages'])} languages) of {len(shards)} shards with {args.teacher} "
-          f"(d={meta['embed_dim']}, {meta['dtype']}); skipped: {meta['skipped'] or 'none'}")
+          f"(d={meta['embed_dim']}, {meta['dtype']}; {meta['reused_parts']} shards already "
+          f"embedded were kept); skipped: {meta['skipped'] or 'none'}")
     print(f"wrote {args.out}; train with distill.teachers=[{{embeddings: {args.out}}}]")
     return 0
 

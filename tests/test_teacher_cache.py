@@ -4,6 +4,7 @@ a mismatch between shards and embeddings is an error, never a silent misalignmen
 import io
 import json
 import tarfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -65,7 +66,7 @@ def test_stored_embeddings_are_the_teachers_embeddings_of_the_batch(demo_data, t
     batch = _batch(demo_data, teacher)
     assert any(batch["flipped"]) and not all(batch["flipped"])
     store = TeacherEmbeddingStore(stored)
-    images, texts = store.lookup(batch["keys"], batch["image_hashes"], batch["flipped"],
+    images, texts = store.lookup(batch["shards"], batch["keys"], batch["image_hashes"], batch["flipped"],
                                  batch["texts"], batch["languages"], batch["text_to_image"])
     with torch.no_grad():
         torch.testing.assert_close(images, teacher.encode_image(batch["images"]), atol=1e-5, rtol=1e-4)
@@ -94,10 +95,11 @@ def test_bf16_storage_is_close_to_fp32(demo_data, teacher_run, stored, tmp_path)
     write_teacher_embeddings(load_model(str(teacher_run)), "t", shards, tmp_path, dtype="bf16",
                              languages=["en", "de"])
     half, full = TeacherEmbeddingStore(tmp_path), TeacherEmbeddingStore(stored)
-    key = next(iter(half.index))
-    assert set(half.index[key][2]) == {"en", "de"}
-    lookup = dict(keys=[key], image_hashes=[half.index[key][1]], flipped=[False], texts=[],
-                  languages=[], text_to_image=torch.zeros(0, dtype=torch.long))
+    index = half.part(shards[0]).index
+    key = next(iter(index))
+    assert set(index[key][2]) == {"en", "de"}
+    lookup = dict(shards=shards, keys=[key], image_hashes=[index[key][1]], flipped=[False],
+                  texts=[], languages=[], text_to_image=torch.zeros(0, dtype=torch.long))
     torch.testing.assert_close(half.lookup(**lookup)[0], full.lookup(**lookup)[0], atol=1e-2, rtol=0)
 
 
@@ -118,25 +120,32 @@ def _rewrite_first_image(shard, out):
     return first.name.split(".")[0]
 
 
-def test_mismatches_are_errors_naming_the_sample(demo_data, teacher_run, stored, tmp_path):
-    store = TeacherEmbeddingStore(stored)
-    shard = expand_shards(str(demo_data / "train"))[0]
-    key = _rewrite_first_image(shard, tmp_path / "changed.tar")
+def test_mismatches_are_errors_naming_the_sample(demo_data, teacher_run, tmp_path):
+    shard = tmp_path / "shard.tar"
+    shard.write_bytes(Path(expand_shards(str(demo_data / "train"))[0]).read_bytes())
+    write_teacher_embeddings(load_model(str(teacher_run)), "t", [str(shard)], tmp_path / "emb",
+                             dtype="fp32", languages=LANGUAGES)
+    store = TeacherEmbeddingStore(tmp_path / "emb")
     with pytest.raises(DataError, match="other shards than"):
-        store.check_shards([str(tmp_path / "changed.tar")])
-    stream = TrainStream([str(tmp_path / "changed.tar")], load_model(str(teacher_run)).image_transform(),
+        store.check_shards([str(tmp_path / "other.tar")])
+    key = _rewrite_first_image(shard, tmp_path / "changed.tar")
+    (tmp_path / "changed.tar").replace(shard)  # the same shard path, one image changed
+    stream = TrainStream([str(shard)], load_model(str(teacher_run)).image_transform(),
                          LanguagePolicy(languages=LANGUAGES), 48, shuffle_size=1, augment=False)
     batch = next(iter(stream))
-    args = (batch["keys"], batch["image_hashes"], batch["flipped"], batch["texts"],
-            batch["languages"], batch["text_to_image"])
-    with pytest.raises(DataError, match=f"the image of sample '{key}' differs"):
+    args = (batch["shards"], batch["keys"], batch["image_hashes"], batch["flipped"],
+            batch["texts"], batch["languages"], batch["text_to_image"])
+    with pytest.raises(DataError, match=f"the image of sample '{key}' .* differs"):
         store.lookup(*args)
-    with pytest.raises(DataError, match="sample 'nope' has no teacher embedding"):
-        store.lookup(["nope"], ["0"], [False], [], [], torch.zeros(0, dtype=torch.long))
-    entry = store.index[batch["keys"][1]]
+    with pytest.raises(DataError, match="sample 'nope' of shard .* has no teacher embedding"):
+        store.lookup([str(shard)], ["nope"], ["0"], [False], [], [], torch.zeros(0, dtype=torch.long))
+    with pytest.raises(DataError, match="shard '.*other.tar' has no teacher embeddings"):
+        store.lookup([str(tmp_path / "other.tar")], ["x"], ["0"], [False], [], [],
+                     torch.zeros(0, dtype=torch.long))
+    entry = store.part(str(shard)).index[batch["keys"][1]]
     with pytest.raises(DataError, match="has no teacher embedding"):
-        store.lookup([batch["keys"][1]], [entry[1]], [False], ["never embedded"], ["en"],
-                     torch.zeros(1, dtype=torch.long))
+        store.lookup([str(shard)], [batch["keys"][1]], [entry[1]], [False], ["never embedded"],
+                     ["en"], torch.zeros(1, dtype=torch.long))
     with pytest.raises(DataError, match="holds no teacher embeddings"):
         TeacherEmbeddingStore(tmp_path)
 
@@ -164,10 +173,77 @@ def test_cli_distill_embed_reads_caption_languages_as_the_training_config_does(t
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
-    for flags, languages in (([], ["en"]), (["--default-language", "de"], ["de"]),
-                             (["--language-key", "lang"], ["en", "fr"])):
-        out = tmp_path / f"emb{len(flags)}{languages[-1]}"
-        result = run_cli("distill", "embed", "--teacher", teacher_run, "--shards", shard,
-                         "--out", out, *flags)
-        assert result.returncode == 0, result.stderr
-        assert json.loads((out / "teacher.json").read_text())["languages"] == languages, flags
+    result = run_cli("distill", "embed", "--teacher", teacher_run, "--shards", shard, "--out",
+                     tmp_path / "emb", "--default-language", "de", "--language-key", "lang")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "emb" / "teacher.json").read_text())["languages"] == ["de", "fr"]
+
+
+def test_embed_resumes_shard_by_shard_and_redoes_a_changed_shard(demo_data, teacher_run, tmp_path):
+    """A second run reuses every finished shard; a shard whose file changed is embedded again,
+    and one embedded with another teacher is not reused."""
+    shards = [tmp_path / "a.tar", tmp_path / "b.tar"]
+    for shard, source in zip(shards, expand_shards(str(demo_data / "train"))):
+        shard.write_bytes(Path(source).read_bytes())
+    teacher, out = load_model(str(teacher_run)), tmp_path / "emb"
+    first = write_teacher_embeddings(teacher, "t", [str(s) for s in shards], out, dtype="fp32")
+    assert first["reused_parts"] == 0 and first["images"] == 96
+    stored_b = (out / "parts" / TeacherEmbeddingStore(out).shards[str(shards[1].resolve())]
+                / "images.npy").read_bytes()
+    again = write_teacher_embeddings(teacher, "t", [str(s) for s in shards], out, dtype="fp32")
+    assert again["reused_parts"] == 2 and again["images"] == 96
+    key = _rewrite_first_image(shards[0], tmp_path / "changed.tar")
+    (tmp_path / "changed.tar").replace(shards[0])
+    changed = write_teacher_embeddings(teacher, "t", [str(s) for s in shards], out, dtype="fp32")
+    assert changed["reused_parts"] == 1
+    store = TeacherEmbeddingStore(out)
+    batch = next(iter(TrainStream([str(shards[0])], teacher.image_transform(),
+                                  LanguagePolicy(languages=LANGUAGES), 48, shuffle_size=1)))
+    assert key in batch["keys"]  # the changed image's embedding is found and is its teacher's
+    images, _ = store.lookup(batch["shards"], batch["keys"], batch["image_hashes"],
+                             batch["flipped"], batch["texts"], batch["languages"],
+                             batch["text_to_image"])
+    with torch.no_grad():
+        torch.testing.assert_close(images, teacher.encode_image(batch["images"]), atol=1e-5,
+                                   rtol=1e-4)
+    part_b = out / "parts" / store.shards[str(shards[1].resolve())] / "images.npy"
+    assert part_b.read_bytes() == stored_b
+    with torch.no_grad():
+        next(teacher.parameters()).add_(1.0)  # other teacher weights under the same spec
+    assert write_teacher_embeddings(teacher, "t", [str(s) for s in shards], out,
+                                    dtype="fp32")["reused_parts"] == 0
+    assert len(TeacherEmbeddingStore(out).shards) == 2
+    with torch.no_grad():
+        next(teacher.parameters()).add_(1.0)
+    write_teacher_embeddings(teacher, "t", [str(shards[1])], out, dtype="fp32")
+    with pytest.raises(DataError, match="another teacher or dtype.*delete that part"):
+        TeacherEmbeddingStore(out)  # shard a's part is of the previous teacher
+
+
+def test_two_sources_whose_keys_repeat_share_one_embedding_directory(demo_data, teacher_run,
+                                                                    tmp_path):
+    """img2dataset numbers every source's keys the same way: samples are found by shard and key;
+    the shards were embedded by two runs (as one per GPU would) into the same directory."""
+    source = expand_shards(str(demo_data / "train"))[0]
+    first, second = tmp_path / "laion" / "00000.tar", tmp_path / "cc3m" / "00000.tar"
+    first.parent.mkdir()
+    second.parent.mkdir()
+    first.write_bytes(Path(source).read_bytes())
+    _rewrite_first_image(source, second)  # same keys, one image differs
+    teacher = load_model(str(teacher_run))
+    for shard in (first, second):  # two processes, each on a slice, into one directory
+        write_teacher_embeddings(teacher, "t", [str(shard)], tmp_path / "emb", dtype="fp32")
+    store = TeacherEmbeddingStore(tmp_path / "emb")
+    store.check_shards([str(first), str(second)])
+    for shard in (first, second):
+        stream = TrainStream([str(shard)], teacher.image_transform(),
+                             LanguagePolicy(languages=LANGUAGES), 48, shuffle_size=1, augment=False)
+        batch = next(iter(stream))
+        images, texts = store.lookup(batch["shards"], batch["keys"], batch["image_hashes"],
+                                     batch["flipped"], batch["texts"], batch["languages"],
+                                     batch["text_to_image"])
+        with torch.no_grad():
+            torch.testing.assert_close(images, teacher.encode_image(batch["images"]),
+                                       atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(texts, teacher.encode_text(batch["texts"]),
+                                       atol=1e-5, rtol=1e-4)

@@ -86,9 +86,9 @@ class TrainStream(IterableDataset):
     (:data:`START_POSITION`). ``transform`` maps a PIL image to [3, S, S]; with ``augment`` a
     horizontal flip is drawn per sample. ``teacher_images`` holds one stacked batch [B, 3, H_k,
     W_k] per entry of ``teacher_transforms`` (each teacher's own preprocessing of the same
-    decoded image, flipped with the student's when it is); ``image_hashes`` and ``flipped``
-    say which image bytes each row came from and whether it was flipped (for teacher
-    embeddings stored offline).
+    decoded image, flipped with the student's when it is); ``shards``, ``image_hashes`` and
+    ``flipped`` say which shard and image bytes each row came from and whether it was flipped
+    (for teacher embeddings stored offline).
 
     The order is a pure function of ``seed``, the reader id and the shards, so a run resumes
     exactly: pass the ``positions`` ({reader: position}) of the batches consumed so far and
@@ -151,7 +151,7 @@ class TrainStream(IterableDataset):
     def _decode(self, sample: dict, counter: SkipCounter, policy: LanguagePolicy,
                 rng: random.Random):
         """(image [3, S, S], [(language, caption)] * k, key, teacher images, (image content
-        hash, flipped)) of one raw sample, or None (counted)."""
+        hash, flipped, shard)) of one raw sample, or None (counted)."""
         captions = decode_captions(sample, counter, self.default_language, self.language_key)
         if not captions:
             return None
@@ -170,7 +170,7 @@ class TrainStream(IterableDataset):
         flipped = self.augment and rng.random() < 0.5
         if flipped:  # one draw: teachers see the student's flip
             tensors = [tensor.flip(-1) for tensor in tensors]
-        view = (content_hash(image_bytes(sample)), flipped)
+        view = (content_hash(image_bytes(sample)), flipped, sample.get("__url__", ""))
         return tensors[0], texts, sample.get("__key__", ""), tuple(tensors[1:]), view
 
     def _pick_captions(self, captions: dict[str, list[str]], languages: list[str],
@@ -193,7 +193,8 @@ class TrainStream(IterableDataset):
         pairs = [pair for sample in picks for pair in sample]
         return {"images": torch.stack(images), "texts": [text for _, text in pairs],
                 "teacher_images": [torch.stack(t) for t in zip(*teacher_images)],
-                "image_hashes": [h for h, _ in views], "flipped": [f for _, f in views],
+                "image_hashes": [h for h, _, _ in views], "flipped": [f for _, f, _ in views],
+                "shards": [url for _, _, url in views],
                 "languages": [language for language, _ in pairs],
                 "text_to_image": torch.arange(len(images)).repeat_interleave(len(picks[0])),
                 "keys": list(keys), "sources": list(sources), "skipped": skipped,

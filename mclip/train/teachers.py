@@ -5,8 +5,8 @@ an open_clip or a Hugging Face model). The training stream decodes every image o
 each online teacher's own preprocessing beside the student's (the same random flip replayed on
 both), so a teacher embeds the very image the student sees, at its own resolution and
 normalisation. An offline teacher's embeddings were written once by ``mclip distill embed``
-(:mod:`mclip.data.teacher_cache`) and are looked up by sample key, language and content hash;
-the flipped image's embedding is used when the student's image was flipped.
+(:mod:`mclip.data.teacher_cache`) and are looked up by shard, sample key, language and content
+hash; the flipped image's embedding is used when the student's image was flipped.
 """
 
 from __future__ import annotations
@@ -83,9 +83,9 @@ def embed_batch(teachers: Sequence[Teacher], batch: dict, device: torch.device,
     texts = batch["texts"]
     for teacher in teachers:
         if teacher.store is not None:
-            images, text = teacher.store.lookup(batch["keys"], batch["image_hashes"],
-                                                batch["flipped"], texts, batch["languages"],
-                                                batch["text_to_image"])
+            images, text = teacher.store.lookup(batch["shards"], batch["keys"],
+                                                batch["image_hashes"], batch["flipped"], texts,
+                                                batch["languages"], batch["text_to_image"])
         else:
             pixels = next(online).to(device)
             with autocast_context(device, precision):
