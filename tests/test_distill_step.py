@@ -172,3 +172,12 @@ def test_student_equal_to_its_teacher_has_zero_kd_terms():
     loss, value = objective(model.encode_image(images), model.encode_text(tokens),
                             model.logit_scale, model.logit_bias, None, teacher)
     assert abs(value.item()) < 1e-6 and objective.last_terms["similarity_kd"] < 1e-6
+
+
+def test_the_cross_modal_scale_is_clamped_like_the_students():
+    heads = DistillHeads(DistillConfig(cross_weight=0.2, cross_init_logit_scale=math.log(1000.0)),
+                         16, [TEACHER_DIM])
+    heads.clamp_logit_scale(None)
+    assert heads.cross_logit_scale.exp().item() == pytest.approx(1000.0)
+    heads.clamp_logit_scale(100.0)
+    assert heads.cross_logit_scale.exp().item() == pytest.approx(100.0)

@@ -19,6 +19,8 @@ logit scale) are a module of their own, :class:`DistillHeads`, trained with the 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -52,6 +54,13 @@ class DistillHeads(nn.Module):
         self.image, self.text = maps(), maps()
         self.cross_logit_scale = (nn.Parameter(torch.tensor(float(cfg.cross_init_logit_scale)))
                                   if cfg.cross_weight > 0 else None)
+
+    def clamp_logit_scale(self, max_scale: float | None) -> None:
+        """Clamp the cross-modal exp(logit_scale) to at most ``max_scale`` (None: never), as
+        the student's own scale is (``model.max_logit_scale``)."""
+        if self.cross_logit_scale is not None and max_scale is not None:
+            with torch.no_grad():
+                self.cross_logit_scale.clamp_(max=math.log(max_scale))
 
     def project(self, tower: str, teacher: int, emb: torch.Tensor) -> torch.Tensor:
         """Student embeddings [n, embed_dim] -> normalised [n, d_teacher]."""

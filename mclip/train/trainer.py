@@ -334,6 +334,8 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
                         f"train.lr, check the data, or use train.precision=fp32, then --resume")
             scheduler.step()
             model.clamp_logit_scale()
+            if heads is not None:
+                heads.clamp_logit_scale(cfg.model.max_logit_scale)
 
             samples_since += len(batch["keys"]) * ctx.world_size  # images, not captions
             logger.advance()
