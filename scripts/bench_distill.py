@@ -32,40 +32,18 @@ benchmark continues where it stopped. Prints a table and writes JSON (``--out``)
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _bench_runs import ROOT, evaluate, finished, mclip, metric, parameters
 SUITE = ROOT / "eval_suites" / "demo_hard.yaml"
 HARD_LEVEL = ["model.image.image_size=64", "model.text.max_length=192", "data.augment=false"]
 WITHOUT_DISTILLATION = ["distill.teachers=[]", "distill.similarity_weight=0",
                         "distill.feature_weight=0", "distill.contrastive_weight=1",
                         "model.inherit.from_model=", "model.text.freeze=[]"]
-
-
-def mclip(args: list[str], threads: int, log: Path) -> None:
-    """Run one ``mclip`` command, its output in ``log``; exit with the log's tail if it fails."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "mclip.cli", *args]
-    with log.open("w") as stream:
-        done = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    if done.returncode != 0:
-        sys.exit(f"failed: {' '.join(command)}\n{log.read_text()[-3000:]}")
-
-
-def finished(run: Path) -> bool:
-    """Whether ``run`` trained to its last step (its log ends with an unstopped ``end``)."""
-    log = run / "log.jsonl"
-    if not log.exists():
-        return False
-    last = json.loads(log.read_text().splitlines()[-1])
-    return last.get("event") == "end" and last.get("stopped_by") is None
 
 
 def train(name: str, config: Path, overrides: list[str], args, runs: Path) -> Path:
@@ -82,24 +60,15 @@ def train(name: str, config: Path, overrides: list[str], args, runs: Path) -> Pa
     return out
 
 
-def evaluate(run: Path, args) -> dict:
+def evaluate_run(run: Path, args) -> dict:
     """Mean zero-shot acc@1 and retrieval R@1 (in %) of one run over the suite's languages."""
-    results = run / "eval" / "results.csv"
-    if not results.exists():
-        print(f"[{run.name}] evaluating ...", file=sys.stderr, flush=True)
-        mclip(["eval", "--model", str(run), "--suite", str(SUITE), "--data-root", str(args.data),
-               "--out", str(run / "eval"), "--quiet",
-               *(["--limit", str(args.eval_limit)] if args.eval_limit else [])],
-              args.threads, run.parent / f"{run.name}.eval.log")
-    values: dict[tuple[str, str], list[float]] = {}
-    for row in csv.DictReader(results.open()):
-        values.setdefault((row["task"], row["metric"]), []).append(100 * float(row["value"]))
-    acc1 = statistics.mean(values[("relations", "acc@1")])
-    t2i = statistics.mean(values[("relations_retrieval", "text_to_image_R@1")])
-    i2t = statistics.mean(values[("relations_retrieval", "image_to_text_R@1")])
-    start = json.loads((run / "log.jsonl").read_text().splitlines()[0])
+    rows = evaluate(run, SUITE, args.data, run / "eval", args.threads,
+                    ["--limit", args.eval_limit] if args.eval_limit else [])
+    acc1 = statistics.mean(metric(rows, "relations", "acc@1").values())
+    t2i = statistics.mean(metric(rows, "relations_retrieval", "text_to_image_R@1").values())
+    i2t = statistics.mean(metric(rows, "relations_retrieval", "image_to_text_R@1").values())
     return {"acc@1": acc1, "t2i R@1": t2i, "i2t R@1": i2t, "R@1": (t2i + i2t) / 2,
-            "parameters": start["parameters"]}
+            "parameters": parameters(run)}
 
 
 def summary(rows: list[dict], metric: str) -> dict:
@@ -151,7 +120,7 @@ def main() -> None:
             (embeddings / "done").touch()
         teacher_spec = "{embeddings: %s}" % embeddings
 
-    results = {"teacher": evaluate(teacher, args), "distilled": [], "undistilled": []}
+    results = {"teacher": evaluate_run(teacher, args), "distilled": [], "undistilled": []}
     for seed in seeds:
         common = [f"train.seed={seed}", f"train.steps={args.student_steps}",
                   f"train.warmup_steps={min(40, args.student_steps // 10)}"]
@@ -160,7 +129,7 @@ def main() -> None:
                                 ("undistilled", WITHOUT_DISTILLATION)):
             run = train(f"{kind}_seed{seed}", args.student_config, [*common, *overrides], args,
                         args.runs)
-            results[kind].append({"seed": seed, **evaluate(run, args)})
+            results[kind].append({"seed": seed, **evaluate_run(run, args)})
 
     metrics = ["acc@1", "t2i R@1", "i2t R@1", "R@1"]
     print("\n| model | parameters | seeds | " + " | ".join(f"mean {m}" for m in metrics) + " |")
