@@ -127,8 +127,10 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("config key 'teacher_learning.parallel' is empty; give a parallel TSV "
                           "(mclip data parallel SHARDS --out pairs.tsv makes one from caption shards)")
     if learning.teacher and cfg.distill.teachers:
-        raise ConfigError("teacher_learning and distill.teachers are both set; teacher learning "
-                          "trains the text tower alone on parallel text: run them as two stages")
+        raise ConfigError("teacher_learning and distill.teachers are both set; teacher_learning "
+                          "trains the text tower alone on parallel text: run them as two stages, "
+                          "or make teacher learning a term of the image-text step with "
+                          "distill.parallel_weight and distill.parallel")
     inherit = cfg.model.inherit
     if inherit.every < 1:
         raise ConfigError(f"config key 'model.inherit.every' must be >= 1, got {inherit.every}")
@@ -152,14 +154,15 @@ def _validate_distill(cfg: Config) -> None:
         raise ConfigError(f"config key 'distill.feature_towers' is {d.feature_towers}; give a "
                           f"non-empty subset of [image, text]")
     weights = {k: getattr(d, k) for k in ("contrastive_weight", "similarity_weight",
-                                          "feature_weight", "cross_weight")}
+                                          "feature_weight", "cross_weight", "parallel_weight")}
     for key, value in weights.items():
         if not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"config key 'distill.{key}' must be a number >= 0, got {value}")
     kd_on = any(v > 0 for k, v in weights.items() if k != "contrastive_weight")
     if kd_on and not d.teachers:
         raise ConfigError("a distillation weight (distill.similarity_weight / feature_weight / "
-                          "cross_weight) is > 0 but 'distill.teachers' is empty; add a teacher, "
+                          "cross_weight / parallel_weight) is > 0 but 'distill.teachers' is empty; "
+                          "add a teacher, "
                           "e.g. distill.teachers=[{model: runs/teacher}]")
     if d.teachers and not kd_on:
         raise ConfigError("'distill.teachers' is given but every distillation weight is 0; set "
@@ -167,6 +170,7 @@ def _validate_distill(cfg: Config) -> None:
     if not kd_on and weights["contrastive_weight"] <= 0:
         raise ConfigError("config key 'distill.contrastive_weight' is 0 and no distillation term "
                           "is on: the step would have no loss")
+    _validate_parallel_term(d)
     for i, teacher in enumerate(d.teachers):
         key = f"distill.teachers[{i}]"
         if not teacher.model.strip() and not teacher.embeddings.strip():
@@ -179,6 +183,25 @@ def _validate_distill(cfg: Config) -> None:
                                                     and teacher.logit_scale > 0):
             raise ConfigError(f"config key '{key}.logit_scale' is the temperature inverse t (not "
                               f"its log) and must be > 0, got {teacher.logit_scale}")
+
+
+def _validate_parallel_term(d) -> None:
+    """distill.parallel_weight needs a parallel TSV, a known loss and an online teacher."""
+    if d.parallel_weight <= 0:
+        return
+    if not d.parallel.strip():
+        raise ConfigError("config key 'distill.parallel' is empty but distill.parallel_weight is "
+                          "> 0; give a parallel TSV (mclip data parallel SHARDS --out pairs.tsv)")
+    if d.parallel_loss not in ("mse", "infonce"):
+        raise ConfigError(f"config key 'distill.parallel_loss' is {d.parallel_loss!r}; valid "
+                          f"choices: mse, infonce")
+    if d.parallel_batch_size < 0:
+        raise ConfigError(f"config key 'distill.parallel_batch_size' must be >= 0 (0: "
+                          f"train.batch_size), got {d.parallel_batch_size}")
+    if d.teachers and not any(t.model.strip() for t in d.teachers):
+        raise ConfigError("distill.parallel_weight > 0 needs an online teacher to encode the "
+                          "sources: give one of distill.teachers a 'model' (stored embeddings "
+                          "hold the captions of the shards only)")
 
 
 def _validate_sources(cfg: Config) -> None:

@@ -48,6 +48,17 @@ class DistillConfig:
     """Cross-modal InfoNCE: student image vs teacher text and teacher image vs student text."""
     cross_init_logit_scale: float = 2.6592
     """log of the initial temperature inverse of the cross-modal loss (learned)."""
+    parallel_weight: float = 0.0
+    """Teacher learning as a term of the step (:mod:`mclip.train.parallel_term`): the student's
+    text of a translation vs the first online teacher's text of its source, on ``parallel``."""
+    parallel: str = ""
+    """A parallel TSV (source<TAB>translation<TAB>language; ``mclip data parallel`` makes one)."""
+    parallel_loss: str = "mse"
+    """'mse' or 'infonce' (learned scale), as ``teacher_learning.loss``."""
+    parallel_batch_size: int = 0
+    """Pairs per step (0: train.batch_size)."""
+    parallel_include_source: bool = True
+    """Also teach sources to themselves, as ``teacher_learning.include_source``."""
 
 
 @dataclass

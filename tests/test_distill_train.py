@@ -23,21 +23,42 @@ def teacher_run(demo_data, tmp_path_factory):
     return run
 
 
-def _student(demo_data, run, teacher_run, steps=5):
+@pytest.fixture(scope="module")
+def parallel_tsv(demo_data, tmp_path_factory):
+    from mclip.data.parallel import parallel_from_shards, write_parallel_tsv
+    from mclip.data.shards import expand_shards
+
+    pairs, _ = parallel_from_shards(expand_shards(str(demo_data / "train"))[:1], "en", ["de", "sw"])
+    return write_parallel_tsv(pairs, tmp_path_factory.mktemp("parallel") / "pairs.tsv")
+
+
+def _student(demo_data, run, teacher_run, parallel_tsv, steps=5):
     return load_config(DEMO, _overrides(demo_data, run, steps) + [
         "model.embed_dim=32",  # the teacher's is 64: feature and cross terms learn projections
         f"distill.teachers=[{{model: {teacher_run}}}]", "distill.contrastive_weight=0.5",
-        "distill.similarity_weight=0.5", "distill.feature_weight=0.2", "distill.cross_weight=0.2"])
+        "distill.similarity_weight=0.5", "distill.feature_weight=0.2", "distill.cross_weight=0.2",
+        "distill.parallel_weight=0.3", f"distill.parallel={parallel_tsv}",
+        "distill.parallel_loss=infonce", "distill.parallel_batch_size=12"])
 
 
-def test_distillation_run_logs_its_terms_and_resumes_exactly(demo_data, tmp_path, teacher_run):
+def test_distillation_run_logs_its_terms_and_resumes_exactly(demo_data, tmp_path, teacher_run,
+                                                             parallel_tsv):
+    """Every term at once (contrastive, similarity KD, feature KD, cross-modal, and teacher
+    learning on parallel text), then a crash and --resume: the same losses, weights, optimizer
+    state and heads (projections, learned scales) as the uninterrupted run."""
     full = tmp_path / "full"
-    train(_student(demo_data, full, teacher_run), quiet=True)
+    train(_student(demo_data, full, teacher_run, parallel_tsv), quiet=True)
     records = [json.loads(line) for line in (full / "log.jsonl").read_text().splitlines()]
     steps = [r for r in records if "terms" in r]
     assert set(steps[-1]["terms"]) == {"contrastive", "similarity_kd", "feature_kd",
-                                       "cross_contrastive"}
+                                       "cross_contrastive", "teacher_learning"}
     assert all(v > 0 for v in steps[-1]["terms"].values())
+    weights = {"contrastive": 0.5, "similarity_kd": 0.5, "feature_kd": 0.2,
+               "cross_contrastive": 0.2, "teacher_learning": 0.3}
+    assert steps[-1]["loss"] == pytest.approx(sum(weights[k] * v for k, v in
+                                                  steps[-1]["terms"].items()), rel=1e-5)
+    event = next(r for r in records if r.get("event") == "parallel_text")
+    assert event["pairs"] > 0 and event["teacher"] == str(teacher_run)
     expected = _losses(full)
 
     run = tmp_path / "crashed"
@@ -45,12 +66,13 @@ def test_distillation_run_logs_its_terms_and_resumes_exactly(demo_data, tmp_path
     for ckpt in list_checkpoints(run):
         if int(ckpt.name.split("_")[1]) > 2:
             shutil.rmtree(ckpt)
-    train(_student(demo_data, run, teacher_run), resume=True, quiet=True)
+    train(_student(demo_data, run, teacher_run, parallel_tsv), resume=True, quiet=True)
     assert _losses(run) == expected
     _assert_same_final_state(latest_checkpoint(full), latest_checkpoint(run))
     heads_full = load_trainer_state(latest_checkpoint(full))["distill_heads"]
     heads_run = load_trainer_state(latest_checkpoint(run))["distill_heads"]
     assert heads_full.keys() == heads_run.keys() and "image.0.weight" in heads_full
+    assert "parallel_logit_scale" in heads_full
     assert all(torch.equal(heads_full[k], heads_run[k]) for k in heads_full)
     first = load_trainer_state(list_checkpoints(full)[0])["distill_heads"]
     assert not torch.equal(first["image.0.weight"], heads_full["image.0.weight"])  # trained

@@ -37,15 +37,16 @@ TeacherEmbeddings = list[tuple[torch.Tensor, torch.Tensor]]
 
 class DistillHeads(nn.Module):
     """Per teacher and tower, a bias-free linear map from the student's ``embed_dim`` to the
-    teacher's size (identity when the sizes agree), and the cross-modal logit scale.
+    teacher's size (identity when the sizes agree), the cross-modal logit scale, and the logit
+    scale of the InfoNCE teacher-learning term (:mod:`mclip.train.parallel_term`).
 
-    Projections exist only when feature KD or the cross-modal loss is on; outputs are
-    re-normalised, so every distance compares unit vectors.
+    Projections exist only when feature KD, the cross-modal loss or teacher learning is on;
+    outputs are re-normalised, so every distance compares unit vectors.
     """
 
     def __init__(self, cfg: DistillConfig, embed_dim: int, teacher_dims: list[int]):
         super().__init__()
-        needed = cfg.feature_weight > 0 or cfg.cross_weight > 0
+        needed = cfg.feature_weight > 0 or cfg.cross_weight > 0 or cfg.parallel_weight > 0
 
         def maps() -> nn.ModuleList:
             return nn.ModuleList(nn.Linear(embed_dim, d, bias=False) if needed and d != embed_dim
@@ -54,13 +55,17 @@ class DistillHeads(nn.Module):
         self.image, self.text = maps(), maps()
         self.cross_logit_scale = (nn.Parameter(torch.tensor(float(cfg.cross_init_logit_scale)))
                                   if cfg.cross_weight > 0 else None)
+        self.parallel_logit_scale = (nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+                                     if cfg.parallel_weight > 0 and cfg.parallel_loss == "infonce"
+                                     else None)
 
     def clamp_logit_scale(self, max_scale: float | None) -> None:
-        """Clamp the cross-modal exp(logit_scale) to at most ``max_scale`` (None: never), as
-        the student's own scale is (``model.max_logit_scale``)."""
-        if self.cross_logit_scale is not None and max_scale is not None:
-            with torch.no_grad():
-                self.cross_logit_scale.clamp_(max=math.log(max_scale))
+        """Clamp the learned exp(logit_scale)s (cross-modal, teacher learning) to at most
+        ``max_scale`` (None: never), as the student's own is (``model.max_logit_scale``)."""
+        for scale in (self.cross_logit_scale, self.parallel_logit_scale):
+            if scale is not None and max_scale is not None:
+                with torch.no_grad():
+                    scale.clamp_(max=math.log(max_scale))
 
     def project(self, tower: str, teacher: int, emb: torch.Tensor) -> torch.Tensor:
         """Student embeddings [n, embed_dim] -> normalised [n, d_teacher]."""

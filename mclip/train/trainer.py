@@ -36,6 +36,7 @@ from mclip.train.periodic_eval import TrainingEvaluator
 from mclip.train.schedule import warmup_cosine
 from mclip.train.setup import (autocast_context, build_model, build_optimizer, compile_towers,
                                resolve_device, resume_point)
+from mclip.train.parallel_term import parallel_term
 from mclip.train.teachers import embed_batch, load_teachers
 from mclip.train.threads import data_workers, training_threads
 
@@ -189,6 +190,8 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
             cfg.dist.gather)
     else:
         heads, objective = None, ContrastiveObjective(cfg.loss, ctx.groups, cfg.dist.gather)
+    parallel, parallel_info = parallel_term(cfg, teachers, heads, ctx.groups, ctx.rank,
+                                            ctx.world_size)
     model.logit_bias.requires_grad_(objective.uses_bias)
     trained = model if heads is None else torch.nn.ModuleList([model, heads])  # what the optimizer steps
     optimizer = build_optimizer(trained, cfg)
@@ -232,6 +235,8 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
     if inherited is not None:
         logger.event("inherit", source=cfg.model.inherit.from_model, every=cfg.model.inherit.every,
                      towers=inherited)
+    if parallel_info:
+        logger.event("parallel_text", **parallel_info)
     if cfg.data.sources:
         logger.event("sources", **source_records)
     else:
@@ -313,6 +318,8 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
             loss = step_gradients(model, step_objective, images, tokens, cfg.train.micro_batches,
                                   device, cfg.train.precision, ctx.world_size,
                                   batch["text_to_image"].to(device))
+            if parallel is not None:  # teacher learning on parallel text, added before averaging
+                loss = loss + cfg.distill.parallel_weight * parallel.add_gradients(model, step, device)
             if ctx.world_size > 1:
                 average_gradients(trained, ctx.world_size)
             grad_norm = torch.nn.utils.clip_grad_norm_(trained.parameters(),
@@ -351,7 +358,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
                 if objective.uses_bias:
                     metrics["logit_bias"] = model.logit_bias.item()
                 if teachers:
-                    metrics["terms"] = objective.last_terms
+                    metrics["terms"] = {**objective.last_terms, **(parallel.terms if parallel else {})}
                 if cfg.train.grad_clip:
                     metrics["grad_norm"] = grad_norm.item()
                 logger.step(done, metrics)
