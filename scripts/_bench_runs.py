@@ -54,3 +54,13 @@ def metric(rows: list[dict], task: str, name: str) -> dict[str, float]:
     """{language: value in %} of one task's metric."""
     return {row["language"]: 100 * float(row["value"]) for row in rows
             if row["task"] == task and row["metric"] == name}
+
+
+def write_report(args, targets: dict[str, bool], report: dict) -> None:
+    """Print each target as met / NOT met and write ``report`` with the arguments and the
+    targets to ``args.out`` as JSON."""
+    for target, met in targets.items():
+        print(f"  {'met' if met else 'NOT met'}: {target}")
+    report = {"config": {k: str(v) for k, v in vars(args).items()}, **report, "targets": targets}
+    args.out.write_text(json.dumps(report, indent=1))
+    print(f"\nwrote {args.out}")

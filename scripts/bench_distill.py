@@ -32,13 +32,12 @@ benchmark continues where it stopped. Prints a table and writes JSON (``--out``)
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from _bench_runs import ROOT, evaluate, finished, mclip, metric, parameters
+from _bench_runs import ROOT, evaluate, finished, mclip, metric, parameters, write_report
 SUITE = ROOT / "eval_suites" / "demo_hard.yaml"
 HARD_LEVEL = ["model.image.image_size=64", "model.text.max_length=192", "data.augment=false"]
 WITHOUT_DISTILLATION = ["distill.teachers=[]", "distill.similarity_weight=0",
@@ -159,12 +158,7 @@ def main() -> None:
     print(f"\ndistilled / teacher: acc@1 {distilled['acc@1']['mean'] / teacher_row['acc@1']:.1%}, "
           f"R@1 {distilled['R@1']['mean'] / teacher_row['R@1']:.1%}; R@1 gain over undistilled "
           f"{margin:+.1f} points, largest seed spread {spread:.1f}")
-    for target, met in targets.items():
-        print(f"  {'met' if met else 'NOT met'}: {target}")
-    report = {"config": {k: str(v) for k, v in vars(args).items()}, "results": results,
-              "summary": stats, "targets": targets}
-    args.out.write_text(json.dumps(report, indent=1))
-    print(f"\nwrote {args.out}")
+    write_report(args, targets, {"results": results, "summary": stats})
 
 
 if __name__ == "__main__":

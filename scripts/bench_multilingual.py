@@ -21,12 +21,11 @@ reused. Prints the tables and writes JSON (``--out``).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from _bench_runs import ROOT, evaluate, finished, mclip, metric
+from _bench_runs import ROOT, evaluate, finished, mclip, metric, write_report
 
 LANGUAGES = ["en", "de", "fr", "es", "it", "pt", "ru", "zh", "ja", "ar", "hi", "sw"]
 SUITE = ROOT / "eval_suites" / "demo.yaml"
@@ -79,7 +78,7 @@ def teacher_learning(args) -> dict:
     ratios = {lang: taught_acc[lang] / taught_acc["en"] if taught_acc["en"] else 0.0
               for lang in LANGUAGES[1:]}
     return {"scores": rows, "ratio_to_english": ratios,
-            "target_every_language>=80%_of_english": min(ratios.values()) >= 0.8}
+            "targets": {"every_language>=80%_of_english": min(ratios.values()) >= 0.8}}
 
 
 def language_adapter(args) -> dict:
@@ -100,8 +99,8 @@ def language_adapter(args) -> dict:
     change = {lang: rows["with the sw adapter"][lang]["acc@1"] - rows["without sw"][lang]["acc@1"]
               for lang in LANGUAGES}
     return {"scores": rows, "acc@1_change": change,
-            "target_sw_gain>=20": change["sw"] >= 20,
-            "target_others_move<=1": max(abs(change[lang]) for lang in others) <= 1}
+            "targets": {"sw_gain>=20": change["sw"] >= 20,
+                        "others_move<=1": max(abs(change[lang]) for lang in others) <= 1}}
 
 
 def main() -> None:
@@ -131,14 +130,8 @@ def main() -> None:
     table("8(c) sw LoRA adapter: text-to-image retrieval", adapted["scores"], "t2i R@1")
     print("\nacc@1 change with the adapter: " + ", ".join(
         f"{lang} {delta:+.1f}" for lang, delta in adapted["acc@1_change"].items()))
-    targets = {key: value for part in (learned, adapted) for key, value in part.items()
-               if key.startswith("target")}
-    for target, met in targets.items():
-        print(f"  {'met' if met else 'NOT met'}: {target[len('target_'):]}")
-    report = {"config": {k: str(v) for k, v in vars(args).items()}, "teacher_learning": learned,
-              "language_adapter": adapted, "targets": targets}
-    args.out.write_text(json.dumps(report, indent=1))
-    print(f"\nwrote {args.out}")
+    write_report(args, {**learned.pop("targets"), **adapted.pop("targets")},
+                 {"teacher_learning": learned, "language_adapter": adapted})
 
 
 if __name__ == "__main__":
