@@ -15,7 +15,9 @@ The experiment of issue 9, item 8(a), end to end:
    2-layer text tower, 1.30M parameters, under 1/4 of the teacher's 5.43M) trained twice with
    the same steps, data order and seed: distilled (its text tower inherited from the teacher's
    and frozen, then contrastive 0.5 + similarity KD 0.5 + image feature KD 4.0, lr 4e-3), and from
-   random weights, every tower trained, with the plain contrastive loss only;
+   random weights, every tower trained, with the plain contrastive loss only; with
+   ``--inherit-only`` a third time: the teacher's text tower inherited and frozen, the
+   contrastive loss only (so the table separates what inheritance and the KD terms each add);
 5. every model evaluated on ``eval_suites/demo_hard.yaml``: mean zero-shot acc@1 over the 12
    languages (24 relation classes, 480 images) and mean retrieval R@1 (200 images, 3 captions
    per language each; the mean of text-to-image and image-to-text).
@@ -40,9 +42,9 @@ from pathlib import Path
 from _bench_runs import ROOT, evaluate, finished, mclip, metric, parameters, write_report
 SUITE = ROOT / "eval_suites" / "demo_hard.yaml"
 HARD_LEVEL = ["model.image.image_size=64", "model.text.max_length=192", "data.augment=false"]
-WITHOUT_DISTILLATION = ["distill.teachers=[]", "distill.similarity_weight=0",
-                        "distill.feature_weight=0", "distill.contrastive_weight=1",
-                        "model.inherit.from_model=", "model.text.freeze=[]"]
+CONTRASTIVE_ONLY = ["distill.teachers=[]", "distill.similarity_weight=0",
+                    "distill.feature_weight=0", "distill.contrastive_weight=1"]
+WITHOUT_DISTILLATION = [*CONTRASTIVE_ONLY, "model.inherit.from_model=", "model.text.freeze=[]"]
 
 
 def train(name: str, config: Path, overrides: list[str], args, runs: Path) -> Path:
@@ -95,6 +97,9 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides for every training run (e.g. train.batch_size=16)")
     parser.add_argument("--eval-limit", type=int, help="evaluate on the first N images only")
+    parser.add_argument("--inherit-only", action="store_true",
+                        help="also train the student with the teacher's inherited, frozen text "
+                             "tower and the contrastive loss alone (what the KD terms add)")
     parser.add_argument("--out", type=Path, default=Path("bench_distill.json"))
     args = parser.parse_args()
     args.runs.mkdir(parents=True, exist_ok=True)
@@ -119,15 +124,17 @@ def main() -> None:
             (embeddings / "done").touch()
         teacher_spec = "{embeddings: %s}" % embeddings
 
-    results = {"teacher": evaluate_run(teacher, args), "distilled": [], "undistilled": []}
+    kinds = ["distilled", "undistilled"] + (["inherited only"] if args.inherit_only else [])
+    results = {"teacher": evaluate_run(teacher, args), **{kind: [] for kind in kinds}}
     for seed in seeds:
         common = [f"train.seed={seed}", f"train.steps={args.student_steps}",
                   f"train.warmup_steps={min(40, args.student_steps // 10)}"]
         distilled = [f"distill.teachers=[{teacher_spec}]", f"model.inherit.from_model={teacher}"]
-        for kind, overrides in (("distilled", distilled),
-                                ("undistilled", WITHOUT_DISTILLATION)):
-            run = train(f"{kind}_seed{seed}", args.student_config, [*common, *overrides], args,
-                        args.runs)
+        arms = {"distilled": distilled, "undistilled": WITHOUT_DISTILLATION,
+                "inherited only": [*CONTRASTIVE_ONLY, f"model.inherit.from_model={teacher}"]}
+        for kind in kinds:
+            run = train(f"{kind.replace(' ', '_')}_seed{seed}", args.student_config,
+                        [*common, *arms[kind]], args, args.runs)
             results[kind].append({"seed": seed, **evaluate_run(run, args)})
 
     metrics = ["acc@1", "t2i R@1", "i2t R@1", "R@1"]
@@ -137,7 +144,7 @@ def main() -> None:
     print(f"| teacher | {row['parameters'] / 1e6:.2f}M | - | "
           + " | ".join(f"{row[m]:.1f}" for m in metrics) + " |")
     stats = {}
-    for kind in ("distilled", "undistilled"):
+    for kind in kinds:
         stats[kind] = {m: summary(results[kind], m) for m in metrics}
         for row in results[kind]:
             print(f"| {kind} student | {row['parameters'] / 1e6:.2f}M | {row['seed']} | "

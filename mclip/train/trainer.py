@@ -32,11 +32,11 @@ from mclip.train.distributed import (any_rank, average_gradients, broadcast_para
 from mclip.train.faults import StopRequest, TrainingError, ignore_sigterm, restore_or_explain
 from mclip.train.gradcache import gradient_cache_backward
 from mclip.train.logger import TrainLogger
+from mclip.train.parallel_term import parallel_term
 from mclip.train.periodic_eval import TrainingEvaluator
 from mclip.train.schedule import warmup_cosine
 from mclip.train.setup import (autocast_context, build_model, build_optimizer, compile_towers,
                                resolve_device, resume_point)
-from mclip.train.parallel_term import parallel_term
 from mclip.train.teachers import embed_batch, load_teachers
 from mclip.train.threads import data_workers, training_threads
 
