@@ -10,12 +10,12 @@ distillation; the MobileCLIP "reinforced data" idea, Vasu et al. 2024, arXiv:231
                                                {lang: {caption hash: text row}}]}
     OUT/parts/PART/part.json            the shard, its size and mtime, teacher digest, counts
 
-and at the end ``OUT/teacher.json`` (teacher spec and weights digest, embed_dim, logit scale /
+and at the end ``OUT/teacher.json`` (teacher spec and fingerprint, embed_dim, logit scale /
 bias, dtype, the run's totals). PART is a digest of the shard's resolved path. One shard's
 embeddings are in memory at a time, a training rank loads the index of only the shards it
 reads (a few at a time), and keys need to be unique within a shard only, so shard sets of any
 size and several sources (whose keys repeat) can be embedded into one directory. A part whose
-``part.json`` names the same shard (size and mtime), teacher weights, dtype and languages is
+``part.json`` names the same shard (size and mtime), teacher (mclip.eval.cache.model_fingerprint: class, spec, versions, every weight), dtype and languages is
 reused, so an interrupted ``distill embed`` continues where it stopped; and since the reader
 finds the shards from the parts, several ``distill embed`` processes (one per GPU, each on a
 slice of the shards) can write into the same directory.
@@ -31,7 +31,6 @@ embedded, an image that changed, a caption that was not embedded — is a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -44,6 +43,7 @@ import torch
 
 from mclip.data.shards import (DataError, SkipCounter, content_hash, decode_captions, decode_image,
                                image_bytes, iter_raw_samples)
+from mclip.eval.cache import model_fingerprint
 
 META_FILE, PARTS_DIR, INDEX_FILE, PART_FILE = "teacher.json", "parts", "index.json", "part.json"
 ARRAYS = {"image": "images.npy", "image_flipped": "images_flipped.npy", "text": "texts.npy"}
@@ -82,15 +82,6 @@ def resolved(shard: str) -> str:
 def part_name(shard: str) -> str:
     """The directory name of a shard's embeddings: a digest of its resolved path."""
     return content_hash(resolved(shard))
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    """A digest (BLAKE2b, hex) of every tensor of ``model``'s state dict, names included."""
-    digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode("utf-8"))
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _shard_stamp(shard: str) -> dict:
@@ -175,7 +166,7 @@ def write_teacher_embeddings(teacher, spec: str, shards: list[str], out_dir: str
     out = Path(out_dir)
     (out / PARTS_DIR).mkdir(parents=True, exist_ok=True)
     wanted = sorted(set(languages or []))
-    identity = {"teacher_digest": weights_digest(teacher), "dtype": dtype, "selected": wanted,
+    identity = {"teacher_digest": model_fingerprint(teacher), "dtype": dtype, "selected": wanted,
                 "default_language": default_language, "language_key": language_key}
     infos, reused = {}, 0
     for shard in shards:
