@@ -15,8 +15,9 @@ bias, dtype, the run's totals). PART is a digest of the shard's resolved path. O
 embeddings are in memory at a time, a training rank loads the index of only the shards it
 reads (a few at a time), and keys need to be unique within a shard only, so shard sets of any
 size and several sources (whose keys repeat) can be embedded into one directory. A part whose
-``part.json`` names the same shard (size and mtime), teacher (mclip.eval.cache.model_fingerprint: class, spec, versions, every weight), dtype and languages is
-reused, so an interrupted ``distill embed`` continues where it stopped; and since the reader
+``part.json`` names the same shard (size and mtime), teacher (its
+:func:`mclip.eval.cache.model_fingerprint`: class, spec, versions, every weight), dtype and
+languages is reused, so an interrupted ``distill embed`` continues where it stopped; and since the reader
 finds the shards from the parts, several ``distill embed`` processes (one per GPU, each on a
 slice of the shards) can write into the same directory.
 
