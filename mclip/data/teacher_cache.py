@@ -17,9 +17,9 @@ reads (a few at a time), and keys need to be unique within a shard only, so shar
 size and several sources (whose keys repeat) can be embedded into one directory. A part whose
 ``part.json`` names the same shard (size and mtime), teacher (its
 :func:`mclip.eval.cache.model_fingerprint`: class, spec, versions, every weight), dtype and
-languages is reused, so an interrupted ``distill embed`` continues where it stopped; and since the reader
-finds the shards from the parts, several ``distill embed`` processes (one per GPU, each on a
-slice of the shards) can write into the same directory.
+languages is reused, so an interrupted ``distill embed`` continues where it stopped; and since
+the reader finds the shards from the parts, several ``distill embed`` processes (one per GPU,
+each on a slice of the shards) can write into the same directory.
 
 bf16 is stored as raw 16-bit words (numpy has no bf16), fp32 as float32; the arrays are
 memory-mapped at training time, so only the rows of a batch are read.
