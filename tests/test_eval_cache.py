@@ -105,3 +105,73 @@ def test_unusable_cache_directory_is_a_clear_error(data, tmp_path):
     blocker.write_text("x")
     with pytest.raises(ConfigError, match="--cache"):
         run_tasks(_model(), [_task(data, ["en"])], cache_dir=str(blocker), bootstrap=0)
+
+
+def _write_labelled_shard(path, labels, images):
+    """A shard of ``KEY.png`` + ``KEY.cls``; members carry mtime 0, so a rewrite with other
+    one-digit labels has exactly the same size."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for i, (label, png) in enumerate(zip(labels, images)):
+            for ext, data in (("png", png), ("cls", str(label).encode())):
+                info = tarfile.TarInfo(f"s{i:03d}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def test_a_same_size_rewrite_of_a_shard_misses_the_cache_a_touch_is_harmless(data, tmp_path):
+    import io
+
+    rng = np.random.default_rng(1)
+    images = []
+    for _ in range(8):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(buffer, "PNG")
+        images.append(buffer.getvalue())
+    shard, cache = tmp_path / "eval.tar", str(tmp_path / "cache")
+    _write_labelled_shard(shard, [0, 1, 2, 3] * 2, images)
+
+    def task():
+        return make_task({"name": "babel", "kind": "zeroshot_classification", "languages": ["en"],
+                          "images": str(shard), "class_texts": str(data / "labels.json")},
+                         data, "test")
+
+    first = run_tasks(_model(), [task()], cache_dir=cache, bootstrap=0)
+    size, stamp = shard.stat().st_size, shard.stat().st_mtime_ns
+    _write_labelled_shard(shard, [1, 2, 3, 0] * 2, images)           # new labels, same size
+    assert shard.stat().st_size == size
+    os.utime(shard, ns=(stamp + 10**9, stamp + 10**9))
+    model = _model()
+    rewritten = run_tasks(model, [task()], cache_dir=cache, bootstrap=0)
+    assert model.images == 8                                          # a miss: embedded again
+    assert _numbers(rewritten) == _numbers(run_tasks(_model(), [task()], bootstrap=0))
+    # the true classes moved: each image's rank of its true class (kept per sample) differs
+    assert rewritten["babel"]["languages"]["en"]["samples"] != first["babel"]["languages"]["en"]["samples"]
+
+    # the same size and the same mtime as before, other labels: the content hash misses
+    stamp = shard.stat().st_mtime_ns
+    _write_labelled_shard(shard, [2, 3, 0, 1] * 2, images)
+    os.utime(shard, ns=(stamp, stamp))
+    model = _model()
+    again = run_tasks(model, [task()], cache_dir=cache, bootstrap=0)
+    assert model.images == 8
+    assert _numbers(again) == _numbers(run_tasks(_model(), [task()], bootstrap=0))
+
+    # touched, unchanged: a hit or a miss, but never other numbers
+    os.utime(shard, ns=(stamp + 5 * 10**9, stamp + 5 * 10**9))
+    assert _numbers(run_tasks(_model(), [task()], cache_dir=cache, bootstrap=0)) == _numbers(again)
+
+
+def test_a_renamed_image_file_misses_the_cache(data, tmp_path):
+    cache = str(tmp_path / "cache")
+    run_tasks(_model(), [_task(data, ["en"])], cache_dir=cache, bootstrap=0)
+    (data / "images" / "n0001" / "0.png").rename(data / "images" / "n0001" / "7.png")
+    model = _model()
+    result = run_tasks(model, [_task(data, ["en"])], cache_dir=cache, bootstrap=0)
+    assert model.images == 12
+    keys = result["babel"]["languages"]["en"]["samples"]
+    fresh = run_tasks(_model(), [_task(data, ["en"])], bootstrap=0)
+    assert _numbers(result) == _numbers(fresh)
+    assert keys == fresh["babel"]["languages"]["en"]["samples"]

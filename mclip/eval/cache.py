@@ -6,11 +6,12 @@ weight and buffer), so a retrained or different model never reads another model'
     DIR/<model fingerprint>/model.json                 what the fingerprint stands for
     DIR/<model fingerprint>/images/<set key>.safetensors
         emb [N, d] float32; metadata: keys, labels, skip counts, the set's description
-        set key = hash of (image set description, its data fingerprint, the image transform, limit)
+        set key = hash of (image set description, its files' state, the image transform, limit)
     DIR/<model fingerprint>/texts/<run>-<n>.safetensors
         emb [K, d] float32 and hash [K] int64 (64-bit BLAKE2b of each text)
 
-A changed image file changes the set's fingerprint (names, sizes, mtimes), so its entry is simply
+A changed image file changes the set's key (every file's name, size, modification time and a hash
+of its first and last MiB: :func:`mclip.eval.datasets.base.file_state`), so its entry is simply
 not found again; a second run with more languages finds the texts it already encoded and encodes
 only the new ones. Text lookups use 64-bit hashes: with 10 million cached texts the chance of any
 collision is about 3e-6. Files are written to a temporary name and renamed, so a killed run leaves

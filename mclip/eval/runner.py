@@ -49,25 +49,30 @@ class ImageEmbeddings:
         self.uses_cache = cache is not None
         self._done: dict[str, tuple] = {}
 
-    def set_key(self, image_set: ImageSet) -> str:
-        """What the embeddings of ``image_set`` depend on besides the model."""
-        return (f"{image_set.description}|{image_set.fingerprint()}|"
+    def set_key(self, image_set: ImageSet, state: bool = False) -> str:
+        """What the embeddings of ``image_set`` depend on besides the model: the set, its files'
+        names and sizes, the transform and the limit; ``state`` adds every file's modification
+        time and a hash of its ends (the on-disk cache's key: a rewritten file misses)."""
+        return (f"{image_set.description}|{image_set.fingerprint(state=state)}|"
                 f"{transform_fingerprint(self.transform)}|limit={self.limit}")
 
     def get(self, image_set: ImageSet) -> tuple[torch.Tensor, list[str], list, dict]:
+        """(emb [N, d] float32, keys [N], labels [N], skip counts) of ``image_set``."""
         key = self.set_key(image_set)
         if key not in self._done:
-            cached = None
+            cached, cache_key = None, None
             if self.uses_cache:  # rank 0 reads the cache and shares what it found
-                cached = self.ranks.broadcast(self.cache.load_images(key)
+                if self.ranks.is_main:
+                    cache_key = self.set_key(image_set, state=True)
+                cached = self.ranks.broadcast(self.cache.load_images(cache_key)
                                               if self.ranks.is_main else None)
             if cached is not None:
                 self.progress(f"{len(cached[1])} image embeddings of {image_set.description} "
                               f"read from the cache")
             else:
                 cached = self._embed(image_set)
-                if self.cache is not None and self.ranks.is_main:
-                    self.cache.save_images(key, *cached, description=image_set.description)
+                if cache_key is not None:
+                    self.cache.save_images(cache_key, *cached, description=image_set.description)
             self._done[key] = cached
         return self._done[key]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Protocol, Sequence
@@ -51,8 +52,11 @@ class ImageSet(Protocol):
         """Every image in a fixed order; unreadable entries are counted in ``skipped``."""
         ...
 
-    def fingerprint(self) -> str:
-        """A short hash of what the set contains (file names, sizes, mtimes), for caching."""
+    def fingerprint(self, state: bool = False) -> str:
+        """A short hash of what the set contains: its files' names and sizes, equal for two
+        copies of one data set (``results.json`` records it). With ``state`` also each file's
+        modification time and a hash of its first and last MiB (:func:`file_state`): the key of
+        the embedding cache, which changes whenever a file is rewritten."""
         ...
 
 
@@ -119,21 +123,42 @@ class RetrievalSet(ImageSet, Protocol):
         ...
 
 
-def file_fingerprint(root: Path, paths: Sequence[Path], extra: str = "") -> str:
+# bytes hashed at each end of a file for the cache key: all of an image, the ends of a shard
+STATE_SAMPLE_BYTES = 1 << 20
+
+
+def file_state(path: Path) -> str:
+    """What changes when a file is rewritten: its modification time (ns) and a BLAKE2b hash of
+    its first and last ``STATE_SAMPLE_BYTES`` (the whole file when smaller than twice that)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as handle:
+        stat = os.fstat(handle.fileno())
+        digest.update(handle.read(STATE_SAMPLE_BYTES))
+        if stat.st_size > STATE_SAMPLE_BYTES:
+            handle.seek(max(STATE_SAMPLE_BYTES, stat.st_size - STATE_SAMPLE_BYTES))
+            digest.update(handle.read())
+    return f"{stat.st_mtime_ns}:{digest.hexdigest()}"
+
+
+def file_fingerprint(root: Path, paths: Sequence[Path], extra: str = "", state: bool = False
+                     ) -> str:
     """A hash of file names (relative to ``root``) and sizes, not contents: cheap on 100k files,
-    and equal for two copies of one data set on different machines."""
-    digest = hashlib.sha256(extra.encode())
-    for path in paths:
-        digest.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\n".encode())
-    return digest.hexdigest()[:16]
+    and equal for two copies of one data set on different machines. ``state`` adds each file's
+    :func:`file_state` (mtime and a hash of its ends: reads up to 2 MiB a file)."""
+    return listed_fingerprint(root, [path.relative_to(root).as_posix() for path in paths], extra,
+                              state)
 
 
-def listed_fingerprint(root: Path, names: Sequence[str], extra: str = "") -> str:
+def listed_fingerprint(root: Path, names: Sequence[str], extra: str = "", state: bool = False
+                       ) -> str:
     """A hash of listed file names and their sizes under ``root`` (-1 for a missing file), for
-    image lists whose files may be partly absent; like :func:`file_fingerprint`, not contents."""
+    image lists whose files may be partly absent; ``state`` as in :func:`file_fingerprint`."""
     digest = hashlib.sha256(extra.encode())
     for name in names:
         path = root / name
-        size = path.stat().st_size if path.is_file() else -1
-        digest.update(f"{name}\0{size}\n".encode())
+        found = path.is_file()
+        digest.update(f"{name}\0{path.stat().st_size if found else -1}".encode())
+        if state and found:
+            digest.update(f"\0{file_state(path)}".encode())
+        digest.update(b"\n")
     return digest.hexdigest()[:16]

@@ -52,9 +52,9 @@ class CaptionShardSet:
         for sample, data in self._samples(skipped):
             yield ImageItem(key=sample["__key__"], data=data)
 
-    def fingerprint(self) -> str:
-        """A hash of the shard files' names and sizes."""
-        return shard_fingerprint(self.paths, extra="captions")
+    def fingerprint(self, state: bool = False) -> str:
+        """A hash of the shard files' names and sizes (``state``: and their mtimes and ends)."""
+        return shard_fingerprint(self.paths, extra="captions", state=state)
 
     def _scan(self) -> LanguageIndex:
         if self._index is None:

@@ -56,7 +56,8 @@ class ImageFolderSet:
         for path, label in self.files():
             yield ImageItem(key=path.relative_to(self.root).as_posix(), path=path, label=label)
 
-    def fingerprint(self) -> str:
-        """A hash of the class names and the image files' relative names and sizes."""
+    def fingerprint(self, state: bool = False) -> str:
+        """A hash of the class names and the image files' relative names and sizes (``state``:
+        and their mtimes and contents)."""
         return file_fingerprint(self.root, [path for path, _ in self.files()],
-                                extra="\n".join(self.classes))
+                                extra="\n".join(self.classes), state=state)

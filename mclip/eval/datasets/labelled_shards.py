@@ -36,10 +36,11 @@ def sample_image(sample: dict) -> bytes | None:
     return next((sample[key] for key in IMAGE_KEYS if key in sample), None)
 
 
-def shard_fingerprint(paths: list[str], extra: str = "") -> str:
-    """A hash of the shard files' names (relative to their common folder) and sizes."""
+def shard_fingerprint(paths: list[str], extra: str = "", state: bool = False) -> str:
+    """A hash of the shard files' names (relative to their common folder) and sizes; ``state``
+    as in :func:`~mclip.eval.datasets.base.file_fingerprint`."""
     root = Path(os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths]))
-    return file_fingerprint(root, [Path(os.path.abspath(p)) for p in paths], extra=extra)
+    return file_fingerprint(root, [Path(os.path.abspath(p)) for p in paths], extra, state)
 
 
 class LabelledShardSet:
@@ -68,6 +69,6 @@ class LabelledShardSet:
                 seen.add(key)
                 yield ImageItem(key=key, data=data, label=label)
 
-    def fingerprint(self) -> str:
-        """A hash of the shard files' names and sizes."""
-        return shard_fingerprint(self.paths, extra="labelled")
+    def fingerprint(self, state: bool = False) -> str:
+        """A hash of the shard files' names and sizes (``state``: and their mtimes and ends)."""
+        return shard_fingerprint(self.paths, extra="labelled", state=state)

@@ -95,6 +95,8 @@ class ListedImageSet:
         for key in self.keys:
             yield ImageItem(key=key, path=self.images_dir / self._file_of(key))
 
-    def fingerprint(self) -> str:
-        """A hash of the listed files' names and sizes (-1 for the missing ones)."""
-        return listed_fingerprint(self.images_dir, [self._file_of(k) for k in self.keys])
+    def fingerprint(self, state: bool = False) -> str:
+        """A hash of the listed files' names and sizes (-1 for the missing ones; ``state``: and
+        the others' mtimes and contents)."""
+        return listed_fingerprint(self.images_dir, [self._file_of(k) for k in self.keys],
+                                  state=state)

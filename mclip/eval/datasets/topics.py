@@ -145,10 +145,11 @@ class TopicSet(abc.ABC):
             yield ImageItem(key=path.relative_to(self.images_dir).as_posix(), path=path,
                             label=label)
 
-    def fingerprint(self) -> str:
-        """A hash of the topic names and the image files' relative names and sizes."""
+    def fingerprint(self, state: bool = False) -> str:
+        """A hash of the topic names and the image files' relative names and sizes (``state``:
+        and their mtimes and contents)."""
         return file_fingerprint(self.images_dir, [path for path, _ in self._files],
-                                extra="\n".join(self.topics))
+                                extra="\n".join(self.topics), state=state)
 
     def topic_of(self, name: str) -> int | None:
         """The index of topic ``name`` (white space stripped, aliases applied), or None."""
