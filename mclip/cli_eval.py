@@ -62,6 +62,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         log = None
         if not args.quiet and ranks.is_main:
             log = lambda line: print(f"[mclip eval] {line}", file=sys.stderr)  # noqa: E731
+        if ranks.is_main:
+            _say_which_checkpoint(model, args.model, log)
         if ranks.world_size > 1 and log:
             log(f"{ranks.world_size} ranks: each encodes its share of the images and texts")
         results = run_suite(model, suite, device=device, batch_size=args.batch_size, progress=log,
@@ -79,6 +81,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(markdown_table(report))
     print(f"\nresults: {paths['json']}\ntable:   {paths['markdown']}\nplot:    {paths['plot']}")
     return 0
+
+
+def _say_which_checkpoint(model, spec: str, log) -> None:
+    """Name the checkpoint a run directory resolved to; damaged newer ones always (stderr)."""
+    for path, problem in getattr(model, "damaged_checkpoints", []):
+        print(f"[mclip eval] warning: passed over damaged checkpoint {path} ({problem})",
+              file=sys.stderr)
+    checkpoint = getattr(model, "checkpoint", None)
+    if log and checkpoint is not None and Path(checkpoint) != Path(spec):
+        log(f"using checkpoint {checkpoint}, the newest intact one of {spec}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ A saved model is a directory that loads with no network access:
     text_tower/        architecture config and tokenizer files of a transformers text tower
                        (absent for the built-in byte-level tower, which is rebuilt from config)
     image_tower/       architecture of an open_clip / transformers image tower (absent for timm)
+    manifest.json      every file's size and sha256, written last (:mod:`mclip.models.manifest`)
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 from torchvision.transforms import functional as TF
 
 from mclip.config import Config, ConfigError, ModelConfig, load_config, save_config
+from mclip.models.manifest import DamagedCheckpoint, check_intact, write_manifest
 from mclip.models.towers import ImageTower, TextTower
 
 CONFIG_FILE = "config.yaml"
@@ -80,8 +83,10 @@ class DualEncoder(nn.Module):
             with torch.no_grad():
                 self.logit_scale.clamp_(max=math.log(self.cfg.max_logit_scale))
 
-    def save(self, directory: str | Path, config: Config) -> None:
-        """Write ``config.yaml``, ``model.safetensors`` (and ``text_tower/``) into ``directory``."""
+    def save(self, directory: str | Path, config: Config, manifest: bool = True) -> None:
+        """Write ``config.yaml``, ``model.safetensors`` (and ``text_tower/``) into ``directory``,
+        then ``manifest.json`` (sizes and digests; ``manifest=False`` leaves it to the caller,
+        which writes more files first)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_config(config, directory / CONFIG_FILE)
@@ -89,14 +94,19 @@ class DualEncoder(nn.Module):
         if self.cfg.text.name != "byte":
             self.text.save_source(directory / TEXT_SOURCE_DIR)
         self.image.save_source(directory / IMAGE_SOURCE_DIR)
+        if manifest:
+            write_manifest(directory)
 
     @classmethod
-    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu"
-             ) -> tuple["DualEncoder", Config]:
+    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu",
+             verify: bool = True) -> tuple["DualEncoder", Config]:
         """Rebuild a model saved with :meth:`save`; needs no hub access. Returns (model, config).
 
         Every parameter and buffer of the returned model is on ``map_location`` (any torch
         device, e.g. "cpu", "cuda:0", "meta"); weights are read on the CPU and then moved.
+        With ``verify`` the files are checked against ``manifest.json`` first (a damaged
+        directory raises :class:`~mclip.models.manifest.DamagedCheckpoint` naming the file);
+        pass False only when the caller has just checked it.
         """
         device = as_device(map_location)
         directory = Path(directory)
@@ -105,10 +115,25 @@ class DualEncoder(nn.Module):
                 raise ConfigError(f"'{directory}' is not an mclip model directory: {name} is "
                                   f"missing. Pass a checkpoint directory written by 'mclip train' "
                                   f"(e.g. runs/demo/checkpoints/step_0000300) or the run directory.")
+        if verify:
+            check_intact(directory)
         config = load_config(directory / CONFIG_FILE)
         model = cls(config.model, load_pretrained=False, **saved_sources(directory))
-        load_model(model, str(directory / WEIGHTS_FILE), device="cpu")
+        load_weights(model, directory)
         return model.to(device), config
+
+
+def load_weights(model: nn.Module, directory: str | Path, device: str = "cpu") -> None:
+    """Load ``directory/model.safetensors`` into ``model`` (strict); a file that cannot be read
+    is a :class:`~mclip.models.manifest.DamagedCheckpoint` naming it. Shape mismatches stay
+    RuntimeErrors (the caller knows which config to blame)."""
+    path = Path(directory) / WEIGHTS_FILE
+    try:
+        load_model(model, str(path), device=device)
+    except (SafetensorError, OSError) as error:
+        raise DamagedCheckpoint(f"'{directory}' is damaged: {WEIGHTS_FILE} cannot be read "
+                                f"({error}). Use an earlier checkpoint, or write this one "
+                                f"again") from None
 
 
 def saved_sources(directory: str | Path) -> dict[str, Path]:

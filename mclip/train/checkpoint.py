@@ -3,24 +3,29 @@
     OUT_DIR/checkpoints/step_0000300/
         config.yaml, model.safetensors (, text_tower/)   -- loadable by DualEncoder.load
         trainer.pt                                        -- optimizer, scheduler, step, RNG
+        manifest.json                                     -- every file's size and sha256, last
 
 A checkpoint is written to a hidden temporary directory beside its final name and renamed into
-place, so a crash mid-write never leaves a half checkpoint that ``--resume`` would pick up.
+place, so a crash mid-write never leaves a half checkpoint that ``--resume`` would pick up. A
+checkpoint damaged later (a truncated copy, a disk error) no longer matches its manifest:
+``--resume`` and run directories given to ``mclip eval`` pass over it to the newest intact one
+(:func:`newest_intact_checkpoint`), and a damaged checkpoint named directly is a one-line error.
 """
 
 from __future__ import annotations
 
+import pickle
 import random
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_model
-
 from mclip.config import Config, ConfigError
-from mclip.models.dual import CONFIG_FILE, WEIGHTS_FILE, DualEncoder
+from mclip.models.dual import CONFIG_FILE, WEIGHTS_FILE, DualEncoder, load_weights
+from mclip.models.manifest import DamagedCheckpoint, damage, write_manifest
 
 TRAINER_FILE = "trainer.pt"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -57,8 +62,9 @@ def save_checkpoint(out_dir: str | Path, step: int, model: DualEncoder, config: 
     final = root / f"step_{step:07d}"
     tmp = root / f".tmp-step_{step:07d}"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save(tmp, config)
+    model.save(tmp, config, manifest=False)
     torch.save(trainer_state, tmp / TRAINER_FILE)
+    write_manifest(tmp)
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
@@ -109,22 +115,49 @@ def list_checkpoints(out_dir: str | Path) -> list[Path]:
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint of a run, or None."""
+    """The newest complete checkpoint of a run (intact or not), or None."""
     found = list_checkpoints(out_dir)
     return found[-1] if found else None
 
 
-def resolve_model_dir(path: str | Path) -> Path:
-    """A model directory from a checkpoint directory or a run directory (its latest checkpoint)."""
+def newest_intact_checkpoint(out_dir: str | Path, required: tuple[str, ...] = (CONFIG_FILE,)
+                             ) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """(the newest checkpoint whose files match its manifest, or None; [(newer checkpoint,
+    what is wrong with it)] for each damaged one passed over, newest first). ``required``: files
+    a checkpoint must have besides its weights (``trainer.pt`` to resume)."""
+    damaged = []
+    for path in reversed(list_checkpoints(out_dir)):
+        problem = damage(path, required=(WEIGHTS_FILE, *required))
+        if problem is None:
+            return path, damaged
+        damaged.append((path, problem))
+    return None, damaged
+
+
+def resolve_model_dir(path: str | Path, passed_over: list | None = None) -> Path:
+    """A checked model directory from a checkpoint directory or a run directory (its newest
+    intact checkpoint; each damaged newer one is appended to ``passed_over`` as (path, problem)).
+    A damaged checkpoint named directly, or a run with none intact, is a ConfigError naming the
+    file."""
     path = Path(path)
     if (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file():
+        problem = damage(path)
+        if problem:
+            raise DamagedCheckpoint(f"checkpoint '{path}' is damaged: {problem}. Name an earlier "
+                                    f"checkpoint, or the run directory to use its newest intact one")
         return path
-    latest = latest_checkpoint(path)
-    if latest is None:
+    intact, damaged = newest_intact_checkpoint(path)
+    if passed_over is not None:
+        passed_over.extend(damaged)
+    if intact is None and damaged:
+        listed = "; ".join(f"{p.name}: {problem}" for p, problem in damaged[:3])
+        raise DamagedCheckpoint(f"run '{path}' has no intact checkpoint ({listed}); train again "
+                                f"or restore the files")
+    if intact is None:
         raise ConfigError(f"'{path}' is neither a model directory ({CONFIG_FILE} + {WEIGHTS_FILE}) "
                           f"nor a run directory with checkpoints/step_*; pass e.g. "
                           f"runs/demo or runs/demo/checkpoints/step_0000300")
-    return latest
+    return intact
 
 
 def restore_checkpoint(directory: Path, model: DualEncoder, optimizer: torch.optim.Optimizer,
@@ -134,7 +167,7 @@ def restore_checkpoint(directory: Path, model: DualEncoder, optimizer: torch.opt
     Returns the trainer state (``step``, ``skipped``, ...).
     """
     state = load_trainer_state(directory)
-    load_model(model, str(Path(directory) / WEIGHTS_FILE), device=str(device))
+    load_weights(model, directory, device=str(device))
     optimizer.load_state_dict(state["optimizer"])
     match_parameter_layout(optimizer)
     scheduler.load_state_dict(state["scheduler"])
@@ -165,4 +198,9 @@ def load_trainer_state(directory: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"'{directory}' has no {TRAINER_FILE}: it is a model export, not a "
                           f"training checkpoint, and cannot be resumed")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+        raise DamagedCheckpoint(f"'{directory}' is damaged: {TRAINER_FILE} cannot be read "
+                                f"({str(error).splitlines()[0] if str(error) else type(error).__name__}"
+                                f"). Resume from an earlier checkpoint") from None

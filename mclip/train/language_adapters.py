@@ -231,7 +231,7 @@ def adapt_language(model_path: str | Path, language: str, data_spec: str,
         raise ConfigError(f"adapter directory '{target}' already exists; pass --overwrite to "
                           f"replace it or --out to write elsewhere")
     data = open_language_data(data_spec, language, max_captions, settings.seed)
-    model, config = DualEncoder.load(model_dir, map_location=device)
+    model, config = DualEncoder.load(model_dir, map_location=device, verify=False)
     stats = train_language_adapter(model, data, settings, device, progress)
     parallel = isinstance(data, ParallelSubset)
     info = {

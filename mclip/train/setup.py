@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 
 from mclip.config import Config, ConfigError, InheritConfig
-from mclip.models.dual import DualEncoder, saved_sources
+from mclip.models.dual import CONFIG_FILE, DualEncoder, saved_sources
 from mclip.models.inherit import inherit_towers
-from mclip.train.checkpoint import latest_checkpoint
+from mclip.train.checkpoint import TRAINER_FILE, newest_intact_checkpoint
 
 
 def resolve_device(name: str) -> torch.device:
@@ -77,14 +77,18 @@ def inherit_from(model: DualEncoder, cfg: InheritConfig) -> dict[str, dict]:
     return inherit_towers(model, teacher, cfg.every, cfg.towers)
 
 
-def resume_point(out_dir: Path, resume: bool) -> Path | None:
-    """The checkpoint ``--resume`` continues from (None for a fresh run); a clear error when
-    there is none."""
-    resumed_from = latest_checkpoint(out_dir) if resume else None
-    if resume and resumed_from is None:
-        raise ConfigError(f"--resume: no checkpoint in '{out_dir}/checkpoints'; start without "
-                          f"--resume, or point train.out_dir at the run to continue")
-    return resumed_from
+def resume_point(out_dir: Path, resume: bool) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """(the checkpoint ``--resume`` continues from: the newest intact one, None for a fresh run;
+    [(damaged newer checkpoint, what is wrong)] passed over). A clear error when none is left."""
+    if not resume:
+        return None, []
+    resumed_from, damaged = newest_intact_checkpoint(out_dir, required=(CONFIG_FILE, TRAINER_FILE))
+    if resumed_from is None:
+        found = "; ".join(f"{path.name}: {problem}" for path, problem in damaged[:3])
+        raise ConfigError(f"--resume: no {'intact ' if damaged else ''}checkpoint in "
+                          f"'{out_dir}/checkpoints'{f' ({found})' if found else ''}; start "
+                          f"without --resume, or point train.out_dir at the run to continue")
+    return resumed_from, damaged
 
 
 def build_model(cfg: Config, resumed_from: Path | None) -> tuple[DualEncoder, dict | None]:
@@ -96,3 +100,10 @@ def build_model(cfg: Config, resumed_from: Path | None) -> tuple[DualEncoder, di
     model = DualEncoder(cfg.model)
     inherited = inherit_from(model, cfg.model.inherit) if cfg.model.inherit.from_model else None
     return model, inherited
+
+
+def log_damaged_checkpoints(logger, damaged: list[tuple[Path, str]], resumed_from: Path) -> None:
+    """One ``checkpoint_damaged`` record per checkpoint :func:`resume_point` passed over."""
+    for path, problem in damaged:
+        logger.event("checkpoint_damaged", checkpoint=str(path), problem=problem,
+                     note=f"passed over: resumed from {resumed_from.name}, the newest intact one")

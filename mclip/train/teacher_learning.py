@@ -126,7 +126,8 @@ def train_teacher_learning(cfg: Config, resume: bool = False, quiet: bool = Fals
     """Teach the student's text tower the teacher's text space (module docstring); returns the
     final checkpoint directory. The run directory's layout, logs and ``--resume`` are those of
     :func:`mclip.train.trainer.train`; ``train.batch_size`` counts pairs."""
-    from mclip.train.setup import build_model, build_optimizer, resolve_device, resume_point
+    from mclip.train.setup import (build_model, build_optimizer, log_damaged_checkpoints,
+                                   resolve_device, resume_point)
 
     learning, out_dir = cfg.teacher_learning, Path(cfg.train.out_dir)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -151,7 +152,7 @@ def train_teacher_learning(cfg: Config, resume: bool = False, quiet: bool = Fals
                           f"the student's text embedding is compared with the teacher's directly, "
                           f"so set model.embed_dim={teacher.embed_dim}")
 
-    resumed_from = resume_point(out_dir, resume)
+    resumed_from, damaged = resume_point(out_dir, resume)
     model, inherited = build_model(cfg, resumed_from)
     if resumed_from is None and learning.image_tower_from_teacher:
         load_image_tower(model, image_weights)
@@ -182,6 +183,7 @@ def train_teacher_learning(cfg: Config, resume: bool = False, quiet: bool = Fals
                  mode="teacher_learning", teacher=learning.teacher, pairs=len(pairs),
                  skipped=skipped, world_size=ctx.world_size, config=cfg.to_dict(),
                  trainable=sum(p.numel() for p in trained.parameters() if p.requires_grad))
+    log_damaged_checkpoints(logger, damaged, resumed_from)
     if inherited is not None:
         logger.event("inherit", source=cfg.model.inherit.from_model, towers=inherited)
 

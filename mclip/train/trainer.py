@@ -36,7 +36,7 @@ from mclip.train.parallel_term import parallel_term
 from mclip.train.periodic_eval import TrainingEvaluator
 from mclip.train.schedule import warmup_cosine
 from mclip.train.setup import (autocast_context, build_model, build_optimizer, compile_towers,
-                               resolve_device, resume_point)
+                               log_damaged_checkpoints, resolve_device, resume_point)
 from mclip.train.teachers import embed_batch, load_teachers
 from mclip.train.threads import data_workers, training_threads
 
@@ -169,7 +169,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
         raise ConfigError(f"config key 'train.micro_batches' ({cfg.train.micro_batches}) exceeds the "
                           f"per-rank batch ({local_batch})")
 
-    resumed_from = resume_point(out_dir, resume)
+    resumed_from, damaged = resume_point(out_dir, resume)
     model, inherited = build_model(cfg, resumed_from)
     model = model.to(device)
     if cfg.train.channels_last:
@@ -225,6 +225,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
                  parameters=sum(p.numel() for p in model.parameters()), **restored,
                  threads=torch.get_num_threads(), data_workers=cfg.data.num_workers,
                  config=cfg.to_dict())
+    log_damaged_checkpoints(logger, damaged, resumed_from)
     if data_seed != cfg.train.seed:
         logger.event("data_order_restarted", step=start_step,
                      reason="the data layout (sources, ranks x workers, seed, batch size, shuffle "

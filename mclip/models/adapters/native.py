@@ -12,6 +12,7 @@ from mclip.config import Config, ConfigError
 from mclip.models.adapters.base import ModelAdapter, normalized, package_versions
 from mclip.models.adapters.registry import ACCEPTED_FORMS
 from mclip.models.dual import DualEncoder
+from mclip.models.manifest import DamagedCheckpoint
 from mclip.models.lora import attached_languages, load_language_adapters, text_language
 from mclip.train.checkpoint import resolve_model_dir
 
@@ -35,6 +36,10 @@ class NativeAdapter(ModelAdapter):
         self.config = config
         self.name = name
         self.embed_dim = int(model.cfg.embed_dim)
+        self.checkpoint: Path | None = None
+        """The model directory loaded (a run directory's newest intact checkpoint)."""
+        self.damaged_checkpoints: list[tuple[Path, str]] = []
+        """Newer checkpoints of the run passed over as damaged: (path, what is wrong)."""
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """images [N, 3, S, S] from :meth:`image_transform` -> normalised float32 [N, embed_dim]."""
@@ -90,12 +95,16 @@ def load_native(directory: str | Path, device: torch.device | str = "cpu",
     ``language_adapters`` the adapters saved beside the checkpoint (``adapters/<lang>/``) are
     attached (see :class:`NativeAdapter`).
     """
+    passed_over: list[tuple[Path, str]] = []
     try:
-        model_dir = resolve_model_dir(directory)
+        model_dir = resolve_model_dir(directory, passed_over)
+    except DamagedCheckpoint:
+        raise
     except ConfigError as error:
         raise ConfigError(f"{error}; {ACCEPTED_FORMS}") from None
-    model, config = DualEncoder.load(model_dir, map_location=device)
+    model, config = DualEncoder.load(model_dir, map_location=device, verify=False)
     if language_adapters:
         load_language_adapters(model, model_dir)
     adapter = NativeAdapter(model, config, name=name if name is not None else str(directory))
+    adapter.checkpoint, adapter.damaged_checkpoints = model_dir, passed_over
     return adapter.eval()
