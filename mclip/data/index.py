@@ -2,9 +2,16 @@
 
 ``mclip data index SHARDS`` reads every shard once (captions and metadata only; images are not
 decoded) and writes a small JSON manifest, by default ``mclip_index.json`` beside the first
-shard. Training reads it to sample languages by temperature (:func:`temperature_factors`). The
-manifest records each shard's size and modification time, so a stale index (shards rewritten,
-added or removed since) is detected rather than silently used.
+shard. Training reads it to sample languages by temperature (:func:`temperature_factors`) and to
+state the language mix it will draw (:meth:`~mclip.data.languages.LanguagePolicy.expected_mix`
+over the index's language sets). Only samples training can use are counted: an image member and
+at least one non-empty caption (``missing_image`` and the caption skips are counted apart).
+
+Each shard's record holds its real path (symlinks and ``..`` resolved), size and modification
+time. A training run finds a shard's record by that path, however it names the shard (relative,
+absolute, from another directory), else by file name, size and modification time (a copied or
+moved data set); a shard rewritten since, or not listed, makes the index stale: refused where the
+temperature needs it (T != 1), ignored with a warning in the record at T = 1.
 """
 
 from __future__ import annotations
@@ -16,10 +23,10 @@ from pathlib import Path
 from typing import Callable
 
 from mclip.config import ConfigError
-from mclip.data.shards import SkipCounter, decode_captions, iter_raw_samples
+from mclip.data.shards import (IMAGE_KEYS, SkipCounter, decode_captions, iter_raw_samples)
 
 INDEX_FILE = "mclip_index.json"
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: real paths, language sets, samples without an image not counted
 
 
 def default_index_path(shards: list[str]) -> Path:
@@ -32,30 +39,45 @@ def _stamp(shard: str) -> dict:
     return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
+def set_key(languages) -> str:
+    """The key of a set of caption languages in an index: sorted codes joined by commas."""
+    return ",".join(sorted(languages))
+
+
 def build_index(shards: list[str], default_language: str = "en", language_key: str = "",
                 progress: Callable[[int], None] | None = None) -> dict:
     """Count samples per language over ``shards`` (one pass, no image decoding).
 
-    A sample counts once under every language it has a caption in (after code normalisation);
-    ``samples`` counts samples with at least one caption. ``progress(n)`` is called after each
-    shard with its number of samples. Returns the manifest (JSON-ready).
+    A sample counts once under every language it has a caption in (after code normalisation),
+    and once under its set of languages (``language_sets``, keys from :func:`set_key`);
+    ``samples`` counts the samples training can use: an image member and a caption.
+    ``progress(n)`` is called after each shard with its number of samples. Returns the manifest
+    (JSON-ready).
     """
-    total, per_shard, skipped = Counter(), {}, SkipCounter()
+    total, sets_total, per_shard, skipped = Counter(), Counter(), {}, SkipCounter()
     samples = 0
     for shard in shards:
-        counts, n = Counter(), 0
+        counts, sets, n = Counter(), Counter(), 0
         for sample in iter_raw_samples([shard], skipped):
             captions = decode_captions(sample, skipped, default_language, language_key)
-            if captions:
-                n += 1
-                counts.update(captions.keys())
-        per_shard[shard] = {**_stamp(shard), "samples": n, "languages": dict(counts)}
+            if not captions:
+                continue
+            if not any(key in sample for key in IMAGE_KEYS):
+                skipped["missing_image"] += 1
+                continue
+            n += 1
+            counts.update(captions.keys())
+            sets[set_key(captions)] += 1
+        per_shard[shard] = {"path": os.path.realpath(shard), **_stamp(shard), "samples": n,
+                            "languages": dict(counts), "language_sets": dict(sets)}
         total.update(counts)
+        sets_total.update(sets)
         samples += n
         if progress is not None:
             progress(n)
     return {"version": INDEX_VERSION, "samples": samples,
             "languages": dict(sorted(total.items(), key=lambda kv: -kv[1])),
+            "language_sets": dict(sorted(sets_total.items(), key=lambda kv: -kv[1])),
             "skipped": dict(skipped), "shards": per_shard}
 
 
@@ -68,35 +90,54 @@ def write_index(index: dict, path: str | Path) -> Path:
     return path
 
 
+def _find_record(shard: str, listed: dict, index_dir: Path) -> dict | None:
+    """The record of ``shard`` in an index's ``shards``: by real path (as stored, or the listed
+    name resolved from the index's folder), by the name as typed, else by file name + size +
+    modification time when exactly one record matches."""
+    real = os.path.realpath(shard)
+    for name, record in listed.items():
+        if record.get("path") == real or name == shard:
+            return record
+    for name, record in listed.items():
+        if "path" not in record and os.path.realpath(index_dir / name) == real:
+            return record
+    stamp, base = _stamp(shard), os.path.basename(shard)
+    same = [record for name, record in listed.items() if os.path.basename(name) == base
+            and {k: record.get(k) for k in ("bytes", "mtime_ns")} == stamp]
+    return same[0] if len(same) == 1 else None
+
+
 def load_index(shards: list[str], path: str | Path | None = None) -> dict | None:
-    """The manifest for ``shards`` (at ``path`` or :func:`default_index_path`), or None if there
-    is none. An index that does not describe exactly these shards, unchanged, is a ConfigError
-    saying which shard differs and how to rebuild it."""
+    """The manifest for ``shards`` (at ``path`` or :func:`default_index_path`), restricted to
+    them, or None if there is none. An index that does not describe every one of these shards,
+    unchanged, is a ConfigError saying which shard differs and how to rebuild it."""
     path = Path(path) if path else default_index_path(shards)
     if not path.is_file():
         return None
     try:
         index = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError) as error:
+        listed = index["shards"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConfigError(f"data index '{path}' cannot be read ({error}); rebuild it with "
                           f"'mclip data index SHARDS --out {path}'") from None
-    listed = index.get("shards", {})
+    records = []
     for shard in shards:
-        if shard not in listed:
+        record = _find_record(shard, listed, path.parent)
+        if record is None:
             problem = f"does not list shard '{shard}'"
-        elif {k: listed[shard].get(k) for k in ("bytes", "mtime_ns")} != _stamp(shard):
+        elif {k: record.get(k) for k in ("bytes", "mtime_ns")} != _stamp(shard):
             problem = f"is older than shard '{shard}' (its size or time changed)"
         else:
+            records.append(record)
             continue
         raise ConfigError(f"data index '{path}' {problem}; rebuild it with 'mclip data index "
                           f"<the training shards> --out {path}'")
-    if len(listed) != len(shards):  # an index of a superset: count only these shards
-        counts = Counter()
-        for shard in shards:
-            counts.update(listed[shard]["languages"])
-        index = {**index, "languages": dict(counts),
-                 "samples": sum(listed[s]["samples"] for s in shards)}
-    return index
+    counts, sets = Counter(), Counter()
+    for record in records:
+        counts.update(record["languages"])
+        sets.update(record.get("language_sets") or {})
+    return {**index, "languages": dict(counts), "samples": sum(r["samples"] for r in records),
+            "language_sets": dict(sets) if all("language_sets" in r for r in records) else None}
 
 
 def temperature_factors(counts: dict[str, int], temperature: float) -> dict[str, float]:
@@ -118,15 +159,25 @@ def temperature_factors(counts: dict[str, int], temperature: float) -> dict[str,
 
 
 def language_sampling(shards: list[str], temperature: float, index_path: str = ""
-                      ) -> tuple[dict[str, float], dict]:
-    """The keep factors for training on ``shards`` at ``temperature``, and a record for the log.
+                      ) -> tuple[dict[str, float], dict, dict[str, int] | None]:
+    """The keep factors for training on ``shards`` at ``temperature``, a record for the log, and
+    the index's language sets ({:func:`set_key`: samples}, or None without them).
 
     With an index (given or beside the first shard): factors from its per-language counts and a
-    record with the data's and the resulting mix. Without one: no factors at T = 1 (the record
-    says the index is absent), and a ConfigError at T != 1 saying how to build it.
+    record with the data's mix (``data_mix``: each language's share of the caption languages the
+    samples have); the mix training draws depends on the language policy too, so
+    :func:`mclip.data.sources.build_sources` adds it (``target_mix``). Without a usable index: no
+    factors at T = 1 (the record says why: none there, or stale, under ``warning``), and a
+    ConfigError at T != 1 saying how to build it.
     """
-    index = load_index(shards, index_path or None)
     path = str(Path(index_path) if index_path else default_index_path(shards))
+    try:
+        index = load_index(shards, index_path or None)
+    except ConfigError as error:
+        if temperature != 1.0:
+            raise
+        return {}, {"index": None, "warning": f"{error}. Temperature 1 needs no index: training "
+                                              f"goes on with the data's own language mix"}, None
     if index is None:
         if temperature != 1.0:
             raise ConfigError(f"config key 'data.language_temperature' is {temperature}, which needs "
@@ -134,12 +185,16 @@ def language_sampling(shards: list[str], temperature: float, index_path: str = "
                               f"with 'mclip data index <the training shards>' (one pass, no image "
                               f"decoding), or set data.index to where it is")
         return {}, {"index": None, "note": f"no data index at '{path}': the language mix is the "
-                                           f"data's own ('mclip data index' writes one)"}
+                                           f"data's own ('mclip data index' writes one)"}, None
     counts = index["languages"]
     factors = temperature_factors(counts, temperature)
     total = sum(counts.values()) or 1
-    mixed = {lang: counts[lang] * factors[lang] for lang in factors}
-    mixed_total = sum(mixed.values()) or 1
-    return factors, {"index": path, "samples": index["samples"], "temperature": temperature,
-                     "data_mix": {lang: round(n / total, 4) for lang, n in counts.items()},
-                     "target_mix": {lang: round(v / mixed_total, 4) for lang, v in mixed.items()}}
+    record = {"index": path, "samples": index["samples"], "temperature": temperature,
+              "data_mix": {lang: round(n / total, 4) for lang, n in counts.items()}}
+    sets = index["language_sets"]
+    if sets is None:  # an index written before language sets: as if every sample had one
+        sets = {lang: n for lang, n in counts.items()}
+        record["note"] = ("the index has no language sets (written by an older mclip): the "
+                          "target mix assumes one caption language per sample; rebuild it with "
+                          "'mclip data index' for the exact mix")
+    return factors, record, sets

@@ -31,7 +31,8 @@ def build_sources(data: DataConfig, world_size: int) -> tuple[list[Source], dict
     Every source's shards must exist and give each of the ``world_size`` x ``data.num_workers``
     readers one shard (ConfigError naming the key otherwise). The record holds the source's
     shard count, weight, share of the samples and its language sampling
-    (:func:`mclip.data.index.language_sampling`).
+    (:func:`mclip.data.index.language_sampling`), with the mix of caption languages the
+    source's policy draws (``target_mix``: only languages it can draw).
     """
     sources, records = [], {}
     specs = source_configs(data)
@@ -39,9 +40,12 @@ def build_sources(data: DataConfig, world_size: int) -> tuple[list[Source], dict
     for key, spec in specs:
         shards = expand_shards(spec.shards, key)
         check_shard_count(len(shards), world_size, data.num_workers, key)
-        factors, sampling = language_sampling(shards, data.language_temperature, spec.index)
+        factors, sampling, language_sets = language_sampling(shards, data.language_temperature,
+                                                             spec.index)
         policy = LanguagePolicy(data.language_policy, spec.languages or data.languages,
                                 data.language_weights, factors)
+        if language_sets is not None:  # what this source's policy draws from this data
+            sampling["target_mix"] = policy.expected_mix(language_sets, data.captions_per_image)
         sources.append(Source(spec.name, shards, policy, spec.weight))
         records[spec.name] = {"shards": len(shards), "weight": spec.weight,
                               "share": round(spec.weight / total_weight, 4),
