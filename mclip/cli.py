@@ -15,11 +15,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
+from mclip.cli_args import (OneLineParser, device_name, existing_dir, existing_file, float_in,
+                            int_at_least)
 from mclip.cli_data import (cmd_data_demo, cmd_data_index, cmd_data_parallel,
                             cmd_distill_embed)
 from mclip.cli_eval import cmd_eval, cmd_report
 from mclip.config import ConfigError
+from mclip.outputs import check_writable
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -28,7 +32,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     final = train(cfg, resume=args.resume, quiet=args.quiet, overwrite=args.overwrite)
-    print(f"final checkpoint: {final}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun: once, not once per rank
+        print(f"final checkpoint: {final}")
     return 0
 
 
@@ -41,9 +46,10 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     from mclip.train.threads import training_threads
     from mclip.train.setup import resolve_device
 
-    if args.threads < 0:
-        raise ConfigError(f"--threads {args.threads}: give a number of threads >= 1, or 0 for "
-                          f"the CPUs this process may use")
+    if args.out:  # the adapter is written after training: refuse an unwritable place first
+        check_writable(Path(args.out).parent, "--out's folder")
+    elif Path(args.model).is_dir():
+        check_writable(args.model, "--model (its checkpoint gets adapters/LANG; or pass --out)")
     torch.set_num_threads(training_threads(args.threads, torch.get_num_threads()))
     targets = [t for t in args.targets.split(",") if t.strip()] if args.targets else None
     settings = AdaptSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
@@ -81,19 +87,21 @@ def _add_caption_language_flags(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the mclip command."""
-    parser = argparse.ArgumentParser(prog="mclip", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="mclip", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="generate datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     demo = data_sub.add_parser("demo", help="write the embedded coloured-shapes dataset as shards")
     demo.add_argument("--out", required=True, help="output directory")
-    demo.add_argument("--train", type=int, default=12000, help="training images (default 12000)")
-    demo.add_argument("--eval-per-class", type=int, default=20, help="held-out images per class")
-    demo.add_argument("--image-size", type=int, default=64)
-    demo.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--train", type=int_at_least(1), default=12000,
+                      help="training images (default 12000)")
+    demo.add_argument("--eval-per-class", type=int_at_least(1), default=20,
+                      help="held-out images per class")
+    demo.add_argument("--image-size", type=int_at_least(16), default=64)
+    demo.add_argument("--shard-size", type=int_at_least(1), default=1000, help="samples per shard")
+    demo.add_argument("--seed", type=int_at_least(0), default=0)
     demo.add_argument("--level", choices=["easy", "hard"], default="easy",
                       help="easy: one coloured shape per image (the quick start); hard: two "
                            "objects with size, colour and a spatial relation (does not saturate)")
@@ -117,13 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     parallel.add_argument("--languages", default=None,
                           type=lambda v: [c for c in v.split(",") if c],
                           help="comma-separated target languages (default: all)")
-    parallel.add_argument("--per-language", type=int, default=1,
+    parallel.add_argument("--per-language", type=int_at_least(1), default=1,
                           help="pairs per sample and target language (default 1)")
-    parallel.add_argument("--seed", type=int, default=0)
+    parallel.add_argument("--seed", type=int_at_least(0), default=0)
     parallel.set_defaults(func=cmd_data_parallel)
 
     train = sub.add_parser("train", help="train a dual encoder")
-    train.add_argument("--config", required=True, help="YAML config (see configs/)")
+    train.add_argument("--config", required=True, type=existing_file,
+                       help="YAML config (see configs/)")
     train.add_argument("--resume", action="store_true",
                        help="continue from the newest checkpoint in train.out_dir")
     train.add_argument("--overwrite", action="store_true",
@@ -141,23 +150,30 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--teacher", required=True,
                        help="mclip run/checkpoint directory, open_clip:ARCH[/TAG] or hf:NAME_OR_DIR")
     embed.add_argument("--pretrained", default=None, help="open_clip pretrained tag or file")
+    embed.add_argument("--model-config", default=None, type=existing_file, metavar="JSON",
+                       help="open_clip:ARCH only: the model config JSON defining ARCH")
     embed.add_argument("--shards", required=True, help="shard spec as in data.train_shards")
     embed.add_argument("--out", required=True, help="output directory")
     embed.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     embed.add_argument("--languages", default=None, type=lambda v: [c for c in v.split(",") if c],
                        help="comma-separated caption languages to embed (default: all)")
     _add_caption_language_flags(embed)
-    embed.add_argument("--batch-size", type=int, default=256)
-    embed.add_argument("--device", default="auto")
+    embed.add_argument("--batch-size", type=int_at_least(1), default=256)
+    embed.add_argument("--device", type=device_name, default="auto")
     embed.set_defaults(func=cmd_distill_embed)
 
     ev = sub.add_parser("eval", help="evaluate any dual encoder on a suite or one task")
     ev.add_argument("--model", required=True,
-                    help="an mclip run/checkpoint directory, open_clip:ARCH (with --pretrained), "
+                    help="an mclip run/checkpoint directory, open_clip:ARCH (with --pretrained; "
+                         "--model-config for your own architecture), open_clip:local-dir:DIR, "
                          "or hf:NAME_OR_DIR")
     ev.add_argument("--pretrained", default=None,
                     help="open_clip pretrained tag (needs network) or local .pt/.safetensors file")
-    ev.add_argument("--suite", default=None, help="suite YAML (see eval_suites/)")
+    ev.add_argument("--model-config", default=None, type=existing_file, metavar="JSON",
+                    help="open_clip:ARCH only: an open_clip model config (embed_dim, vision_cfg, "
+                         "text_cfg) defining ARCH, for an architecture open_clip does not ship")
+    ev.add_argument("--suite", default=None, type=existing_file,
+                    help="suite YAML (see eval_suites/)")
     ev.add_argument("--task", choices=["zeroshot_classification", "retrieval", "topic_matching"],
                     default=None,
                     help="run one task without a suite file (CLIP_benchmark style)")
@@ -183,19 +199,21 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Multi30K split (e.g. test_2017_flickr); MVL-SIB split(s) (e.g. test)")
     ev.add_argument("--languages", default=None, type=lambda v: [c for c in v.split(",") if c],
                     help="comma-separated mclip codes; narrows a suite (default: all)")
-    ev.add_argument("--limit", type=int, default=None,
+    ev.add_argument("--limit", type=int_at_least(1), default=None,
                     help="use only the first N images each set lists (unreadable ones among "
                          "them are skipped and counted)")
-    ev.add_argument("--bootstrap", type=int, default=1000,
+    ev.add_argument("--bootstrap", type=int_at_least(0), default=1000,
                     help="bootstrap resamples for the 95%% intervals (default 1000; 0: none)")
-    ev.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    ev.add_argument("--seed", type=int_at_least(0), default=0,
+                    help="seed of the bootstrap (default 0)")
     ev.add_argument("--cache", default=None, metavar="DIR",
                     help="keep image and text embeddings in DIR between runs (keyed by the "
                          "model weights, the transform and the data files)")
-    ev.add_argument("--data-root", default=None, help="where the suite's relative paths point")
+    ev.add_argument("--data-root", default=None, type=existing_dir,
+                    help="where the suite's relative paths point")
     ev.add_argument("--out", default=None, help="output directory (default MODEL/eval/SUITE)")
-    ev.add_argument("--batch-size", type=int, default=256)
-    ev.add_argument("--device", default="auto")
+    ev.add_argument("--batch-size", type=int_at_least(1), default=256)
+    ev.add_argument("--device", type=device_name, default="auto")
     ev.add_argument("--no-adapters", action="store_true",
                     help="ignore the language adapters saved beside an mclip checkpoint "
                          "(adapters/LANG/, see 'mclip adapt'): evaluate the base model")
@@ -217,18 +235,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="caption shards (as data.train_shards: brace pattern, glob, "
                             "directory) or a parallel text file .tsv: English source<TAB>"
                             "translation, one pair a line")
-    adapt.add_argument("--max-captions", type=int, default=500,
+    adapt.add_argument("--max-captions", type=int_at_least(1), default=500,
                        help="use at most N captions (or pairs): a fixed subset drawn with "
                             "--seed (default 500)")
-    adapt.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
-    adapt.add_argument("--batch-size", type=int, default=64, help="captions per step (default 64)")
-    adapt.add_argument("--lr", type=float, default=2e-3,
+    adapt.add_argument("--steps", type=int_at_least(1), default=300,
+                       help="optimizer steps (default 300)")
+    adapt.add_argument("--batch-size", type=int_at_least(1), default=64,
+                       help="captions per step (default 64)")
+    adapt.add_argument("--lr", type=float_in(0.0), default=2e-3,
                        help="peak learning rate (default 2e-3; warmup, then cosine decay)")
-    adapt.add_argument("--warmup-steps", type=int, default=20)
-    adapt.add_argument("--rank", type=int, default=8, help="LoRA rank r (default 8)")
-    adapt.add_argument("--alpha", type=float, default=16.0,
+    adapt.add_argument("--warmup-steps", type=int_at_least(0), default=20)
+    adapt.add_argument("--rank", type=int_at_least(1), default=8, help="LoRA rank r (default 8)")
+    adapt.add_argument("--alpha", type=float_in(0.0), default=16.0,
                        help="LoRA alpha; the update is scaled by alpha / r (default 16)")
-    adapt.add_argument("--lora-dropout", type=float, default=0.05,
+    adapt.add_argument("--lora-dropout", type=float_in(0.0, 1.0, low_open=False), default=0.05,
                        help="dropout on the adapter's input while training (default 0.05)")
     adapt.add_argument("--targets", default=None,
                        help="comma-separated Linear layers of the text encoder to adapt "
@@ -236,26 +256,26 @@ def build_parser() -> argparse.ArgumentParser:
                             "BERT / XLM-R; e.g. query,key,value,dense)")
     adapt.add_argument("--parallel-loss", choices=["mse", "infonce"], default="mse",
                        help="loss for parallel text: MSE to the English embedding, or InfoNCE")
-    adapt.add_argument("--seed", type=int, default=0,
+    adapt.add_argument("--seed", type=int_at_least(0), default=0,
                        help="seed of the caption subset, the batches and the LoRA init")
     adapt.add_argument("--out", default=None,
                        help="output directory (default CHECKPOINT/adapters/LANG, where 'mclip "
                             "eval' finds it)")
     adapt.add_argument("--overwrite", action="store_true",
                        help="replace an existing adapter in the output directory")
-    adapt.add_argument("--device", default="auto")
-    adapt.add_argument("--threads", type=int, default=0,
+    adapt.add_argument("--device", type=device_name, default="auto")
+    adapt.add_argument("--threads", type=int_at_least(0), default=0,
                        help="torch CPU threads (default 0: as train.threads, the CPUs this "
                             "process may use; 1 is faster on a CPU shared with other jobs)")
     adapt.set_defaults(func=_cmd_adapt)
 
     rep = sub.add_parser(
         "report", help="re-render a results JSON, or compare several per language",
-        description="One file: its table (with 95%% intervals), CSV and charts. Several files: a "
+        description="One file: its table (with 95% intervals), CSV and charts. Several files: a "
                     "comparison per task and language against the first (the baseline), with a "
                     "paired bootstrap test where two files scored the same images or captions.")
-    rep.add_argument("results", nargs="+", help="results.json files written by 'mclip eval'; "
-                                                "the first is the baseline")
+    rep.add_argument("results", nargs="+", type=existing_file,
+                     help="results.json files written by 'mclip eval'; the first is the baseline")
     rep.add_argument("--out", default=None,
                      help="output directory (default: the file's folder for one file, "
                           "./comparison for several)")
@@ -263,11 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
                      choices=["markdown", "csv", "png", "clip_benchmark"],
                      help="what to write (default: markdown csv png); clip_benchmark: one "
                           "CLIP_benchmark-style JSON per task, language and model")
-    rep.add_argument("--bootstrap", type=int, default=None,
+    rep.add_argument("--bootstrap", type=int_at_least(0), default=None,
                      help="resamples for intervals (recomputed from the stored per-sample ranks) "
                           "and paired tests (default: keep the stored intervals; 1000 for tests; "
                           "0: none)")
-    rep.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    rep.add_argument("--seed", type=int_at_least(0), default=0,
+                     help="seed of the bootstrap (default 0)")
     rep.set_defaults(func=cmd_report)
     return parser
 
@@ -275,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; user errors print one line and exit with status 2."""
     from mclip.data.shards import DataError
-    from mclip.train.faults import TrainingError
+    from mclip.train.faults import TrainingError, TrainingInterrupted
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -288,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, TrainingError) as error:
         print(f"mclip: error: {error}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as stop:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"mclip: {stop}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         return 130
 

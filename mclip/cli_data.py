@@ -4,8 +4,10 @@ prepare data and teacher embeddings (parsers in :mod:`mclip.cli`)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from mclip.cli_progress import progress_bar
+from mclip.outputs import check_writable
 
 
 def cmd_data_index(args: argparse.Namespace) -> int:
@@ -13,10 +15,12 @@ def cmd_data_index(args: argparse.Namespace) -> int:
     from mclip.data.shards import expand_shards
 
     shards = expand_shards(args.shards, key="SHARDS")
+    target = Path(args.out) if args.out else default_index_path(shards)
+    check_writable(target.parent, "--out" if args.out else "the shards' folder (--out)")
     with progress_bar("index", total=len(shards), unit="shard") as bar:
         index = build_index(shards, args.default_language, args.language_key,
                             progress=lambda n: bar.update(1))
-    path = write_index(index, args.out or default_index_path(shards))
+    path = write_index(index, target)
     top = ", ".join(f"{lang} {n}" for lang, n in list(index["languages"].items())[:12])
     print(f"indexed {len(shards)} shards, {index['samples']} samples, "
           f"{len(index['languages'])} languages ({top}{', ...' if len(index['languages']) > 12 else ''})"
@@ -32,8 +36,9 @@ def cmd_distill_embed(args: argparse.Namespace) -> int:
     from mclip.train.setup import resolve_device
 
     shards = expand_shards(args.shards, key="--shards")
+    check_writable(args.out, "--out")
     teacher = load_model(args.teacher, pretrained=args.pretrained,
-                         device=resolve_device(args.device)).eval()
+                         device=resolve_device(args.device), model_config=args.model_config).eval()
     with progress_bar("teacher embeddings", unit="img") as bar:
         meta = write_teacher_embeddings(teacher, args.teacher, shards, args.out, args.dtype,
                                         args.languages, args.batch_size, args.default_language,
@@ -51,6 +56,7 @@ def cmd_data_parallel(args: argparse.Namespace) -> int:
     from mclip.data.shards import expand_shards
 
     shards = expand_shards(args.shards, key="SHARDS")
+    check_writable(Path(args.out).parent, "--out's folder")
     pairs, skipped = parallel_from_shards(shards, args.source_language, args.languages,
                                           args.per_language, args.seed)
     path = write_parallel_tsv(pairs, args.out)
@@ -64,6 +70,7 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
     from mclip.data.demo import write_demo_dataset
     from mclip.data.demo_hard import write_hard_demo_dataset
 
+    check_writable(args.out, "--out")
     write = write_hard_demo_dataset if args.level == "hard" else write_demo_dataset
     extra = 200 if args.level == "hard" else 24  # retrieval images
     total = args.train + args.eval_per_class * 24 + extra

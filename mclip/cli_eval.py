@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from mclip.config import ConfigError
+from mclip.outputs import check_writable, write_text_atomically
 
 
 def _eval_tasks(args: argparse.Namespace):
@@ -24,8 +25,7 @@ def _eval_tasks(args: argparse.Namespace):
         raw = {"name": args.task, "kind": args.task, "languages": args.languages or "all",
                "images": args.images}
         if args.task == "zeroshot_classification":
-            raw.update(class_texts=args.class_texts, dataset=args.dataset, prompts=args.prompts,
-                       resource_groups=args.prompts is not None)
+            raw.update(class_texts=args.class_texts, dataset=args.dataset, prompts=args.prompts)
         elif args.task == "topic_matching":
             raw.update(sentences=args.sentences, split=args.split,
                        reference_language=args.reference_language)
@@ -48,17 +48,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from mclip.eval.suite import run_suite
     from mclip.models.adapters import load_model
 
-    if args.bootstrap < 0:
-        raise ConfigError(f"--bootstrap {args.bootstrap}: give a number of resamples >= 0 "
-                          "(0 switches intervals off)")
     suite = _eval_tasks(args)
+    out_dir = Path(args.out) if args.out else (
+        Path(args.model) / "eval" / suite.name if Path(args.model).is_dir() else
+        Path("eval_out") / suite.name)
+    check_writable(out_dir, "--out" if args.out else "the output folder (--out)")
+    if args.cache:
+        check_writable(args.cache, "--cache")
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"
     ranks = init_eval_ranks(device)
     try:
         model = load_model(args.model, pretrained=args.pretrained, device=device,
-                           language_adapters=not args.no_adapters)
+                           language_adapters=not args.no_adapters, model_config=args.model_config)
         log = None
         if not args.quiet and ranks.is_main:
             log = lambda line: print(f"[mclip eval] {line}", file=sys.stderr)  # noqa: E731
@@ -73,12 +76,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         shutdown_eval_ranks(ranks)
     if not ranks.is_main:
         return 0
-    out_dir = Path(args.out) if args.out else (
-        Path(args.model) / "eval" / suite.name if Path(args.model).is_dir() else
-        Path("eval_out") / suite.name)
     report = build_report(model.name, suite.name, results, model_versions=model.versions)
+    print(markdown_table(report), flush=True)  # before writing: a full disk loses no numbers
     paths = write_report(report, out_dir)
-    print(markdown_table(report))
     print(f"\nresults: {paths['json']}\ntable:   {paths['markdown']}\nplot:    {paths['plot']}")
     return 0
 
@@ -94,38 +94,37 @@ def _say_which_checkpoint(model, spec: str, log) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from mclip.eval.compare import compare_reports, comparison_markdown, model_names
+    from mclip.eval.compare import (compare_reports, comparison_markdown, model_letters,
+                                    model_names)
     from mclip.eval.export import COMPARISON_COLUMNS, write_clip_benchmark, write_csv
     from mclip.eval.plots import overview_chart, write_task_charts
     from mclip.eval.report import load_report, markdown_table, recompute_intervals, write_report
 
-    if args.bootstrap is not None and args.bootstrap < 0:
-        raise ConfigError(f"--bootstrap {args.bootstrap}: give a number of resamples >= 0 "
-                          "(0 switches intervals and significance tests off)")
     formats = tuple(dict.fromkeys(args.format))
+    out = Path(args.out) if args.out else (
+        Path(args.results[0]).parent if len(args.results) == 1 else Path("comparison"))
+    check_writable(out, "--out" if args.out else "the output folder (--out)")
     reports = [load_report(path) for path in args.results]
     if args.bootstrap is not None:  # intervals again from the stored per-sample ranks
         reports = [recompute_intervals(r, args.bootstrap, args.seed) for r in reports]
     if len(reports) == 1:
         source = Path(args.results[0]).parent
-        out = Path(args.out) if args.out else source
         # the JSON is rewritten only when its intervals changed or it goes to another folder
         rewrite = args.bootstrap is not None or out.resolve() != source.resolve()
+        print(markdown_table(reports[0]), flush=True)  # before writing: a full disk loses none
         paths = write_report(reports[0], out, formats=("json",) * rewrite + formats)
-        print(markdown_table(reports[0]))
         written = [p for v in paths.values() for p in (v if isinstance(v, list) else [v])]
     else:
-        out = Path(args.out or "comparison")
-        out.mkdir(parents=True, exist_ok=True)
         names = model_names(reports, args.results)
         n_resamples = 1000 if args.bootstrap is None else args.bootstrap
         comparison = compare_reports(reports, names, n_resamples, args.seed)
         table = comparison_markdown(comparison)
-        written = [out / "comparison.json"]
-        written[0].write_text(json.dumps(comparison, indent=1, ensure_ascii=False), "utf-8")
+        print(table, flush=True)  # before writing: a full disk loses no numbers
+        written = [write_text_atomically(out / "comparison.json",
+                                         json.dumps(comparison, indent=1, ensure_ascii=False))]
         if "markdown" in formats:
-            written.append(out / "comparison.md")
-            written[-1].write_text(f"# Comparison of {len(names)} models\n\n{table}\n", "utf-8")
+            written.append(write_text_atomically(
+                out / "comparison.md", f"# Comparison of {len(names)} models\n\n{table}\n"))
         if "csv" in formats:
             written.append(write_csv(comparison["results"], out / "comparison.csv",
                                      COMPARISON_COLUMNS))
@@ -133,10 +132,11 @@ def cmd_report(args: argparse.Namespace) -> int:
             entries = list(zip(names, reports))
             written.append(overview_chart(entries, out / "comparison.png"))
             written += write_task_charts(entries, out, prefix="comparison")
-        if "clip_benchmark" in formats:
-            for report in reports:
-                written += write_clip_benchmark(report, out / "clip_benchmark")
-        print(table)
+        if "clip_benchmark" in formats:  # reports of one model are told apart by their letter
+            models = [str(r.get("model", "")) for r in reports]
+            for report, model, letter in zip(reports, models, model_letters(len(reports))):
+                written += write_clip_benchmark(report, out / "clip_benchmark",
+                                                tag=letter if models.count(model) > 1 else "")
     skipped = [t for r in reports for t, task in r["tasks"].items()
                if "clip_benchmark" in formats and task["kind"] not in ("zeroshot_classification",
                                                                        "retrieval")]
@@ -144,5 +144,5 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"\nnot in the CLIP_benchmark files (no such task there): "
               f"{', '.join(sorted(set(skipped)))}")
     folders = sorted({str(p.parent) for p in written})
-    print(f"\nwrote {len(written)} files to {', '.join(folders)}")
+    print(f"\nwrote {len(set(written))} files to {', '.join(folders)}")
     return 0

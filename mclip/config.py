@@ -372,12 +372,18 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"config file '{path}' does not exist; pass --config with a YAML "
+            what = "is a directory, not a file" if path.is_dir() else "does not exist"
+            raise ConfigError(f"config file '{path}' {what}; pass --config with a YAML "
                               f"file such as configs/demo.yaml")
         try:
-            data = yaml.safe_load(path.read_text("utf-8")) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"config file '{path}' is not valid YAML: {error}") from None
+            data = yaml.safe_load(path.read_text("utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            reason = " ".join(str(error).split())
+            raise ConfigError(f"config file '{path}' is not valid YAML: {reason}") from None
+        if not isinstance(data, dict):
+            found = "empty" if data is None else f"a YAML {type(data).__name__}"
+            raise ConfigError(f"config file '{path}' is {found}, not a mapping of sections "
+                              f"(model:, data:, train:, ...); see configs/demo.yaml")
     return config_from_dict(data, overrides)
 
 

@@ -94,6 +94,7 @@ def test_torchrun_two_cpu_ranks(demo_data, tmp_path, gather):
         cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("final checkpoint:") == 1  # rank 0 only
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     start = next(r for r in records if r.get("event") == "start")
     assert start["world_size"] == 2

@@ -141,8 +141,10 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(demo_data, 
 
 
 @pytest.mark.slow
-def test_sigterm_writes_a_checkpoint_then_exits(demo_data, tmp_path):
-    """SLURM preemption: SIGTERM to the whole process group (trainer and DataLoader workers)."""
+@pytest.mark.parametrize("name,status", [("SIGTERM", 0), ("SIGINT", 130)])
+def test_sigterm_writes_a_checkpoint_then_exits(demo_data, tmp_path, name, status):
+    """SLURM preemption: SIGTERM to the whole process group (trainer and DataLoader workers);
+    Ctrl-C: SIGINT to the terminal's process group, the same but exit status 130."""
     import signal
     import time
 
@@ -160,9 +162,9 @@ def test_sigterm_writes_a_checkpoint_then_exits(demo_data, tmp_path):
         if log.is_file() and any("loss" in r and r["step"] >= 3 for r in log_records(run)):
             break
         time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGTERM)
+    os.killpg(process.pid, getattr(signal, name))
     _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, stderr[-3000:]
+    assert process.returncode == status, stderr[-3000:]
     assert "Traceback" not in stderr
     records = log_records(run)
     preempted = next(r for r in records if r.get("event") == "preempted")
@@ -170,7 +172,9 @@ def test_sigterm_writes_a_checkpoint_then_exits(demo_data, tmp_path):
     assert 3 <= step < 100
     assert (run / "checkpoints" / f"step_{step:07d}" / "model.safetensors").is_file()
     end = next(r for r in records if r.get("event") == "end")
-    assert end["stopped_by"] == "SIGTERM" and end["step"] == step
+    assert end["stopped_by"] == name and end["step"] == step
+    if name == "SIGINT":
+        assert f"interrupted (SIGINT) after step {step}" in stderr and "--resume" in stderr
 
 
 def test_resume_with_a_changed_model_shape_is_one_line(demo_data, tmp_path):

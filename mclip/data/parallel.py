@@ -15,6 +15,7 @@ from typing import Callable
 
 from mclip.data.language_codes import normalise_language
 from mclip.data.shards import DataError, SkipCounter, decode_captions, iter_raw_samples
+from mclip.outputs import write_text_atomically
 
 HEADER = "source\ttranslation\tlanguage"
 
@@ -77,7 +78,8 @@ def parallel_from_shards(shards: list[str], source_language: str = "en",
 
 
 def write_parallel_tsv(pairs: list[tuple[str, str, str]], path: str | Path) -> Path:
-    """Write pairs as a parallel TSV (tabs and newlines inside a text become spaces)."""
+    """Write pairs as a parallel TSV (tabs and newlines inside a text become spaces), whole or
+    not at all (:mod:`mclip.outputs`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -85,5 +87,4 @@ def write_parallel_tsv(pairs: list[tuple[str, str, str]], path: str | Path) -> P
         return " ".join(text.replace("\t", " ").split())
 
     rows = [HEADER] + ["\t".join(clean(f) for f in pair) for pair in pairs]
-    path.write_text("\n".join(rows) + "\n", "utf-8")
-    return path
+    return write_text_atomically(path, "\n".join(rows) + "\n")

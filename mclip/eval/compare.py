@@ -150,7 +150,8 @@ def model_letters(n: int) -> list[str]:
 def comparison_markdown(comparison: dict, max_listed: int = 12) -> str:
     """Markdown of a :func:`compare_reports` result: a key naming the models A (the baseline),
     B, ...; then per task and headline metric a table, rows = languages (grouped by resource
-    group), columns = n (the baseline's samples), each model's value ``±`` half its 95% interval,
+    group), columns = n (the samples scored; each model's, A / B / ..., where they differ), each
+    model's value ``±`` half its 95% interval,
     and per other model its difference to the baseline in points, ``*`` when significant, ``°``
     when not paired (reasons under the table); then means over all languages, all but English and
     per resource group."""
@@ -177,10 +178,9 @@ def comparison_markdown(comparison: dict, max_listed: int = 12) -> str:
                 base_row = index.get((task_name, lang, metric, base))
                 group = next((r["resource_group"] for r in task_rows
                               if r["language"] == lang and r["resource_group"]), None)
-                cells = [f"{lang} ({group})" if group else lang,
-                         _count(base_row), _value(base_row)]
-                for name in names[1:]:
-                    row = index.get((task_name, lang, metric, name))
+                rows = [index.get((task_name, lang, metric, name)) for name in names]
+                cells = [f"{lang} ({group})" if group else lang, _counts(rows), _value(base_row)]
+                for name, row in zip(names[1:], rows[1:]):
                     cells += [_value(row), _diff(row)]
                     if row and row.get("not_paired_reason") and row.get("difference") is not None:
                         unpaired.setdefault((row["not_paired_reason"], name), []).append(lang)
@@ -220,11 +220,19 @@ def _legend(boot: dict) -> str:
             "difference excludes 0; intervals and p-values in comparison.csv); `°`: not paired, no "
             "test (reason under the table). Marks are not corrected for the number of languages: "
             "about 1 in 20 differences between equal models is marked by chance. Means are over "
-            "the languages every model has, without a test.")
+            "the languages every model has, without a test. `n`: samples scored, each "
+            "model's (A / B / ...) where they differ.")
 
 
-def _count(row: dict | None) -> str:
-    return "" if row is None or row.get("n_samples") is None else str(row["n_samples"])
+def _counts(rows: list[dict | None]) -> str:
+    """The n cell: the models' common sample count, or each model's (A / B / ...) where they
+    differ (``–`` for a model without the language)."""
+    counts = ["–" if row is None or row.get("n_samples") is None else str(row["n_samples"])
+              for row in rows]
+    known = {c for c in counts if c != "–"}
+    if len(known) <= 1:
+        return counts[0] if counts[0] != "–" else ""
+    return " / ".join(counts)
 
 
 def _value(row: dict | None) -> str:

@@ -38,6 +38,7 @@ import re
 from pathlib import Path
 
 from mclip.eval.report import fraction_metrics, interval_of, language_groups, sample_count
+from mclip.outputs import check_writable, write_atomically, write_text_atomically
 
 CSV_COLUMNS = ("model", "task", "kind", "language", "resource_group", "metric", "value",
                "ci_low", "ci_high", "n_samples")
@@ -76,13 +77,14 @@ def report_rows(report: dict, model: str) -> list[dict]:
 def write_csv(rows: list[dict], path: str | Path, columns: tuple[str, ...] = CSV_COLUMNS) -> Path:
     """Write ``rows`` (dicts) as CSV with ``columns`` in that order (None -> empty cell); returns
     the path."""
-    path = Path(path)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
-    return path
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
+
+    return write_atomically(path, write)
 
 
 def clip_benchmark_names(model_spec: str) -> tuple[str, str]:
@@ -114,8 +116,11 @@ def clip_benchmark_metrics(kind: str, metrics: dict) -> dict | None:
     return None
 
 
-def clip_benchmark_documents(report: dict) -> tuple[list[tuple[str, dict]], list[str]]:
-    """([(file name, CLIP_benchmark result document)], [tasks not exported, with the reason])."""
+def clip_benchmark_documents(report: dict, tag: str = "") -> tuple[list[tuple[str, dict]], list[str]]:
+    """([(file name, CLIP_benchmark result document)], [tasks not exported, with the reason]).
+    ``tag`` (e.g. the report's letter in a comparison) is appended to the model part of each file
+    name, so that reports of one model do not write the same names; the documents are as
+    without it."""
     model, pretrained = clip_benchmark_names(str(report.get("model", "")))
     documents, skipped = [], []
     for task_name, task in report["tasks"].items():
@@ -131,25 +136,21 @@ def clip_benchmark_documents(report: dict) -> tuple[list[tuple[str, dict]], list
                                                 pretrained=_slug(Path(pretrained).name
                                                                  if "/" in pretrained
                                                                  else pretrained),
-                                                model=_slug(model), language=_slug(lang),
+                                                model=_slug(model) + (f"-{tag}" if tag else ""),
+                                                language=_slug(lang),
                                                 task=cb_task)
             documents.append((name, document))
     return documents, skipped
 
 
-def write_clip_benchmark(report: dict, out_dir: str | Path) -> list[Path]:
+def write_clip_benchmark(report: dict, out_dir: str | Path, tag: str = "") -> list[Path]:
     """Write one CLIP_benchmark-style JSON per (task, language) into ``out_dir``; returns the
-    paths (tasks of kinds CLIP_benchmark lacks are left out; see
+    paths (tasks of kinds CLIP_benchmark lacks are left out; ``tag`` as in
     :func:`clip_benchmark_documents`)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, document in clip_benchmark_documents(report)[0]:
-        path = out_dir / name
-        with path.open("w", encoding="utf-8") as handle:
-            json.dump(document, handle)  # NaN for a missing acc5, as CLIP_benchmark writes it
-        paths.append(path)
-    return paths
+    out_dir = check_writable(out_dir, "the clip_benchmark folder")
+    # NaN for a missing acc5, as CLIP_benchmark writes it
+    return [write_text_atomically(out_dir / name, json.dumps(document))
+            for name, document in clip_benchmark_documents(report, tag)[0]]
 
 
 def _slug(text: str) -> str:

@@ -19,6 +19,7 @@ import textwrap
 from pathlib import Path
 
 from mclip.eval.report import GROUP_ORDER, interval_of, language_groups, short_name
+from mclip.outputs import write_atomically
 
 CHART_METRICS = {"zeroshot_classification": ("acc@1",),
                  "retrieval": ("text_to_image_R@1", "image_to_text_R@1"),
@@ -34,6 +35,15 @@ def _pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def _save(fig, path: str | Path) -> None:
+    """Write ``fig`` as a PNG to ``path`` whole or not at all (:mod:`mclip.outputs`), then
+    close it."""
+    try:
+        write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        _pyplot().close(fig)
 
 
 def chart_metrics(task: dict) -> list[str]:
@@ -228,8 +238,7 @@ def task_chart(entries: list[tuple[str, dict]], task_name: str, path: str | Path
         for ax, metric in zip(axes[:, 0], metrics):
             _draw_bars(ax, blocks, _series(entries, task_name, metric), metric)
     _legend(fig, axes.flatten(), n_models, title)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
     return Path(path)
 
 
@@ -261,8 +270,7 @@ def overview_chart(entries: list[tuple[str, dict]], path: str | Path) -> Path:
         fig, ax = plt.subplots(figsize=(6, 2))
         ax.text(0.5, 0.5, "no per-language metric to chart", ha="center", va="center")
         ax.axis("off")
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        _save(fig, path)
         return Path(path)
     fig, axes = plt.subplots(len(panels), 1, squeeze=False, layout="constrained",
                              figsize=(max(p[6] for p in panels), 0.8 + sum(p[5] for p in panels)),
@@ -274,8 +282,7 @@ def overview_chart(entries: list[tuple[str, dict]], path: str | Path) -> Path:
             _draw_bars(ax, layout, series, metric)
         ax.set_title(f"{task_name}: {short_name(metric)} (%)", fontsize=10, loc="left")
     _legend(fig, axes[:, 0], len(entries), "Per language; whiskers: 95% bootstrap interval")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
     return Path(path)
 
 

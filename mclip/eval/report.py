@@ -18,6 +18,7 @@ from pathlib import Path
 from mclip.config import ConfigError
 from mclip.eval.bootstrap import language_intervals
 from mclip.eval.samples import SampleRanks, metric_spec
+from mclip.outputs import check_writable, write_text_atomically
 
 _PACKAGES = ("mclip", "torch", "timm", "transformers", "open_clip_torch", "torchmetrics",
              "webdataset", "numpy")
@@ -287,19 +288,19 @@ def write_report(report: dict, out_dir: str | Path,
     ``results.png`` (overview) with ``results_<task>.png`` (a chart per task), and with
     "clip_benchmark" in ``formats`` a ``clip_benchmark/`` folder of CLIP_benchmark-style JSON files.
     Returns {"json", "markdown", "csv", "plot", "charts", "clip_benchmark": path(s)} for what was
-    written."""
+    written. Every file is written whole or not at all (:mod:`mclip.outputs`); a failure is an
+    :class:`~mclip.outputs.OutputError` naming the path."""
     from mclip.eval import export, plots
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_writable(out_dir, "the output folder")
     paths: dict = {}
     if "json" in formats:
-        paths["json"] = out_dir / "results.json"
-        paths["json"].write_text(json.dumps(report, indent=1, ensure_ascii=False), "utf-8")
+        paths["json"] = write_text_atomically(out_dir / "results.json",
+                                              json.dumps(report, indent=1, ensure_ascii=False))
     if "markdown" in formats:
-        paths["markdown"] = out_dir / "results.md"
-        paths["markdown"].write_text(f"# {report['model']} on {report['suite']}\n\n"
-                                     + markdown_table(report) + "\n", "utf-8")
+        paths["markdown"] = write_text_atomically(
+            out_dir / "results.md",
+            f"# {report['model']} on {report['suite']}\n\n" + markdown_table(report) + "\n")
     entries = [(report.get("model", "model"), report)]
     if "csv" in formats:
         paths["csv"] = export.write_csv(export.report_rows(report, report.get("model", "model")),

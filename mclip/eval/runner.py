@@ -24,6 +24,7 @@ from mclip.data.shards import SkipCounter
 from mclip.eval.bootstrap import CONFIDENCE, language_intervals
 from mclip.eval.cache import EmbeddingCache, text_hashes, transform_fingerprint
 from mclip.eval.datasets import ImageSet, open_class_texts, open_image_set, open_retrieval
+from mclip.eval.datasets.babel_imagenet import BabelImageNetTexts
 from mclip.eval.distributed import EvalRanks
 from mclip.eval.report import resource_group
 from mclip.eval.retrieval import retrieval_ranks
@@ -220,6 +221,8 @@ def run_zeroshot(task, images: ImageEmbeddings, text: TextEmbeddings, progress) 
     image_set = open_image_set(task.images)
     image_emb, keys, labels, skipped = images.get(image_set)
     texts = open_class_texts(task.class_texts, task.prompts or None)
+    groups = (isinstance(texts, BabelImageNetTexts) if task.resource_groups is None
+              else task.resource_groups)  # auto: Babel-ImageNet's groups for its labels files
     label_tensor = torch.tensor(labels, dtype=torch.long)
     if (label_tensor < 0).any():
         raise ConfigError(f"task '{task.name}': images without a label in '{task.images}'")
@@ -242,7 +245,7 @@ def run_zeroshot(task, images: ImageEmbeddings, text: TextEmbeddings, progress) 
             scores = classify_language(image_emb, label_tensor, own, class_texts.names,
                                        class_texts.templates, task.top_k)
             metrics = scores.metrics
-            if task.resource_groups:
+            if groups:
                 metrics["resource_group"] = resource_group(metrics["n_classes"])
             kept_keys = [k for k, kept in zip(keys, scores.kept_images.tolist()) if kept]
             views[lang] = {"images": SampleRanks.build(
@@ -250,7 +253,7 @@ def run_zeroshot(task, images: ImageEmbeddings, text: TextEmbeddings, progress) 
                 scores.ranks, scores.labels)}
             per_language[lang] = metrics
             progress(f"{task.name} [{lang}] classes={metrics['n_classes']} "
-                     f"acc@1={metrics.get('acc@1') or float('nan'):.4f}")
+                     f"acc@1={_shown(metrics.get('acc@1'))}")
     return {"kind": task.kind, "languages": per_language, "views": views, "skipped": skipped,
             "data": {"images": image_set.fingerprint()}}
 
@@ -357,3 +360,7 @@ def run_tasks(model, tasks: list, device: str | torch.device = "cpu", batch_size
              + (f"; cache {cache.stats}" if cache is not None else ""))
     return results
 
+
+def _shown(value: float | None) -> str:
+    """A metric for a progress line: 4 decimals, ``n/a`` when not computed (0.0 is 0.0000)."""
+    return "n/a" if value is None else f"{value:.4f}"

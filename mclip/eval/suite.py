@@ -11,7 +11,8 @@
         dataset: demo_shapes      # the key inside CLIP_benchmark files
         languages: [en, de]       # or: all (every language the class texts have)
         top_k: [1, 5]
-        resource_groups: false    # true: report Babel-ImageNet's resource group per language
+        resource_groups: null     # Babel-ImageNet's resource group per language: true, false,
+                                  # or null (default): for Babel-ImageNet labels files only
       - name: shapes_retrieval
         kind: retrieval
         captions: retrieval       # XTD10 / Multi30K folder, XM3600 jsonl, Babel JSON, CSV, shards
@@ -73,7 +74,7 @@ class Task:
     split: str = ""
     top_k: list[int] = field(default_factory=lambda: [1, 5])
     recall_at: list[int] = field(default_factory=lambda: [1, 5, 10])
-    resource_groups: bool = False
+    resource_groups: bool | None = None
     sentences: str = ""
     reference_language: str = "en"
 
@@ -130,8 +131,13 @@ def load_suite(path: str | Path, data_root: str | Path | None = None) -> Suite:
     (argument, else the suite's ``data_root`` relative to the current directory)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"suite file '{path}' does not exist (see eval_suites/ for examples)")
-    spec = yaml.safe_load(path.read_text("utf-8")) or {}
+        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"suite file '{path}' {what} (see eval_suites/ for examples)")
+    try:
+        spec = yaml.safe_load(path.read_text("utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"suite '{path}' is not valid YAML: {' '.join(str(error).split())}"
+                          ) from None
     if not isinstance(spec, dict) or not isinstance(spec.get("tasks"), list) or not spec["tasks"]:
         raise ConfigError(f"suite '{path}' needs a non-empty 'tasks' list")
     root = Path(data_root if data_root is not None else spec.get("data_root", "."))

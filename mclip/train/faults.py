@@ -1,8 +1,9 @@
 """What the trainer does when something goes wrong: one-line errors, preemption, bad workers.
 
 - :class:`TrainingError`: training cannot go on (bad steps in a row, a checkpoint write failed);
-- :class:`StopRequest`: SIGTERM (SLURM preemption) becomes "checkpoint after this step, exit";
-- :func:`ignore_sigterm`: DataLoader workers leave SIGTERM to the trainer;
+- :class:`StopRequest`: SIGTERM (SLURM preemption) and SIGINT (Ctrl-C) become "checkpoint after
+  this step, exit"; :class:`TrainingInterrupted` tells the caller that Ctrl-C ended the run;
+- :func:`ignore_stop_signals`: DataLoader workers leave SIGTERM and SIGINT to the trainer;
 - :func:`restore_or_explain`: resuming into a model of another shape is a one-line ConfigError.
 """
 
@@ -24,25 +25,44 @@ class TrainingError(RuntimeError):
     the message says what happened, where the last good checkpoint is and what to do."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped training after a step and its checkpoint; ``checkpoint`` is that
+    checkpoint's directory and ``step`` its step. A KeyboardInterrupt, so code that catches
+    ``Exception`` does not swallow it."""
+
+    def __init__(self, checkpoint: Path | None, step: int):
+        super().__init__(f"interrupted (SIGINT) after step {step}; checkpoint {checkpoint} written, "
+                         f"continue with --resume")
+        self.checkpoint, self.step = checkpoint, step
+
+
 class StopRequest:
-    """Turns SIGTERM (SLURM preemption, ``kill``) into a request the loop honours after the
-    current step: write a checkpoint, then exit. A no-op outside the main thread."""
+    """Turns SIGTERM (SLURM preemption, ``kill``) and SIGINT (Ctrl-C) into a request the loop
+    honours after the current step: write a checkpoint, then exit. ``signal_name`` says which
+    came first. A second Ctrl-C interrupts at once (KeyboardInterrupt), for a step that hangs.
+    A no-op outside the main thread."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self.signal_name: str | None = None
+        self._previous: dict = {}
 
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.signal_name == "SIGINT":
+            raise KeyboardInterrupt
         self.requested = True
+        self.signal_name = self.signal_name or signal.Signals(signum).name
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 def restore_or_explain(directory: Path, model: DualEncoder, optimizer, scheduler,
@@ -76,7 +96,9 @@ def _flat_differences(a: dict, b: dict, prefix: str = ""):
             yield f"{prefix}{key}", va, vb
 
 
-def ignore_sigterm(worker_id: int) -> None:
-    """DataLoader workers leave SIGTERM (sent to the whole job on preemption) to the trainer,
-    which stops them itself after its checkpoint."""
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM (sent to the whole job on preemption) and SIGINT (Ctrl-C
+    reaches the terminal's whole process group) to the trainer, which stops them itself after
+    its checkpoint; a worker killed by either would end the run with a traceback instead."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -18,7 +18,6 @@ pair order is a pure function of the seed and the step), evaluation during train
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from pathlib import Path
@@ -32,14 +31,14 @@ from mclip.losses.objective import ContrastiveObjective
 from mclip.models.adapters import load_model
 from mclip.models.composite import composite_config, load_image_tower
 from mclip.models.dual import DualEncoder
-from mclip.train.checkpoint import (checkpoint_dir, prepare_out_dir, rng_state,
-                                    save_checkpoint)
-from mclip.train.distributed import (average_gradients, broadcast_parameters, distributed_device,
-                                     init_distributed, rank_digests, shutdown_distributed)
+from mclip.train.checkpoint import checkpoint_dir, rng_state, save_checkpoint
+from mclip.train.distributed import (average_gradients, broadcast_parameters, rank_digests,
+                                     shutdown_distributed)
 from mclip.train.faults import restore_or_explain
 from mclip.train.gradcache import gradient_cache_backward
 from mclip.train.logger import TrainLogger
 from mclip.train.periodic_eval import TrainingEvaluator
+from mclip.train.run_dir import Run, log_taken_over
 from mclip.train.schedule import warmup_cosine
 from mclip.train.threads import training_threads
 
@@ -121,21 +120,16 @@ def pair_order(n_pairs: int, seed: int, step: int, batch: int) -> list[int]:
     return out
 
 
-def train_teacher_learning(cfg: Config, resume: bool = False, quiet: bool = False,
-                           overwrite: bool = False) -> Path:
-    """Teach the student's text tower the teacher's text space (module docstring); returns the
-    final checkpoint directory. The run directory's layout, logs and ``--resume`` are those of
-    :func:`mclip.train.trainer.train`; ``train.batch_size`` counts pairs."""
+def train_teacher_learning(cfg: Config, run: Run, resume: bool = False, quiet: bool = False
+                           ) -> Path:
+    """Teach the student's text tower the teacher's text space (module docstring) in the run
+    directory :func:`mclip.train.run_dir.open_run` claimed; returns the final checkpoint
+    directory. The run directory's layout, logs and ``--resume`` are those of
+    :func:`mclip.train.trainer.train` (which calls this); ``train.batch_size`` counts pairs."""
     from mclip.train.setup import (build_model, build_optimizer, log_damaged_checkpoints,
-                                   resolve_device, resume_point)
+                                   resume_point)
 
-    learning, out_dir = cfg.teacher_learning, Path(cfg.train.out_dir)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(distributed_device(cfg.train.device, local_rank))
-    ctx = init_distributed(cfg, device)
-    prepare_out_dir(out_dir, resume, overwrite, remove=ctx.is_main)
-    if ctx.world_size > 1:
-        torch.distributed.barrier()
+    learning, out_dir, device, ctx = cfg.teacher_learning, run.out_dir, run.device, run.ctx
     if cfg.train.threads or device.type == "cpu":
         torch.set_num_threads(training_threads(cfg.train.threads, torch.get_num_threads()))
     torch.manual_seed(cfg.train.seed)
@@ -184,6 +178,7 @@ def train_teacher_learning(cfg: Config, resume: bool = False, quiet: bool = Fals
                  skipped=skipped, world_size=ctx.world_size, config=cfg.to_dict(),
                  trainable=sum(p.numel() for p in trained.parameters() if p.requires_grad))
     log_damaged_checkpoints(logger, damaged, resumed_from)
+    log_taken_over(logger, run)
     if inherited is not None:
         logger.event("inherit", source=cfg.model.inherit.from_model, towers=inherited)
 

@@ -24,19 +24,20 @@ from mclip.losses.objective import ContrastiveObjective
 from mclip.models.dual import DualEncoder
 from mclip.train.batchnorm import (BatchNormStepStatistics, batchnorm_stats_frozen,
                                    set_batchnorm_eval)
-from mclip.train.checkpoint import (checkpoint_dir, prepare_out_dir,
-                                    rng_state, save_checkpoint)
+from mclip.train.checkpoint import checkpoint_dir, rng_state, save_checkpoint
 from mclip.train.distributed import (any_rank, average_gradients, broadcast_parameters,
-                                     distributed_device, init_distributed, merge_over_ranks,
-                                     rank_digests, shutdown_distributed, sum_counts)
-from mclip.train.faults import StopRequest, TrainingError, ignore_sigterm, restore_or_explain
+                                     merge_over_ranks, rank_digests, shutdown_distributed,
+                                     sum_counts)
+from mclip.train.faults import (StopRequest, TrainingError, TrainingInterrupted,
+                                ignore_stop_signals, restore_or_explain)
 from mclip.train.gradcache import gradient_cache_backward
 from mclip.train.logger import TrainLogger
 from mclip.train.parallel_term import parallel_term
 from mclip.train.periodic_eval import TrainingEvaluator
 from mclip.train.schedule import warmup_cosine
+from mclip.train.run_dir import Run, log_taken_over, open_run
 from mclip.train.setup import (autocast_context, build_model, build_optimizer, compile_towers,
-                               log_damaged_checkpoints, resolve_device, resume_point)
+                               log_damaged_checkpoints, resume_point)
 from mclip.train.teachers import embed_batch, load_teachers
 from mclip.train.threads import data_workers, training_threads
 
@@ -139,21 +140,21 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
     takes exactly the steps the uninterrupted run would have taken. If the data layout changed
     (other shards, ranks or workers), the stream restarts from a seed mixed with the step, and
     the log says so.
-    A fresh run refuses an ``out_dir`` that holds checkpoints unless ``overwrite=True``.
+    A fresh run refuses an ``out_dir`` that holds checkpoints unless ``overwrite=True``; a run
+    holding the folder's lock refuses another (:mod:`mclip.train.run_dir`). SIGTERM and SIGINT
+    finish the step and write a checkpoint; after SIGINT :class:`TrainingInterrupted` is raised.
     """
-    if cfg.teacher_learning.teacher:  # text-only training on parallel text
-        from mclip.train.teacher_learning import train_teacher_learning
+    with open_run(cfg, resume, overwrite) as run:  # writable, locked, prepared: before any work
+        if cfg.teacher_learning.teacher:  # text-only training on parallel text
+            from mclip.train.teacher_learning import train_teacher_learning
 
-        return train_teacher_learning(cfg, resume, quiet, overwrite)
-    out_dir = Path(cfg.train.out_dir)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(distributed_device(cfg.train.device, local_rank))
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    ctx = init_distributed(cfg, device)
-    prepare_out_dir(out_dir, resume, overwrite, remove=ctx.is_main)
-    if ctx.world_size > 1:
-        torch.distributed.barrier()
+            return train_teacher_learning(cfg, run, resume, quiet)
+        return _train(cfg, run, resume, quiet)
+
+
+def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
+    """The image-text training loop of :func:`train` in a claimed run directory."""
+    out_dir, device, ctx = run.out_dir, run.device, run.ctx
     evaluator = TrainingEvaluator(cfg, ctx, resume=resume)  # checks eval.* before any work
     if cfg.train.threads or device.type == "cpu":  # CPU: capped by the usable CPUs
         torch.set_num_threads(training_threads(cfg.train.threads, torch.get_num_threads()))
@@ -226,6 +227,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
                  threads=torch.get_num_threads(), data_workers=cfg.data.num_workers,
                  config=cfg.to_dict())
     log_damaged_checkpoints(logger, damaged, resumed_from)
+    log_taken_over(logger, run)
     if data_seed != cfg.train.seed:
         logger.event("data_order_restarted", step=start_step,
                      reason="the data layout (sources, ranks x workers, seed, batch size, shuffle "
@@ -259,7 +261,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
                          captions_per_image=cfg.data.captions_per_image,
                          teacher_transforms=[t.image_transform() for t in teachers if t.online])
     loader = DataLoader(stream, batch_size=None, num_workers=cfg.data.num_workers,
-                        worker_init_fn=ignore_sigterm,
+                        worker_init_fn=ignore_stop_signals,
                         persistent_workers=False, prefetch_factor=4 if cfg.data.num_workers else None)
     batches = iter(loader)
 
@@ -300,7 +302,7 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
     last_log, samples_since = time.perf_counter(), 0
     skipped_local: Counter = Counter()
     final_dir, languages_seen, sources_seen, stopped_by = resumed_from, Counter(), Counter(), None
-    with StopRequest() as stop:  # SIGTERM: finish the step, write a checkpoint, exit
+    with StopRequest() as stop:  # SIGTERM / SIGINT: finish the step, write a checkpoint, exit
         for step in range(start_step, cfg.train.steps):
             batch = _next_batch(batches)
             skipped_local.update(batch["skipped"])
@@ -377,9 +379,9 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
                                   best_step=evaluator.best_step, seconds=round(seconds, 3))
                 last_log += seconds  # evaluation time does not count against samples/s
             if preempted:
-                stopped_by = "SIGTERM"
+                stopped_by = stop.signal_name or "a signal to another rank"
                 logger.event("preempted", step=done, checkpoint=str(final_dir),
-                             note="SIGTERM: checkpoint written; continue with --resume")
+                             note=f"{stopped_by}: checkpoint written; continue with --resume")
                 break
     digests = rank_digests(model, ctx)  # collective: every rank must end with the same model
     logger.event("end", step=done if stopped_by else cfg.train.steps, stopped_by=stopped_by,
@@ -389,4 +391,6 @@ def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: boo
                  parameter_digests=digests)
     logger.close()
     shutdown_distributed(ctx)
+    if stopped_by == "SIGINT":
+        raise TrainingInterrupted(final_dir, done)
     return final_dir

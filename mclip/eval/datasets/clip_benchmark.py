@@ -93,9 +93,15 @@ class ClipBenchmarkTexts:
             raise ConfigError(f"'{self._file(language, TEMPLATES)}' has no templates for dataset "
                               f"'{dataset}'; add them there or pass default_templates")
         class_names = names[dataset]
-        if not all(isinstance(n, str) for n in class_names) or not templates:
+        if not isinstance(class_names, list) or not all(isinstance(n, str) for n in class_names):
             raise ConfigError(f"'{self._file(language, CLASSNAMES)}': entry '{dataset}' must be a "
-                              f"list of class names (strings), with a non-empty template list")
+                              f"list of class names (strings)")
+        if not isinstance(templates, list) or not templates \
+                or not all(isinstance(t, str) for t in templates):
+            where = (f"'{self._file(language, TEMPLATES)}'" if dataset in
+                     self._table(language, TEMPLATES) else "default_templates")
+            raise ConfigError(f"{where}: the templates of '{dataset}' must be a non-empty list of "
+                              f"strings with {{c}} where the class name goes")
         return ClassTexts(language=language, names=list(class_names), templates=list(templates),
                           source=f"CLIP_benchmark '{self.directory}' ({self.index.lookup(language)}"
                                  f", {dataset})")

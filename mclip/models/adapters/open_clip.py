@@ -8,12 +8,18 @@ Specs (see :func:`load_open_clip`):
   ``.safetensors`` state dict for that architecture; needs no network.
 - ``open_clip:ARCH/TAG``: shorthand for the first form.
 - ``open_clip:hf-hub:ORG/REPO`` and ``open_clip:local-dir:DIR``: open_clip's own schemas, which
-  carry config and weights together (``pretrained`` must then be left out).
+  carry config and weights together (``pretrained`` must then be left out); ``local-dir:`` is a
+  folder with ``open_clip_config.json`` and ``open_clip_model.safetensors`` (or ``.bin``).
+- ``open_clip:ARCH`` with ``model_config=FILE.json``: an architecture open_clip does not ship,
+  from a model config in open_clip's format (``embed_dim``, ``vision_cfg``, ``text_cfg``),
+  registered under the name ARCH, with ``pretrained=FILE`` for its weights.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
+import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -111,14 +117,21 @@ def parse_open_clip_spec(body: str, pretrained: str | None) -> tuple[str, str | 
 
 
 def load_open_clip(body: str, pretrained: str | None = None,
-                   device: torch.device | str = "cpu") -> OpenClipAdapter:
+                   device: torch.device | str = "cpu", model_config: str | None = None
+                   ) -> OpenClipAdapter:
     """``open_clip:``-spec (without the prefix) -> OpenClipAdapter in eval mode on ``device``.
 
     ``body`` is ``ARCH``, ``ARCH/TAG``, ``hf-hub:ORG/REPO`` or ``local-dir:DIR``. ``pretrained``
     is a tag of ``ARCH`` (downloaded by open_clip and cached: needs network access once) or a
-    local weights file (no network). Weights are loaded in float32 on the CPU, then moved.
+    local weights file (no network). ``model_config``: an open_clip model config JSON that
+    defines ``ARCH`` (:func:`register_model_config`). Weights are loaded in float32 on the CPU,
+    then moved.
     """
     arch, pretrained = parse_open_clip_spec(body, pretrained)
+    if model_config is not None:
+        if arch.startswith(_SCHEMAS):
+            raise ConfigError(f"'open_clip:{arch}' brings its own config: drop --model-config")
+        register_model_config(arch, model_config)
     if arch.startswith(_SCHEMAS):
         name, source = f"open_clip:{arch}", None
         _check_schema_source(arch)
@@ -138,6 +151,27 @@ def load_open_clip(body: str, pretrained: str | None = None,
     return adapter.to(torch.device(device)).eval()
 
 
+def register_model_config(arch: str, path: str | Path) -> None:
+    """Make the open_clip model config JSON at ``path`` known to open_clip as ``arch`` (its own
+    :func:`open_clip.add_model_config` registers a file under the file's name)."""
+    path = Path(path).expanduser()
+    try:
+        config = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"--model-config '{path}' cannot be read as JSON ({error})") from None
+    needed = ("embed_dim", "vision_cfg", "text_cfg")
+    if not isinstance(config, dict) or not all(key in config for key in needed):
+        raise ConfigError(f"--model-config '{path}' is not an open_clip model config: it needs "
+                          f"{', '.join(needed)} (the format of open_clip's model_configs/*.json)")
+    if path.stem == arch:
+        open_clip.add_model_config(path)
+        return
+    with tempfile.TemporaryDirectory() as folder:  # read at once: the copy may go afterwards
+        copy = Path(folder) / f"{arch}.json"
+        copy.write_text(json.dumps(config), "utf-8")
+        open_clip.add_model_config(copy)
+
+
 def _check_arch(arch: str) -> None:
     known = open_clip.list_models()
     if arch in known:
@@ -148,8 +182,8 @@ def _check_arch(arch: str) -> None:
     hint = f"; close names: {', '.join(close)}" if close else ""
     raise ConfigError(f"model spec 'open_clip:{arch}': open_clip {open_clip.__version__} has no "
                       f"architecture '{arch}'{hint}. open_clip.list_models() lists all "
-                      f"{len(known)}; a custom JSON config can be registered with "
-                      f"open_clip.add_model_config(path)")
+                      f"{len(known)}; for an architecture of your own pass its config JSON "
+                      f"with --model-config FILE (mclip.load_model(..., model_config=FILE))")
 
 
 def _check_schema_source(arch: str) -> None:

@@ -6,7 +6,9 @@ Accepted specs:
   directory (``config.yaml`` + ``model.safetensors``); loads with no network access.
 - ``open_clip:ARCH`` with ``pretrained=TAG_OR_FILE`` (or the shorthand ``open_clip:ARCH/TAG``):
   an open_clip architecture with a pretrained tag (downloaded from the hub) or a local
-  ``.pt`` / ``.safetensors`` file (no network).
+  ``.pt`` / ``.safetensors`` file (no network); ``model_config=FILE.json`` defines an ARCH
+  open_clip does not ship; ``open_clip:local-dir:DIR`` and ``open_clip:hf-hub:ORG/REPO`` carry
+  config and weights together.
 - ``hf:NAME_OR_DIR``: a transformers dual encoder (``CLIPModel``, ``SiglipModel``, ...) from a
   hub name (needs network or the local HF cache) or a ``save_pretrained`` directory.
 
@@ -33,8 +35,8 @@ _PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9_.+-]+):")  # two characters or more:
 
 
 def load_model(spec: str | Path, pretrained: str | None = None,
-               device: str | torch.device = "cpu", language_adapters: bool = True
-               ) -> ModelAdapter:
+               device: str | torch.device = "cpu", language_adapters: bool = True,
+               model_config: str | Path | None = None) -> ModelAdapter:
     """Load any dual encoder behind the common adapter interface, in eval mode, on ``device``.
 
     ``spec``: ``DIR`` (mclip run or checkpoint directory), ``open_clip:ARCH`` (``pretrained``:
@@ -43,6 +45,8 @@ def load_model(spec: str | Path, pretrained: str | None = None,
     ("cpu", "cuda:0", "meta", ...); every parameter of the returned adapter is there.
     ``language_adapters``: attach the LoRA language adapters saved beside an mclip checkpoint
     (``adapters/<lang>/``; used for that language's texts only); False gives the base model.
+    ``model_config``: for ``open_clip:ARCH``, an open_clip model config JSON defining ARCH (an
+    architecture open_clip does not ship); only meaningful for open_clip specs.
 
     The adapter's ``encode_image(images [N, 3, H, W]) -> [N, d]`` and
     ``encode_text(list of N str) -> [N, d]`` return L2-normalised float32 embeddings.
@@ -57,7 +61,11 @@ def load_model(spec: str | Path, pretrained: str | None = None,
     if text.startswith(OPEN_CLIP_PREFIX):
         from mclip.models.adapters.open_clip import load_open_clip
 
-        return load_open_clip(text[len(OPEN_CLIP_PREFIX):], pretrained, device)
+        return load_open_clip(text[len(OPEN_CLIP_PREFIX):], pretrained, device,
+                              None if model_config is None else str(model_config))
+    if model_config is not None:
+        raise ConfigError(f"model_config (--model-config) is only used with 'open_clip:ARCH' "
+                          f"specs; model spec '{text}' brings its own architecture: drop it")
     if text.startswith(HF_PREFIX):
         _refuse_pretrained(text, pretrained)
         from mclip.models.adapters.hf import load_hf

@@ -1,0 +1,104 @@
+"""Argument types of the ``mclip`` command line: numbers in range, existing paths, devices.
+
+Each is an argparse ``type=``, so a bad value stops the command while its arguments are parsed,
+before any work, as one line (:class:`OneLineParser`):
+
+    mclip: error: argument --limit: 0 is not an integer >= 1 (see 'mclip eval --help')
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr and exit status 2, like every other
+    mclip error (argparse's own print the usage block first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"mclip: error: {message} (see '{self.prog} --help')\n")
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``."""
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"{number} is not an integer >= {minimum}")
+        return number
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def float_in(low: float, high: float | None = None, low_open: bool = True,
+             high_open: bool = True) -> Callable[[str], float]:
+    """An argparse type: a float in the interval from ``low`` to ``high`` (None: no bound);
+    ``low_open`` / ``high_open`` exclude the bounds."""
+    shown = (f"{'(' if low_open else '['}{low:g}, "
+             f"{'inf)' if high is None else f'{high:g}' + (')' if high_open else ']')}")
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+        too_low = number <= low if low_open else number < low
+        too_high = high is not None and (number >= high if high_open else number > high)
+        if too_low or too_high or number != number:
+            raise argparse.ArgumentTypeError(f"{value} is not in {shown}")
+        return number
+    parse.__name__ = f"number in {shown}"
+    return parse
+
+
+def existing_file(value: str) -> str:
+    """An argparse type: the path of an existing file."""
+    path = Path(value)
+    if not path.is_file():
+        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise argparse.ArgumentTypeError(f"'{value}' {what}")
+    return value
+
+
+def existing_dir(value: str) -> str:
+    """An argparse type: the path of an existing directory."""
+    path = Path(value)
+    if not path.is_dir():
+        what = "is a file, not a directory" if path.exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"'{value}' {what}")
+    return value
+
+
+def existing_path(value: str) -> str:
+    """An argparse type: an existing file or directory."""
+    if not Path(value).exists():
+        raise argparse.ArgumentTypeError(f"'{value}' does not exist")
+    return value
+
+
+def device_name(value: str) -> str:
+    """An argparse type: ``auto`` or a torch device this machine has (``cpu``, ``cuda``,
+    ``cuda:1``, ...); ``cuda`` without a visible GPU, or a GPU index past the last, is refused."""
+    if value == "auto":
+        return value
+    import torch
+
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a device; give auto, cpu, cuda or "
+                                         f"cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise argparse.ArgumentTypeError(f"{value}: no CUDA device is visible here; use cpu "
+                                             f"or auto")
+        if device.index is not None and device.index >= count:
+            raise argparse.ArgumentTypeError(f"{value}: this machine has {count} CUDA device(s), "
+                                             f"cuda:0 to cuda:{count - 1}")
+    return value
