@@ -299,11 +299,15 @@ def main(argv: list[str] | None = None) -> int:
     from mclip.train.faults import TrainingError, TrainingInterrupted
 
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
-        args.overrides += extra  # key=value overrides given after a flag (e.g. after --overwrite)
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:  # a bad argument is one line and status 2 (--help: 0), returned, not raised
+        args, extra = parser.parse_known_args(argv)
+        if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-")
+                                                        for a in extra):
+            args.overrides += extra  # key=value overrides given after a flag (after --overwrite)
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 2
     try:
         return args.func(args)
     except (ConfigError, DataError, TrainingError) as error:
