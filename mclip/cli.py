@@ -8,6 +8,7 @@
     torchrun --nproc-per-node 2 -m mclip.cli eval --model runs/demo --suite ... (split over ranks)
     mclip report results.json [B.json ...] [--out DIR] [--format markdown csv png clip_benchmark]
     mclip adapt --model runs/demo --language sw --data 'shards/{000000..000011}.tar' (LoRA adapter)
+    mclip export runs/demo --format open_clip --out demo_open_clip   (or --format onnx)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from mclip.cli_args import (OneLineParser, device_name, existing_dir, existing_f
 from mclip.cli_data import (cmd_data_demo, cmd_data_index, cmd_data_parallel,
                             cmd_distill_embed)
 from mclip.cli_eval import cmd_eval, cmd_report
+from mclip.cli_export import cmd_export
 from mclip.config import ConfigError
 from mclip.outputs import check_writable
 
@@ -268,6 +270,31 @@ def build_parser() -> argparse.ArgumentParser:
                        help="torch CPU threads (default 0: as train.threads, the CPUs this "
                             "process may use; 1 is faster on a CPU shared with other jobs)")
     adapt.set_defaults(func=_cmd_adapt)
+
+    export = sub.add_parser(
+        "export", help="an mclip model as an open_clip directory or ONNX encoders, checked",
+        description="Writes the model in a format other tools load (open_clip's local-dir: / "
+                    "hf-hub: layout, or ONNX encoders for onnxruntime) with a model card, loads "
+                    "the result with that tool and checks that it embeds as mclip does.")
+    export.add_argument("model", help="an mclip run directory (its newest intact checkpoint) or "
+                                      "checkpoint directory; with --relocate an open_clip export")
+    export.add_argument("--format", choices=["open_clip", "onnx"], default="open_clip")
+    export.add_argument("--out", default=None, help="the export folder (new, or --overwrite)")
+    export.add_argument("--embed-dim", type=int_at_least(1), default=None,
+                        help="keep the first N embedding dimensions (a Matryoshka prefix)")
+    export.add_argument("--quantize", choices=["int8"], default=None,
+                        help="onnx: int8 weights (onnxruntime dynamic quantisation)")
+    export.add_argument("--hub-id", default=None, metavar="ORG/NAME",
+                        help="open_clip: name the text tower by this Hugging Face repository, "
+                             "for an upload used as hf-hub:ORG/NAME")
+    export.add_argument("--results", default=None, type=existing_file,
+                        help="a results.json of 'mclip eval' for the model card's table")
+    export.add_argument("--license", default="other",
+                        help="the licence field of the model card (default: other)")
+    export.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    export.add_argument("--relocate", action="store_true",
+                        help="point a moved open_clip export (MODEL) at its new place")
+    export.set_defaults(func=cmd_export)
 
     rep = sub.add_parser(
         "report", help="re-render a results JSON, or compare several per language",

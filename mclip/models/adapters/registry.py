@@ -11,6 +11,8 @@ Accepted specs:
   config and weights together.
 - ``hf:NAME_OR_DIR``: a transformers dual encoder (``CLIPModel``, ``SiglipModel``, ...) from a
   hub name (needs network or the local HF cache) or a ``save_pretrained`` directory.
+- ``onnx:DIR``: an ONNX export of an mclip model (``mclip export --format onnx``), run by
+  onnxruntime on the CPU.
 
 The library modules (open_clip, transformers) are imported only when their prefix is used.
 """
@@ -28,9 +30,11 @@ from mclip.models.adapters.base import ModelAdapter
 
 OPEN_CLIP_PREFIX = "open_clip:"
 HF_PREFIX = "hf:"
+ONNX_PREFIX = "onnx:"
 ACCEPTED_FORMS = ("accepted model specs: DIR (an mclip run directory or checkpoint directory), "
                   "'open_clip:ARCH' with pretrained=TAG_OR_FILE (or 'open_clip:ARCH/TAG'), "
-                  "'hf:NAME_OR_DIR' (a transformers hub name or save_pretrained directory)")
+                  "'hf:NAME_OR_DIR' (a transformers hub name or save_pretrained directory), "
+                  "'onnx:DIR' (an 'mclip export --format onnx' folder)")
 _PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9_.+-]+):")  # two characters or more: not a drive letter
 
 
@@ -71,10 +75,15 @@ def load_model(spec: str | Path, pretrained: str | None = None,
         from mclip.models.adapters.hf import load_hf
 
         return load_hf(text[len(HF_PREFIX):], device)
+    if text.startswith(ONNX_PREFIX):
+        _refuse_pretrained(text, pretrained)
+        from mclip.models.adapters.onnx import load_onnx
+
+        return load_onnx(text[len(ONNX_PREFIX):])
     path = Path(text).expanduser()
     prefix = _PREFIX.match(text)
     if prefix and not path.exists():
-        known = [OPEN_CLIP_PREFIX, HF_PREFIX]
+        known = [OPEN_CLIP_PREFIX, HF_PREFIX, ONNX_PREFIX]
         close = difflib.get_close_matches(prefix.group(0), known, n=1, cutoff=0.5)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"model spec '{text}' has an unknown prefix '{prefix.group(0)}'{hint}; "

