@@ -9,7 +9,6 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -21,78 +20,23 @@ from mclip.data.shards import DataError
 from mclip.data.sources import build_sources, sources_digest
 from mclip.losses.distill_objective import DistillationObjective, DistillHeads
 from mclip.losses.objective import ContrastiveObjective
-from mclip.models.dual import DualEncoder
-from mclip.train.batchnorm import (BatchNormStepStatistics, batchnorm_stats_frozen,
-                                   set_batchnorm_eval)
+from mclip.train.batchnorm import set_batchnorm_eval
 from mclip.train.checkpoint import checkpoint_dir, rng_state, save_checkpoint
 from mclip.train.distributed import (any_rank, average_gradients, broadcast_parameters,
                                      merge_over_ranks, rank_digests, shutdown_distributed,
                                      sum_counts)
 from mclip.train.faults import (StopRequest, TrainingError, TrainingInterrupted,
                                 ignore_stop_signals, restore_or_explain)
-from mclip.train.gradcache import gradient_cache_backward
 from mclip.train.logger import TrainLogger
 from mclip.train.parallel_term import parallel_term
 from mclip.train.periodic_eval import TrainingEvaluator
 from mclip.train.schedule import warmup_cosine
 from mclip.train.run_dir import Run, log_taken_over, open_run
-from mclip.train.setup import (autocast_context, build_model, build_optimizer, compile_towers,
+from mclip.train.setup import (build_model, build_optimizer, compile_towers,
                                log_damaged_checkpoints, resume_point)
+from mclip.train.step import step_gradients
 from mclip.train.teachers import embed_batch, load_teachers
 from mclip.train.threads import data_workers, training_threads
-
-
-def step_gradients(model: DualEncoder, objective: Callable, images: torch.Tensor,
-                   tokens: dict[str, torch.Tensor], micro_batches: int, device: torch.device,
-                   precision: str = "fp32", world_size: int = 1,
-                   text_to_image: torch.Tensor | None = None) -> torch.Tensor:
-    """Accumulate this rank's gradient of one step's loss into ``.grad``; return the loss value.
-
-    ``objective(image_emb, text_emb, logit_scale, logit_bias, text_to_image)`` -> (loss to
-    back-propagate, global value): a :class:`ContrastiveObjective`, or a
-    :class:`DistillationObjective` with the step's teacher embeddings bound.
-    images [n, 3, S, S] and tokens (input_ids / attention_mask [m, L]) are this rank's images
-    and texts; ``text_to_image`` LongTensor [m] the image of each text (None: m = n, pairs).
-    With ``micro_batches`` > 1 the towers run through the gradient cache; the loss (and so the
-    logit scale and bias gradient) is evaluated once either way. The returned value is the
-    global loss (identical on every rank). BatchNorm running statistics are updated once, with
-    the statistics of the whole global batch: by BatchNorm itself when the step is one forward
-    on one process, else by :mod:`mclip.train.batchnorm` (a collective over ``world_size``
-    ranks).
-    """
-    def encode(piece: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        with autocast_context(device, precision):
-            image_emb = model.encode_image(piece["images"])
-            text_emb = model.encode_text({"input_ids": piece["input_ids"],
-                                          "attention_mask": piece["attention_mask"]})
-        return image_emb.float(), text_emb.float()
-
-    value: list[torch.Tensor] = []
-
-    def loss_fn(image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
-        to_backward, logged = objective(image_emb, text_emb, model.logit_scale, model.logit_bias,
-                                        text_to_image)
-        value.append(logged)
-        return to_backward
-
-    batch = {"images": images, **tokens}
-    if micro_batches == 1 and world_size == 1:  # one forward: BatchNorm's own update is the one
-        loss_fn(*encode(batch)).backward()
-        return value[0]
-    batchnorm = BatchNormStepStatistics(model)
-    try:
-        with batchnorm_stats_frozen(model):
-            if micro_batches == 1:
-                with batchnorm.recording():
-                    embeddings = encode(batch)
-                loss_fn(*embeddings).backward()
-            else:
-                gradient_cache_backward(encode, batch, loss_fn, micro_batches, device,
-                                        record=batchnorm.recording)
-        batchnorm.apply(world_size)
-    finally:
-        batchnorm.remove()
-    return value[0]
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
