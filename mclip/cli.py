@@ -215,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where the suite's relative paths point")
     ev.add_argument("--out", default=None, help="output directory (default MODEL/eval/SUITE)")
     ev.add_argument("--batch-size", type=int_at_least(1), default=256)
+    ev.add_argument("--embed-dims", default=None, metavar="D,D,full",
+                    help="also score every task on the first D dimensions of the embeddings "
+                         "(re-normalised; a Matryoshka model's prefixes), e.g. 32,64,full: the "
+                         "embeddings are computed once; tasks TASK@32d, TASK@64d, TASK")
     ev.add_argument("--device", type=device_name, default="auto")
     ev.add_argument("--no-adapters", action="store_true",
                     help="ignore the language adapters saved beside an mclip checkpoint "

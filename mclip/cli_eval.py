@@ -44,11 +44,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from mclip.eval.distributed import init_eval_ranks, shutdown_eval_ranks
+    from mclip.eval.embed_dims import parse_embed_dims
     from mclip.eval.report import build_report, markdown_table, write_report
     from mclip.eval.suite import run_suite
     from mclip.models.adapters import load_model
 
     suite = _eval_tasks(args)
+    embed_dims = parse_embed_dims(args.embed_dims) if args.embed_dims else None
     out_dir = Path(args.out) if args.out else (
         Path(args.model) / "eval" / suite.name if Path(args.model).is_dir() else
         Path("eval_out") / suite.name)
@@ -71,7 +73,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             log(f"{ranks.world_size} ranks: each encodes its share of the images and texts")
         results = run_suite(model, suite, device=device, batch_size=args.batch_size, progress=log,
                             limit=args.limit, bootstrap=args.bootstrap, seed=args.seed,
-                            cache_dir=args.cache, ranks=ranks)
+                            cache_dir=args.cache, ranks=ranks, embed_dims=embed_dims)
     finally:
         shutdown_eval_ranks(ranks)
     if not ranks.is_main:
@@ -97,8 +99,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from mclip.eval.compare import (compare_reports, comparison_markdown, model_letters,
                                     model_names)
     from mclip.eval.export import COMPARISON_COLUMNS, write_clip_benchmark, write_csv
-    from mclip.eval.plots import overview_chart, write_task_charts
-    from mclip.eval.report import load_report, markdown_table, recompute_intervals, write_report
+    from mclip.eval.plots import dims_chart, overview_chart, write_task_charts
+    from mclip.eval.report import (dims_families, load_report, markdown_table,
+                                   recompute_intervals, write_report)
 
     formats = tuple(dict.fromkeys(args.format))
     out = Path(args.out) if args.out else (
@@ -132,6 +135,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             entries = list(zip(names, reports))
             written.append(overview_chart(entries, out / "comparison.png"))
             written += write_task_charts(entries, out, prefix="comparison")
+            if any(dims_families(r) for r in reports):
+                written.append(dims_chart(entries, out / "comparison_dims.png"))
         if "clip_benchmark" in formats:  # reports of one model are told apart by their letter
             models = [str(r.get("model", "")) for r in reports]
             for report, model, letter in zip(reports, models, model_letters(len(reports))):

@@ -166,6 +166,11 @@ class LossConfig:
     """'infonce' (CLIP) or 'sigmoid' (SigLIP)."""
     chunk_size: int = 1024
     """Rows of the logit matrix computed at once; memory O(chunk_size x batch), result exact."""
+    matryoshka_dims: list[int] = field(default_factory=list)
+    """Nested embedding prefixes trained alongside the full embedding (Matryoshka, Kusupati et
+    al. 2022; :mod:`mclip.losses.matryoshka`), e.g. [32, 64, 128] for embed_dim 256; empty: off."""
+    matryoshka_weights: list[float] = field(default_factory=list)
+    """The weight of each prefix's loss (empty: 1 each); the full embedding's loss has weight 1."""
 
 
 @dataclass

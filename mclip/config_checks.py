@@ -117,6 +117,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("config key 'data.train_shards' is empty; give a shard pattern such as "
                           "'data/train/shard-{000000..000099}.tar'")
     _validate_sources(cfg)
+    _validate_matryoshka(cfg)
     _validate_eval(cfg.eval)
     _validate_distill(cfg)
     if cfg.model.image.projection not in ("", "linear", "mlp", "none"):
@@ -253,3 +254,21 @@ def _get(cfg: Config, dotted: str) -> Any:
     for part in dotted.split("."):
         node = getattr(node, part)
     return node
+
+
+def _validate_matryoshka(cfg: Config) -> None:
+    """Prefixes strictly increasing below model.embed_dim, one finite weight >= 0 each."""
+    dims, weights, full = cfg.loss.matryoshka_dims, cfg.loss.matryoshka_weights, cfg.model.embed_dim
+    if not dims:
+        if weights:
+            raise ConfigError("config key 'loss.matryoshka_weights' is set but "
+                              "'loss.matryoshka_dims' is empty; give the prefixes, e.g. [32, 64]")
+        return
+    if any(not 1 <= d < full for d in dims) or any(a >= b for a, b in zip(dims, dims[1:])):
+        raise ConfigError(f"config key 'loss.matryoshka_dims' is {dims}: give increasing sizes "
+                          f"from 1 to below model.embed_dim ({full}), e.g. [{max(full // 8, 1)}, "
+                          f"{max(full // 4, 1)}] (the full embedding is always trained)")
+    if weights and (len(weights) != len(dims)
+                    or not all(math.isfinite(w) and w >= 0 for w in weights)):
+        raise ConfigError(f"config key 'loss.matryoshka_weights' is {weights}: give one finite "
+                          f"weight >= 0 per prefix in loss.matryoshka_dims ({len(dims)})")

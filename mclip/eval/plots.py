@@ -298,3 +298,32 @@ def write_task_charts(entries: list[tuple[str, dict]], out_dir: str | Path,
         if path is not None:
             paths.append(path)
     return paths
+
+
+def dims_chart(entries: list[tuple[str, dict]], path: str | Path) -> Path:
+    """Accuracy against embedding size (``mclip eval --embed-dims``): a panel per task scored at
+    several sizes, its first headline metric's mean over languages (%) against the number of
+    dimensions (log scale), a line per model. Returns ``path``."""
+    from mclip.eval.report import dims_families, headline
+
+    plt = _pyplot()
+    bases = list(dict.fromkeys(b for _, r in entries for b in dims_families(r)))
+    fig, axes = plt.subplots(1, len(bases), figsize=(4.5 * len(bases), 3.4), squeeze=False,
+                             layout="constrained")
+    for ax, base in zip(axes[0], bases):
+        for name, report in entries:
+            sized = dims_families(report).get(base)
+            if not sized:
+                continue
+            metric = next(m for m in headline(sized[-1][1]["kind"]) if not m.startswith("n_"))
+            points = [(size, 100 * task["mean"][metric]) for size, task in sized
+                      if task.get("mean", {}).get(metric) is not None]
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+            ax.set_ylabel(f"mean {short_name(metric)} (%)")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("embedding dimensions")
+        ax.set_title(base, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    _save(fig, path)
+    return Path(path)

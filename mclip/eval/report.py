@@ -271,6 +271,9 @@ def markdown_table(report: dict) -> str:
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     if any_ci:
         lines += ["", INTERVAL_LEGEND]
+    sizes = dims_table(report)
+    if sizes:
+        lines += ["", sizes]
     return "\n".join(lines)
 
 
@@ -308,6 +311,41 @@ def write_report(report: dict, out_dir: str | Path,
     if "png" in formats:
         paths["plot"] = plots.overview_chart(entries, out_dir / "results.png")
         paths["charts"] = plots.write_task_charts(entries, out_dir, prefix="results")
+        if dims_families(report):
+            paths["charts"].append(plots.dims_chart(entries, out_dir / "results_dims.png"))
     if "clip_benchmark" in formats:
         paths["clip_benchmark"] = export.write_clip_benchmark(report, out_dir / "clip_benchmark")
     return paths
+
+
+def dims_families(report: dict) -> dict[str, list[tuple[int, dict]]]:
+    """{base task: [(embedding size, task), ...] ascending} for tasks scored at several sizes
+    (``mclip eval --embed-dims``; :mod:`mclip.eval.embed_dims`)."""
+    families: dict[str, list[tuple[int, dict]]] = {}
+    for name, task in report["tasks"].items():
+        if task.get("embed_dim") is not None:
+            families.setdefault(task.get("base_task", name), []).append((task["embed_dim"], task))
+    return {base: sorted(sized, key=lambda pair: pair[0]) for base, sized in families.items()
+            if len(sized) > 1}
+
+
+def dims_table(report: dict) -> str:
+    """Markdown: per base task, a row per embedding size with the mean of each headline metric
+    over the languages (in %), and its share of the full embedding's value; "" when the report
+    has no task scored at several sizes."""
+    lines = []
+    for base, sized in dims_families(report).items():
+        full = sized[-1][1]
+        metrics = [m for m in headline(full["kind"]) if not m.startswith("n_")
+                   and m in full.get("mean", {})]
+        header = ["dimensions"] + [f"{short_name(m)}" for m in metrics] + [
+            f"% of full {short_name(metrics[0])}" if metrics else ""]
+        lines += ["", f"### {base}: accuracy against embedding size (mean over languages, %)", "",
+                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for size, task in sized:
+            mean = task.get("mean", {})
+            cells = [str(size)] + [f"{100 * mean[m]:.1f}" for m in metrics]
+            base_value = full.get("mean", {}).get(metrics[0]) if metrics else None
+            cells.append(f"{100 * mean[metrics[0]] / base_value:.1f}" if base_value else "–")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines).strip()

@@ -26,6 +26,7 @@ from mclip.eval.cache import EmbeddingCache, text_hashes, transform_fingerprint
 from mclip.eval.datasets import ImageSet, open_class_texts, open_image_set, open_retrieval
 from mclip.eval.datasets.babel_imagenet import BabelImageNetTexts
 from mclip.eval.distributed import EvalRanks
+from mclip.eval.embed_dims import PrefixImages, PrefixTexts, check_dims, task_name
 from mclip.eval.report import resource_group
 from mclip.eval.retrieval import retrieval_ranks
 from mclip.eval.samples import SampleRanks
@@ -135,13 +136,17 @@ class TextEmbeddings:
     """
 
     def __init__(self, model, batch_size: int = 256, cache: EmbeddingCache | None = None,
-                 ranks: EvalRanks | None = None, progress: Callable[[str], None] = lambda m: None):
+                 ranks: EvalRanks | None = None, progress: Callable[[str], None] = lambda m: None,
+                 remember: bool = False):
         self.model, self.batch_size, self.cache = model, batch_size, cache
         self.ranks, self.progress = ranks or EvalRanks(), progress
         self.uses_cache = cache is not None
         self.encoded, self.from_cache = 0, 0
         self.adapter_languages = tuple(getattr(model, "adapter_languages", ()))
         self.adapted: set[str] = set()
+        # with ``remember`` every embedding stays in memory for the run (a task scored again, at
+        # another embedding size, encodes nothing twice)
+        self._memory: dict[tuple[str | None, str], torch.Tensor] | None = {} if remember else None
 
     @torch.no_grad()
     def encode(self, texts: list[str], language: str | None = None) -> torch.Tensor:
@@ -158,6 +163,10 @@ class TextEmbeddings:
             return self._encode(texts, language)
 
     def _encode(self, texts: list[str], adapter: str | None) -> torch.Tensor:
+        memory = self._memory
+        if memory is not None and all((adapter, t) in memory for t in texts):
+            return torch.stack([memory[adapter, t] for t in texts]) if texts else torch.empty(
+                0, self.model.embed_dim)
         distinct = list(dict.fromkeys(texts))
         hashes = None
         if self.cache is not None:  # an adapter's embeddings are cached under their own keys
@@ -181,6 +190,8 @@ class TextEmbeddings:
                 self.cache.save_texts(hashes[missing], new)
         self.encoded += len(missing)
         self.from_cache += len(found)
+        if memory is not None:
+            memory.update(((adapter, text), out[i]) for i, text in enumerate(distinct))
         where = {text: i for i, text in enumerate(distinct)}
         return out[torch.tensor([where[t] for t in texts], dtype=torch.long)]
 
@@ -315,9 +326,11 @@ def _attach_samples(name: str, result: dict, bootstrap: int, seed: int) -> None:
 def run_tasks(model, tasks: list, device: str | torch.device = "cpu", batch_size: int = 256,
               limit: int | None = None, progress: Callable[[str], None] | None = None,
               bootstrap: int = 1000, seed: int = 0, cache_dir: str | None = None,
-              ranks: EvalRanks | None = None) -> dict:
+              ranks: EvalRanks | None = None, embed_dims: list[int | None] | None = None
+              ) -> dict:
     """Run ``tasks`` on ``model`` (an adapter); returns {task name: {kind, languages, skipped,
-    data, bootstrap, seconds}}.
+    data, bootstrap, seconds}}. ``embed_dims`` (e.g. [32, 64, None]; None: the full size) scores
+    every task also on those prefixes of the same embeddings (:mod:`mclip.eval.embed_dims`).
 
     Per-language metrics are fractions in [0, 1], each with a ``ci`` [low, high] percentile
     bootstrap interval over ``bootstrap`` resamples (0: none) and its per-sample ranks under
@@ -338,7 +351,8 @@ def run_tasks(model, tasks: list, device: str | torch.device = "cpu", batch_size
         cache = EmbeddingCache(cache_dir, model)
     has_cache = ranks.broadcast(cache is not None)
     images = ImageEmbeddings(model, device, batch_size, limit, progress, cache, ranks)
-    text = TextEmbeddings(model, batch_size, cache, ranks, progress)
+    dims = check_dims(embed_dims, int(model.embed_dim)) if embed_dims else [None]
+    text = TextEmbeddings(model, batch_size, cache, ranks, progress, remember=len(dims) > 1)
     images.uses_cache = text.uses_cache = has_cache  # other ranks follow rank 0's cache reads
     if text.adapter_languages:
         progress(f"language adapters: {', '.join(text.adapter_languages)} (used for texts in "
@@ -348,14 +362,18 @@ def run_tasks(model, tasks: list, device: str | torch.device = "cpu", batch_size
         if task.kind not in RUNNERS:
             raise ConfigError(f"task '{task.name}': unknown kind '{task.kind}'; known: "
                               f"{', '.join(RUNNERS)}")
-        start = time.perf_counter()
-        text.adapted = set()
-        result = RUNNERS[task.kind](task, images, text, progress)
-        if text.adapter_languages:  # which of this task's languages had their adapter on
-            result["language_adapters"] = sorted(text.adapted)
-        _attach_samples(task.name, result, bootstrap, seed)
-        result["seconds"] = time.perf_counter() - start
-        results[task.name] = result
+        for dim in dims:
+            start, name = time.perf_counter(), task_name(task.name, dim)
+            text.adapted = set()
+            result = RUNNERS[task.kind](task, PrefixImages(images, dim), PrefixTexts(text, dim),
+                                        progress)
+            if text.adapter_languages:  # which of this task's languages had their adapter on
+                result["language_adapters"] = sorted(text.adapted)
+            if embed_dims:
+                result.update(base_task=task.name, embed_dim=dim or int(model.embed_dim))
+            _attach_samples(name, result, bootstrap, seed)
+            result["seconds"] = time.perf_counter() - start
+            results[name] = result
     progress(f"texts: {text.encoded} encoded, {text.from_cache} read from the cache"
              + (f"; cache {cache.stats}" if cache is not None else ""))
     return results

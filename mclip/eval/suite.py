@@ -161,7 +161,7 @@ def run_suite(model, suite: Suite, device: str | torch.device = "cpu", batch_siz
     Per-language metrics are fractions in [0, 1] with bootstrap intervals; ``progress`` receives
     one line per language. A model with ``.to`` is moved to ``device`` first (its inputs are
     sent there). ``options`` go to :func:`~mclip.eval.runner.run_tasks` (``bootstrap``,
-    ``seed``, ``cache_dir``, ``ranks``).
+    ``seed``, ``cache_dir``, ``ranks``, ``embed_dims``).
     """
     return run_tasks(model, suite.tasks, device, batch_size, limit, progress, **options)
 

@@ -111,25 +111,36 @@ class DistillationObjective:
     def _all(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor if self.groups is None else gather_embeddings(tensor, self.groups, self.mode)
 
+    prefix_terms = ("contrastive", "similarity_kd")
+    """The terms that apply to a Matryoshka prefix of the student's embedding
+    (:mod:`mclip.losses.matryoshka`): feature KD and the cross-modal term compare against the
+    teacher's full space through heads of the full size."""
+
     def __call__(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
                  logit_bias: torch.Tensor, text_to_image: torch.Tensor | None,
-                 teachers: TeacherEmbeddings) -> tuple[torch.Tensor, torch.Tensor]:
+                 teachers: TeacherEmbeddings, terms: tuple[str, ...] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``terms``: compute only these (None: every term with a weight)."""
         cfg, world = self.cfg, 1 if self.groups is None else self.groups.world_size
         scaled, names, shares = [], [], []  # world-scaled shares to back-propagate; raw shares
-        if cfg.contrastive_weight > 0:
+
+        def wanted(name: str, weight: float) -> bool:
+            return weight > 0 and (terms is None or name in terms)
+
+        if wanted("contrastive", cfg.contrastive_weight):
             to_backward, _ = self.contrastive(image_emb, text_emb, logit_scale, logit_bias,
                                               text_to_image)
             scaled.append(cfg.contrastive_weight * to_backward)
             names.append("contrastive")
             shares.append(to_backward.detach() / world)
         own = []
-        if cfg.similarity_weight > 0:
+        if wanted("similarity_kd", cfg.similarity_weight):
             own.append(("similarity_kd", cfg.similarity_weight,
                         self._similarity(image_emb, text_emb, logit_scale, logit_bias, teachers)))
-        if cfg.feature_weight > 0:
+        if wanted("feature_kd", cfg.feature_weight):
             own.append(("feature_kd", cfg.feature_weight, self._feature(image_emb, text_emb,
                                                                         teachers)))
-        if cfg.cross_weight > 0:
+        if wanted("cross_contrastive", cfg.cross_weight):
             to_backward = self._cross(image_emb, text_emb, text_to_image, teachers)
             scaled.append(cfg.cross_weight * to_backward)
             names.append("cross_contrastive")

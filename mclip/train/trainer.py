@@ -19,6 +19,7 @@ from mclip.data.pipeline import Source, TrainStream
 from mclip.data.shards import DataError
 from mclip.data.sources import build_sources, sources_digest
 from mclip.losses.distill_objective import DistillationObjective, DistillHeads
+from mclip.losses.matryoshka import MatryoshkaObjective
 from mclip.losses.objective import ContrastiveObjective
 from mclip.train.batchnorm import set_batchnorm_eval
 from mclip.train.checkpoint import checkpoint_dir, rng_state, save_checkpoint
@@ -135,6 +136,9 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
             cfg.dist.gather)
     else:
         heads, objective = None, ContrastiveObjective(cfg.loss, ctx.groups, cfg.dist.gather)
+    if cfg.loss.matryoshka_dims:  # the loss of nested prefixes of the embedding too
+        objective = MatryoshkaObjective(objective, cfg.loss.matryoshka_dims,
+                                        cfg.loss.matryoshka_weights)
     parallel, parallel_info = parallel_term(cfg, teachers, heads, ctx.groups, ctx.rank,
                                             ctx.world_size)
     model.logit_bias.requires_grad_(objective.uses_bias)
@@ -304,7 +308,7 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
                            "sources": drain_counts(sources_seen, ctx)}
                 if objective.uses_bias:
                     metrics["logit_bias"] = model.logit_bias.item()
-                if teachers:
+                if teachers or cfg.loss.matryoshka_dims:
                     metrics["terms"] = {**objective.last_terms, **(parallel.terms if parallel else {})}
                 if cfg.train.grad_clip:
                     metrics["grad_norm"] = grad_norm.item()
