@@ -287,7 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--embed-dim", type=int_at_least(1), default=None,
                         help="keep the first N embedding dimensions (a Matryoshka prefix)")
     export.add_argument("--quantize", choices=["int8"], default=None,
-                        help="onnx: int8 weights (onnxruntime dynamic quantisation)")
+                        help="onnx: int8 encoders (onnxruntime quantisation)")
+    export.add_argument("--calibration", default=None, metavar="IMAGES",
+                        help="onnx --quantize int8: images (a folder of image files or shards) "
+                             "whose activation ranges quantise a CNN's convolutions too (else "
+                             "they stay fp32); the first 64 are used")
     export.add_argument("--hub-id", default=None, metavar="ORG/NAME",
                         help="open_clip: name the text tower by this Hugging Face repository, "
                              "for an upload used as hf-hub:ORG/NAME")

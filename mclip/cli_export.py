@@ -94,12 +94,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         from mclip.export.onnx import export_onnx
 
         info = export_onnx(model, config, args.out, args.embed_dim, args.quantize,
-                           overwrite=args.overwrite)
+                           overwrite=args.overwrite, calibration=args.calibration)
         check = info["check"]
         usage = ONNX_USAGE.format(spec=info["path"])
         checked = (f"onnxruntime against PyTorch: max |difference| image {check['image']:.1e}, "
                    f"text {check['text']:.1e}; smallest cosine image "
-                   f"{check['image_cosine']:.5f}, text {check['text_cosine']:.5f}")
+                   f"{check['image_cosine']:.5f}, text {check['text_cosine']:.5f}"
+                   + "".join(f"\n{tower} encoder: {how}"
+                             for tower, how in info["quantized"].items()))
         info["min_cosine"] = min(check["image_cosine"], check["text_cosine"])
     card = model_card(model, config, checkpoint, {**info, "format": args.format, "usage": usage},
                       results, license=args.license)

@@ -138,3 +138,19 @@ def test_every_export_is_scored_as_the_original_by_mclip_eval(demo_data, tmp_pat
                     if isinstance(value, float):
                         assert export[task][lang][key] == pytest.approx(value, abs=1e-9), (
                             task, lang, key)
+
+
+def test_int8_with_calibration_images_quantises_the_convolutions(demo_data, tmp_path):
+    import onnx
+
+    model, cfg = _model()
+    plain = export_onnx(model, cfg, tmp_path / "dynamic", quantize="int8")
+    assert "convolutions fp32" in plain["quantized"]["image"]
+    info = export_onnx(model, cfg, tmp_path / "static", quantize="int8",
+                       calibration=demo_data / "eval")  # labelled shards
+    assert info["quantized"]["image"].startswith("static int8")
+    assert info["check"]["image_cosine"] >= 0.98
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "static" / "image_encoder.onnx")).graph.node}
+    assert "QLinearConv" in ops and "Conv" not in ops
+    with pytest.raises(Exception, match="no readable image"):
+        export_onnx(model, cfg, tmp_path / "none", quantize="int8", calibration=tmp_path / "dynamic")
