@@ -18,8 +18,8 @@ import os
 import sys
 from pathlib import Path
 
-from mclip.cli_args import (OneLineParser, device_name, existing_dir, existing_file, float_in,
-                            int_at_least)
+from mclip.cli_args import (OneLineParser, device_name, embed_dims, existing_dir, existing_file,
+                            existing_path, float_in, hub_id, int_at_least)
 from mclip.cli_data import (cmd_data_demo, cmd_data_index, cmd_data_parallel,
                             cmd_distill_embed)
 from mclip.cli_eval import cmd_eval, cmd_report
@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where the suite's relative paths point")
     ev.add_argument("--out", default=None, help="output directory (default MODEL/eval/SUITE)")
     ev.add_argument("--batch-size", type=int_at_least(1), default=256)
-    ev.add_argument("--embed-dims", default=None, metavar="D,D,full",
+    ev.add_argument("--embed-dims", default=None, type=embed_dims, metavar="D,D,full",
                     help="also score every task on the first D dimensions of the embeddings "
                          "(re-normalised; a Matryoshka model's prefixes), e.g. 32,64,full: the "
                          "embeddings are computed once; tasks TASK@32d, TASK@64d, TASK")
@@ -288,11 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep the first N embedding dimensions (a Matryoshka prefix)")
     export.add_argument("--quantize", choices=["int8"], default=None,
                         help="onnx: int8 encoders (onnxruntime quantisation)")
-    export.add_argument("--calibration", default=None, metavar="IMAGES",
+    export.add_argument("--calibration", default=None, type=existing_path, metavar="IMAGES",
                         help="onnx --quantize int8: images (a folder of image files or shards) "
                              "whose activation ranges quantise a CNN's convolutions too (else "
                              "they stay fp32); the first 64 are used")
-    export.add_argument("--hub-id", default=None, metavar="ORG/NAME",
+    export.add_argument("--hub-id", default=None, type=hub_id, metavar="ORG/NAME",
                         help="open_clip: name the text tower by this Hugging Face repository, "
                              "for an upload used as hf-hub:ORG/NAME")
     export.add_argument("--results", default=None, type=existing_file,

@@ -9,6 +9,7 @@ before any work, as one line (:class:`OneLineParser`):
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -102,3 +103,23 @@ def device_name(value: str) -> str:
             raise argparse.ArgumentTypeError(f"{value}: this machine has {count} CUDA device(s), "
                                              f"cuda:0 to cuda:{count - 1}")
     return value
+
+
+def hub_id(value: str) -> str:
+    """An argparse type: a Hugging Face repository id ``ORG/NAME``."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a repository id ORG/NAME (letters, "
+                                         f"digits, '.', '_', '-')")
+    return value
+
+
+def embed_dims(value: str) -> list:
+    """An argparse type: ``32,64,full`` (:func:`mclip.eval.embed_dims.parse_embed_dims`)."""
+    from mclip.errors import ConfigError
+    from mclip.eval.embed_dims import parse_embed_dims
+
+    try:
+        return parse_embed_dims(value)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--embed-dims").lstrip(": ")
+                                         ) from None

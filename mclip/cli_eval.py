@@ -44,13 +44,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from mclip.eval.distributed import init_eval_ranks, shutdown_eval_ranks
-    from mclip.eval.embed_dims import parse_embed_dims
     from mclip.eval.report import build_report, markdown_table, write_report
     from mclip.eval.suite import run_suite
     from mclip.models.adapters import load_model
 
     suite = _eval_tasks(args)
-    embed_dims = parse_embed_dims(args.embed_dims) if args.embed_dims else None
     out_dir = Path(args.out) if args.out else (
         Path(args.model) / "eval" / suite.name if Path(args.model).is_dir() else
         Path("eval_out") / suite.name)
@@ -73,7 +71,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             log(f"{ranks.world_size} ranks: each encodes its share of the images and texts")
         results = run_suite(model, suite, device=device, batch_size=args.batch_size, progress=log,
                             limit=args.limit, bootstrap=args.bootstrap, seed=args.seed,
-                            cache_dir=args.cache, ranks=ranks, embed_dims=embed_dims)
+                            cache_dir=args.cache, ranks=ranks, embed_dims=args.embed_dims)
     finally:
         shutdown_eval_ranks(ranks)
     if not ranks.is_main:
@@ -87,9 +85,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _say_which_checkpoint(model, spec: str, log) -> None:
     """Name the checkpoint a run directory resolved to; damaged newer ones always (stderr)."""
-    for path, problem in getattr(model, "damaged_checkpoints", []):
-        print(f"[mclip eval] warning: passed over damaged checkpoint {path} ({problem})",
-              file=sys.stderr)
+    from mclip.cli_progress import warn_passed_over
+
+    warn_passed_over("mclip eval", getattr(model, "damaged_checkpoints", []))
     checkpoint = getattr(model, "checkpoint", None)
     if log and checkpoint is not None and Path(checkpoint) != Path(spec):
         log(f"using checkpoint {checkpoint}, the newest intact one of {spec}")

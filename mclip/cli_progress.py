@@ -62,3 +62,10 @@ def progress_bar(desc: str, total: int | None = None, unit: str = "it", every_s:
 
         return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
     return LineProgress(desc, total, unit, every_s)
+
+
+def warn_passed_over(command: str, damaged: list) -> None:
+    """One warning line per damaged checkpoint a run directory's resolution passed over."""
+    for path, problem in damaged:
+        print(f"[{command}] warning: passed over damaged checkpoint {path} ({problem})",
+              file=sys.stderr)

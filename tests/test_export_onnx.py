@@ -154,3 +154,10 @@ def test_int8_with_calibration_images_quantises_the_convolutions(demo_data, tmp_
     assert "QLinearConv" in ops and "Conv" not in ops
     with pytest.raises(Exception, match="no readable image"):
         export_onnx(model, cfg, tmp_path / "none", quantize="int8", calibration=tmp_path / "dynamic")
+
+
+def test_the_readme_snippet_is_the_model_cards():
+    from mclip.export.checkpoint import usage
+
+    readme = (ROOT / "README.md").read_text()
+    assert usage("onnx", "onnx:demo_onnx") in readme

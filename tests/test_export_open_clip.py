@@ -223,3 +223,93 @@ def test_clip_benchmark_cli_on_the_export_scores_what_mclip_scores(tmp_path):
     assert ours["acc@5"] == pytest.approx(theirs["acc5"], abs=1e-9)
     assert ours["mean_per_class_recall"] == pytest.approx(theirs["mean_per_class_recall"],
                                                           abs=1e-9)
+
+
+def _saved_run(tmp_path):
+    model, cfg = _model()
+    checkpoint = tmp_path / "run" / "checkpoints" / "step_0000001"
+    model.save(checkpoint, cfg)
+    return model, checkpoint
+
+
+def test_overwrite_replaces_only_an_earlier_export(tmp_path, capsys):
+    from mclip.cli import main
+
+    _, checkpoint = _saved_run(tmp_path)
+    run = checkpoint.parents[1]
+    for out in (run, checkpoint, tmp_path):  # the run, the checkpoint, a folder holding them
+        assert main(["export", str(run), "--out", str(out), "--overwrite"]) == 2
+        assert "being exported" in capsys.readouterr().err
+    assert (checkpoint / "model.safetensors").is_file()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    assert main(["export", str(run), "--out", str(tmp_path / "notes"), "--overwrite"]) == 2
+    assert "not an mclip export" in capsys.readouterr().err
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
+    assert main(["export", str(run), "--out", str(tmp_path / "oc")]) == 0
+    assert main(["export", str(run), "--out", str(tmp_path / "oc")]) == 2  # no --overwrite
+    assert main(["export", str(run), "--out", str(tmp_path / "oc"), "--embed-dim", "8",
+                 "--overwrite"]) == 0
+    assert json.loads((tmp_path / "oc" / "mclip_export.json").read_text())["embed_dim"] == 8
+
+
+def test_a_failed_export_leaves_the_earlier_one(tmp_path, monkeypatch, capsys):
+    import mclip.export.open_clip as module
+    from mclip.cli import main
+
+    _, checkpoint = _saved_run(tmp_path)
+    assert main(["export", str(checkpoint), "--out", str(tmp_path / "oc")]) == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "oc").iterdir()}
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module, "save_file", full_disk)
+    assert main(["export", str(checkpoint), "--out", str(tmp_path / "oc"), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "oc").iterdir()} == before
+    monkeypatch.undo()
+
+    def differs(*args, **kwargs):
+        raise ExportError("the open_clip export encodes images differently")
+
+    monkeypatch.setattr(module, "check_open_clip_export", differs)
+    assert main(["export", str(checkpoint), "--out", str(tmp_path / "oc"), "--overwrite"]) == 2
+    assert {p.name: p.read_bytes() for p in (tmp_path / "oc").iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".oc")] == []
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--quantize", "int8"], "apply to --format onnx only"),
+    (["--format", "onnx", "--hub-id", "me/x"], "--hub-id applies to --format open_clip"),
+])
+def test_flags_of_the_other_format_are_one_line(tmp_path, capsys, argv, needle):
+    from mclip.cli import main
+
+    _, checkpoint = _saved_run(tmp_path)
+    assert main(["export", str(checkpoint), "--out", str(tmp_path / "x"), *argv]) == 2
+    assert needle in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_a_composite_or_classless_image_tower_is_refused(tmp_path):
+    classless, cfg = _model("vit_tiny_patch16_224", class_token=False, global_pool="avg")
+    with pytest.raises(ExportError, match="no class token"):
+        export_open_clip(classless, cfg, tmp_path / "vit")
+    composite = tiny_model_config()
+    composite.model.image.name = "open_clip:RN50"
+    model, _ = _model()
+    model.cfg = composite.model  # the refusal reads the config, before any tower is touched
+    with pytest.raises(ExportError, match="composite model's image tower"):
+        export_open_clip(model, composite, tmp_path / "composite")
+
+
+def test_left_out_language_adapters_are_said(tmp_path, capsys):
+    from mclip.cli import main
+
+    _, checkpoint = _saved_run(tmp_path)
+    (checkpoint / "adapters" / "sw").mkdir(parents=True)
+    assert main(["export", str(checkpoint), "--out", str(tmp_path / "oc")]) == 0
+    assert "adapters beside the checkpoint (sw)" in capsys.readouterr().err
+    assert "LoRA language adapters (sw) are not in this export" in (
+        tmp_path / "oc" / "README.md").read_text()

@@ -20,13 +20,25 @@ from mclip.config import Config
 from mclip.models.dual import DualEncoder
 
 
+def run_of(checkpoint: Path) -> Path | None:
+    """The run directory of a checkpoint ``RUN/checkpoints/step_N`` or ``RUN/best`` (None for a
+    model directory elsewhere)."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.parent.name == "checkpoints":
+        return checkpoint.parent.parent
+    if checkpoint.name == "best":
+        return checkpoint.parent
+    return None
+
+
 def training_facts(checkpoint: Path) -> dict | None:
-    """What the run's log says, for a checkpoint ``RUN/checkpoints/step_N`` (None without a
-    log): {"steps", "images", "captions_by_language", "sources", "samples_per_s", "world_size",
+    """What the run's log says, for a checkpoint of a run (:func:`run_of`; None without a log):
+    {"steps", "images", "captions_by_language", "sources", "samples_per_s", "world_size",
     "skipped", "stopped_by"}. A step logged twice (before a crash and after the resume) counts
     once, with its later record."""
-    log = checkpoint.parent.parent / "log.jsonl"
-    if not log.is_file():
+    run = run_of(checkpoint)
+    log = run / "log.jsonl" if run is not None else None
+    if log is None or not log.is_file():
         return None
     steps, start, end, sampling = {}, None, None, None
     for line in log.read_text("utf-8").splitlines():
@@ -64,10 +76,12 @@ def parameter_counts(model: DualEncoder) -> dict[str, int]:
 
 
 def model_card(model: DualEncoder, config: Config, checkpoint: Path, export: dict,
-               results: dict | None = None, license: str = "other") -> str:
+               results: dict | None = None, license: str = "other",
+               adapters: list[str] = ()) -> str:
     """The card's Markdown. ``export``: {"format" ("open_clip" / "onnx"), "embed_dim", "usage"
     (a code block showing how to load it), ...}; ``results``: a results document of
-    ``mclip eval`` (its table goes in)."""
+    ``mclip eval`` (its table goes in); ``adapters``: languages whose LoRA adapters were left
+    out."""
     from mclip.eval.report import markdown_table
 
     facts = training_facts(checkpoint)
@@ -77,16 +91,19 @@ def model_card(model: DualEncoder, config: Config, checkpoint: Path, export: dic
     counts = parameter_counts(model)
     m = config.model
     library = "open_clip" if export["format"] == "open_clip" else "onnx"
+    tags = ["clip", "mclip", "zero-shot-image-classification", f"mclip-export-{export['format']}"]
+    if len(trained) > 1:
+        tags.insert(1, "multilingual")
     header = {"language": sorted(set(trained) | set(evaluated)) or None, "license": license,
-              "library_name": library,
-              "tags": ["clip", "multilingual", "mclip", "zero-shot-image-classification",
-                       f"mclip-export-{export['format']}"],
+              "library_name": library, "tags": tags,
               "pipeline_tag": "zero-shot-image-classification"}
+    run = run_of(checkpoint)
+    kind = "multilingual " if len(trained) > 1 else ""
     lines = ["---", yaml.safe_dump({k: v for k, v in header.items() if v is not None},
                                    sort_keys=False, allow_unicode=True).strip(), "---", "",
-             f"# {checkpoint.parent.parent.name or checkpoint.name} ({export['format']} export)",
-             "", "A multilingual CLIP-style dual encoder trained with "
-             "mclip and exported with `mclip export`.", "",
+             f"# {(run or checkpoint).name} ({export['format']} export)",
+             "", f"A {kind}CLIP-style dual encoder trained with mclip (checkpoint "
+             f"`{checkpoint.name}`) and exported with `mclip export`.", "",
              "## Architecture", "",
              "| part | what | parameters |", "|---|---|---|",
              f"| image tower | `{m.image.name}` at {m.image.image_size} px, {m.projection} "
@@ -108,6 +125,9 @@ def model_card(model: DualEncoder, config: Config, checkpoint: Path, export: dic
                   "results.json`).", ""]
     lines += ["## Use", "", export["usage"], "", "## Intended use and limits", ""]
     lines += _limits(config, trained, evaluated, export)
+    if adapters:
+        lines.append(f"- The run's LoRA language adapters ({', '.join(adapters)}) are not in this "
+                     f"export: those languages encode with the base model.")
     return "\n".join(lines) + "\n"
 
 
@@ -142,9 +162,13 @@ def _training_section(config: Config, facts: dict | None) -> list[str]:
 
 
 def _limits(config: Config, trained: list[str], evaluated: list[str], export: dict) -> list[str]:
-    lines = [f"- Trained on captions in {len(trained)} language(s)"
-             + (f" ({', '.join(trained)})" if trained else "") + "; other languages were "
-             "never seen and should be measured before use."]
+    if trained:
+        lines = [f"- Trained on captions in {len(trained)} language(s) ({', '.join(trained)}); "
+                 f"other languages were never seen and should be measured before use."]
+    else:
+        lines = ["- The training languages are not recorded (no training log beside the "
+                 "checkpoint, no data.languages in its config): measure every language you "
+                 "need."]
     if evaluated:
         missing = sorted(set(trained) - set(evaluated))
         lines.append(f"- Evaluated in {len(evaluated)} language(s)"

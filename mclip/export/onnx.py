@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,11 +30,12 @@ from torch import nn
 
 from mclip.config import Config
 from mclip.export import ExportError, quiet_libraries
-from mclip.export.open_clip import probe_images, probe_texts
+from mclip.export.open_clip import empty_directory
+from mclip.export.probes import probe_images, probe_texts
+from mclip.models.adapters.onnx import (IMAGE_FILE, INFO_FILE, PREPROCESS_FILE, TEXT_FILE,
+                                       session)
 from mclip.models.dual import DualEncoder
 
-IMAGE_FILE, TEXT_FILE = "image_encoder.onnx", "text_encoder.onnx"
-PREPROCESS_FILE, INFO_FILE = "preprocess.json", "mclip_onnx.json"
 TOLERANCE = 1e-4
 INT8_MIN_COSINE = 0.98  # an int8 export agreeing less than this with fp32 is refused
 OPSET = 18
@@ -81,19 +81,15 @@ def preprocess_document(model: DualEncoder) -> dict:
             "scale": "pixel / 255, then (x - mean) / std per channel, channels first"}
 
 
-def export_onnx(model: DualEncoder, config: Config, out_dir: str | Path,
+def export_onnx(model: DualEncoder, config: Config, directory: str | Path,
                 embed_dim: int | None = None, quantize: str | None = None,
-                overwrite: bool = False, calibration: str | Path | None = None) -> dict:
-    """Write ``model``'s encoders as ONNX into ``out_dir`` (module docstring), check them with
-    onnxruntime and return {"path", "embed_dim", "quantize", "quantized": {tower: how},
-    "check": {...}}. ``calibration``: a folder of images for static int8 convolutions
-    (:func:`quantize_int8`). The folder is written beside ``out_dir`` and renamed into place
-    only after the check."""
+                calibration: str | Path | None = None) -> dict:
+    """Write ``model``'s encoders as ONNX into the empty (or new) ``directory`` (module
+    docstring) and check them with onnxruntime (ExportError if they differ); returns
+    {"embed_dim", "quantize", "quantized": {tower: how}, "check": {...}}. ``calibration``: images
+    for static int8 convolutions (:func:`quantize_int8`)."""
     _require_onnx()
-    out_dir = Path(out_dir).resolve()
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise ExportError(f"--out '{out_dir}' is not empty; choose a new folder or pass "
-                          f"--overwrite to replace it")
+    directory = empty_directory(directory)
     full = model.cfg.embed_dim
     embed_dim = embed_dim or full
     if not 1 <= embed_dim <= full:
@@ -105,30 +101,21 @@ def export_onnx(model: DualEncoder, config: Config, out_dir: str | Path,
     model = model.float().eval()
     images = (calibration_images(calibration, model.image_transform(train=False))
               if calibration is not None else None)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        _write_graphs(model, embed_dim, staging)
-        quantized = quantize_int8(staging, images) if quantize else {}
-        model.text.tokenizer.save_pretrained(staging)
-        (staging / PREPROCESS_FILE).write_text(json.dumps(preprocess_document(model), indent=2))
-        info = {"format": "mclip-onnx", "version": 1, "embed_dim": embed_dim,
-                "full_embed_dim": full, "max_length": model.cfg.text.max_length,
-                "logit_scale": float(model.logit_scale.detach()),
-                "logit_bias": (float(model.logit_bias.detach())
-                               if config.loss.kind == "sigmoid" else None),
-                "quantize": quantize, "quantized": quantized, "opset": OPSET,
-                "inputs": {"image": ["pixel_values"], "text": ["input_ids", "attention_mask"]},
-                "outputs": {"image": "image_embeds", "text": "text_embeds"}}
-        (staging / INFO_FILE).write_text(json.dumps(info, indent=2))
-        check = check_onnx_export(model, staging, embed_dim, quantize)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return {"path": str(out_dir), "embed_dim": embed_dim, "quantize": quantize,
-            "quantized": quantized, "check": check}
+    _write_graphs(model, embed_dim, directory)
+    quantized = quantize_int8(directory, images) if quantize else {}
+    model.text.tokenizer.save_pretrained(directory)
+    (directory / PREPROCESS_FILE).write_text(json.dumps(preprocess_document(model), indent=2))
+    info = {"format": "mclip-onnx", "version": 1, "embed_dim": embed_dim,
+            "full_embed_dim": full, "max_length": model.cfg.text.max_length,
+            "logit_scale": float(model.logit_scale.detach()),
+            "logit_bias": (float(model.logit_bias.detach())
+                           if config.loss.kind == "sigmoid" else None),
+            "quantize": quantize, "quantized": quantized, "opset": OPSET,
+            "inputs": {"image": ["pixel_values"], "text": ["input_ids", "attention_mask"]},
+            "outputs": {"image": "image_embeds", "text": "text_embeds"}}
+    (directory / INFO_FILE).write_text(json.dumps(info, indent=2))
+    check = check_onnx_export(model, directory, embed_dim, quantize)
+    return {"embed_dim": embed_dim, "quantize": quantize, "quantized": quantized, "check": check}
 
 
 def _write_graphs(model: DualEncoder, embed_dim: int, directory: Path) -> None:
@@ -237,18 +224,6 @@ def calibration_images(source: str | Path, transform, limit: int = 64) -> torch.
         raise ExportError(f"--calibration '{source}' holds no readable image (image files or "
                           f"shards with jpg / png / webp members)")
     return torch.stack(tensors)
-
-
-def session(path: Path, threads: int = 0):
-    """An onnxruntime CPU session of ``path`` with all graph optimisations; ``threads`` intra-op
-    threads (0: onnxruntime's default)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 @torch.no_grad()

@@ -43,8 +43,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -54,6 +52,7 @@ from torch import nn
 
 from mclip.config import Config
 from mclip.export import ExportError, quiet_libraries
+from mclip.export.probes import probe_images, probe_texts
 from mclip.models.dual import DualEncoder
 from mclip.models.foreign_towers import is_foreign
 
@@ -88,7 +87,7 @@ def vision_config(model: DualEncoder, embed_dim: int) -> tuple[dict, Callable[[d
                           f"original model instead")
     trunk = model.image.trunk
     where = "model.image.projection / model.projection"
-    if type(trunk).__name__ == "VisionTransformer" and hasattr(trunk, "cls_token"):
+    if type(trunk).__name__ == "VisionTransformer":
         return _vit_config(trunk, model.image.proj, cfg.image_size, embed_dim, where)
     if cfg.model_args:
         raise ExportError(f"model.image.model_args={cfg.model_args}: open_clip's timm config has "
@@ -125,7 +124,13 @@ def _vit_config(trunk: nn.Module, proj: nn.Module, image_size: int, embed_dim: i
                 ) -> tuple[dict, Callable[[dict], dict]]:
     """open_clip's own VisionTransformer for a timm ViT (module docstring)."""
     unsupported = [name for name, bad in (
+        ("no class token", getattr(trunk, "cls_token", None) is None),
         ("register tokens", getattr(trunk, "num_reg_tokens", 0)),
+        ("an MLP other than fc1-GELU-fc2 (SwiGLU, ...)",
+         any(type(b.mlp).__name__ != "Mlp" or not isinstance(b.mlp.act, nn.GELU)
+             for b in trunk.blocks)),
+        ("norms other than LayerNorm",
+         any(not isinstance(b.norm1, nn.LayerNorm) for b in trunk.blocks)),
         ("no_embed_class", getattr(trunk, "no_embed_class", False)),
         ("dynamic image size", getattr(trunk, "dynamic_img_size", False)),
         ("attention pooling", trunk.global_pool not in ("token", "avg")),
@@ -233,59 +238,54 @@ def open_clip_config(model: DualEncoder, config: Config, embed_dim: int, text_so
     return {"model_cfg": model_cfg, "preprocess_cfg": preprocess}, [vision_weights, text_weights]
 
 
-def export_open_clip(model: DualEncoder, config: Config, out_dir: str | Path,
-                     embed_dim: int | None = None, hub_id: str | None = None,
-                     overwrite: bool = False) -> dict:
-    """Write ``model`` as an open_clip directory ``out_dir`` (module docstring; it must not exist
-    yet), load it back with open_clip and check its embeddings; returns {"path", "embed_dim",
-    "max_difference": {"image", "text"}}. ``embed_dim`` keeps the first k dimensions (a
-    Matryoshka prefix) of both projections. The folder is written beside ``out_dir`` and renamed
-    into place; one that fails the check is removed (ExportError)."""
+def export_open_clip(model: DualEncoder, config: Config, directory: str | Path,
+                     embed_dim: int | None = None, hub_id: str | None = None) -> dict:
+    """Write ``model`` as an open_clip model into the empty (or new) ``directory`` (module
+    docstring), load it with open_clip and check its embeddings (ExportError if they differ);
+    returns {"embed_dim", "max_difference": {"image", "text"}}. ``embed_dim`` keeps the first k
+    dimensions (a Matryoshka prefix) of both projections. The text tower is named by
+    ``directory``'s absolute path, or by ``hub_id``. :func:`mclip.export.checkpoint.export_checkpoint`
+    writes into a staging folder and moves it into place."""
     import open_clip
 
-    out_dir = Path(out_dir).resolve()
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise ExportError(f"--out '{out_dir}' is not empty; choose a new folder or pass "
-                              f"--overwrite to replace it")
     full = model.cfg.embed_dim
     embed_dim = embed_dim or full
     if not 1 <= embed_dim <= full:
         raise ExportError(f"--embed-dim {embed_dim}: give 1 to the model's {full} dimensions")
     model = model.float().eval()
-    document, fillers = open_clip_config(model, config, embed_dim, hub_id or str(out_dir))
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        model.text.encoder.config.save_pretrained(staging)
-        model.text.tokenizer.save_pretrained(staging)
-        (staging / CONFIG_FILE).write_text(json.dumps(_local(document, str(staging))), "utf-8")
-        with quiet_libraries():  # open_clip warns that the model it builds has no weights
-            target = open_clip.create_model(f"local-dir:{staging}", device="cpu",
-                                            pretrained_text=False)  # empty: filled below
-        state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
-        weights = {"logit_scale": state["logit_scale"].reshape(target.logit_scale.shape)}
-        if "init_logit_bias" in document["model_cfg"]:
-            weights["logit_bias"] = state["logit_bias"].reshape(target.logit_bias.shape)
-        for fill in fillers:
-            weights.update(fill(state, target))
-        missing = sorted(set(target.state_dict()) - set(weights))
-        if missing:
-            raise ExportError(f"open_clip's model has weights mclip's has no source for: "
-                              f"{', '.join(missing[:5])}")
-        save_file({k: v.contiguous() for k, v in weights.items()}, str(staging / WEIGHTS_FILE))
-        (staging / CONFIG_FILE).write_text(json.dumps(document, indent=2), "utf-8")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    try:
-        differences = check_open_clip_export(model, out_dir, embed_dim, hub_id)
-    except BaseException:
-        shutil.rmtree(out_dir, ignore_errors=True)
-        raise
-    return {"path": str(out_dir), "embed_dim": embed_dim, "max_difference": differences}
+    directory = Path(directory).resolve()
+    document, fillers = open_clip_config(model, config, embed_dim, hub_id or str(directory))
+    directory = empty_directory(directory)
+    model.text.encoder.config.save_pretrained(directory)
+    model.text.tokenizer.save_pretrained(directory)
+    local = _local(document, str(directory))  # the text tower read from here, for the check
+    (directory / CONFIG_FILE).write_text(json.dumps(local), "utf-8")
+    with quiet_libraries():  # open_clip warns that the model it builds has no weights
+        target = open_clip.create_model(f"local-dir:{directory}", device="cpu",
+                                        pretrained_text=False)  # empty: filled below
+    state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    weights = {"logit_scale": state["logit_scale"].reshape(target.logit_scale.shape)}
+    if "init_logit_bias" in document["model_cfg"]:
+        weights["logit_bias"] = state["logit_bias"].reshape(target.logit_bias.shape)
+    for fill in fillers:
+        weights.update(fill(state, target))
+    missing = sorted(set(target.state_dict()) - set(weights))
+    if missing:
+        raise ExportError(f"open_clip's model has weights mclip's has no source for: "
+                          f"{', '.join(missing[:5])}")
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(directory / WEIGHTS_FILE))
+    differences = check_open_clip_export(model, directory, embed_dim)
+    (directory / CONFIG_FILE).write_text(json.dumps(document, indent=2), "utf-8")
+    return {"embed_dim": embed_dim, "max_difference": differences}
+
+
+def empty_directory(directory: str | Path) -> Path:
+    """``directory`` resolved and created; an ExportError when it holds files already."""
+    directory = Path(directory).resolve()
+    if directory.exists() and any(directory.iterdir()):
+        raise ExportError(f"'{directory}' is not empty: an export goes into a new folder")
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
 
 
 def relocate_open_clip(directory: str | Path) -> Path:
@@ -311,46 +311,24 @@ def _local(document: dict, directory: str) -> dict:
     return {**document, "model_cfg": {**document["model_cfg"], "text_cfg": text}}
 
 
-def probe_texts() -> list[str]:
-    """Texts in several scripts and lengths that every check encodes."""
-    return ["a photo of a cat", "Ein roter Kreis links von einem blauen Quadrat.",
-            "un petit carré vert", "一只狗在草地上", "красный треугольник", "x",
-            "صورة قطة صغيرة", "mbwa mdogo mweusi anakimbia kwenye nyasi ndefu za kijani"]
-
-
-def probe_images(size: int, n: int = 4, seed: int = 0) -> list:
-    """``n`` random RGB PIL images of several sizes and aspect ratios around ``size``."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    shapes = [(size, size), (size + 7, size * 2), (size * 2, size + 3), (size // 2 + 5, size)]
-    return [Image.fromarray(rng.integers(0, 256, (*shapes[i % 4], 3), dtype=np.uint8))
-            for i in range(n)]
-
-
 @torch.no_grad()
-def check_open_clip_export(model: DualEncoder, directory: Path, embed_dim: int,
-                           hub_id: str | None = None) -> dict:
+def check_open_clip_export(model: DualEncoder, directory: Path, embed_dim: int) -> dict:
     """Load ``directory`` with open_clip (as a user would) and compare its image embeddings
     (through open_clip's own preprocessing) and text embeddings (its own tokenizer) with the
     first ``embed_dim`` dimensions of mclip's, re-normalised; {"image", "text"}: the largest
-    absolute differences. An ExportError when either exceeds 1e-5."""
+    absolute differences. An ExportError when open_clip cannot load it or either exceeds 1e-5."""
     import open_clip
     import torch.nn.functional as F
 
     spec = f"local-dir:{directory}"
-    if hub_id:  # the files name the hub repository: check them as a local folder
-        with tempfile.TemporaryDirectory() as scratch:
-            local = Path(scratch)
-            for path in directory.iterdir():
-                if path.is_file():
-                    (local / path.name).write_bytes(path.read_bytes())
-            document = json.loads((local / CONFIG_FILE).read_text())
-            (local / CONFIG_FILE).write_text(json.dumps(_local(document, str(local))))
-            return check_open_clip_export(model, local, embed_dim)
-    loaded, _, preprocess = open_clip.create_model_and_transforms(spec, device="cpu")
-    tokenizer = open_clip.get_tokenizer(spec)
+    try:
+        with quiet_libraries():
+            loaded, _, preprocess = open_clip.create_model_and_transforms(spec, device="cpu")
+            tokenizer = open_clip.get_tokenizer(spec)
+    except Exception as error:  # open_clip raises many types
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ExportError(f"open_clip cannot load the export ({first[:300]}); this model has a "
+                          f"setting the open_clip mapping does not cover") from None
     loaded.eval()
     images = probe_images(model.cfg.image.image_size)
     mine_transform = model.image_transform(train=False)
@@ -369,5 +347,5 @@ def check_open_clip_export(model: DualEncoder, directory: Path, embed_dim: int,
     if differences[worst] > TOLERANCE:
         raise ExportError(f"the open_clip export encodes {worst}s differently from the model "
                           f"(max |difference| {differences[worst]:.2e} > {TOLERANCE:.0e}); it was "
-                          f"not kept as a faithful copy: report this with the model's config")
+                          f"not kept: report this with the model's config")
     return differences
