@@ -22,11 +22,11 @@ class OutputError(ConfigError):
     """An output file or folder that cannot be written; the message names the path."""
 
 
-def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
+def replace_with(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(tmp)`` to write the whole content to a temporary path beside ``path``, make
-    it durable (fsync) and rename it to ``path``; returns ``path``. On an OS error (no space,
-    no permission) the temporary file is removed, ``path`` keeps its earlier content, and an
-    :class:`OutputError` names ``path``."""
+    it durable (fsync) and rename it to ``path``; returns ``path``. An OSError (no space, no
+    permission) is raised as it is, after removing the temporary file: ``path`` keeps its earlier
+    content. For callers with their own handling of OSError (the trainer's checkpoints)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
@@ -37,15 +37,24 @@ def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
         finally:
             os.close(descriptor)
         os.replace(tmp, path)
-    except OSError as error:
+    except OSError:
         try:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
-        raise OutputError(f"could not write '{path}': {error.strerror or error}; free space or "
-                          f"choose another output folder (an earlier '{path.name}' there is "
-                          f"unchanged)") from None
+        raise
     return path
+
+
+def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """:func:`replace_with`, with an OSError turned into an :class:`OutputError` naming
+    ``path`` (one line from the CLI)."""
+    try:
+        return replace_with(path, write)
+    except OSError as error:
+        raise OutputError(f"could not write '{path}': {error.strerror or error}; free space or "
+                          f"choose another output folder (an earlier '{Path(path).name}' there "
+                          f"is unchanged)") from None
 
 
 def write_text_atomically(path: str | Path, text: str) -> Path:

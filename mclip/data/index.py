@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Callable
 
 from mclip.config import ConfigError
-from mclip.data.shards import (IMAGE_KEYS, SkipCounter, decode_captions, iter_raw_samples)
+from mclip.data.shards import IMAGE_KEYS, SkipCounter, decode_captions, iter_raw_samples
+from mclip.outputs import write_text_atomically
 
 INDEX_FILE = "mclip_index.json"
 INDEX_VERSION = 2  # 2: real paths, language sets, samples without an image not counted
@@ -82,29 +83,30 @@ def build_index(shards: list[str], default_language: str = "en", language_key: s
 
 
 def write_index(index: dict, path: str | Path) -> Path:
-    """Write the manifest atomically (temporary file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(index, indent=1, ensure_ascii=False), "utf-8")
-    tmp.replace(path)
-    return path
+    """Write the manifest whole or not at all (:func:`mclip.outputs.write_text_atomically`)."""
+    return write_text_atomically(path, json.dumps(index, indent=1, ensure_ascii=False))
 
 
-def _find_record(shard: str, listed: dict, index_dir: Path) -> dict | None:
-    """The record of ``shard`` in an index's ``shards``: by real path (as stored, or the listed
-    name resolved from the index's folder), by the name as typed, else by file name + size +
-    modification time when exactly one record matches."""
-    real = os.path.realpath(shard)
-    for name, record in listed.items():
-        if record.get("path") == real or name == shard:
-            return record
-    for name, record in listed.items():
-        if "path" not in record and os.path.realpath(index_dir / name) == real:
-            return record
-    stamp, base = _stamp(shard), os.path.basename(shard)
-    same = [record for name, record in listed.items() if os.path.basename(name) == base
-            and {k: record.get(k) for k in ("bytes", "mtime_ns")} == stamp]
-    return same[0] if len(same) == 1 else None
+class _Records:
+    """An index's shard records, found by real path, by the name as listed, or by file name +
+    size + modification time (each a dict lookup: a 100,000-shard index stays fast)."""
+
+    def __init__(self, listed: dict, index_dir: Path):
+        self.by_path, self.by_name, self.by_stamp = {}, dict(listed), {}
+        for name, record in listed.items():
+            real = record.get("path") or os.path.realpath(index_dir / name)
+            self.by_path.setdefault(real, record)
+            stamp = (os.path.basename(name), record.get("bytes"), record.get("mtime_ns"))
+            self.by_stamp[stamp] = None if stamp in self.by_stamp else record  # None: ambiguous
+
+    def find(self, shard: str) -> dict | None:
+        """The record of ``shard`` (see :func:`load_index`), or None."""
+        record = self.by_path.get(os.path.realpath(shard)) or self.by_name.get(shard)
+        if record is None:
+            stamp = _stamp(shard)
+            record = self.by_stamp.get((os.path.basename(shard), stamp["bytes"],
+                                        stamp["mtime_ns"]))
+        return record
 
 
 def load_index(shards: list[str], path: str | Path | None = None) -> dict | None:
@@ -120,9 +122,9 @@ def load_index(shards: list[str], path: str | Path | None = None) -> dict | None
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConfigError(f"data index '{path}' cannot be read ({error}); rebuild it with "
                           f"'mclip data index SHARDS --out {path}'") from None
-    records = []
+    records, lookup = [], _Records(listed, path.parent)
     for shard in shards:
-        record = _find_record(shard, listed, path.parent)
+        record = lookup.find(shard)
         if record is None:
             problem = f"does not list shard '{shard}'"
         elif {k: record.get(k) for k in ("bytes", "mtime_ns")} != _stamp(shard):

@@ -33,6 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from mclip.config import ConfigError
+from mclip.outputs import write_atomically, write_text_atomically
 
 
 def model_fingerprint(model) -> str:
@@ -83,8 +84,8 @@ class EmbeddingCache:
                               f"a writable --cache directory") from None
         info = self.root / "model.json"
         if not info.exists():
-            _atomic_write_text(info, json.dumps({"name": getattr(model, "name", ""),
-                                                 "versions": getattr(model, "versions", {})}))
+            write_text_atomically(info, json.dumps({"name": getattr(model, "name", ""),
+                                                    "versions": getattr(model, "versions", {})}))
         self.stats = {"image_hits": 0, "image_misses": 0, "text_hits": 0, "text_misses": 0}
         self._text_index: dict[int, tuple[Path, int]] | None = None
         self._run = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -156,12 +157,4 @@ class EmbeddingCache:
 
 
 def _atomic_save(path: Path, tensors: dict, metadata: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text, "utf-8")
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 import zipfile
 from pathlib import Path
 
 from mclip.errors import ConfigError
+from mclip.outputs import replace_with
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_VERSION = 1
@@ -51,14 +51,8 @@ def write_manifest(directory: str | Path) -> Path:
         name = path.relative_to(directory).as_posix()
         if name != MANIFEST_FILE:
             files[name] = {"bytes": path.stat().st_size, "sha256": file_digest(path)}
-    target = directory / MANIFEST_FILE
-    tmp = directory / f".{MANIFEST_FILE}.tmp"
-    with tmp.open("w", encoding="utf-8") as handle:
-        json.dump({"version": MANIFEST_VERSION, "files": files}, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(target)
-    return target
+    document = json.dumps({"version": MANIFEST_VERSION, "files": files}, indent=1)
+    return replace_with(directory / MANIFEST_FILE, lambda tmp: tmp.write_text(document, "utf-8"))
 
 
 def damage(directory: str | Path, required: tuple[str, ...] = ()) -> str | None:
