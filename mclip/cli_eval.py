@@ -96,7 +96,8 @@ def _say_which_checkpoint(model, spec: str, log) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from mclip.eval.compare import (compare_reports, comparison_markdown, model_letters,
                                     model_names)
-    from mclip.eval.export import COMPARISON_COLUMNS, write_clip_benchmark, write_csv
+    from mclip.eval.export import (COMPARISON_COLUMNS, clip_benchmark_documents,
+                                   write_clip_benchmark, write_csv)
     from mclip.eval.plots import dims_chart, overview_chart, write_task_charts
     from mclip.eval.report import (dims_families, load_report, markdown_table,
                                    recompute_intervals, write_report)
@@ -135,11 +136,12 @@ def cmd_report(args: argparse.Namespace) -> int:
             written += write_task_charts(entries, out, prefix="comparison")
             if any(dims_families(r) for r in reports):
                 written.append(dims_chart(entries, out / "comparison_dims.png"))
-        if "clip_benchmark" in formats:  # reports of one model are told apart by their letter
-            models = [str(r.get("model", "")) for r in reports]
-            for report, model, letter in zip(reports, models, model_letters(len(reports))):
+        if "clip_benchmark" in formats:  # reports whose file names clash get their letter
+            names_of = [{n for n, _ in clip_benchmark_documents(r)[0]} for r in reports]
+            for i, (report, letter) in enumerate(zip(reports, model_letters(len(reports)))):
+                clash = any(names_of[i] & other for j, other in enumerate(names_of) if j != i)
                 written += write_clip_benchmark(report, out / "clip_benchmark",
-                                                tag=letter if models.count(model) > 1 else "")
+                                                tag=letter if clash else "")
     skipped = [t for r in reports for t, task in r["tasks"].items()
                if "clip_benchmark" in formats and task["kind"] not in ("zeroshot_classification",
                                                                        "retrieval")]

@@ -95,3 +95,13 @@ def test_embed_dims_errors_name_the_value():
     with pytest.raises(ConfigError, match="larger than the model's embedding"):
         check_dims([8, 64], 16)
     assert check_dims([8, 16], 16) == [8, None]
+
+
+def test_without_the_full_size_the_share_is_of_the_largest(demo_data):
+    from mclip.eval.report import build_report, dims_table
+
+    suite = load_suite(ROOT / "eval_suites" / "demo.yaml", demo_data)
+    results = run_tasks(_adapter(), suite.tasks[:1], bootstrap=0, embed_dims=[4, 8])
+    table = dims_table(build_report("tiny", "demo", results))
+    assert "% of 8d acc@1" in table and "% of full" not in table
+    assert table.splitlines()[-1].endswith("| 100.0 |")

@@ -159,3 +159,16 @@ def test_two_reports_of_one_model_write_every_clip_benchmark_file(tmp_path, caps
     assert sum("-A_" in f.name for f in files) == 4 and sum("-B_" in f.name for f in files) == 4
     written = int(capsys.readouterr().out.rsplit("wrote ", 1)[1].split()[0])
     assert written == len(list(out.rglob("*.*")))
+
+
+def test_reports_whose_clip_benchmark_names_clash_are_told_apart(tmp_path, capsys):
+    langs = language_codes(2)
+    for name, model in (("a", "runs/demo"), ("b", "runs_demo"), ("c", "other")):
+        (tmp_path / f"{name}.json").write_text(json.dumps(synthetic_report(model, langs)))
+    out = tmp_path / "cmp"
+    assert main(["report", *(str(tmp_path / f"{n}.json") for n in "abc"), "--out", str(out),
+                 "--format", "clip_benchmark"]) == 0
+    files = sorted(p.name for p in (out / "clip_benchmark").glob("*.json"))
+    assert len(files) == 3 * 2 * 2  # 'runs/demo' and 'runs_demo' have one slug: tagged A and B
+    assert sum("-A_" in f for f in files) == 4 and sum("-B_" in f for f in files) == 4
+    assert not any("-C_" in f for f in files)  # no clash: the plain CLIP_benchmark name

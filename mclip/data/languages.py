@@ -31,19 +31,21 @@ class LanguagePolicy:
         factor = self.keep_factors.get(language, 1.0)
         return factor >= 1.0 or rng.random() < factor
 
-    def choose(self, available: list[str], rng: random.Random) -> str | None:
-        """A language from ``available`` (sorted for determinism), or None if none is allowed."""
-        candidates = sorted(lang for lang in available
-                            if not self.languages or lang in self.languages)
+    def candidates(self, available) -> list[str]:
+        """The languages of ``available`` this policy may draw, sorted (for determinism)."""
+        out = sorted(lang for lang in available if not self.languages or lang in self.languages)
         if self.policy == "weighted":
-            candidates = [lang for lang in candidates if self.weights.get(lang, 0.0) > 0]
+            out = [lang for lang in out if self.weights.get(lang, 0.0) > 0]
+        return out
+
+    def choose(self, available: list[str], rng: random.Random) -> str | None:
+        """A language from ``available``, or None if none is allowed."""
+        candidates = self.candidates(available)
         if not candidates:
             return None
         if self.policy == "uniform" and not self.keep_factors:
             return rng.choice(candidates)
-        weights = [(self.weights[lang] if self.policy == "weighted" else 1.0)
-                   * self.keep_factors.get(lang, 1.0) for lang in candidates]
-        return rng.choices(candidates, weights=weights)[0]
+        return rng.choices(candidates, weights=[self._draw_weight(c) for c in candidates])[0]
 
     def choose_several(self, available: list[str], k: int, rng: random.Random) -> list[str]:
         """Up to ``k`` distinct languages from ``available``, drawn one after another as
@@ -71,11 +73,7 @@ class LanguagePolicy:
         """
         totals: dict[str, float] = {}
         for key, count in language_sets.items():
-            available = [lang for lang in key.split(",") if lang]
-            candidates = sorted(lang for lang in available
-                                if not self.languages or lang in self.languages)
-            if self.policy == "weighted":
-                candidates = [lang for lang in candidates if self.weights.get(lang, 0.0) > 0]
+            candidates = self.candidates(lang for lang in key.split(",") if lang)
             if not candidates:
                 continue
             weights = tuple(self._draw_weight(lang) for lang in candidates)

@@ -12,9 +12,9 @@ dimension side by side (:func:`mclip.eval.report.dims_table`, ``results_dims.png
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from mclip.errors import ConfigError
+from mclip.losses.matryoshka import prefix
 
 
 def parse_embed_dims(spec: str) -> list[int | None]:
@@ -34,7 +34,7 @@ def parse_embed_dims(spec: str) -> list[int | None]:
         dims.add(value)
     if not dims:
         raise ConfigError("--embed-dims is empty; give e.g. 32,64,full")
-    return sorted(dims, key=lambda d: float("inf") if d is None else d)
+    return sorted(dims, key=_size_order)
 
 
 def check_dims(dims: list[int | None], embed_dim: int) -> list[int | None]:
@@ -44,8 +44,7 @@ def check_dims(dims: list[int | None], embed_dim: int) -> list[int | None]:
     if too_big:
         raise ConfigError(f"--embed-dims {too_big[0]} is larger than the model's embedding "
                           f"({embed_dim} dimensions)")
-    return sorted({None if d == embed_dim else d for d in dims},
-                  key=lambda d: float("inf") if d is None else d)
+    return sorted({None if d == embed_dim else d for d in dims}, key=_size_order)
 
 
 def task_name(name: str, dim: int | None) -> str:
@@ -54,7 +53,12 @@ def task_name(name: str, dim: int | None) -> str:
 
 
 def _prefix(embeddings: torch.Tensor, dim: int | None) -> torch.Tensor:
-    return embeddings if dim is None else F.normalize(embeddings[:, :dim], dim=-1)
+    return embeddings if dim is None else prefix(embeddings, dim)
+
+
+def _size_order(dim: int | None) -> float:
+    """Sort key of sizes: the full embedding (None) last."""
+    return float("inf") if dim is None else dim
 
 
 class PrefixImages:

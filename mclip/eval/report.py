@@ -331,15 +331,16 @@ def dims_families(report: dict) -> dict[str, list[tuple[int, dict]]]:
 
 def dims_table(report: dict) -> str:
     """Markdown: per base task, a row per embedding size with the mean of each headline metric
-    over the languages (in %), and its share of the full embedding's value; "" when the report
-    has no task scored at several sizes."""
+    over the languages (in %), and its share of the largest size's value (the full embedding's
+    when it was scored); "" when the report has no task scored at several sizes."""
     lines = []
     for base, sized in dims_families(report).items():
-        full = sized[-1][1]
+        largest, full = sized[-1]
         metrics = [m for m in headline(full["kind"]) if not m.startswith("n_")
                    and m in full.get("mean", {})]
+        of = "full" if largest == full.get("full_embed_dim", largest) else f"{largest}d"
         header = ["dimensions"] + [f"{short_name(m)}" for m in metrics] + [
-            f"% of full {short_name(metrics[0])}" if metrics else ""]
+            f"% of {of} {short_name(metrics[0])}" if metrics else ""]
         lines += ["", f"### {base}: accuracy against embedding size (mean over languages, %)", "",
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for size, task in sized:

@@ -365,12 +365,14 @@ def run_tasks(model, tasks: list, device: str | torch.device = "cpu", batch_size
         for dim in dims:
             start, name = time.perf_counter(), task_name(task.name, dim)
             text.adapted = set()
+            said = progress if dim is None else (lambda m, d=dim: progress(f"[{d}d] {m}"))
             result = RUNNERS[task.kind](task, PrefixImages(images, dim), PrefixTexts(text, dim),
-                                        progress)
+                                        said)
             if text.adapter_languages:  # which of this task's languages had their adapter on
                 result["language_adapters"] = sorted(text.adapted)
             if embed_dims:
-                result.update(base_task=task.name, embed_dim=dim or int(model.embed_dim))
+                result.update(base_task=task.name, embed_dim=dim or int(model.embed_dim),
+                              full_embed_dim=int(model.embed_dim))
             _attach_samples(name, result, bootstrap, seed)
             result["seconds"] = time.perf_counter() - start
             results[name] = result
