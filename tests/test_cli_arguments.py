@@ -88,10 +88,29 @@ def test_report_help_shows_a_plain_percent_sign():
     assert "95% intervals" in text and "%%" not in text
 
 
-def test_progress_line_shows_an_accuracy_of_zero_as_zero():
-    from mclip.eval.runner import _shown
+def test_progress_line_shows_an_accuracy_of_zero_as_zero(demo_data, monkeypatch):
+    """The eval progress line of a language scored 0 says 0.0000 (it said nan)."""
+    import mclip.eval.runner as runner
+    from conftest import tiny_model_config
+    from mclip.eval.suite import load_suite
+    from mclip.models.adapters.native import NativeAdapter
+    from mclip.models.dual import DualEncoder
 
-    assert _shown(0.0) == "0.0000" and _shown(None) == "n/a" and _shown(0.25) == "0.2500"
+    real = runner.classify_language
+
+    def nothing_right(*args, **kwargs):
+        scores = real(*args, **kwargs)
+        scores.metrics["acc@1"] = 0.0
+        return scores
+
+    monkeypatch.setattr(runner, "classify_language", nothing_right)
+    cfg = tiny_model_config()
+    lines = []
+    suite = load_suite(ROOT / "eval_suites" / "demo.yaml", demo_data)
+    runner.run_tasks(NativeAdapter(DualEncoder(cfg.model), cfg), suite.tasks[:1], bootstrap=0,
+                     progress=lines.append)
+    shown = [line for line in lines if "acc@1=" in line]
+    assert shown and all(line.endswith("acc@1=0.0000") for line in shown), shown
 
 
 def test_an_empty_template_list_names_the_templates_file(tmp_path):

@@ -172,3 +172,11 @@ def test_reports_whose_clip_benchmark_names_clash_are_told_apart(tmp_path, capsy
     assert len(files) == 3 * 2 * 2  # 'runs/demo' and 'runs_demo' have one slug: tagged A and B
     assert sum("-A_" in f for f in files) == 4 and sum("-B_" in f for f in files) == 4
     assert not any("-C_" in f for f in files)  # no clash: the plain CLIP_benchmark name
+
+
+def test_unwritable_cache_is_one_line_before_any_work(demo_data, model_dir, tmp_path, unwritable):
+    result = run_cli("eval", "--model", model_dir, "--suite", SUITE, "--data-root", demo_data,
+                     "--out", tmp_path / "eval", "--cache", unwritable)
+    assert result.returncode == 2
+    _one_error_line(result.stderr, "--cache", str(unwritable))
+    assert "embedded" not in result.stderr and not (tmp_path / "eval" / "results.json").exists()

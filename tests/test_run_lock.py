@@ -109,3 +109,28 @@ def test_run_lock_semantics(tmp_path):
     third = RunLock(tmp_path)
     assert third.acquire()["pid"] == live.pid
     third.release()
+
+
+def test_without_file_locks_the_holder_file_decides(tmp_path, monkeypatch):
+    """A file system without POSIX locks (ENOLCK): a live holder on this host is refused, a dead
+    one is taken over."""
+    import errno
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": live.pid, "host": socket.gethostname(),
+                                                      "started": "now", "command": "mclip train"}))
+        with pytest.raises(ConfigError, match=f"pid {live.pid}"):
+            RunLock(tmp_path).acquire()
+    finally:
+        live.kill()
+        live.wait()
+    lock = RunLock(tmp_path)
+    assert lock.acquire()["pid"] == live.pid  # now dead: taken over
+    assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+    lock.release()

@@ -211,3 +211,34 @@ def test_a_student_embedding_size_other_than_the_teachers_is_a_config_error(
     with pytest.raises(ConfigError, match="model.embed_dim is 16 but the teacher .* 64 dim.*"
                                           "set model.embed_dim=64"):
         train(cfg, quiet=True)
+
+
+def test_ctrl_c_finishes_the_step_and_writes_a_checkpoint(demo_data, tmp_path, english_teacher,
+                                                          monkeypatch):
+    """Teacher learning honours SIGINT / SIGTERM as image-text training does."""
+    import os
+    import signal
+
+    import mclip.train.teacher_learning as module
+    from mclip.train.faults import TrainingInterrupted
+
+    teacher, parallel = english_teacher
+    real, calls = module.teacher_learning_gradients, {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # Ctrl-C arrives during the second step
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "teacher_learning_gradients", interrupted)
+    run = tmp_path / "run"
+    cfg = _student(demo_data, run, teacher, parallel)
+    cfg.train.save_every = 100
+    with pytest.raises(TrainingInterrupted) as stop:
+        train(cfg, quiet=True)
+    assert stop.value.step == 2 and stop.value.checkpoint.name == "step_0000002"
+    assert [c.name for c in list_checkpoints(run)] == ["step_0000002"]
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert next(r for r in records if r.get("event") == "end")["stopped_by"] == "SIGINT"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored

@@ -32,9 +32,9 @@ from mclip.models.adapters import load_model
 from mclip.models.composite import composite_config, load_image_tower
 from mclip.models.dual import DualEncoder
 from mclip.train.checkpoint import checkpoint_dir, rng_state, save_checkpoint
-from mclip.train.distributed import (average_gradients, broadcast_parameters, rank_digests,
-                                     shutdown_distributed)
-from mclip.train.faults import restore_or_explain
+from mclip.train.distributed import (any_rank, average_gradients, broadcast_parameters,
+                                     rank_digests, shutdown_distributed)
+from mclip.train.faults import StopRequest, TrainingInterrupted, restore_or_explain
 from mclip.train.gradcache import gradient_cache_backward
 from mclip.train.logger import TrainLogger
 from mclip.train.periodic_eval import TrainingEvaluator
@@ -185,52 +185,63 @@ def train_teacher_learning(cfg: Config, run: Run, resume: bool = False, quiet: b
     local = cfg.train.batch_size // ctx.world_size
     final_dir, last_log, done = resumed_from, time.perf_counter(), start_step
     model.train()
-    for step in range(start_step, cfg.train.steps):
-        rows = pair_order(len(pairs), cfg.train.seed, step, cfg.train.batch_size)
-        rows = rows[ctx.rank * local:(ctx.rank + 1) * local]
-        with torch.no_grad():
-            teacher_emb = teacher.encode_text([pairs[i][0] for i in rows]).float().to(device)
-        tokens = {k: v.to(device) for k, v in model.tokenize([pairs[i][1] for i in rows]).items()}
-        optimizer.zero_grad(set_to_none=True)
-        loss = teacher_learning_gradients(model, objective, scale, teacher_emb, tokens,
-                                          cfg.train.micro_batches, device)
-        if ctx.world_size > 1:
-            average_gradients(trained, ctx.world_size)
-        grad_norm = torch.nn.utils.clip_grad_norm_(trained.parameters(),
-                                                   cfg.train.grad_clip or math.inf)
-        if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
-            raise ConfigError(f"teacher learning step {step + 1} gave a NaN/inf loss; lower "
-                              f"train.lr (now {cfg.train.lr})")
-        optimizer.step()
-        scheduler.step()
-        done = step + 1
-        logger.advance()
-        if done % cfg.train.log_every == 0 or done == cfg.train.steps:
-            now = time.perf_counter()
-            logger.step(done, {"loss": loss.item(), "lr": scheduler.get_last_lr()[0],
-                               "pairs_per_s": cfg.train.log_every * cfg.train.batch_size
-                               / max(now - last_log, 1e-9)})
-            last_log = now
-        if done % cfg.train.save_every == 0 or done == cfg.train.steps:
-            if ctx.is_main:
-                final_dir = save_checkpoint(out_dir, done, model, cfg, {
-                    "step": done, "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": rng_state(),
-                    "pair_logit_scale": scale.detach().cpu()}, keep=cfg.train.keep_checkpoints)
-                logger.event("checkpoint", step=done, path=str(final_dir))
-            else:
-                final_dir = checkpoint_dir(out_dir) / f"step_{done:07d}"
+    stopped_by = None
+    with StopRequest() as stop:  # SIGTERM / SIGINT: finish the step, write a checkpoint
+        for step in range(start_step, cfg.train.steps):
+            rows = pair_order(len(pairs), cfg.train.seed, step, cfg.train.batch_size)
+            rows = rows[ctx.rank * local:(ctx.rank + 1) * local]
+            with torch.no_grad():
+                teacher_emb = teacher.encode_text([pairs[i][0] for i in rows]).float().to(device)
+            tokens = {k: v.to(device) for k, v in model.tokenize([pairs[i][1] for i in rows]).items()}
+            optimizer.zero_grad(set_to_none=True)
+            loss = teacher_learning_gradients(model, objective, scale, teacher_emb, tokens,
+                                              cfg.train.micro_batches, device)
             if ctx.world_size > 1:
-                torch.distributed.barrier()
-        if evaluator.due(done):
-            numbers = evaluator.evaluate(model, done)
-            value = numbers[evaluator.metric]
-            new_best = evaluator.keep_best(model, cfg, done, value, numbers)
-            logger.evaluation(done, numbers, metric=evaluator.metric, value=value, best=new_best,
-                              best_step=evaluator.best_step)
+                average_gradients(trained, ctx.world_size)
+            grad_norm = torch.nn.utils.clip_grad_norm_(trained.parameters(),
+                                                       cfg.train.grad_clip or math.inf)
+            if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
+                raise ConfigError(f"teacher learning step {step + 1} gave a NaN/inf loss; lower "
+                                  f"train.lr (now {cfg.train.lr})")
+            optimizer.step()
+            scheduler.step()
+            done = step + 1
+            logger.advance()
+            if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+                now = time.perf_counter()
+                logger.step(done, {"loss": loss.item(), "lr": scheduler.get_last_lr()[0],
+                                   "pairs_per_s": cfg.train.log_every * cfg.train.batch_size
+                                   / max(now - last_log, 1e-9)})
+                last_log = now
+            preempted = any_rank(stop.requested, ctx, device)
+            if done % cfg.train.save_every == 0 or done == cfg.train.steps or preempted:
+                if ctx.is_main:
+                    final_dir = save_checkpoint(out_dir, done, model, cfg, {
+                        "step": done, "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "rng": rng_state(),
+                        "pair_logit_scale": scale.detach().cpu()}, keep=cfg.train.keep_checkpoints)
+                    logger.event("checkpoint", step=done, path=str(final_dir))
+                else:
+                    final_dir = checkpoint_dir(out_dir) / f"step_{done:07d}"
+                if ctx.world_size > 1:
+                    torch.distributed.barrier()
+            if evaluator.due(done):
+                numbers = evaluator.evaluate(model, done)
+                value = numbers[evaluator.metric]
+                new_best = evaluator.keep_best(model, cfg, done, value, numbers)
+                logger.evaluation(done, numbers, metric=evaluator.metric, value=value, best=new_best,
+                                  best_step=evaluator.best_step)
+            if preempted:
+                stopped_by = stop.signal_name or "a signal to another rank"
+                logger.event("preempted", step=done, checkpoint=str(final_dir),
+                             note=f"{stopped_by}: checkpoint written; continue with --resume")
+                break
     digests = rank_digests(model, ctx)
     logger.event("end", step=done, checkpoint=str(final_dir), ranks_identical=len(set(digests)) == 1,
-                 best_step=evaluator.best_step, best_value=evaluator.best_value)
+                 best_step=evaluator.best_step, best_value=evaluator.best_value,
+                 stopped_by=stopped_by)
     logger.close()
     shutdown_distributed(ctx)
+    if stopped_by == "SIGINT":
+        raise TrainingInterrupted(final_dir, done)
     return final_dir
