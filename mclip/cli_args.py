@@ -57,29 +57,23 @@ def float_in(low: float, high: float | None = None, low_open: bool = True,
     return parse
 
 
-def existing_file(value: str) -> str:
-    """An argparse type: the path of an existing file."""
-    path = Path(value)
-    if not path.is_file():
-        what = "is a directory, not a file" if path.is_dir() else "does not exist"
-        raise argparse.ArgumentTypeError(f"'{value}' {what}")
-    return value
+def _existing(kind: str) -> Callable[[str], str]:
+    """An argparse type: the path of an existing ``file``, ``dir`` or ``path`` (either)."""
+    checks = {"file": Path.is_file, "dir": Path.is_dir, "path": Path.exists}
+
+    def parse(value: str) -> str:
+        path = Path(value)
+        if not checks[kind](path):
+            if not path.exists():
+                raise argparse.ArgumentTypeError(f"'{value}' does not exist")
+            other = "a directory, not a file" if kind == "file" else "a file, not a directory"
+            raise argparse.ArgumentTypeError(f"'{value}' is {other}")
+        return value
+    parse.__name__ = f"existing {kind}"
+    return parse
 
 
-def existing_dir(value: str) -> str:
-    """An argparse type: the path of an existing directory."""
-    path = Path(value)
-    if not path.is_dir():
-        what = "is a file, not a directory" if path.exists() else "does not exist"
-        raise argparse.ArgumentTypeError(f"'{value}' {what}")
-    return value
-
-
-def existing_path(value: str) -> str:
-    """An argparse type: an existing file or directory."""
-    if not Path(value).exists():
-        raise argparse.ArgumentTypeError(f"'{value}' does not exist")
-    return value
+existing_file, existing_dir, existing_path = _existing("file"), _existing("dir"), _existing("path")
 
 
 def device_name(value: str) -> str:

@@ -111,3 +111,19 @@ def on_gloo_ranks(compute, tmp_path: Path, world: int = 2):
     mp.start_processes(_gloo_entry, args=(world, port, str(out), compute), nprocs=world,
                        start_method="spawn", join=True)
     return torch.load(out, weights_only=False)
+
+
+def perturbed(model):
+    """``model`` with every float weight and buffer moved off its initialisation (BatchNorm
+    statistics, biases and scales included, variances kept positive), in eval mode: exports are
+    checked on a model whose every tensor matters."""
+    import torch
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point():
+                tensor.add_(0.05 * torch.randn_like(tensor))
+                if "running_var" in name:
+                    tensor.abs_()
+    return model.eval()

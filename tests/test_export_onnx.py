@@ -13,10 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_model_config
+from conftest import perturbed, tiny_model_config
 from mclip.config import config_from_dict
 from mclip.export.onnx import export_onnx, session
-from mclip.export.open_clip import probe_images
+from mclip.export.probes import probe_images
 from mclip.models.dual import DualEncoder
 
 pytest.importorskip("onnxruntime")
@@ -29,14 +29,7 @@ def _model(image="resnet10t", text=None):
     cfg = tiny_model_config(image) if text is None else config_from_dict(
         {"model": {"embed_dim": 24, "image": {"name": image, "image_size": 32}, "text": text}})
     torch.manual_seed(0)
-    model = DualEncoder(cfg.model).eval()
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if tensor.is_floating_point():
-                tensor.add_(0.05 * torch.randn_like(tensor))
-                if "running_var" in name:
-                    tensor.abs_()
-    return model, cfg
+    return perturbed(DualEncoder(cfg.model)), cfg
 
 
 @torch.no_grad()

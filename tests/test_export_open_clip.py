@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from conftest import tiny_model_config
+from conftest import perturbed, tiny_model_config
 from mclip.config import config_from_dict
 from mclip.export import ExportError
-from mclip.export.open_clip import export_open_clip, probe_images, probe_texts, relocate_open_clip
+from mclip.export.open_clip import export_open_clip, relocate_open_clip
+from mclip.export.probes import probe_images
 from mclip.models.dual import DualEncoder
 
 open_clip = pytest.importorskip("open_clip")
@@ -34,14 +35,7 @@ def _model(image="resnet10t", sigmoid=False, **image_args):
     if sigmoid:
         cfg.loss.kind = "sigmoid"
     torch.manual_seed(0)
-    model = DualEncoder(cfg.model).eval()
-    with torch.no_grad():  # away from the initialisation: BatchNorm statistics, biases, scales
-        for name, tensor in model.state_dict().items():
-            if tensor.is_floating_point():
-                tensor.add_(0.05 * torch.randn_like(tensor))
-                if "running_var" in name:
-                    tensor.abs_()
-    return model, cfg
+    return perturbed(DualEncoder(cfg.model)), cfg
 
 
 def _minilm_model():
