@@ -3,7 +3,6 @@
 Everything is built from tiny random-init configs in tmp_path: no download, CPU, seconds.
 """
 
-import json
 import math
 import pickle
 from pathlib import Path

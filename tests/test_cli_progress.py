@@ -4,7 +4,7 @@ import io
 import subprocess
 import sys
 
-from mclip.cli_progress import LineProgress, progress_bar
+from mclip.cli_progress import LineProgress
 
 
 def test_line_progress_prints_at_most_every_interval_and_at_the_end():
