@@ -144,6 +144,10 @@ class DataConfig:
     language_key: str = ""
     """``KEY.json`` field holding the language of ``KEY.txt`` (img2dataset writes ``LANGUAGE``
     for LAION-2B-multi). Empty: look for ``LANGUAGE``, then ``language``."""
+    retries: int = 5
+    """Attempts in a row to re-read a remote shard after a transient fault (a dropped
+    connection, HTTP 429 / 5xx), with exponential backoff, resuming where the read broke
+    (:mod:`mclip.data.remote`); 0: a fault gives the shard up at once (counted)."""
     captions_per_image: int = 1
     """Captions of one image in a batch, as that many texts with one image (in as many different
     languages as the sample has; the losses take each as a positive of its image)."""

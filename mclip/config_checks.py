@@ -42,7 +42,7 @@ def validate(cfg: Config) -> Config:
         if not _get(cfg, key) > 0:
             raise ConfigError(f"config key '{key}' must be > 0, got {_get(cfg, key)!r}")
     non_negative = ["train.weight_decay", "train.warmup_steps", "train.min_lr_ratio",
-                    "data.shuffle_buffer", "train.threads",
+                    "data.shuffle_buffer", "train.threads", "data.retries",
                     "model.image.drop_path_rate", "model.text.dropout", "dist.group_size"]
     for key in non_negative:
         if _get(cfg, key) < 0:

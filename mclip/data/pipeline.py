@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from mclip.data.languages import LanguagePolicy
+from mclip.data.remote import RetryPolicy
 from mclip.data.shards import (DataError, SkipCounter, content_hash, decode_captions, decode_image,
                                image_bytes, iter_raw_samples)
 
@@ -103,7 +104,8 @@ class TrainStream(IterableDataset):
                  seed: int = 0, rank: int = 0, world_size: int = 1, augment: bool = False,
                  default_language: str = "en", language_key: str = "",
                  positions: dict[int, dict] | None = None, batches_done: int = 0,
-                 captions_per_image: int = 1, teacher_transforms: list[Callable] | None = None):
+                 captions_per_image: int = 1, teacher_transforms: list[Callable] | None = None,
+                 retries: int = 5):
         super().__init__()
         self.sources = (list(shards) if shards and isinstance(shards[0], Source)
                         else [Source("train", list(shards), policy or LanguagePolicy())])
@@ -115,6 +117,7 @@ class TrainStream(IterableDataset):
         self.batches_done = batches_done
         self.captions_per_image = captions_per_image
         self.teacher_transforms = list(teacher_transforms or [])
+        self.retry_policy = RetryPolicy(retries=retries)
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -289,7 +292,8 @@ class _SourceFeed:
         rng = random.Random(f"{stream.seed}/{self.reader}/{name}/{pass_index}")
         order = self.shards
         rng.shuffle(order)
-        samples = shuffle_buffer(iter_raw_samples(order, self.counter), stream.shuffle_size, rng)
+        samples = shuffle_buffer(iter_raw_samples(order, self.counter, stream.retry_policy),
+                                 stream.shuffle_size, rng)
         for index, sample in enumerate(samples):
             if index < start:
                 if index == start - 1:  # the original run reported what was read up to here

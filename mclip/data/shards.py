@@ -21,6 +21,8 @@ from webdataset import tariterators
 
 from mclip.config import ConfigError
 from mclip.data.language_codes import UNKNOWN_LANGUAGE, normalise_language
+from mclip.data.remote import (HTTP_SCHEMES, PIPE_PREFIX, RetryPolicy, is_remote, list_remote,
+                               open_shard)
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 
@@ -30,20 +32,29 @@ class DataError(RuntimeError):
 
 
 def expand_shards(spec: str, key: str = "data.train_shards") -> list[str]:
-    """Shard paths from a spec: brace pattern, glob, directory of .tar, or comma-separated list.
+    """Shard paths and URLs from a spec: a comma-separated list of brace patterns, globs or
+    directories of .tar files; a part may be a URL (``https://host/shard-{000..099}.tar``,
+    ``pipe:COMMAND``, or an fsspec URL such as ``s3://bucket/prefix/`` or
+    ``s3://bucket/*.tar``, whose listing replaces the glob; :mod:`mclip.data.remote`).
 
-    Every path must exist; the error names the missing ones and the key to fix.
+    Every local path must exist; the error names the missing ones and the key to fix. Remote
+    shards are not checked here: one that cannot be read is counted when it is read.
     """
     paths: list[str] = []
-    for part in [p.strip() for p in spec.split(",") if p.strip()]:
+    for part in _split_spec(spec, key):
+        if part.startswith(PIPE_PREFIX):
+            paths.append(part)  # a command is not brace-expanded: its own shell may want braces
+            continue
         for item in braceexpand(part):
-            if os.path.isdir(item):
+            if is_remote(item):
+                paths.extend(list_remote(item, key) if _lists(item) else [item])
+            elif os.path.isdir(item):
                 paths.extend(sorted(str(p) for p in Path(item).glob("*.tar")))
             elif any(ch in item for ch in "*?["):
                 paths.extend(sorted(glob.glob(item)))
             else:
                 paths.append(item)
-    missing = [p for p in paths if not os.path.isfile(p)]
+    missing = [p for p in paths if not is_remote(p) and not os.path.isfile(p)]
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise ConfigError(f"config key '{key}': {len(missing)} of {len(paths)} shards do not exist "
@@ -52,6 +63,31 @@ def expand_shards(spec: str, key: str = "data.train_shards") -> list[str]:
     if not paths:
         raise ConfigError(f"config key '{key}': '{spec}' matches no shard (.tar) file")
     return paths
+
+
+def _split_spec(spec: str, key: str) -> list[str]:
+    """The comma-separated parts of a shard spec; a comma inside braces (``{a,b}``) belongs to
+    its brace pattern. Unbalanced braces are a ConfigError naming ``key``."""
+    parts, depth, current = [], 0, []
+    for ch in spec:
+        depth += (ch == "{") - (ch == "}")
+        if depth < 0:
+            break
+        if ch == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    if depth != 0:
+        raise ConfigError(f"config key '{key}': '{spec}' has unbalanced braces")
+    parts.append("".join(current))
+    return [part.strip() for part in parts if part.strip()]
+
+
+def _lists(url: str) -> bool:
+    """Whether an fsspec URL names several shards (a prefix ending in '/', or a glob)."""
+    return not url.startswith(HTTP_SCHEMES) and (url.endswith("/") or
+                                                  any(ch in url for ch in "*?["))
 
 
 def check_shard_count(n_shards: int, world_size: int, num_workers: int,
@@ -79,9 +115,20 @@ class SkipCounter(Counter):
         return True  # keep going with the next member / shard
 
 
-def iter_raw_samples(urls: Iterable[str], counter: SkipCounter) -> Iterator[dict]:
-    """Raw samples {'__key__', 'jpg': bytes, 'txt': bytes, ...} from tar shards, in order."""
-    return tariterators.tarfile_samples(({"url": u} for u in urls), handler=counter)
+def iter_raw_samples(urls: Iterable[str], counter: SkipCounter,
+                     policy: RetryPolicy | None = None) -> Iterator[dict]:
+    """Raw samples {'__key__', 'jpg': bytes, 'txt': bytes, ...} from tar shards (local paths or
+    URLs, :func:`mclip.data.remote.open_shard`), in order. A shard or member that cannot be read
+    is counted in ``counter`` (``unreadable_shard_or_member``; retries as ``retried_reads``)."""
+    def opened() -> Iterator[dict]:
+        for url in urls:
+            try:
+                yield {"url": url, "stream": open_shard(url, policy, counter)}
+            except OSError as error:
+                counter(error)
+
+    files = tariterators.tar_file_expander(opened(), handler=counter)
+    return tariterators.group_by_keys(files, handler=counter)
 
 
 def content_hash(data: bytes | str) -> str:

@@ -207,7 +207,8 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
                          language_key=cfg.data.language_key, positions=positions,
                          batches_done=start_step if positions else 0,
                          captions_per_image=cfg.data.captions_per_image,
-                         teacher_transforms=[t.image_transform() for t in teachers if t.online])
+                         teacher_transforms=[t.image_transform() for t in teachers if t.online],
+                         retries=cfg.data.retries)
     loader = DataLoader(stream, batch_size=None, num_workers=cfg.data.num_workers,
                         worker_init_fn=ignore_stop_signals,
                         persistent_workers=False, prefetch_factor=4 if cfg.data.num_workers else None)
