@@ -8,7 +8,8 @@ over the index's language sets). Only samples training can use are counted: an i
 at least one non-empty caption (``missing_image`` and the caption skips are counted apart).
 
 Each shard's record holds its real path (symlinks and ``..`` resolved), size and modification
-time. A training run finds a shard's record by that path, however it names the shard (relative,
+time; a remote shard's (:mod:`mclip.data.remote`) its URL (redacted), size and version (ETag or
+Last-Modified). A training run finds a shard's record by that path, however it names the shard (relative,
 absolute, from another directory), else by file name, size and modification time (a copied or
 moved data set); a shard rewritten since, or not listed, makes the index stale: refused where the
 temperature needs it (T != 1), ignored with a warning in the record at T = 1.
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from mclip.config import ConfigError
+from mclip.data.remote import ShardUnavailable, redact, shard_identity, shard_stamp, shard_stamps
 from mclip.data.shards import IMAGE_KEYS, SkipCounter, decode_captions, iter_raw_samples
 from mclip.outputs import write_text_atomically
 
@@ -35,9 +37,6 @@ def default_index_path(shards: list[str]) -> Path:
     return Path(shards[0]).parent / INDEX_FILE
 
 
-def _stamp(shard: str) -> dict:
-    stat = os.stat(shard)
-    return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def set_key(languages) -> str:
@@ -69,7 +68,11 @@ def build_index(shards: list[str], default_language: str = "en", language_key: s
             n += 1
             counts.update(captions.keys())
             sets[set_key(captions)] += 1
-        per_shard[shard] = {"path": os.path.realpath(shard), **_stamp(shard), "samples": n,
+        try:
+            stamp = shard_stamp(shard)
+        except OSError:  # unreadable (counted while reading): no version to record
+            stamp = {}
+        per_shard[shard] = {"path": shard_identity(shard), **stamp, "samples": n,
                             "languages": dict(counts), "language_sets": dict(sets)}
         total.update(counts)
         sets_total.update(sets)
@@ -99,11 +102,11 @@ class _Records:
             stamp = (os.path.basename(name), record.get("bytes"), record.get("mtime_ns"))
             self.by_stamp[stamp] = None if stamp in self.by_stamp else record  # None: ambiguous
 
-    def find(self, shard: str) -> dict | None:
-        """The record of ``shard`` (see :func:`load_index`), or None."""
-        record = self.by_path.get(os.path.realpath(shard)) or self.by_name.get(shard)
-        if record is None:
-            stamp = _stamp(shard)
+    def find(self, shard: str, stamp: dict) -> dict | None:
+        """The record of ``shard``, whose :func:`~mclip.data.remote.shard_stamp` is ``stamp``
+        (see :func:`load_index`), or None."""
+        record = self.by_path.get(shard_identity(shard)) or self.by_name.get(shard)
+        if record is None and "mtime_ns" in stamp:  # a local copy of the data set
             record = self.by_stamp.get((os.path.basename(shard), stamp["bytes"],
                                         stamp["mtime_ns"]))
         return record
@@ -123,12 +126,17 @@ def load_index(shards: list[str], path: str | Path | None = None) -> dict | None
         raise ConfigError(f"data index '{path}' cannot be read ({error}); rebuild it with "
                           f"'mclip data index SHARDS --out {path}'") from None
     records, lookup = [], _Records(listed, path.parent)
-    for shard in shards:
-        record = lookup.find(shard)
+    try:
+        stamps = shard_stamps(shards)
+    except ShardUnavailable as error:
+        raise ConfigError(f"data index '{path}' cannot be checked: {error}") from None
+    for shard, stamp in zip(shards, stamps):
+        record = lookup.find(shard, stamp)
         if record is None:
-            problem = f"does not list shard '{shard}'"
-        elif {k: record.get(k) for k in ("bytes", "mtime_ns")} != _stamp(shard):
-            problem = f"is older than shard '{shard}' (its size or time changed)"
+            problem = f"does not list shard '{redact(shard)}'"
+        elif {k: record.get(k) for k in stamp} != stamp:
+            problem = (f"is older than shard '{redact(shard)}' (its size or "
+                       f"{'version' if 'version' in stamp else 'time'} changed)")
         else:
             records.append(record)
             continue

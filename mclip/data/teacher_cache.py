@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Iterator
@@ -42,6 +41,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from mclip.data.remote import shard_identity, shard_stamp
 from mclip.data.shards import (DataError, SkipCounter, content_hash, decode_captions, decode_image,
                                image_bytes, iter_raw_samples)
 from mclip.eval.cache import model_fingerprint
@@ -76,8 +76,9 @@ def _batches(items: Iterator, size: int) -> Iterator[list]:
 
 
 def resolved(shard: str) -> str:
-    """The absolute path a shard is known by in ``teacher.json``."""
-    return str(Path(shard).resolve())
+    """The name a shard is known by in ``teacher.json``: its real path, or its redacted URL
+    (:func:`mclip.data.remote.shard_identity`)."""
+    return shard_identity(shard)
 
 
 def part_name(shard: str) -> str:
@@ -86,8 +87,10 @@ def part_name(shard: str) -> str:
 
 
 def _shard_stamp(shard: str) -> dict:
-    stat = os.stat(shard)
-    return {"shard": resolved(shard), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    """The shard's name and version (size and mtime; a remote object's size and ETag); the size
+    keeps the key ``size`` that parts written before remote shards use."""
+    stamp = shard_stamp(shard)
+    return {"shard": resolved(shard), "size": stamp.pop("bytes", None), **stamp}
 
 
 def _embed_shard(teacher, shard: str, part: Path, stamp: dict, dtype: str, languages: set[str],
