@@ -174,3 +174,14 @@ def test_training_on_http_shards_equals_local_and_resumes_exactly(demo_data, tmp
     from conftest import log_records
     skipped = next(r for r in log_records(remote) if r.get("event") == "end")["skipped"]
     assert skipped.get("retried_reads", 0) >= 1 and "unreadable_shard_or_member" not in skipped
+
+
+def test_the_next_remote_shard_is_fetched_while_one_is_decoded(shards):
+    with ShardServer(shards[0].parent) as server:
+        counter = SkipCounter()
+        samples = iter_raw_samples([server.url(p.name) for p in shards[:3]], counter)
+        next(samples)  # the first sample of the first shard
+        asked = [name for name, _ in server.requests]
+        assert asked == [shards[0].name, shards[1].name]  # the second is on its way already
+        rest = list(samples)
+    assert len(rest) == 3 * 120 - 1 and counter == {}

@@ -22,7 +22,7 @@ from webdataset import tariterators
 from mclip.config import ConfigError
 from mclip.data.language_codes import UNKNOWN_LANGUAGE, normalise_language
 from mclip.data.remote import (HTTP_SCHEMES, PIPE_PREFIX, RetryPolicy, is_remote, list_remote,
-                               open_shard)
+                               open_shards_ahead)
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 
@@ -120,12 +120,10 @@ def iter_raw_samples(urls: Iterable[str], counter: SkipCounter,
     """Raw samples {'__key__', 'jpg': bytes, 'txt': bytes, ...} from tar shards (local paths or
     URLs, :func:`mclip.data.remote.open_shard`), in order. A shard or member that cannot be read
     is counted in ``counter`` (``unreadable_shard_or_member``; retries as ``retried_reads``)."""
-    def opened() -> Iterator[dict]:
-        for url in urls:
-            try:
-                yield {"url": url, "stream": open_shard(url, policy, counter)}
-            except OSError as error:
-                counter(error)
+    def opened() -> Iterator[dict]:  # the next remote shard downloads while this one decodes
+        for url, stream in open_shards_ahead(urls, policy, counter,
+                                             on_error=lambda error, url: counter(error)):
+            yield {"url": url, "stream": stream}
 
     files = tariterators.tar_file_expander(opened(), handler=counter)
     return tariterators.group_by_keys(files, handler=counter)
