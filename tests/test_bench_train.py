@@ -30,3 +30,8 @@ def test_bench_train_runs_mclip_and_open_clip_and_writes_json(tmp_path):
         assert row["ratio"] == pytest.approx(row["mclip"]["samples_per_s"]
                                              / row["open_clip"]["samples_per_s"])
     assert set(report["pipeline_images_per_s"]) == {"mclip", "open_clip"}
+    remote = report["remote"]  # the default run on shards over loopback HTTP
+    assert remote["samples_per_s"] > 0 and len(remote["runs"]) == 2 and remote["steps"] == 5
+    assert remote["ratio_to_local"] == pytest.approx(
+        remote["samples_per_s"] / report["results"]["default"]["mclip"]["samples_per_s"])
+    assert "| remote: default, shards over loopback HTTP |" in proc.stdout
