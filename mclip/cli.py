@@ -2,6 +2,7 @@
 
     mclip data demo --out demo_data
     mclip data index 'shards/{000000..000099}.tar'   (per-language counts for language sampling)
+    mclip data score SHARDS --model runs/demo --out scores; mclip data filter SHARDS --scores ...
     mclip train --config configs/demo.yaml [--resume | --overwrite] [key=value ...]
     mclip eval --model runs/demo --suite eval_suites/demo.yaml [--data-root demo_data]
     mclip eval --model open_clip:ViT-B-32 --pretrained FILE --task retrieval --captions XTD10 ...
@@ -20,8 +21,8 @@ from pathlib import Path
 
 from mclip.cli_args import (OneLineParser, device_name, embed_dims, existing_dir, existing_file,
                             existing_path, float_in, hub_id, int_at_least)
-from mclip.cli_data import (cmd_data_demo, cmd_data_index, cmd_data_parallel,
-                            cmd_distill_embed)
+from mclip.cli_data import (cmd_data_demo, cmd_data_filter, cmd_data_index, cmd_data_parallel,
+                            cmd_data_score, cmd_distill_embed)
 from mclip.cli_eval import cmd_eval, cmd_report
 from mclip.cli_export import cmd_export
 from mclip.config import ConfigError
@@ -131,6 +132,33 @@ def build_parser() -> argparse.ArgumentParser:
                           help="pairs per sample and target language (default 1)")
     parallel.add_argument("--seed", type=int_at_least(0), default=0)
     parallel.set_defaults(func=cmd_data_parallel)
+
+    score = data_sub.add_parser("score", help="the image-text score of every caption of every "
+                                              "sample, per shard as Parquet (resumable)")
+    score.add_argument("shards", help="shard spec as in data.train_shards")
+    score.add_argument("--model", required=True, help="any model mclip eval takes (mclip run, "
+                                                      "open_clip:ARCH, hf:NAME, onnx:DIR)")
+    score.add_argument("--pretrained", default=None, help="open_clip pretrained tag or file")
+    score.add_argument("--out", required=True, help="output directory")
+    score.add_argument("--languages", default=None, type=lambda v: [c for c in v.split(",") if c],
+                       help="comma-separated caption languages to score (default: all)")
+    score.add_argument("--batch-size", type=int_at_least(1), default=256)
+    score.add_argument("--device", type=device_name, default="auto")
+    _add_caption_language_flags(score)
+    score.set_defaults(func=cmd_data_score)
+    filt = data_sub.add_parser("filter", help="new shards without the captions scored below a "
+                                              "threshold (per language)")
+    filt.add_argument("shards", help="the shards that were scored")
+    filt.add_argument("--scores", required=True, type=existing_dir, help="mclip data score's --out")
+    filt.add_argument("--out", required=True, help="folder of the filtered shards")
+    filt.add_argument("--min-score", type=float, default=None,
+                      help="keep captions scoring at least this (LAION-5B: 0.28 en, 0.26 other)")
+    filt.add_argument("--min-score-by-language", type=existing_file, default=None, metavar="JSON",
+                      help='per-language thresholds {"en": 0.28, "de": 0.26} (over --min-score)')
+    filt.add_argument("--keep-fraction", type=float_in(0.0, 1.0, high_open=False), default=None,
+                      help="instead: keep this share of each language's captions (its quantile)")
+    _add_caption_language_flags(filt)
+    filt.set_defaults(func=cmd_data_filter)
 
     train = sub.add_parser("train", help="train a dual encoder")
     train.add_argument("--config", required=True, type=existing_file,

@@ -84,3 +84,68 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
         print("evaluate with eval_suites/demo_hard.yaml; train with data.augment=false (a flip "
               "swaps left and right) and model.text.max_length=192")
     return 0
+
+
+def cmd_data_score(args: argparse.Namespace) -> int:
+    from mclip.data.score import write_scores
+    from mclip.data.score_report import score_summary, write_score_report
+    from mclip.data.shards import expand_shards
+    from mclip.eval.distributed import init_eval_ranks, shutdown_eval_ranks
+    from mclip.models.adapters import load_model
+    from mclip.train.setup import resolve_device
+
+    shards = expand_shards(args.shards, key="SHARDS")
+    check_writable(args.out, "--out")
+    device = resolve_device(args.device)
+    ranks = init_eval_ranks(str(device))
+    try:
+        model = load_model(args.model, pretrained=args.pretrained, device=device).eval()
+        with progress_bar("score", total=len(shards[ranks.rank::ranks.world_size]),
+                          unit="shard") as bar:
+            summary = write_scores(model, args.model, shards, args.out, args.batch_size,
+                                   args.default_language, args.language_key, args.languages,
+                                   ranks.rank, ranks.world_size, progress=lambda m: bar.update(1))
+        ranks.barrier()
+    finally:
+        shutdown_eval_ranks(ranks)
+    if not ranks.is_main:
+        return 0
+    paths = write_score_report(args.out)
+    from mclip.data.score import all_scores
+
+    rows = score_summary(all_scores(args.out))
+    print(f"scored {sum(r['n'] for r in rows)} captions of {len(shards)} shards with "
+          f"{args.model} ({summary['reused']} of this rank's shards kept from an earlier run); "
+          f"skipped: {summary['skipped'] or 'none'}")
+    print("| language | captions | mean | median | < 0.26 | < 0.28 |\n|---|---|---|---|---|---|")
+    for row in rows[:40]:
+        print(f"| {row['language']} | {row['n']} | {row['mean']:.3f} | {row['p50']:.3f} | "
+              f"{100 * row['removed_below_0.26']:.1f}% | {100 * row['removed_below_0.28']:.1f}% |")
+    print(f"wrote {args.out} ({paths['plot'].name}, {paths['quantiles'].name})")
+    return 0
+
+
+def cmd_data_filter(args: argparse.Namespace) -> int:
+    from mclip.config import ConfigError
+    from mclip.data.curation import filter_shards, read_thresholds_file, thresholds
+    from mclip.data.shards import expand_shards
+
+    shards = expand_shards(args.shards, key="SHARDS")
+    if (args.keep_fraction is None) == (args.min_score is None and not args.min_score_by_language):
+        raise ConfigError("give --min-score / --min-score-by-language, or --keep-fraction (one "
+                          "way of choosing the thresholds)")
+    check_writable(args.out, "--out")
+    by_language = read_thresholds_file(args.min_score_by_language) \
+        if args.min_score_by_language else None
+    limits = thresholds(args.scores, args.min_score, by_language, args.keep_fraction)
+    with progress_bar("filter", total=len(shards), unit="shard") as bar:
+        counts = filter_shards(shards, args.scores, limits, args.out, args.default_language,
+                               args.language_key, progress=lambda n: bar.update(1))
+    print(f"kept {counts['samples_kept']} of {counts['samples_in']} samples; skipped: "
+          f"{counts['skipped'] or 'none'}")
+    print("| language | threshold | captions | kept |\n|---|---|---|---|")
+    for language, c in counts["captions"].items():
+        print(f"| {language} | {limits.get(language, float('nan')):.3f} | {c.get('in', 0)} | "
+              f"{100 * c.get('kept', 0) / max(c.get('in', 0), 1):.1f}% |")
+    print(f"wrote {len(shards)} shards to {args.out}")
+    return 0

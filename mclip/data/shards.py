@@ -241,3 +241,21 @@ def read_metadata(sample: dict) -> dict:
     except (ValueError, UnicodeDecodeError):
         return {}
     return meta if isinstance(meta, dict) else {}
+
+
+def usable_samples(shard: str, counter: SkipCounter, default_language: str = "en",
+                   language_key: str = "", languages: set[str] | None = None,
+                   policy: RetryPolicy | None = None) -> Iterator[tuple]:
+    """(key, image content hash, RGB image, {language: [captions]}, raw sample) of every sample of
+    ``shard`` with a decodable image and a caption (in ``languages``, when given); the others are
+    counted in ``counter`` (``no_caption_in_selected_languages``, the caption and image skips)."""
+    for sample in iter_raw_samples([shard], counter, policy):
+        captions = decode_captions(sample, counter, default_language, language_key)
+        captions = {lang: texts for lang, texts in captions.items()
+                    if not languages or lang in languages}
+        if not captions:
+            counter["no_caption_in_selected_languages"] += 1
+            continue
+        image = decode_image(sample, counter)
+        if image is not None:
+            yield sample["__key__"], content_hash(image_bytes(sample)), image, captions, sample

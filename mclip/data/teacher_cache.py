@@ -42,8 +42,7 @@ import numpy as np
 import torch
 
 from mclip.data.remote import shard_identity, shard_stamp
-from mclip.data.shards import (DataError, SkipCounter, content_hash, decode_captions, decode_image,
-                               image_bytes, iter_raw_samples)
+from mclip.data.shards import DataError, SkipCounter, content_hash, usable_samples
 from mclip.eval.cache import model_fingerprint
 
 META_FILE, PARTS_DIR, INDEX_FILE, PART_FILE = "teacher.json", "parts", "index.json", "part.json"
@@ -102,25 +101,14 @@ def _embed_shard(teacher, shard: str, part: Path, stamp: dict, dtype: str, langu
     parts: dict[str, list[torch.Tensor]] = {name: [] for name in ARRAYS}
     n_images = n_texts = 0
 
-    def usable() -> Iterator[tuple]:
-        for sample in iter_raw_samples([shard], counter):
-            captions = decode_captions(sample, counter, default_language, language_key)
-            captions = {lang: texts for lang, texts in captions.items()
-                        if not languages or lang in languages}
-            if not captions:
-                counter["no_caption_in_selected_languages"] += 1
-                continue
-            image = decode_image(sample, counter)
-            if image is not None:
-                yield sample["__key__"], content_hash(image_bytes(sample)), image, captions
-
+    usable = usable_samples(shard, counter, default_language, language_key, languages)
     with torch.no_grad():
-        for batch in _batches(usable(), batch_size):
-            pixels = torch.stack([transform(image) for _, _, image, _ in batch])
+        for batch in _batches(usable, batch_size):
+            pixels = torch.stack([transform(image) for _, _, image, _, _ in batch])
             parts["image"].append(teacher.encode_image(pixels).float().cpu())
             parts["image_flipped"].append(teacher.encode_image(pixels.flip(-1)).float().cpu())
             texts = []
-            for key, digest, _, captions in batch:
+            for key, digest, _, captions, _ in batch:
                 if key in index:
                     raise DataError(f"sample key '{key}' occurs twice in shard '{shard}'; teacher "
                                     f"embeddings are found by shard and key, so keys must be "
