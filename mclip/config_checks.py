@@ -118,6 +118,7 @@ def validate(cfg: Config) -> Config:
                           "'data/train/shard-{000000..000099}.tar'")
     _validate_sources(cfg)
     _validate_matryoshka(cfg)
+    _validate_scores(cfg)
     _validate_eval(cfg.eval)
     _validate_distill(cfg)
     if cfg.model.image.projection not in ("", "linear", "mlp", "none"):
@@ -272,3 +273,18 @@ def _validate_matryoshka(cfg: Config) -> None:
                     or not all(math.isfinite(w) and w >= 0 for w in weights)):
         raise ConfigError(f"config key 'loss.matryoshka_weights' is {weights}: give one finite "
                           f"weight >= 0 per prefix in loss.matryoshka_dims ({len(dims)})")
+
+
+def _validate_scores(cfg: Config) -> None:
+    """data.scores goes with a threshold, and a threshold with data.scores."""
+    data = cfg.data
+    limits = data.min_score is not None or bool(data.min_score_by_language)
+    if limits and not data.scores.strip():
+        raise ConfigError("config key 'data.min_score' (or data.min_score_by_language) needs "
+                          "data.scores: the directory 'mclip data score SHARDS --out DIR' wrote")
+    if data.scores.strip() and not limits:
+        raise ConfigError("config key 'data.scores' is set but no threshold: give data.min_score "
+                          "or data.min_score_by_language")
+    if data.min_score_by_language:
+        codes = validate_languages(list(data.min_score_by_language), "data.min_score_by_language")
+        data.min_score_by_language = dict(zip(codes, data.min_score_by_language.values()))

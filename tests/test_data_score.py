@@ -131,3 +131,46 @@ def test_the_cli_scores_reports_and_filters(demo_data, tmp_path, capsys):
     assert main(["data", "filter", shard, "--scores", str(tmp_path / "scores"), "--out",
                  str(tmp_path / "kept2")]) == 2
     assert "--keep-fraction" in capsys.readouterr().err
+
+
+def test_training_leaves_out_captions_below_the_threshold(scored, demo_data, tmp_path):
+    """data.scores + data.min_score: every caption trained on reaches its threshold; the others
+    are counted."""
+    from collections import Counter
+
+    from conftest import log_records, tiny_overrides
+    from mclip.config import load_config
+    from mclip.data.curation import ScoreFilter
+    from mclip.data.languages import LanguagePolicy
+    from mclip.data.pipeline import TrainStream
+    from mclip.models.dual import ImageTransform
+    from mclip.train.trainer import train
+    from test_resume import DEMO
+
+    shards, out, _ = scored
+    limits = thresholds(out, keep_fraction=0.5)
+    stream = iter(TrainStream(shards, ImageTransform(32, [0.5] * 3, [0.5] * 3),
+                              LanguagePolicy(languages=LANGUAGES), batch_size=16, seed=1,
+                              score_filter=ScoreFilter(out, limits)))
+    scores, skipped = {}, Counter()
+    for shard in shards:
+        scores.update(read_scores(out, shard))
+    for _ in range(10):
+        batch = next(stream)
+        skipped.update(batch["skipped"])
+        for key, text, lang in zip(batch["keys"], batch["texts"], batch["languages"]):
+            assert scores[key, lang, content_hash(text)] >= limits[lang]
+    assert skipped["below_min_score"] > 0 and "unscored" not in skipped
+
+    run = tmp_path / "run"
+    cfg = load_config(DEMO, tiny_overrides(demo_data, run) + [
+        f"data.train_shards={','.join(shards)}", f"data.scores={out}", "data.min_score=-1",
+        f"data.min_score_by_language={{de: {limits['de']}, en: {limits['en']}}}",
+        "data.languages=[en,de]", "train.steps=2"])
+    train(cfg, quiet=True)
+    end = next(r for r in log_records(run) if r.get("event") == "end")
+    assert end["skipped"]["below_min_score"] > 0
+    with pytest.raises(ConfigError, match="needs data.scores"):
+        load_config(DEMO, ["data.min_score=0.2"])
+    with pytest.raises(ConfigError, match="no threshold"):
+        load_config(DEMO, [f"data.scores={out}"])

@@ -135,3 +135,50 @@ def _with_captions(sample: dict, kept: dict[str, list[str]]) -> dict:
     else:
         out["txt"] = next(iter(kept.values()))[0].encode("utf-8")
     return out
+
+
+class ScoreFilter:
+    """``data.scores`` + ``data.min_score`` applied while training: ``keep(shard, key,
+    captions)`` returns the sample's captions that reach their language's threshold, counting
+    the others (``below_min_score``, ``unscored``). A shard's scores are read when one of its
+    samples first asks (the last few shards' stay in memory)."""
+
+    def __init__(self, scores_dir: str | Path, limits: dict[str, float], cached_shards: int = 4):
+        self.scores_dir, self.limits, self.cached_shards = scores_dir, dict(limits), cached_shards
+        self._shards: dict[str, dict] = {}
+
+    def _scores(self, shard: str) -> dict:
+        if shard not in self._shards:
+            if len(self._shards) >= self.cached_shards:
+                self._shards.pop(next(iter(self._shards)))
+            self._shards[shard] = read_scores(self.scores_dir, shard)
+        return self._shards[shard]
+
+    def keep(self, shard: str, key: str, captions: dict[str, list[str]], counter: Counter,
+             allowed=None) -> dict[str, list[str]]:
+        """The captions of sample ``key`` of ``shard`` at or above their language's threshold;
+        languages not in ``allowed`` (those the language policy never draws) pass unscored."""
+        scores, kept = self._scores(shard), {}
+        for language, texts in captions.items():
+            if allowed is not None and language not in allowed:
+                kept[language] = texts
+                continue
+            limit = self.limits.get(language, float("inf"))
+            for text in texts:
+                score = scores.get((key, language, content_hash(text)))
+                if score is None:
+                    counter["unscored"] += 1
+                elif score < limit:
+                    counter["below_min_score"] += 1
+                else:
+                    kept.setdefault(language, []).append(text)
+        return kept
+
+
+def score_filter(data) -> ScoreFilter | None:
+    """The training stream's filter for a :class:`~mclip.config.DataConfig` (None without
+    ``data.scores``)."""
+    if not data.scores.strip():
+        return None
+    limits = thresholds(data.scores, data.min_score, data.min_score_by_language)
+    return ScoreFilter(data.scores, limits)

@@ -105,7 +105,7 @@ class TrainStream(IterableDataset):
                  default_language: str = "en", language_key: str = "",
                  positions: dict[int, dict] | None = None, batches_done: int = 0,
                  captions_per_image: int = 1, teacher_transforms: list[Callable] | None = None,
-                 retries: int = 5):
+                 retries: int = 5, score_filter=None):
         super().__init__()
         self.sources = (list(shards) if shards and isinstance(shards[0], Source)
                         else [Source("train", list(shards), policy or LanguagePolicy())])
@@ -118,6 +118,7 @@ class TrainStream(IterableDataset):
         self.captions_per_image = captions_per_image
         self.teacher_transforms = list(teacher_transforms or [])
         self.retry_policy = RetryPolicy(retries=retries)
+        self.score_filter = score_filter  # mclip.data.curation.ScoreFilter (data.min_score)
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -156,6 +157,9 @@ class TrainStream(IterableDataset):
         """(image [3, S, S], [(language, caption)] * k, key, teacher images, (image content
         hash, flipped, shard)) of one raw sample, or None (counted)."""
         captions = decode_captions(sample, counter, self.default_language, self.language_key)
+        if captions and self.score_filter is not None:
+            captions = self.score_filter.keep(sample.get("__url__", ""), sample.get("__key__", ""),
+                                              captions, counter, set(policy.candidates(captions)))
         if not captions:
             return None
         languages = policy.choose_several(list(captions), self.captions_per_image, rng)

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mclip.config import Config, ConfigError
+from mclip.data.curation import score_filter
 from mclip.data.pipeline import Source, TrainStream
 from mclip.data.shards import DataError
 from mclip.data.sources import build_sources, sources_digest
@@ -208,7 +209,7 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
                          batches_done=start_step if positions else 0,
                          captions_per_image=cfg.data.captions_per_image,
                          teacher_transforms=[t.image_transform() for t in teachers if t.online],
-                         retries=cfg.data.retries)
+                         retries=cfg.data.retries, score_filter=score_filter(cfg.data))
     loader = DataLoader(stream, batch_size=None, num_workers=cfg.data.num_workers,
                         worker_init_fn=ignore_stop_signals,
                         persistent_workers=False, prefetch_factor=4 if cfg.data.num_workers else None)
