@@ -78,6 +78,7 @@ class ShardServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        self._server.handle_error = lambda request, address: None  # a client that hung up
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property

@@ -185,3 +185,50 @@ def test_the_next_remote_shard_is_fetched_while_one_is_decoded(shards):
         assert asked == [shards[0].name, shards[1].name]  # the second is on its way already
         rest = list(samples)
     assert len(rest) == 3 * 120 - 1 and counter == {}
+
+
+def test_a_response_slower_than_the_timeout_is_retried(shards):
+    local, _ = _samples([str(shards[0])])
+    with ShardServer(shards[0].parent) as server:
+        server.faults[shards[0].name] = [("slow", 1.0)]
+        remote, counter = _samples([server.url(shards[0].name)],
+                                   RetryPolicy(timeout=0.3, **NO_WAIT))
+    assert remote == local and counter["retried_reads"] >= 1
+
+
+def test_evaluation_shards_over_http_score_as_local(demo_data):
+    """Labelled evaluation shards read over HTTP give the local numbers; a data error names the
+    shard without its credentials."""
+    from conftest import tiny_model_config
+    from mclip.data.shards import DataError
+    from mclip.eval.runner import run_tasks
+    from mclip.eval.suite import make_task
+    from mclip.models.adapters.native import NativeAdapter
+    from mclip.models.dual import DualEncoder
+
+    cfg = tiny_model_config()
+    model = NativeAdapter(DualEncoder(cfg.model), cfg, name="tiny")
+
+    def task(images):
+        return make_task({"name": "shapes", "kind": "zeroshot_classification",
+                          "languages": ["en", "de"], "images": images,
+                          "class_texts": str(demo_data / "classnames"),
+                          "dataset": "demo_shapes"}, demo_data, "test")
+
+    local = run_tasks(model, [task(str(demo_data / "eval"))], bootstrap=0)["shapes"]
+    with ShardServer(demo_data / "eval") as server:
+        remote = run_tasks(model, [task(server.url("shard-000000.tar"))], bootstrap=0)["shapes"]
+    for lang in ("en", "de"):
+        assert remote["languages"][lang]["acc@1"] == local["languages"][lang]["acc@1"]
+        assert remote["languages"][lang]["samples"] == local["languages"][lang]["samples"]
+    from mclip.data.pipeline import TrainStream
+    from mclip.models.dual import ImageTransform
+
+    with ShardServer(demo_data / "eval") as server:
+        url = server.url("gone.tar").replace("http://", "http://user:secret@") + "?sig=abc"
+        stream = TrainStream([url], ImageTransform(32, [0.5] * 3, [0.5] * 3), None, batch_size=4,
+                             retries=0)
+        with pytest.raises(DataError) as error:
+            next(iter(stream))
+    assert "gone.tar" in str(error.value) and "secret" not in str(error.value)
+    assert "sig=abc" not in str(error.value)

@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from mclip.data.languages import LanguagePolicy
-from mclip.data.remote import RetryPolicy
+from mclip.data.remote import RetryPolicy, redact
 from mclip.data.shards import (DataError, SkipCounter, content_hash, decode_captions, decode_image,
                                image_bytes, iter_raw_samples)
 
@@ -272,7 +272,7 @@ class _SourceFeed:
         shards = self.shards
         named = "" if len(self.stream.sources) == 1 else f" of source '{self.source.name}'"
         raise DataError(
-            f"the {len(shards)} training shard(s){named} ({', '.join(shards[:3])}"
+            f"the {len(shards)} training shard(s){named} ({', '.join(map(redact, shards[:3]))}"
             f"{', ...' if len(shards) > 3 else ''}) hold {usable} usable sample(s), fewer than the "
             f"{self.slots} it must fill in one per-rank batch of {self.stream.batch_size}; skipped: "
             f"{dict(self.total)}. Check the shards' contents (KEY.jpg + KEY.txt / KEY.json), the "

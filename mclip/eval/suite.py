@@ -42,6 +42,7 @@ import torch
 import yaml
 
 from mclip.config import ConfigError
+from mclip.data.remote import is_remote
 from mclip.eval.runner import run_tasks
 
 KINDS = ("zeroshot_classification", "retrieval", "topic_matching")
@@ -99,8 +100,9 @@ class Suite:
 
 
 def _resolve(root: Path, path: str) -> str:
+    """Relative paths of a (comma-separated) spec against ``root``; URLs stay as they are."""
     parts = [p.strip() for p in path.split(",") if p.strip()]
-    return ",".join(p if Path(p).is_absolute() else str(root / p) for p in parts)
+    return ",".join(p if Path(p).is_absolute() or is_remote(p) else str(root / p) for p in parts)
 
 
 def make_task(raw: dict, root: Path, where: str) -> Task:

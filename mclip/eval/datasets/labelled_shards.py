@@ -8,10 +8,13 @@ write it), else ``KEY.json``'s ``"label"`` field. Samples without a usable label
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Iterator
 
+from mclip.data.remote import is_remote, redact, shard_stamps
 from mclip.data.shards import (IMAGE_KEYS, SkipCounter, expand_shards, iter_raw_samples,
                                read_metadata)
 
@@ -38,7 +41,13 @@ def sample_image(sample: dict) -> bytes | None:
 
 def shard_fingerprint(paths: list[str], extra: str = "", state: bool = False) -> str:
     """A hash of the shard files' names (relative to their common folder) and sizes; ``state``
-    as in :func:`~mclip.eval.datasets.base.file_fingerprint`."""
+    as in :func:`~mclip.eval.datasets.base.file_fingerprint`. Remote shards
+    (:mod:`mclip.data.remote`) are hashed by their redacted URL, size and version."""
+    if any(is_remote(p) for p in paths):
+        digest = hashlib.sha256(extra.encode())
+        for path, stamp in zip(paths, shard_stamps(paths)):
+            digest.update(f"{redact(path)}\0{json.dumps(stamp, sort_keys=True)}\n".encode())
+        return digest.hexdigest()[:16]
     root = Path(os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths]))
     return file_fingerprint(root, [Path(os.path.abspath(p)) for p in paths], extra, state)
 
