@@ -43,7 +43,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         check = record["check"]
         checked = (f"onnxruntime against PyTorch: max |difference| image {check['image']:.1e}, "
                    f"text {check['text']:.1e}; smallest cosine image "
-                   f"{check['image_cosine']:.5f}, text {check['text_cosine']:.5f}"
+                   f"{check['image_cosine']:.5f}"
+                   + (f" (on {check['image_checked_on']} held-out calibration images; random-noise"
+                      f" images {check['image_cosine_noise']:.5f})"
+                      if "image_checked_on" in check else "")
+                   + f", text {check['text_cosine']:.5f}"
                    + "".join(f"\n{tower} encoder: {how}"
                              for tower, how in record["quantized"].items()))
     print(f"exported {checkpoint} as {args.format} (embed_dim {record['embed_dim']}"

@@ -59,3 +59,25 @@ def test_without_a_log_or_results_the_card_says_so(tmp_path):
     card = (tmp_path / "oc" / "README.md").read_text()
     assert "no training log" in card and "No evaluation was given" in card
     assert training_facts(tmp_path / "model") is None
+
+
+def test_an_int8_card_states_the_measured_cosines(tmp_path):
+    import re
+
+    import pytest
+
+    pytest.importorskip("onnxruntime")
+    from conftest import tiny_model_config
+
+    cfg = tiny_model_config()
+    DualEncoder(cfg.model).save(tmp_path / "model", cfg)
+    assert main(["export", str(tmp_path / "model"), "--format", "onnx", "--quantize", "int8",
+                 "--out", str(tmp_path / "int8")]) == 0
+    card = (tmp_path / "int8" / "README.md").read_text()
+    record = json.loads((tmp_path / "int8" / "mclip_export.json").read_text())["check"]
+    found = re.search(r"smallest cosine to fp32 in the export check: images ([0-9.]+)( on [^,]*)?, texts "
+                      r"([0-9.]+)", card)  # was "nan": the card read a key no export wrote
+    assert found, card
+    assert float(found[1]) == pytest.approx(record["image_cosine"], abs=1e-4)
+    assert float(found[3]) == pytest.approx(record["text_cosine"], abs=1e-4)
+    assert found[2] is None  # no calibration: judged on the probes, nothing held out

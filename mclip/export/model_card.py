@@ -181,7 +181,11 @@ def _limits(config: Config, trained: list[str], evaluated: list[str], export: di
         lines.append("- open_clip's tokenizer cleans texts (HTML entities, repeated white space) "
                      "before tokenizing; mclip did not in training.")
     if export.get("quantize"):
+        check = export["check"]
+        images = (f" on {check['image_checked_on']} held-out calibration images"
+                  if "image_checked_on" in check else "")
         lines.append(f"- Weights quantised to {export['quantize']}: embeddings differ slightly "
                      f"from the fp32 model's (smallest cosine to fp32 in the export check: "
-                     f"{export.get('min_cosine', float('nan')):.4f}).")
+                     f"images {check['image_cosine']:.4f}{images}, texts "
+                     f"{check['text_cosine']:.4f}).")
     return lines
