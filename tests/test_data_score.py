@@ -174,3 +174,13 @@ def test_training_leaves_out_captions_below_the_threshold(scored, demo_data, tmp
         load_config(DEMO, ["data.min_score=0.2"])
     with pytest.raises(ConfigError, match="no threshold"):
         load_config(DEMO, [f"data.scores={out}"])
+
+
+def test_ranks_split_the_shards_and_together_score_what_one_process_does(scored, model,
+                                                                         tmp_path):
+    shards, out, _ = scored
+    summaries = [write_scores(model, "tiny", shards, tmp_path, batch_size=50,
+                              languages=LANGUAGES, rank=rank, world_size=2) for rank in (0, 1)]
+    assert [s["shards"] for s in summaries] == [1, 1]
+    for shard in shards:
+        assert read_scores(tmp_path, shard) == pytest.approx(read_scores(out, shard), abs=1e-6)

@@ -232,3 +232,16 @@ def test_evaluation_shards_over_http_score_as_local(demo_data):
             next(iter(stream))
     assert "gone.tar" in str(error.value) and "secret" not in str(error.value)
     assert "sig=abc" not in str(error.value)
+
+
+def test_parallel_sentences_from_http_shards_equal_the_local_ones(shards):
+    """``mclip data parallel`` reads its caption shards through the same remote reader."""
+    from mclip.data.parallel import parallel_from_shards
+
+    local = parallel_from_shards([str(p) for p in shards[:2]], "en", ["de", "sw"])
+    with ShardServer(shards[0].parent) as server:
+        server.faults[shards[1].name] = [503, ("drop", 5000)]
+        remote = parallel_from_shards(expand_shards(server.url("shard-{000000..000001}.tar")),
+                                      "en", ["de", "sw"])
+    assert remote[0] == local[0] and len(local[0]) > 0
+    assert remote[1] == {**local[1], "retried_reads": 2}

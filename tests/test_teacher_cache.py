@@ -247,3 +247,43 @@ def test_two_sources_whose_keys_repeat_share_one_embedding_directory(demo_data, 
                                        atol=1e-5, rtol=1e-4)
             torch.testing.assert_close(texts, teacher.encode_text(batch["texts"]),
                                        atol=1e-5, rtol=1e-4)
+
+
+def test_http_shards_are_embedded_as_local_ones_and_keyed_by_url_and_version(
+        demo_data, teacher_run, tmp_path):
+    """``distill embed`` on shards over HTTP (a server of the test's own on 127.0.0.1): the same
+    embeddings as from the files; a second run reuses every part; a rewritten object (new size
+    or ETag) is embedded again; the store finds them by the URLs training names."""
+    import os
+    import shutil
+
+    import numpy as np
+
+    from shard_server import ShardServer
+
+    served = tmp_path / "served"
+    served.mkdir()
+    for shard in sorted((demo_data / "train").glob("*.tar"))[:2]:
+        shutil.copy(shard, served / shard.name)
+    names = sorted(p.name for p in served.glob("*.tar"))
+    teacher = load_model(str(teacher_run))
+    kwargs = dict(dtype="fp32", languages=LANGUAGES, batch_size=100)
+    write_teacher_embeddings(teacher, str(teacher_run), [str(served / n) for n in names],
+                             tmp_path / "local", **kwargs)
+    with ShardServer(served) as server:
+        urls = [server.url(n) for n in names]
+        first = write_teacher_embeddings(teacher, str(teacher_run), urls, tmp_path / "http",
+                                         **kwargs)
+        again = write_teacher_embeddings(teacher, str(teacher_run), urls, tmp_path / "http",
+                                         **kwargs)
+        os.utime(served / names[1], ns=(1, 1))  # same bytes, another version (ETag)
+        third = write_teacher_embeddings(teacher, str(teacher_run), urls, tmp_path / "http",
+                                         **kwargs)
+        store, local = (TeacherEmbeddingStore(tmp_path / d) for d in ("http", "local"))
+        store.check_shards(urls)
+        for url, name in zip(urls, names):
+            ours, theirs = store.part(url), local.part(str(served / name))
+            assert ours.index == theirs.index
+            for array in ours.arrays:
+                np.testing.assert_array_equal(ours.arrays[array], theirs.arrays[array])
+    assert (first["reused_parts"], again["reused_parts"], third["reused_parts"]) == (0, 2, 1)
