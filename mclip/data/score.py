@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 
 from mclip.data.remote import shard_stamp
-from mclip.data.shards import SkipCounter, content_hash, usable_samples
+from mclip.data.shards import SkipCounter, batched, content_hash, usable_samples
 from mclip.data.teacher_cache import part_name, resolved
 from mclip.errors import ConfigError
 from mclip.outputs import write_atomically, write_text_atomically
@@ -48,17 +48,6 @@ def _pyarrow():
     return pyarrow
 
 
-def _batches(items, size: int):
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 @torch.no_grad()
 def score_shard(model, shard: str, batch_size: int = 256, default_language: str = "en",
                 language_key: str = "", languages: set[str] | None = None
@@ -69,7 +58,7 @@ def score_shard(model, shard: str, batch_size: int = 256, default_language: str 
     counter, transform = SkipCounter(), model.image_transform(train=False)
     columns: dict[str, list] = {name: [] for name in COLUMNS}
     usable = usable_samples(shard, counter, default_language, language_key, languages)
-    for batch in _batches(usable, batch_size):
+    for batch in batched(usable, batch_size):
         images = _unit(model.encode_image(torch.stack([transform(im) for _, _, im, _, _
                                                              in batch])).float().cpu())
         by_language: dict[str, list[tuple[int, str]]] = {}

@@ -259,3 +259,15 @@ def usable_samples(shard: str, counter: SkipCounter, default_language: str = "en
         image = decode_image(sample, counter)
         if image is not None:
             yield sample["__key__"], content_hash(image_bytes(sample)), image, captions, sample
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    """Lists of ``size`` consecutive items (the last one shorter)."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -36,13 +36,13 @@ import json
 import math
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
 
 from mclip.data.remote import redact, shard_identity, shard_stamp
-from mclip.data.shards import DataError, SkipCounter, content_hash, usable_samples
+from mclip.data.shards import DataError, SkipCounter, batched, content_hash, usable_samples
 from mclip.eval.cache import model_fingerprint
 
 META_FILE, PARTS_DIR, INDEX_FILE, PART_FILE = "teacher.json", "parts", "index.json", "part.json"
@@ -61,17 +61,6 @@ def _to_storage(embeddings: torch.Tensor, dtype: str) -> np.ndarray:
 def _from_storage(rows: np.ndarray, dtype: str) -> torch.Tensor:
     tensor = torch.from_numpy(np.array(rows))  # a copy: memory-mapped rows are read-only
     return tensor.view(torch.bfloat16).float() if dtype == "bf16" else tensor.float()
-
-
-def _batches(items: Iterator, size: int) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def resolved(shard: str) -> str:
@@ -103,7 +92,7 @@ def _embed_shard(teacher, shard: str, part: Path, stamp: dict, dtype: str, langu
 
     usable = usable_samples(shard, counter, default_language, language_key, languages)
     with torch.no_grad():
-        for batch in _batches(usable, batch_size):
+        for batch in batched(usable, batch_size):
             pixels = torch.stack([transform(image) for _, _, image, _, _ in batch])
             parts["image"].append(teacher.encode_image(pixels).float().cpu())
             parts["image_flipped"].append(teacher.encode_image(pixels.flip(-1)).float().cpu())
