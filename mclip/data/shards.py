@@ -21,8 +21,8 @@ from webdataset import tariterators
 
 from mclip.config import ConfigError
 from mclip.data.language_codes import UNKNOWN_LANGUAGE, normalise_language
-from mclip.data.remote import (HTTP_SCHEMES, PIPE_PREFIX, RetryPolicy, is_remote, list_remote,
-                               open_shards_ahead)
+from mclip.data.read_ahead import open_shards_ahead
+from mclip.data.remote import HTTP_SCHEMES, PIPE_PREFIX, RetryPolicy, is_remote, list_remote
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 
