@@ -97,6 +97,7 @@ def _rank_results(rank, world):
             for kind in ("infonce", "sigmoid") for micro in (1, 2)}
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_with_several_captions_equal_the_full_batch(tmp_path):
     results = on_gloo_ranks(_rank_results, tmp_path)
     images, tokens, text_to_image = _batch(_model(), 2 * LOCAL)

@@ -61,6 +61,7 @@ def test_a_checkpoint_has_a_manifest_of_its_files(full_run):
 
 @pytest.mark.parametrize("file,harm", [("model.safetensors", _truncate), ("trainer.pt", _truncate),
                                        ("model.safetensors", _flip_a_byte)])
+@pytest.mark.slow
 def test_resume_passes_over_a_damaged_newest_checkpoint_and_is_exact(demo_data, full_run,
                                                                      tmp_path, file, harm):
     run = tmp_path / "run"
@@ -82,6 +83,7 @@ def test_resume_passes_over_a_damaged_newest_checkpoint_and_is_exact(demo_data, 
                              run / "checkpoints" / "step_0000006")
 
 
+@pytest.mark.slow
 def test_eval_of_a_run_uses_its_newest_intact_checkpoint_and_says_so(demo_data, full_run,
                                                                      tmp_path):
     run = tmp_path / "run"

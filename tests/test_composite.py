@@ -40,6 +40,7 @@ def _source(kind, open_clip_files, hf_dirs, tmp_path):  # noqa: F811
 
 
 @pytest.mark.parametrize("kind", ["mclip", "open_clip", "clip", "siglip"])
+@pytest.mark.slow
 def test_composite_reproduces_the_source_image_embeddings_and_reloads_offline(
         kind, open_clip_files, hf_dirs, tmp_path):  # noqa: F811
     source = _source(kind, open_clip_files, hf_dirs, tmp_path)

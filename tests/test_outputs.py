@@ -123,6 +123,7 @@ def test_check_writable_names_the_option(unwritable):
         check_writable(unwritable, "--out")
 
 
+@pytest.mark.slow
 def test_unwritable_eval_out_is_one_line_before_any_work(demo_data, model_dir, unwritable):
     result = run_cli("eval", "--model", model_dir, "--suite", SUITE, "--data-root", demo_data,
                      "--out", unwritable)
@@ -131,6 +132,7 @@ def test_unwritable_eval_out_is_one_line_before_any_work(demo_data, model_dir, u
     assert "embedded" not in result.stderr and result.stdout == ""  # nothing was evaluated
 
 
+@pytest.mark.slow
 def test_unwritable_report_out_is_one_line(tmp_path, unwritable):
     (tmp_path / "a.json").write_text(json.dumps(synthetic_report("A", language_codes(2))))
     result = run_cli("report", tmp_path / "a.json", "--out", unwritable)
@@ -139,6 +141,7 @@ def test_unwritable_report_out_is_one_line(tmp_path, unwritable):
     assert result.stdout == ""
 
 
+@pytest.mark.slow
 def test_unwritable_train_out_dir_is_one_line_before_any_work(demo_data, unwritable):
     result = run_cli("train", "--config", ROOT / "configs" / "demo.yaml",
                      *tiny_overrides(demo_data, unwritable))
@@ -174,6 +177,7 @@ def test_reports_whose_clip_benchmark_names_clash_are_told_apart(tmp_path, capsy
     assert not any("-C_" in f for f in files)  # no clash: the plain CLIP_benchmark name
 
 
+@pytest.mark.slow
 def test_unwritable_cache_is_one_line_before_any_work(demo_data, model_dir, tmp_path, unwritable):
     result = run_cli("eval", "--model", model_dir, "--suite", SUITE, "--data-root", demo_data,
                      "--out", tmp_path / "eval", "--cache", unwritable)

@@ -97,6 +97,7 @@ def _rank_results(rank, world):
             for loss in ("mse", "infonce") for micro in (1, 2)}
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_give_the_full_batch_term(tmp_path):
     results = on_gloo_ranks(_rank_results, tmp_path)
     for (loss, micro), (value, grads) in results.items():

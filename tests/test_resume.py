@@ -66,6 +66,7 @@ def _mclip(*args, env_extra=None, **kwargs):
 
 
 @pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.slow
 def test_resume_from_any_step_reproduces_the_uninterrupted_run(demo_data, tmp_path, workers):
     steps = 7
     full = tmp_path / "full"

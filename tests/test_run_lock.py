@@ -37,6 +37,7 @@ def _train(demo_data, run, *extra):
                    *extra, env={**os.environ, "OMP_NUM_THREADS": "2"})
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_held_out_dir_is_one_line_naming_the_holder(demo_data, tmp_path):
     run = tmp_path / "run"
     holder = _holder(run)
@@ -52,6 +53,7 @@ def test_a_second_run_into_a_held_out_dir_is_one_line_naming_the_holder(demo_dat
     assert not (run / "checkpoints").exists() and not (run / "log.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_the_lock_of_a_killed_run_is_taken_over_and_logged(demo_data, tmp_path):
     run = tmp_path / "run"
     holder = _holder(run)
@@ -65,6 +67,7 @@ def test_the_lock_of_a_killed_run_is_taken_over_and_logged(demo_data, tmp_path):
     assert (run / LOCK_FILE).read_text() == ""  # released at the end: it names nobody
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_never_share_an_out_dir(demo_data, tmp_path):
     run = tmp_path / "run"
     argv = [sys.executable, "-m", "mclip.cli", "train", "--config", str(DEMO), "--quiet",

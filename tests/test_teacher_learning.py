@@ -138,6 +138,7 @@ def _rank_results(rank, world):
             for kind in ("mse", "infonce") for micro in (1, 2)}
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_equal_the_full_batch(tmp_path):
     results = on_gloo_ranks(_rank_results, tmp_path)
     teacher, tokens = _inputs(2 * LOCAL)

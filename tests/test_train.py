@@ -19,6 +19,7 @@ DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 
 @pytest.mark.parametrize("kind", ["infonce", "sigmoid"])
+@pytest.mark.slow
 def test_short_training_lowers_the_loss(demo_data, tmp_path, kind):
     run = tmp_path / kind
     cfg = load_config(DEMO, tiny_overrides(demo_data, run) + [
