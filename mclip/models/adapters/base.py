@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import abc
 import importlib.metadata
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,9 +42,21 @@ class ModelAdapter(nn.Module, abc.ABC):
         """images [N, 3, H, W] from :meth:`image_transform` -> normalised float [N, embed_dim]."""
         ...
 
-    @abc.abstractmethod
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """N strings -> normalised float [N, embed_dim] (tokenised with the model's tokenizer)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        return self.encode_tokens(self.tokenize(list(texts)))
+
+    @abc.abstractmethod
+    def tokenize(self, texts: Sequence[str]) -> Any:
+        """N strings -> the model's token format, on the CPU (see the module docstring)."""
+        ...
+
+    @abc.abstractmethod
+    def encode_tokens(self, tokens: Any) -> torch.Tensor:
+        """Tokens from :meth:`tokenize` -> normalised float [N, embed_dim]; tokenising apart
+        lets the evaluator tokenise the next batch while this one runs."""
         ...
 
     @abc.abstractmethod

@@ -87,9 +87,10 @@ class HFAdapter(ModelAdapter):
                              max_length=self.max_length, return_tensors="pt")
         return {key: out[key] for key in ("input_ids", "attention_mask") if key in out}
 
-    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """N strings -> normalised float32 [N, embed_dim] via ``get_text_features``."""
-        inputs = {key: value.to(self.device) for key, value in self.tokenize(texts).items()}
+    def encode_tokens(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Token dict from :meth:`tokenize` -> normalised float32 [N, embed_dim] via
+        ``get_text_features``."""
+        inputs = {key: value.to(self.device) for key, value in tokens.items()}
         return normalized(_embedding(self.model.get_text_features(**inputs), "get_text_features"))
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:

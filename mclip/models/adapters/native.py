@@ -45,11 +45,10 @@ class NativeAdapter(ModelAdapter):
         """images [N, 3, S, S] from :meth:`image_transform` -> normalised float32 [N, embed_dim]."""
         return normalized(self.model.encode_image(images.to(self.device), normalize=False))
 
-    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """N strings -> normalised float32 [N, embed_dim] (the model's own tokenizer)."""
-        if isinstance(texts, str):
-            texts = [texts]
-        return normalized(self.model.encode_text(list(texts), normalize=False))
+    def encode_tokens(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        """{'input_ids', 'attention_mask'} [N, L] from :meth:`tokenize` -> normalised float32
+        [N, embed_dim] (padded to the batch's longest text: padding is masked)."""
+        return normalized(self.model.encode_text(tokens, normalize=False))
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Strings -> {'input_ids', 'attention_mask'}: LongTensor [N, L] on the CPU."""

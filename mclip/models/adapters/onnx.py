@@ -48,11 +48,9 @@ class OnnxAdapter(ModelAdapter):
         pixels = images.detach().float().cpu().numpy()
         return torch.from_numpy(self._image.run(None, {"pixel_values": pixels})[0])
 
-    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """N strings -> normalised float32 [N, embed_dim] (the export's own tokenizer)."""
-        if isinstance(texts, str):
-            texts = [texts]
-        tokens = self.tokenize(texts)
+    def encode_tokens(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        """{'input_ids', 'attention_mask'} int64 [N, L] from :meth:`tokenize` -> normalised
+        float32 [N, embed_dim] (the exported graph normalises)."""
         return torch.from_numpy(self._text.run(None, {k: v.numpy() for k, v in tokens.items()})[0])
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:

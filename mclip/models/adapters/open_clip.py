@@ -30,6 +30,7 @@ from torch import nn
 
 from mclip.config import ConfigError
 from mclip.models.adapters.base import ModelAdapter, normalized, package_versions
+from mclip.models.adapters.open_clip_text import encode_trimmed, padding_rule
 
 _SCHEMAS = ("hf-hub:", "local-dir:")
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
@@ -53,15 +54,18 @@ class OpenClipAdapter(ModelAdapter):
         self.name = name
         self.embed_dim = int(embed_dim)
         self.pretrained = pretrained
+        self.text_padding = padding_rule(model)
+        """Whether text batches run at their own longest length (:mod:`.open_clip_text`)."""
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """images [N, 3, H, W] from :meth:`image_transform` -> normalised float32 [N, embed_dim]."""
         return normalized(self.model.encode_image(images.to(self.device), normalize=False))
 
-    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """N strings -> normalised float32 [N, embed_dim], tokenised by open_clip's tokenizer."""
-        tokens = self.tokenize(texts).to(self.device)
-        return normalized(self.model.encode_text(tokens, normalize=False))
+    def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """LongTensor [N, context_length] from :meth:`tokenize` -> normalised float32
+        [N, embed_dim]; run at the batch's own longest length where :attr:`text_padding`
+        allows it (the same embeddings as at full padding)."""
+        return normalized(encode_trimmed(self.model, self.text_padding, tokens.to(self.device)))
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """Strings -> token ids, LongTensor [N, context_length] on the CPU (open_clip tokenizer)."""
