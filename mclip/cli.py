@@ -242,7 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-root", default=None, type=existing_dir,
                     help="where the suite's relative paths point")
     ev.add_argument("--out", default=None, help="output directory (default MODEL/eval/SUITE)")
-    ev.add_argument("--batch-size", type=int_at_least(1), default=256)
+    ev.add_argument("--batch-size", type=int_at_least(1), default=256,
+                    help="images / texts per forward pass (halved after a GPU out-of-memory)")
+    ev.add_argument("--workers", type=int_at_least(0), default=None,
+                    help="processes decoding images ahead of the forward pass (default: the "
+                         "usable CPUs less one)")
+    ev.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="bf16: towers under bf16 autocast (GPUs, CPUs with AMX); default fp32")
     ev.add_argument("--embed-dims", default=None, type=embed_dims, metavar="D,D,full",
                     help="also score every task on the first D dimensions of the embeddings "
                          "(re-normalised; a Matryoshka model's prefixes), e.g. 32,64,full: the "

@@ -71,7 +71,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             log(f"{ranks.world_size} ranks: each encodes its share of the images and texts")
         results = run_suite(model, suite, device=device, batch_size=args.batch_size, progress=log,
                             limit=args.limit, bootstrap=args.bootstrap, seed=args.seed,
-                            cache_dir=args.cache, ranks=ranks, embed_dims=args.embed_dims)
+                            cache_dir=args.cache, ranks=ranks, embed_dims=args.embed_dims,
+                            workers=_image_workers(args.workers, ranks), precision=args.precision)
     finally:
         shutdown_eval_ranks(ranks)
     if not ranks.is_main:
@@ -81,6 +82,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     paths = write_report(report, out_dir)
     print(f"\nresults: {paths['json']}\ntable:   {paths['markdown']}\nplot:    {paths['plot']}")
     return 0
+
+
+def _image_workers(requested: int | None, ranks) -> int:
+    """``--workers``, or by default the usable CPUs (per rank on this host) less one."""
+    from mclip.eval.image_loading import default_image_workers
+
+    if requested is not None:
+        return requested
+    return default_image_workers(int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world_size)))
 
 
 def _say_which_checkpoint(model, spec: str, log) -> None:

@@ -36,9 +36,12 @@ from mclip.config import ConfigError
 from mclip.outputs import write_atomically, write_text_atomically
 
 
-def model_fingerprint(model) -> str:
-    """sha256 (hex, 32 chars) of the adapter class, spec, versions, config and every tensor."""
+def model_fingerprint(model, precision: str = "fp32") -> str:
+    """sha256 (hex, 32 chars) of the adapter class, spec, versions, config and every tensor,
+    and of the precision the towers run in when it is not fp32."""
     digest = hashlib.sha256()
+    if precision != "fp32":
+        digest.update(f"precision={precision}\n".encode())
     digest.update(type(model).__name__.encode())
     digest.update(str(getattr(model, "name", "")).encode())
     digest.update(json.dumps(getattr(model, "versions", {}), sort_keys=True).encode())
@@ -74,8 +77,8 @@ class EmbeddingCache:
     ``stats`` counts ``image_hits``, ``image_misses``, ``text_hits`` and ``text_misses``.
     """
 
-    def __init__(self, directory: str | Path, model):
-        self.root = Path(directory) / model_fingerprint(model)
+    def __init__(self, directory: str | Path, model, precision: str = "fp32"):
+        self.root = Path(directory) / model_fingerprint(model, precision)
         try:
             (self.root / "images").mkdir(parents=True, exist_ok=True)
             (self.root / "texts").mkdir(parents=True, exist_ok=True)
@@ -85,7 +88,8 @@ class EmbeddingCache:
         info = self.root / "model.json"
         if not info.exists():
             write_text_atomically(info, json.dumps({"name": getattr(model, "name", ""),
-                                                    "versions": getattr(model, "versions", {})}))
+                                                    "versions": getattr(model, "versions", {}),
+                                                    "precision": precision}))
         self.stats = {"image_hits": 0, "image_misses": 0, "text_hits": 0, "text_misses": 0}
         self._text_index: dict[int, tuple[Path, int]] | None = None
         self._run = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,118 @@
+"""How the evaluator runs a tower over many batches: its precision, tokenising the next batch
+while this one runs, and a smaller batch after a GPU out-of-memory error.
+
+``--precision bf16`` runs the towers under ``torch.autocast`` in bfloat16 (GPUs, and CPUs with
+AMX or AVX-512 bf16 units); embeddings are normalised, scored and ranked in float32. The default
+``fp32`` gives embeddings equal to the model's own fp32 encoders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence
+
+import torch
+
+from mclip.config import ConfigError
+from mclip.models.adapters.base import ModelAdapter
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if known, else a ConfigError naming the choices."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The context the towers run in: nothing for fp32, bf16 autocast on ``device`` for bf16."""
+    if check_precision(precision) == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def model_device(model) -> torch.device:
+    """Where an adapter's weights live (the CPU for objects without parameters)."""
+    device = getattr(model, "device", None)
+    return device if isinstance(device, torch.device) else torch.device("cpu")
+
+
+def run_or_halve(run: Callable[[Any], torch.Tensor], items: Sequence, said: Callable[[str], None],
+                 first: Callable[[Any], torch.Tensor] | None = None) -> tuple[torch.Tensor, int]:
+    """(``run(items)``, the largest part size that ran): on an out-of-memory error the items run
+    in two halves (recursively, down to one item) and the rows are concatenated in order.
+    ``first``: what to try on the whole ``items`` instead of ``run`` (e.g. prepared inputs)."""
+    try:
+        return (first or run)(items), len(items)
+    except torch.OutOfMemoryError:
+        if len(items) < 2:
+            raise
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        half = len(items) // 2
+        said(f"out of memory at batch size {len(items)}: trying {half}")
+        head, fitted_head = run_or_halve(run, items[:half], said)
+        tail, fitted_tail = run_or_halve(run, items[half:], said)
+        return torch.cat([head, tail]), min(fitted_head, fitted_tail)
+
+
+def tokenizes_apart(model) -> bool:
+    """Whether ``model`` encodes as ``encode_tokens(tokenize(texts))``: an adapter whose
+    ``encode_text`` is the base class's (a subclass that changes ``encode_text`` is called
+    through it)."""
+    return (isinstance(model, ModelAdapter)
+            and type(model).encode_text is ModelAdapter.encode_text)
+
+
+def encode_text_batches(model, texts: list[str], batch_size: int, precision: str = "fp32",
+                        said: Callable[[str], None] = lambda m: None) -> list[torch.Tensor]:
+    """Embeddings float32 [b, d] on the CPU of consecutive batches of ``texts``.
+
+    Adapters that tokenise apart (:func:`tokenizes_apart`) have the next batch tokenised in a thread
+    while the current one runs (the tokenizers are Python; the forward pass releases the GIL).
+    After an out-of-memory error the batch size stays at the size that fitted.
+    """
+    device = model_device(model)
+    split = tokenizes_apart(model)
+
+    def whole(batch: Sequence[str]) -> torch.Tensor:
+        with autocast(device, precision):
+            return model.encode_text(list(batch)).float().cpu()
+
+    if not split:
+        return _halving_loop(whole, texts, batch_size, said)
+    chunks: list[torch.Tensor] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mclip-tokenize") as pool:
+        start, size = 0, batch_size
+        ahead = pool.submit(model.tokenize, texts[start:start + size])
+        while start < len(texts):
+            end = min(start + size, len(texts))
+            tokens = ahead.result()
+            if end < len(texts):
+                ahead = pool.submit(model.tokenize, texts[end:end + size])
+
+            def prepared(_: Sequence[str], tokens=tokens) -> torch.Tensor:
+                with autocast(device, precision):
+                    return model.encode_tokens(tokens).float().cpu()
+
+            rows, fitted = run_or_halve(whole, texts[start:end], said, first=prepared)
+            chunks.append(rows)
+            if fitted < size:  # what is tokenised ahead has the old size
+                ahead.cancel()
+                size = fitted
+                ahead = pool.submit(model.tokenize, texts[end:end + size])
+            start = end
+    return chunks
+
+
+def _halving_loop(run: Callable[[Sequence[str]], torch.Tensor], items: list[str], size: int,
+                  said: Callable[[str], None]) -> list[torch.Tensor]:
+    chunks, start = [], 0
+    while start < len(items):
+        rows, fitted = run_or_halve(run, items[start:start + size], said)
+        chunks.append(rows)
+        start, size = start + len(rows), min(size, fitted)
+    return chunks
