@@ -1,7 +1,9 @@
 """Benchmark contrastive losses: time and extra peak memory of forward + backward, fp32, CPU/GPU.
 
 Each (implementation, batch size) case runs in its own process so peak memory is its own.
-Prints a table and writes JSON.
+Prints a table and writes JSON. For mclip's tiled losses the table also gives the time of the
+matrix products they cannot avoid (:func:`gemm_bound`, measured in the same process) and the
+loss's share of that bound.
 
     python scripts/bench_loss.py                         # B in 4096 16384 65536, d=512
     python scripts/bench_loss.py --batch 4096 --impl mclip_infonce open_clip_clip
@@ -75,8 +77,35 @@ def run_case(impl: str, batch: int, dim: int, chunk: int, device: str) -> dict:
         peak = torch.cuda.max_memory_allocated() - base
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    return {"impl": impl, "batch": batch, "dim": dim, "chunk": chunk, "device": device,
-            "seconds": seconds, "extra_peak_bytes": max(peak, 0), "status": "ok"}
+    row = {"impl": impl, "batch": batch, "dim": dim, "chunk": chunk, "device": device,
+           "seconds": seconds, "extra_peak_bytes": max(peak, 0), "status": "ok"}
+    if impl.startswith("mclip_"):
+        row["gemm_seconds"] = gemm_bound(x.detach(), y.detach(), chunk, impl, device)
+    return row
+
+
+def gemm_bound(x, y, chunk: int, impl: str, device: str) -> float:
+    """Seconds of the B x B x d matrix products the tiled loss cannot avoid, tile by tile, in
+    this process: InfoNCE forms each tile's logits twice (forward, and backward's recompute)
+    and two gradient products; the sigmoid loss forms them once (forward holds the gradient)."""
+    import torch
+
+    products = 2 if impl == "mclip_infonce" else 1
+
+    def once():
+        for start in range(0, x.shape[0], chunk):
+            rows = x[start:start + chunk]
+            for _ in range(products):
+                tile = rows @ y.T
+            tile @ y
+            tile.T @ rows
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    once()
+    start = time.perf_counter()
+    once()
+    return time.perf_counter() - start
 
 
 def main() -> int:
@@ -133,14 +162,17 @@ def main() -> int:
 def _format_row(row: dict) -> str:
     if row["status"] != "ok":
         return f"B={row['batch']:>6} {row['impl']:<17} {row['status']}"
+    bound = (f"  GEMM bound {row['gemm_seconds']:.2f} s "
+             f"({100 * row['gemm_seconds'] / row['seconds']:.0f}%)" if "gemm_seconds" in row else "")
     return (f"B={row['batch']:>6} {row['impl']:<17} {row['seconds']:8.2f} s "
-            f"{row['extra_peak_bytes'] / 2**20:10.0f} MiB")
+            f"{row['extra_peak_bytes'] / 2**20:10.0f} MiB{bound}")
 
 
 def table(results: list[dict]) -> str:
     """Markdown table, with mclip's time and memory relative to open_clip at the same B."""
-    lines = ["| B | implementation | time (s) | extra peak memory (MiB) | time vs open_clip | memory vs open_clip |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| B | implementation | time (s) | extra peak memory (MiB) | time vs open_clip | "
+             "memory vs open_clip | GEMM bound (s) | share of the GEMM bound |",
+             "|---|---|---|---|---|---|---|---|"]
     ref = {(r["batch"], r["impl"]): r for r in results if r["status"] == "ok"}
     partner = {"mclip_infonce": "open_clip_clip", "mclip_sigmoid": "open_clip_siglip"}
     for r in results:
@@ -151,8 +183,11 @@ def table(results: list[dict]) -> str:
         time_ratio = f"{r['seconds'] / other['seconds']:.2f}x" if other else ""
         mem_ratio = (f"{100 * r['extra_peak_bytes'] / max(other['extra_peak_bytes'], 1):.1f}%"
                      if other else "")
+        gemm = r.get("gemm_seconds")
+        bound = f"{gemm:.2f} | {100 * gemm / r['seconds']:.0f}%" if gemm else " | "
         lines.append(f"| {r['batch']} | {r['impl']} | {r['seconds']:.2f} | "
-                     f"{r['extra_peak_bytes'] / 2**20:.0f} | {time_ratio} | {mem_ratio} |")
+                     f"{r['extra_peak_bytes'] / 2**20:.0f} | {time_ratio} | {mem_ratio} | "
+                     f"{bound} |")
     return "\n".join(lines)
 
 

@@ -45,6 +45,29 @@ def test_tiled_matches_reference(dtype, tol, scale, n, m, multi, chunk):
             assert _rel(a.double(), r.double()) <= tol
 
 
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_tiles_far_apart_take_the_two_pass_form_and_stay_exact(dtype, tol, monkeypatch):
+    """At logit scale 1000 the tiles' logits span thousands: columns lie far below a tile's
+    largest row and log-sum-exps far apart, so the one-exp forms would underflow; those tiles
+    must take the two-pass form (counted here) and still match the reference."""
+    import mclip.losses.tiled as tiled
+
+    x, y, s, _, owner = _inputs(40, 48, 8, dtype, 1000.0, seed=3, multi=True)
+    ref = infonce_reference(x, y, s, owner)
+    ref_grads = torch.autograd.grad(ref, (x, y, s))
+
+    def error():
+        ours = tiled_infonce(x, y, s, owner, chunk=8)
+        grads = torch.autograd.grad(ours, (x, y, s))
+        return max([_rel(ours.double(), ref.double())] + [
+            _rel(a.double(), r.double()) for a, r in zip(grads, ref_grads)])
+
+    assert error() <= tol
+    if dtype == torch.float32:  # without the check, the one-exp forms are wrong here
+        monkeypatch.setattr(tiled, "SHIFT_LIMIT", 1e9)
+        assert not error() <= 1e-3
+
+
 def test_stable_at_scale_100_with_identical_embeddings():
     x = F.normalize(torch.ones(64, 32), dim=-1).requires_grad_()
     y = F.normalize(torch.ones(64, 32), dim=-1).requires_grad_()

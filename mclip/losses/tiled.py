@@ -37,11 +37,27 @@ def _tiles(n: int, chunk: int):
         yield slice(start, min(start + chunk, n))
 
 
+# a tile's column sums are taken relative to its largest row maximum c; a column whose largest
+# logit in the tile is more than ~87 below c would underflow there, so a column sum under
+# exp(-SHIFT_LIMIT) sends the tile to the two-pass form (SHIFT_LIMIT leaves a margin of e^27)
+SHIFT_LIMIT = 60.0
+
+
 class TiledLogSumExp(torch.autograd.Function):
     """(x [N, d], y [M, d], logit_scale [] or [1]) -> (row_lse [N], col_lse [M]) of
     s = exp(logit_scale) x y^T.
 
-    Backward: ds_ij = g_row_i softmax_row_ij + g_col_j softmax_col_ij, recomputed per tile.
+    Each tile's logits are exponentiated once in forward and once in backward (in place):
+
+    - forward: E = exp(s - m_row) gives the row sums; the column sums are the matrix-vector
+      product exp(m_row - c)^T E, c the tile's largest row maximum (exact while no column of the
+      tile lies ~87 below c, checked; otherwise that tile's columns take a second exp pass);
+    - backward: ds_ij = P_ij (g_row_i + exp(row_lse_i - col_lse_j) g_col_j) with
+      P = exp(s - row_lse), the column softmax written through the row softmax (when the tile's
+      log-sum-exps lie within :data:`SHIFT_LIMIT` of each other, else two exp passes); the
+      logit_scale gradient is sum_ij ds_ij s_ij = sum_i <grad_x_i, x_i>, which needs no pass over
+      the tile.
+
     With ``need_cols=False`` only rows are computed (col_lse is returned as zeros).
     """
 
@@ -51,16 +67,26 @@ class TiledLogSumExp(torch.autograd.Function):
         scale = scalar_parameter(logit_scale, "logit_scale").to(dtype).exp()
         xf, yf = x.to(dtype), y.to(dtype)
         row_lse = torch.empty(x.shape[0], device=x.device, dtype=dtype)
-        col_max = torch.full((y.shape[0],), -torch.inf, device=x.device, dtype=dtype)
-        col_sum = torch.zeros(y.shape[0], device=x.device, dtype=dtype)
+        col_lse = torch.full((y.shape[0],), -torch.inf, device=x.device, dtype=dtype)
+        floor = torch.tensor(-SHIFT_LIMIT, dtype=dtype).exp()
         for rows in _tiles(x.shape[0], chunk):
             logits = (xf[rows] * scale) @ yf.T
-            row_lse[rows] = torch.logsumexp(logits, dim=1)
-            if need_cols:  # online log-sum-exp down the columns: running max and rescaled sum
-                new_max = torch.maximum(col_max, logits.amax(dim=0))
-                col_sum = col_sum * torch.exp(col_max - new_max) + torch.exp(logits - new_max).sum(0)
-                col_max = new_max
-        col_lse = col_max + col_sum.log() if need_cols else torch.zeros_like(col_sum)
+            row_max = logits.amax(dim=1)
+            top = row_max.max()
+            exps = logits.sub_(row_max[:, None]).exp_()  # the logits are not needed again
+            row_lse[rows] = row_max + exps.sum(dim=1).log()
+            if not need_cols:
+                continue
+            col_sum = (row_max - top).exp() @ exps
+            if bool((col_sum < floor).any()):  # rare: recompute this tile's columns in two passes
+                logits = (xf[rows] * scale) @ yf.T
+                col_max = logits.amax(dim=0)
+                tile_lse = col_max + (logits - col_max).exp_().sum(0).log()
+            else:
+                tile_lse = top + col_sum.log()
+            col_lse = torch.logaddexp(col_lse, tile_lse)
+        if not need_cols:
+            col_lse = torch.zeros_like(col_lse)
         ctx.save_for_backward(x, y, logit_scale, row_lse, col_lse)
         ctx.chunk, ctx.need_cols = chunk, need_cols
         return row_lse, col_lse
@@ -73,17 +99,26 @@ class TiledLogSumExp(torch.autograd.Function):
         xf, yf = x.to(dtype), y.to(dtype)
         grad_row = torch.zeros_like(row_lse) if grad_row is None else grad_row.to(dtype)
         grad_col = torch.zeros_like(col_lse) if grad_col is None else grad_col.to(dtype)
+        use_cols = ctx.need_cols and bool(grad_col.any())
         grad_x = torch.empty_like(xf)
         grad_y = torch.zeros_like(yf)
-        grad_scale = torch.zeros((), device=x.device, dtype=dtype)
         for rows in _tiles(x.shape[0], ctx.chunk):
             logits = (xf[rows] * scale) @ yf.T
-            g = torch.exp(logits - row_lse[rows, None]).mul_(grad_row[rows, None])
-            if ctx.need_cols:
-                g += torch.exp(logits - col_lse[None, :]).mul_(grad_col[None, :])
-            grad_scale += torch.dot(g.view(-1), logits.view(-1))
+            lse = row_lse[rows]
+            if use_cols and float(lse.max() - lse.min()) < SHIFT_LIMIT and float(
+                    lse.max() - col_lse.min()) < SHIFT_LIMIT:
+                top = lse.max()  # g = P * (g_row + a b^T), a_i b_j = exp(lse_i - col_lse_j) g_col_j
+                weights = torch.addcmul(grad_row[rows, None], (lse - top).exp()[:, None],
+                                        ((top - col_lse).exp() * grad_col)[None, :])
+                g = logits.sub_(lse[:, None]).exp_().mul_(weights)
+            elif use_cols:
+                g = (logits - col_lse[None, :]).exp_().mul_(grad_col[None, :])
+                g += logits.sub_(lse[:, None]).exp_().mul_(grad_row[rows, None])
+            else:
+                g = logits.sub_(lse[:, None]).exp_().mul_(grad_row[rows, None])
             grad_x[rows] = (g @ yf) * scale
             grad_y += (g.T @ xf[rows]) * scale
+        grad_scale = (grad_x * xf).sum()
         return (grad_x.to(x.dtype), grad_y.to(y.dtype),
                 grad_scale.to(logit_scale.dtype).reshape(logit_scale.shape), None, None)
 
