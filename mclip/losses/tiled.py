@@ -69,8 +69,10 @@ class TiledLogSumExp(torch.autograd.Function):
         row_lse = torch.empty(x.shape[0], device=x.device, dtype=dtype)
         col_lse = torch.full((y.shape[0],), -torch.inf, device=x.device, dtype=dtype)
         floor = torch.tensor(-SHIFT_LIMIT, dtype=dtype).exp()
+        buffer = _tile_buffer(x.shape[0], chunk, y.shape[0], xf)
+        scaled = xf * scale
         for rows in _tiles(x.shape[0], chunk):
-            logits = (xf[rows] * scale) @ yf.T
+            logits = torch.mm(scaled[rows], yf.T, out=buffer[:rows.stop - rows.start])
             row_max = logits.amax(dim=1)
             top = row_max.max()
             exps = logits.sub_(row_max[:, None]).exp_()  # the logits are not needed again
@@ -79,7 +81,7 @@ class TiledLogSumExp(torch.autograd.Function):
                 continue
             col_sum = (row_max - top).exp() @ exps
             if bool((col_sum < floor).any()):  # rare: recompute this tile's columns in two passes
-                logits = (xf[rows] * scale) @ yf.T
+                logits = scaled[rows] @ yf.T
                 col_max = logits.amax(dim=0)
                 tile_lse = col_max + (logits - col_max).exp_().sum(0).log()
             else:
@@ -102,25 +104,42 @@ class TiledLogSumExp(torch.autograd.Function):
         use_cols = ctx.need_cols and bool(grad_col.any())
         grad_x = torch.empty_like(xf)
         grad_y = torch.zeros_like(yf)
+        buffer = _tile_buffer(x.shape[0], ctx.chunk, y.shape[0], xf)
+        weighted = _tile_buffer(x.shape[0], ctx.chunk, y.shape[0], xf) if use_cols else None
+        scaled = xf * scale
         for rows in _tiles(x.shape[0], ctx.chunk):
-            logits = (xf[rows] * scale) @ yf.T
+            n = rows.stop - rows.start
+            logits = torch.mm(scaled[rows], yf.T, out=buffer[:n])
             lse = row_lse[rows]
+            row_weight = None
             if use_cols and float(lse.max() - lse.min()) < SHIFT_LIMIT and float(
                     lse.max() - col_lse.min()) < SHIFT_LIMIT:
-                top = lse.max()  # g = P * (g_row + a b^T), a_i b_j = exp(lse_i - col_lse_j) g_col_j
-                weights = torch.addcmul(grad_row[rows, None], (lse - top).exp()[:, None],
-                                        ((top - col_lse).exp() * grad_col)[None, :])
-                g = logits.sub_(lse[:, None]).exp_().mul_(weights)
+                # ds = P (g_row + a b^T), a_i = exp(lse_i - top), b_j = exp(top - col_lse_j)
+                # g_col_j; computed as a_i * [P (g_row / a + b^T)], a_i applied to the products
+                top = lse.max()
+                row_weight = (lse - top).exp()
+                col_weight = (top - col_lse).exp() * grad_col
+                probs = logits.sub_(lse[:, None]).exp_()
+                g = torch.mul(probs, col_weight, out=weighted[:n]).addcmul_(
+                    probs, (grad_row[rows] / row_weight)[:, None])
             elif use_cols:
-                g = (logits - col_lse[None, :]).exp_().mul_(grad_col[None, :])
+                g = torch.sub(logits, col_lse, out=weighted[:n]).exp_().mul_(grad_col)
                 g += logits.sub_(lse[:, None]).exp_().mul_(grad_row[rows, None])
             else:
                 g = logits.sub_(lse[:, None]).exp_().mul_(grad_row[rows, None])
-            grad_x[rows] = (g @ yf) * scale
-            grad_y += (g.T @ xf[rows]) * scale
-        grad_scale = (grad_x * xf).sum()
+            x_rows = xf[rows] if row_weight is None else xf[rows] * row_weight[:, None]
+            grad_x[rows] = torch.mm(g, yf).mul_(
+                scale if row_weight is None else scale * row_weight[:, None])
+            grad_y.addmm_(g.T, x_rows, alpha=scale)
+        grad_scale = torch.dot(grad_x.view(-1), xf.reshape(-1))
         return (grad_x.to(x.dtype), grad_y.to(y.dtype),
                 grad_scale.to(logit_scale.dtype).reshape(logit_scale.shape), None, None)
+
+
+def _tile_buffer(n: int, chunk: int, m: int, like: torch.Tensor) -> torch.Tensor:
+    """One [min(chunk, n), m] tile reused by every tile: a fresh large allocation per tile is
+    mapped and faulted in page by page each time, which costs as much as an exp pass."""
+    return torch.empty(min(chunk, n), m, device=like.device, dtype=like.dtype)
 
 
 class TiledSoftplusSum(torch.autograd.Function):
@@ -146,17 +165,20 @@ class TiledSoftplusSum(torch.autograd.Function):
             grad_y = torch.zeros_like(yf)
             grad_scale = torch.zeros((), device=x.device, dtype=dtype)
             grad_bias = torch.zeros((), device=x.device, dtype=dtype)
+        buffer = _tile_buffer(x.shape[0], chunk, y.shape[0], xf)
+        slopes = _tile_buffer(x.shape[0], chunk, y.shape[0], xf) if want_grad else None
+        scaled = xf * scale
         for rows in _tiles(x.shape[0], chunk):
-            logits = ((xf[rows] * scale) @ yf.T).add_(bias)
+            n = rows.stop - rows.start
+            logits = torch.mm(scaled[rows], yf.T, out=buffer[:n]).add_(bias)
             total += F.softplus(logits).sum()
             if want_grad:
-                g = torch.sigmoid(logits)  # d softplus(s) / ds
+                g = torch.sigmoid(logits, out=slopes[:n])  # d softplus(s) / ds
                 g_sum = g.sum()
                 grad_bias += g_sum
                 grad_scale += torch.dot(g.view(-1), logits.view(-1)) - bias * g_sum  # sum g (s - b)
-                g.mul_(scale)
-                grad_x[rows] = g @ yf
-                grad_y += g.T @ xf[rows]
+                torch.mm(g, yf, out=grad_x[rows]).mul_(scale)
+                grad_y.addmm_(g.T, xf[rows], alpha=scale)
         if want_grad:
             ctx.save_for_backward(grad_x.to(x.dtype), grad_y.to(y.dtype),
                                   grad_scale.to(logit_scale.dtype).reshape(logit_scale.shape),
@@ -175,7 +197,16 @@ def positive_logits(x: torch.Tensor, y: torch.Tensor, logit_scale: torch.Tensor,
     """t <x[pos[j]], y[j]> for every text j: [M], in the compute dtype (logit_scale [] or [1])."""
     dtype = compute_dtype(x)
     scale = scalar_parameter(logit_scale, "logit_scale").to(dtype).exp()
-    return scale * (x[pos].to(dtype) * y.to(dtype)).sum(-1)
+    return scale * (rows_at(x, pos).to(dtype) * y.to(dtype)).sum(-1)
+
+
+def rows_at(values: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """``values[pos]``; ``values`` itself when ``pos`` is 0..N-1 (the diagonal: no gather, and no
+    scatter of its gradient)."""
+    if pos.shape[0] == values.shape[0] and torch.equal(
+            pos, torch.arange(pos.shape[0], device=pos.device)):
+        return values
+    return values[pos]
 
 
 def tiled_infonce(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
@@ -189,7 +220,7 @@ def tiled_infonce(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: 
     pos = positive_index(text_to_image, image_emb.shape[0], text_emb.shape[0], image_emb.device)
     row_lse, col_lse = TiledLogSumExp.apply(image_emb, text_emb, logit_scale, chunk)
     positive = positive_logits(image_emb, text_emb, logit_scale, pos)
-    return ((row_lse[pos] - positive) + (col_lse - positive)).mean() / 2
+    return ((rows_at(row_lse, pos) - positive) + (col_lse - positive)).mean() / 2
 
 
 def tiled_sigmoid(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
