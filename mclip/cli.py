@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="images / texts per forward pass (halved after a GPU out-of-memory)")
     ev.add_argument("--workers", type=int_at_least(0), default=None,
                     help="processes decoding images ahead of the forward pass (default: the "
-                         "usable CPUs less one)")
+                         "usable CPUs, less one on a GPU)")
     ev.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                     help="bf16: towers under bf16 autocast (GPUs, CPUs with AMX); default fp32")
     ev.add_argument("--embed-dims", default=None, type=embed_dims, metavar="D,D,full",

@@ -72,7 +72,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         results = run_suite(model, suite, device=device, batch_size=args.batch_size, progress=log,
                             limit=args.limit, bootstrap=args.bootstrap, seed=args.seed,
                             cache_dir=args.cache, ranks=ranks, embed_dims=args.embed_dims,
-                            workers=_image_workers(args.workers, ranks), precision=args.precision)
+                            workers=_image_workers(args.workers, device, ranks), precision=args.precision)
     finally:
         shutdown_eval_ranks(ranks)
     if not ranks.is_main:
@@ -84,13 +84,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_workers(requested: int | None, ranks) -> int:
-    """``--workers``, or by default the usable CPUs (per rank on this host) less one."""
+def _image_workers(requested: int | None, device: str, ranks) -> int:
+    """``--workers``, or by default the usable CPUs (per rank on this host), less one on a GPU."""
     from mclip.eval.image_loading import default_image_workers
 
     if requested is not None:
         return requested
-    return default_image_workers(int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world_size)))
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", ranks.world_size))
+    return default_image_workers(device.split(":")[0], local_ranks)
 
 
 def _say_which_checkpoint(model, spec: str, log) -> None:

@@ -10,7 +10,7 @@ JPEGs of 500 x 375 px), alternating tool by tool within each case:
   cn, jp, it: 301,000 prompts), 1,000 images: text-bound.
 
 Arms: ``clip_benchmark`` (its CLI: ``clip_benchmark eval``, defaults but ``--no_amp``),
-``mclip`` (``mclip eval`` with its defaults: workers = usable CPUs less one, fp32),
+``mclip`` (``mclip eval`` with its defaults: fp32, image workers = the usable CPUs),
 ``mclip_bf16`` (``--precision bf16``) and, with ``--before SRC``, ``mclip_before``: the same
 command from another mclip checkout (e.g. a ``git worktree`` of the commit before a change),
 for before / after numbers from the same run. The table gives each arm's wall time (the

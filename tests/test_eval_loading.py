@@ -96,15 +96,15 @@ def test_the_rank_split_is_kept_with_workers(image_folder):
     assert rank1 == [p for p in readable if p % 2 == 1]
 
 
-def test_default_workers_leave_a_cpu_for_the_forward_pass(monkeypatch):
+def test_default_workers_use_the_cpus_and_leave_one_to_feed_a_gpu(monkeypatch):
     import mclip.eval.image_loading as loading
 
     monkeypatch.setattr(loading, "usable_cpus", lambda: 2)
-    assert default_image_workers() == 1
+    assert default_image_workers("cpu") == 2 and default_image_workers("cuda") == 1
     monkeypatch.setattr(loading, "usable_cpus", lambda: 64)
-    assert default_image_workers() == 8 and default_image_workers(local_ranks=16) == 3
+    assert default_image_workers("cuda") == 8 and default_image_workers("cuda", 16) == 3
     monkeypatch.setattr(loading, "usable_cpus", lambda: 1)
-    assert default_image_workers() == 0
+    assert default_image_workers("cpu") == 1 and default_image_workers("cuda") == 0
 
 
 def test_out_of_memory_halves_the_batch_and_keeps_the_rows_in_order():

@@ -50,10 +50,13 @@ class SetListing:
     skipped: dict
 
 
-def default_image_workers(local_ranks: int = 1) -> int:
-    """``--workers`` by default: the CPUs this process may use (per local rank) less one for
-    the forward pass, 0 to 8."""
-    return max(0, min(8, usable_cpus() // max(local_ranks, 1) - 1))
+def default_image_workers(device_type: str = "cpu", local_ranks: int = 1) -> int:
+    """``--workers`` by default, 0 to 8: on a GPU the CPUs this process may use (per local rank)
+    less one, which feeds the GPU; on the CPU all of them, as the forward pass waits for decoded
+    images anyway (2 CPUs, 64 px ViT, 500 x 375 JPEGs: 309 images/s with one worker, 475 with
+    two, 324 with none)."""
+    cpus = usable_cpus() // max(local_ranks, 1)
+    return max(0, min(8, cpus - 1 if device_type != "cpu" else cpus))
 
 
 class _RankShare(IterableDataset):
