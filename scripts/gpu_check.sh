@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A short GPU training of the embedded demo: bf16 autocast, fused AdamW, without and with
-# torch.compile (train.compile), then evaluation on the GPU. Prints samples/s and the tables.
+# torch.compile (train.compile), then evaluation on the GPU (fp32 and --precision bf16, timed).
+# Prints samples/s, the tables and the bf16 metric changes.
 # Needs a CUDA machine with mclip's dependencies installed (python3 -m mclip.cli must work).
 #   bash scripts/gpu_check.sh [DATA_DIR] [STEPS]
 set -euo pipefail
@@ -32,3 +33,21 @@ EOF
   python3 -m mclip.cli eval --model "$out" --suite eval_suites/demo.yaml --data-root "$DATA" \
       --device cuda --out "$out/eval" --quiet
 done
+# evaluation on the GPU at both precisions (bf16 autocast for the towers; scores and ranks fp32)
+for precision in fp32 bf16; do
+  start=$(date +%s.%N)
+  python3 -m mclip.cli eval --model /tmp/mclip_gpu_run_compile_false --suite eval_suites/demo.yaml \
+      --data-root "$DATA" --device cuda --precision "$precision" --bootstrap 0 \
+      --out "/tmp/mclip_gpu_eval_$precision" --quiet > /dev/null
+  echo "eval --precision $precision: $(python3 -c "import time; print(f'{time.time() - $start:.1f}')") s wall"
+done
+python3 - <<'EOF'
+import json
+runs = {p: json.load(open(f"/tmp/mclip_gpu_eval_{p}/results.json"))["tasks"] for p in ("fp32", "bf16")}
+for task, result in runs["fp32"].items():
+    for lang, metrics in result["languages"].items():
+        for name, value in metrics.items():
+            other = runs["bf16"][task]["languages"][lang].get(name)
+            if isinstance(value, float) and isinstance(other, float) and name != "n_images":
+                print(f"  {task} {lang} {name}: fp32 {value:.4f}, bf16 {other:.4f}")
+EOF

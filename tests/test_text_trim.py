@@ -165,3 +165,17 @@ def test_hf_and_native_towers_pad_to_the_longest_text_with_equal_embeddings(tmp_
     assert longest["input_ids"].shape[1] < fixed["input_ids"].shape[1]
     with torch.no_grad():
         assert (native.encode_tokens(longest) - native.encode_tokens(fixed)).abs().max() <= 1e-5
+
+
+def test_the_evaluator_batches_open_clip_texts_by_token_length_with_equal_embeddings():
+    from mclip.eval.embeddings import TextEmbeddings
+
+    model = _clip()
+    tokenizer = open_clip.get_tokenizer("ViT-B-32")
+    adapter = _adapter(model, tokenizer)
+    texts = TEXTS * 3 + [f"a photo of number {i}" for i in range(40)]
+    tokens, order = adapter.tokenize_by_length(texts)
+    lengths = (tokens[order].argmax(-1) + 1).tolist()
+    assert lengths == sorted(lengths)  # by the length each text runs at, not by characters
+    got = TextEmbeddings(adapter, batch_size=8).encode(texts)
+    assert (got - _full_padding(model, tokenizer(texts))).abs().max() <= 1e-5

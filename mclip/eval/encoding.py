@@ -84,6 +84,8 @@ def encode_text_batches(model, texts: list[str], batch_size: int, precision: str
 
     if not split:
         return _halving_loop(whole, texts, batch_size, said)
+    if hasattr(model, "tokenize_by_length"):  # tokenised once, batched by token length
+        return [_by_token_length(model, texts, batch_size, device, precision, said)]
     chunks: list[torch.Tensor] = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mclip-tokenize") as pool:
         start, size = 0, batch_size
@@ -108,7 +110,22 @@ def encode_text_batches(model, texts: list[str], batch_size: int, precision: str
     return chunks
 
 
-def _halving_loop(run: Callable[[Sequence[str]], torch.Tensor], items: list[str], size: int,
+def _by_token_length(model, texts: list[str], batch_size: int, device: torch.device,
+                     precision: str, said: Callable[[str], None]) -> torch.Tensor:
+    tokens, order = model.tokenize_by_length(texts)
+
+    def run(rows: Sequence[int]) -> torch.Tensor:
+        with autocast(device, precision):
+            return model.encode_tokens(tokens[torch.as_tensor(rows)]).float().cpu()
+
+    rows = torch.cat(_halving_loop(run, order.tolist(), batch_size, said)) if texts else (
+        torch.empty(0, 0))
+    out = torch.empty_like(rows)
+    out[order] = rows
+    return out
+
+
+def _halving_loop(run: Callable[[Sequence], torch.Tensor], items: list, size: int,
                   said: Callable[[str], None]) -> list[torch.Tensor]:
     chunks, start = [], 0
     while start < len(items):

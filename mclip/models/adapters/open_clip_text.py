@@ -69,6 +69,20 @@ def padding_rule(model: nn.Module) -> TextPadding:
     return TextPadding(CAUSAL, f"causal mask, '{pool}' pooling")
 
 
+def used_lengths(model: nn.Module, rule: TextPadding, tokens: torch.Tensor) -> torch.Tensor:
+    """LongTensor [N]: the length each text runs at under ``rule`` (1 + its pooled position for
+    a causal tower, 1 + its last non-pad position for a masked one, the context otherwise), the
+    key that sorts texts into batches with the least padding."""
+    if rule.kind == MASKED:
+        used = tokens != model.text.config.pad_token_id
+        positions = torch.arange(1, tokens.shape[1] + 1, device=tokens.device)
+        return (used * positions).amax(dim=1).clamp_min(1)
+    if rule.kind == CAUSAL:
+        owner = _causal_owner(model)
+        return _pooled_positions(tokens, _pool_type(model, owner), _eos_id(model, owner)) + 1
+    return torch.full((tokens.shape[0],), tokens.shape[1], dtype=torch.long)
+
+
 def encode_trimmed(model: nn.Module, rule: TextPadding, tokens: torch.Tensor) -> torch.Tensor:
     """tokens LongTensor [N, context] (open_clip's tokenizer) -> unnormalised [N, embed_dim],
     equal to ``model.encode_text(tokens)``, run on the positions the batch uses."""
