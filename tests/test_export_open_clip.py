@@ -194,19 +194,12 @@ def test_clip_benchmark_cli_on_the_export_scores_what_mclip_scores(tmp_path):
     name = "imagenet1k-unverified"  # clip_benchmark's plain ImageFolder dataset (ROOT/val/...)
     (tmp_path / "cb_names.json").write_text(json.dumps({name: classes}))
     (tmp_path / "cb_templates.json").write_text(json.dumps({name: templates}))
-    # clip_benchmark 1.6.2's accuracy() casts a 1-element array with float(), which numpy >= 2.4
-    # refuses; the CLI runs unchanged with only that function fixed
-    cli = ("import sys, clip_benchmark.metrics.zeroshot_classification as z\n"
-           "def accuracy(output, target, topk=(1,)):\n"
-           "    pred = output.topk(max(topk), 1, True, True)[1].t()\n"
-           "    correct = pred.eq(target.view(1, -1).expand_as(pred))\n"
-           "    return [correct[:k].reshape(-1).float().sum().item() / len(target) for k in topk]\n"
-           "z.accuracy = accuracy\n"
-           "from clip_benchmark.cli import main\nsys.exit(main())\n")
+    # clip_benchmark's CLI, through a wrapper that lets it run with numpy >= 2.4
     result = subprocess.run(
-        [sys.executable, "-c", cli, "eval", "--dataset", name, "--dataset_root",
-         str(tmp_path / "root"), "--model", f"local-dir:{tmp_path / 'export'}", "--pretrained",
-         "none", "--task", "zeroshot_classification", "--custom_classname_file",
+        [sys.executable, str(ROOT / "scripts" / "clip_benchmark_cli.py"), "eval", "--dataset",
+         name, "--dataset_root", str(tmp_path / "root"), "--model",
+         f"local-dir:{tmp_path / 'export'}", "--pretrained", "none", "--task",
+         "zeroshot_classification", "--custom_classname_file",
          str(tmp_path / "cb_names.json"), "--custom_template_file",
          str(tmp_path / "cb_templates.json"), "--no_amp", "--num_workers", "0", "--batch_size",
          "8", "--output", str(tmp_path / "cb.json"), "--quiet"],

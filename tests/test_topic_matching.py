@@ -345,7 +345,8 @@ def test_runner_end_to_end_on_mvl_sib(adapter, tmp_path):
                       "sentences": str(root)}, tmp_path, "test")
     lines = []
     result = run_tasks(adapter, [task], progress=lines.append, bootstrap=50)["mvl_sib"]
-    assert set(result) == {"kind", "languages", "skipped", "data", "bootstrap", "seconds"}
+    assert set(result) == {"kind", "languages", "skipped", "data", "bootstrap", "seconds",
+                           "precision"}
     assert result["skipped"] == {"unreadable_image": 1, "empty_sentence": 1, "unknown_topic": 1}
     assert set(result["languages"]) == {"de", "en", "xyz_Latn"}
     de = result["languages"]["de"]

@@ -72,9 +72,13 @@ def encode_text_batches(model, texts: list[str], batch_size: int, precision: str
     """Embeddings float32 [b, d] on the CPU of consecutive batches of ``texts``.
 
     Adapters that tokenise apart (:func:`tokenizes_apart`) have the next batch tokenised in a thread
-    while the current one runs (the tokenizers are Python; the forward pass releases the GIL).
-    After an out-of-memory error the batch size stays at the size that fitted.
+    while the current one runs (the tokenizers are Python; the forward pass releases the GIL);
+    those with ``tokenize_by_length`` (open_clip, whose tokens are padded to the context) are
+    tokenised once and batched by the length each text runs at. After an out-of-memory error the
+    batch size stays at the size that fitted.
     """
+    if not texts:
+        return []
     device = model_device(model)
     split = tokenizes_apart(model)
 
@@ -118,8 +122,7 @@ def _by_token_length(model, texts: list[str], batch_size: int, device: torch.dev
         with autocast(device, precision):
             return model.encode_tokens(tokens[torch.as_tensor(rows)]).float().cpu()
 
-    rows = torch.cat(_halving_loop(run, order.tolist(), batch_size, said)) if texts else (
-        torch.empty(0, 0))
+    rows = torch.cat(_halving_loop(run, order.tolist(), batch_size, said))
     out = torch.empty_like(rows)
     out[order] = rows
     return out
