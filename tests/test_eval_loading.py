@@ -62,7 +62,7 @@ def labelled_shards(tmp_path_factory):
 
 
 @pytest.mark.parametrize("where", ["image_folder", "labelled_shards"])
-@pytest.mark.parametrize("limit", [None, 9])
+@pytest.mark.parametrize("limit", [pytest.param(None, marks=pytest.mark.slow), 9])
 def test_workers_embed_exactly_as_one_process(adapter, request, where, limit):
     image_set = open_image_set(request.getfixturevalue(where))
     alone = ImageEmbeddings(adapter, torch.device("cpu"), batch_size=4, limit=limit)
@@ -157,6 +157,7 @@ def test_bf16_is_close_to_fp32_and_cached_apart(adapter, image_folder):
     assert model_fingerprint(adapter) == model_fingerprint(adapter, "fp32")
 
 
+@pytest.mark.slow
 def test_cli_workers_and_precision(tmp_path, image_folder):
     import json
 
