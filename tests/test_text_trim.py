@@ -167,8 +167,13 @@ def test_hf_and_native_towers_pad_to_the_longest_text_with_equal_embeddings(tmp_
         assert (native.encode_tokens(longest) - native.encode_tokens(fixed)).abs().max() <= 1e-5
 
 
-def test_the_evaluator_batches_open_clip_texts_by_token_length_with_equal_embeddings():
+@pytest.mark.parametrize("window", [8192, 16])
+def test_the_evaluator_batches_open_clip_texts_by_token_length_with_equal_embeddings(
+        window, monkeypatch):
+    import mclip.eval.encoding as encoding
     from mclip.eval.embeddings import TextEmbeddings
+
+    monkeypatch.setattr(encoding, "TOKEN_WINDOW", window)  # 16: windows tokenised ahead
 
     model = _clip()
     tokenizer = open_clip.get_tokenizer("ViT-B-32")

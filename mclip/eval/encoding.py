@@ -18,6 +18,9 @@ from mclip.config import ConfigError
 from mclip.models.adapters.base import ModelAdapter
 
 PRECISIONS = ("fp32", "bf16")
+TOKEN_WINDOW = 8192
+"""Texts tokenised and sorted by token length together (the next window is tokenised while one
+runs)."""
 
 
 def check_precision(precision: str) -> str:
@@ -87,7 +90,7 @@ def encode_text_batches(model, texts: list[str], batch_size: int, precision: str
             return model.encode_text(list(batch)).float().cpu()
 
     if not split:
-        return _halving_loop(whole, texts, batch_size, said)
+        return _halving_loop(whole, texts, batch_size, said)[0]
     if hasattr(model, "tokenize_by_length"):  # tokenised once, batched by token length
         return [_by_token_length(model, texts, batch_size, device, precision, said)]
     chunks: list[torch.Tensor] = []
@@ -116,23 +119,36 @@ def encode_text_batches(model, texts: list[str], batch_size: int, precision: str
 
 def _by_token_length(model, texts: list[str], batch_size: int, device: torch.device,
                      precision: str, said: Callable[[str], None]) -> torch.Tensor:
-    tokens, order = model.tokenize_by_length(texts)
+    """Windows of TOKEN_WINDOW texts (the caller's texts are sorted by characters, so a window
+    holds texts of similar length), each tokenised in a thread while the one before runs and
+    batched by the length each text runs at."""
+    windows = [texts[i:i + TOKEN_WINDOW] for i in range(0, len(texts), TOKEN_WINDOW)]
+    parts, size = [], batch_size
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mclip-tokenize") as pool:
+        ahead = pool.submit(model.tokenize_by_length, windows[0])
+        for index in range(len(windows)):
+            tokens, order = ahead.result()
+            if index + 1 < len(windows):
+                ahead = pool.submit(model.tokenize_by_length, windows[index + 1])
 
-    def run(rows: Sequence[int]) -> torch.Tensor:
-        with autocast(device, precision):
-            return model.encode_tokens(tokens[torch.as_tensor(rows)]).float().cpu()
+            def run(rows: Sequence[int], tokens=tokens) -> torch.Tensor:
+                with autocast(device, precision):
+                    return model.encode_tokens(tokens[torch.as_tensor(rows)]).float().cpu()
 
-    rows = torch.cat(_halving_loop(run, order.tolist(), batch_size, said))
-    out = torch.empty_like(rows)
-    out[order] = rows
-    return out
+            chunks, size = _halving_loop(run, order.tolist(), size, said)
+            rows = torch.cat(chunks)
+            part = torch.empty_like(rows)
+            part[order] = rows
+            parts.append(part)
+    return torch.cat(parts)
 
 
 def _halving_loop(run: Callable[[Sequence], torch.Tensor], items: list, size: int,
-                  said: Callable[[str], None]) -> list[torch.Tensor]:
+                  said: Callable[[str], None]) -> tuple[list[torch.Tensor], int]:
+    """(rows of consecutive parts of ``items``, the part size that fits at the end)."""
     chunks, start = [], 0
     while start < len(items):
         rows, fitted = run_or_halve(run, items[start:start + size], said)
         chunks.append(rows)
         start, size = start + len(rows), min(size, fitted)
-    return chunks
+    return chunks, size
