@@ -184,3 +184,41 @@ def test_cli_workers_and_precision(tmp_path, image_folder):
     assert main(["eval", "--model", str(tmp_path / "model"), "--task", "zeroshot_classification",
                  "--images", str(image_folder), "--class-texts", str(tmp_path / "labels.json"),
                  "--precision", "fp16"]) == 2
+
+
+def test_a_batch_that_ran_whole_never_lowers_the_batch_size(adapter):
+    rows, fitted = run_or_halve(lambda items: torch.zeros(len(items), 1), list(range(3)), print)
+    assert fitted is None and rows.shape == (3, 1)
+    texts = [f"text {i}" for i in range(21)]
+    sizes = []
+    original = adapter.encode_tokens
+    adapter.encode_tokens = lambda tokens: sizes.append(len(tokens["input_ids"])) or original(
+        tokens)
+    try:
+        encode_text_batches(adapter, texts, 8)
+        encode_text_batches(adapter, texts, 8)  # the short last batch of a call lowers nothing
+    finally:
+        del adapter.encode_tokens
+    assert sizes == [8, 8, 5, 8, 8, 5]
+
+
+def test_an_adapter_written_to_the_old_contract_still_builds_and_encodes():
+    from mclip.models.adapters.base import ModelAdapter
+
+    class Old(ModelAdapter):
+        embed_dim = 2
+
+        def encode_image(self, images):
+            return torch.ones(len(images), 2)
+
+        def encode_text(self, texts):
+            return torch.ones(len(texts), 2)
+
+        def image_transform(self, train=False):
+            return lambda image: image
+
+        @property
+        def logit_scale(self):
+            return torch.tensor(0.0)
+
+    assert TextEmbeddings(Old()).encode(["a", "b", "a"]).shape == (3, 2)

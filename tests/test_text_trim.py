@@ -184,3 +184,17 @@ def test_the_evaluator_batches_open_clip_texts_by_token_length_with_equal_embedd
     assert lengths == sorted(lengths)  # by the length each text runs at, not by characters
     got = TextEmbeddings(adapter, batch_size=8).encode(texts)
     assert (got - _full_padding(model, tokenizer(texts))).abs().max() <= 1e-5
+
+
+def test_a_subclass_that_replaces_encode_text_keeps_its_own_encoder():
+    class Prompted(CLIP):
+        def encode_text(self, text, normalize=False):
+            return super().encode_text(text, normalize) * 0 + 1.0
+
+    torch.manual_seed(0)
+    model = _perturb(Prompted(16, VISION, TEXT))
+    adapter = _adapter(model, open_clip.get_tokenizer("ViT-B-32"))
+    assert adapter.text_padding.kind == FULL and "encode_text" in adapter.text_padding.reason
+    with torch.no_grad():
+        got = adapter.encode_text(["a cat", "a dog"])
+    assert torch.allclose(got, torch.full_like(got, 0.25))  # ones [16], normalised

@@ -86,7 +86,8 @@ class ImageEmbeddings:
             if batch.images is None:
                 continue
             embedded, fitted = run_or_halve(encode, batch.images, self.progress)
-            self.batch_size = min(self.batch_size, fitted)
+            if fitted is not None:  # an out-of-memory error: later image sets use what fitted
+                self.batch_size = min(self.batch_size, fitted)
             rows.append(embedded)
             positions.extend(batch.positions)
             keys.update(zip(batch.positions, batch.keys))

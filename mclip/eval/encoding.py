@@ -44,22 +44,27 @@ def model_device(model) -> torch.device:
 
 
 def run_or_halve(run: Callable[[Any], torch.Tensor], items: Sequence, said: Callable[[str], None],
-                 first: Callable[[Any], torch.Tensor] | None = None) -> tuple[torch.Tensor, int]:
-    """(``run(items)``, the largest part size that ran): on an out-of-memory error the items run
-    in two halves (recursively, down to one item) and the rows are concatenated in order.
-    ``first``: what to try on the whole ``items`` instead of ``run`` (e.g. prepared inputs)."""
+                 first: Callable[[Any], torch.Tensor] | None = None
+                 ) -> tuple[torch.Tensor, int | None]:
+    """(``run(items)``, None) when the items ran whole; after an out-of-memory error they run in
+    two halves (recursively, down to one item), the rows are concatenated in order, and the
+    second value is the largest part size that ran. ``first``: what to try on the whole
+    ``items`` instead of ``run`` (e.g. prepared inputs)."""
     try:
-        return (first or run)(items), len(items)
+        return (first or run)(items), None
     except torch.OutOfMemoryError:
         if len(items) < 2:
             raise
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        half = len(items) // 2
-        said(f"out of memory at batch size {len(items)}: trying {half}")
-        head, fitted_head = run_or_halve(run, items[:half], said)
-        tail, fitted_tail = run_or_halve(run, items[half:], said)
-        return torch.cat([head, tail]), min(fitted_head, fitted_tail)
+    # retried after the except block: its traceback would keep the failed pass's tensors alive
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    half = len(items) // 2
+    said(f"out of memory at batch size {len(items)}: trying {half}")
+    head, fitted_head = run_or_halve(run, items[:half], said)
+    tail, fitted_tail = run_or_halve(run, items[half:], said)
+    fitted = min(half if fitted_head is None else fitted_head,
+                 len(items) - half if fitted_tail is None else fitted_tail)
+    return torch.cat([head, tail]), fitted
 
 
 def tokenizes_apart(model) -> bool:
@@ -95,6 +100,12 @@ def encode_text_batches(model, texts: list[str], batch_size: int, precision: str
         return [_by_token_length(model, texts, batch_size, device, precision, said)]
     chunks: list[torch.Tensor] = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mclip-tokenize") as pool:
+
+        def halves(batch: Sequence[str]) -> torch.Tensor:  # tokenised by the pool's one thread
+            tokens = pool.submit(model.tokenize, list(batch)).result()
+            with autocast(device, precision):
+                return model.encode_tokens(tokens).float().cpu()
+
         start, size = 0, batch_size
         ahead = pool.submit(model.tokenize, texts[start:start + size])
         while start < len(texts):
@@ -107,12 +118,13 @@ def encode_text_batches(model, texts: list[str], batch_size: int, precision: str
                 with autocast(device, precision):
                     return model.encode_tokens(tokens).float().cpu()
 
-            rows, fitted = run_or_halve(whole, texts[start:end], said, first=prepared)
+            rows, fitted = run_or_halve(halves, texts[start:end], said, first=prepared)
             chunks.append(rows)
-            if fitted < size:  # what is tokenised ahead has the old size
+            if fitted is not None and fitted < size:  # what is tokenised ahead has the old size
                 ahead.cancel()
                 size = fitted
-                ahead = pool.submit(model.tokenize, texts[end:end + size])
+                if end < len(texts):
+                    ahead = pool.submit(model.tokenize, texts[end:end + size])
             start = end
     return chunks
 
@@ -150,5 +162,5 @@ def _halving_loop(run: Callable[[Sequence], torch.Tensor], items: list, size: in
     while start < len(items):
         rows, fitted = run_or_halve(run, items[start:start + size], said)
         chunks.append(rows)
-        start, size = start + len(rows), min(size, fitted)
+        start, size = start + len(rows), size if fitted is None else min(size, fitted)
     return chunks, size

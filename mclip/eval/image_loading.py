@@ -13,7 +13,7 @@ carries the items' positions, so the caller places rows by position.
 
 from __future__ import annotations
 
-import os
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -112,7 +112,7 @@ def image_batches(image_set: ImageSet, transform: Callable, batch_size: int, lim
     loader = DataLoader(_RankShare(image_set, transform, batch_size, limit, rank, world),
                         batch_size=None, num_workers=workers, pin_memory=pin_memory,
                         collate_fn=_as_is, persistent_workers=False,
-                        multiprocessing_context="fork" if workers and _can_fork() else None)
+                        multiprocessing_context="fork" if workers and _fork_is_safe() else None)
     yield from loader
 
 
@@ -120,5 +120,7 @@ def _as_is(record):
     return record
 
 
-def _can_fork() -> bool:
-    return hasattr(os, "fork")
+def _fork_is_safe() -> bool:
+    """Linux: fork (no pickling of the set); elsewhere the platform's default (spawn on macOS,
+    where forking a process with threads is unsafe)."""
+    return sys.platform.startswith("linux")

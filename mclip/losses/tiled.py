@@ -15,6 +15,8 @@ Embeddings may be bf16 / fp16; tiles and reductions are then fp32 (fp64 inputs s
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -102,7 +104,7 @@ class TiledLogSumExp(torch.autograd.Function):
         grad_row = torch.zeros_like(row_lse) if grad_row is None else grad_row.to(dtype)
         grad_col = torch.zeros_like(col_lse) if grad_col is None else grad_col.to(dtype)
         use_cols = ctx.need_cols and bool(grad_col.any())
-        grad_x = torch.empty_like(xf)
+        grad_x = torch.empty_like(xf, memory_format=torch.contiguous_format)
         grad_y = torch.zeros_like(yf)
         buffer = _tile_buffer(x.shape[0], ctx.chunk, y.shape[0], xf)
         weighted = _tile_buffer(x.shape[0], ctx.chunk, y.shape[0], xf) if use_cols else None
@@ -112,8 +114,7 @@ class TiledLogSumExp(torch.autograd.Function):
             logits = torch.mm(scaled[rows], yf.T, out=buffer[:n])
             lse = row_lse[rows]
             row_weight = None
-            if use_cols and float(lse.max() - lse.min()) < SHIFT_LIMIT and float(
-                    lse.max() - col_lse.min()) < SHIFT_LIMIT:
+            if use_cols and _one_exp_fits(lse, col_lse, grad_row[rows]):
                 # ds = P (g_row + a b^T), a_i = exp(lse_i - top), b_j = exp(top - col_lse_j)
                 # g_col_j; computed as a_i * [P (g_row / a + b^T)], a_i applied to the products
                 top = lse.max()
@@ -131,9 +132,19 @@ class TiledLogSumExp(torch.autograd.Function):
             grad_x[rows] = torch.mm(g, yf).mul_(
                 scale if row_weight is None else scale * row_weight[:, None])
             grad_y.addmm_(g.T, x_rows, alpha=scale)
-        grad_scale = torch.dot(grad_x.view(-1), xf.reshape(-1))
+        grad_scale = torch.dot(grad_x.reshape(-1), xf.reshape(-1))
         return (grad_x.to(x.dtype), grad_y.to(y.dtype),
                 grad_scale.to(logit_scale.dtype).reshape(logit_scale.shape), None, None)
+
+
+def _one_exp_fits(lse: torch.Tensor, col_lse: torch.Tensor, grad_row: torch.Tensor) -> bool:
+    """Whether a tile's backward may write the column softmax through the row softmax: its row
+    log-sum-exps within SHIFT_LIMIT of each other and of every column's, and g_row / a_i (up to
+    |g_row| e^SHIFT_LIMIT) far from overflowing."""
+    top = float(lse.max())
+    spread = top - float(lse.min())
+    return (spread < SHIFT_LIMIT and top - float(col_lse.min()) < SHIFT_LIMIT
+            and float(grad_row.abs().max()) * math.exp(spread) < 1e30)
 
 
 def _tile_buffer(n: int, chunk: int, m: int, like: torch.Tensor) -> torch.Tensor:

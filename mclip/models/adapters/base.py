@@ -48,16 +48,17 @@ class ModelAdapter(nn.Module, abc.ABC):
             texts = [texts]
         return self.encode_tokens(self.tokenize(list(texts)))
 
-    @abc.abstractmethod
     def tokenize(self, texts: Sequence[str]) -> Any:
-        """N strings -> the model's token format, on the CPU (see the module docstring)."""
-        ...
+        """N strings -> the model's token format, on the CPU (see the module docstring).
+        An adapter that overrides :meth:`encode_text` instead need not define it."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither tokenize + "
+                                  f"encode_tokens nor its own encode_text")
 
-    @abc.abstractmethod
     def encode_tokens(self, tokens: Any) -> torch.Tensor:
         """Tokens from :meth:`tokenize` -> normalised float [N, embed_dim]; tokenising apart
         lets the evaluator tokenise the next batch while this one runs."""
-        ...
+        raise NotImplementedError(f"{type(self).__name__} defines neither tokenize + "
+                                  f"encode_tokens nor its own encode_text")
 
     @abc.abstractmethod
     def image_transform(self, train: bool = False) -> Callable[[Image.Image], torch.Tensor]:

@@ -47,6 +47,9 @@ class TextPadding:
 def padding_rule(model: nn.Module) -> TextPadding:
     """The padding rule of an open_clip model's text tower (see the module docstring)."""
     text = getattr(model, "text", None)
+    overridden = _overridden(model, text)
+    if overridden:
+        return TextPadding(FULL, f"{overridden} is not open_clip's own")
     if text is not None and type(text).__name__ == "HFTextEncoder":
         pooler = type(getattr(text, "pooler", None)).__name__
         if pooler not in _MASK_AWARE_POOLERS:
@@ -97,6 +100,21 @@ def encode_trimmed(model: nn.Module, rule: TextPadding, tokens: torch.Tensor) ->
     positions = _pooled_positions(tokens, _pool_type(model, owner), _eos_id(model, owner))
     length = int(positions.max()) + 1 if positions.numel() else 1
     return _causal_forward(owner, tokens[:, :length], positions)
+
+
+def _overridden(model: nn.Module, text: nn.Module | None) -> str | None:
+    """The encoder a subclass replaced (its code is what must run), or None."""
+    from open_clip.hf_model import HFTextEncoder
+    from open_clip.model import CLIP, CustomTextCLIP
+    from open_clip.transformer import TextTransformer
+
+    for owner, base, method in ((model, CLIP, "encode_text"), (model, CustomTextCLIP,
+                                                               "encode_text"),
+                                (text, TextTransformer, "forward"),
+                                (text, HFTextEncoder, "forward")):
+        if isinstance(owner, base) and getattr(type(owner), method) is not getattr(base, method):
+            return f"{type(owner).__name__}.{method}"
+    return None
 
 
 def _causal_owner(model: nn.Module) -> nn.Module | None:
