@@ -109,7 +109,8 @@ def cmd_report(args: argparse.Namespace) -> int:
                                     model_names)
     from mclip.eval.export import (COMPARISON_COLUMNS, clip_benchmark_documents,
                                    write_clip_benchmark, write_csv)
-    from mclip.eval.plots import dims_chart, overview_chart, write_task_charts
+    from mclip.eval.plots import (dims_chart, has_template_scores, overview_chart,
+                                  prompts_chart, write_task_charts)
     from mclip.eval.report import (dims_families, load_report, markdown_table,
                                    recompute_intervals, write_report)
 
@@ -147,6 +148,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             written += write_task_charts(entries, out, prefix="comparison")
             if any(dims_families(r) for r in reports):
                 written.append(dims_chart(entries, out / "comparison_dims.png"))
+            if any(has_template_scores(r) for r in reports):
+                written.append(prompts_chart(entries, out / "comparison_prompts.png"))
         if "clip_benchmark" in formats:  # reports whose file names clash get their letter
             names_of = [{n for n, _ in clip_benchmark_documents(r)[0]} for r in reports]
             for i, (report, letter) in enumerate(zip(reports, model_letters(len(reports)))):

@@ -3,7 +3,7 @@
 :class:`ImageEmbeddings` embeds an image set once, whatever number of languages and tasks use
 it, with the images decoded ahead of the forward pass in DataLoader workers
 (:mod:`mclip.eval.image_loading`); :class:`TextEmbeddings` encodes distinct texts once, sorted
-by length into full batches, the next batch tokenised while one runs
+by length into full batches (on a GPU the next batch tokenised while one runs)
 (:mod:`mclip.eval.encoding`). Under torchrun both split their work over the ranks
 (:mod:`mclip.eval.distributed`); with a cache (:mod:`mclip.eval.cache`) they survive between runs.
 """

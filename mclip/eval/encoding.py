@@ -100,8 +100,8 @@ def encode_text_batches(model, texts: list[str], batch_size: int, precision: str
                         said: Callable[[str], None] = lambda m: None) -> list[torch.Tensor]:
     """Embeddings float32 [b, d] on the CPU of consecutive batches of ``texts``.
 
-    Adapters that tokenise apart (:func:`tokenizes_apart`) have the next batch tokenised in a thread
-    while the current one runs (the tokenizers are Python; the forward pass releases the GIL);
+    Adapters that tokenise apart (:func:`tokenizes_apart`) have the next batch tokenised (on a GPU
+    run, in a thread: :func:`tokenizer_pool`) while the current one runs (the tokenizers are Python; the forward pass releases the GIL);
     those with ``tokenize_by_length`` (open_clip, whose tokens are padded to the context) are
     tokenised once and batched by the length each text runs at. After an out-of-memory error the
     batch size stays at the size that fitted.
@@ -153,8 +153,8 @@ def encode_text_batches(model, texts: list[str], batch_size: int, precision: str
 def _by_token_length(model, texts: list[str], batch_size: int, device: torch.device,
                      precision: str, said: Callable[[str], None]) -> torch.Tensor:
     """Windows of TOKEN_WINDOW texts (the caller's texts are sorted by characters, so a window
-    holds texts of similar length), each tokenised in a thread while the one before runs and
-    batched by the length each text runs at."""
+    holds texts of similar length), each tokenised (on a GPU run in a thread, while the one before
+    runs) and batched by the length each text runs at."""
     windows = [texts[i:i + TOKEN_WINDOW] for i in range(0, len(texts), TOKEN_WINDOW)]
     parts, size = [], batch_size
     with tokenizer_pool(device) as pool:

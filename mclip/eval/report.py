@@ -274,7 +274,31 @@ def markdown_table(report: dict) -> str:
     sizes = dims_table(report)
     if sizes:
         lines += ["", sizes]
+    prompts = prompt_table(report)
+    if prompts:
+        lines += ["", prompts]
     return "\n".join(lines)
+
+
+def prompt_table(report: dict) -> str:
+    """The acc@1 of each template alone, per language of every zero-shot task that has it:
+    min, max and std (percent) and a flag where the templates disagree by 10 points or more;
+    "" when no task has it."""
+    lines = []
+    for name, task in report["tasks"].items():
+        for lang, metrics in task["languages"].items():
+            if "acc@1_template_min" not in metrics:
+                continue
+            cells = [format_value(metrics[f"acc@1_template_{k}"], "acc@1")
+                     for k in ("min", "max", "std")]
+            flag = "**prompt-sensitive**" if metrics.get("prompt_sensitive") else ""
+            lines.append(f"| {name} | {lang} | {len(metrics['template_acc@1'])} | "
+                         + " | ".join(cells) + f" | {flag} |")
+    if not lines:
+        return ""
+    return "\n".join(["Prompt sensitivity: acc@1 of each template alone", "",
+                      "| task | lang | templates | min | max | std | |",
+                      "|---|---|---|---|---|---|---|", *lines])
 
 
 def plot_languages(report: dict, path: str | Path) -> None:
@@ -313,6 +337,8 @@ def write_report(report: dict, out_dir: str | Path,
         paths["charts"] = plots.write_task_charts(entries, out_dir, prefix="results")
         if dims_families(report):
             paths["charts"].append(plots.dims_chart(entries, out_dir / "results_dims.png"))
+        if plots.has_template_scores(report):
+            paths["charts"].append(plots.prompts_chart(entries, out_dir / "results_prompts.png"))
     if "clip_benchmark" in formats:
         paths["clip_benchmark"] = export.write_clip_benchmark(report, out_dir / "clip_benchmark")
     return paths

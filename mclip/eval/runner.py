@@ -85,7 +85,8 @@ def run_zeroshot(task, images: ImageEmbeddings, text: TextEmbeddings, progress) 
             own = encode if lang not in text.adapter_languages else (  # its adapter on
                 lambda batch, lang=lang: text.encode(batch, lang))
             scores = classify_language(image_emb, label_tensor, own, class_texts.names,
-                                       class_texts.templates, task.top_k)
+                                       class_texts.templates, task.top_k,
+                                       getattr(task, "template_scores", True))
             metrics = scores.metrics
             if groups:
                 metrics["resource_group"] = resource_group(metrics["n_classes"])
@@ -95,7 +96,11 @@ def run_zeroshot(task, images: ImageEmbeddings, text: TextEmbeddings, progress) 
                 scores.ranks, scores.labels)}
             per_language[lang] = metrics
             progress(f"{task.name} [{lang}] classes={metrics['n_classes']} "
-                     f"acc@1={_shown(metrics.get('acc@1'))}")
+                     f"acc@1={_shown(metrics.get('acc@1'))}" + (
+                         f" (templates alone {_shown(metrics['acc@1_template_min'])}-"
+                         f"{_shown(metrics['acc@1_template_max'])}"
+                         f"{': prompt-sensitive' if metrics['prompt_sensitive'] else ''})"
+                         if "acc@1_template_min" in metrics else ""))
     return {"kind": task.kind, "languages": per_language, "views": views, "skipped": skipped,
             "data": {"images": image_set.fingerprint()}}
 

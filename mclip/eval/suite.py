@@ -13,6 +13,7 @@
         top_k: [1, 5]
         resource_groups: null     # Babel-ImageNet's resource group per language: true, false,
                                   # or null (default): for Babel-ImageNet labels files only
+        template_scores: true     # with several templates, each one's acc@1 and their spread
       - name: shapes_retrieval
         kind: retrieval
         captions: retrieval       # XTD10 / Multi30K folder, XM3600 jsonl, Babel JSON, CSV, shards
@@ -49,7 +50,7 @@ KINDS = ("zeroshot_classification", "retrieval", "topic_matching")
 _COMMON = {"name", "kind", "languages"}
 _TASK_KEYS = {
     "zeroshot_classification": _COMMON | {"images", "class_texts", "prompts", "dataset", "top_k",
-                                          "resource_groups"},
+                                          "resource_groups", "template_scores"},
     "retrieval": _COMMON | {"captions", "images", "split", "recall_at", "data"},
     "topic_matching": _COMMON | {"images", "sentences", "split", "reference_language"},
 }
@@ -76,6 +77,7 @@ class Task:
     top_k: list[int] = field(default_factory=lambda: [1, 5])
     recall_at: list[int] = field(default_factory=lambda: [1, 5, 10])
     resource_groups: bool | None = None
+    template_scores: bool = True
     sentences: str = ""
     reference_language: str = "en"
 
@@ -121,6 +123,8 @@ def make_task(raw: dict, root: Path, where: str) -> Task:
         raise ConfigError(f"{where}: missing {', '.join(missing)}")
     if isinstance(raw["languages"], str) and raw["languages"] != "all":
         raw["languages"] = [code.strip() for code in raw["languages"].split(",") if code.strip()]
+    if not isinstance(raw.get("template_scores", True), bool):
+        raise ConfigError(f"{where}: template_scores must be true or false")
     task = Task(**raw)
     for key in _PATHS:
         if getattr(task, key):

@@ -28,9 +28,10 @@ def fill_template(template: str, name: str) -> str:
     return f"{template} {name}".strip()
 
 
-def build_classifier(encode_text: Callable[[list[str]], torch.Tensor], class_names: Sequence[str],
-                     templates: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-    """Class embeddings [C, d] (L2-normalised) from names and templates.
+def prompt_embeddings(encode_text: Callable[[list[str]], torch.Tensor],
+                      class_names: Sequence[str], templates: Sequence[str],
+                      batch_size: int = 256) -> torch.Tensor:
+    """Normalised embeddings [C, T, d] of every class name in every template.
 
     Identical names share one computation, so duplicate classes get bit-identical rows.
     """
@@ -39,9 +40,43 @@ def build_classifier(encode_text: Callable[[list[str]], torch.Tensor], class_nam
     chunks = [encode_text(prompts[i:i + batch_size]).float()
               for i in range(0, len(prompts), batch_size)]
     embeddings = F.normalize(torch.cat(chunks), dim=-1).view(len(unique), len(templates), -1)
-    rows = F.normalize(embeddings.mean(1), dim=-1)
     where = {name: i for i, name in enumerate(unique)}
-    return rows[torch.tensor([where[name] for name in class_names])]
+    return embeddings[torch.tensor([where[name] for name in class_names])]
+
+
+def build_classifier(encode_text: Callable[[list[str]], torch.Tensor], class_names: Sequence[str],
+                     templates: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    """Class embeddings [C, d] (L2-normalised): the mean of each class's template embeddings."""
+    return classifier_of(prompt_embeddings(encode_text, class_names, templates, batch_size))
+
+
+def classifier_of(embeddings: torch.Tensor) -> torch.Tensor:
+    """[C, T, d] normalised prompt embeddings -> the normalised mean over templates [C, d]."""
+    return F.normalize(embeddings.mean(1), dim=-1)
+
+
+PROMPT_SENSITIVE = 0.10
+"""A language whose single-template acc@1 values span at least this much is flagged."""
+
+
+def template_sensitivity(image_emb: torch.Tensor, labels: torch.Tensor, embeddings: torch.Tensor,
+                         templates: Sequence[str]) -> dict:
+    """acc@1 of each template alone and their spread, from the embeddings already computed.
+
+    image_emb [N, d] normalised, labels [N] in [0, C), embeddings [C, T, d] normalised. Returns
+    ``template_acc@1`` ({template: fraction}), ``acc@1_template_min`` / ``_max`` / ``_std``
+    (population std) and ``prompt_sensitive`` (max - min >= :data:`PROMPT_SENSITIVE`).
+    """
+    scores = []
+    for t in range(len(templates)):
+        logits = image_emb.float() @ embeddings[:, t].to(image_emb.device).T
+        scores.append((true_class_ranks(logits, labels) == 0).double().mean().item())
+    values = torch.tensor(scores, dtype=torch.float64)
+    spread = float(values.max() - values.min())
+    return {"template_acc@1": dict(zip(templates, scores)),
+            "acc@1_template_min": float(values.min()), "acc@1_template_max": float(values.max()),
+            "acc@1_template_std": float(values.std(unbiased=False)),
+            "prompt_sensitive": spread >= PROMPT_SENSITIVE - 1e-12}
 
 
 def true_class_ranks(logits: torch.Tensor, labels: torch.Tensor, chunk: int = 4096
@@ -126,18 +161,22 @@ class LanguageScores(NamedTuple):
 def classify_language(image_emb: torch.Tensor, labels: torch.Tensor,
                       encode_text: Callable[[list[str]], torch.Tensor],
                       class_names: Sequence[str | None], templates: Sequence[str],
-                      top_k: Sequence[int] = (1, 5)) -> LanguageScores:
+                      top_k: Sequence[int] = (1, 5), template_scores: bool = True
+                      ) -> LanguageScores:
     """Zero-shot scores of one language, with the per-image ranks the intervals are built from.
 
     image_emb [N, d] normalised, labels [N] indices into ``class_names``; a name that is None or
-    empty means "no translation": that class and its images are left out.
+    empty means "no translation": that class and its images are left out. With several
+    templates and ``template_scores``, also each template's own acc@1 and their spread
+    (:func:`template_sensitivity`).
     """
     kept = [i for i, name in enumerate(class_names) if name]
     kept_images = torch.zeros(labels.shape[0], dtype=torch.bool)
     empty = torch.zeros(0, dtype=torch.long)
     if not kept:
         return LanguageScores({"n_classes": 0, "n_images": 0}, empty, empty, kept_images)
-    classifier = build_classifier(encode_text, [class_names[i] for i in kept], templates)
+    embeddings = prompt_embeddings(encode_text, [class_names[i] for i in kept], templates)
+    classifier = classifier_of(embeddings)
     remap = torch.full((len(class_names),), -1, dtype=torch.long)
     remap[torch.tensor(kept)] = torch.arange(len(kept))
     new_labels = remap[labels.cpu()]
@@ -147,6 +186,9 @@ def classify_language(image_emb: torch.Tensor, labels: torch.Tensor,
     ranks = true_class_ranks(logits, new_labels).cpu()
     metrics = metrics_from_ranks(ranks, new_labels, len(kept), top_k) if len(ranks) else {}
     metrics.update(n_classes=len(kept), n_images=int(kept_images.sum()))
+    if template_scores and len(templates) > 1 and len(ranks):
+        metrics.update(template_sensitivity(image_emb[kept_images.to(image_emb.device)],
+                                            new_labels, embeddings, templates))
     return LanguageScores(metrics, ranks, new_labels, kept_images)
 
 
