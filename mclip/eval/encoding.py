@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from mclip.config import ConfigError
-from mclip.models.adapters.base import ModelAdapter
+from mclip.models.adapters.base import TokenizingAdapter
 
 PRECISIONS = ("fp32", "bf16")
 TOKEN_WINDOW = 8192
@@ -92,8 +92,8 @@ def tokenizes_apart(model) -> bool:
     """Whether ``model`` encodes as ``encode_tokens(tokenize(texts))``: an adapter whose
     ``encode_text`` is the base class's (a subclass that changes ``encode_text`` is called
     through it)."""
-    return (isinstance(model, ModelAdapter)
-            and type(model).encode_text is ModelAdapter.encode_text)
+    return (isinstance(model, TokenizingAdapter)
+            and type(model).encode_text is TokenizingAdapter.encode_text)
 
 
 def encode_text_batches(model, texts: list[str], batch_size: int, precision: str = "fp32",

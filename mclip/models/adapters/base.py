@@ -42,23 +42,10 @@ class ModelAdapter(nn.Module, abc.ABC):
         """images [N, 3, H, W] from :meth:`image_transform` -> normalised float [N, embed_dim]."""
         ...
 
+    @abc.abstractmethod
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
         """N strings -> normalised float [N, embed_dim] (tokenised with the model's tokenizer)."""
-        if isinstance(texts, str):
-            texts = [texts]
-        return self.encode_tokens(self.tokenize(list(texts)))
-
-    def tokenize(self, texts: Sequence[str]) -> Any:
-        """N strings -> the model's token format, on the CPU (see the module docstring).
-        An adapter that overrides :meth:`encode_text` instead need not define it."""
-        raise NotImplementedError(f"{type(self).__name__} defines neither tokenize + "
-                                  f"encode_tokens nor its own encode_text")
-
-    def encode_tokens(self, tokens: Any) -> torch.Tensor:
-        """Tokens from :meth:`tokenize` -> normalised float [N, embed_dim]; tokenising apart
-        lets the evaluator tokenise the next batch while this one runs."""
-        raise NotImplementedError(f"{type(self).__name__} defines neither tokenize + "
-                                  f"encode_tokens nor its own encode_text")
+        ...
 
     @abc.abstractmethod
     def image_transform(self, train: bool = False) -> Callable[[Image.Image], torch.Tensor]:
@@ -87,6 +74,27 @@ class ModelAdapter(nn.Module, abc.ABC):
         for tensor in self.parameters():
             return tensor.device
         return torch.device("cpu")
+
+
+class TokenizingAdapter(ModelAdapter):
+    """An adapter that encodes text as ``encode_tokens(tokenize(texts))``: tokenising apart lets
+    the evaluator tokenise the next batch while one runs and batch texts by token length."""
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """N strings -> normalised float [N, embed_dim] (tokenised with the model's tokenizer)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        return self.encode_tokens(self.tokenize(list(texts)))
+
+    @abc.abstractmethod
+    def tokenize(self, texts: Sequence[str]) -> Any:
+        """N strings -> the model's token format, on the CPU (see the module docstring)."""
+        ...
+
+    @abc.abstractmethod
+    def encode_tokens(self, tokens: Any) -> torch.Tensor:
+        """Tokens from :meth:`tokenize` -> normalised float [N, embed_dim]."""
+        ...
 
 
 def normalized(features: torch.Tensor) -> torch.Tensor:

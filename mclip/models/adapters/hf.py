@@ -22,7 +22,7 @@ from torch import nn
 from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
 from mclip.config import ConfigError
-from mclip.models.adapters.base import ModelAdapter, normalized, package_versions
+from mclip.models.adapters.base import TokenizingAdapter, normalized, package_versions
 
 PAD_TO_MAX_LENGTH = ("siglip", "siglip2")
 """``config.model_type`` s whose text tower was trained on text padded to ``max_length`` with
@@ -47,7 +47,7 @@ class ProcessorTransform:
         return self.processor(images=image, return_tensors="pt")["pixel_values"][0].float()
 
 
-class HFAdapter(ModelAdapter):
+class HFAdapter(TokenizingAdapter):
     """A transformers dual encoder with its tokenizer and image processor.
 
     ``model``, ``tokenizer`` and ``image_processor`` are the transformers objects.

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from mclip.config import Config, ConfigError
-from mclip.models.adapters.base import ModelAdapter, normalized, package_versions
+from mclip.models.adapters.base import TokenizingAdapter, normalized, package_versions
 from mclip.models.adapters.registry import ACCEPTED_FORMS
 from mclip.models.dual import DualEncoder
 from mclip.models.manifest import DamagedCheckpoint
@@ -17,7 +17,7 @@ from mclip.models.lora import attached_languages, load_language_adapters, text_l
 from mclip.train.checkpoint import resolve_model_dir
 
 
-class NativeAdapter(ModelAdapter):
+class NativeAdapter(TokenizingAdapter):
     """A DualEncoder and the Config that built it.
 
     ``model`` (the DualEncoder) and ``config`` (its :class:`~mclip.config.Config`) stay

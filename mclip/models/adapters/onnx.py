@@ -16,14 +16,14 @@ import numpy as np
 import torch
 
 from mclip.config import ConfigError
-from mclip.models.adapters.base import ModelAdapter, package_versions
+from mclip.models.adapters.base import TokenizingAdapter, package_versions
 from mclip.models.dual import ImageTransform
 
 INFO_FILE, PREPROCESS_FILE = "mclip_onnx.json", "preprocess.json"
 IMAGE_FILE, TEXT_FILE = "image_encoder.onnx", "text_encoder.onnx"
 
 
-class OnnxAdapter(ModelAdapter):
+class OnnxAdapter(TokenizingAdapter):
     """ONNX image and text encoders of one mclip export (see the module docstring)."""
 
     def __init__(self, directory: Path, name: str):

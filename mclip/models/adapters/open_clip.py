@@ -29,14 +29,14 @@ from PIL import Image
 from torch import nn
 
 from mclip.config import ConfigError
-from mclip.models.adapters.base import ModelAdapter, normalized, package_versions
+from mclip.models.adapters.base import TokenizingAdapter, normalized, package_versions
 from mclip.models.adapters.open_clip_text import encode_trimmed, padding_rule, used_lengths
 
 _SCHEMAS = ("hf-hub:", "local-dir:")
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
 
 
-class OpenClipAdapter(ModelAdapter):
+class OpenClipAdapter(TokenizingAdapter):
     """An open_clip ``CLIP`` / ``CustomTextCLIP`` / ``CoCa`` model.
 
     ``model`` is the open_clip model, ``tokenizer`` open_clip's tokenizer for the architecture
