@@ -29,12 +29,16 @@ def _eval_tasks(args: argparse.Namespace):
         elif args.task == "topic_matching":
             raw.update(sentences=args.sentences, split=args.split,
                        reference_language=args.reference_language)
+        elif args.task == "bitext_retrieval":
+            if args.images is None:  # text only; --images given is refused by make_task
+                raw.pop("images")
+            raw.update(sentences=args.sentences, split=args.split, pivot=args.pivot)
         else:
             raw.update(captions=args.captions, split=args.split)
         suite = Suite(args.task, [make_task(raw, Path(args.data_root or "."), "--task")])
     else:
         raise ConfigError("give --suite FILE (see eval_suites/) or --task zeroshot_classification "
-                          "| retrieval | topic_matching with its data flags")
+                          "| retrieval | topic_matching | bitext_retrieval with its data flags")
     if args.languages and args.suite:
         narrow_languages(suite, args.languages)
     return suite

@@ -60,7 +60,12 @@ def test_prefixes_are_scored_from_one_set_of_embeddings(demo_data):
     results = run_tasks(model, suite.tasks, bootstrap=50, embed_dims=[4, 8, None])
     once = _adapter()
     run_tasks(once, suite.tasks, bootstrap=0)
-    assert (model.images, model.texts) == (once.images, once.texts)  # encoded once
+    two_sizes = _adapter()
+    run_tasks(two_sizes, suite.tasks, bootstrap=0, embed_dims=[8, None])
+    # a further size encodes nothing (a text shared by two tasks is encoded once per task
+    # without --embed-dims, once with it)
+    assert (model.images, model.texts) == (two_sizes.images, two_sizes.texts)
+    assert model.images == once.images and model.texts <= once.texts
     for task in suite.tasks:
         assert {task.name, f"{task.name}@4d", f"{task.name}@8d"} <= set(results)
         assert results[f"{task.name}@4d"]["embed_dim"] == 4

@@ -11,6 +11,8 @@ pipeline used for real data:
     OUT/classnames/{lang}_classnames.json, {lang}_zeroshot_classification_templates.json
     OUT/topics/{shape}/NN.jpg        topic matching: the shapes are the topics, a few images each
     OUT/topics/sentences.tsv         topic<TAB>language<TAB>sentence, captions in every language
+    OUT/bitext.tsv                   id<TAB>language<TAB>sentence: each class's noun phrase, in
+                                     every language (translations share the id)
     OUT/dataset.json                 what was written
 
 ``KEY.json`` holds ``{"captions": {lang: [caption, ...]}, "label": int, "colour": str,
@@ -147,6 +149,19 @@ def write_topics(out: Path, image_size: int = 64, images_per_topic: int = 6, see
             "sentences": len(rows) - 1}
 
 
+def write_bitext(path: Path) -> int:
+    """Parallel sentences for bitext retrieval: per class, its bare noun phrase (the first caption
+    phrasing, ``"A red circle."``), in every demo language under the id ``{colour}_{shape}``.
+    Returns the number of sentences written."""
+    rows = ["id\tlanguage\tsentence"]
+    for colour, shape in CLASSES:
+        for lang, language in LANGUAGES.items():
+            sentence = language.caption(colour, shape, language.caption_templates[0])
+            rows.append(f"{colour}_{shape}\t{lang}\t{sentence}")
+    path.write_text("\n".join(rows) + "\n", "utf-8")
+    return len(rows) - 1
+
+
 def write_demo_dataset(out_dir: str | os.PathLike, n_train: int = 12000, n_eval_per_class: int = 20,
                        retrieval_captions: int = 3, image_size: int = 64, shard_size: int = 1000,
                        seed: int = 0, progress: Callable[[int], None] | None = None,
@@ -201,6 +216,7 @@ def write_demo_dataset(out_dir: str | os.PathLike, n_train: int = 12000, n_eval_
                        indent=1), "utf-8")
     topics = write_topics(out / "topics", image_size, topic_images, seed)
     summary = {"dataset": DATASET_NAME, "languages": langs, "classes": n_classes,
-               "image_size": image_size, "seed": seed, "counts": counts, "topics": topics}
+               "image_size": image_size, "seed": seed, "counts": counts, "topics": topics,
+               "bitext_sentences": write_bitext(out / "bitext.tsv")}
     (out / "dataset.json").write_text(json.dumps(summary, indent=1), "utf-8")
     return summary

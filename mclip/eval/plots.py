@@ -23,7 +23,8 @@ from mclip.outputs import write_atomically
 
 CHART_METRICS = {"zeroshot_classification": ("acc@1",),
                  "retrieval": ("text_to_image_R@1", "image_to_text_R@1"),
-                 "topic_matching": ("topic_acc@1", "text_only_topic_acc@1")}
+                 "topic_matching": ("topic_acc@1", "text_only_topic_acc@1"),
+                 "bitext_retrieval": ("bitext_to_pivot_acc@1", "bitext_from_pivot_acc@1")}
 MAX_BAR_LANGUAGES = 40
 MAX_BARS = 120
 _ROW = 0.17       # inches per dot-plot row

@@ -26,15 +26,18 @@ _PACKAGES = ("mclip", "torch", "timm", "transformers", "open_clip_torch", "torch
 HEADLINE = {"zeroshot_classification": ("acc@1", "acc@5", "mean_per_class_recall", "n_classes"),
             "retrieval": ("text_to_image_R@1", "text_to_image_R@5", "image_to_text_R@1",
                           "image_to_text_R@5"),
-            "topic_matching": ("topic_acc@1", "text_only_topic_acc@1", "n_topics")}
+            "topic_matching": ("topic_acc@1", "text_only_topic_acc@1", "n_topics"),
+            "bitext_retrieval": ("bitext_to_pivot_acc@1", "bitext_from_pivot_acc@1",
+                                 "bitext_acc@1")}
 SHORT = {"acc@1": "acc@1", "acc@5": "acc@5", "mean_per_class_recall": "mpcr",
          "n_classes": "classes", "text_to_image_R@1": "t2i R@1", "text_to_image_R@5": "t2i R@5",
          "image_to_text_R@1": "i2t R@1", "image_to_text_R@5": "i2t R@5",
          "topic_acc@1": "topic acc@1", "text_only_topic_acc@1": "text-only acc@1",
-         "n_topics": "topics"}
+         "n_topics": "topics", "bitext_to_pivot_acc@1": "bitext ->pivot",
+         "bitext_from_pivot_acc@1": "bitext pivot->", "bitext_acc@1": "bitext acc@1"}
 # The count that says how many samples a view averages over, for files without "samples".
 VIEW_COUNTS = {"images": "n_images", "texts": "n_texts", "sentences": "n_sentences",
-               "sentences_text_only": "n_sentences_text_only"}
+               "sentences_text_only": "n_sentences_text_only", "bitext_to_pivot": "n_pairs"}
 ENGLISH = "en"
 
 

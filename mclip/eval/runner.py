@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from mclip.config import ConfigError
+from mclip.eval.bitext_retrieval import run_bitext
 from mclip.eval.bootstrap import CONFIDENCE, language_intervals
 from mclip.eval.cache import EmbeddingCache
 from mclip.eval.datasets import open_class_texts, open_image_set, open_retrieval
@@ -146,7 +147,8 @@ def run_retrieval(task, images: ImageEmbeddings, text: TextEmbeddings, progress)
 
 RUNNERS: dict[str, Callable] = {"zeroshot_classification": run_zeroshot,
                                 "retrieval": run_retrieval,
-                                "topic_matching": run_topic_matching}
+                                "topic_matching": run_topic_matching,
+                                "bitext_retrieval": run_bitext}
 
 
 def _attach_samples(name: str, result: dict, bootstrap: int, seed: int) -> None:

@@ -32,6 +32,9 @@ METRIC_VIEWS = {
     "image_to_text_R": "images",
     "topic_acc": "sentences",
     "text_only_topic_acc": "sentences_text_only",
+    "bitext_acc": "bitext",
+    "bitext_to_pivot_acc": "bitext_to_pivot",
+    "bitext_from_pivot_acc": "bitext_from_pivot",
 }
 # mean per-class recall (hits at 1, averaged within each label, then over labels) -> its view
 RECALL_VIEWS = {

@@ -28,6 +28,14 @@
         split: null               # MVL-SIB / SIB-200 split(s), e.g. test (default all three)
         reference_language: en    # the text-only variant's topic embeddings
         languages: [en, de]
+      - name: shape_bitext
+        kind: bitext_retrieval    # text only: translations found among all pivot sentences
+        sentences: topics         # Flores/SIB-200 folders (as MVL-SIB), Tatoeba pair files, or
+                                  # a TSV id<TAB>language<TAB>sentence
+        split: null               # SIB-200 split(s) (default all three)
+        pivot: en                 # every language is matched against this one, both ways
+        languages: all
+        top_k: [1, 5]
 
 Paths are resolved against ``data_root``; the readers (:mod:`mclip.eval.datasets`) say which file
 they expected where when something is missing. The runner is :mod:`mclip.eval.runner`.
@@ -46,16 +54,17 @@ from mclip.config import ConfigError
 from mclip.data.remote import is_remote
 from mclip.eval.runner import run_tasks
 
-KINDS = ("zeroshot_classification", "retrieval", "topic_matching")
+KINDS = ("zeroshot_classification", "retrieval", "topic_matching", "bitext_retrieval")
 _COMMON = {"name", "kind", "languages"}
 _TASK_KEYS = {
     "zeroshot_classification": _COMMON | {"images", "class_texts", "prompts", "dataset", "top_k",
                                           "resource_groups", "template_scores"},
     "retrieval": _COMMON | {"captions", "images", "split", "recall_at", "data"},
     "topic_matching": _COMMON | {"images", "sentences", "split", "reference_language"},
+    "bitext_retrieval": _COMMON | {"sentences", "split", "pivot", "top_k"},
 }
 _REQUIRED = {"zeroshot_classification": ["images", "class_texts"], "retrieval": ["captions"],
-             "topic_matching": ["sentences"]}
+             "topic_matching": ["sentences"], "bitext_retrieval": ["sentences"]}
 _PATHS = ("images", "class_texts", "prompts", "captions", "sentences")
 
 
@@ -80,6 +89,7 @@ class Task:
     template_scores: bool = True
     sentences: str = ""
     reference_language: str = "en"
+    pivot: str = "en"
 
     def select_languages(self, available: list[str], where: str) -> list[str]:
         """The task's languages: all of ``available`` for ``"all"``, else its own list, each of
