@@ -33,12 +33,15 @@ def _eval_tasks(args: argparse.Namespace):
             if args.images is None:  # text only; --images given is refused by make_task
                 raw.pop("images")
             raw.update(sentences=args.sentences, split=args.split, pivot=args.pivot)
-        else:
+        elif args.task == "text_to_text":
+            raw.update(captions=args.captions, split=args.split, pivot=args.pivot)
+        elif args.task == "retrieval":
             raw.update(captions=args.captions, split=args.split)
         suite = Suite(args.task, [make_task(raw, Path(args.data_root or "."), "--task")])
     else:
         raise ConfigError("give --suite FILE (see eval_suites/) or --task zeroshot_classification "
-                          "| retrieval | topic_matching | bitext_retrieval with its data flags")
+                          "| retrieval | topic_matching | bitext_retrieval | image_to_image | "
+                          "text_to_text with its data flags")
     if args.languages and args.suite:
         narrow_languages(suite, args.languages)
     return suite

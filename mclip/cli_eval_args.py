@@ -13,7 +13,8 @@ from mclip.cli_args import (
 )
 from mclip.cli_eval import cmd_eval, cmd_report
 
-TASK_KINDS = ("zeroshot_classification", "retrieval", "topic_matching", "bitext_retrieval")
+TASK_KINDS = ("zeroshot_classification", "retrieval", "topic_matching", "bitext_retrieval",
+              "image_to_image", "text_to_text")
 
 
 def add_eval_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +35,8 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
                     default=None,
                     help="run one task without a suite file (CLIP_benchmark style)")
     ev.add_argument("--images", default=None,
-                    help="--task: ImageFolder tree / shards (classification), the images "
+                    help="--task: ImageFolder tree / shards (classification, image_to_image), "
+                         "the images "
                          "folder of a caption layout (retrieval) or of the topics (topic "
                          "matching; MVL-SIB's own images are found without it)")
     ev.add_argument("--class-texts", default=None,
@@ -44,7 +46,8 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
                     help="dataset key inside CLIP_benchmark class-text files (default imagenet1k)")
     ev.add_argument("--prompts", default=None, help="Babel-ImageNet translated prompts file")
     ev.add_argument("--captions", default=None,
-                    help="--task retrieval: XTD10 / Multi30K folder, XM3600 captions.jsonl, "
+                    help="--task retrieval / text_to_text: XTD10 / Multi30K folder, XM3600 "
+                         "captions.jsonl, "
                          "Babel-ImageNet retrieval JSON, CSV/TSV or shards")
     ev.add_argument("--sentences", default=None,
                     help="--task topic_matching: an MVL-SIB checkout (or its data/ folder), or a "
@@ -55,7 +58,8 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
                     help="--task topic_matching: the language of the text-only topic means")
     ev.add_argument("--pivot", default="en",
                     help="--task bitext_retrieval: the language every other one is matched "
-                         "against, both ways (default en)")
+                         "against, both ways; --task text_to_text: the language of the "
+                         "cross-language captions (default en)")
     ev.add_argument("--split", default=None,
                     help="Multi30K split (e.g. test_2017_flickr); MVL-SIB split(s) (e.g. test)")
     ev.add_argument("--languages", default=None, type=lambda v: [c for c in v.split(",") if c],

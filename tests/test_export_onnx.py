@@ -146,7 +146,10 @@ def test_every_export_is_scored_as_the_original_by_mclip_eval(demo_data, tmp_pat
             for lang, metrics in languages.items():
                 for key, value in metrics.items():
                     if isinstance(value, float):
-                        assert export[task][lang][key] == pytest.approx(value, abs=1e-9), (
+                        # mAP averages over every position: two near-tied captions of the tiny
+                        # untrained model that swap under 1e-6 changes move it by ~1e-5
+                        tolerance = 1e-4 if key.endswith("_mAP") else 1e-9
+                        assert export[task][lang][key] == pytest.approx(value, abs=tolerance), (
                             task, lang, key)
 
 

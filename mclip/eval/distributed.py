@@ -53,6 +53,8 @@ class EvalRanks:
         """Rows [n_local, d] held at ``positions`` (indices into 0..total-1) -> [total, d] on every
         rank, each row at its position (a collective; float32 on the CPU)."""
         width = rows.shape[1] if rows.numel() else (width or 0)
+        if not rows.numel():  # nothing readable here: [0, 0] would not fit a [0, width] slot
+            rows = rows.reshape(0, width)
         if self.world_size == 1:
             out = torch.empty(total, width)
             out[torch.tensor(positions, dtype=torch.long)] = rows.float().cpu()

@@ -24,7 +24,9 @@ from mclip.outputs import write_atomically
 CHART_METRICS = {"zeroshot_classification": ("acc@1",),
                  "retrieval": ("text_to_image_R@1", "image_to_text_R@1"),
                  "topic_matching": ("topic_acc@1", "text_only_topic_acc@1"),
-                 "bitext_retrieval": ("bitext_to_pivot_acc@1", "bitext_from_pivot_acc@1")}
+                 "bitext_retrieval": ("bitext_to_pivot_acc@1", "bitext_from_pivot_acc@1"),
+                 "image_to_image": ("image_to_image_R@1", "image_to_image_mAP"),
+                 "text_to_text": ("text_to_text_R@1", "text_to_pivot_text_R@1")}
 MAX_BAR_LANGUAGES = 40
 MAX_BARS = 120
 _ROW = 0.17       # inches per dot-plot row

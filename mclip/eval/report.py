@@ -28,16 +28,25 @@ HEADLINE = {"zeroshot_classification": ("acc@1", "acc@5", "mean_per_class_recall
                           "image_to_text_R@5"),
             "topic_matching": ("topic_acc@1", "text_only_topic_acc@1", "n_topics"),
             "bitext_retrieval": ("bitext_to_pivot_acc@1", "bitext_from_pivot_acc@1",
-                                 "bitext_acc@1")}
+                                 "bitext_acc@1"),
+            "image_to_image": ("image_to_image_R@1", "image_to_image_R@5", "image_to_image_mAP"),
+            "text_to_text": ("text_to_text_R@1", "text_to_text_mAP", "text_to_pivot_text_R@1",
+                             "text_to_pivot_text_mAP")}
 SHORT = {"acc@1": "acc@1", "acc@5": "acc@5", "mean_per_class_recall": "mpcr",
          "n_classes": "classes", "text_to_image_R@1": "t2i R@1", "text_to_image_R@5": "t2i R@5",
          "image_to_text_R@1": "i2t R@1", "image_to_text_R@5": "i2t R@5",
          "topic_acc@1": "topic acc@1", "text_only_topic_acc@1": "text-only acc@1",
          "n_topics": "topics", "bitext_to_pivot_acc@1": "bitext ->pivot",
-         "bitext_from_pivot_acc@1": "bitext pivot->", "bitext_acc@1": "bitext acc@1"}
+         "bitext_from_pivot_acc@1": "bitext pivot->", "bitext_acc@1": "bitext acc@1",
+         "image_to_image_R@1": "i2i R@1", "image_to_image_R@5": "i2i R@5",
+         "image_to_image_mAP": "i2i mAP", "text_to_text_R@1": "t2t R@1",
+         "text_to_text_mAP": "t2t mAP", "text_to_pivot_text_R@1": "t2t ->pivot R@1",
+         "text_to_pivot_text_mAP": "t2t ->pivot mAP"}
 # The count that says how many samples a view averages over, for files without "samples".
 VIEW_COUNTS = {"images": "n_images", "texts": "n_texts", "sentences": "n_sentences",
-               "sentences_text_only": "n_sentences_text_only", "bitext_to_pivot": "n_pairs"}
+               "sentences_text_only": "n_sentences_text_only", "bitext_to_pivot": "n_pairs",
+               "image_queries": "n_queries", "text_queries": "n_queries",
+               "pivot_text_queries": "n_pivot_queries"}
 ENGLISH = "en"
 
 

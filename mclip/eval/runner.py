@@ -30,6 +30,7 @@ from mclip.eval.datasets.babel_imagenet import BabelImageNetTexts
 from mclip.eval.distributed import EvalRanks
 from mclip.eval.embed_dims import PrefixImages, PrefixTexts, check_dims, task_name
 from mclip.eval.embeddings import ImageEmbeddings, TextEmbeddings
+from mclip.eval.intra_modal import run_image_to_image, run_text_to_text
 from mclip.eval.encoding import check_precision
 from mclip.eval.report import resource_group
 from mclip.eval.retrieval import retrieval_ranks
@@ -148,7 +149,9 @@ def run_retrieval(task, images: ImageEmbeddings, text: TextEmbeddings, progress)
 RUNNERS: dict[str, Callable] = {"zeroshot_classification": run_zeroshot,
                                 "retrieval": run_retrieval,
                                 "topic_matching": run_topic_matching,
-                                "bitext_retrieval": run_bitext}
+                                "bitext_retrieval": run_bitext,
+                                "image_to_image": run_image_to_image,
+                                "text_to_text": run_text_to_text}
 
 
 def _attach_samples(name: str, result: dict, bootstrap: int, seed: int) -> None:

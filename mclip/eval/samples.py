@@ -35,6 +35,9 @@ METRIC_VIEWS = {
     "bitext_acc": "bitext",
     "bitext_to_pivot_acc": "bitext_to_pivot",
     "bitext_from_pivot_acc": "bitext_from_pivot",
+    "image_to_image_R": "image_queries",
+    "text_to_text_R": "text_queries",
+    "text_to_pivot_text_R": "pivot_text_queries",
 }
 # mean per-class recall (hits at 1, averaged within each label, then over labels) -> its view
 RECALL_VIEWS = {

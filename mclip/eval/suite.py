@@ -36,6 +36,16 @@
         pivot: en                 # every language is matched against this one, both ways
         languages: all
         top_k: [1, 5]
+      - name: shapes_image_to_image
+        kind: image_to_image      # same-class images as positives, the query left out
+        images: eval              # any labelled image set
+        recall_at: [1, 5, 10]     # and mAP
+      - name: caption_to_caption
+        kind: text_to_text        # captions of the same image, within and across languages
+        captions: retrieval       # any caption layout of the retrieval kind
+        pivot: en                 # the cross-language scores match every language against it
+        languages: [en, de]
+        recall_at: [1, 5, 10]
 
 Paths are resolved against ``data_root``; the readers (:mod:`mclip.eval.datasets`) say which file
 they expected where when something is missing. The runner is :mod:`mclip.eval.runner`.
@@ -54,7 +64,8 @@ from mclip.config import ConfigError
 from mclip.data.remote import is_remote
 from mclip.eval.runner import run_tasks
 
-KINDS = ("zeroshot_classification", "retrieval", "topic_matching", "bitext_retrieval")
+KINDS = ("zeroshot_classification", "retrieval", "topic_matching", "bitext_retrieval",
+         "image_to_image", "text_to_text")
 _COMMON = {"name", "kind", "languages"}
 _TASK_KEYS = {
     "zeroshot_classification": _COMMON | {"images", "class_texts", "prompts", "dataset", "top_k",
@@ -62,9 +73,12 @@ _TASK_KEYS = {
     "retrieval": _COMMON | {"captions", "images", "split", "recall_at", "data"},
     "topic_matching": _COMMON | {"images", "sentences", "split", "reference_language"},
     "bitext_retrieval": _COMMON | {"sentences", "split", "pivot", "top_k"},
+    "image_to_image": _COMMON | {"images", "recall_at"},
+    "text_to_text": _COMMON | {"captions", "images", "split", "pivot", "recall_at", "data"},
 }
 _REQUIRED = {"zeroshot_classification": ["images", "class_texts"], "retrieval": ["captions"],
-             "topic_matching": ["sentences"], "bitext_retrieval": ["sentences"]}
+             "topic_matching": ["sentences"], "bitext_retrieval": ["sentences"],
+             "image_to_image": ["images"], "text_to_text": ["captions"]}
 _PATHS = ("images", "class_texts", "prompts", "captions", "sentences")
 
 
@@ -128,6 +142,8 @@ def make_task(raw: dict, root: Path, where: str) -> Task:
     raw = {k: v for k, v in raw.items() if v is not None}
     if "data" in raw:  # shards holding both the images and their captions
         raw.setdefault("captions", raw.pop("data"))
+    if raw["kind"] == "image_to_image":  # images have no language
+        raw.setdefault("languages", "all")
     missing = [k for k in ["name", "languages"] + _REQUIRED[raw["kind"]] if not raw.get(k)]
     if missing:
         raise ConfigError(f"{where}: missing {', '.join(missing)}")
