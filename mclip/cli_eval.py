@@ -112,20 +112,50 @@ def _say_which_checkpoint(model, spec: str, log) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from mclip.eval.compare import (compare_reports, comparison_markdown, model_letters,
-                                    model_names)
-    from mclip.eval.export import (COMPARISON_COLUMNS, clip_benchmark_documents,
-                                   write_clip_benchmark, write_csv)
-    from mclip.eval.plots import (dims_chart, has_template_scores, overview_chart,
-                                  prompts_chart, write_task_charts)
-    from mclip.eval.report import (dims_families, load_report, markdown_table,
-                                   recompute_intervals, write_report)
+    from mclip.eval.compare import (
+        compare_reports,
+        comparison_markdown,
+        model_letters,
+        model_names,
+    )
+    from mclip.eval.export import (
+        COMPARISON_COLUMNS,
+        clip_benchmark_documents,
+        write_clip_benchmark,
+        write_csv,
+    )
+    from mclip.eval.plots import (
+        dims_chart,
+        has_template_scores,
+        overview_chart,
+        prompts_chart,
+        write_task_charts,
+    )
+    from mclip.eval.provenance import filter_report
+    from mclip.eval.report import (
+        add_means,
+        dims_families,
+        load_report,
+        markdown_table,
+        recompute_intervals,
+        write_report,
+    )
 
     formats = tuple(dict.fromkeys(args.format))
     out = Path(args.out) if args.out else (
         Path(args.results[0]).parent if len(args.results) == 1 else Path("comparison"))
+    if args.provenance and not args.out:  # a filtered report never replaces the full one
+        out = out / f"provenance_{'+'.join(args.provenance)}"
     check_writable(out, "--out" if args.out else "the output folder (--out)")
     reports = [load_report(path) for path in args.results]
+    if args.provenance:  # only the languages whose texts have these origins; means again
+        reports = [filter_report(r, args.provenance) for r in reports]
+        for path, report in zip(args.results, reports):
+            if not report["tasks"]:
+                raise ConfigError(f"'{path}' has no language whose texts are "
+                                  f"{' or '.join(args.provenance)}; see the 'provenance' of "
+                                  f"its languages, or give other tags")
+            add_means(report["tasks"])
     if args.bootstrap is not None:  # intervals again from the stored per-sample ranks
         reports = [recompute_intervals(r, args.bootstrap, args.seed) for r in reports]
     if len(reports) == 1:

@@ -12,6 +12,18 @@ from mclip.cli_args import (
     int_at_least,
 )
 from mclip.cli_eval import cmd_eval, cmd_report
+from mclip.config import ConfigError
+
+
+def provenance_tags(spec: str) -> list[str]:
+    """``--provenance human,lexicon`` checked (an argparse type: a bad tag is a usage error)."""
+    from mclip.eval.provenance import parse_tags
+
+    try:
+        return parse_tags(spec)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
 
 TASK_KINDS = ("zeroshot_classification", "retrieval", "topic_matching", "bitext_retrieval",
               "image_to_image", "text_to_text")
@@ -118,4 +130,8 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
                           "0: none)")
     rep.add_argument("--seed", type=int_at_least(0), default=0,
                      help="seed of the bootstrap (default 0)")
+    rep.add_argument("--provenance", default=None, type=provenance_tags, metavar="TAG[,TAG]",
+                     help="keep only the languages whose texts are human, machine_translated, "
+                          "lexicon and/or unknown (as the suite or the data format says); the "
+                          "means are taken again over those")
     rep.set_defaults(func=cmd_report)

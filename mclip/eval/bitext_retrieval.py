@@ -28,6 +28,7 @@ import torch
 
 from mclip.config import ConfigError
 from mclip.eval.datasets.bitext import all_skipped, matched, open_bitext
+from mclip.eval.provenance import tag_languages
 from mclip.eval.samples import SampleRanks
 from mclip.eval.zeroshot import true_class_ranks
 
@@ -95,5 +96,6 @@ def run_bitext(task, images, text, progress: Callable[[str], None]) -> dict:
         progress(f"{task.name} [{lang}] bitext acc@1 ->{pivot} "
                  f"{metrics.get('bitext_to_pivot_acc@1', 0):.4f}, {pivot}-> "
                  f"{metrics.get('bitext_from_pivot_acc@1', 0):.4f} ({len(to_query)} pairs)")
+    tag_languages(per_language, task, data)
     return {"kind": task.kind, "languages": per_language, "views": views, "skipped": {},
             "data": {"sentences": data.fingerprint()}}

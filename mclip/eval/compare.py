@@ -17,8 +17,16 @@ from pathlib import Path
 
 from mclip.eval.bootstrap import CONFIDENCE, generator, paired_comparison
 from mclip.eval.export import metric_row
-from mclip.eval.report import (format_value, fraction_metrics, headline, language_groups,
-                               mean_groups, metric_view, ordered_languages, short_name)
+from mclip.eval.report import (
+    format_value,
+    fraction_metrics,
+    headline,
+    language_groups,
+    mean_groups,
+    metric_view,
+    ordered_languages,
+    short_name,
+)
 from mclip.eval.samples import metric_spec
 
 NOT_PAIRED = {

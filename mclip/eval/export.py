@@ -37,11 +37,16 @@ import math
 import re
 from pathlib import Path
 
-from mclip.eval.report import fraction_metrics, interval_of, language_groups, sample_count
+from mclip.eval.report import (
+    fraction_metrics,
+    interval_of,
+    language_groups,
+    sample_count,
+)
 from mclip.outputs import check_writable, write_atomically, write_text_atomically
 
-CSV_COLUMNS = ("model", "task", "kind", "language", "resource_group", "metric", "value",
-               "ci_low", "ci_high", "n_samples")
+CSV_COLUMNS = ("model", "task", "kind", "language", "resource_group", "provenance", "metric",
+               "value", "ci_low", "ci_high", "n_samples")
 COMPARISON_COLUMNS = CSV_COLUMNS + ("baseline", "difference", "diff_low", "diff_high", "p_value",
                                     "significant", "paired", "not_paired_reason")
 CLIP_BENCHMARK_TASKS = {"zeroshot_classification": "zeroshot_classification",
@@ -56,7 +61,8 @@ def metric_row(model: str, task_name: str, task: dict, lang: str, metrics: dict,
     as fractions in [0, 1] (None where absent), n_samples from the per-sample ranks or counts."""
     ci = interval_of(metrics, metric)
     return {"model": model, "task": task_name, "kind": task["kind"], "language": lang,
-            "resource_group": group, "metric": metric, "value": metrics[metric],
+            "resource_group": group, "provenance": metrics.get("provenance"), "metric": metric,
+            "value": metrics[metric],
             "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
             "n_samples": sample_count(metrics, metric)}
 

@@ -33,6 +33,7 @@ import torch
 
 from mclip.config import ConfigError
 from mclip.eval.datasets import open_image_set, open_retrieval
+from mclip.eval.provenance import tag_languages
 from mclip.eval.samples import SampleRanks
 
 QUERY_CHUNK = 512  # query rows sorted at once: QUERY_CHUNK x candidates scores
@@ -150,6 +151,7 @@ def run_text_to_text(task, images, text, progress: Callable[[str], None]) -> dic
         progress(f"{task.name} [{lang}] text->text R@1={_shown(metrics.get('text_to_text_R@1'))}"
                  + (f", ->{pivot} R@1={_shown(metrics.get('text_to_pivot_text_R@1'))}"
                     if "pivot" in metrics else ""))
+    tag_languages(per_language, task, dataset)
     return {"kind": task.kind, "languages": per_language, "views": views, "skipped": {},
             "data": {"captions": dataset.fingerprint()}}
 

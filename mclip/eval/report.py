@@ -84,18 +84,33 @@ def package_versions() -> dict[str, str]:
 def build_report(model_name: str, suite_name: str, results: dict,
                  model_versions: dict | None = None) -> dict:
     """The results document: model spec, its adapter's library versions, suite, time, package
-    versions, per-task results and per-task means over languages (``mean``, ``group_means`` per
-    resource group, ``mean_non_english``)."""
-    for task in results.values():
+    versions, per-task results and per-task means over languages (:func:`add_means`)."""
+    add_means(results)
+    return {"model": model_name, "model_versions": dict(model_versions or {}), "suite": suite_name,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "versions": package_versions(), "tasks": results}
+
+
+def add_means(tasks: dict) -> dict:
+    """Per task of ``tasks`` ({name: task}), the means of its headline metrics over languages:
+    ``mean``, ``mean_non_english``, ``group_means`` per resource group and ``provenance_means``
+    per provenance tag (:mod:`mclip.eval.provenance`), each only where it has languages.
+    Modifies and returns ``tasks``."""
+    from mclip.eval.provenance import provenance_means
+
+    for task in tasks.values():
         keys = [k for k in headline(task["kind"]) if not k.startswith("n_")]
         means = language_means(task, keys)
         task["mean"] = means.pop("all", {})
         task["mean_non_english"] = means.pop("non-English", {})
+        task.pop("group_means", None)
         if means:
             task["group_means"] = means
-    return {"model": model_name, "model_versions": dict(model_versions or {}), "suite": suite_name,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "versions": package_versions(), "tasks": results}
+        by_tag = provenance_means(task, keys)
+        task.pop("provenance_means", None)
+        if by_tag:
+            task["provenance_means"] = by_tag
+    return tasks
 
 
 def load_report(path: str | Path) -> dict:
@@ -289,7 +304,32 @@ def markdown_table(report: dict) -> str:
     prompts = prompt_table(report)
     if prompts:
         lines += ["", prompts]
+    origins = provenance_table(report)
+    if origins:
+        lines += ["", origins]
+    if report.get("provenance_filter"):
+        lines += ["", f"Only languages whose texts are {', '.join(report['provenance_filter'])} "
+                      f"(mclip report --provenance)."]
     return "\n".join(lines)
+
+
+def provenance_table(report: dict) -> str:
+    """Per task, the mean of its headline metrics over the languages of each provenance tag
+    (percent); "" when no task has languages of two tags or a tag other than human."""
+    lines = []
+    for name, task in report["tasks"].items():
+        by_tag = task.get("provenance_means") or {}
+        if not by_tag or set(by_tag) == {"human"}:
+            continue
+        keys = [k for k in headline(task["kind"]) if not k.startswith("n_")]
+        for tag, means in by_tag.items():
+            cells = [f"{short_name(k)} {format_value(means[k], k)}" for k in keys if k in means]
+            lines.append(f"| {name} | {tag} | {means['languages']} | {', '.join(cells)} |")
+    if not lines:
+        return ""
+    return "\n".join(["Means by the provenance of the texts (human, machine_translated, lexicon, "
+                      "unknown)", "", "| task | provenance | languages | means (%) |",
+                      "|---|---|---|---|", *lines])
 
 
 def prompt_table(report: dict) -> str:

@@ -30,8 +30,9 @@ from mclip.eval.datasets.babel_imagenet import BabelImageNetTexts
 from mclip.eval.distributed import EvalRanks
 from mclip.eval.embed_dims import PrefixImages, PrefixTexts, check_dims, task_name
 from mclip.eval.embeddings import ImageEmbeddings, TextEmbeddings
-from mclip.eval.intra_modal import run_image_to_image, run_text_to_text
 from mclip.eval.encoding import check_precision
+from mclip.eval.intra_modal import run_image_to_image, run_text_to_text
+from mclip.eval.provenance import tag_languages
 from mclip.eval.report import resource_group
 from mclip.eval.retrieval import retrieval_ranks
 from mclip.eval.samples import SampleRanks
@@ -103,6 +104,7 @@ def run_zeroshot(task, images: ImageEmbeddings, text: TextEmbeddings, progress) 
                          f"{_shown(metrics['acc@1_template_max'])}"
                          f"{': prompt-sensitive' if metrics['prompt_sensitive'] else ''})"
                          if "acc@1_template_min" in metrics else ""))
+    tag_languages(per_language, task, texts)
     return {"kind": task.kind, "languages": per_language, "views": views, "skipped": skipped,
             "data": {"images": image_set.fingerprint()}}
 
@@ -142,6 +144,7 @@ def run_retrieval(task, images: ImageEmbeddings, text: TextEmbeddings, progress)
                        + sum(captions.skipped.values()))
         per_language[lang] = metrics
         progress(f"{task.name} [{lang}] text->image R@1={metrics.get('text_to_image_R@1', 0):.4f}")
+    tag_languages(per_language, task, dataset)
     return {"kind": task.kind, "languages": per_language, "views": views, "skipped": skipped,
             "data": {"images": dataset.fingerprint()}}
 

@@ -14,6 +14,9 @@
         resource_groups: null     # Babel-ImageNet's resource group per language: true, false,
                                   # or null (default): for Babel-ImageNet labels files only
         template_scores: true     # with several templates, each one's acc@1 and their spread
+        provenance: null          # the texts' origin: human, machine_translated, lexicon or
+                                  # unknown, or {lang: tag, default: tag}; null: what the
+                                  # reader knows of its format (mclip.eval.provenance)
       - name: shapes_retrieval
         kind: retrieval
         captions: retrieval       # XTD10 / Multi30K folder, XM3600 jsonl, Babel JSON, CSV, shards
@@ -62,18 +65,19 @@ import yaml
 
 from mclip.config import ConfigError
 from mclip.data.remote import is_remote
+from mclip.eval.provenance import check_provenance
 from mclip.eval.runner import run_tasks
 
 KINDS = ("zeroshot_classification", "retrieval", "topic_matching", "bitext_retrieval",
          "image_to_image", "text_to_text")
-_COMMON = {"name", "kind", "languages"}
+_COMMON = {"name", "kind", "languages", "provenance"}
 _TASK_KEYS = {
     "zeroshot_classification": _COMMON | {"images", "class_texts", "prompts", "dataset", "top_k",
                                           "resource_groups", "template_scores"},
     "retrieval": _COMMON | {"captions", "images", "split", "recall_at", "data"},
     "topic_matching": _COMMON | {"images", "sentences", "split", "reference_language"},
     "bitext_retrieval": _COMMON | {"sentences", "split", "pivot", "top_k"},
-    "image_to_image": _COMMON | {"images", "recall_at"},
+    "image_to_image": {"name", "kind", "languages", "images", "recall_at"},
     "text_to_text": _COMMON | {"captions", "images", "split", "pivot", "recall_at", "data"},
 }
 _REQUIRED = {"zeroshot_classification": ["images", "class_texts"], "retrieval": ["captions"],
@@ -104,6 +108,7 @@ class Task:
     sentences: str = ""
     reference_language: str = "en"
     pivot: str = "en"
+    provenance: str | dict[str, str] | None = None
 
     def select_languages(self, available: list[str], where: str) -> list[str]:
         """The task's languages: all of ``available`` for ``"all"``, else its own list, each of
@@ -149,6 +154,7 @@ def make_task(raw: dict, root: Path, where: str) -> Task:
         raise ConfigError(f"{where}: missing {', '.join(missing)}")
     if isinstance(raw["languages"], str) and raw["languages"] != "all":
         raw["languages"] = [code.strip() for code in raw["languages"].split(",") if code.strip()]
+    check_provenance(raw.get("provenance"), f"{where} ('{raw['name']}')")
     if not isinstance(raw.get("template_scores", True), bool):
         raise ConfigError(f"{where}: template_scores must be true or false")
     task = Task(**raw)

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from mclip.config import ConfigError
 from mclip.eval.datasets import TopicSentences, TopicSet, open_topics
+from mclip.eval.provenance import tag_languages
 from mclip.eval.samples import SampleRanks
 from mclip.eval.zeroshot import per_class_recall, true_class_ranks
 
@@ -207,5 +208,6 @@ def run_topic_matching(task, images, text, progress: Callable[[str], None]) -> d
     for counter in [topic_set.skipped] + [sentences[lang].skipped for lang in read]:
         for reason, count in counter.items():
             skipped[reason] = skipped.get(reason, 0) + count
+    tag_languages(per_language, task, topic_set)
     return {"kind": task.kind, "languages": per_language, "views": views, "skipped": skipped,
             "data": {"images": topic_set.fingerprint()}}

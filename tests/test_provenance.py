@@ -1,0 +1,131 @@
+"""Provenance of the texts per language: reader defaults, suite tags, the report's grouping and
+``mclip report --provenance``."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import mclip.eval.datasets as datasets
+from conftest import tiny_model_config
+from mclip.cli import main
+from mclip.config import ConfigError
+from mclip.eval.datasets import open_class_texts, open_retrieval
+from mclip.eval.provenance import READER_PROVENANCE, provenance_of
+from mclip.eval.runner import run_tasks
+from mclip.eval.suite import load_suite, make_task
+
+
+def test_every_reader_named_in_the_defaults_exists():
+    from mclip.eval.datasets.bitext import FloresBitext, TatoebaBitext  # noqa: F401
+    known = set(dir(datasets)) | {"FloresBitext", "TatoebaBitext"}
+    assert set(READER_PROVENANCE) <= known
+
+
+def _task(**extra):
+    return make_task({"name": "t", "kind": "retrieval", "languages": "all", "captions": "x",
+                      **extra}, Path("."), "test")
+
+
+def test_reader_defaults_and_suite_tags(tmp_path):
+    labels = {"EN": [[0, 1], ["cat", "dog"]], "DE": [[0, 1], ["Katze", "Hund"]]}
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+    babel = open_class_texts(tmp_path / "labels.json")
+    assert provenance_of(_task(), babel, "en") == "human"
+    assert provenance_of(_task(), babel, "de") == "lexicon"
+    xtd = tmp_path / "xtd"
+    xtd.mkdir()
+    (xtd / "test_image_names.txt").write_text("a.jpg\n")
+    (xtd / "test_1kcaptions_de.txt").write_text("eine Katze\n")
+    assert provenance_of(_task(), open_retrieval(xtd, tmp_path), "de") == "human"
+    assert provenance_of(_task(), object(), "de") == "unknown"  # a format that says nothing
+    assert provenance_of(_task(provenance="machine_translated"), babel, "en") == \
+        "machine_translated"
+    mapping = _task(provenance={"de": "machine_translated", "default": "human"})
+    assert provenance_of(mapping, babel, "de") == "machine_translated"
+    assert provenance_of(mapping, babel, "fr") == "human"
+    only_de = _task(provenance={"de": "human"})
+    assert provenance_of(only_de, babel, "fr") == "lexicon"  # untagged: the reader's default
+    with pytest.raises(ConfigError, match="provenance must be one of human, machine_translated"):
+        _task(provenance="mt")
+    with pytest.raises(ConfigError, match="provenance must be one of"):
+        _task(provenance={"de": "google"})
+    with pytest.raises(ConfigError, match="unknown key"):
+        make_task({"name": "i", "kind": "image_to_image", "images": "x", "provenance": "human"},
+                  Path("."), "test")
+
+
+@pytest.fixture(scope="module")
+def adapter():
+    from mclip.models.adapters.native import NativeAdapter
+    from mclip.models.dual import DualEncoder
+    cfg = tiny_model_config("resnet10t")
+    torch.manual_seed(0)
+    return NativeAdapter(DualEncoder(cfg.model), cfg, name="tiny")
+
+
+def _babel_task(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for c in range(3):
+        folder = tmp_path / "images" / f"n{c:04d}"
+        folder.mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+                folder / f"{i}.png")
+    labels = {"EN": [[0, 1, 2], ["cat", "dog", "car"]], "DE": [[0, 1, 2], ["Katze", "Hund", "Auto"]],
+              "FR": [[0, 1, 2], ["chat", "chien", "voiture"]]}
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"""name: mixed
+tasks:
+  - name: babel
+    kind: zeroshot_classification
+    images: {tmp_path / 'images'}
+    class_texts: {tmp_path / 'labels.json'}
+    languages: all
+    provenance: {{fr: machine_translated}}
+""")
+    return suite
+
+
+def test_results_report_and_filter(adapter, tmp_path, monkeypatch, capsys):
+    suite = load_suite(_babel_task(tmp_path))
+    results = run_tasks(adapter, suite.tasks, bootstrap=0)
+    tags = {lang: m["provenance"] for lang, m in results["babel"]["languages"].items()}
+    assert tags == {"en": "human", "de": "lexicon", "fr": "machine_translated"}
+
+    monkeypatch.setattr("mclip.models.adapters.load_model", lambda *a, **k: adapter)
+    out = tmp_path / "out"
+    assert main(["eval", "--model", "x", "--suite", str(tmp_path / "suite.yaml"), "--out",
+                 str(out), "--quiet", "--bootstrap", "0"]) == 0
+    report = json.loads((out / "results.json").read_text())
+    by_tag = report["tasks"]["babel"]["provenance_means"]
+    assert set(by_tag) == {"human", "machine_translated", "lexicon"}
+    assert by_tag["lexicon"]["languages"] == 1
+    assert by_tag["lexicon"]["acc@1"] == report["tasks"]["babel"]["languages"]["de"]["acc@1"]
+    table = (out / "results.md").read_text()
+    assert "| babel | lexicon | 1 |" in table and "| babel | machine_translated | 1 |" in table
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["language"], r["provenance"]) for r in rows} == set(tags.items())
+
+    capsys.readouterr()
+    assert main(["report", str(out / "results.json"), "--provenance", "human,lexicon"]) == 0
+    filtered_dir = out / "provenance_human+lexicon"
+    filtered = json.loads((filtered_dir / "results.json").read_text())
+    assert set(filtered["tasks"]["babel"]["languages"]) == {"en", "de"}
+    languages = report["tasks"]["babel"]["languages"]
+    assert filtered["tasks"]["babel"]["mean"]["acc@1"] == pytest.approx(
+        (languages["en"]["acc@1"] + languages["de"]["acc@1"]) / 2)
+    assert "Only languages whose texts are human, lexicon" in capsys.readouterr().out
+    # the full report is untouched
+    assert set(json.loads((out / "results.json").read_text())["tasks"]["babel"]["languages"]) \
+        == {"en", "de", "fr"}
+    assert main(["report", str(out / "results.json"), "--provenance", "google"]) == 2
+    assert "use one or more of human" in capsys.readouterr().err
+    assert main(["report", str(out / "results.json"), "--provenance", "unknown"]) == 2
+    assert "has no language whose texts are unknown" in capsys.readouterr().err
