@@ -19,24 +19,10 @@ import os
 import sys
 from pathlib import Path
 
-from mclip.cli_args import (
-    OneLineParser,
-    device_name,
-    existing_dir,
-    existing_file,
-    existing_path,
-    float_in,
-    hub_id,
-    int_at_least,
-)
-from mclip.cli_data import (
-    cmd_data_demo,
-    cmd_data_filter,
-    cmd_data_index,
-    cmd_data_parallel,
-    cmd_data_score,
-    cmd_distill_embed,
-)
+from mclip.cli_args import (OneLineParser, device_name, existing_dir, existing_file, existing_path,
+                            float_in, hub_id, int_at_least)
+from mclip.cli_data import (cmd_data_demo, cmd_data_filter, cmd_data_index, cmd_data_parallel,
+                            cmd_data_score, cmd_distill_embed)
 from mclip.cli_eval_args import add_eval_parser, add_report_parser
 from mclip.cli_export import cmd_export
 from mclip.config import ConfigError

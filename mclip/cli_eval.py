@@ -76,15 +76,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
             _say_which_checkpoint(model, args.model, log)
         if ranks.world_size > 1 and log:
             log(f"{ranks.world_size} ranks: each encodes its share of the images and texts")
+        cost: dict = {}
         results = run_suite(model, suite, device=device, batch_size=args.batch_size, progress=log,
                             limit=args.limit, bootstrap=args.bootstrap, seed=args.seed,
                             cache_dir=args.cache, ranks=ranks, embed_dims=args.embed_dims,
-                            workers=_image_workers(args.workers, device, ranks), precision=args.precision)
+                            workers=_image_workers(args.workers, device, ranks), precision=args.precision,
+                            cost=cost)
     finally:
         shutdown_eval_ranks(ranks)
     if not ranks.is_main:
         return 0
-    report = build_report(model.name, suite.name, results, model_versions=model.versions)
+    report = build_report(model.name, suite.name, results, model_versions=model.versions,
+                          cost=cost)
     print(markdown_table(report), flush=True)  # before writing: a full disk loses no numbers
     paths = write_report(report, out_dir)
     print(f"\nresults: {paths['json']}\ntable:   {paths['markdown']}\nplot:    {paths['plot']}")
@@ -112,34 +115,15 @@ def _say_which_checkpoint(model, spec: str, log) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from mclip.eval.compare import (
-        compare_reports,
-        comparison_markdown,
-        model_letters,
-        model_names,
-    )
-    from mclip.eval.export import (
-        COMPARISON_COLUMNS,
-        clip_benchmark_documents,
-        write_clip_benchmark,
-        write_csv,
-    )
-    from mclip.eval.plots import (
-        dims_chart,
-        has_template_scores,
-        overview_chart,
-        prompts_chart,
-        write_task_charts,
-    )
+    from mclip.eval.compare import compare_reports, comparison_markdown, model_letters, model_names
+    from mclip.eval.cost_report import cost_chart
+    from mclip.eval.export import (COMPARISON_COLUMNS, clip_benchmark_documents,
+                                   write_clip_benchmark, write_csv)
+    from mclip.eval.plots import (dims_chart, has_template_scores, overview_chart, prompts_chart,
+                                  write_task_charts)
     from mclip.eval.provenance import filter_report
-    from mclip.eval.report import (
-        add_means,
-        dims_families,
-        load_report,
-        markdown_table,
-        recompute_intervals,
-        write_report,
-    )
+    from mclip.eval.report import (add_means, dims_families, load_report, markdown_table,
+                                   recompute_intervals, write_report)
 
     formats = tuple(dict.fromkeys(args.format))
     out = Path(args.out) if args.out else (
@@ -187,6 +171,8 @@ def cmd_report(args: argparse.Namespace) -> int:
                 written.append(dims_chart(entries, out / "comparison_dims.png"))
             if any(has_template_scores(r) for r in reports):
                 written.append(prompts_chart(entries, out / "comparison_prompts.png"))
+            if comparison["cost"]:
+                written.append(cost_chart(comparison["cost"], out / "comparison_cost.png"))
         if "clip_benchmark" in formats:  # reports whose file names clash get their letter
             names_of = [{n for n, _ in clip_benchmark_documents(r)[0]} for r in reports]
             for i, (report, letter) in enumerate(zip(reports, model_letters(len(reports)))):

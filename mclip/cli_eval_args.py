@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mclip.cli_args import (
-    device_name,
-    embed_dims,
-    existing_dir,
-    existing_file,
-    int_at_least,
-)
+from mclip.cli_args import device_name, embed_dims, existing_dir, existing_file, int_at_least
 from mclip.cli_eval import cmd_eval, cmd_report
 from mclip.config import ConfigError
 

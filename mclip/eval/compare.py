@@ -16,17 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from mclip.eval.bootstrap import CONFIDENCE, generator, paired_comparison
+from mclip.eval.cost_report import cost_markdown, cost_rows
 from mclip.eval.export import metric_row
-from mclip.eval.report import (
-    format_value,
-    fraction_metrics,
-    headline,
-    language_groups,
-    mean_groups,
-    metric_view,
-    ordered_languages,
-    short_name,
-)
+from mclip.eval.report import (format_value, fraction_metrics, headline, language_groups,
+                               mean_groups, metric_view, ordered_languages, short_name)
 from mclip.eval.samples import metric_spec
 
 NOT_PAIRED = {
@@ -65,7 +58,9 @@ def compare_reports(reports: list[dict], names: list[str], n_resamples: int = 10
     models baseline, difference (model - baseline, fractions), diff_low, diff_high, p_value,
     significant, paired, not_paired_reason (a key of :data:`NOT_PAIRED`). A mean row is one
     (task, metric, language set: "all", "non-English" or a resource group) with n_languages
-    (languages every model has a value for) and values / differences per model.
+    (languages every model has a value for) and values / differences per model. "cost": each
+    model's cost next to its accuracy, with the Pareto fronts (:mod:`mclip.eval.cost_report`;
+    [] unless two or more files have a cost).
     """
     base_name = names[0]
     rows, means = [], []
@@ -96,7 +91,7 @@ def compare_reports(reports: list[dict], names: list[str], n_resamples: int = 10
             "models": [{"name": n, "model": r.get("model"), "suite": r.get("suite"),
                         "created": r.get("created")} for n, r in zip(names, reports)],
             "bootstrap": {"resamples": n_resamples, "seed": seed, "confidence": confidence},
-            "results": rows, "means": means}
+            "results": rows, "means": means, "cost": cost_rows(reports, names)}
 
 
 def _difference(task_name: str, lang: str, metric: str, base_task: dict, base_metrics: dict,
@@ -216,6 +211,9 @@ def comparison_markdown(comparison: dict, max_listed: int = 12) -> str:
                     which = ", ".join(langs[:max_listed]) + (f" and {more} more" if more > 0
                                                              else "")
                 lines.append(f"° {letter[name]} not paired, {NOT_PAIRED[reason]}: {which}  ")
+    costs = cost_markdown(comparison.get("cost", []))
+    if costs:
+        lines += ["", costs]
     return "\n".join(lines)
 
 

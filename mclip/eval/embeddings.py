@@ -22,6 +22,8 @@ from mclip.eval.distributed import EvalRanks
 from mclip.eval.encoding import autocast, encode_text_batches, run_or_halve
 from mclip.eval.image_loading import SetListing, image_batches
 
+SAMPLE_TEXTS = 64  # texts kept to measure the text tower's cost per text
+
 
 class ImageEmbeddings:
     """Embeds image sets with one model, once each: ``get(image_set)`` -> (emb [N, d] float32,
@@ -38,6 +40,7 @@ class ImageEmbeddings:
         self.progress, self.cache, self.ranks = progress, cache, ranks or EvalRanks()
         self.uses_cache = cache is not None
         self._done: dict[str, tuple] = {}
+        self.embedded, self.seconds = 0, 0.0  # images this run embedded (not read), wall time
 
     def set_key(self, image_set: ImageSet, state: bool = False) -> str:
         """What the embeddings of ``image_set`` depend on besides the model: the set, its files'
@@ -107,8 +110,10 @@ class ImageEmbeddings:
         if not order:
             raise ConfigError(f"no usable image in {image_set.description} (skipped: "
                               f"{skipped}); check the images path")
+        seconds = time.perf_counter() - start
+        self.embedded, self.seconds = self.embedded + len(order), self.seconds + seconds
         self.progress(f"embedded {len(order)} images of {image_set.description} in "
-                      f"{time.perf_counter() - start:.1f} s")
+                      f"{seconds:.1f} s")
         return (gathered[torch.tensor(order)], [keys[i] for i in order],
                 [labels[i] for i in order], skipped)
 
@@ -130,6 +135,8 @@ class TextEmbeddings:
         self.ranks, self.progress = ranks or EvalRanks(), progress
         self.uses_cache = cache is not None
         self.encoded, self.from_cache = 0, 0
+        self.seconds = 0.0  # wall time spent encoding
+        self.sample: list[str] = []  # the first SAMPLE_TEXTS texts encoded (for their cost)
         self.adapter_languages = tuple(getattr(model, "adapter_languages", ()))
         self.adapted: set[str] = set()
         # with ``remember`` every embedding stays in memory for the run (a task scored again, at
@@ -171,8 +178,11 @@ class TextEmbeddings:
         if missing:
             start = time.perf_counter()
             new = self._encode_missing([distinct[i] for i in missing])
-            self.progress(f"encoded {len(missing)} distinct texts in "
-                          f"{time.perf_counter() - start:.1f} s ({len(found)} read from the cache)")
+            seconds = time.perf_counter() - start
+            self.seconds += seconds
+            self.sample += [distinct[i] for i in missing[:SAMPLE_TEXTS - len(self.sample)]]
+            self.progress(f"encoded {len(missing)} distinct texts in {seconds:.1f} s "
+                          f"({len(found)} read from the cache)")
             out[torch.tensor(missing)] = new
             if self.cache is not None and self.ranks.is_main:
                 self.cache.save_texts(hashes[missing], new)

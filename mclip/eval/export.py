@@ -37,12 +37,7 @@ import math
 import re
 from pathlib import Path
 
-from mclip.eval.report import (
-    fraction_metrics,
-    interval_of,
-    language_groups,
-    sample_count,
-)
+from mclip.eval.report import fraction_metrics, interval_of, language_groups, sample_count
 from mclip.outputs import check_writable, write_atomically, write_text_atomically
 
 CSV_COLUMNS = ("model", "task", "kind", "language", "resource_group", "provenance", "metric",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mclip.config import ConfigError
 from mclip.eval.bootstrap import language_intervals
+from mclip.eval.cost import cost_line
 from mclip.eval.samples import SampleRanks, metric_spec
 from mclip.outputs import check_writable, write_text_atomically
 
@@ -82,13 +83,18 @@ def package_versions() -> dict[str, str]:
 
 
 def build_report(model_name: str, suite_name: str, results: dict,
-                 model_versions: dict | None = None) -> dict:
+                 model_versions: dict | None = None, cost: dict | None = None) -> dict:
     """The results document: model spec, its adapter's library versions, suite, time, package
-    versions, per-task results and per-task means over languages (:func:`add_means`)."""
+    versions, per-task results and per-task means over languages (:func:`add_means`), and the
+    model's ``cost`` when given (:mod:`mclip.eval.cost`)."""
     add_means(results)
-    return {"model": model_name, "model_versions": dict(model_versions or {}), "suite": suite_name,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "versions": package_versions(), "tasks": results}
+    report = {"model": model_name, "model_versions": dict(model_versions or {}),
+              "suite": suite_name,
+              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "versions": package_versions(), "tasks": results}
+    if cost:
+        report["cost"] = cost
+    return report
 
 
 def add_means(tasks: dict) -> dict:
@@ -307,6 +313,8 @@ def markdown_table(report: dict) -> str:
     origins = provenance_table(report)
     if origins:
         lines += ["", origins]
+    if report.get("cost"):
+        lines += ["", f"Cost: {cost_line(report['cost'])}."]
     if report.get("provenance_filter"):
         lines += ["", f"Only languages whose texts are {', '.join(report['provenance_filter'])} "
                       f"(mclip report --provenance)."]

@@ -25,6 +25,7 @@ from mclip.config import ConfigError
 from mclip.eval.bitext_retrieval import run_bitext
 from mclip.eval.bootstrap import CONFIDENCE, language_intervals
 from mclip.eval.cache import EmbeddingCache
+from mclip.eval.cost import cost_line, model_cost
 from mclip.eval.datasets import open_class_texts, open_image_set, open_retrieval
 from mclip.eval.datasets.babel_imagenet import BabelImageNetTexts
 from mclip.eval.distributed import EvalRanks
@@ -171,7 +172,7 @@ def run_tasks(model, tasks: list, device: str | torch.device = "cpu", batch_size
               limit: int | None = None, progress: Callable[[str], None] | None = None,
               bootstrap: int = 1000, seed: int = 0, cache_dir: str | None = None,
               ranks: EvalRanks | None = None, embed_dims: list[int | None] | None = None,
-              workers: int = 0, precision: str = "fp32") -> dict:
+              workers: int = 0, precision: str = "fp32", cost: dict | None = None) -> dict:
     """Run ``tasks`` on ``model`` (an adapter); returns {task name: {kind, languages, skipped,
     data, bootstrap, seconds}}. ``embed_dims`` (e.g. [32, 64, None]; None: the full size) scores
     every task also on those prefixes of the same embeddings (:mod:`mclip.eval.embed_dims`).
@@ -183,7 +184,8 @@ def run_tasks(model, tasks: list, device: str | torch.device = "cpu", batch_size
     (every rank returns the same results); ``workers`` processes decode images ahead of the
     forward pass; ``precision`` ('fp32' or 'bf16': autocast for the towers,
     :mod:`mclip.eval.encoding`). ``progress`` receives one line per image set, text
-    batch group and language.
+    batch group and language. A ``cost`` dict is filled with the model's cost
+    (:func:`mclip.eval.cost.model_cost`: parameters, FLOPs, embedding size, measured throughput).
     """
     progress = progress or (lambda message: None)
     check_precision(precision)
@@ -228,6 +230,9 @@ def run_tasks(model, tasks: list, device: str | torch.device = "cpu", batch_size
             results[name] = result
     progress(f"texts: {text.encoded} encoded, {text.from_cache} read from the cache"
              + (f"; cache {cache.stats}" if cache is not None else ""))
+    if cost is not None:
+        cost.update(model_cost(model, device, images, text, precision, batch_size))
+        progress(f"cost: {cost_line(cost)}")
     return results
 
 

@@ -43,6 +43,17 @@ class OnnxAdapter(TokenizingAdapter):
         bias = self.info.get("logit_bias")
         self._bias = None if bias is None else torch.tensor(float(bias))
 
+    def tower_parameters(self) -> dict[str, int]:
+        """{"image", "text", "total"}: the elements of each graph's initializers (weights; an
+        int8 graph's quantised weights count once each)."""
+        import onnx
+
+        counts = {}
+        for tower, name in (("image", IMAGE_FILE), ("text", TEXT_FILE)):
+            graph = onnx.load(str(self.directory / name), load_external_data=False).graph
+            counts[tower] = sum(int(np.prod(t.dims)) for t in graph.initializer)
+        return {**counts, "total": counts["image"] + counts["text"]}
+
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """images [N, 3, S, S] from :meth:`image_transform` -> normalised float32 [N, embed_dim]."""
         pixels = images.detach().float().cpu().numpy()
