@@ -3,6 +3,7 @@
     mclip data demo --out demo_data
     mclip data index 'shards/{000000..000099}.tar'   (per-language counts for language sampling)
     mclip data score SHARDS --model runs/demo --out scores; mclip data filter SHARDS --scores ...
+    mclip data concepts SHARDS --class-texts DIR --out counts.json  (class-name mentions)
     mclip train --config configs/demo.yaml [--resume | --overwrite] [key=value ...]
     mclip eval --model runs/demo --suite eval_suites/demo.yaml [--data-root demo_data]
     mclip eval --model open_clip:ViT-B-32 --pretrained FILE --task retrieval --captions XTD10 ...
@@ -21,8 +22,8 @@ from pathlib import Path
 
 from mclip.cli_args import (OneLineParser, device_name, existing_dir, existing_file, existing_path,
                             float_in, hub_id, int_at_least)
-from mclip.cli_data import (cmd_data_demo, cmd_data_filter, cmd_data_index, cmd_data_parallel,
-                            cmd_data_score, cmd_distill_embed)
+from mclip.cli_data import (cmd_data_concepts, cmd_data_demo, cmd_data_filter, cmd_data_index,
+                            cmd_data_parallel, cmd_data_score, cmd_distill_embed)
 from mclip.cli_eval_args import add_eval_parser, add_report_parser
 from mclip.cli_export import cmd_export
 from mclip.config import ConfigError
@@ -119,6 +120,25 @@ def build_parser() -> argparse.ArgumentParser:
                        help="manifest path (default: mclip_index.json beside the first shard)")
     _add_caption_language_flags(index)
     index.set_defaults(func=cmd_data_index)
+
+    concepts = data_sub.add_parser(
+        "concepts", help="how many training captions mention each class name, per language "
+                         "(for mclip eval --concept-counts; resumable)")
+    concepts.add_argument("shards", help="shard spec as in data.train_shards")
+    concepts.add_argument("--class-texts", required=True, type=existing_path,
+                          help="the class names: a CLIP_benchmark folder or a Babel-ImageNet "
+                               "labels file (as in mclip eval)")
+    concepts.add_argument("--dataset", default="imagenet1k",
+                          help="dataset key inside CLIP_benchmark files (default imagenet1k)")
+    concepts.add_argument("--languages", default=None,
+                          type=lambda v: [c for c in v.split(",") if c],
+                          help="comma-separated mclip codes (default: all the class texts have)")
+    concepts.add_argument("--max-shards", type=int_at_least(1), default=None,
+                          help="count a sample of N shards spread over the list (default: all)")
+    concepts.add_argument("--out", required=True,
+                          help="counts JSON; an existing one is continued (shards counted skip)")
+    _add_caption_language_flags(concepts)
+    concepts.set_defaults(func=cmd_data_concepts)
 
     parallel = data_sub.add_parser("parallel", help="pairs of captions of one image in two languages "
                                                 "(source, translation) for teacher learning")

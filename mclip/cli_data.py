@@ -149,3 +149,48 @@ def cmd_data_filter(args: argparse.Namespace) -> int:
               f"{100 * c.get('kept', 0) / max(c.get('in', 0), 1):.1f}% |")
     print(f"wrote {len(shards)} shards to {args.out}")
     return 0
+
+
+def spread(items: list, n: int | None) -> list:
+    """``n`` items spread evenly over ``items`` (first and last included), all for None."""
+    if n is None or n >= len(items):
+        return list(items)
+    if n == 1:
+        return [items[0]]
+    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)]
+
+
+def cmd_data_concepts(args: argparse.Namespace) -> int:
+    from mclip.config import ConfigError
+    from mclip.data.concepts import count_concepts
+    from mclip.data.shards import expand_shards
+    from mclip.eval.datasets import open_class_texts
+
+    shards = spread(expand_shards(args.shards, key="SHARDS"), args.max_shards)
+    check_writable(Path(args.out).parent, "--out's folder")
+    texts = open_class_texts(args.class_texts)
+    languages = args.languages or texts.languages()
+    missing = [lang for lang in languages if lang not in texts.languages()]
+    if missing:
+        raise ConfigError(f"--languages {', '.join(missing)}: not in {texts.description} "
+                          f"(it has: {', '.join(texts.languages())})")
+    names = {lang: texts.load(lang, args.dataset).names for lang in languages}
+    source = f"{Path(args.class_texts).resolve()}|{args.dataset}"
+    counted = 0
+    with progress_bar("concepts", total=len(shards), unit="shard") as bar:
+        def progress(shard: str, new: bool) -> None:
+            nonlocal counted
+            counted += new
+            bar.update(1)
+
+        document = count_concepts(shards, names, args.out, source, args.default_language,
+                                  args.language_key, progress)
+    captions = sum(v["captions"] for v in document["languages"].values())
+    never = {lang: sum(1 for name, n in zip(v["names"], v["counts"]) if name and n == 0)
+             for lang, v in document["languages"].items()}
+    print(f"counted class-name mentions in {captions} captions of {len(shards)} shards "
+          f"({counted} read now, {len(shards) - counted} from {args.out}); classes never "
+          f"mentioned: " + ", ".join(f"{lang} {n}" for lang, n in never.items())
+          + f"; skipped: {document['skipped'] or 'none'}")
+    print(f"wrote {args.out}")
+    return 0

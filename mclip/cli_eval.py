@@ -15,7 +15,8 @@ from mclip.outputs import check_writable, write_text_atomically
 
 def _eval_tasks(args: argparse.Namespace):
     """(suite name, tasks) from --suite, or one task from --task and its flags."""
-    from mclip.eval.suite import Suite, load_suite, make_task, narrow_languages
+    from mclip.eval.suite import (Suite, load_suite, make_task, narrow_languages,
+                                  use_concept_counts)
 
     if args.suite and args.task:
         raise ConfigError("give either --suite FILE or --task KIND with its flags, not both")
@@ -44,6 +45,11 @@ def _eval_tasks(args: argparse.Namespace):
                           "text_to_text with its data flags")
     if args.languages and args.suite:
         narrow_languages(suite, args.languages)
+    if args.concept_counts:
+        if not any(t.kind == "zeroshot_classification" for t in suite.tasks):
+            raise ConfigError("--concept-counts applies to zero-shot classification tasks; the "
+                              "suite has none")
+        use_concept_counts(suite, args.concept_counts)
     return suite
 
 
@@ -117,6 +123,7 @@ def _say_which_checkpoint(model, spec: str, log) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     from mclip.eval.compare import compare_reports, comparison_markdown, model_letters, model_names
     from mclip.eval.cost_report import cost_chart
+    from mclip.eval.frequency_report import frequency_chart, has_frequency_bins
     from mclip.eval.export import (COMPARISON_COLUMNS, clip_benchmark_documents,
                                    write_clip_benchmark, write_csv)
     from mclip.eval.plots import (dims_chart, has_template_scores, overview_chart, prompts_chart,
@@ -171,6 +178,8 @@ def cmd_report(args: argparse.Namespace) -> int:
                 written.append(dims_chart(entries, out / "comparison_dims.png"))
             if any(has_template_scores(r) for r in reports):
                 written.append(prompts_chart(entries, out / "comparison_prompts.png"))
+            if any(has_frequency_bins(r) for r in reports):
+                written.append(frequency_chart(entries, out / "comparison_concepts.png"))
             if comparison["cost"]:
                 written.append(cost_chart(comparison["cost"], out / "comparison_cost.png"))
         if "clip_benchmark" in formats:  # reports whose file names clash get their letter

@@ -70,6 +70,10 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
                     help="Multi30K split (e.g. test_2017_flickr); MVL-SIB split(s) (e.g. test)")
     ev.add_argument("--languages", default=None, type=lambda v: [c for c in v.split(",") if c],
                     help="comma-separated mclip codes; narrows a suite (default: all)")
+    ev.add_argument("--concept-counts", default=None, type=existing_file, metavar="JSON",
+                    help="counts from 'mclip data concepts': zero-shot recall per language also "
+                         "by how often the training captions name each class (0, 1-9, 10-99, "
+                         "100+)")
     ev.add_argument("--limit", type=int_at_least(1), default=None,
                     help="use only the first N images each set lists (unreadable ones among "
                          "them are skipped and counted)")

@@ -18,6 +18,7 @@ from pathlib import Path
 from mclip.config import ConfigError
 from mclip.eval.bootstrap import language_intervals
 from mclip.eval.cost import cost_line
+from mclip.eval.frequency_report import frequency_table
 from mclip.eval.samples import SampleRanks, metric_spec
 from mclip.outputs import check_writable, write_text_atomically
 
@@ -313,6 +314,9 @@ def markdown_table(report: dict) -> str:
     origins = provenance_table(report)
     if origins:
         lines += ["", origins]
+    frequencies = frequency_table(report)
+    if frequencies:
+        lines += ["", frequencies]
     if report.get("cost"):
         lines += ["", f"Cost: {cost_line(report['cost'])}."]
     if report.get("provenance_filter"):
@@ -378,6 +382,7 @@ def write_report(report: dict, out_dir: str | Path,
     written. Every file is written whole or not at all (:mod:`mclip.outputs`); a failure is an
     :class:`~mclip.outputs.OutputError` naming the path."""
     from mclip.eval import export, plots
+    from mclip.eval.frequency_report import frequency_chart, has_frequency_bins
 
     out_dir = check_writable(out_dir, "the output folder")
     paths: dict = {}
@@ -399,6 +404,8 @@ def write_report(report: dict, out_dir: str | Path,
             paths["charts"].append(plots.dims_chart(entries, out_dir / "results_dims.png"))
         if plots.has_template_scores(report):
             paths["charts"].append(plots.prompts_chart(entries, out_dir / "results_prompts.png"))
+        if has_frequency_bins(report):
+            paths["charts"].append(frequency_chart(entries, out_dir / "results_concepts.png"))
     if "clip_benchmark" in formats:
         paths["clip_benchmark"] = export.write_clip_benchmark(report, out_dir / "clip_benchmark")
     return paths

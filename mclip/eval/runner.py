@@ -25,6 +25,7 @@ from mclip.config import ConfigError
 from mclip.eval.bitext_retrieval import run_bitext
 from mclip.eval.bootstrap import CONFIDENCE, language_intervals
 from mclip.eval.cache import EmbeddingCache
+from mclip.eval.concept_frequency import class_counts, frequency_recall, load_concept_counts
 from mclip.eval.cost import cost_line, model_cost
 from mclip.eval.datasets import open_class_texts, open_image_set, open_retrieval
 from mclip.eval.datasets.babel_imagenet import BabelImageNetTexts
@@ -73,6 +74,7 @@ def run_zeroshot(task, images: ImageEmbeddings, text: TextEmbeddings, progress) 
     if (label_tensor < 0).any():
         raise ConfigError(f"task '{task.name}': images without a label in '{task.images}'")
     languages = task.select_languages(texts.languages(), texts.description)
+    concepts = load_concept_counts(task.concept_counts) if task.concept_counts else None
     per_language, views = {}, {}
     for class_texts_of, prompts in _prompt_groups(texts, languages, task.dataset or None):
         prompt_emb = text.encode(prompts)
@@ -98,6 +100,15 @@ def run_zeroshot(task, images: ImageEmbeddings, text: TextEmbeddings, progress) 
             views[lang] = {"images": SampleRanks.build(
                 (f"{k}\t{y}" for k, y in zip(kept_keys, scores.labels.tolist())),
                 scores.ranks, scores.labels)}
+            counts = None if concepts is None else class_counts(
+                concepts, lang, class_texts.names, f"task '{task.name}'")
+            if counts is not None and len(scores.ranks):
+                binned, bin_views = frequency_recall(
+                    scores.ranks, scores.labels, [n for n, name in zip(counts, class_texts.names)
+                                                  if name],
+                    [f"{k}\t{y}" for k, y in zip(kept_keys, scores.labels.tolist())])
+                metrics.update(binned)
+                views[lang].update(bin_views)
             per_language[lang] = metrics
             progress(f"{task.name} [{lang}] classes={metrics['n_classes']} "
                      f"acc@1={_shown(metrics.get('acc@1'))}" + (

@@ -42,6 +42,11 @@ METRIC_VIEWS = {
 # mean per-class recall (hits at 1, averaged within each label, then over labels) -> its view
 RECALL_VIEWS = {
     "mean_per_class_recall": "images",
+    # per-class recall within a training-frequency bin (mclip.eval.concept_frequency)
+    "recall_freq_0": "images_freq_0",
+    "recall_freq_1-9": "images_freq_1-9",
+    "recall_freq_10-99": "images_freq_10-99",
+    "recall_freq_100+": "images_freq_100+",
     "mean_per_topic_recall": "sentences",
     "text_only_mean_per_topic_recall": "sentences_text_only",
 }

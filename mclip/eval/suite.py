@@ -14,6 +14,7 @@
         resource_groups: null     # Babel-ImageNet's resource group per language: true, false,
                                   # or null (default): for Babel-ImageNet labels files only
         template_scores: true     # with several templates, each one's acc@1 and their spread
+        concept_counts: null      # 'mclip data concepts' counts: recall by training frequency
         provenance: null          # the texts' origin: human, machine_translated, lexicon or
                                   # unknown, or {lang: tag, default: tag}; null: what the
                                   # reader knows of its format (mclip.eval.provenance)
@@ -73,7 +74,8 @@ KINDS = ("zeroshot_classification", "retrieval", "topic_matching", "bitext_retri
 _COMMON = {"name", "kind", "languages", "provenance"}
 _TASK_KEYS = {
     "zeroshot_classification": _COMMON | {"images", "class_texts", "prompts", "dataset", "top_k",
-                                          "resource_groups", "template_scores"},
+                                          "resource_groups", "template_scores",
+                                          "concept_counts"},
     "retrieval": _COMMON | {"captions", "images", "split", "recall_at", "data"},
     "topic_matching": _COMMON | {"images", "sentences", "split", "reference_language"},
     "bitext_retrieval": _COMMON | {"sentences", "split", "pivot", "top_k"},
@@ -83,7 +85,7 @@ _TASK_KEYS = {
 _REQUIRED = {"zeroshot_classification": ["images", "class_texts"], "retrieval": ["captions"],
              "topic_matching": ["sentences"], "bitext_retrieval": ["sentences"],
              "image_to_image": ["images"], "text_to_text": ["captions"]}
-_PATHS = ("images", "class_texts", "prompts", "captions", "sentences")
+_PATHS = ("images", "class_texts", "prompts", "captions", "sentences", "concept_counts")
 
 
 @dataclass
@@ -109,6 +111,7 @@ class Task:
     reference_language: str = "en"
     pivot: str = "en"
     provenance: str | dict[str, str] | None = None
+    concept_counts: str = ""
 
     def select_languages(self, available: list[str], where: str) -> list[str]:
         """The task's languages: all of ``available`` for ``"all"``, else its own list, each of
@@ -182,6 +185,15 @@ def load_suite(path: str | Path, data_root: str | Path | None = None) -> Suite:
     tasks = [make_task(raw, root, f"suite '{path}' task {i + 1}")
              for i, raw in enumerate(spec["tasks"])]
     return Suite(name=spec.get("name", path.stem), tasks=tasks, data_root=str(root))
+
+
+def use_concept_counts(suite: Suite, path: str) -> Suite:
+    """Every zero-shot task of ``suite`` reports recall by training frequency from the counts at
+    ``path`` (``mclip eval --concept-counts``; :mod:`mclip.eval.concept_frequency`)."""
+    for task in suite.tasks:
+        if task.kind == "zeroshot_classification":
+            task.concept_counts = str(path)
+    return suite
 
 
 def narrow_languages(suite: Suite, languages: list[str]) -> Suite:
