@@ -201,3 +201,22 @@ def test_cli_task_flags(adapter, tmp_path, monkeypatch):
         "languages"]
     assert set(languages) == {"de", "en"} and languages["en"]["n_pairs"] == 2
     assert languages["de"]["pivot"] == "fr" and languages["de"]["n_pairs"] == 1
+
+
+def test_where_the_gap_is_reads_image_and_bitext_scores_together():
+    from mclip.eval.alignment import alignment_rows
+    results = {
+        "cls": {"kind": "zeroshot_classification", "languages": {
+            "en": {"acc@1": 0.8}, "de": {"acc@1": 0.4}, "fr": {"acc@1": 0.78},
+            "sw": {"acc@1": 0.3}, "it": {"acc@1": 0.5}}},
+        "bitext": {"kind": "bitext_retrieval", "languages": {
+            "de": {"bitext_acc@1": 0.95, "pivot": "en"}, "fr": {"bitext_acc@1": 0.6, "pivot": "en"},
+            "sw": {"bitext_acc@1": 0.2, "pivot": "en"}, "it": {"bitext_acc@1": 0.7, "pivot": "en"}}}}
+    report = build_report("m", "s", results)
+    readings = {r["language"]: r["reading"] for r in alignment_rows(report)}
+    # de: aligned texts, weak images; fr: near the pivot; sw: texts not aligned; it: between
+    assert readings == {"de": "image side", "fr": "on par", "sw": "text tower",
+                        "it": "partly aligned"}
+    assert "| cls acc@1 | de | 40.0 | 50 | 95.0 | image side |" in markdown_table(report)
+    del results["bitext"]
+    assert alignment_rows(build_report("m", "s", results)) == []

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
-from mclip.eval.report import headline
+from mclip.eval.metric_names import headline
 
 
 def _sum(a, b):

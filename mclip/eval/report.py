@@ -16,34 +16,16 @@ from importlib import metadata
 from pathlib import Path
 
 from mclip.config import ConfigError
+from mclip.eval.alignment import alignment_table
 from mclip.eval.bootstrap import language_intervals
 from mclip.eval.cost import cost_line
 from mclip.eval.frequency_report import frequency_table
+from mclip.eval.metric_names import HEADLINE, SHORT, headline, short_name  # noqa: F401
 from mclip.eval.samples import SampleRanks, metric_spec
 from mclip.outputs import check_writable, write_text_atomically
 
 _PACKAGES = ("mclip", "torch", "timm", "transformers", "open_clip_torch", "torchmetrics",
              "webdataset", "numpy")
-# Metrics shown in the table, per task kind, in order.
-HEADLINE = {"zeroshot_classification": ("acc@1", "acc@5", "mean_per_class_recall", "n_classes"),
-            "retrieval": ("text_to_image_R@1", "text_to_image_R@5", "image_to_text_R@1",
-                          "image_to_text_R@5"),
-            "topic_matching": ("topic_acc@1", "text_only_topic_acc@1", "n_topics"),
-            "bitext_retrieval": ("bitext_to_pivot_acc@1", "bitext_from_pivot_acc@1",
-                                 "bitext_acc@1"),
-            "image_to_image": ("image_to_image_R@1", "image_to_image_R@5", "image_to_image_mAP"),
-            "text_to_text": ("text_to_text_R@1", "text_to_text_mAP", "text_to_pivot_text_R@1",
-                             "text_to_pivot_text_mAP")}
-SHORT = {"acc@1": "acc@1", "acc@5": "acc@5", "mean_per_class_recall": "mpcr",
-         "n_classes": "classes", "text_to_image_R@1": "t2i R@1", "text_to_image_R@5": "t2i R@5",
-         "image_to_text_R@1": "i2t R@1", "image_to_text_R@5": "i2t R@5",
-         "topic_acc@1": "topic acc@1", "text_only_topic_acc@1": "text-only acc@1",
-         "n_topics": "topics", "bitext_to_pivot_acc@1": "bitext ->pivot",
-         "bitext_from_pivot_acc@1": "bitext pivot->", "bitext_acc@1": "bitext acc@1",
-         "image_to_image_R@1": "i2i R@1", "image_to_image_R@5": "i2i R@5",
-         "image_to_image_mAP": "i2i mAP", "text_to_text_R@1": "t2t R@1",
-         "text_to_text_mAP": "t2t mAP", "text_to_pivot_text_R@1": "t2t ->pivot R@1",
-         "text_to_pivot_text_mAP": "t2t ->pivot mAP"}
 # The count that says how many samples a view averages over, for files without "samples".
 VIEW_COUNTS = {"images": "n_images", "texts": "n_texts", "sentences": "n_sentences",
                "sentences_text_only": "n_sentences_text_only", "bitext_to_pivot": "n_pairs",
@@ -60,16 +42,6 @@ GROUP_ORDER = tuple(name for _, name in BABEL_GROUPS)
 def resource_group(n_classes: int) -> str:
     """Babel-ImageNet's resource group of a language with ``n_classes`` classes."""
     return next(name for bound, name in BABEL_GROUPS if n_classes <= bound)
-
-
-def headline(kind: str) -> tuple[str, ...]:
-    """The table's metrics for a task kind (an unknown kind has none)."""
-    return HEADLINE.get(kind, ())
-
-
-def short_name(metric: str) -> str:
-    """A metric's column label (its own name where no short one is defined)."""
-    return SHORT.get(metric, metric)
 
 
 def package_versions() -> dict[str, str]:
@@ -317,6 +289,9 @@ def markdown_table(report: dict) -> str:
     frequencies = frequency_table(report)
     if frequencies:
         lines += ["", frequencies]
+    gaps = alignment_table(report)
+    if gaps:
+        lines += ["", gaps]
     if report.get("cost"):
         lines += ["", f"Cost: {cost_line(report['cost'])}."]
     if report.get("provenance_filter"):
