@@ -128,7 +128,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                                    write_clip_benchmark, write_csv)
     from mclip.eval.plots import (dims_chart, has_template_scores, overview_chart, prompts_chart,
                                   write_task_charts)
-    from mclip.eval.provenance import filter_report
+    from mclip.eval.provenance import TEXT_FREE_KINDS, filter_report
     from mclip.eval.report import (add_means, dims_families, load_report, markdown_table,
                                    recompute_intervals, write_report)
 
@@ -142,7 +142,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.provenance:  # only the languages whose texts have these origins; means again
         reports = [filter_report(r, args.provenance) for r in reports]
         for path, report in zip(args.results, reports):
-            if not report["tasks"]:
+            if all(t["kind"] in TEXT_FREE_KINDS for t in report["tasks"].values()):
                 raise ConfigError(f"'{path}' has no language whose texts are "
                                   f"{' or '.join(args.provenance)}; see the 'provenance' of "
                                   f"its languages, or give other tags")

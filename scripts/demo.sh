@@ -9,7 +9,7 @@ source scripts/_venv.sh ""  # "": the extras, not this script's arguments (confi
 DATA="${MCLIP_DEMO_DATA:-demo_data}"
 RUN="${MCLIP_DEMO_RUN:-runs/demo}"
 start=$(date +%s)
-if [ ! -f "$DATA/dataset.json" ]; then
+if [ ! -f "$DATA/dataset.json" ] || [ ! -f "$DATA/bitext.tsv" ]; then  # bitext.tsv: newer demo data
   mclip data demo --out "$DATA"
 fi
 train_start=$(date +%s)

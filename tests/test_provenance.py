@@ -129,3 +129,21 @@ def test_results_report_and_filter(adapter, tmp_path, monkeypatch, capsys):
     assert "use one or more of human" in capsys.readouterr().err
     assert main(["report", str(out / "results.json"), "--provenance", "unknown"]) == 2
     assert "has no language whose texts are unknown" in capsys.readouterr().err
+
+
+def test_a_filter_keeps_tasks_without_texts_but_needs_a_text_language(tmp_path, capsys):
+    from mclip.eval.report import build_report, write_report
+    results = {"i2i": {"kind": "image_to_image", "languages": {"images": {
+                   "image_to_image_R@1": 0.5}}},
+               "cls": {"kind": "zeroshot_classification", "languages": {
+                   "en": {"acc@1": 0.9, "provenance": "human"},
+                   "de": {"acc@1": 0.5, "provenance": "lexicon"}}}}
+    write_report(build_report("m", "s", results), tmp_path, formats=("json",))
+    assert main(["report", str(tmp_path / "results.json"), "--provenance", "lexicon",
+                 "--format", "markdown"]) == 0
+    kept = json.loads((tmp_path / "provenance_lexicon" / "results.json").read_text())["tasks"]
+    assert set(kept) == {"i2i", "cls"} and set(kept["cls"]["languages"]) == {"de"}
+    assert kept["cls"]["mean"]["acc@1"] == 0.5
+    assert main(["report", str(tmp_path / "results.json"), "--provenance",
+                 "machine_translated"]) == 2
+    assert "no language whose texts are machine_translated" in capsys.readouterr().err
