@@ -45,8 +45,10 @@ def test_demo_script_forwards_config_overrides(demo_data, tmp_path):
 
 
 def test_missing_shards_exit_2_with_fix(tmp_path):
+    # its own out_dir: the config's runs/demo may hold a real run in the checkout
     result = _mclip("train", "--config", ROOT / "configs" / "demo.yaml",
-                    f"data.train_shards={tmp_path}/x-{{0..3}}.tar")
+                    f"data.train_shards={tmp_path}/x-{{0..3}}.tar",
+                    f"train.out_dir={tmp_path}/run")
     assert result.returncode == 2 and "mclip data demo" in result.stderr
 
 

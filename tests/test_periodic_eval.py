@@ -25,7 +25,13 @@ SUITE = ROOT / "eval_suites" / "demo.yaml"
 DEMO_NAMES = ["shapes/acc@1", "shapes/acc@5", "shapes/mean_per_class_recall",
               "shapes_retrieval/text_to_image_R@1", "shapes_retrieval/text_to_image_R@5",
               "shapes_retrieval/image_to_text_R@1", "shapes_retrieval/image_to_text_R@5",
-              "shape_topics/topic_acc@1", "shape_topics/text_only_topic_acc@1"]
+              "shape_topics/topic_acc@1", "shape_topics/text_only_topic_acc@1",
+              "shape_bitext/bitext_to_pivot_acc@1", "shape_bitext/bitext_from_pivot_acc@1",
+              "shape_bitext/bitext_acc@1", "shapes_image_to_image/image_to_image_R@1",
+              "shapes_image_to_image/image_to_image_R@5",
+              "shapes_image_to_image/image_to_image_mAP", "caption_to_caption/text_to_text_R@1",
+              "caption_to_caption/text_to_text_mAP", "caption_to_caption/text_to_pivot_text_R@1",
+              "caption_to_caption/text_to_pivot_text_mAP"]
 
 
 def eval_config(demo_data: Path, tmp_path: Path, *extra: str):

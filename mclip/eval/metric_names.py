@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# Task kinds without texts: their one "language" is the key "images", not a language.
+TEXT_FREE_KINDS = ("image_to_image",)
 # Metrics shown in the table, per task kind, in order.
 HEADLINE = {"zeroshot_classification": ("acc@1", "acc@5", "mean_per_class_recall", "n_classes"),
             "retrieval": ("text_to_image_R@1", "text_to_image_R@5", "image_to_text_R@1",

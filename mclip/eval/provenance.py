@@ -20,10 +20,10 @@ Reports mean each task's headline metrics per tag (:func:`provenance_means`), an
 from __future__ import annotations
 
 from mclip.config import ConfigError
+from mclip.eval.metric_names import TEXT_FREE_KINDS
 
 PROVENANCES = ("human", "machine_translated", "lexicon", "unknown")
 ALL_LANGUAGES = "*"
-TEXT_FREE_KINDS = ("image_to_image",)  # tasks with no texts, kept whole by a filter
 
 # What each reader knows of its format's texts: {reader class: {language or "*": tag}}.
 READER_PROVENANCE: dict[str, dict[str, str]] = {

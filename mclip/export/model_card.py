@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from mclip.config import Config
+from mclip.eval.metric_names import TEXT_FREE_KINDS
 from mclip.models.dual import DualEncoder
 
 
@@ -87,6 +88,7 @@ def model_card(model: DualEncoder, config: Config, checkpoint: Path, export: dic
     facts = training_facts(checkpoint)
     trained = list((facts or {}).get("captions_by_language") or config.data.languages)
     evaluated = sorted({lang for task in (results or {}).get("tasks", {}).values()
+                        if task.get("kind") not in TEXT_FREE_KINDS
                         for lang in task.get("languages", {})})
     counts = parameter_counts(model)
     m = config.model

@@ -48,7 +48,8 @@ BEST_FILE = "best.json"
 MEAN = "mean"
 _TMP, _OLD = ".tmp-best", ".old-best"
 _PATH_KEYS = ("images", "class_texts", "prompts", "captions", "sentences")
-_K_OF = {"zeroshot_classification": "top_k", "retrieval": "recall_at"}
+_K_OF = {"zeroshot_classification": "top_k", "retrieval": "recall_at",
+         "bitext_retrieval": "top_k", "image_to_image": "recall_at", "text_to_text": "recall_at"}
 
 
 def task_headline(task: Task) -> list[str]:
