@@ -191,6 +191,7 @@ def cmd_data_concepts(args: argparse.Namespace) -> int:
     print(f"counted class-name mentions in {captions} captions of {len(shards)} shards "
           f"({counted} read now, {len(shards) - counted} from {args.out}); classes never "
           f"mentioned: " + ", ".join(f"{lang} {n}" for lang, n in never.items())
-          + f"; skipped: {document['skipped'] or 'none'}")
+          + f"; captions in languages without class names: "
+            f"{document['other_languages'] or 'none'}; skipped: {document['skipped'] or 'none'}")
     print(f"wrote {args.out}")
     return 0

@@ -20,6 +20,9 @@ def _eval_tasks(args: argparse.Namespace):
 
     if args.suite and args.task:
         raise ConfigError("give either --suite FILE or --task KIND with its flags, not both")
+    if args.suite and args.provenance:
+        raise ConfigError("--provenance tags an inline --task; in a suite, give each task its "
+                          "'provenance' key")
     if args.suite:
         suite = load_suite(args.suite, args.data_root)
     elif args.task:
@@ -38,6 +41,8 @@ def _eval_tasks(args: argparse.Namespace):
             raw.update(captions=args.captions, split=args.split, pivot=args.pivot)
         elif args.task == "retrieval":
             raw.update(captions=args.captions, split=args.split)
+        if args.provenance:
+            raw["provenance"] = args.provenance  # image_to_image refuses it: no texts
         suite = Suite(args.task, [make_task(raw, Path(args.data_root or "."), "--task")])
     else:
         raise ConfigError("give --suite FILE (see eval_suites/) or --task zeroshot_classification "
@@ -122,7 +127,7 @@ def _say_which_checkpoint(model, spec: str, log) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from mclip.eval.compare import compare_reports, comparison_markdown, model_letters, model_names
-    from mclip.eval.cost_report import cost_chart
+    from mclip.eval.cost_report import cost_chart, cost_csv_rows
     from mclip.eval.frequency_report import frequency_chart, has_frequency_bins
     from mclip.eval.export import (COMPARISON_COLUMNS, clip_benchmark_documents,
                                    write_clip_benchmark, write_csv)
@@ -168,7 +173,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             written.append(write_text_atomically(
                 out / "comparison.md", f"# Comparison of {len(names)} models\n\n{table}\n"))
         if "csv" in formats:
-            written.append(write_csv(comparison["results"], out / "comparison.csv",
+            costs = [row for name, r in zip(names, reports) for row in cost_csv_rows(r, name)]
+            written.append(write_csv(comparison["results"] + costs, out / "comparison.csv",
                                      COMPARISON_COLUMNS))
         if "png" in formats:
             entries = list(zip(names, reports))

@@ -70,6 +70,10 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
                     help="Multi30K split (e.g. test_2017_flickr); MVL-SIB split(s) (e.g. test)")
     ev.add_argument("--languages", default=None, type=lambda v: [c for c in v.split(",") if c],
                     help="comma-separated mclip codes; narrows a suite (default: all)")
+    ev.add_argument("--provenance", default=None,
+                    choices=("human", "machine_translated", "lexicon", "unknown"),
+                    help="--task: where the task's texts come from, for every language (default: "
+                         "what mclip knows of the format, else unknown)")
     ev.add_argument("--concept-counts", default=None, type=existing_file, metavar="JSON",
                     help="counts from 'mclip data concepts': zero-shot recall per language also "
                          "by how often the training captions name each class (0, 1-9, 10-99, "

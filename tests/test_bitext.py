@@ -72,6 +72,10 @@ def test_metric_by_hand_with_ties_and_unmatched_ids(tmp_path):
     assert result["views"]["sw"]["bitext_from_pivot"].ranks.tolist() == [0, 0]
     # the pivot's sentences are encoded once, each language with its own code (its adapter)
     assert [lang for _, lang in text.calls] == ["en", "de", "sw"]
+    # against another pivot the same German sentences are other samples (never paired)
+    other = run_bitext(_task(path, pivot="sw", languages=["de"]), None, text, lambda m: None)
+    assert other["views"]["de"]["bitext_to_pivot"].ids != \
+        result["views"]["de"]["bitext_to_pivot"].ids
 
 
 def test_translation_ranks_match_a_plain_loop():
@@ -137,6 +141,14 @@ def test_tatoeba_layout_maps_iso_639_3_and_checks_alignment(tmp_path):
     (tmp_path / "tatoeba.deu-eng.eng").write_text("Hello\n", "utf-8")
     with pytest.raises(ConfigError, match="not line-aligned"):
         data.pair("de", "en")
+
+
+def test_rows_and_languages_left_out_are_counted(tmp_path):
+    path = _tsv(tmp_path / "b.tsv", ["1\ten\tone", "1\tde\teins", "7\tfr\tsept", "x\t\tnone"])
+    text = FakeText({"one": [1, 0], "eins": [1, 0], "sept": [0, 1]})
+    result = run_bitext(_task(path), None, text, lambda m: None)
+    assert result["skipped"] == {"bad_row": 1} and result["not_scored"] == ["fr"]
+    assert set(result["languages"]) == {"de"}
 
 
 def test_tsv_layout_and_errors(tmp_path):

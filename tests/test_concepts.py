@@ -25,6 +25,13 @@ def test_word_boundary_case_folding_and_substrings():
     assert matcher.classes_in("a wild cat, again a cat") == {0, 1, 4}
     assert matcher.classes_in("a t shirt") == {2}  # punctuation inside a name is not required
     assert matcher.classes_in("die STRASSE") == {5}  # case folding: ß ~ ss
+    # combining marks stay inside words: a Devanagari name does not match inside another word
+    # (with \w alone 'बिल्ली' splits into 'ब', 'ल', 'ल' and 'बिल' would match 'बिल्ली')
+    hindi = NameMatcher("hi", ["बिल्ली", "बिल", "बच्चा"])
+    assert hindi.classes_in("एक बिल्ली का बच्चा") == {0, 2}
+    assert hindi.classes_in("बिल भरो") == {1}
+    decomposed = NameMatcher("fr", ["café"])  # NFC on both sides: e + combining acute = é
+    assert decomposed.classes_in("un cafe\u0301 noir") == {0}
     chinese = NameMatcher("zh", ["红色圆形", "圆"])
     assert chinese.classes_in("一个红色圆形。") == {0, 1}  # unspaced: substrings
     assert chinese.classes_in("红色的圆形") == {1}
@@ -144,3 +151,56 @@ def test_cli_counts_then_eval_reports_recall_by_frequency(small_demo, tmp_path, 
                  str(small_demo / "classnames"), "--dataset", "demo_shapes", "--languages", "en",
                  "--concept-counts", str(counts), "--quiet", "--out", str(out)]) == 2
     assert "were made for other class names" in capsys.readouterr().err
+
+
+def test_bins_follow_the_classes_a_language_keeps(tmp_path):
+    """Babel-ImageNet style: German has no name for class 2, so class 2 and its images leave the
+    German evaluation; the counts' bins must follow the renumbered classes."""
+    import numpy as np
+    from PIL import Image
+
+    from conftest import tiny_model_config
+    from mclip.eval.runner import run_tasks
+    from mclip.eval.suite import make_task
+    from mclip.models.adapters.native import NativeAdapter
+    from mclip.models.dual import DualEncoder
+    rng = np.random.default_rng(0)
+    for c in range(3):
+        folder = tmp_path / "images" / f"n{c:04d}"
+        folder.mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+                folder / f"{i}.png")
+    labels = {"EN": [[0, 1, 2], ["cat", "dog", "car"]], "DE": [[0, 1], ["Katze", "Hund"]]}
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+    # the reader gives 1000 ImageNet class slots, None where German has no name
+    counts = {"languages": {"de": {"names": ["Katze", "Hund"] + [None] * 998,
+                                   "counts": [0, 500, 5] + [0] * 997, "captions": 10}}}
+    (tmp_path / "counts.json").write_text(json.dumps(counts))
+    task = make_task({"name": "babel", "kind": "zeroshot_classification", "languages": ["de"],
+                      "images": str(tmp_path / "images"),
+                      "class_texts": str(tmp_path / "labels.json"),
+                      "concept_counts": str(tmp_path / "counts.json")}, tmp_path, "t")
+    cfg = tiny_model_config()
+    torch.manual_seed(0)
+    de = run_tasks(NativeAdapter(DualEncoder(cfg.model), cfg, name="t"), [task],
+                   bootstrap=0)["babel"]["languages"]["de"]
+    assert de["n_classes"] == 2 and de["n_images"] == 6
+    assert (de["n_classes_freq_0"], de["n_classes_freq_1-9"], de["n_classes_freq_100+"]) == (1, 0, 1)
+    view = SampleRanks.from_json(de["samples"]["images"])
+    hits = view.ranks == 0
+    assert de["recall_freq_0"] == pytest.approx(hits[view.labels == 0].mean())
+    assert de["recall_freq_100+"] == pytest.approx(hits[view.labels == 1].mean())
+    assert de["recall_freq_1-9"] is None
+    (tmp_path / "bad.json").write_text(json.dumps({"languages": {"de": {"names": ["x"]}}}))
+    task.concept_counts = str(tmp_path / "bad.json")
+    from mclip.config import ConfigError
+    with pytest.raises(ConfigError, match="lack 'names' and 'counts' lists.*mclip data concepts"):
+        run_tasks(NativeAdapter(DualEncoder(cfg.model), cfg, name="t"), [task], bootstrap=0)
+
+
+def test_captions_in_languages_without_class_names_are_counted(small_demo, tmp_path):
+    shards = expand_shards(str(small_demo / "train"))
+    document = count_concepts(shards, _names(("en",)), tmp_path / "c.json", "demo")
+    assert document["other_languages"]["de"] == 48 * len(LANGUAGES["de"].caption_templates)
+    assert set(document["other_languages"]) == set(LANGUAGES) - {"en"}

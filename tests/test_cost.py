@@ -1,6 +1,7 @@
 """Cost next to accuracy: parameters per tower, FLOPs, embedding size, throughput, the Pareto
 front, and their place in results files, tables and charts."""
 
+import csv
 import json
 from typing import Sequence
 
@@ -137,7 +138,35 @@ def test_results_and_comparison_carry_the_cost(tiny_run, demo_data, tmp_path, ca
     assert [r["model"] for r in rows] == [str(tiny_run / "small"), str(tiny_run / "vit")]
     assert rows == cost_rows(reports, [r["model"] for r in rows])
     for key in ("parameters", "gflops", "bytes"):
-        assert any(r[f"{key}_front"] for r in rows)
+        cheap, dear = sorted(rows, key=lambda r: (r[key], -r["accuracy"]))
+        assert cheap[f"{key}_front"]  # nothing costs less
+        # the dearer model is on the front only when it scores higher
+        assert dear[f"{key}_front"] == (dear[key] == cheap[key] and dear["accuracy"] ==
+                                        cheap["accuracy"] or dear["accuracy"] > cheap["accuracy"])
+    with open(tmp_path / "cmp" / "comparison.csv", newline="") as f:
+        costs = [r for r in csv.DictReader(f) if r["task"] == "cost"]
+    assert {r["metric"] for r in costs} >= {"parameters_image", "parameters_text", "flops_image",
+                                            "flops_text", "embed_dim", "embedding_bytes_fp32",
+                                            "images_per_s", "texts_per_s"}
+    assert len(costs) == 2 * len({r["metric"] for r in costs})
+
+
+def test_accuracy_is_over_tasks_with_a_value_in_every_report():
+    from mclip.eval.cost_report import accuracy_metrics, mean_accuracy
+
+    def report(t2t):
+        return {"tasks": {
+            "cls": {"kind": "zeroshot_classification", "mean": {"acc@1": 0.6}},
+            "cls@32d": {"kind": "zeroshot_classification", "base_task": "cls",
+                        "mean": {"acc@1": 0.1}},
+            "t2t": {"kind": "text_to_text", "mean": t2t}}}
+
+    reports = [report({"text_to_pivot_text_R@1": 0.4}), report({"text_to_pivot_text_R@1": 0.2,
+                                                               "text_to_text_R@1": 0.9})]
+    # XTD10-like: no within-language R@1 in the first report, so its next headline metric counts;
+    # the 32-d prefix task is not a task of its own
+    assert accuracy_metrics(reports) == {"cls": "acc@1", "t2t": "text_to_pivot_text_R@1"}
+    assert mean_accuracy(reports[0], accuracy_metrics(reports)) == pytest.approx(0.5)
 
 
 def test_an_onnx_export_counts_its_initializers(tmp_path):

@@ -110,7 +110,7 @@ def test_results_report_and_filter(adapter, tmp_path, monkeypatch, capsys):
     table = (out / "results.md").read_text()
     assert "| babel | lexicon | 1 |" in table and "| babel | machine_translated | 1 |" in table
     with open(out / "results.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+        rows = [r for r in csv.DictReader(f) if r["task"] != "cost"]
     assert {(r["language"], r["provenance"]) for r in rows} == set(tags.items())
 
     capsys.readouterr()
@@ -129,6 +129,22 @@ def test_results_report_and_filter(adapter, tmp_path, monkeypatch, capsys):
     assert "use one or more of human" in capsys.readouterr().err
     assert main(["report", str(out / "results.json"), "--provenance", "unknown"]) == 2
     assert "has no language whose texts are unknown" in capsys.readouterr().err
+
+
+def test_inline_task_flag(adapter, tmp_path, monkeypatch, capsys):
+    suite = _babel_task(tmp_path)
+    monkeypatch.setattr("mclip.models.adapters.load_model", lambda *a, **k: adapter)
+    assert main(["eval", "--model", "x", "--task", "zeroshot_classification", "--images",
+                 str(tmp_path / "images"), "--class-texts", str(tmp_path / "labels.json"),
+                 "--provenance", "machine_translated", "--out", str(tmp_path / "o"), "--quiet",
+                 "--bootstrap", "0"]) == 0
+    languages = json.loads((tmp_path / "o" / "results.json").read_text())["tasks"][
+        "zeroshot_classification"]["languages"]
+    assert {m["provenance"] for m in languages.values()} == {"machine_translated"}
+    capsys.readouterr()
+    assert main(["eval", "--model", "x", "--suite", str(suite), "--provenance", "human",
+                 "--out", str(tmp_path / "o2"), "--quiet"]) == 2
+    assert "--provenance tags an inline --task" in capsys.readouterr().err
 
 
 def test_a_filter_keeps_tasks_without_texts_but_needs_a_text_language(tmp_path, capsys):

@@ -7,9 +7,10 @@ training frequency (:mod:`mclip.eval.concept_frequency`).
 
 Matching, after Unicode case folding of both sides:
 
-* spaced scripts: the name's words (``\\w+`` runs) must appear as consecutive words of the caption
-  (a word-boundary match; punctuation between the words is ignored, so ``t-shirt`` matches
-  ``T shirt``);
+* spaced scripts: the name's words (runs of letters, digits and combining marks, so Devanagari
+  or vowelled Arabic words stay whole) must appear as consecutive words of the caption (a
+  word-boundary match; punctuation between the words is ignored, so ``t-shirt`` matches
+  ``T shirt``); both sides are NFC-normalised first;
 * unspaced scripts (:data:`UNSPACED`: Chinese, Japanese, Thai, Lao, Khmer, Burmese, Tibetan,
   Dzongkha): the name as a substring.
 
@@ -22,8 +23,10 @@ rewritten shard is counted again).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import unicodedata
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -34,7 +37,26 @@ from mclip.outputs import write_text_atomically
 
 CONCEPTS_VERSION = 1
 UNSPACED = frozenset({"zh", "zh-hant", "yue", "ja", "th", "lo", "km", "my", "bo", "dz"})
-_WORD = re.compile(r"\w+")
+
+
+@functools.lru_cache(maxsize=1)
+def _word_pattern() -> re.Pattern:
+    """Runs of ``\\w`` and combining marks (categories Mn, Mc, Me, which ``\\w`` leaves out)."""
+    marks, start, previous = ["\\U000e0100-\\U000e01ef"], None, None  # + variation selectors
+    for code in range(0x20000):  # beyond the first two planes only those selectors are marks
+        if unicodedata.category(chr(code)).startswith("M"):
+            if start is None:
+                start = code
+            previous = code
+        elif start is not None:
+            marks.append(f"\\U{start:08x}-\\U{previous:08x}")
+            start = None
+    return re.compile(f"[\\w{''.join(marks)}]+")
+
+
+def words(text: str) -> list[str]:
+    """The case-folded, NFC-normalised words of ``text`` (letters, digits and combining marks)."""
+    return _word_pattern().findall(unicodedata.normalize("NFC", text).casefold())
 
 
 class NameMatcher:
@@ -50,28 +72,28 @@ class NameMatcher:
         for index, name in enumerate(names):
             if not name or not name.strip():
                 continue
-            folded = name.casefold()
+            folded = unicodedata.normalize("NFC", name).casefold()
             if self.spaced:
-                words = tuple(_WORD.findall(folded))
-                if words:
-                    self._by_words.setdefault(words, []).append(index)
+                parts = tuple(words(name))
+                if parts:
+                    self._by_words.setdefault(parts, []).append(index)
             else:
                 self._substrings.setdefault(folded.strip(), []).append(index)
         self._lengths = sorted({len(w) for w in self._by_words})
 
     def classes_in(self, caption: str) -> set[int]:
         """The classes whose name ``caption`` mentions."""
-        folded = caption.casefold()
         found: set[int] = set()
         if not self.spaced:
+            folded = unicodedata.normalize("NFC", caption).casefold()
             for name, classes in self._substrings.items():
                 if name in folded:
                     found.update(classes)
             return found
-        words = _WORD.findall(folded)
+        tokens = words(caption)
         for n in self._lengths:
-            for start in range(len(words) - n + 1):
-                classes = self._by_words.get(tuple(words[start:start + n]))
+            for start in range(len(tokens) - n + 1):
+                classes = self._by_words.get(tuple(tokens[start:start + n]))
                 if classes:
                     found.update(classes)
         return found
@@ -79,20 +101,23 @@ class NameMatcher:
 
 def count_shard(shard: str, matchers: dict[str, NameMatcher], skipped: SkipCounter,
                 default_language: str = "en", language_key: str = "") -> dict:
-    """One shard's counts: {"captions": {lang: captions read}, "counts": {lang: {class: n}}}
-    for the languages of ``matchers``; unreadable samples are counted in ``skipped``."""
-    captions, counts = Counter(), {lang: Counter() for lang in matchers}
+    """One shard's counts: {"captions": {lang: captions read}, "counts": {lang: {class: n}},
+    "other_languages": {lang: captions}} (captions in languages the class texts do not have,
+    counted, not matched); unreadable samples are counted in ``skipped``."""
+    captions, other = Counter(), Counter()
+    counts: dict[str, Counter] = {lang: Counter() for lang in matchers}
     for sample in iter_raw_samples([shard], skipped):
         for lang, texts in decode_captions(sample, skipped, default_language, language_key).items():
             matcher = matchers.get(lang)
             if matcher is None:
+                other[lang] += len(texts)
                 continue
             captions[lang] += len(texts)
             for text in texts:
                 counts[lang].update(matcher.classes_in(text))
     return {"captions": dict(captions),
             "counts": {lang: {str(k): v for k, v in sorted(c.items())} for lang, c in counts.items()
-                       if c}}
+                       if c}, "other_languages": dict(other)}
 
 
 def _totals(names: dict[str, list[str | None]], shards: dict) -> dict:
@@ -118,10 +143,12 @@ def load_counts(path: str | Path) -> dict:
 
 def _document(source: str, names: dict, shards: dict) -> dict:
     skipped: Counter = Counter()
+    other: Counter = Counter()
     for entry in shards.values():
         skipped.update(entry.get("skipped", {}))
+        other.update(entry.get("other_languages", {}))
     return {"version": CONCEPTS_VERSION, "source": source, "languages": _totals(names, shards),
-            "shards": shards, "skipped": dict(skipped)}
+            "other_languages": dict(other), "shards": shards, "skipped": dict(skipped)}
 
 
 def count_concepts(shards: list[str], names: dict[str, list[str | None]], out: str | Path,
@@ -133,8 +160,9 @@ def count_concepts(shards: list[str], names: dict[str, list[str | None]], out: s
     from; a file written for other names or another source is replaced, not resumed.
     ``progress(shard, counted)`` after each shard (``counted`` False when the file already had
     it). The file: {"version", "source", "languages": {lang: {"captions", "names", "counts": [n
-    per class]}}, "shards": {shard: {"path", "stamp", "captions", "counts", "skipped"}},
-    "skipped"}; written after every shard, whole or not at all. Returns it.
+    per class]}}, "other_languages": {lang: captions without class texts}, "shards": {shard:
+    {"path", "stamp", "captions", "counts", "other_languages", "skipped"}}, "skipped"}; written
+    after every shard, whole or not at all. Returns it.
     """
     previous = load_counts(out)
     if previous.get("version") != CONCEPTS_VERSION or previous.get("source") != source or any(

@@ -62,7 +62,7 @@ def run_bitext(task, images, text, progress: Callable[[str], None]) -> dict:
                           f"(--pivot) to one of them")
     languages = [lang for lang in task.select_languages(available, data.description)
                  if lang != pivot]
-    per_language, views = {}, {}
+    per_language, views, not_scored = {}, {}, []
     pivot_embeddings: dict[tuple[str, ...], torch.Tensor] = {}  # a pivot side encoded once
     for lang in languages:
         own, pivot_side = data.pair(lang, pivot)
@@ -71,6 +71,7 @@ def run_bitext(task, images, text, progress: Callable[[str], None]) -> dict:
         if not to_query:
             progress(f"{task.name} [{lang}] no sentence shares an id with the pivot '{pivot}': "
                      f"not scored")
+            not_scored.append(lang)
             continue
         key = tuple(pivot_side.texts)
         if key not in pivot_embeddings:
@@ -78,8 +79,10 @@ def run_bitext(task, images, text, progress: Callable[[str], None]) -> dict:
         own_emb, pivot_emb = text.encode(own.texts, lang), pivot_embeddings[key]
         to_ranks = translation_ranks(own_emb[to_query], pivot_emb, torch.tensor(to_target))
         from_ranks = translation_ranks(pivot_emb[from_query], own_emb, torch.tensor(from_target))
-        to_ids = [f">{own.ids[i]}" for i in to_query]
-        from_ids = [f"<{pivot_side.ids[i]}" for i in from_query]
+        # identities name the direction, the other language, the id and the text: two runs pair
+        # sample by sample only on the same sentences against the same pivot
+        to_ids = [f">{pivot}\t{own.ids[i]}\t{own.texts[i]}" for i in to_query]
+        from_ids = [f"<{lang}\t{pivot_side.ids[i]}\t{pivot_side.texts[i]}" for i in from_query]
         views[lang] = {"bitext_to_pivot": SampleRanks.build(to_ids, to_ranks),
                        "bitext_from_pivot": SampleRanks.build(from_ids, from_ranks),
                        "bitext": SampleRanks.build(to_ids + from_ids,
@@ -97,5 +100,9 @@ def run_bitext(task, images, text, progress: Callable[[str], None]) -> dict:
                  f"{metrics.get('bitext_to_pivot_acc@1', 0):.4f}, {pivot}-> "
                  f"{metrics.get('bitext_from_pivot_acc@1', 0):.4f} ({len(to_query)} pairs)")
     tag_languages(per_language, task, data)
-    return {"kind": task.kind, "languages": per_language, "views": views, "skipped": {},
-            "data": {"sentences": data.fingerprint()}}
+    result = {"kind": task.kind, "languages": per_language, "views": views,
+              "skipped": dict(getattr(data, "skipped", {})),  # rows without a language (TSV)
+              "data": {"sentences": data.fingerprint(), "pivot": pivot}}
+    if not_scored:
+        result["not_scored"] = not_scored  # languages without an id the pivot has
+    return result

@@ -26,7 +26,7 @@ NOT_PAIRED = {
     "no_bootstrap": "bootstrap off (--bootstrap 0)",
     "no_samples": "a file has no per-sample results (written before they were kept; re-run "
                   "'mclip eval')",
-    "different_data": "different data (the image sets differ)",
+    "different_data": "different data (the image sets, captions or sentences differ)",
     "different_samples": "different samples (same image set, other images or captions scored: "
                          "another --limit, other classes kept, or other captions)",
     "no_per_sample_metric": "the metric has no per-sample definition",
@@ -113,8 +113,8 @@ def _difference(task_name: str, lang: str, metric: str, base_task: dict, base_me
     elif view is None or base_view is None:
         out["not_paired_reason"] = "no_samples"
     elif view.ids != base_view.ids or len(view) != len(base_view):
-        images, base_images = (t.get("data", {}).get("images") for t in (task, base_task))
-        same = images is not None and images == base_images
+        data, base_data = (t.get("data") for t in (task, base_task))  # images, captions, ...
+        same = bool(data) and data == base_data
         out["not_paired_reason"] = "different_samples" if same else "different_data"
     else:
         result = paired_comparison(view, base_view, metric, n_resamples,

@@ -34,29 +34,38 @@ def frequency_bin(count: int) -> str:
 
 
 def load_concept_counts(path: str | Path) -> dict:
-    """The ``languages`` block of a counts file ({lang: {"names", "counts", "captions"}});
-    ConfigError naming the file when it is not one."""
+    """The ``languages`` block of a counts file ({lang: {"names", "counts", "captions"}}, each
+    language's names and counts lists of one length); ConfigError naming the file and the
+    command that writes one when it is not one."""
+    fix = "write one with 'mclip data concepts SHARDS --class-texts FILE --out counts.json'"
     try:
-        document = json.loads(Path(path).read_text("utf-8"))
-        languages = document["languages"]
-        assert isinstance(languages, dict)
-    except (OSError, ValueError, KeyError, AssertionError, TypeError) as error:
-        raise ConfigError(f"--concept-counts '{path}': not a counts file written by 'mclip data "
-                          f"concepts' ({error})") from None
+        languages = json.loads(Path(path).read_text("utf-8"))["languages"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"concept counts '{path}' cannot be read as a counts file ({error}); "
+                          f"{fix}") from None
+    bad = [lang for lang, entry in (languages.items() if isinstance(languages, dict) else [])
+           if not isinstance(entry, dict) or not isinstance(entry.get("names"), list)
+           or not isinstance(entry.get("counts"), list)
+           or len(entry["names"]) != len(entry["counts"])]
+    if not isinstance(languages, dict) or bad:
+        raise ConfigError(f"concept counts '{path}': language(s) {', '.join(bad) or '?'} lack "
+                          f"'names' and 'counts' lists of one length; {fix}")
     return languages
 
 
-def class_counts(languages: dict, lang: str, names: list[str | None], where: str
-                 ) -> list[int] | None:
+def class_counts(languages: dict, lang: str, names: list[str | None], where: str,
+                 path: str = "") -> list[int] | None:
     """The training count of each of ``names`` (class order) in ``lang``, or None when the file
-    has no such language; ConfigError when its class names differ."""
+    has no such language; ConfigError naming the file when its class names differ."""
     entry = languages.get(lang)
     if entry is None:
         return None
     if entry["names"] != list(names):
-        raise ConfigError(f"{where}: the concept counts of '{lang}' were made for other class "
-                          f"names ({len(entry['names'])} classes, first "
-                          f"{entry['names'][:2]}); count again with the task's class texts")
+        raise ConfigError(f"{where}: the concept counts of '{lang}' in '{path}' were made for "
+                          f"other class names ({len(entry['names'])} classes, first "
+                          f"{entry['names'][:2]}; the task has {len(names)}, first "
+                          f"{list(names)[:2]}); count again with 'mclip data concepts SHARDS "
+                          f"--class-texts' the task's class texts")
     return [int(n) for n in entry["counts"]]
 
 

@@ -118,18 +118,3 @@ def model_cost(model, device: torch.device, images, text, precision: str, batch_
             "texts_per_s": text.encoded / text.seconds if text.encoded else None},
         "device": str(device), "precision": precision, "batch_size": batch_size,
     }
-
-
-def cost_line(cost: dict) -> str:
-    """One line: parameters per tower (M), GFLOPs per image / text, embedding size, throughput."""
-    params, flops, speed = cost["parameters"], cost["flops"], cost["throughput"]
-
-    def shown(value, unit: float, fmt: str) -> str:
-        return "n/a" if value is None else format(value / unit, fmt)
-
-    return (f"parameters image {shown(params['image'], 1e6, '.2f')}M, text "
-            f"{shown(params['text'], 1e6, '.2f')}M; GFLOPs per image "
-            f"{shown(flops['image'], 1e9, '.3f')}, per text {shown(flops['text'], 1e9, '.3f')}; "
-            f"{cost['embed_dim']}-d ({cost['embedding_bytes']['fp32']} bytes fp32); "
-            f"{shown(speed['images_per_s'], 1, '.1f')} images/s, "
-            f"{shown(speed['texts_per_s'], 1, '.1f')} texts/s on {cost['device']}")

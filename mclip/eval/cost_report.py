@@ -1,8 +1,9 @@
 """Accuracy against cost over several models: a table with the Pareto front, and its chart.
 
 Each results file's ``cost`` block (:mod:`mclip.eval.cost`) gives a model's cost; its accuracy is
-the mean, over the tasks every compared model has, of each task's first headline metric averaged
-over its languages (:func:`mean_accuracy`). For each measure of :data:`COST_MEASURES` a model is on
+the mean, over the tasks every compared model has, of each task's first headline metric with a
+value in every report, averaged over its languages (:func:`accuracy_metrics`,
+:func:`mean_accuracy`). For each measure of :data:`COST_MEASURES` a model is on
 the Pareto front when no other model costs no more and scores no less, one of the two strictly
 (:func:`pareto_front`). Throughput is shown, not put on a front: it depends on the device each
 evaluation ran on.
@@ -35,17 +36,57 @@ COST_MEASURES: dict[str, tuple[str, Callable[[dict], float | None]]] = {
 }
 
 
-def mean_accuracy(report: dict, tasks: Sequence[str]) -> float | None:
-    """The mean over ``tasks`` of each one's first headline metric, averaged over its languages
-    (the report's ``mean``), a fraction; None when a task has no such mean."""
-    values = []
-    for name in tasks:
-        task = report["tasks"][name]
-        keys = [k for k in headline(task["kind"]) if not k.startswith("n_")]
-        value = task.get("mean", {}).get(keys[0]) if keys else None
-        if value is None:
-            return None
-        values.append(value)
+def cost_line(cost: dict) -> str:
+    """One line: parameters per tower (M), GFLOPs per image / text, embedding size, throughput."""
+    params, flops, speed = cost["parameters"], cost["flops"], cost["throughput"]
+
+    def shown(value, unit: float, fmt: str) -> str:
+        return "n/a" if value is None else format(value / unit, fmt)
+
+    return (f"parameters image {shown(params['image'], 1e6, '.2f')}M, text "
+            f"{shown(params['text'], 1e6, '.2f')}M; GFLOPs per image "
+            f"{shown(flops['image'], 1e9, '.3f')}, per text {shown(flops['text'], 1e9, '.3f')}; "
+            f"{cost['embed_dim']}-d ({cost['embedding_bytes']['fp32']} bytes fp32); "
+            f"{shown(speed['images_per_s'], 1, '.1f')} images/s, "
+            f"{shown(speed['texts_per_s'], 1, '.1f')} texts/s on {cost['device']}")
+
+
+def cost_csv_rows(report: dict, model: str) -> list[dict]:
+    """The model's cost as CSV rows (task ``cost``, no language): parameters per tower, FLOPs
+    per image / text, embedding size and bytes, measured throughput; [] without a cost block."""
+    cost = report.get("cost")
+    if not cost:
+        return []
+    values = {f"parameters_{k}": v for k, v in cost.get("parameters", {}).items()}
+    values.update({f"flops_{k}": v for k, v in cost.get("flops", {}).items()})
+    values["embed_dim"] = cost.get("embed_dim")
+    values.update({f"embedding_bytes_{k}": v for k, v in cost.get("embedding_bytes", {}).items()})
+    values.update(cost.get("throughput", {}))
+    return [{"model": model, "task": "cost", "kind": "cost", "language": None, "metric": key,
+             "value": value} for key, value in values.items()]
+
+
+def accuracy_metrics(reports: list[dict]) -> dict[str, str]:
+    """{task: metric} the accuracy is averaged over: the tasks every report has (not the
+    ``--embed-dims`` prefixes ``TASK@Dd``), each with its first headline metric that has a mean
+    over languages in every report (a task with none, such as caption -> caption on a set with
+    one caption per image, is left out)."""
+    out = {}
+    for name, task in reports[0]["tasks"].items():
+        if task.get("base_task") or not all(name in r["tasks"] for r in reports):
+            continue
+        for metric in headline(task["kind"]):
+            if not metric.startswith("n_") and all(
+                    r["tasks"][name].get("mean", {}).get(metric) is not None for r in reports):
+                out[name] = metric
+                break
+    return out
+
+
+def mean_accuracy(report: dict, metrics: dict[str, str]) -> float | None:
+    """The mean over ``metrics`` ({task: metric}) of the report's mean over languages, a
+    fraction; None for no task."""
+    values = [report["tasks"][name]["mean"][metric] for name, metric in metrics.items()]
     return sum(values) / len(values) if values else None
 
 
@@ -69,11 +110,12 @@ def cost_rows(reports: list[dict], names: list[str]) -> list[dict]:
     two reports have a cost block."""
     if sum(1 for r in reports if r.get("cost")) < 2:
         return []
-    shared = [t for t in reports[0]["tasks"] if all(t in r["tasks"] for r in reports)]
+    metrics = accuracy_metrics(reports)
     rows = []
     for name, report in zip(names, reports):
         cost = report.get("cost") or {}
-        row = {"model": name, "accuracy": mean_accuracy(report, shared), "tasks": shared,
+        row = {"model": name, "accuracy": mean_accuracy(report, metrics),
+               "tasks": [f"{task} {metric}" for task, metric in metrics.items()],
                "tower_parameters": cost.get("parameters"), "tower_flops": cost.get("flops"),
                "embed_dim": cost.get("embed_dim"), "throughput": cost.get("throughput"),
                "device": cost.get("device")}

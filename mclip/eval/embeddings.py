@@ -136,7 +136,7 @@ class TextEmbeddings:
         self.uses_cache = cache is not None
         self.encoded, self.from_cache = 0, 0
         self.seconds = 0.0  # wall time spent encoding
-        self.sample: list[str] = []  # the first SAMPLE_TEXTS texts encoded (for their cost)
+        self.sample: list[str] = []  # the first SAMPLE_TEXTS texts asked for (for their cost)
         self.adapter_languages = tuple(getattr(model, "adapter_languages", ()))
         self.adapted: set[str] = set()
         # with ``remember`` every embedding stays in memory for the run (a task scored again, at
@@ -163,6 +163,7 @@ class TextEmbeddings:
             return torch.stack([memory[adapter, t] for t in texts]) if texts else torch.empty(
                 0, self.model.embed_dim)
         distinct = list(dict.fromkeys(texts))
+        self.sample += distinct[:SAMPLE_TEXTS - len(self.sample)]  # cached or not: the same cost
         hashes = None
         if self.cache is not None:  # an adapter's embeddings are cached under their own keys
             hashes = text_hashes([f"\x00adapter:{adapter}\x00{t}" if adapter else t
@@ -180,7 +181,6 @@ class TextEmbeddings:
             new = self._encode_missing([distinct[i] for i in missing])
             seconds = time.perf_counter() - start
             self.seconds += seconds
-            self.sample += [distinct[i] for i in missing[:SAMPLE_TEXTS - len(self.sample)]]
             self.progress(f"encoded {len(missing)} distinct texts in {seconds:.1f} s "
                           f"({len(found)} read from the cache)")
             out[torch.tensor(missing)] = new

@@ -37,6 +37,7 @@ import math
 import re
 from pathlib import Path
 
+from mclip.eval.cost_report import cost_csv_rows
 from mclip.eval.report import fraction_metrics, interval_of, language_groups, sample_count
 from mclip.outputs import check_writable, write_atomically, write_text_atomically
 
@@ -64,7 +65,8 @@ def metric_row(model: str, task_name: str, task: dict, lang: str, metrics: dict,
 
 def report_rows(report: dict, model: str) -> list[dict]:
     """Long-format rows (:func:`metric_row`) of one results document, per (task, language,
-    fraction metric); ``model`` is the name written in the ``model`` column."""
+    fraction metric), then the model's cost (task ``cost``, :func:`cost_csv_rows`); ``model`` is
+    the name written in the ``model`` column."""
     rows = []
     for task_name, task in report["tasks"].items():
         group_of = language_groups([task])
@@ -72,7 +74,7 @@ def report_rows(report: dict, model: str) -> list[dict]:
         for lang, metrics in task["languages"].items():
             rows += [metric_row(model, task_name, task, lang, metrics, metric, group_of.get(lang))
                      for metric in names if metric in metrics]
-    return rows
+    return rows + cost_csv_rows(report, model)
 
 
 def write_csv(rows: list[dict], path: str | Path, columns: tuple[str, ...] = CSV_COLUMNS) -> Path:

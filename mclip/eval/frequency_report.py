@@ -7,16 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from mclip.eval.concept_frequency import BIN_NAMES
+from mclip.eval.metric_names import format_value
 
 
 def has_frequency_bins(report: dict) -> bool:
     """Whether any zero-shot language of ``report`` has recall by training frequency."""
     return any(f"n_classes_freq_{BIN_NAMES[0]}" in m for t in report["tasks"].values()
                for m in t["languages"].values())
-
-
-def _percent(value) -> str:
-    return "–" if value is None else f"{100 * value:.1f}"
 
 
 def frequency_table(report: dict) -> str:
@@ -27,7 +24,7 @@ def frequency_table(report: dict) -> str:
         rows = {lang: m for lang, m in task["languages"].items()
                 if f"n_classes_freq_{BIN_NAMES[0]}" in m}
         for lang, m in rows.items():
-            cells = [f"{_percent(m[f'recall_freq_{b}'])} ({m[f'n_classes_freq_{b}']})"
+            cells = [f"{format_value(m[f'recall_freq_{b}'])} ({m[f'n_classes_freq_{b}']})"
                      for b in BIN_NAMES]
             lines.append(f"| {name} | {lang} | " + " | ".join(cells) + " |")
         if len(rows) > 1:
@@ -35,7 +32,7 @@ def frequency_table(report: dict) -> str:
             for b in BIN_NAMES:
                 values = [m[f"recall_freq_{b}"] for m in rows.values()
                           if m[f"recall_freq_{b}"] is not None]
-                means.append(_percent(sum(values) / len(values)) if values else "–")
+                means.append(format_value(sum(values) / len(values)) if values else "–")
             lines.append(f"| {name} | **mean** | " + " | ".join(means) + " |")
     if not lines:
         return ""

@@ -33,6 +33,7 @@ import torch
 
 from mclip.config import ConfigError
 from mclip.eval.datasets import open_image_set, open_retrieval
+from mclip.eval.metric_names import shown
 from mclip.eval.provenance import tag_languages
 from mclip.eval.samples import SampleRanks
 
@@ -104,8 +105,8 @@ def run_image_to_image(task, images, text, progress: Callable[[str], None]) -> d
                    n_classes=len(set(labels)))
     view = SampleRanks.build((f"{keys[i]}\t{labels[i]}" for i in result.queries.tolist()),
                              result.ranks, label_tensor[result.queries])
-    progress(f"{task.name} image->image R@1={_shown(metrics.get('image_to_image_R@1'))} "
-             f"mAP={_shown(metrics['image_to_image_mAP'])} ({len(result.queries)} queries)")
+    progress(f"{task.name} image->image R@1={shown(metrics.get('image_to_image_R@1'))} "
+             f"mAP={shown(metrics['image_to_image_mAP'])} ({len(result.queries)} queries)")
     return {"kind": task.kind, "languages": {IMAGES_KEY: metrics},
             "views": {IMAGES_KEY: {"image_queries": view}}, "skipped": skipped,
             "data": {"images": image_set.fingerprint()}}
@@ -145,16 +146,12 @@ def run_text_to_text(task, images, text, progress: Callable[[str], None]) -> dic
             metrics.update(_scores("text_to_pivot_text", across, task.recall_at))
             metrics.update(pivot=pivot, n_pivot_queries=len(across.queries))
             views[lang]["pivot_text_queries"] = SampleRanks.build(
-                (f"{captions.image_keys[i]}\t{captions.texts[i]}" for i in across.queries.tolist()),
-                across.ranks)
+                (f"{pivot}\t{captions.image_keys[i]}\t{captions.texts[i]}"
+                 for i in across.queries.tolist()), across.ranks)
         per_language[lang] = metrics
-        progress(f"{task.name} [{lang}] text->text R@1={_shown(metrics.get('text_to_text_R@1'))}"
-                 + (f", ->{pivot} R@1={_shown(metrics.get('text_to_pivot_text_R@1'))}"
+        progress(f"{task.name} [{lang}] text->text R@1={shown(metrics.get('text_to_text_R@1'))}"
+                 + (f", ->{pivot} R@1={shown(metrics.get('text_to_pivot_text_R@1'))}"
                     if "pivot" in metrics else ""))
     tag_languages(per_language, task, dataset)
     return {"kind": task.kind, "languages": per_language, "views": views, "skipped": {},
-            "data": {"captions": dataset.fingerprint()}}
-
-
-def _shown(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
+            "data": {"captions": dataset.fingerprint(), "pivot": pivot}}

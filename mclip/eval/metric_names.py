@@ -1,4 +1,5 @@
-"""The names of metrics in tables: each task kind's headline metrics and their short labels."""
+"""The names of metrics in tables: each task kind's headline metrics, their short labels, and how
+a value is shown (:func:`format_value` in tables, :func:`shown` in progress lines)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,26 @@ def headline(kind: str) -> tuple[str, ...]:
 def short_name(metric: str) -> str:
     """A metric's column label (its own name where no short one is defined)."""
     return SHORT.get(metric, metric)
+
+
+def format_value(value, key: str = "", ci: tuple[float, float] | None = None) -> str:
+    """A table cell: percent with one decimal (``61.2``), integers for counts, ``–`` for None (not
+    applicable); with an interval (fractions) ``61.2 ±2.3`` (half its width) when it is about
+    symmetric around the value, else its bounds ``2.1 [0.0, 6.2]`` (near 0 or 100%)."""
+    if value is None:
+        return "–"
+    if key.startswith("n_"):
+        return str(int(value))
+    text = f"{100 * value:.1f}"
+    if ci is not None:
+        below, above = value - ci[0], ci[1] - value
+        if abs(above - below) <= 0.25 * (ci[1] - ci[0]):
+            text += f" ±{100 * (ci[1] - ci[0]) / 2:.1f}"
+        else:
+            text += f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+    return text
+
+
+def shown(value: float | None) -> str:
+    """A metric for a progress line: 4 decimals, ``n/a`` when not computed (0.0 is 0.0000)."""
+    return "n/a" if value is None else f"{value:.4f}"

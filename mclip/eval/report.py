@@ -16,11 +16,12 @@ from importlib import metadata
 from pathlib import Path
 
 from mclip.config import ConfigError
-from mclip.eval.alignment import alignment_table
+from mclip.eval.alignment import alignment_rows, alignment_table
 from mclip.eval.bootstrap import language_intervals
-from mclip.eval.cost import cost_line
+from mclip.eval.cost_report import cost_line
 from mclip.eval.frequency_report import frequency_table
-from mclip.eval.metric_names import HEADLINE, SHORT, headline, short_name  # noqa: F401
+from mclip.eval.metric_names import (HEADLINE, SHORT, format_value, headline,  # noqa: F401
+                                     short_name)
 from mclip.eval.samples import SampleRanks, metric_spec
 from mclip.outputs import check_writable, write_text_atomically
 
@@ -29,6 +30,7 @@ _PACKAGES = ("mclip", "torch", "timm", "transformers", "open_clip_torch", "torch
 # The count that says how many samples a view averages over, for files without "samples".
 VIEW_COUNTS = {"images": "n_images", "texts": "n_texts", "sentences": "n_sentences",
                "sentences_text_only": "n_sentences_text_only", "bitext_to_pivot": "n_pairs",
+               "bitext_from_pivot": "n_pairs",
                "image_queries": "n_queries", "text_queries": "n_queries",
                "pivot_text_queries": "n_pivot_queries"}
 ENGLISH = "en"
@@ -67,6 +69,9 @@ def build_report(model_name: str, suite_name: str, results: dict,
               "versions": package_versions(), "tasks": results}
     if cost:
         report["cost"] = cost
+    gaps = alignment_rows(report)
+    if gaps:
+        report["where_the_gap_is"] = gaps
     return report
 
 
@@ -221,24 +226,6 @@ def _mean(rows: list[dict], keys: list[str]) -> dict:
         if values:
             out[k] = sum(values) / len(values)
     return out
-
-
-def format_value(value, key: str = "", ci: tuple[float, float] | None = None) -> str:
-    """A table cell: percent with one decimal (``61.2``), integers for counts, ``–`` for None (not
-    applicable); with an interval (fractions) ``61.2 ±2.3`` (half its width) when it is about
-    symmetric around the value, else its bounds ``2.1 [0.0, 6.2]`` (near 0 or 100%)."""
-    if value is None:
-        return "–"
-    if key.startswith("n_"):
-        return str(int(value))
-    text = f"{100 * value:.1f}"
-    if ci is not None:
-        below, above = value - ci[0], ci[1] - value
-        if abs(above - below) <= 0.25 * (ci[1] - ci[0]):
-            text += f" ±{100 * (ci[1] - ci[0]) / 2:.1f}"
-        else:
-            text += f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
-    return text
 
 
 INTERVAL_LEGEND = ("Values in %; `±`: half the width of the 95% percentile-bootstrap interval, "

@@ -26,7 +26,8 @@ from mclip.eval.bitext_retrieval import run_bitext
 from mclip.eval.bootstrap import CONFIDENCE, language_intervals
 from mclip.eval.cache import EmbeddingCache
 from mclip.eval.concept_frequency import class_counts, frequency_recall, load_concept_counts
-from mclip.eval.cost import cost_line, model_cost
+from mclip.eval.cost import model_cost
+from mclip.eval.cost_report import cost_line
 from mclip.eval.datasets import open_class_texts, open_image_set, open_retrieval
 from mclip.eval.datasets.babel_imagenet import BabelImageNetTexts
 from mclip.eval.distributed import EvalRanks
@@ -34,6 +35,7 @@ from mclip.eval.embed_dims import PrefixImages, PrefixTexts, check_dims, task_na
 from mclip.eval.embeddings import ImageEmbeddings, TextEmbeddings
 from mclip.eval.encoding import check_precision
 from mclip.eval.intra_modal import run_image_to_image, run_text_to_text
+from mclip.eval.metric_names import shown
 from mclip.eval.provenance import tag_languages
 from mclip.eval.report import resource_group
 from mclip.eval.retrieval import retrieval_ranks
@@ -101,7 +103,7 @@ def run_zeroshot(task, images: ImageEmbeddings, text: TextEmbeddings, progress) 
                 (f"{k}\t{y}" for k, y in zip(kept_keys, scores.labels.tolist())),
                 scores.ranks, scores.labels)}
             counts = None if concepts is None else class_counts(
-                concepts, lang, class_texts.names, f"task '{task.name}'")
+                concepts, lang, class_texts.names, f"task '{task.name}'", task.concept_counts)
             if counts is not None and len(scores.ranks):
                 binned, bin_views = frequency_recall(
                     scores.ranks, scores.labels, [n for n, name in zip(counts, class_texts.names)
@@ -111,9 +113,9 @@ def run_zeroshot(task, images: ImageEmbeddings, text: TextEmbeddings, progress) 
                 views[lang].update(bin_views)
             per_language[lang] = metrics
             progress(f"{task.name} [{lang}] classes={metrics['n_classes']} "
-                     f"acc@1={_shown(metrics.get('acc@1'))}" + (
-                         f" (templates alone {_shown(metrics['acc@1_template_min'])}-"
-                         f"{_shown(metrics['acc@1_template_max'])}"
+                     f"acc@1={shown(metrics.get('acc@1'))}" + (
+                         f" (templates alone {shown(metrics['acc@1_template_min'])}-"
+                         f"{shown(metrics['acc@1_template_max'])}"
                          f"{': prompt-sensitive' if metrics['prompt_sensitive'] else ''})"
                          if "acc@1_template_min" in metrics else ""))
     tag_languages(per_language, task, texts)
@@ -245,8 +247,3 @@ def run_tasks(model, tasks: list, device: str | torch.device = "cpu", batch_size
         cost.update(model_cost(model, device, images, text, precision, batch_size))
         progress(f"cost: {cost_line(cost)}")
     return results
-
-
-def _shown(value: float | None) -> str:
-    """A metric for a progress line: 4 decimals, ``n/a`` when not computed (0.0 is 0.0000)."""
-    return "n/a" if value is None else f"{value:.4f}"
