@@ -4,13 +4,11 @@ before any work starts (:func:`validate`, called by :func:`mclip.config.config_f
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from mclip.config_schema import Config, EvalConfig
 from mclip.data.language_codes import validate_languages
 from mclip.errors import ConfigError
-
-if TYPE_CHECKING:
-    from mclip.config import Config, EvalConfig
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.text.pooling": ("mean", "cls", "eos"),

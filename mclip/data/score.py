@@ -104,7 +104,7 @@ def write_scores(model, spec: str, shards: list[str], out_dir: str | Path, batch
     """Score this rank's shards (every ``world_size``-th from ``rank``) into ``out_dir`` (module
     docstring); parts already written for the same shard version, model and languages are kept.
     Returns this rank's summary {"shards", "reused", "captions": {language: n}, "skipped"}."""
-    from mclip.eval.cache import model_fingerprint
+    from mclip.fingerprint import model_fingerprint
 
     pa = _pyarrow()
     out = Path(out_dir)

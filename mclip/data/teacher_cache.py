@@ -43,7 +43,7 @@ import torch
 
 from mclip.data.remote import redact, shard_identity, shard_stamp
 from mclip.data.shards import DataError, SkipCounter, batched, content_hash, usable_samples
-from mclip.eval.cache import model_fingerprint
+from mclip.fingerprint import model_fingerprint
 
 META_FILE, PARTS_DIR, INDEX_FILE, PART_FILE = "teacher.json", "parts", "index.json", "part.json"
 ARRAYS = {"image": "images.npy", "image_flipped": "images_flipped.npy", "text": "texts.npy"}

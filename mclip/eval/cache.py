@@ -33,28 +33,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from mclip.config import ConfigError
+from mclip.fingerprint import model_fingerprint  # noqa: F401  (the cache's key)
 from mclip.outputs import write_atomically, write_text_atomically
-
-
-def model_fingerprint(model, precision: str = "fp32") -> str:
-    """sha256 (hex, 32 chars) of the adapter class, spec, versions, config and every tensor,
-    and of the precision the towers run in when it is not fp32."""
-    digest = hashlib.sha256()
-    if precision != "fp32":
-        digest.update(f"precision={precision}\n".encode())
-    digest.update(type(model).__name__.encode())
-    digest.update(str(getattr(model, "name", "")).encode())
-    digest.update(json.dumps(getattr(model, "versions", {}), sort_keys=True).encode())
-    config = getattr(model, "config", None)
-    if config is not None:
-        digest.update(repr(config).encode())
-    if hasattr(model, "state_dict"):
-        for name, tensor in model.state_dict().items():
-            digest.update(name.encode())
-            digest.update(str(tensor.dtype).encode())
-            flat = tensor.detach().cpu().contiguous().reshape(-1)
-            digest.update(flat.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:32]
 
 
 def transform_fingerprint(transform) -> str:

@@ -18,8 +18,9 @@ from pathlib import Path
 from mclip.eval.bootstrap import CONFIDENCE, generator, paired_comparison
 from mclip.eval.cost_report import cost_markdown, cost_rows
 from mclip.eval.export import metric_row
-from mclip.eval.report import (format_value, fraction_metrics, headline, language_groups,
-                               mean_groups, metric_view, ordered_languages, short_name)
+from mclip.eval.metric_names import format_value, headline, short_name
+from mclip.eval.results import (fraction_metrics, language_groups, mean_groups, metric_view,
+                                ordered_languages)
 from mclip.eval.samples import metric_spec
 
 NOT_PAIRED = {

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from mclip.eval.metric_names import headline
+from mclip.eval.plots import pyplot, save_figure
 
 
 def _sum(a, b):
@@ -162,9 +163,7 @@ def cost_markdown(rows: list[dict]) -> str:
 def cost_chart(rows: list[dict], path: str | Path) -> Path:
     """A panel per cost measure: accuracy (%) against the cost (log scale), a point per model
     (labelled), the Pareto front joined by a line and its points filled."""
-    from mclip.eval.plots import _pyplot, _save
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(COST_MEASURES), figsize=(4.2 * len(COST_MEASURES), 3.6),
                              squeeze=False)
     for ax, (key, (label, _)) in zip(axes[0], COST_MEASURES.items()):
@@ -185,5 +184,5 @@ def cost_chart(rows: list[dict], path: str | Path) -> Path:
             ax.text(0.5, 0.5, "not measured", ha="center", transform=ax.transAxes)
     fig.suptitle("Accuracy against cost (filled: on the Pareto front)", fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return Path(path)

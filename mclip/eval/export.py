@@ -38,7 +38,7 @@ import re
 from pathlib import Path
 
 from mclip.eval.cost_report import cost_csv_rows
-from mclip.eval.report import fraction_metrics, interval_of, language_groups, sample_count
+from mclip.eval.results import fraction_metrics, interval_of, language_groups, sample_count
 from mclip.outputs import check_writable, write_atomically, write_text_atomically
 
 CSV_COLUMNS = ("model", "task", "kind", "language", "resource_group", "provenance", "metric",

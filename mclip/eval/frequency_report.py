@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mclip.eval.concept_frequency import BIN_NAMES
 from mclip.eval.metric_names import format_value
+from mclip.eval.plots import pyplot, save_figure
 
 
 def has_frequency_bins(report: dict) -> bool:
@@ -47,9 +48,7 @@ def frequency_chart(entries: list[tuple[str, dict]], path: str | Path) -> Path:
     """A panel per zero-shot task with bins: recall (%) against the training-frequency bin. One
     model: a thin line per language and the mean over languages bold; several: each model's
     mean."""
-    from mclip.eval.plots import _pyplot, _save
-
-    plt = _pyplot()
+    plt = pyplot()
     tasks = list(dict.fromkeys(name for _, report in entries for name, task in
                                report["tasks"].items()
                                if any(f"n_classes_freq_{BIN_NAMES[0]}" in m
@@ -79,5 +78,5 @@ def frequency_chart(entries: list[tuple[str, dict]], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
     return Path(path)

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mclip.data.shards import SkipCounter
 from mclip.eval.datasets.base import ImageSet
-from mclip.train.threads import usable_cpus
+from mclip.cpus import usable_cpus
 
 
 @dataclass

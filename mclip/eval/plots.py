@@ -18,7 +18,8 @@ import re
 import textwrap
 from pathlib import Path
 
-from mclip.eval.report import GROUP_ORDER, interval_of, language_groups, short_name
+from mclip.eval.metric_names import headline, short_name
+from mclip.eval.results import GROUP_ORDER, dims_families, interval_of, language_groups
 from mclip.outputs import write_atomically
 
 CHART_METRICS = {"zeroshot_classification": ("acc@1",),
@@ -33,20 +34,20 @@ _ROW = 0.17       # inches per dot-plot row
 _BAR_HEIGHT = 3.4  # inches per bar panel
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
 
 
-def _save(fig, path: str | Path) -> None:
+def save_figure(fig, path: str | Path) -> None:
     """Write ``fig`` as a PNG to ``path`` whole or not at all (:mod:`mclip.outputs`), then
     close it."""
     try:
         write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     finally:
-        _pyplot().close(fig)
+        pyplot().close(fig)
 
 
 def chart_metrics(task: dict) -> list[str]:
@@ -212,7 +213,7 @@ def task_chart(entries: list[tuple[str, dict]], task_name: str, path: str | Path
     """Chart one task of ``entries`` ([(model name, results document)], the first is the baseline)
     into ``path`` (PNG): bars for few languages, a sorted dot plot for many (module docstring).
     Returns the path, or None when the task has no charted metric."""
-    plt = _pyplot()
+    plt = pyplot()
     task = next(r["tasks"][task_name] for _, r in entries if task_name in r["tasks"])
     metrics = chart_metrics(task)
     if not metrics:
@@ -241,14 +242,14 @@ def task_chart(entries: list[tuple[str, dict]], task_name: str, path: str | Path
         for ax, metric in zip(axes[:, 0], metrics):
             _draw_bars(ax, blocks, _series(entries, task_name, metric), metric)
     _legend(fig, axes.flatten(), n_models, title)
-    _save(fig, path)
+    save_figure(fig, path)
     return Path(path)
 
 
 def overview_chart(entries: list[tuple[str, dict]], path: str | Path) -> Path:
     """One figure with a panel per task: its first charted metric per language, bars or a dot
     plot as :func:`task_chart` would choose, whiskers = 95% intervals. Returns ``path``."""
-    plt = _pyplot()
+    plt = pyplot()
     tasks = list(dict.fromkeys(t for _, r in entries for t in r["tasks"]))
     panels = []
     for task_name in tasks:
@@ -273,7 +274,7 @@ def overview_chart(entries: list[tuple[str, dict]], path: str | Path) -> Path:
         fig, ax = plt.subplots(figsize=(6, 2))
         ax.text(0.5, 0.5, "no per-language metric to chart", ha="center", va="center")
         ax.axis("off")
-        _save(fig, path)
+        save_figure(fig, path)
         return Path(path)
     fig, axes = plt.subplots(len(panels), 1, squeeze=False, layout="constrained",
                              figsize=(max(p[6] for p in panels), 0.8 + sum(p[5] for p in panels)),
@@ -285,7 +286,7 @@ def overview_chart(entries: list[tuple[str, dict]], path: str | Path) -> Path:
             _draw_bars(ax, layout, series, metric)
         ax.set_title(f"{task_name}: {short_name(metric)} (%)", fontsize=10, loc="left")
     _legend(fig, axes[:, 0], len(entries), "Per language; whiskers: 95% bootstrap interval")
-    _save(fig, path)
+    save_figure(fig, path)
     return Path(path)
 
 
@@ -307,9 +308,8 @@ def dims_chart(entries: list[tuple[str, dict]], path: str | Path) -> Path:
     """Accuracy against embedding size (``mclip eval --embed-dims``): a panel per task scored at
     several sizes, its first headline metric's mean over languages (%) against the number of
     dimensions (log scale), a line per model. Returns ``path``."""
-    from mclip.eval.report import dims_families, headline
 
-    plt = _pyplot()
+    plt = pyplot()
     bases = list(dict.fromkeys(b for _, r in entries for b in dims_families(r)))
     fig, axes = plt.subplots(1, len(bases), figsize=(4.5 * len(bases), 3.4), squeeze=False,
                              layout="constrained")
@@ -328,7 +328,7 @@ def dims_chart(entries: list[tuple[str, dict]], path: str | Path) -> Path:
         ax.set_title(base, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
     return Path(path)
 
 
@@ -342,7 +342,7 @@ def prompts_chart(entries: list[tuple[str, dict]], path: str | Path) -> Path:
     """Prompt sensitivity: per task and language, the range of acc@1 over single templates (a
     bar from min to max) and the acc@1 of their averaged classifier (a dot), a colour per model;
     languages whose templates disagree by 10 points or more are starred. Returns ``path``."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = [(name, task_name, lang, metrics) for name, report in entries
             for task_name, task in report["tasks"].items()
             for lang, metrics in task["languages"].items() if "acc@1_template_min" in metrics]
@@ -368,5 +368,5 @@ def prompts_chart(entries: list[tuple[str, dict]], path: str | Path) -> Path:
     ax.set_xlabel("acc@1 (%): bar = single templates, min to max; dot = all templates")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    _save(fig, path)
+    save_figure(fig, path)
     return Path(path)

@@ -110,7 +110,7 @@ def filter_report(report: dict, tags: list[str]) -> dict:
     """The report with only the languages whose provenance is in ``tags`` (a language without a
     tag counts as ``unknown``); tasks left with no language are dropped, tasks without texts
     (:data:`TEXT_FREE_KINDS`) are kept whole. Modifies and returns ``report``;
-    the caller recomputes the means (:func:`mclip.eval.report.add_means`)."""
+    the caller recomputes the means (:func:`mclip.eval.results.add_means`)."""
     kept = {}
     for name, task in report["tasks"].items():
         if task["kind"] not in TEXT_FREE_KINDS:

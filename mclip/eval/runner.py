@@ -37,7 +37,7 @@ from mclip.eval.encoding import check_precision
 from mclip.eval.intra_modal import run_image_to_image, run_text_to_text
 from mclip.eval.metric_names import shown
 from mclip.eval.provenance import tag_languages
-from mclip.eval.report import resource_group
+from mclip.eval.results import resource_group
 from mclip.eval.retrieval import retrieval_ranks
 from mclip.eval.samples import SampleRanks
 from mclip.eval.topic_matching import run_topic_matching

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import pickle
 import random
-import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -24,16 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from mclip.config import Config, ConfigError
-from mclip.models.dual import CONFIG_FILE, WEIGHTS_FILE, DualEncoder, load_weights
-from mclip.models.manifest import DamagedCheckpoint, damage, write_manifest
+from mclip.models.dual import DualEncoder, load_weights
+from mclip.models.checkpoints import (checkpoint_dir, latest_checkpoint,  # noqa: F401
+                                      list_checkpoints, newest_intact_checkpoint,
+                                      resolve_model_dir)
+from mclip.models.manifest import DamagedCheckpoint, write_manifest
 
 TRAINER_FILE = "trainer.pt"
-_STEP_DIR = re.compile(r"^step_(\d+)$")
-
-
-def checkpoint_dir(out_dir: str | Path) -> Path:
-    """Where a run keeps its checkpoints: ``OUT_DIR/checkpoints``."""
-    return Path(out_dir) / "checkpoints"
 
 
 def rng_state() -> dict:
@@ -102,62 +98,6 @@ def prepare_out_dir(out_dir: str | Path, resume: bool, overwrite: bool, remove: 
         shutil.rmtree(Path(out_dir) / "tensorboard", ignore_errors=True)
         shutil.rmtree(Path(out_dir) / "best", ignore_errors=True)
         (Path(out_dir) / "log.jsonl").unlink(missing_ok=True)
-
-
-def list_checkpoints(out_dir: str | Path) -> list[Path]:
-    """Complete checkpoints under ``out_dir``, oldest first."""
-    root = checkpoint_dir(out_dir)
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir()
-             if (m := _STEP_DIR.match(p.name)) and (p / WEIGHTS_FILE).is_file()]
-    return [p for _, p in sorted(found)]
-
-
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint of a run (intact or not), or None."""
-    found = list_checkpoints(out_dir)
-    return found[-1] if found else None
-
-
-def newest_intact_checkpoint(out_dir: str | Path, required: tuple[str, ...] = (CONFIG_FILE,)
-                             ) -> tuple[Path | None, list[tuple[Path, str]]]:
-    """(the newest checkpoint whose files match its manifest, or None; [(newer checkpoint,
-    what is wrong with it)] for each damaged one passed over, newest first). ``required``: files
-    a checkpoint must have besides its weights (``trainer.pt`` to resume)."""
-    damaged = []
-    for path in reversed(list_checkpoints(out_dir)):
-        problem = damage(path, required=(WEIGHTS_FILE, *required))
-        if problem is None:
-            return path, damaged
-        damaged.append((path, problem))
-    return None, damaged
-
-
-def resolve_model_dir(path: str | Path, passed_over: list | None = None) -> Path:
-    """A checked model directory from a checkpoint directory or a run directory (its newest
-    intact checkpoint; each damaged newer one is appended to ``passed_over`` as (path, problem)).
-    A damaged checkpoint named directly, or a run with none intact, is a ConfigError naming the
-    file."""
-    path = Path(path)
-    if (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file():
-        problem = damage(path)
-        if problem:
-            raise DamagedCheckpoint(f"checkpoint '{path}' is damaged: {problem}. Name an earlier "
-                                    f"checkpoint, or the run directory to use its newest intact one")
-        return path
-    intact, damaged = newest_intact_checkpoint(path)
-    if passed_over is not None:
-        passed_over.extend(damaged)
-    if intact is None and damaged:
-        listed = "; ".join(f"{p.name}: {problem}" for p, problem in damaged[:3])
-        raise DamagedCheckpoint(f"run '{path}' has no intact checkpoint ({listed}); train again "
-                                f"or restore the files")
-    if intact is None:
-        raise ConfigError(f"'{path}' is neither a model directory ({CONFIG_FILE} + {WEIGHTS_FILE}) "
-                          f"nor a run directory with checkpoints/step_*; pass e.g. "
-                          f"runs/demo or runs/demo/checkpoints/step_0000300")
-    return intact
 
 
 def restore_checkpoint(directory: Path, model: DualEncoder, optimizer: torch.optim.Optimizer,

@@ -15,7 +15,7 @@ Headline numbers are named ``TASK/METRIC``: a task of the suite and a metric nam
 results JSON of ``mclip eval`` (``shapes/acc@1``, ``xtd10/text_to_image_R@1``), each the mean
 over the task's languages -- the task's ``mean`` block of that JSON. ``mean/METRIC`` is the mean
 of ``TASK/METRIC`` over the tasks that report METRIC, offered when two or more tasks of the suite
-report it. Only the headline metrics of :data:`mclip.eval.report.HEADLINE` count (counts such as
+report it. Only the headline metrics of :data:`mclip.eval.metric_names.HEADLINE` count (counts such as
 ``n_classes`` do not), and ``acc@k`` / ``R@k`` only for the ``k`` the task asks for. Higher is
 better for all of them.
 
@@ -36,7 +36,8 @@ import torch
 
 from mclip.config import Config, ConfigError
 from mclip.eval.distributed import EvalRanks
-from mclip.eval.report import headline, language_means
+from mclip.eval.metric_names import headline
+from mclip.eval.results import language_means
 from mclip.eval.suite import Suite, Task, load_suite, narrow_languages, run_suite
 from mclip.models.adapters.native import NativeAdapter
 from mclip.models.dual import WEIGHTS_FILE, DualEncoder
@@ -53,7 +54,7 @@ _K_OF = {"zeroshot_classification": "top_k", "retrieval": "recall_at",
 
 
 def task_headline(task: Task) -> list[str]:
-    """The headline metrics ``task`` reports: :func:`~mclip.eval.report.headline` of its kind,
+    """The headline metrics ``task`` reports: :func:`~mclip.eval.metric_names.headline` of its kind,
     counts left out, ``acc@k`` / ``R@k`` only for the ``k`` in its ``top_k`` / ``recall_at``."""
     ks = getattr(task, _K_OF[task.kind]) if task.kind in _K_OF else None
     out = []

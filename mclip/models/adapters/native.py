@@ -9,12 +9,12 @@ import torch
 from PIL import Image
 
 from mclip.config import Config, ConfigError
-from mclip.models.adapters.base import TokenizingAdapter, normalized, package_versions
-from mclip.models.adapters.registry import ACCEPTED_FORMS
+from mclip.models.adapters.base import (ACCEPTED_FORMS, TokenizingAdapter, normalized,
+                                        package_versions)
 from mclip.models.dual import DualEncoder
 from mclip.models.manifest import DamagedCheckpoint
 from mclip.models.lora import attached_languages, load_language_adapters, text_language
-from mclip.train.checkpoint import resolve_model_dir
+from mclip.models.checkpoints import resolve_model_dir
 
 
 class NativeAdapter(TokenizingAdapter):

@@ -26,15 +26,11 @@ from pathlib import Path
 import torch
 
 from mclip.config import ConfigError
-from mclip.models.adapters.base import ModelAdapter
+from mclip.models.adapters.base import ACCEPTED_FORMS, ModelAdapter
 
 OPEN_CLIP_PREFIX = "open_clip:"
 HF_PREFIX = "hf:"
 ONNX_PREFIX = "onnx:"
-ACCEPTED_FORMS = ("accepted model specs: DIR (an mclip run directory or checkpoint directory), "
-                  "'open_clip:ARCH' with pretrained=TAG_OR_FILE (or 'open_clip:ARCH/TAG'), "
-                  "'hf:NAME_OR_DIR' (a transformers hub name or save_pretrained directory), "
-                  "'onnx:DIR' (an 'mclip export --format onnx' folder)")
 _PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9_.+-]+):")  # two characters or more: not a drive letter
 
 
