@@ -140,8 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_caption_language_flags(concepts)
     concepts.set_defaults(func=cmd_data_concepts)
 
-    parallel = data_sub.add_parser("parallel", help="pairs of captions of one image in two languages "
-                                                "(source, translation) for teacher learning")
+    parallel = data_sub.add_parser("parallel",
+                                   help="pairs of captions of one image in two languages "
+                                        "(source, translation) for teacher learning")
     parallel.add_argument("shards", help="caption shards (KEY.json with captions by language)")
     parallel.add_argument("--out", required=True, help="the TSV to write")
     parallel.add_argument("--source-language", default="en")
@@ -188,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true",
                        help="delete the checkpoints and log of an earlier run in train.out_dir "
                             "and start afresh (without it, a used out_dir is refused)")
-    train.add_argument("--quiet", action="store_true", help="no progress output (JSONL still written)")
+    train.add_argument("--quiet", action="store_true",
+                       help="no progress output (JSONL still written)")
     train.add_argument("overrides", nargs="*", metavar="key=value",
                        help="dotted overrides, e.g. train.steps=200 loss.kind=sigmoid")
     train.set_defaults(func=_cmd_train)
@@ -198,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed = distill.add_parser("embed", help="compute a teacher's embeddings of a shard set once, "
                                              "for training without running the teacher")
     embed.add_argument("--teacher", required=True,
-                       help="mclip run/checkpoint directory, open_clip:ARCH[/TAG] or hf:NAME_OR_DIR")
+                       help="mclip run/checkpoint directory, open_clip:ARCH[/TAG] or "
+                            "hf:NAME_OR_DIR")
     embed.add_argument("--pretrained", default=None, help="open_clip pretrained tag or file")
     embed.add_argument("--model-config", default=None, type=existing_file, metavar="JSON",
                        help="open_clip:ARCH only: the model config JSON defining ARCH")

@@ -23,7 +23,8 @@ def cmd_data_index(args: argparse.Namespace) -> int:
     path = write_index(index, target)
     top = ", ".join(f"{lang} {n}" for lang, n in list(index["languages"].items())[:12])
     print(f"indexed {len(shards)} shards, {index['samples']} samples, "
-          f"{len(index['languages'])} languages ({top}{', ...' if len(index['languages']) > 12 else ''})"
+          f"{len(index['languages'])} languages "
+          f"({top}{', ...' if len(index['languages']) > 12 else ''})"
           f"; skipped: {index['skipped'] or 'none'}")
     print(f"wrote {path}")
     return 0
@@ -79,7 +80,8 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
                         image_size=args.image_size, shard_size=args.shard_size, seed=args.seed,
                         progress=bar.update)
     print(f"wrote {summary['counts']} images, {summary['classes']} classes, captions in "
-          f"{len(summary['languages'])} languages ({', '.join(summary['languages'])}) to {args.out}")
+          f"{len(summary['languages'])} languages ({', '.join(summary['languages'])}) "
+          f"to {args.out}")
     if args.level == "hard":
         print("evaluate with eval_suites/demo_hard.yaml; train with data.augment=false (a flip "
               "swaps left and right) and model.text.max_length=192")

@@ -73,7 +73,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_writable(out_dir, "--out" if args.out else "the output folder (--out)")
     if args.cache:
         check_writable(args.cache, "--cache")
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available()
+                                                        else "cpu")
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"
     ranks = init_eval_ranks(device)
@@ -91,7 +92,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         results = run_suite(model, suite, device=device, batch_size=args.batch_size, progress=log,
                             limit=args.limit, bootstrap=args.bootstrap, seed=args.seed,
                             cache_dir=args.cache, ranks=ranks, embed_dims=args.embed_dims,
-                            workers=_image_workers(args.workers, device, ranks), precision=args.precision,
+                            workers=_image_workers(args.workers, device, ranks),
+                            precision=args.precision,
                             cost=cost)
     finally:
         shutdown_eval_ranks(ranks)

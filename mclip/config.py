@@ -59,7 +59,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
         key_tp, value_tp = typing.get_args(tp)
-        return {_coerce(k, key_tp, key): _coerce(v, value_tp, f"{key}.{k}") for k, v in value.items()}
+        return {_coerce(k, key_tp, key): _coerce(v, value_tp, f"{key}.{k}")
+                for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is bool and not isinstance(value, bool):
@@ -91,7 +92,8 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
             kwargs[key] = _build(tp, value if value is not None else {}, full + ".")
         elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
             if not isinstance(value, list):
-                raise ConfigError(f"config key '{full}': expected a list of mappings, got {value!r}")
+                raise ConfigError(f"config key '{full}': expected a list of mappings, "
+                                  f"got {value!r}")
             kwargs[key] = [_build(typing.get_args(tp)[0], item, f"{full}[{i}].")
                            for i, item in enumerate(value)]
         else:
@@ -156,4 +158,5 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (keys in declaration order, Unicode kept)."""
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), "utf-8")
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True),
+                          "utf-8")

@@ -29,7 +29,8 @@ def validate(cfg: Config) -> Config:
     for key, allowed in CHOICES.items():
         value = _get(cfg, key)
         if value not in allowed:
-            raise ConfigError(f"config key '{key}' is {value!r}; valid choices: {', '.join(allowed)}")
+            raise ConfigError(f"config key '{key}' is {value!r}; "
+                              f"valid choices: {', '.join(allowed)}")
     positive = ["model.embed_dim", "model.image.image_size", "model.text.max_length",
                 "model.text.hidden_size", "model.text.num_layers", "model.text.num_heads",
                 "model.text.intermediate_size", "train.steps", "train.batch_size", "train.lr",
@@ -75,12 +76,14 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("config keys 'model.text.dropout' and 'model.image.drop_path_rate' "
                           "must be in [0, 1)")
     if cfg.model.text.length_groups > 1 and cfg.model.text.padding != "longest":
-        raise ConfigError(f"config key 'model.text.length_groups' is {cfg.model.text.length_groups}, "
+        raise ConfigError(f"config key 'model.text.length_groups' is "
+                          f"{cfg.model.text.length_groups}, "
                           f"which needs model.text.padding: longest (padding to max_length keeps "
                           f"every text at the same length); set one of them back")
     if cfg.model.text.hidden_size % cfg.model.text.num_heads:
         raise ConfigError(f"config key 'model.text.hidden_size' ({cfg.model.text.hidden_size}) "
-                          f"must be divisible by 'model.text.num_heads' ({cfg.model.text.num_heads})")
+                          f"must be divisible by 'model.text.num_heads' "
+                          f"({cfg.model.text.num_heads})")
     if len(cfg.train.betas) != 2 or not all(0 <= b < 1 for b in cfg.train.betas):
         raise ConfigError(f"config key 'train.betas' must be two numbers in [0, 1), got "
                           f"{cfg.train.betas}")
@@ -99,7 +102,8 @@ def validate(cfg: Config) -> Config:
         if not cfg.data.language_weights:
             raise ConfigError("config key 'data.language_policy' is 'weighted' but "
                               "'data.language_weights' is empty; give e.g. {en: 2.0, de: 1.0}")
-        bad = {k: v for k, v in cfg.data.language_weights.items() if not (v >= 0 and math.isfinite(v))}
+        bad = {k: v for k, v in cfg.data.language_weights.items()
+               if not (v >= 0 and math.isfinite(v))}
         if bad or sum(cfg.data.language_weights.values()) <= 0:
             raise ConfigError(f"config key 'data.language_weights' needs finite weights >= 0 with "
                               f"a positive sum, got {cfg.data.language_weights}")
@@ -125,7 +129,8 @@ def validate(cfg: Config) -> Config:
     learning = cfg.teacher_learning
     if learning.teacher and not learning.parallel.strip():
         raise ConfigError("config key 'teacher_learning.parallel' is empty; give a parallel TSV "
-                          "(mclip data parallel SHARDS --out pairs.tsv makes one from caption shards)")
+                          "(mclip data parallel SHARDS --out pairs.tsv makes one from caption "
+                          "shards)")
     if learning.teacher and cfg.distill.teachers:
         raise ConfigError("teacher_learning and distill.teachers are both set; teacher_learning "
                           "trains the text tower alone on parallel text: run them as two stages, "

@@ -1,7 +1,7 @@
-"""The configuration's dataclasses: one per section of a config YAML (``model``, ``loss``, ``train``,
-``dist``, ``eval``; ``data`` in :mod:`mclip.config_data`, ``distill`` and ``teacher_learning`` in
-:mod:`mclip.config_distill`). Loading, overrides and checks: :mod:`mclip.config` and
-:mod:`mclip.config_checks`, which both build on this module.
+"""The configuration's dataclasses: one per section of a config YAML (``model``, ``loss``,
+``train``, ``dist``, ``eval``; ``data`` in :mod:`mclip.config_data`, ``distill`` and
+``teacher_learning`` in :mod:`mclip.config_distill`). Loading, overrides and checks:
+:mod:`mclip.config` and :mod:`mclip.config_checks`, which both build on this module.
 """
 
 from __future__ import annotations

@@ -73,6 +73,7 @@ def check_writable(directory: str | Path, option: str) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
-        raise OutputError(f"{option} '{directory}' is not a writable folder ({error.strerror or error}); "
+        raise OutputError(f"{option} '{directory}' is not a writable folder "
+                          f"({error.strerror or error}); "
                           f"choose a folder you can write to") from None
     return directory

@@ -91,7 +91,8 @@ def main() -> None:
                         help="where the teacher, embeddings and students go")
     parser.add_argument("--teacher", type=Path, help="a trained teacher run (default: train one)")
     parser.add_argument("--teacher-steps", type=int, default=1200)
-    parser.add_argument("--student-config", type=Path, default=ROOT / "configs" / "demo_distill.yaml")
+    parser.add_argument("--student-config", type=Path,
+                        default=ROOT / "configs" / "demo_distill.yaml")
     parser.add_argument("--student-steps", type=int, default=1200)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--offline", action="store_true",
@@ -119,7 +120,8 @@ def main() -> None:
     teacher = args.teacher or train(
         "teacher", ROOT / "configs" / "demo.yaml",
         [*HARD_LEVEL, f"train.steps={args.teacher_steps}",
-         f"train.warmup_steps={min(80, args.teacher_steps // 10)}", "train.save_every=500"], args, args.runs)
+         f"train.warmup_steps={min(80, args.teacher_steps // 10)}", "train.save_every=500"],
+        args, args.runs)
     teacher_spec = "{model: %s}" % teacher
     if args.offline:
         embeddings = args.runs / "teacher_embeddings"
@@ -162,7 +164,8 @@ def main() -> None:
         print(f"| **{kind} student, mean (spread)** | | {args.seeds} | "
               + " | ".join(f"**{stats[kind][m]['mean']:.1f}** ({stats[kind][m]['spread']:.1f})"
                            for m in metrics) + " |")
-    teacher_row, distilled, undistilled = results["teacher"], stats["distilled"], stats["undistilled"]
+    teacher_row, distilled, undistilled = (results["teacher"], stats["distilled"],
+                                           stats["undistilled"])
     margin = distilled["R@1"]["mean"] - undistilled["R@1"]["mean"]
     spread = max(distilled["R@1"]["spread"], undistilled["R@1"]["spread"])
     targets = {

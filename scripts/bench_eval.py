@@ -281,7 +281,9 @@ def _run_classification(impl: str, size) -> dict:
                classes_per_language=[len(kept) for kept, _ in languages],
                images_per_language=kept_images, metrics=metrics)
     if impl == "full_matrix":  # after the readings: without the 100x, to explain differences
-        unscaled = lambda x, y, classifier: full_matrix_classification(x, y, classifier, scale=1.0)
+        def unscaled(x, y, classifier):
+            return full_matrix_classification(x, y, classifier, scale=1.0)
+
         row["metrics_unscaled"] = {"per_language": _classify_languages(
             unscaled, images, labels, languages, size[0])[0]}
     return row

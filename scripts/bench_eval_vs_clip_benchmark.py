@@ -175,7 +175,8 @@ adapter = mclip.load_model("open_clip:local-dir:{model}")
 prompts = []
 for code in {languages!r}:
     names = json.load(open({str(texts)!r} + f"/{{code}}_classnames.json"))["imagenet1k"]
-    temps = json.load(open({str(texts)!r} + f"/{{code}}_zeroshot_classification_templates.json"))["imagenet1k"]
+    temps = json.load(open({str(texts)!r} + \
+f"/{{code}}_zeroshot_classification_templates.json"))["imagenet1k"]
     prompts += [t.replace("{{c}}", n) for n in names for t in temps]
 prompts = list(dict.fromkeys(prompts))[:{count}]
 out = {{"texts": len(prompts)}}
@@ -246,7 +247,8 @@ def main() -> None:
                 results[arm] = run_mclip(work, case, arm, model, texts, spec["languages"],
                                          args.threads, source, extra)
         cb_seconds, cb_metrics = results["clip_benchmark"]
-        report["cases"][case] = {arm: {"seconds": seconds, "vs_clip_benchmark": cb_seconds / seconds,
+        report["cases"][case] = {arm: {"seconds": seconds,
+                                       "vs_clip_benchmark": cb_seconds / seconds,
                                        "max_metric_difference": agreement(metrics, cb_metrics)
                                        if arm != "clip_benchmark" else 0.0}
                                  for arm, (seconds, metrics) in results.items()}

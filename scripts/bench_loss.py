@@ -40,21 +40,31 @@ def run_case(impl: str, batch: int, dim: int, chunk: int, device: str) -> dict:
 
     if impl == "mclip_infonce":
         from mclip.losses.tiled import tiled_infonce
-        fn = lambda: tiled_infonce(x, y, log_scale, chunk=chunk)
+
+        def fn():
+            return tiled_infonce(x, y, log_scale, chunk=chunk)
     elif impl == "mclip_sigmoid":
         from mclip.losses.tiled import tiled_sigmoid
-        fn = lambda: tiled_sigmoid(x, y, log_scale, bias, chunk=chunk)
+
+        def fn():
+            return tiled_sigmoid(x, y, log_scale, bias, chunk=chunk)
     elif impl == "open_clip_clip":
         from open_clip.loss import ClipLoss
-        loss = ClipLoss()
-        fn = lambda: loss(x, y, log_scale.exp())
+        clip_loss = ClipLoss()
+
+        def fn():
+            return clip_loss(x, y, log_scale.exp())
     elif impl == "open_clip_siglip":
         from open_clip.loss import SigLipLoss
-        loss = SigLipLoss()
-        fn = lambda: loss(x, y, log_scale.exp(), bias)
+        siglip_loss = SigLipLoss()
+
+        def fn():
+            return siglip_loss(x, y, log_scale.exp(), bias)
     else:
         from mclip.losses.reference import infonce_reference
-        fn = lambda: infonce_reference(x, y, log_scale)
+
+        def fn():
+            return infonce_reference(x, y, log_scale)
 
     def once():
         for t in (x, y, log_scale, bias):
@@ -131,7 +141,8 @@ def main() -> int:
                                   args.device)))
         return 0
 
-    limit = args.memory_limit_gb or 0.8 * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    limit = (args.memory_limit_gb
+             or 0.8 * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30)
 
     def cap_memory():  # runs in the child: fail cleanly instead of swapping or OOM-killing
         cap = int(limit * 2**30)
@@ -166,7 +177,8 @@ def _format_row(row: dict) -> str:
     if row["status"] != "ok":
         return f"B={row['batch']:>6} {row['impl']:<17} {row['status']}"
     bound = (f"  GEMM bound {row['gemm_seconds']:.2f} s "
-             f"({100 * row['gemm_seconds'] / row['seconds']:.0f}%)" if "gemm_seconds" in row else "")
+             f"({100 * row['gemm_seconds'] / row['seconds']:.0f}%)"
+             if "gemm_seconds" in row else "")
     return (f"B={row['batch']:>6} {row['impl']:<17} {row['seconds']:8.2f} s "
             f"{row['extra_peak_bytes'] / 2**20:10.0f} MiB{bound}")
 

@@ -19,10 +19,11 @@ open_clip's ``Batch (t)``). Two settings:
 mclip runs with its defaults (fused AdamW, channels_last image tower, gradient clipping at 1.0,
 ``data.num_workers: auto``, which on 2 CPUs decodes between steps instead of in a worker that
 stalls the compute threads); open_clip_train with its own (no clipping) and ``--workers`` 1 (its
-default of 4 exceeds 2 cores; with 0 it measured 60.6 against 61.7 samples/s with 1). Each trainer runs ``--repeats`` times per setting, the two alternating, and the table gives the
-medians (single runs of 20 steps vary by ~5%). Also measured: the data pipeline alone (images/s through each loader, same workers), and
-``remote``: mclip's ``default`` run reading the same shards over HTTP from a server on
-127.0.0.1 in this process (``http://127.0.0.1:PORT/shard-0000.tar,...``; read ahead, see
+default of 4 exceeds 2 cores; with 0 it measured 60.6 against 61.7 samples/s with 1). Each trainer
+runs ``--repeats`` times per setting, the two alternating, and the table gives the medians (single
+runs of 20 steps vary by ~5%). Also measured: the data pipeline alone (images/s through each loader,
+same workers), and ``remote``: mclip's ``default`` run reading the same shards over HTTP from a
+server on 127.0.0.1 in this process (``http://127.0.0.1:PORT/shard-0000.tar,...``; read ahead, see
 :mod:`mclip.data.remote`), alternating with the local runs; its target is >= 95% of the local
 samples/s. Prints a table and writes JSON (``--out``).
 
@@ -311,7 +312,8 @@ def main() -> None:
                                       / rows[setting]["open_clip"]["samples_per_s"])
         http.close()
         remote = rows["default"].pop("mclip_http")
-        remote["ratio_to_local"] = remote["samples_per_s"] / rows["default"]["mclip"]["samples_per_s"]
+        remote["ratio_to_local"] = (remote["samples_per_s"]
+                                    / rows["default"]["mclip"]["samples_per_s"])
         print("data pipeline alone ...", file=sys.stderr, flush=True)
         pipeline = pipeline_images_per_s(shards, table, args)
 

@@ -1,4 +1,5 @@
-"""scripts/bench_distill.py runs teacher, embeddings, both students and evaluation at smoke sizes."""
+"""scripts/bench_distill.py runs teacher, embeddings, both students and evaluation at smoke
+sizes."""
 
 import json
 import subprocess

@@ -94,7 +94,8 @@ def test_translation_ranks_match_a_plain_loop():
         bitext.QUERY_CHUNK = old
     scores = queries @ candidates.T
     expected = [sum(1 for j in range(70) if scores[i, j] > scores[i, t] or
-                    (scores[i, j] == scores[i, t] and j < t)) for i, t in enumerate(targets.tolist())]
+                    (scores[i, j] == scores[i, t] and j < t))
+                for i, t in enumerate(targets.tolist())]
     assert ranks.tolist() == expected
     assert ranks[0] == 1  # candidate 3 ties candidate 5 and comes first
 
@@ -223,7 +224,8 @@ def test_where_the_gap_is_reads_image_and_bitext_scores_together():
             "sw": {"acc@1": 0.3}, "it": {"acc@1": 0.5}}},
         "bitext": {"kind": "bitext_retrieval", "languages": {
             "de": {"bitext_acc@1": 0.95, "pivot": "en"}, "fr": {"bitext_acc@1": 0.6, "pivot": "en"},
-            "sw": {"bitext_acc@1": 0.2, "pivot": "en"}, "it": {"bitext_acc@1": 0.7, "pivot": "en"}}}}
+            "sw": {"bitext_acc@1": 0.2, "pivot": "en"},
+            "it": {"bitext_acc@1": 0.7, "pivot": "en"}}}}
     report = build_report("m", "s", results)
     readings = {r["language"]: r["reading"] for r in alignment_rows(report)}
     # de: aligned texts, weak images; fr: near the pivot; sw: texts not aligned; it: between

@@ -116,8 +116,10 @@ def test_samples_round_trip_through_json_and_cap_ranks():
     assert back.ids == view.ids and back.ranks.tolist() == [0, 7, 255]
     assert back.labels.tolist() == [2, 70000, 1]
     assert SampleRanks.build(["a", "c", "b"], [0, 0, 0]).ids != view.ids
-    assert metric_spec("acc@5") == ("images", 5) and metric_spec("text_to_image_R@10") == ("texts", 10)
-    assert metric_spec("n_images") is None and metric_spec("mean_per_class_recall") == ("images", None)
+    assert (metric_spec("acc@5") == ("images", 5)
+            and metric_spec("text_to_image_R@10") == ("texts", 10))
+    assert (metric_spec("n_images") is None
+            and metric_spec("mean_per_class_recall") == ("images", None))
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -90,7 +90,8 @@ def test_step_with_several_captions_equals_the_full_batch(kind, micro_batches):
 
 def _rank_results(rank, world):
     images, tokens, _ = _batch(_model(), world * LOCAL)
-    rows, texts = slice(rank * LOCAL, (rank + 1) * LOCAL), slice(rank * LOCAL * K, (rank + 1) * LOCAL * K)
+    rows, texts = (slice(rank * LOCAL, (rank + 1) * LOCAL),
+                   slice(rank * LOCAL * K, (rank + 1) * LOCAL * K))
     local_text_to_image = torch.arange(LOCAL).repeat_interleave(K)
     return {(kind, micro): _step(kind, images[rows], {k: v[texts] for k, v in tokens.items()},
                                  local_text_to_image, micro, make_gather_groups(world), world)
@@ -115,7 +116,8 @@ def _multilingual_sample(key, captions):
 
 def test_stream_puts_k_captions_in_k_languages_next_to_their_image(tmp_path):
     _write(tmp_path / "a.tar", [
-        _multilingual_sample("0", {"en": ["a red circle", "a round red thing"], "de": ["ein roter Kreis"],
+        _multilingual_sample("0", {"en": ["a red circle", "a round red thing"],
+                                   "de": ["ein roter Kreis"],
                                    "fr": ["un cercle rouge"], "sw": ["duara jekundu"]}),
         _multilingual_sample("1", {"en": ["a blue star"], "de": ["ein blauer Stern"],
                                    "ja": ["青い星"]}),

@@ -43,7 +43,8 @@ CASES = [
     (["data", "demo", "--out", "{tmp}/x", "--image-size", "4"], ["--image-size", ">= 16"]),
     (["data", "demo", "--out", "{tmp}/x", "--seed", "-3"], ["--seed"]),
     (["data", "parallel", "s", "--out", "{tmp}/x", "--per-language", "0"], ["--per-language"]),
-    (["distill", "embed", "--teacher", "T", "--shards", "s", "--out", "{tmp}/o", "--batch-size", "0"],
+    (["distill", "embed", "--teacher", "T", "--shards", "s", "--out", "{tmp}/o",
+      "--batch-size", "0"],
      ["--batch-size"]),
     (["adapt", "--model", "M", "--language", "sw", "--data", "d", "--steps", "0"], ["--steps"]),
     (["adapt", "--model", "M", "--language", "sw", "--data", "d", "--lr", "0"], ["--lr"]),
@@ -191,7 +192,8 @@ def test_model_config_names_an_open_clip_architecture_of_ones_own(tmp_path, caps
               str(tmp_path / "w.safetensors"))
     model = load_model("open_clip:mine-tiny-vit", pretrained=str(tmp_path / "w.safetensors"),
                        model_config=tmp_path / "cfg.json")
-    assert model.embed_dim == 32 and model.name == f"open_clip:mine-tiny-vit/{tmp_path / 'w.safetensors'}"
+    assert (model.embed_dim == 32
+            and model.name == f"open_clip:mine-tiny-vit/{tmp_path / 'w.safetensors'}")
     with torch.no_grad():
         expected = torch.nn.functional.normalize(reference.encode_text(
             open_clip.get_tokenizer("cfg")(["a cat"])), dim=-1)

@@ -25,7 +25,8 @@ from test_resume import DEMO, _overrides
 
 def _images(n=3, size=32):
     rng = np.random.default_rng(0)
-    return [Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)) for _ in range(n)]
+    return [Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+            for _ in range(n)]
 
 
 def _source(kind, open_clip_files, hf_dirs, tmp_path):  # noqa: F811
@@ -66,7 +67,8 @@ def test_composite_reproduces_the_source_image_embeddings_and_reloads_offline(
         from mclip.models.adapters import load_model
         model = load_model({str(out)!r})
         rng = np.random.default_rng(0)
-        images = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(3)]
+        images = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) \
+for _ in range(3)]
         with torch.no_grad():
             got = model.encode_image(torch.stack([model.image_transform()(i) for i in images]))
         npt.assert_allclose(got.numpy(), np.load({str(tmp_path / 'expected.npy')!r}), atol=1e-6)

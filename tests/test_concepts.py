@@ -186,7 +186,8 @@ def test_bins_follow_the_classes_a_language_keeps(tmp_path):
     de = run_tasks(NativeAdapter(DualEncoder(cfg.model), cfg, name="t"), [task],
                    bootstrap=0)["babel"]["languages"]["de"]
     assert de["n_classes"] == 2 and de["n_images"] == 6
-    assert (de["n_classes_freq_0"], de["n_classes_freq_1-9"], de["n_classes_freq_100+"]) == (1, 0, 1)
+    assert (de["n_classes_freq_0"], de["n_classes_freq_1-9"],
+            de["n_classes_freq_100+"]) == (1, 0, 1)
     view = SampleRanks.from_json(de["samples"]["images"])
     hits = view.ranks == 0
     assert de["recall_freq_0"] == pytest.approx(hits[view.labels == 0].mean())

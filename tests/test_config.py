@@ -9,7 +9,8 @@ DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
 
 def test_demo_config_loads_with_overrides():
-    cfg = load_config(DEMO, ["train.steps=200", "loss.kind=sigmoid", "model.text.freeze=['encoder.*']",
+    cfg = load_config(DEMO, ["train.steps=200", "loss.kind=sigmoid",
+                             "model.text.freeze=['encoder.*']",
                              "train.grad_clip=null", "data.language_weights={en: 2, de: 1.5}"])
     assert cfg.train.steps == 200 and cfg.loss.kind == "sigmoid"
     assert cfg.model.text.freeze == ["encoder.*"]
@@ -36,8 +37,10 @@ def test_every_shipped_config_is_valid():
     (["train.precision=fp16"], r"valid choices: auto, fp32, bf16"),
     (["train.steps=0"], r"'train.steps' must be > 0"),
     (["train.lr=-1"], r"'train.lr' must be > 0"),
-    (["train.warmup_steps=700"], r"'train.warmup_steps' \(700\) must be smaller than 'train.steps'"),
-    (["model.text.hidden_size=100", "model.text.num_heads=3"], r"divisible by 'model.text.num_heads'"),
+    (["train.warmup_steps=700"],
+     r"'train.warmup_steps' \(700\) must be smaller than 'train.steps'"),
+    (["model.text.hidden_size=100", "model.text.num_heads=3"],
+     r"divisible by 'model.text.num_heads'"),
     (["data.language_policy=weighted"], r"'data.language_weights' is empty"),
     (["train.device=tpu"], r"'train.device' is 'tpu'"),
     (["train.steps"], r"not of the form key=value"),
@@ -61,7 +64,8 @@ def test_saved_config_round_trips(tmp_path):
     cfg = load_config(DEMO, ["model.text.name=/some/dir", "data.languages=[de, zh]"])
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg
-    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["data"]["languages"] == ["de", "zh"]
+    assert (yaml.safe_load((tmp_path / "config.yaml").read_text())["data"]["languages"]
+            == ["de", "zh"])
 
 
 def test_defaults_are_valid():

@@ -13,7 +13,8 @@ from mclip.config import ConfigError
 from mclip.data.demo_language import CLASSES, LANGUAGES, class_names
 from mclip.data.languages import LanguagePolicy
 from mclip.data.pipeline import TrainStream
-from mclip.data.shards import DataError, SkipCounter, check_shard_count, expand_shards, iter_raw_samples
+from mclip.data.shards import (DataError, SkipCounter, check_shard_count, expand_shards,
+                               iter_raw_samples)
 from mclip.models.dual import ImageTransform
 
 TRANSFORM = ImageTransform(32, [0.5] * 3, [0.5] * 3)
@@ -83,7 +84,8 @@ def test_truncated_shard_is_counted_not_fatal(tmp_path, demo_data):
     (tmp_path / "cut.tar").write_bytes(whole[: len(whole) // 2 + 100])
     (tmp_path / "whole.tar").write_bytes(whole)
     counter = SkipCounter()
-    samples = list(iter_raw_samples([str(tmp_path / "cut.tar"), str(tmp_path / "whole.tar")], counter))
+    samples = list(iter_raw_samples([str(tmp_path / "cut.tar"), str(tmp_path / "whole.tar")],
+                                    counter))
     assert counter["unreadable_shard_or_member"] >= 1
     assert len(samples) >= 120  # everything of the intact shard, and what was readable before
 
@@ -138,7 +140,8 @@ def _scripts(text):
 
 
 def test_demo_captions_cover_12_languages_5_scripts():
-    assert {"en", "de", "fr", "es", "it", "pt", "ru", "zh", "ja", "ar", "hi", "sw"} <= set(LANGUAGES)
+    assert ({"en", "de", "fr", "es", "it", "pt", "ru", "zh", "ja", "ar", "hi", "sw"}
+            <= set(LANGUAGES))
     scripts = set()
     for code in LANGUAGES:
         for colour, shape in CLASSES:
@@ -228,7 +231,8 @@ def test_shuffle_buffer_zero_means_no_shuffle(tmp_path):
 
 
 def test_one_bad_shard_does_not_stop_a_healthy_run(tmp_path):
-    _write(tmp_path / "a-bad.tar", [{"__key__": f"b{i}", "jpg": b"x", "txt": b"y"} for i in range(4)])
+    _write(tmp_path / "a-bad.tar",
+           [{"__key__": f"b{i}", "jpg": b"x", "txt": b"y"} for i in range(4)])
     _write(tmp_path / "b-good.tar", [_txt_sample(f"g{i}", f"caption {i}") for i in range(8)])
     shards = [str(tmp_path / "a-bad.tar"), str(tmp_path / "b-good.tar")]
     stream = TrainStream(shards, TRANSFORM, LanguagePolicy(), 4, shuffle_size=1)

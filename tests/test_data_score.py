@@ -71,7 +71,8 @@ def test_a_second_run_keeps_the_parts_and_a_rewritten_shard_is_scored_again(scor
         shutil.copyfile(shard, copies[-1])
     moved = tmp_path / "scores"
     shutil.copytree(out, moved)
-    assert write_scores(model, "tiny", copies, moved, languages=LANGUAGES)["reused"] == 0  # other files
+    assert write_scores(model, "tiny", copies, moved,
+                        languages=LANGUAGES)["reused"] == 0  # other files
     assert write_scores(model, "tiny", copies, moved, languages=LANGUAGES)["reused"] == 2
     os.utime(copies[0], ns=(1, 1))
     assert write_scores(model, "tiny", copies, moved, languages=LANGUAGES)["reused"] == 1

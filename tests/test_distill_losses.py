@@ -74,8 +74,10 @@ def test_feature_distance_is_zero_on_equal_features_and_matches_its_definition(k
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
     assert feature_distance(a, a.clone(), kind).abs().max() < 1e-6
-    expected = {"mse": ((a - b) ** 2).sum(1), "cosine": 1 - (F.normalize(a, dim=1) * F.normalize(b, dim=1)).sum(1),
-                "smooth_l1": torch.where((a - b).abs() < 1, 0.5 * (a - b) ** 2, (a - b).abs() - 0.5).sum(1)}
+    expected = {"mse": ((a - b) ** 2).sum(1),
+                "cosine": 1 - (F.normalize(a, dim=1) * F.normalize(b, dim=1)).sum(1),
+                "smooth_l1": torch.where((a - b).abs() < 1, 0.5 * (a - b) ** 2,
+                                         (a - b).abs() - 0.5).sum(1)}
     torch.testing.assert_close(feature_distance(a, b, kind), expected[kind])
     with pytest.raises(ValueError, match="valid choices"):
         feature_distance(a, b, "l3")

@@ -61,7 +61,8 @@ def _heads(cfg, setting):
 def _batch(n):
     g = torch.Generator().manual_seed(7)
     images = torch.randn(n, 3, 32, 32, generator=g)
-    texts = [f"picture {i} " + "abc" * int(torch.randint(0, 5, (1,), generator=g)) for i in range(n)]
+    texts = [f"picture {i} " + "abc" * int(torch.randint(0, 5, (1,), generator=g))
+             for i in range(n)]
     teachers = [tuple(F.normalize(torch.randn(n, dim, generator=g), dim=-1) for _ in range(2))
                 for dim in ENSEMBLE["dims"]]  # (image, text) per teacher
     return images, _model().tokenize(texts), teachers
@@ -87,7 +88,8 @@ def _reference(setting, images, tokens, teachers):
             px, py = F.normalize(heads.image[k](x), dim=-1), F.normalize(heads.text[k](y), dim=-1)
             feature = feature + weights[k] * (feature_distance(px, a, "smooth_l1").mean()
                                               + feature_distance(py, b, "smooth_l1").mean()) / 2
-            cross = cross + weights[k] * (infonce_reference(px, b, c) + infonce_reference(a, py, c)) / 2
+            cross = cross + weights[k] * (infonce_reference(px, b, c)
+                                          + infonce_reference(a, py, c)) / 2
         loss = (0.5 * infonce_reference(x, y, s)
                 + 0.5 * similarity_kd_reference(x, y, s, teachers, scales, weights)
                 + 0.3 * feature + 0.2 * cross)
@@ -97,7 +99,8 @@ def _reference(setting, images, tokens, teachers):
         c = heads.cross_logit_scale
         loss = (0.5 * infonce_reference(x, y, s)
                 + 0.5 * similarity_kd_reference(x, y, s, [(a, b)], [TEACHER_SCALE])
-                + 0.3 * (feature_distance(px, a, "mse").mean() + feature_distance(py, b, "mse").mean()) / 2
+                + 0.3 * (feature_distance(px, a, "mse").mean()
+                         + feature_distance(py, b, "mse").mean()) / 2
                 + 0.2 * (infonce_reference(px, b, c) + infonce_reference(a, py, c)) / 2)
     else:
         py = F.normalize(heads.text[0](y), dim=-1)
@@ -168,7 +171,8 @@ def test_student_equal_to_its_teacher_has_zero_kd_terms():
                         feature_distance="mse")
     heads = DistillHeads(cfg, 16, [16])  # same size: identity, nothing to learn
     assert not list(heads.parameters())
-    objective = DistillationObjective(cfg, LossConfig(), heads, [math.exp(model.logit_scale.item())],
+    objective = DistillationObjective(cfg, LossConfig(), heads,
+                                      [math.exp(model.logit_scale.item())],
                                       [0.0], [1.0])
     loss, value = objective(model.encode_image(images), model.encode_text(tokens),
                             model.logit_scale, model.logit_bias, None, teacher)

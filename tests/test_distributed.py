@@ -70,7 +70,8 @@ def _worker(rank, world, group_size, port, out):
     for kind, mode, micro, frozen in CASES:
         model = _model(frozen)
         objective = ContrastiveObjective(LossConfig(kind=kind), groups, mode)
-        loss, _ = _gradients(model, objective, images[rows], {k: v[rows] for k, v in tokens.items()},
+        loss, _ = _gradients(model, objective, images[rows],
+                             {k: v[rows] for k, v in tokens.items()},
                              micro)
         average_gradients(model, world)
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}

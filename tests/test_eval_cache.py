@@ -44,7 +44,8 @@ def data(tmp_path):
         folder = tmp_path / "images" / f"n{c:04d}"
         folder.mkdir(parents=True)
         for i in range(3):
-            Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+            Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(
+                folder / f"{i}.png")
     labels = {"EN": [[0, 1, 2, 3], ["cat", "dog", "car", "tree"]],
               "DE": [[0, 1, 2, 3], ["Katze", "Hund", "Auto", "Baum"]],
               "SW": [[1, 3], ["mbwa", "mti"]]}
@@ -148,7 +149,8 @@ def test_a_same_size_rewrite_of_a_shard_misses_the_cache_a_touch_is_harmless(dat
     assert model.images == 8                                          # a miss: embedded again
     assert _numbers(rewritten) == _numbers(run_tasks(_model(), [task()], bootstrap=0))
     # the true classes moved: each image's rank of its true class (kept per sample) differs
-    assert rewritten["babel"]["languages"]["en"]["samples"] != first["babel"]["languages"]["en"]["samples"]
+    assert (rewritten["babel"]["languages"]["en"]["samples"]
+            != first["babel"]["languages"]["en"]["samples"])
 
     # the same size and the same mtime as before, other labels: the content hash misses
     stamp = shard.stat().st_mtime_ns

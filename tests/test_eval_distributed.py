@@ -64,7 +64,8 @@ def test_two_gloo_ranks_equal_one_process(setup):
                           "mclip.cli"] + args + ["--out", str(setup / "two")],
                          capture_output=True, text=True, timeout=240, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
-    one, two = _comparable(setup / "one" / "results.json"), _comparable(setup / "two" / "results.json")
+    one, two = (_comparable(setup / "one" / "results.json"),
+                _comparable(setup / "two" / "results.json"))
     assert one["zs"]["skipped"] == {"unreadable_image": 1} == two["zs"]["skipped"]
     assert one["zs"]["languages"]["sw"]["n_images"] == 6 + 8 + 9   # classes 1, 3, 4; broken skipped
     assert two == one

@@ -77,7 +77,8 @@ def test_workers_embed_exactly_as_one_process(adapter, request, where, limit):
 
 def test_the_rank_split_is_kept_with_workers(image_folder):
     image_set = open_image_set(image_folder)
-    transform = lambda image: torch.zeros(1)
+    def transform(image):
+        return torch.zeros(1)
 
     def positions(rank, world, workers):
         seen, listing = [], None
@@ -120,7 +121,8 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_rows_in_order():
     assert rows[:, 0].tolist() == list(range(10)) and fitted == 2
     assert calls[0] == 10 and said and "batch size 10" in said[0]
     with pytest.raises(torch.OutOfMemoryError):
-        run_or_halve(lambda items: (_ for _ in ()).throw(torch.OutOfMemoryError("x")), [1], said.append)
+        run_or_halve(lambda items: (_ for _ in ()).throw(torch.OutOfMemoryError("x")), [1],
+                     said.append)
 
 
 def test_text_batches_after_out_of_memory_stay_small(adapter, monkeypatch):

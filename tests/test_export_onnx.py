@@ -175,10 +175,12 @@ def test_int8_with_calibration_images_quantises_the_convolutions(demo_data, tmp_
         cosines = F.cosine_similarity(model.encode_image(held_out), torch.from_numpy(theirs))
     assert check["image_cosine"] == pytest.approx(float(cosines.min()), abs=1e-5)
     assert check["image_cosine"] >= 0.98
-    ops = {node.op_type for node in onnx.load(str(tmp_path / "static" / "image_encoder.onnx")).graph.node}
+    ops = {node.op_type
+           for node in onnx.load(str(tmp_path / "static" / "image_encoder.onnx")).graph.node}
     assert "QLinearConv" in ops and "Conv" not in ops
     with pytest.raises(Exception, match="no readable image"):
-        export_onnx(model, cfg, tmp_path / "none", quantize="int8", calibration=tmp_path / "dynamic")
+        export_onnx(model, cfg, tmp_path / "none", quantize="int8",
+                    calibration=tmp_path / "dynamic")
 
 
 def test_the_readme_snippet_is_the_model_cards():

@@ -117,7 +117,8 @@ def test_the_export_loads_as_an_hf_hub_model_after_an_upload(tmp_path):
               "from mclip.export.open_clip import probe_images;"
               "m, _, p = open_clip.create_model_and_transforms('hf-hub:someone/tiny-mclip');"
               "t = open_clip.get_tokenizer('hf-hub:someone/tiny-mclip'); m.eval();"
-              "i = m.encode_image(torch.stack([p(x) for x in probe_images(32, n=3)]), normalize=True);"
+              "i = m.encode_image(torch.stack([p(x) for x in probe_images(32, n=3)]), "
+              "normalize=True);"
               f"e = m.encode_text(t({TEXTS!r}), normalize=True);"
               "print(json.dumps([i.tolist(), e.tolist()]))")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"),
@@ -135,7 +136,8 @@ def test_a_moved_export_is_relocated(tmp_path):
     export_open_clip(model, cfg, tmp_path / "a")
     (tmp_path / "a").rename(tmp_path / "b")
     relocate_open_clip(tmp_path / "b")
-    text = json.loads((tmp_path / "b" / "open_clip_config.json").read_text())["model_cfg"]["text_cfg"]
+    text = json.loads((tmp_path / "b" / "open_clip_config.json")
+                      .read_text())["model_cfg"]["text_cfg"]
     assert text["hf_model_name"] == str(tmp_path / "b")
     loaded = open_clip.create_model(f"local-dir:{tmp_path / 'b'}")
     tokens = open_clip.get_tokenizer(f"local-dir:{tmp_path / 'b'}")(["a cat"])

@@ -187,7 +187,8 @@ def test_resume_with_a_changed_model_shape_is_one_line(demo_data, tmp_path):
     train(load_config(DEMO, _train_overrides(demo_data, run, steps=2)), quiet=True)
     result = _cli("train", "--config", DEMO, "--resume",
                   *_train_overrides(demo_data, run, steps=4), "model.embed_dim=32")
-    _one_line_error(result, "--resume", "another shape", "model.embed_dim: 64 in the checkpoint, 32 now")
+    _one_line_error(result, "--resume", "another shape",
+                    "model.embed_dim: 64 in the checkpoint, 32 now")
     assert (run / "checkpoints" / "step_0000002" / "model.safetensors").is_file()
 
 
@@ -229,7 +230,8 @@ def _bad_data_shards(directory: Path) -> str:
 
     def good(key):
         return {"__key__": key, "jpg": jpeg((key_colour(key), 20, 20)),
-                "json": json.dumps({"captions": {"en": [f"caption {key}"], "de": [f"Text {key}"]}}).encode()}
+                "json": json.dumps({"captions": {"en": [f"caption {key}"],
+                                                 "de": [f"Text {key}"]}}).encode()}
 
     def key_colour(key):
         return (int(key[-2:]) * 37) % 256
@@ -285,6 +287,7 @@ def test_missing_checkpoint_directory_is_one_line(demo_data, tmp_path):
     result = _cli("train", "--config", DEMO, *_train_overrides(demo_data, tmp_path / "none"),
                   "--resume")
     _one_line_error(result, "--resume", "no checkpoint")
-    result = _cli("eval", "--model", tmp_path / "absent", "--suite", ROOT / "eval_suites" / "demo.yaml",
+    result = _cli("eval", "--model", tmp_path / "absent", "--suite",
+                  ROOT / "eval_suites" / "demo.yaml",
                   "--data-root", demo_data)
     _one_line_error(result, str(tmp_path / "absent"))

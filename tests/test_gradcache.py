@@ -128,7 +128,8 @@ def test_no_grad_pass_leaves_batchnorm_statistics_alone():
     before = (bn.running_mean.clone(), bn.num_batches_tracked.clone())
     with torch.no_grad(), batchnorm_stats_frozen(model):
         model.encode_image(torch.randn(4, 3, 32, 32))
-    assert torch.equal(bn.running_mean, before[0]) and torch.equal(bn.num_batches_tracked, before[1])
+    assert (torch.equal(bn.running_mean, before[0])
+            and torch.equal(bn.num_batches_tracked, before[1]))
     assert bn.momentum == 0.1
 
 

@@ -26,7 +26,8 @@ def test_teacher_key_maps_layer_indices_only():
     assert teacher_key("encoder.encoder.layer.3.attention.self.query.weight", 2) == \
         "encoder.encoder.layer.6.attention.self.query.weight"
     assert teacher_key("trunk.blocks.1.attn.qkv.weight", 3) == "trunk.blocks.3.attn.qkv.weight"
-    assert teacher_key("trunk.layer1.0.conv1.weight", 2) == "trunk.layer1.0.conv1.weight"  # ResNet stage
+    # ResNet stage
+    assert teacher_key("trunk.layer1.0.conv1.weight", 2) == "trunk.layer1.0.conv1.weight"
 
 
 def test_bert_student_with_every_other_layer_computes_the_teachers_layers_0_and_2():
@@ -65,7 +66,8 @@ def test_vit_student_keeps_every_other_block_and_the_leading_heads_of_q_k_and_v(
     inherit_weights(narrow, teacher, every=2)
     qkv, source = narrow.blocks[1].attn.qkv.weight, teacher.blocks[2].attn.qkv.weight
     for part in range(3):  # q, k, v each keep their own two leading heads
-        torch.testing.assert_close(qkv[part * 128:(part + 1) * 128], source[part * 192:part * 192 + 128, :128])
+        torch.testing.assert_close(qkv[part * 128:(part + 1) * 128],
+                                   source[part * 192:part * 192 + 128, :128])
 
 
 def test_vit_student_at_a_smaller_image_size_takes_the_teachers_positions_resampled():
@@ -81,7 +83,8 @@ def test_vit_student_at_a_smaller_image_size_takes_the_teachers_positions_resamp
         teacher.pos_embed[:, 1:].reshape(1, 4, 4, 192).permute(0, 3, 1, 2), size=(2, 2),
         mode="bicubic", antialias=True, align_corners=False).permute(0, 2, 3, 1).reshape(1, 4, 192)
     torch.testing.assert_close(student.pos_embed[:, 1:], reference[..., :128])
-    torch.testing.assert_close(student.pos_embed[:, :1], teacher.pos_embed[:, :1, :128])  # class token
+    # class token
+    torch.testing.assert_close(student.pos_embed[:, :1], teacher.pos_embed[:, :1, :128])
 
 
 def test_a_student_larger_than_its_teacher_keeps_its_own_init():

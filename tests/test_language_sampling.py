@@ -152,7 +152,8 @@ def _mixed_shards(folder: Path, n_shards=2) -> list[str]:
     paths = [str(folder / f"mixed-{i}.tar") for i in range(n_shards)]
     writers = [wds.TarWriter(p) for p in paths]
     for i, languages in enumerate(kinds):
-        captions = {lang: [f"{lang} caption {i}", f"{lang} other {i}"] for lang in languages or ["fr"]}
+        captions = {lang: [f"{lang} caption {i}", f"{lang} other {i}"]
+                    for lang in languages or ["fr"]}
         sample = {"__key__": f"{i:05d}", "json": json.dumps({"captions": captions}).encode()}
         if languages is not None:
             sample["jpg"] = image

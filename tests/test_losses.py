@@ -38,8 +38,8 @@ def test_infonce_several_captions_per_image():
     logits = x @ y.T * scale.exp()
     expected = 0.0
     for j, i in enumerate(owner.tolist()):
-        expected += (torch.logsumexp(logits[i], 0) - logits[i, j]) + (torch.logsumexp(logits[:, j], 0)
-                                                                      - logits[i, j])
+        expected += ((torch.logsumexp(logits[i], 0) - logits[i, j])
+                     + (torch.logsumexp(logits[:, j], 0) - logits[i, j]))
     expected = expected / (2 * 5)
     assert torch.allclose(infonce_reference(x, y, scale, owner), expected, atol=1e-12)
 

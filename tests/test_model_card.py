@@ -75,7 +75,8 @@ def test_an_int8_card_states_the_measured_cosines(tmp_path):
                  "--out", str(tmp_path / "int8")]) == 0
     card = (tmp_path / "int8" / "README.md").read_text()
     record = json.loads((tmp_path / "int8" / "mclip_export.json").read_text())["check"]
-    found = re.search(r"smallest cosine to fp32 in the export check: images ([0-9.]+)( on [^,]*)?, texts "
+    found = re.search(r"smallest cosine to fp32 in the export check: images ([0-9.]+)"
+                      r"( on [^,]*)?, texts "
                       r"([0-9.]+)", card)  # was "nan": the card read a key no export wrote
     assert found, card
     assert float(found[1]) == pytest.approx(record["image_cosine"], abs=1e-4)

@@ -74,7 +74,8 @@ def test_pooling_ignores_padding(pooling):
     cfg = _model_config(pooling=pooling).model
     tower = TextTower(cfg.text, cfg.embed_dim).eval()
     alone = tower(**tower.tokenize(["ein roter Kreis"]))
-    padded = tower(**tower.tokenize(["ein roter Kreis", "a much longer caption that forces padding"]))
+    padded = tower(**tower.tokenize(["ein roter Kreis",
+                                     "a much longer caption that forces padding"]))
     assert torch.allclose(alone[0], padded[0], atol=1e-5)
 
 

@@ -115,5 +115,6 @@ def test_parallel_term_config_errors():
     with pytest.raises(ConfigError, match="needs an online teacher"):
         load_config(DEMO, ["distill.teachers=[{embeddings: e}]", "distill.parallel_weight=1",
                            "distill.parallel=p.tsv"])
-    with pytest.raises(ConfigError, match="parallel_weight\\) is > 0 but 'distill.teachers' is empty"):
+    with pytest.raises(ConfigError,
+                       match="parallel_weight\\) is > 0 but 'distill.teachers' is empty"):
         load_config(DEMO, ["distill.parallel_weight=1", "distill.parallel=p.tsv"])

@@ -76,7 +76,8 @@ def _babel_task(tmp_path: Path) -> Path:
         for i in range(2):
             Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
                 folder / f"{i}.png")
-    labels = {"EN": [[0, 1, 2], ["cat", "dog", "car"]], "DE": [[0, 1, 2], ["Katze", "Hund", "Auto"]],
+    labels = {"EN": [[0, 1, 2], ["cat", "dog", "car"]],
+              "DE": [[0, 1, 2], ["Katze", "Hund", "Auto"]],
               "FR": [[0, 1, 2], ["chat", "chien", "voiture"]]}
     (tmp_path / "labels.json").write_text(json.dumps(labels))
     suite = tmp_path / "suite.yaml"

@@ -72,7 +72,8 @@ def test_multi30k_task1_real_captions_with_absent_images(tmp_path):
 
 @pytest.mark.parametrize("split,n,languages", [("test_2017_flickr", 1000, ["de", "en", "fr"]),
                                                ("test_2017_mscoco", 461, ["de", "en", "fr"]),
-                                               ("test_2018_flickr", 1071, ["cs", "de", "en", "fr"])])
+                                               ("test_2018_flickr", 1071,
+                                                ["cs", "de", "en", "fr"])])
 def test_multi30k_task1_other_splits(tmp_path, split, n, languages):
     _need(MULTI30K / "task1")
     reader = Multi30kTask1(MULTI30K / "task1", tmp_path, split=split)
@@ -415,7 +416,8 @@ def test_layout_detection_errors(tmp_path):
     with pytest.raises(ConfigError, match="(?s)fit no known layout.*XTD10 folder.*Multi30K.*XM3600"
                                           ".*Babel-ImageNet retrieval.*csv.*WebDataset"):
         open_retrieval(tmp_path / "other.json", tmp_path)
-    with pytest.raises(ConfigError, match="(?s)fit no known layout.*CLIP_benchmark.*Babel-ImageNet"):
+    with pytest.raises(ConfigError,
+                       match="(?s)fit no known layout.*CLIP_benchmark.*Babel-ImageNet"):
         open_class_texts(tmp_path / "other.json")
     with pytest.raises(ConfigError, match="do not exist"):
         open_retrieval(tmp_path / "missing", tmp_path)

@@ -166,7 +166,8 @@ def test_comparison_refuses_to_pair_different_data_and_says_why():
     table = comparison_markdown(comparison)
     de_row = next(line for line in table.splitlines() if line.startswith("| de |"))
     assert de_row.endswith("° |") and "*" not in de_row
-    assert "° B not paired, different data (the image sets, captions or sentences differ): de" in table
+    assert ("° B not paired, different data (the image sets, captions or sentences differ): de"
+            in table)
     # same image set, other samples scored (e.g. --limit): a different reason
     same = compare_reports(list(_two_model_reports(view_a, view_b, "set-a", "set-a")),
                            ["A", "B"], 200, 0)
@@ -352,7 +353,8 @@ def test_cli_report_of_one_and_of_two_files(tmp_path, capsys):
                  "--format", "markdown", "csv", "png", "clip_benchmark"]) == 0
     out = capsys.readouterr().out
     assert "| B − A |" in out and "*" in out
-    assert "° C not paired, different data (the image sets, captions or sentences differ): all 4 languages" in out
+    assert ("° C not paired, different data (the image sets, captions or sentences differ): "
+            "all 4 languages" in out)
     saved = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert saved["baseline"] == "A" and saved["bootstrap"]["resamples"] == 300
     assert any(r["paired"] for r in saved["results"] if r["model"] == "B")

@@ -230,7 +230,8 @@ def test_restored_adam_moments_take_their_weights_memory_layout():
     saved = io.BytesIO()
     torch.save(optimizer.state_dict(), saved)
 
-    resumed = torch.nn.Parameter(plain.detach().clone().contiguous(memory_format=torch.channels_last))
+    resumed = torch.nn.Parameter(
+        plain.detach().clone().contiguous(memory_format=torch.channels_last))
     restored = adam(resumed)
     saved.seek(0)
     restored.load_state_dict(torch.load(saved, weights_only=False))

@@ -30,7 +30,8 @@ def image_folder(tmp_path):
         folder = tmp_path / "images" / f"n{c:04d}"
         folder.mkdir(parents=True)
         for i in range(3):
-            Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+            Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(
+                folder / f"{i}.png")
     (tmp_path / "images" / "n0002" / "broken.png").write_bytes(b"not a png")
     return tmp_path / "images"
 
@@ -45,7 +46,8 @@ def test_babel_languages_use_their_own_classes_and_bad_images_are_counted(adapte
                       "resource_groups": True}, tmp_path, "test")
     result = run_tasks(adapter, [task])["babel"]
     assert result["skipped"] == {"unreadable_image": 1}
-    assert result["languages"]["en"]["n_classes"] == 6 and result["languages"]["en"]["n_images"] == 18
+    assert (result["languages"]["en"]["n_classes"] == 6
+            and result["languages"]["en"]["n_images"] == 18)
     sw = result["languages"]["sw"]
     assert sw["n_classes"] == 3 and sw["n_images"] == 9 and sw["acc@5"] is None
     assert sw["resource_group"] == "<=100"
@@ -67,7 +69,8 @@ def test_each_image_set_is_embedded_once(adapter, image_folder, monkeypatch):
     first = cache.get(open_image_set(image_folder))
     again = cache.get(open_image_set(image_folder))
     assert sum(calls) == 18 and first[0] is again[0]
-    limited = ImageEmbeddings(adapter, torch.device("cpu"), limit=5).get(open_image_set(image_folder))
+    limited = ImageEmbeddings(adapter, torch.device("cpu"), limit=5).get(
+        open_image_set(image_folder))
     assert limited[0].shape[0] == 5
 
 

@@ -35,11 +35,12 @@ def test_batches_mix_sources_by_weight_and_keep_each_language_restriction(tmp_pa
     stream = TrainStream(_two_sources(tmp_path), TRANSFORM, None, 8, shuffle_size=4, seed=1)
     counts = {"big": 0, "small": 0}
     for _, batch in zip(range(50), stream):
-        for source, language, key in zip(batch["sources"], batch["languages"], batch["keys"]):
+        for source, language in zip(batch["sources"], batch["languages"]):
             counts[source] += 1
             assert language == "de" if source == "big" else language in ("fr", "sw")
         pairs = list(zip(batch["sources"], batch["keys"]))
-        assert len(set(pairs)) == len(pairs)  # never a sample twice; equal keys of two sources are fine
+        # never a sample twice; equal keys of two sources are fine
+        assert len(set(pairs)) == len(pairs)
     share = counts["big"] / 400
     assert 0.70 < share < 0.80, counts  # weight 3:1 -> 0.75 (binomial sd 0.022)
     # the small source (20 samples) wraps around many times, never twice in one batch
@@ -82,7 +83,8 @@ def test_source_config_is_checked_with_the_key_named(tmp_path):
                                                {"name": "x", "shards": "b"}]}})
     with pytest.raises(ConfigError, match="expected a list of mappings"):
         config_from_dict({"data": {"sources": "a.tar"}})
-    missing = config_from_dict({"data": {"sources": [{"shards": str(tmp_path / "none-{0..1}.tar")}]}})
+    missing = config_from_dict(
+        {"data": {"sources": [{"shards": str(tmp_path / "none-{0..1}.tar")}]}})
     with pytest.raises(ConfigError, match="data.sources\\[0\\].shards.*do not exist"):
         build_sources(missing.data, world_size=1)
 
@@ -94,7 +96,8 @@ def test_training_on_two_sources_logs_what_each_interval_saw(demo_data, tmp_path
     first, second = ",".join(shards[:len(shards) // 2]), ",".join(shards[len(shards) // 2:])
     sources = (f"data.sources=[{{name: a, shards: '{first}', weight: 1, languages: [de]}}, "
                f"{{name: b, shards: '{second}', weight: 1}}]")
-    run = run_cli("train", "--config", "configs/demo.yaml", *tiny_overrides(demo_data, out), sources,
+    run = run_cli("train", "--config", "configs/demo.yaml", *tiny_overrides(demo_data, out),
+                  sources,
                   "train.steps=4", "train.batch_size=8", "data.captions_per_image=2")
     assert run.returncode == 0, run.stderr[-2000:]
     records = log_records(out)

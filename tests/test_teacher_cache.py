@@ -66,10 +66,12 @@ def test_stored_embeddings_are_the_teachers_embeddings_of_the_batch(demo_data, t
     batch = _batch(demo_data, teacher)
     assert any(batch["flipped"]) and not all(batch["flipped"])
     store = TeacherEmbeddingStore(stored)
-    images, texts = store.lookup(batch["shards"], batch["keys"], batch["image_hashes"], batch["flipped"],
+    images, texts = store.lookup(batch["shards"], batch["keys"], batch["image_hashes"],
+                                 batch["flipped"],
                                  batch["texts"], batch["languages"], batch["text_to_image"])
     with torch.no_grad():
-        torch.testing.assert_close(images, teacher.encode_image(batch["images"]), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(images, teacher.encode_image(batch["images"]),
+                                   atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(texts, teacher.encode_text(batch["texts"]), atol=1e-5, rtol=1e-4)
     meta = json.loads((stored / "teacher.json").read_text())
     assert meta["images"] == 96 and meta["languages"] == sorted(LANGUAGES)
@@ -100,7 +102,8 @@ def test_bf16_storage_is_close_to_fp32(demo_data, teacher_run, stored, tmp_path)
     assert set(index[key][2]) == {"en", "de"}
     lookup = dict(shards=shards, keys=[key], image_hashes=[index[key][1]], flipped=[False],
                   texts=[], languages=[], text_to_image=torch.zeros(0, dtype=torch.long))
-    torch.testing.assert_close(half.lookup(**lookup)[0], full.lookup(**lookup)[0], atol=1e-2, rtol=0)
+    torch.testing.assert_close(half.lookup(**lookup)[0], full.lookup(**lookup)[0],
+                               atol=1e-2, rtol=0)
 
 
 def _rewrite_first_image(shard, out):
@@ -138,7 +141,8 @@ def test_mismatches_are_errors_naming_the_sample(demo_data, teacher_run, tmp_pat
     with pytest.raises(DataError, match=f"the image of sample '{key}' .* differs"):
         store.lookup(*args)
     with pytest.raises(DataError, match="sample 'nope' of shard .* has no teacher embedding"):
-        store.lookup([str(shard)], ["nope"], ["0"], [False], [], [], torch.zeros(0, dtype=torch.long))
+        store.lookup([str(shard)], ["nope"], ["0"], [False], [], [],
+                     torch.zeros(0, dtype=torch.long))
     with pytest.raises(DataError, match="shard '.*other.tar' has no teacher embeddings"):
         store.lookup([str(tmp_path / "other.tar")], ["x"], ["0"], [False], [], [],
                      torch.zeros(0, dtype=torch.long))
@@ -155,7 +159,8 @@ def test_cli_distill_embed(demo_data, teacher_run, tmp_path):
                      expand_shards(str(demo_data / "train"))[0], "--out", tmp_path / "emb",
                      "--languages", "en,sw")
     assert result.returncode == 0, result.stderr
-    assert "embedded 48 images and" in result.stdout and "distill.teachers=[{embeddings:" in result.stdout
+    assert ("embedded 48 images and" in result.stdout
+            and "distill.teachers=[{embeddings:" in result.stdout)
     assert json.loads((tmp_path / "emb" / "teacher.json").read_text())["languages"] == ["en", "sw"]
 
 

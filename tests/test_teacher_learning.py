@@ -90,7 +90,8 @@ def _model():
 
 def _inputs(n):
     g = torch.Generator().manual_seed(5)
-    texts = [f"Übersetzung {i} " + "xy" * int(torch.randint(0, 6, (1,), generator=g)) for i in range(n)]
+    texts = [f"Übersetzung {i} " + "xy" * int(torch.randint(0, 6, (1,), generator=g))
+             for i in range(n)]
     return F.normalize(torch.randn(n, 16, generator=g), dim=-1), _model().tokenize(texts)
 
 

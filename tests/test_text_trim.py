@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from mclip.models.adapters.open_clip_text import CAUSAL, FULL, MASKED, padding_rule
 
 open_clip = pytest.importorskip("open_clip")
-from open_clip.model import CLIP, CustomTextCLIP
+from open_clip.model import CLIP, CustomTextCLIP  # noqa: E402  (after the skip above)
 
-from mclip.models.adapters.open_clip import OpenClipAdapter
+from mclip.models.adapters.open_clip import OpenClipAdapter  # noqa: E402
 
 TEXTS = ["", "a", "a photo of a small red cat on a mat", "ein Foto", "一只狗在草地上奔跑",
          "itap of the " + "very " * 100 + "long thing", "x y z"]
@@ -31,7 +31,9 @@ def _perturb(model):
 
 
 def _adapter(model, tokenizer):
-    identity = lambda image: image
+    def identity(image):
+        return image
+
     return OpenClipAdapter(model, tokenizer, identity, identity, "test", 16)
 
 

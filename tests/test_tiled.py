@@ -109,7 +109,8 @@ def test_memory_does_not_hold_the_full_matrix():
     n = 512
     x, y, s, b, _ = _inputs(n, n, 8, torch.float32, 10.0)
     saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t,
+                                                  lambda t: t):
         tiled_infonce(x, y, s, chunk=64)
         tiled_sigmoid(x, y, s, b, chunk=64)
     assert saved and max(saved) < n * n / 8

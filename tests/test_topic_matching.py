@@ -113,7 +113,8 @@ def test_mvl_sib_images_in_one_folder_per_topic(tmp_path):
 
 def test_folder_and_tsv_layout(tmp_path):
     root = make_topic_folders(tmp_path / "topics", [
-        "topic\tlanguage\tsentence", "apple\ten\tan apple", "boat\ten\ta boat", "apple\tde\tein Apfel",
+        "topic\tlanguage\tsentence", "apple\ten\tan apple", "boat\ten\ta boat",
+        "apple\tde\tein Apfel",
         "boat\tde\t  ", "car\tde\tein Auto", "apple\t\tno language", "only two\tfields", "",
         "boat\tde\tein Boot\twith a tab"])
     topics = open_topics(root)

@@ -87,7 +87,8 @@ _DE_STEM = {"red": "rot", "green": "grün", "blue": "blau", "yellow": "gelb", "p
             "orange": "orangefarben"}
 # (article, adjective ending) for the indefinite article, by (gender, case).
 _DE_INDEF = {("m", "np"): ("ein", "er"), ("n", "np"): ("ein", "es"), ("f", "np"): ("eine", "e"),
-             ("m", "acc"): ("einen", "en"), ("n", "acc"): ("ein", "es"), ("f", "acc"): ("eine", "e")}
+             ("m", "acc"): ("einen", "en"), ("n", "acc"): ("ein", "es"),
+             ("f", "acc"): ("eine", "e")}
 
 
 def _de(colour: str, shape: str, form: str) -> str:
@@ -248,7 +249,8 @@ LANGUAGES: dict[str, DemoLanguage] = {lang.code: lang for lang in [
     DemoLanguage("en", "English", _en,
                  ("{NP}.", "a picture of {np}", "{NP} on a plain background.",
                   "There is {np} in the image.", "an image showing {np}", "a drawing of {np}"),
-                 ("a picture of {c}", "There is {c} in the image.", "an image showing {c}", "a drawing of {c}")),
+                 ("a picture of {c}", "There is {c} in the image.", "an image showing {c}",
+                  "a drawing of {c}")),
     DemoLanguage("de", "German", _de,
                  ("{NP}.", "Auf dem Bild ist {np}.", "Zu sehen ist {np}.",
                   "{NP} auf einfarbigem Hintergrund.", "Das Bild zeigt {acc}.", "Man sieht {acc}."),
@@ -256,15 +258,18 @@ LANGUAGES: dict[str, DemoLanguage] = {lang.code: lang for lang in [
     DemoLanguage("fr", "French", _FR,
                  ("{NP}.", "Il y a {np} sur l'image.", "On voit {np}.", "L'image montre {np}.",
                   "{NP} sur un fond uni.", "Une image d'{np}."),
-                 ("Il y a {c} sur l'image.", "On voit {c}.", "L'image montre {c}.", "Une image d'{c}.")),
+                 ("Il y a {c} sur l'image.", "On voit {c}.", "L'image montre {c}.",
+                  "Une image d'{c}.")),
     DemoLanguage("es", "Spanish", _ES,
                  ("{NP}.", "Hay {np} en la imagen.", "Se ve {np}.", "La imagen muestra {np}.",
                   "{NP} sobre un fondo liso.", "Un dibujo de {np}."),
-                 ("Hay {c} en la imagen.", "Se ve {c}.", "La imagen muestra {c}.", "Un dibujo de {c}.")),
+                 ("Hay {c} en la imagen.", "Se ve {c}.", "La imagen muestra {c}.",
+                  "Un dibujo de {c}.")),
     DemoLanguage("it", "Italian", _IT,
                  ("{NP}.", "C'è {np} nell'immagine.", "Si vede {np}.", "L'immagine mostra {np}.",
                   "{NP} su uno sfondo uniforme.", "Un disegno di {np}."),
-                 ("C'è {c} nell'immagine.", "Si vede {c}.", "L'immagine mostra {c}.", "Un disegno di {c}.")),
+                 ("C'è {c} nell'immagine.", "Si vede {c}.", "L'immagine mostra {c}.",
+                  "Un disegno di {c}.")),
     DemoLanguage("pt", "Portuguese", _PT,
                  ("{NP}.", "Há {np} na imagem.", "Vê-se {np}.", "A imagem mostra {np}.",
                   "{NP} sobre um fundo liso.", "Um desenho de {np}."),

@@ -9,10 +9,10 @@ at least one non-empty caption (``missing_image`` and the caption skips are coun
 
 Each shard's record holds its real path (symlinks and ``..`` resolved), size and modification
 time; a remote shard's (:mod:`mclip.data.remote`) its URL (redacted), size and version (ETag or
-Last-Modified). A training run finds a shard's record by that path, however it names the shard (relative,
-absolute, from another directory), else by file name, size and modification time (a copied or
-moved data set); a shard rewritten since, or not listed, makes the index stale: refused where the
-temperature needs it (T != 1), ignored with a warning in the record at T = 1.
+Last-Modified). A training run finds a shard's record by that path, however it names the shard
+(relative, absolute, from another directory), else by file name, size and modification time (a
+copied or moved data set); a shard rewritten since, or not listed, makes the index stale: refused
+where the temperature needs it (T != 1), ignored with a warning in the record at T = 1.
 """
 
 from __future__ import annotations
@@ -190,7 +190,8 @@ def language_sampling(shards: list[str], temperature: float, index_path: str = "
                                               f"goes on with the data's own language mix"}, None
     if index is None:
         if temperature != 1.0:
-            raise ConfigError(f"config key 'data.language_temperature' is {temperature}, which needs "
+            raise ConfigError(f"config key 'data.language_temperature' is {temperature}, "
+                              f"which needs "
                               f"per-language counts, but there is no index at '{path}'. Build it "
                               f"with 'mclip data index <the training shards>' (one pass, no image "
                               f"decoding), or set data.index to where it is")

@@ -40,7 +40,8 @@ from mclip.data.shards import (DataError, SkipCounter, content_hash, decode_capt
 START_POSITION = {"pass": 0, "consumed": 0, "all_shards": False}
 """One source's place in one reader's stream: the pass over its shards, how many shuffled samples
 of that pass it has taken, and whether it reads every shard of the source (its own slice could
-not fill its part of a batch). A reader's position is ``{"batches": n, "sources": {name: this}}``."""
+not fill its part of a batch). A reader's position is
+``{"batches": n, "sources": {name: this}}``."""
 
 
 @dataclass
@@ -274,7 +275,8 @@ class _SourceFeed:
         raise DataError(
             f"the {len(shards)} training shard(s){named} ({', '.join(map(redact, shards[:3]))}"
             f"{', ...' if len(shards) > 3 else ''}) hold {usable} usable sample(s), fewer than the "
-            f"{self.slots} it must fill in one per-rank batch of {self.stream.batch_size}; skipped: "
+            f"{self.slots} it must fill in one per-rank batch of {self.stream.batch_size}; "
+            f"skipped: "
             f"{dict(self.total)}. Check the shards' contents (KEY.jpg + KEY.txt / KEY.json), the "
             f"caption languages (data.languages), or lower train.batch_size.")
 

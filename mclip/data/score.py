@@ -129,7 +129,7 @@ def write_scores(model, spec: str, shards: list[str], out_dir: str | Path, batch
                               "width": pa.array(columns["width"], pa.int32()),
                               "height": pa.array(columns["height"], pa.int32())})
             write_atomically(part.with_suffix(".parquet"),
-                             lambda tmp: pa.parquet.write_table(table, str(tmp)))
+                             lambda tmp, table=table: pa.parquet.write_table(table, str(tmp)))
             info = {**stamp, "captions": dict(Counter(columns["language"])),
                     "samples": len(set(columns["key"])), "skipped": dict(counter)}
             write_text_atomically(info_path, json.dumps(info, indent=1))

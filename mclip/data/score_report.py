@@ -53,7 +53,8 @@ def write_score_report(scores_dir: str | Path, bins: int = 40) -> dict[str, Path
 
     def write_quantiles(tmp: Path) -> None:
         with tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(summary[0]) if summary else ["language"])
+            writer = csv.DictWriter(handle,
+                                    fieldnames=list(summary[0]) if summary else ["language"])
             writer.writeheader()
             writer.writerows(summary)
 

@@ -56,7 +56,8 @@ def expand_shards(spec: str, key: str = "data.train_shards") -> list[str]:
                 paths.append(item)
     missing = [p for p in paths if not is_remote(p) and not os.path.isfile(p)]
     if missing:
-        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3
+                                          else "")
         raise ConfigError(f"config key '{key}': {len(missing)} of {len(paths)} shards do not exist "
                           f"({shown}). Check the path, or generate the demo data with "
                           f"'mclip data demo --out demo_data'.")

@@ -99,7 +99,8 @@ def _embed_shard(teacher, shard: str, part: Path, stamp: dict, dtype: str, langu
             texts = []
             for key, digest, _, captions, _ in batch:
                 if key in index:
-                    raise DataError(f"sample key '{key}' occurs twice in shard '{redact(shard)}'; teacher "
+                    raise DataError(f"sample key '{key}' occurs twice in shard '{redact(shard)}'; "
+                                    f"teacher "
                                     f"embeddings are found by shard and key, so keys must be "
                                     f"unique within a shard")
                 rows: dict[str, dict[str, int]] = {}
@@ -112,7 +113,8 @@ def _embed_shard(teacher, shard: str, part: Path, stamp: dict, dtype: str, langu
                 index[key] = [n_images, digest, rows]
                 n_images += 1
             for start in range(0, len(texts), batch_size):
-                parts["text"].append(teacher.encode_text(texts[start:start + batch_size]).float().cpu())
+                parts["text"].append(
+                    teacher.encode_text(texts[start:start + batch_size]).float().cpu())
             n_texts += len(texts)
             if progress is not None:
                 progress(len(batch))
@@ -168,7 +170,8 @@ def write_teacher_embeddings(teacher, spec: str, shards: list[str], out_dir: str
     for info in infos.values():
         skipped.update(info["skipped"])
     if not images:
-        raise DataError(f"no usable sample in {len(shards)} shard(s) ({', '.join(map(redact, shards[:3]))}); "
+        raise DataError(f"no usable sample in {len(shards)} shard(s) "
+                        f"({', '.join(map(redact, shards[:3]))}); "
                         f"skipped: {dict(skipped)}")
     bias = teacher.logit_bias
     meta = {"teacher": spec, "embed_dim": int(teacher.embed_dim), "dtype": dtype,
@@ -256,7 +259,8 @@ class TeacherEmbeddingStore:
             return self._open[path]
         name = self.shards.get(path)
         if name is None:
-            raise DataError(f"shard '{redact(shard)}' has no teacher embeddings in '{self.directory}'; "
+            raise DataError(f"shard '{redact(shard)}' has no teacher embeddings in "
+                            f"'{self.directory}'; "
                             f"run mclip distill embed on the training shards")
         self._open[path] = _Part(self.directory / PARTS_DIR / name)
         if len(self._open) > OPEN_PARTS:
@@ -273,11 +277,13 @@ class TeacherEmbeddingStore:
         for shard, key, digest in zip(shards, keys, image_hashes):
             entry = self.part(shard).index.get(key)
             if entry is None:
-                raise DataError(f"sample '{key}' of shard '{redact(shard)}' has no teacher embedding in "
+                raise DataError(f"sample '{key}' of shard '{redact(shard)}' has no teacher "
+                                f"embedding in "
                                 f"'{self.directory}'; the shards changed since mclip distill "
                                 f"embed: run it again")
             if entry[1] != digest:
-                raise DataError(f"the image of sample '{key}' (shard '{redact(shard)}') differs from the "
+                raise DataError(f"the image of sample '{key}' (shard '{redact(shard)}') differs "
+                                f"from the "
                                 f"one its teacher embedding in '{self.directory}' was computed "
                                 f"from; run mclip distill embed again on the current shards")
             entries.append(entry)

@@ -4,7 +4,8 @@ As in the text-embedding literature (LASER's Tatoeba similarity search, arXiv:18
 arXiv:2007.01852; MTEB's bitext mining, arXiv:2210.07316): each sentence of a language retrieves
 its translation among *all* sentences of the pivot language (``pivot``, default ``en``) by cosine
 similarity of the text tower's embeddings, and each pivot sentence retrieves its translation among
-all sentences of the language. Ties go to the lower index (:func:`~mclip.eval.zeroshot.true_class_ranks`).
+all sentences of the language. Ties go to the lower index
+(:func:`~mclip.eval.zeroshot.true_class_ranks`).
 Per language:
 
 * ``bitext_to_pivot_acc@k``: the fraction of the language's sentences (with a translation in the
@@ -46,7 +47,8 @@ def translation_ranks(queries: torch.Tensor, candidates: torch.Tensor, targets: 
     ranks = torch.empty(len(targets), dtype=torch.long)
     for start in range(0, len(targets), QUERY_CHUNK):
         scores = queries[start:start + QUERY_CHUNK].float() @ candidates.float().T
-        ranks[start:start + QUERY_CHUNK] = true_class_ranks(scores, targets[start:start + QUERY_CHUNK])
+        ranks[start:start + QUERY_CHUNK] = true_class_ranks(scores,
+                                                            targets[start:start + QUERY_CHUNK])
     return ranks
 
 

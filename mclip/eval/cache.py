@@ -77,7 +77,8 @@ class EmbeddingCache:
 
     # images ---------------------------------------------------------------------------------
     def _image_path(self, set_key: str) -> Path:
-        return self.root / "images" / f"{hashlib.sha256(set_key.encode()).hexdigest()[:24]}.safetensors"
+        return self.root / "images" / (f"{hashlib.sha256(set_key.encode()).hexdigest()[:24]}"
+                                       f".safetensors")
 
     def load_images(self, set_key: str) -> tuple[torch.Tensor, list[str], list, dict] | None:
         """(emb [N, d], keys, labels, skipped) stored under ``set_key``, or None (a miss)."""
@@ -89,7 +90,8 @@ class EmbeddingCache:
             meta = f.metadata()
             emb = f.get_tensor("emb")
         self.stats["image_hits"] += 1
-        return emb, json.loads(meta["keys"]), json.loads(meta["labels"]), json.loads(meta["skipped"])
+        return (emb, json.loads(meta["keys"]), json.loads(meta["labels"]),
+                json.loads(meta["skipped"]))
 
     def save_images(self, set_key: str, emb: torch.Tensor, keys: list[str], labels: list,
                     skipped: dict, description: str = "") -> None:

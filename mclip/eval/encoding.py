@@ -101,10 +101,10 @@ def encode_text_batches(model, texts: list[str], batch_size: int, precision: str
     """Embeddings float32 [b, d] on the CPU of consecutive batches of ``texts``.
 
     Adapters that tokenise apart (:func:`tokenizes_apart`) have the next batch tokenised (on a GPU
-    run, in a thread: :func:`tokenizer_pool`) while the current one runs (the tokenizers are Python; the forward pass releases the GIL);
-    those with ``tokenize_by_length`` (open_clip, whose tokens are padded to the context) are
-    tokenised once and batched by the length each text runs at. After an out-of-memory error the
-    batch size stays at the size that fitted.
+    run, in a thread: :func:`tokenizer_pool`) while the current one runs (the tokenizers are Python;
+    the forward pass releases the GIL); those with ``tokenize_by_length`` (open_clip, whose tokens
+    are padded to the context) are tokenised once and batched by the length each text runs at. After
+    an out-of-memory error the batch size stays at the size that fitted.
     """
     if not texts:
         return []

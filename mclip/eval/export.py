@@ -119,7 +119,8 @@ def clip_benchmark_metrics(kind: str, metrics: dict) -> dict | None:
     return None
 
 
-def clip_benchmark_documents(report: dict, tag: str = "") -> tuple[list[tuple[str, dict]], list[str]]:
+def clip_benchmark_documents(report: dict,
+                             tag: str = "") -> tuple[list[tuple[str, dict]], list[str]]:
     """([(file name, CLIP_benchmark result document)], [tasks not exported, with the reason]).
     ``tag`` (e.g. the report's letter in a comparison) is appended to the model part of each file
     name, so that reports of one model do not write the same names; the documents are as

@@ -98,7 +98,8 @@ def run_image_to_image(task, images, text, progress: Callable[[str], None]) -> d
     label_tensor = torch.tensor(labels, dtype=torch.long)
     if len(label_tensor) and (label_tensor < 0).any():
         raise ConfigError(f"task '{task.name}': images without a label in '{task.images}'; "
-                          f"image_to_image needs a class per image (ImageFolder or labelled shards)")
+                          f"image_to_image needs a class per image (ImageFolder or labelled "
+                          f"shards)")
     result = positive_ranks(emb, emb, label_tensor, label_tensor, same_set=True)
     metrics = _scores("image_to_image", result, task.recall_at)
     metrics.update(n_images=len(keys), n_queries=len(result.queries),

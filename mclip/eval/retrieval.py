@@ -253,7 +253,8 @@ def _count_extras(scores: torch.Tensor, rows: _Side, cols: _Side, a: int, b: int
         t2i.index_add_(0, j, per_col)
 
 
-def _count_ranks(tiles: _Tiles, images: DistinctRows, texts: DistinctRows, text_to_image: torch.Tensor,
+def _count_ranks(tiles: _Tiles, images: DistinctRows, texts: DistinctRows,
+                 text_to_image: torch.Tensor,
                  targets: _Targets, cache: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Negatives above each positive: (per text [M], per image [N]), visiting every tile once."""
     c, device = tiles.chunk, text_to_image.device

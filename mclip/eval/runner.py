@@ -82,7 +82,7 @@ def run_zeroshot(task, images: ImageEmbeddings, text: TextEmbeddings, progress) 
         prompt_emb = text.encode(prompts)
         row = {prompt: i for i, prompt in enumerate(prompts)}
 
-        def encode(batch: list[str]) -> torch.Tensor:
+        def encode(batch: list[str], prompt_emb=prompt_emb, row=row) -> torch.Tensor:
             return prompt_emb[torch.tensor([row[t] for t in batch], dtype=torch.long)]
 
         for lang, class_texts in class_texts_of.items():

@@ -86,7 +86,8 @@ class SampleRanks:
         ranks = _unpack(data["ranks"]).astype(np.uint8)
         labels = _unpack(data["labels"]).astype(np.int64) if "labels" in data else None
         if ranks.shape[0] != data["n"]:
-            raise ValueError(f"per-sample ranks hold {ranks.shape[0]} entries, expected {data['n']}")
+            raise ValueError(f"per-sample ranks hold {ranks.shape[0]} entries, "
+                             f"expected {data['n']}")
         return cls(data["ids"], ranks, labels)
 
 

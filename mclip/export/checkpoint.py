@@ -168,7 +168,8 @@ image_embeds = image_encoder.run(None, {{"pixel_values": pixels(Image.open("cat.
 tokens = tokenizer(["a photo of a cat", "ein Foto einer Katze"], padding=True, truncation=True,
                    max_length=info["max_length"], return_tensors="np")
 text_embeds = text_encoder.run(None, {{"input_ids": tokens["input_ids"].astype(np.int64),
-                                      "attention_mask": tokens["attention_mask"].astype(np.int64)}})[0]
+                                      "attention_mask": \
+tokens["attention_mask"].astype(np.int64)}})[0]
 scores = image_embeds @ text_embeds.T    # cosine similarities
 ```"""
 

@@ -1,7 +1,8 @@
 """An mclip model as ONNX encoders for onnxruntime (``mclip export MODEL --format onnx``).
 
     DIR/image_encoder.onnx   pixel_values float32 [batch, 3, S, S] -> image_embeds [batch, E]
-    DIR/text_encoder.onnx    input_ids, attention_mask int64 [batch, length] -> text_embeds [batch, E]
+    DIR/text_encoder.onnx    input_ids, attention_mask int64 [batch, length] -> text_embeds
+                             [batch, E]
     DIR/preprocess.json      image size S, mean, std, interpolation, resize rule (shorter side to
                              S, then a centre crop), as mclip's own transform
     DIR/tokenizer files      the text tower's tokenizer (transformers; no torch needed to use it)
@@ -152,7 +153,8 @@ def _write_graphs(model: DualEncoder, embed_dim: int, directory: Path) -> None:
                                       opset_version=OPSET, dynamo=True, external_data=False,
                                       verbose=False)
         except Exception as error:  # the exporter raises many types
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            first = (str(error).strip().splitlines()[0] if str(error).strip()
+                     else type(error).__name__)
             raise ExportError(f"torch.onnx.export could not trace the {file[:-5].replace('_', ' ')}"
                               f" ({first})") from None
 

@@ -18,9 +18,9 @@
   ``num_classes=embed_dim``, holds mclip's projection (its bias zero), so models with a
   pre-logits layer (MobileNetV3, LCNet) keep it;
 - text tower: ``hf_model_name`` (the architecture, ``config.json`` in DIR), ``hf_tokenizer_name``
-  (the tokenizer files in DIR; the byte-level tower's ``ByT5Tokenizer`` included), ``hf_pooler_type``
-  ``mean_pooler`` / ``cls_last_hidden_state_pooler``, ``hf_proj_type`` ``linear`` (none: the
-  identity), ``context_length`` = ``model.text.max_length``;
+  (the tokenizer files in DIR; the byte-level tower's ``ByT5Tokenizer`` included),
+  ``hf_pooler_type`` ``mean_pooler`` / ``cls_last_hidden_state_pooler``, ``hf_proj_type`` ``linear``
+  (none: the identity), ``context_length`` = ``model.text.max_length``;
 - ``preprocess_cfg``: image size, mean, std, interpolation, ``resize_mode: shortest`` (resize the
   shorter side, centre crop: mclip's transform); ``logit_scale`` and, for a sigmoid-trained model,
   ``logit_bias`` (``init_logit_bias`` in the config).
@@ -147,7 +147,8 @@ def _vit_config(trunk: nn.Module, proj: nn.Module, image_size: int, embed_dim: i
     matrix = projection_matrix(proj, width, where, embed_dim)
     avg = trunk.global_pool == "avg"
     vision = {"image_size": image_size, "patch_size": trunk.patch_embed.patch_size[0],
-              "width": width, "layers": len(blocks), "head_width": width // blocks[0].attn.num_heads,
+              "width": width, "layers": len(blocks),
+              "head_width": width // blocks[0].attn.num_heads,
               "mlp_ratio": blocks[0].mlp.fc1.out_features / width,
               "no_ln_pre": isinstance(trunk.norm_pre, nn.Identity),
               "pool_type": "avg" if avg else "tok", "final_ln_after_pool": avg,
@@ -244,8 +245,9 @@ def export_open_clip(model: DualEncoder, config: Config, directory: str | Path,
     docstring), load it with open_clip and check its embeddings (ExportError if they differ);
     returns {"embed_dim", "max_difference": {"image", "text"}}. ``embed_dim`` keeps the first k
     dimensions (a Matryoshka prefix) of both projections. The text tower is named by
-    ``directory``'s absolute path, or by ``hub_id``. :func:`mclip.export.checkpoint.export_checkpoint`
-    writes into a staging folder and moves it into place."""
+    ``directory``'s absolute path, or by ``hub_id``.
+    :func:`mclip.export.checkpoint.export_checkpoint` writes into a staging folder and moves it
+    into place."""
     import open_clip
 
     full = model.cfg.embed_dim

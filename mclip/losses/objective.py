@@ -2,11 +2,11 @@
 
 On one process it is the tiled InfoNCE / sigmoid loss of the whole batch. Under
 torch.distributed, each rank holds n images and m texts, every text's image on the same rank
-(``text_to_image``, local indices; None: m = n and text j belongs to image j); embeddings are gathered (:mod:`mclip.losses.gather`) and each rank computes only its
-share of the global loss: its own rows (images against every text) and, for InfoNCE, its own
-columns (texts against every image). The shares sum to the full-batch loss; each rank
-back-propagates ``world_size x share`` so that averaging gradients over ranks (as DDP does)
-gives exactly the single-process full-batch gradient.
+(``text_to_image``, local indices; None: m = n and text j belongs to image j); embeddings are
+gathered (:mod:`mclip.losses.gather`) and each rank computes only its share of the global loss: its
+own rows (images against every text) and, for InfoNCE, its own columns (texts against every image).
+The shares sum to the full-batch loss; each rank back-propagates ``world_size x share`` so that
+averaging gradients over ranks (as DDP does) gives exactly the single-process full-batch gradient.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ class ContrastiveObjective:
             pairs = self.ranks_per_loss * n_texts  # every positive pair has a text of its own
             share = (row_lse[pos].sum() + col_lse.sum() - 2 * positive.sum()) / (2 * pairs)
         else:
-            total = TiledSoftplusSum.apply(image_emb, all_texts, logit_scale, logit_bias, self.chunk)
+            total = TiledSoftplusSum.apply(image_emb, all_texts, logit_scale, logit_bias,
+                                           self.chunk)
             images = self.ranks_per_loss * n_images
             share = (total - (positive + logit_bias.to(positive.dtype)).sum()) / images
         if self.mode == "group_local":

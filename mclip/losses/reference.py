@@ -24,7 +24,8 @@ def positive_index(text_to_image: torch.Tensor | None, n_images: int, n_texts: i
         return torch.arange(n_texts, device=device)
     text_to_image = torch.as_tensor(text_to_image, device=device, dtype=torch.long)
     if text_to_image.shape != (n_texts,):
-        raise ValueError(f"text_to_image has shape {tuple(text_to_image.shape)}, expected ({n_texts},)")
+        raise ValueError(f"text_to_image has shape {tuple(text_to_image.shape)}, "
+                         f"expected ({n_texts},)")
     if n_texts and (text_to_image.min() < 0 or text_to_image.max() >= n_images):
         raise ValueError(f"text_to_image holds indices outside [0, {n_images})")
     return text_to_image
@@ -77,7 +78,8 @@ def sigmoid_reference(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_sca
 
 
 def similarity_kd_reference(image_emb: torch.Tensor, text_emb: torch.Tensor,
-                            logit_scale: torch.Tensor, teachers: list[tuple[torch.Tensor, torch.Tensor]],
+                            logit_scale: torch.Tensor,
+                            teachers: list[tuple[torch.Tensor, torch.Tensor]],
                             teacher_scales: list[float], weights: list[float] | None = None
                             ) -> torch.Tensor:
     """Softmax similarity KD with the full matrices (CLIP-KD, arXiv:2307.12732).
@@ -108,8 +110,10 @@ def sigmoid_kd_reference(image_emb: torch.Tensor, text_emb: torch.Tensor,
     dtype = compute_dtype(image_emb)
     weights = [1.0 / len(teachers)] * len(teachers) if weights is None else \
         [w / sum(weights) for w in weights]
-    s = logit_scale.to(dtype).exp() * image_emb.to(dtype) @ text_emb.to(dtype).T + logit_bias.to(dtype)
+    s = (logit_scale.to(dtype).exp() * image_emb.to(dtype) @ text_emb.to(dtype).T
+         + logit_bias.to(dtype))
     p = sum(w * torch.sigmoid(t * a.to(dtype) @ b.to(dtype).T + bias)
             for (a, b), t, bias, w in zip(teachers, teacher_scales, teacher_biases, weights))
-    kl = torch.xlogy(p, p) - p * F.logsigmoid(s) + torch.xlogy(1 - p, 1 - p) - (1 - p) * F.logsigmoid(-s)
+    kl = (torch.xlogy(p, p) - p * F.logsigmoid(s)
+          + torch.xlogy(1 - p, 1 - p) - (1 - p) * F.logsigmoid(-s))
     return kl.sum() / image_emb.shape[0]

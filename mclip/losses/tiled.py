@@ -8,7 +8,8 @@ arXiv:2410.17243, and of memory-efficient attention). The gradient is the full-b
 - :class:`TiledLogSumExp` returns the row and column log-sum-exps of the logits; InfoNCE is
   assembled from them and the positive logits with ordinary autograd ops.
 - :class:`TiledSoftplusSum` returns sum_ij softplus(s_ij); the sigmoid loss is that sum minus
-  the positive logits (because -log sigmoid(-s) = softplus(s) and log sigmoid(s) - log sigmoid(-s) = s).
+  the positive logits (because -log sigmoid(-s) = softplus(s) and
+  log sigmoid(s) - log sigmoid(-s) = s).
 
 Embeddings may be bf16 / fp16; tiles and reductions are then fp32 (fp64 inputs stay fp64).
 """
@@ -239,7 +240,8 @@ def tiled_sigmoid(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: 
                   chunk: int = 1024) -> torch.Tensor:
     """Sigmoid loss, equal to :func:`mclip.losses.reference.sigmoid_reference`.
 
-    -1/N [sum_ij log sigmoid(-s_ij) + sum_(i,j) in P s_ij] = 1/N [sum_ij softplus(s_ij) - sum_P s_ij].
+    -1/N [sum_ij log sigmoid(-s_ij) + sum_(i,j) in P s_ij] =
+    1/N [sum_ij softplus(s_ij) - sum_P s_ij].
     logit_scale and logit_bias have shape [] or [1]; returns a 0-d tensor.
     """
     pos = positive_index(text_to_image, image_emb.shape[0], text_emb.shape[0], image_emb.device)

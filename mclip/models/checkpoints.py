@@ -62,7 +62,8 @@ def resolve_model_dir(path: str | Path, passed_over: list | None = None) -> Path
         problem = damage(path)
         if problem:
             raise DamagedCheckpoint(f"checkpoint '{path}' is damaged: {problem}. Name an earlier "
-                                    f"checkpoint, or the run directory to use its newest intact one")
+                                    f"checkpoint, or the run directory to use its newest "
+                                    f"intact one")
         return path
     intact, damaged = newest_intact_checkpoint(path)
     if passed_over is not None:

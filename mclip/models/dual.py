@@ -75,7 +75,8 @@ class DualEncoder(nn.Module):
         With ``train=True`` a random horizontal flip is applied.
         """
         size, mean, std = self.cfg.image.image_size, self.cfg.image.mean, self.cfg.image.std
-        return ImageTransform(size, mean, std, flip=train, interpolation=self.cfg.image.interpolation)
+        return ImageTransform(size, mean, std, flip=train,
+                              interpolation=self.cfg.image.interpolation)
 
     def clamp_logit_scale(self) -> None:
         """Clamp exp(logit_scale) to ``max_logit_scale`` (called by the trainer after a step)."""
@@ -114,7 +115,8 @@ class DualEncoder(nn.Module):
             if not (directory / name).is_file():
                 raise ConfigError(f"'{directory}' is not an mclip model directory: {name} is "
                                   f"missing. Pass a checkpoint directory written by 'mclip train' "
-                                  f"(e.g. runs/demo/checkpoints/step_0000300) or the run directory.")
+                                  f"(e.g. runs/demo/checkpoints/step_0000300) or the run "
+                                  f"directory.")
         if verify:
             check_intact(directory)
         config = load_config(directory / CONFIG_FILE)

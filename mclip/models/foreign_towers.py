@@ -164,7 +164,8 @@ def image_tower_from_model(adapter) -> tuple[dict, dict[str, torch.Tensor], floa
         side = size.get("height") or size.get("shortest_edge")
         fields = {"name": adapter.name, "image_size": int(side),
                   "mean": list(processor.image_mean), "std": list(processor.image_std),
-                  "interpolation": "bicubic" if getattr(processor, "resample", 3) == 3 else "bilinear"}
+                  "interpolation": ("bicubic" if getattr(processor, "resample", 3) == 3
+                                    else "bilinear")}
         weights = {f"trunk.model.{k}": v for k, v in adapter.model.state_dict().items()
                    if not k.startswith(("text_model.", "text_projection."))}
         return fields, weights, scale, bias

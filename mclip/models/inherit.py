@@ -45,7 +45,8 @@ class InheritReport:
     def summary(self) -> dict:
         """Counts and the first few names of tensors that kept their initialisation."""
         return {"copied": len(self.copied), "sliced": len(self.sliced),
-                "resampled": len(self.resampled), "kept_init": len(self.kept_init), "kept_init_names": self.kept_init[:8]}
+                "resampled": len(self.resampled), "kept_init": len(self.kept_init),
+                "kept_init_names": self.kept_init[:8]}
 
 
 def teacher_key(student_key: str, every: int) -> str:
@@ -83,7 +84,8 @@ def _position_grid(model: nn.Module, name: str) -> tuple[list[int], int] | None:
     grid = getattr(getattr(owner, "patch_embed", None), "grid_size", None)
     if grid is None:
         return None
-    prefix = 0 if getattr(owner, "no_embed_class", False) else getattr(owner, "num_prefix_tokens", 1)
+    prefix = (0 if getattr(owner, "no_embed_class", False)
+              else getattr(owner, "num_prefix_tokens", 1))
     return list(grid), prefix
 
 

@@ -1,7 +1,8 @@
 """Manifests of saved model and checkpoint directories: which files, what size, what digest.
 
     DIR/manifest.json   {"version": 1, "files": {"model.safetensors": {"bytes": N, "sha256": H},
-                                                 "trainer.pt": {...}, "text_tower/config.json": ...}}
+                                                 "trainer.pt": {...},
+                                                 "text_tower/config.json": ...}}
 
 The manifest is the last file written into a directory (before the directory is renamed into
 place), so a directory whose manifest is present was complete when it was written, and one whose
@@ -67,7 +68,8 @@ def damage(directory: str | Path, required: tuple[str, ...] = ()) -> str | None:
         return _structural_damage(directory)
     try:
         files = json.loads(manifest.read_text("utf-8"))["files"]
-        listed = {name: (int(entry["bytes"]), str(entry["sha256"])) for name, entry in files.items()}
+        listed = {name: (int(entry["bytes"]), str(entry["sha256"]))
+                  for name, entry in files.items()}
     except (OSError, ValueError, KeyError, TypeError):
         return f"{MANIFEST_FILE} is unreadable"
     for name, (size, digest) in listed.items():

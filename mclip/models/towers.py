@@ -80,7 +80,8 @@ class ImageTower(nn.Module):
         if isinstance(pretrained, str):
             path = Path(pretrained)
             if not path.is_file():
-                raise ConfigError(f"config key 'model.image.pretrained': weights file '{path}' does "
+                raise ConfigError(f"config key 'model.image.pretrained': weights file '{path}' "
+                                  f"does "
                                   f"not exist; give a local file, true (download), or false")
             kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
             pretrained = True
@@ -229,4 +230,5 @@ def pool_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str
     if pooling == "eos":
         last = attention_mask.long().sum(1).clamp_min(1) - 1
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    raise ConfigError(f"config key 'model.text.pooling' is {pooling!r}; valid choices: mean, cls, eos")
+    raise ConfigError(f"config key 'model.text.pooling' is {pooling!r}; "
+                      f"valid choices: mean, cls, eos")

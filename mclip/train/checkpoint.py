@@ -52,7 +52,8 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(out_dir: str | Path, step: int, model: DualEncoder, config: Config,
                     trainer_state: dict, keep: int | None = None) -> Path:
-    """Write ``checkpoints/step_{step:07d}`` atomically; keep the newest ``keep``. Returns its path."""
+    """Write ``checkpoints/step_{step:07d}`` atomically; keep the newest ``keep``. Returns its
+    path."""
     root = checkpoint_dir(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:07d}"
@@ -141,6 +142,7 @@ def load_trainer_state(directory: str | Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
-        raise DamagedCheckpoint(f"'{directory}' is damaged: {TRAINER_FILE} cannot be read "
-                                f"({str(error).splitlines()[0] if str(error) else type(error).__name__}"
-                                f"). Resume from an earlier checkpoint") from None
+        raise DamagedCheckpoint(
+            f"'{directory}' is damaged: {TRAINER_FILE} cannot be read "
+            f"({str(error).splitlines()[0] if str(error) else type(error).__name__}"
+            f"). Resume from an earlier checkpoint") from None

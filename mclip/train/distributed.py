@@ -55,7 +55,8 @@ def init_distributed(cfg: Config, device: torch.device) -> DistContext:
                           "dist.backend=gloo (or auto)")
     owns = not dist.is_initialized()
     if owns:
-        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=cfg.dist.timeout_minutes))
+        dist.init_process_group(backend,
+                                timeout=datetime.timedelta(minutes=cfg.dist.timeout_minutes))
     world, rank = dist.get_world_size(), dist.get_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     group_size = cfg.dist.group_size or int(os.environ.get("LOCAL_WORLD_SIZE", world))

@@ -31,7 +31,8 @@ class TrainingInterrupted(KeyboardInterrupt):
     ``Exception`` does not swallow it."""
 
     def __init__(self, checkpoint: Path | None, step: int):
-        super().__init__(f"interrupted (SIGINT) after step {step}; checkpoint {checkpoint} written, "
+        super().__init__(f"interrupted (SIGINT) after step {step}; checkpoint {checkpoint} "
+                         f"written, "
                          f"continue with --resume")
         self.checkpoint, self.step = checkpoint, step
 

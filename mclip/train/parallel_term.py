@@ -59,7 +59,8 @@ class ParallelTextTerm:
         self.batch_size = distill.parallel_batch_size or cfg.train.batch_size
         self.micro_batches, self.precision = cfg.train.micro_batches, cfg.train.precision
         self.rank, self.world_size = rank, world_size
-        self.objective = TeacherLearningObjective(distill.parallel_loss, cfg.loss.chunk_size, groups)
+        self.objective = TeacherLearningObjective(distill.parallel_loss, cfg.loss.chunk_size,
+                                                  groups)
         self.last_value = float("nan")
 
     @property

@@ -15,8 +15,8 @@ Headline numbers are named ``TASK/METRIC``: a task of the suite and a metric nam
 results JSON of ``mclip eval`` (``shapes/acc@1``, ``xtd10/text_to_image_R@1``), each the mean
 over the task's languages -- the task's ``mean`` block of that JSON. ``mean/METRIC`` is the mean
 of ``TASK/METRIC`` over the tasks that report METRIC, offered when two or more tasks of the suite
-report it. Only the headline metrics of :data:`mclip.eval.metric_names.HEADLINE` count (counts such as
-``n_classes`` do not), and ``acc@k`` / ``R@k`` only for the ``k`` the task asks for. Higher is
+report it. Only the headline metrics of :data:`mclip.eval.metric_names.HEADLINE` count (counts such
+as ``n_classes`` do not), and ``acc@k`` / ``R@k`` only for the ``k`` the task asks for. Higher is
 better for all of them.
 
 Evaluation runs in fp32 without autocast, exactly as ``mclip eval`` does, so its numbers equal

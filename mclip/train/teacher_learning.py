@@ -55,7 +55,8 @@ class TeacherLearningObjective:
 
     def __init__(self, kind: str, chunk: int = 1024, groups: GatherGroups | None = None):
         self.kind, self.groups = kind, groups
-        self.contrastive = ContrastiveObjective(LossConfig(kind="infonce", chunk_size=chunk), groups)
+        self.contrastive = ContrastiveObjective(LossConfig(kind="infonce", chunk_size=chunk),
+                                                groups)
 
     def __call__(self, teacher_emb: torch.Tensor, student_emb: torch.Tensor,
                  logit_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,7 +193,8 @@ def train_teacher_learning(cfg: Config, run: Run, resume: bool = False, quiet: b
             rows = rows[ctx.rank * local:(ctx.rank + 1) * local]
             with torch.no_grad():
                 teacher_emb = teacher.encode_text([pairs[i][0] for i in rows]).float().to(device)
-            tokens = {k: v.to(device) for k, v in model.tokenize([pairs[i][1] for i in rows]).items()}
+            tokens = {k: v.to(device)
+                      for k, v in model.tokenize([pairs[i][1] for i in rows]).items()}
             optimizer.zero_grad(set_to_none=True)
             loss = teacher_learning_gradients(model, objective, scale, teacher_emb, tokens,
                                               cfg.train.micro_batches, device)
@@ -229,7 +231,8 @@ def train_teacher_learning(cfg: Config, run: Run, resume: bool = False, quiet: b
                 numbers = evaluator.evaluate(model, done)
                 value = numbers[evaluator.metric]
                 new_best = evaluator.keep_best(model, cfg, done, value, numbers)
-                logger.evaluation(done, numbers, metric=evaluator.metric, value=value, best=new_best,
+                logger.evaluation(done, numbers, metric=evaluator.metric, value=value,
+                                  best=new_best,
                                   best_step=evaluator.best_step)
             if preempted:
                 stopped_by = stop.signal_name or "a signal to another rank"
@@ -237,7 +240,8 @@ def train_teacher_learning(cfg: Config, run: Run, resume: bool = False, quiet: b
                              note=f"{stopped_by}: checkpoint written; continue with --resume")
                 break
     digests = rank_digests(model, ctx)
-    logger.event("end", step=done, checkpoint=str(final_dir), ranks_identical=len(set(digests)) == 1,
+    logger.event("end", step=done, checkpoint=str(final_dir),
+                 ranks_identical=len(set(digests)) == 1,
                  best_step=evaluator.best_step, best_value=evaluator.best_value,
                  stopped_by=stopped_by)
     logger.close()

@@ -113,7 +113,8 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
     sources, source_records = build_sources(cfg.data, ctx.world_size)
     local_batch = cfg.train.batch_size // ctx.world_size
     if cfg.train.micro_batches > local_batch:
-        raise ConfigError(f"config key 'train.micro_batches' ({cfg.train.micro_batches}) exceeds the "
+        raise ConfigError(f"config key 'train.micro_batches' ({cfg.train.micro_batches}) "
+                          f"exceeds the "
                           f"per-rank batch ({local_batch})")
 
     resumed_from, damaged = resume_point(out_dir, resume)
@@ -143,7 +144,8 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
     parallel, parallel_info = parallel_term(cfg, teachers, heads, ctx.groups, ctx.rank,
                                             ctx.world_size)
     model.logit_bias.requires_grad_(objective.uses_bias)
-    trained = model if heads is None else torch.nn.ModuleList([model, heads])  # what the optimizer steps
+    # what the optimizer steps
+    trained = model if heads is None else torch.nn.ModuleList([model, heads])
     optimizer = build_optimizer(trained, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(
         s, cfg.train.steps, cfg.train.warmup_steps, cfg.train.min_lr_ratio))
@@ -212,7 +214,8 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
                          retries=cfg.data.retries, score_filter=score_filter(cfg.data))
     loader = DataLoader(stream, batch_size=None, num_workers=cfg.data.num_workers,
                         worker_init_fn=ignore_stop_signals,
-                        persistent_workers=False, prefetch_factor=4 if cfg.data.num_workers else None)
+                        persistent_workers=False,
+                        prefetch_factor=4 if cfg.data.num_workers else None)
     batches = iter(loader)
 
     def trainer_state(step: int, all_positions: dict) -> dict:
@@ -272,7 +275,8 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
                                   device, cfg.train.precision, ctx.world_size,
                                   batch["text_to_image"].to(device))
             if parallel is not None:  # teacher learning on parallel text, added before averaging
-                loss = loss + cfg.distill.parallel_weight * parallel.add_gradients(model, step, device)
+                loss = (loss
+                        + cfg.distill.parallel_weight * parallel.add_gradients(model, step, device))
             if ctx.world_size > 1:
                 average_gradients(trained, ctx.world_size)
             grad_norm = torch.nn.utils.clip_grad_norm_(trained.parameters(),
@@ -288,8 +292,9 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
                              in_a_row=bad_steps["in_row"], note="not applied: weights unchanged")
                 if bad_steps["in_row"] >= cfg.train.max_bad_steps:
                     raise TrainingError(
-                        f"stopped at step {done}: {bad_steps['in_row']} steps in a row had a NaN/inf "
-                        f"loss or gradient (train.max_bad_steps={cfg.train.max_bad_steps}); the last "
+                        f"stopped at step {done}: {bad_steps['in_row']} steps in a row had a "
+                        f"NaN/inf loss or gradient (train.max_bad_steps="
+                        f"{cfg.train.max_bad_steps}); the last "
                         f"good checkpoint is {final_dir or 'none (none written yet)'}. Lower "
                         f"train.lr, check the data, or use train.precision=fp32, then --resume")
             scheduler.step()
@@ -311,7 +316,8 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
                 if objective.uses_bias:
                     metrics["logit_bias"] = model.logit_bias.item()
                 if teachers or cfg.loss.matryoshka_dims:
-                    metrics["terms"] = {**objective.last_terms, **(parallel.terms if parallel else {})}
+                    metrics["terms"] = {**objective.last_terms,
+                                        **(parallel.terms if parallel else {})}
                 if cfg.train.grad_clip:
                     metrics["grad_norm"] = grad_norm.item()
                 logger.step(done, metrics)
@@ -325,7 +331,8 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
                 value = numbers[evaluator.metric]
                 new_best = evaluator.keep_best(model, cfg, done, value, numbers)
                 seconds = time.perf_counter() - started
-                logger.evaluation(done, numbers, metric=evaluator.metric, value=value, best=new_best,
+                logger.evaluation(done, numbers, metric=evaluator.metric, value=value,
+                                  best=new_best,
                                   best_step=evaluator.best_step, seconds=round(seconds, 3))
                 last_log += seconds  # evaluation time does not count against samples/s
             if preempted:

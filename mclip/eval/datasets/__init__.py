@@ -14,8 +14,8 @@ Every reader yields the task objects of :mod:`mclip.eval.datasets.base`:
   ``sentences(language) -> TopicSentences``): :class:`MvlSibTopics`, :class:`TsvTopics`.
 
 :func:`open_class_texts`, :func:`open_image_set`, :func:`open_retrieval` and :func:`open_topics`
-pick the reader from what a path holds. Languages are mclip codes (lowercase ISO 639-1), mapped from each
-format's own codes by explicit tables (:mod:`mclip.eval.datasets.codes`). Empty captions are
+pick the reader from what a path holds. Languages are mclip codes (lowercase ISO 639-1), mapped from
+each format's own codes by explicit tables (:mod:`mclip.eval.datasets.codes`). Empty captions are
 dropped and counted in ``Captions.skipped["empty_caption"]``.
 """
 

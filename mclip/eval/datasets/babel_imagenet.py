@@ -92,8 +92,9 @@ class BabelImageNetTexts:
         for index, label in zip(indices, labels):
             is_index = isinstance(index, int) and not isinstance(index, bool)
             if not is_index or not 0 <= index < self.n_classes:
-                raise ConfigError(f"{where}: class index {index!r} is not in 0..{self.n_classes - 1}"
-                                  f" (pass n_classes= if the label file is for another class count)")
+                raise ConfigError(f"{where}: class index {index!r} is not in "
+                                  f"0..{self.n_classes - 1} (pass n_classes= if the label file "
+                                  f"is for another class count)")
             if index in out:
                 raise ConfigError(f"{where}: class index {index} appears twice")
             if not isinstance(label, str):

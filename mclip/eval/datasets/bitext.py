@@ -108,7 +108,8 @@ class FloresBitext(BitextSet):
         if unknown:
             raise ConfigError(f"bitext '{root}': unknown split(s) {', '.join(unknown)}; SIB-200 "
                               f"has {', '.join(SIB_SPLITS)} (none given: all three)")
-        self._folders = {e.name: Path(e.path) for e in sorted(os.scandir(root), key=lambda e: e.name)
+        self._folders = {e.name: Path(e.path)
+                         for e in sorted(os.scandir(root), key=lambda e: e.name)
                          if is_sib_language_folder(e.path)}
         self.index = LanguageIndex(self._folders, FLORES, f"Flores/SIB-200 folder '{root}'")
         self.description = f"Flores-200 sentences of SIB-200 in '{root}'"

@@ -45,7 +45,8 @@ class ClipBenchmarkTexts:
         if not codes:
             raise ConfigError(f"CLIP_benchmark class texts: no '{{code}}_{CLASSNAMES}.json' in "
                               f"'{self.directory}'")
-        self.index = LanguageIndex(codes, CLIP_BENCHMARK, f"CLIP_benchmark folder '{self.directory}'")
+        self.index = LanguageIndex(codes, CLIP_BENCHMARK,
+                                   f"CLIP_benchmark folder '{self.directory}'")
         self.description = f"CLIP_benchmark class texts '{self.directory}'"
         self._tables: dict[tuple[str, str], dict] = {}
 

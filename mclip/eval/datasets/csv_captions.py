@@ -39,7 +39,8 @@ def _rows(path: Path, separator: str | None, columns: list[str]) -> list[dict[st
     reader = csv.DictReader(io.StringIO(text), delimiter=separator)
     missing = [c for c in columns if c not in (reader.fieldnames or [])]
     if missing:
-        raise ConfigError(f"caption table '{path}' has no column(s) {', '.join(map(repr, missing))}; "
+        raise ConfigError(f"caption table '{path}' has no column(s) "
+                          f"{', '.join(map(repr, missing))}; "
                           f"its columns: {', '.join(reader.fieldnames or [])}")
     return list(reader)
 

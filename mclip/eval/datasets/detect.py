@@ -24,7 +24,8 @@ from .xm3600 import XM3600Set
 from .xtd10 import IMAGE_LIST, XTD10Set, is_xtd10_folder
 
 CLASS_TEXT_LAYOUTS = """\
-  - a CLIP_benchmark folder: {code}_classnames.json and {code}_zeroshot_classification_templates.json
+  - a CLIP_benchmark folder: {code}_classnames.json and \
+{code}_zeroshot_classification_templates.json
   - a Babel-ImageNet label file: JSON {LANG: [[class indices], [labels]]}"""
 
 RETRIEVAL_LAYOUTS = """\

@@ -71,7 +71,8 @@ def line_aligned_captions(language: str, keys: Sequence[str], list_file: Path,
     for path in caption_files:
         lines = read_lines(path, what)
         if len(lines) != len(keys):
-            raise ConfigError(f"{what}: caption file '{path}' has {len(lines)} lines but image list "
+            raise ConfigError(f"{what}: caption file '{path}' has {len(lines)} lines but "
+                              f"image list "
                               f"'{list_file}' has {len(keys)}; they must be line-aligned")
         columns.append(lines)
     pairs = ((key, column[j]) for j, key in enumerate(keys) for column in columns)

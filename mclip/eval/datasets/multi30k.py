@@ -57,7 +57,8 @@ class _Multi30k(ListedImageSet, abc.ABC):
         for sub in ("image_splits", "raw"):
             if not (self.root / sub).is_dir():
                 raise ConfigError(f"{what}: expected a '{sub}' folder in '{self.root}' (give the "
-                                  f"task folder of the multi30k dataset, e.g. data/task{self.task})")
+                                  f"task folder of the multi30k dataset, e.g. "
+                                  f"data/task{self.task})")
         try:
             self.list_file = find_file(self.root / "image_splits", f"{split}{self.list_suffix}",
                                        f"{what}, split '{split}'")
@@ -138,7 +139,8 @@ class Multi30kTask2(_Multi30k):
             expected = list(range(1, max(files) + 1))
             missing = [i for i in expected if i not in files]
             if missing:
-                raise ConfigError(f"{self._what}: caption file '{self.split}.{missing[0]}.{code}.gz' "
+                raise ConfigError(f"{self._what}: caption file "
+                                  f"'{self.split}.{missing[0]}.{code}.gz' "
                                   f"is missing from '{self.root / 'raw'}' (there are files up to "
                                   f"{max(files)} for '{code}')")
             found[code] = [files[i] for i in expected]

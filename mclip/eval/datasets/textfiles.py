@@ -57,7 +57,8 @@ def read_lines(path: Path, what: str) -> list[str]:
 
 
 def read_json(path: Path, what: str) -> Any:
-    """The parsed JSON of ``path`` (gzipped or not); ConfigError naming the file if it is not JSON."""
+    """The parsed JSON of ``path`` (gzipped or not); ConfigError naming the file if it is not
+    JSON."""
     text = read_text(path, what)
     try:
         return json.loads(text)
