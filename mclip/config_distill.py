@@ -12,8 +12,8 @@ from typing import Union
 class TeacherConfig:
     """One frozen teacher (an entry of ``distill.teachers``): any model ``mclip eval`` accepts."""
     model: str = ""
-    """An mclip run or checkpoint directory, 'open_clip:NAME', 'hf:NAME_OR_DIR' (see docs/distillation.md);
-    may be empty when ``embeddings`` is given."""
+    """An mclip run or checkpoint directory, 'open_clip:NAME', 'hf:NAME_OR_DIR' (see
+    docs/distillation.md); may be empty when ``embeddings`` is given."""
     pretrained: Union[str, None] = None
     """open_clip pretrained tag or weights file (as ``mclip eval --pretrained``)."""
     weight: float = 1.0

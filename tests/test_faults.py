@@ -1,5 +1,6 @@
 """The fault matrix: each fault gives a clear one-line message or a counted skip, never a
-traceback, and never loses the last good checkpoint (docs/training.md: "Faults and what mclip does")."""
+traceback, and never loses the last good checkpoint (docs/training.md: "Faults and what mclip
+does")."""
 
 import math
 import os
