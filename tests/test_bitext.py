@@ -234,3 +234,26 @@ def test_where_the_gap_is_reads_image_and_bitext_scores_together():
     assert "| cls acc@1 | de | 40.0 | 50 | 95.0 | image side |" in markdown_table(report)
     del results["bitext"]
     assert alignment_rows(build_report("m", "s", results)) == []
+
+
+def test_two_models_compare_paired_on_the_same_sentences(tmp_path):
+    """Comparisons pair bitext samples when both files scored the same sentences against the
+    same pivot: the difference gets a bootstrap test, not a 'not paired' mark."""
+    from mclip.eval.compare import compare_reports
+    from mclip.eval.runner import _attach_samples
+
+    rows = [f"{i}\t{lang}\ts{lang}{i}" for i in range(30) for lang in ("en", "de")]
+    path = _tsv(tmp_path / "b.tsv", rows)
+    torch.manual_seed(0)
+    base = torch.randn(30, 8)
+    reports = []
+    for noise in (0.1, 2.0):  # a well aligned and a badly aligned German
+        vectors = {f"sen{i}": base[i].tolist() for i in range(30)}
+        vectors |= {f"sde{i}": (base[i] + noise * torch.randn(8)).tolist() for i in range(30)}
+        result = run_bitext(_task(path), None, FakeText(vectors), lambda m: None)
+        _attach_samples("bitext", result, 200, 0)
+        reports.append(build_report("m", "s", {"bitext": result}))
+    comparison = compare_reports(reports, ["good", "bad"], n_resamples=200)
+    row = next(r for r in comparison["results"] if r["model"] == "bad"
+               and r["metric"] == "bitext_acc@1")
+    assert row["paired"] and row["difference"] < 0 and row["significant"]

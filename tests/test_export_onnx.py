@@ -183,8 +183,8 @@ def test_int8_with_calibration_images_quantises_the_convolutions(demo_data, tmp_
                     calibration=tmp_path / "dynamic")
 
 
-def test_the_readme_snippet_is_the_model_cards():
+def test_the_docs_snippet_is_the_model_cards():
     from mclip.export.checkpoint import usage
 
-    readme = (ROOT / "README.md").read_text()
-    assert usage("onnx", "onnx:demo_onnx") in readme
+    page = (ROOT / "docs" / "export.md").read_text()
+    assert usage("onnx", "onnx:demo_onnx") in page
