@@ -38,6 +38,22 @@ def tiny_overrides(data_dir: Path, out_dir: Path) -> list[str]:
             "train.save_every=3"]
 
 
+def random_image_folder(root: Path, classes: int = 3, per_class: int = 2, size: int = 32,
+                        seed: int = 0) -> Path:
+    """An ImageFolder tree ``root/n0000/0.png ...`` of random RGB images; returns ``root``."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        folder = root / f"n{c:04d}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+                folder / f"{i}.png")
+    return root
+
+
 def tiny_model_config(image: str = "resnet10t", **text):
     """A Config with a tiny image tower (32 px) and a 1-layer byte-level text tower."""
     from mclip.config import config_from_dict

@@ -146,19 +146,10 @@ def test_the_comparison_shows_each_models_n_where_they_differ():
 def test_task_on_a_babel_imagenet_labels_file_reports_resource_groups(tmp_path, capsys):
     """--task zeroshot_classification with a Babel-ImageNet labels file (no prompts): each
     language's resource group, as the suite gives it."""
-    import numpy as np
-    from PIL import Image
-
-    from conftest import tiny_model_config
+    from conftest import random_image_folder, tiny_model_config
     from mclip.models.dual import DualEncoder
 
-    rng = np.random.default_rng(0)
-    for c in range(3):
-        folder = tmp_path / "images" / f"n{c:04d}"
-        folder.mkdir(parents=True)
-        for i in range(2):
-            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
-                folder / f"{i}.png")
+    random_image_folder(tmp_path / "images")
     labels = {"EN": [[0, 1, 2], ["cat", "dog", "car"]], "DE": [[0, 1], ["Katze", "Hund"]]}
     (tmp_path / "labels.json").write_text(json.dumps(labels))
     cfg = tiny_model_config()

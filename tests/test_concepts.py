@@ -156,21 +156,12 @@ def test_cli_counts_then_eval_reports_recall_by_frequency(small_demo, tmp_path, 
 def test_bins_follow_the_classes_a_language_keeps(tmp_path):
     """Babel-ImageNet style: German has no name for class 2, so class 2 and its images leave the
     German evaluation; the counts' bins must follow the renumbered classes."""
-    import numpy as np
-    from PIL import Image
-
-    from conftest import tiny_model_config
+    from conftest import random_image_folder, tiny_model_config
     from mclip.eval.runner import run_tasks
     from mclip.eval.suite import make_task
     from mclip.models.adapters.native import NativeAdapter
     from mclip.models.dual import DualEncoder
-    rng = np.random.default_rng(0)
-    for c in range(3):
-        folder = tmp_path / "images" / f"n{c:04d}"
-        folder.mkdir(parents=True)
-        for i in range(3):
-            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
-                folder / f"{i}.png")
+    random_image_folder(tmp_path / "images", per_class=3)
     labels = {"EN": [[0, 1, 2], ["cat", "dog", "car"]], "DE": [[0, 1], ["Katze", "Hund"]]}
     (tmp_path / "labels.json").write_text(json.dumps(labels))
     # the reader gives 1000 ImageNet class slots, None where German has no name

@@ -5,13 +5,11 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import mclip.eval.datasets as datasets
-from conftest import tiny_model_config
+from conftest import random_image_folder, tiny_model_config
 from mclip.cli import main
 from mclip.config import ConfigError
 from mclip.eval.datasets import open_class_texts, open_retrieval
@@ -69,13 +67,7 @@ def adapter():
 
 
 def _babel_task(tmp_path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for c in range(3):
-        folder = tmp_path / "images" / f"n{c:04d}"
-        folder.mkdir(parents=True)
-        for i in range(2):
-            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
-                folder / f"{i}.png")
+    random_image_folder(tmp_path / "images")
     labels = {"EN": [[0, 1, 2], ["cat", "dog", "car"]],
               "DE": [[0, 1, 2], ["Katze", "Hund", "Auto"]],
               "FR": [[0, 1, 2], ["chat", "chien", "voiture"]]}

@@ -117,21 +117,10 @@ def markdown_table(report: dict) -> str:
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     if any_ci:
         lines += ["", INTERVAL_LEGEND]
-    sizes = dims_table(report)
-    if sizes:
-        lines += ["", sizes]
-    prompts = prompt_table(report)
-    if prompts:
-        lines += ["", prompts]
-    origins = provenance_table(report)
-    if origins:
-        lines += ["", origins]
-    frequencies = frequency_table(report)
-    if frequencies:
-        lines += ["", frequencies]
-    gaps = alignment_table(report)
-    if gaps:
-        lines += ["", gaps]
+    for section in (dims_table, prompt_table, provenance_table, frequency_table, alignment_table):
+        text = section(report)  # "" when the report has nothing for it
+        if text:
+            lines += ["", text]
     if report.get("cost"):
         lines += ["", f"Cost: {cost_line(report['cost'])}."]
     if report.get("provenance_filter"):
