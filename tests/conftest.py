@@ -64,6 +64,19 @@ def tiny_model_config(image: str = "resnet10t", **text):
                  "max_length": 40, "dropout": 0.0, **text}}})
 
 
+@pytest.fixture(scope="module")
+def adapter():
+    """A tiny random mclip model behind the adapter interface (resnet10t 32 px, seed 0)."""
+    import torch
+
+    from mclip.models.adapters.native import NativeAdapter
+    from mclip.models.dual import DualEncoder
+
+    cfg = tiny_model_config("resnet10t")
+    torch.manual_seed(0)
+    return NativeAdapter(DualEncoder(cfg.model), cfg, name="tiny")
+
+
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory) -> Path:
     """A small demo dataset: 480 training images in 4 shards, 2 eval images per class."""

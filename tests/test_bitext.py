@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_model_config
 from mclip.config import ConfigError
 from mclip.eval.bitext_retrieval import run_bitext, translation_ranks
 from mclip.eval.datasets.bitext import FloresBitext, TatoebaBitext, TsvBitext, open_bitext
@@ -169,15 +168,6 @@ def test_tsv_layout_and_errors(tmp_path):
     with pytest.raises(ConfigError, match="unknown key"):
         make_task({"name": "b", "kind": "bitext_retrieval", "languages": "all",
                    "sentences": "x", "images": "y"}, Path("."), "test")
-
-
-@pytest.fixture(scope="module")
-def adapter():
-    from mclip.models.adapters.native import NativeAdapter
-    from mclip.models.dual import DualEncoder
-    cfg = tiny_model_config("resnet10t")
-    torch.manual_seed(0)
-    return NativeAdapter(DualEncoder(cfg.model), cfg, name="tiny")
 
 
 def test_demo_suite_bitext_task_with_intervals_and_table(adapter, tmp_path):

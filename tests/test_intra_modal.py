@@ -13,7 +13,6 @@ import webdataset as wds
 from PIL import Image
 from torchmetrics.functional.retrieval import retrieval_average_precision
 
-from conftest import tiny_model_config
 from mclip.config import ConfigError
 from mclip.data.shards import SkipCounter
 from mclip.eval.intra_modal import positive_ranks, run_image_to_image, run_text_to_text
@@ -153,15 +152,6 @@ class CountingAdapter:
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
-
-
-@pytest.fixture(scope="module")
-def adapter():
-    from mclip.models.adapters.native import NativeAdapter
-    from mclip.models.dual import DualEncoder
-    cfg = tiny_model_config("resnet10t")
-    torch.manual_seed(0)
-    return NativeAdapter(DualEncoder(cfg.model), cfg, name="tiny")
 
 
 def test_image_to_image_shares_the_image_pass_with_zero_shot(adapter, demo_data):

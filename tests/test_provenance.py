@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 import mclip.eval.datasets as datasets
-from conftest import random_image_folder, tiny_model_config
+from conftest import random_image_folder
 from mclip.cli import main
 from mclip.config import ConfigError
 from mclip.eval.datasets import open_class_texts, open_retrieval
@@ -55,15 +54,6 @@ def test_reader_defaults_and_suite_tags(tmp_path):
     with pytest.raises(ConfigError, match="unknown key"):
         make_task({"name": "i", "kind": "image_to_image", "images": "x", "provenance": "human"},
                   Path("."), "test")
-
-
-@pytest.fixture(scope="module")
-def adapter():
-    from mclip.models.adapters.native import NativeAdapter
-    from mclip.models.dual import DualEncoder
-    cfg = tiny_model_config("resnet10t")
-    torch.manual_seed(0)
-    return NativeAdapter(DualEncoder(cfg.model), cfg, name="tiny")
 
 
 def _babel_task(tmp_path: Path) -> Path:

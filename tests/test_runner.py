@@ -7,20 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_model_config
 from mclip.config import ConfigError
 from mclip.eval.report import build_report, markdown_table, resource_group
 from mclip.eval.runner import ImageEmbeddings, run_tasks
 from mclip.eval.suite import make_task
-from mclip.models.adapters.native import NativeAdapter
-from mclip.models.dual import DualEncoder
-
-
-@pytest.fixture(scope="module")
-def adapter():
-    cfg = tiny_model_config("resnet10t")
-    torch.manual_seed(0)
-    return NativeAdapter(DualEncoder(cfg.model), cfg, name="tiny")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from conftest import tiny_model_config
 from mclip.config import ConfigError
 from mclip.data.shards import SkipCounter
 from mclip.eval.datasets import MvlSibTopics, TsvTopics, open_topics
@@ -328,15 +327,6 @@ def test_suite_task_keys_and_errors(tmp_path):
         make_task({"name": "t", "kind": "topic_matching", "languages": ["en"], "sentences": "x",
                    "captions": "y"}, tmp_path, "t")
     assert "topic_matching" in RUNNERS
-
-
-@pytest.fixture(scope="module")
-def adapter():
-    from mclip.models.adapters.native import NativeAdapter
-    from mclip.models.dual import DualEncoder
-    cfg = tiny_model_config("resnet10t")
-    torch.manual_seed(0)
-    return NativeAdapter(DualEncoder(cfg.model), cfg, name="tiny")
 
 
 def test_runner_end_to_end_on_mvl_sib(adapter, tmp_path):
