@@ -42,9 +42,8 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
                     help="run one task without a suite file (CLIP_benchmark style)")
     ev.add_argument("--images", default=None,
                     help="--task: ImageFolder tree / shards (classification, image_to_image), "
-                         "the images "
-                         "folder of a caption layout (retrieval) or of the topics (topic "
-                         "matching; MVL-SIB's own images are found without it)")
+                         "the images folder of a caption layout (retrieval) or of the topics "
+                         "(topic matching; MVL-SIB's own images are found without it)")
     ev.add_argument("--class-texts", default=None,
                     help="--task zeroshot_classification: a CLIP_benchmark folder or a "
                          "Babel-ImageNet labels file")
@@ -53,8 +52,7 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--prompts", default=None, help="Babel-ImageNet translated prompts file")
     ev.add_argument("--captions", default=None,
                     help="--task retrieval / text_to_text: XTD10 / Multi30K folder, XM3600 "
-                         "captions.jsonl, "
-                         "Babel-ImageNet retrieval JSON, CSV/TSV or shards")
+                         "captions.jsonl, Babel-ImageNet retrieval JSON, CSV/TSV or shards")
     ev.add_argument("--sentences", default=None,
                     help="--task topic_matching: an MVL-SIB checkout (or its data/ folder), or a "
                          "TSV topic<TAB>language<TAB>sentence beside a folder per topic; "
