@@ -10,9 +10,16 @@ if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv with $("$PYTHON_BIN" --version)" >&2
   "$PYTHON_BIN" -m venv .venv
 fi
+if ! ls -d .venv/lib/python3*/site-packages/torch >/dev/null 2>&1; then
+  free_kb=$(df -Pk . | awk 'NR==2 {print $4}')
+  if [ -n "$free_kb" ] && [ "$free_kb" -lt 9000000 ]; then
+    echo "[setup] warning: only $((free_kb / 1000000)) GB free on $(df -P . | awk 'NR==2 {print $6}');" \
+      "the first install needs about 8 GB (torch with its CUDA libraries): free some space first" >&2
+  fi
+fi
 spec="."
 [ -n "${1:-}" ] && spec=".[${1}]"
-echo "[setup] installing mclip ($spec) into .venv (first time: several minutes, ~6 GB with torch)" >&2
+echo "[setup] installing mclip ($spec) into .venv (first time: several minutes, ~7 GB with torch)" >&2
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec"
 export PATH="$PWD/.venv/bin:$PATH"
