@@ -24,6 +24,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type: an integer >= ``minimum``."""
+
     def parse(value: str) -> int:
         try:
             number = int(value)
@@ -32,16 +33,20 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
         if number < minimum:
             raise argparse.ArgumentTypeError(f"{number} is not an integer >= {minimum}")
         return number
+
     parse.__name__ = f"integer >= {minimum}"
     return parse
 
 
-def float_in(low: float, high: float | None = None, low_open: bool = True,
-             high_open: bool = True) -> Callable[[str], float]:
+def float_in(
+    low: float, high: float | None = None, low_open: bool = True, high_open: bool = True
+) -> Callable[[str], float]:
     """An argparse type: a float in the interval from ``low`` to ``high`` (None: no bound);
     ``low_open`` / ``high_open`` exclude the bounds."""
-    shown = (f"{'(' if low_open else '['}{low:g}, "
-             f"{'inf)' if high is None else f'{high:g}' + (')' if high_open else ']')}")
+    shown = (
+        f"{'(' if low_open else '['}{low:g}, "
+        f"{'inf)' if high is None else f'{high:g}' + (')' if high_open else ']')}"
+    )
 
     def parse(value: str) -> float:
         try:
@@ -53,6 +58,7 @@ def float_in(low: float, high: float | None = None, low_open: bool = True,
         if too_low or too_high or number != number:
             raise argparse.ArgumentTypeError(f"{value} is not in {shown}")
         return number
+
     parse.__name__ = f"number in {shown}"
     return parse
 
@@ -69,6 +75,7 @@ def _existing(kind: str) -> Callable[[str], str]:
             other = "a directory, not a file" if kind == "file" else "a file, not a directory"
             raise argparse.ArgumentTypeError(f"'{value}' is {other}")
         return value
+
     parse.__name__ = f"existing {kind}"
     return parse
 
@@ -86,24 +93,28 @@ def device_name(value: str) -> str:
     try:
         device = torch.device(value)
     except (RuntimeError, TypeError):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a device; give auto, cpu, cuda or "
-                                         f"cuda:N") from None
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a device; give auto, cpu, cuda or cuda:N"
+        ) from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise argparse.ArgumentTypeError(f"{value}: no CUDA device is visible here; use cpu "
-                                             f"or auto")
+            raise argparse.ArgumentTypeError(
+                f"{value}: no CUDA device is visible here; use cpu or auto"
+            )
         if device.index is not None and device.index >= count:
-            raise argparse.ArgumentTypeError(f"{value}: this machine has {count} CUDA device(s), "
-                                             f"cuda:0 to cuda:{count - 1}")
+            raise argparse.ArgumentTypeError(
+                f"{value}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+            )
     return value
 
 
 def hub_id(value: str) -> str:
     """An argparse type: a Hugging Face repository id ``ORG/NAME``."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*", value):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a repository id ORG/NAME (letters, "
-                                         f"digits, '.', '_', '-')")
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a repository id ORG/NAME (letters, digits, '.', '_', '-')"
+        )
     return value
 
 
@@ -115,5 +126,6 @@ def embed_dims(value: str) -> list:
     try:
         return parse_embed_dims(value)
     except ConfigError as error:
-        raise argparse.ArgumentTypeError(str(error).removeprefix("--embed-dims").lstrip(": ")
-                                         ) from None
+        raise argparse.ArgumentTypeError(
+            str(error).removeprefix("--embed-dims").lstrip(": ")
+        ) from None

@@ -18,14 +18,17 @@ def cmd_data_index(args: argparse.Namespace) -> int:
     target = Path(args.out) if args.out else default_index_path(shards)
     check_writable(target.parent, "--out" if args.out else "the shards' folder (--out)")
     with progress_bar("index", total=len(shards), unit="shard") as bar:
-        index = build_index(shards, args.default_language, args.language_key,
-                            progress=lambda n: bar.update(1))
+        index = build_index(
+            shards, args.default_language, args.language_key, progress=lambda n: bar.update(1)
+        )
     path = write_index(index, target)
     top = ", ".join(f"{lang} {n}" for lang, n in list(index["languages"].items())[:12])
-    print(f"indexed {len(shards)} shards, {index['samples']} samples, "
-          f"{len(index['languages'])} languages "
-          f"({top}{', ...' if len(index['languages']) > 12 else ''})"
-          f"; skipped: {index['skipped'] or 'none'}")
+    print(
+        f"indexed {len(shards)} shards, {index['samples']} samples, "
+        f"{len(index['languages'])} languages "
+        f"({top}{', ...' if len(index['languages']) > 12 else ''})"
+        f"; skipped: {index['skipped'] or 'none'}"
+    )
     print(f"wrote {path}")
     return 0
 
@@ -38,16 +41,31 @@ def cmd_distill_embed(args: argparse.Namespace) -> int:
 
     shards = expand_shards(args.shards, key="--shards")
     check_writable(args.out, "--out")
-    teacher = load_model(args.teacher, pretrained=args.pretrained,
-                         device=resolve_device(args.device), model_config=args.model_config).eval()
+    teacher = load_model(
+        args.teacher,
+        pretrained=args.pretrained,
+        device=resolve_device(args.device),
+        model_config=args.model_config,
+    ).eval()
     with progress_bar("teacher embeddings", unit="img") as bar:
-        meta = write_teacher_embeddings(teacher, args.teacher, shards, args.out, args.dtype,
-                                        args.languages, args.batch_size, args.default_language,
-                                        args.language_key, progress=bar.update)
-    print(f"embedded {meta['images']} images and {meta['texts']} captions "
-          f"({len(meta['languages'])} languages) of {len(shards)} shards with {args.teacher} "
-          f"(d={meta['embed_dim']}, {meta['dtype']}; {meta['reused_parts']} shards already "
-          f"embedded were kept); skipped: {meta['skipped'] or 'none'}")
+        meta = write_teacher_embeddings(
+            teacher,
+            args.teacher,
+            shards,
+            args.out,
+            args.dtype,
+            args.languages,
+            args.batch_size,
+            args.default_language,
+            args.language_key,
+            progress=bar.update,
+        )
+    print(
+        f"embedded {meta['images']} images and {meta['texts']} captions "
+        f"({len(meta['languages'])} languages) of {len(shards)} shards with {args.teacher} "
+        f"(d={meta['embed_dim']}, {meta['dtype']}; {meta['reused_parts']} shards already "
+        f"embedded were kept); skipped: {meta['skipped'] or 'none'}"
+    )
     print(f"wrote {args.out}; train with distill.teachers=[{{embeddings: {args.out}}}]")
     return 0
 
@@ -58,12 +76,15 @@ def cmd_data_parallel(args: argparse.Namespace) -> int:
 
     shards = expand_shards(args.shards, key="SHARDS")
     check_writable(Path(args.out).parent, "--out's folder")
-    pairs, skipped = parallel_from_shards(shards, args.source_language, args.languages,
-                                          args.per_language, args.seed)
+    pairs, skipped = parallel_from_shards(
+        shards, args.source_language, args.languages, args.per_language, args.seed
+    )
     path = write_parallel_tsv(pairs, args.out)
     languages = sorted({lang for _, _, lang in pairs})
-    print(f"wrote {len(pairs)} pairs ({args.source_language} -> {len(languages)} languages: "
-          f"{', '.join(languages)}) to {path}; skipped: {skipped or 'none'}")
+    print(
+        f"wrote {len(pairs)} pairs ({args.source_language} -> {len(languages)} languages: "
+        f"{', '.join(languages)}) to {path}; skipped: {skipped or 'none'}"
+    )
     return 0
 
 
@@ -76,15 +97,25 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
     extra = 200 if args.level == "hard" else 24  # retrieval images
     total = args.train + args.eval_per_class * 24 + extra
     with progress_bar("demo data", total=total, unit="img") as bar:
-        summary = write(args.out, n_train=args.train, n_eval_per_class=args.eval_per_class,
-                        image_size=args.image_size, shard_size=args.shard_size, seed=args.seed,
-                        progress=bar.update)
-    print(f"wrote {summary['counts']} images, {summary['classes']} classes, captions in "
-          f"{len(summary['languages'])} languages ({', '.join(summary['languages'])}) "
-          f"to {args.out}")
+        summary = write(
+            args.out,
+            n_train=args.train,
+            n_eval_per_class=args.eval_per_class,
+            image_size=args.image_size,
+            shard_size=args.shard_size,
+            seed=args.seed,
+            progress=bar.update,
+        )
+    print(
+        f"wrote {summary['counts']} images, {summary['classes']} classes, captions in "
+        f"{len(summary['languages'])} languages ({', '.join(summary['languages'])}) "
+        f"to {args.out}"
+    )
     if args.level == "hard":
-        print("evaluate with eval_suites/demo_hard.yaml; train with data.augment=false (a flip "
-              "swaps left and right) and model.text.max_length=192")
+        print(
+            "evaluate with eval_suites/demo_hard.yaml; train with data.augment=false (a flip "
+            "swaps left and right) and model.text.max_length=192"
+        )
     return 0
 
 
@@ -102,11 +133,22 @@ def cmd_data_score(args: argparse.Namespace) -> int:
     ranks = init_eval_ranks(str(device))
     try:
         model = load_model(args.model, pretrained=args.pretrained, device=device).eval()
-        with progress_bar("score", total=len(shards[ranks.rank::ranks.world_size]),
-                          unit="shard") as bar:
-            summary = write_scores(model, args.model, shards, args.out, args.batch_size,
-                                   args.default_language, args.language_key, args.languages,
-                                   ranks.rank, ranks.world_size, progress=lambda m: bar.update(1))
+        with progress_bar(
+            "score", total=len(shards[ranks.rank :: ranks.world_size]), unit="shard"
+        ) as bar:
+            summary = write_scores(
+                model,
+                args.model,
+                shards,
+                args.out,
+                args.batch_size,
+                args.default_language,
+                args.language_key,
+                args.languages,
+                ranks.rank,
+                ranks.world_size,
+                progress=lambda m: bar.update(1),
+            )
         ranks.barrier()
     finally:
         shutdown_eval_ranks(ranks)
@@ -116,13 +158,17 @@ def cmd_data_score(args: argparse.Namespace) -> int:
     from mclip.data.score import all_scores
 
     rows = score_summary(all_scores(args.out))
-    print(f"scored {sum(r['n'] for r in rows)} captions of {len(shards)} shards with "
-          f"{args.model} ({summary['reused']} of this rank's shards kept from an earlier run); "
-          f"skipped: {summary['skipped'] or 'none'}")
+    print(
+        f"scored {sum(r['n'] for r in rows)} captions of {len(shards)} shards with "
+        f"{args.model} ({summary['reused']} of this rank's shards kept from an earlier run); "
+        f"skipped: {summary['skipped'] or 'none'}"
+    )
     print("| language | captions | mean | median | < 0.26 | < 0.28 |\n|---|---|---|---|---|---|")
     for row in rows[:40]:
-        print(f"| {row['language']} | {row['n']} | {row['mean']:.3f} | {row['p50']:.3f} | "
-              f"{100 * row['removed_below_0.26']:.1f}% | {100 * row['removed_below_0.28']:.1f}% |")
+        print(
+            f"| {row['language']} | {row['n']} | {row['mean']:.3f} | {row['p50']:.3f} | "
+            f"{100 * row['removed_below_0.26']:.1f}% | {100 * row['removed_below_0.28']:.1f}% |"
+        )
     print(f"wrote {args.out} ({paths['plot'].name}, {paths['quantiles'].name})")
     return 0
 
@@ -134,21 +180,35 @@ def cmd_data_filter(args: argparse.Namespace) -> int:
 
     shards = expand_shards(args.shards, key="SHARDS")
     if (args.keep_fraction is None) == (args.min_score is None and not args.min_score_by_language):
-        raise ConfigError("give --min-score / --min-score-by-language, or --keep-fraction (one "
-                          "way of choosing the thresholds)")
+        raise ConfigError(
+            "give --min-score / --min-score-by-language, or --keep-fraction (one "
+            "way of choosing the thresholds)"
+        )
     check_writable(args.out, "--out")
-    by_language = read_thresholds_file(args.min_score_by_language) \
-        if args.min_score_by_language else None
+    by_language = (
+        read_thresholds_file(args.min_score_by_language) if args.min_score_by_language else None
+    )
     limits = thresholds(args.scores, args.min_score, by_language, args.keep_fraction)
     with progress_bar("filter", total=len(shards), unit="shard") as bar:
-        counts = filter_shards(shards, args.scores, limits, args.out, args.default_language,
-                               args.language_key, progress=lambda n: bar.update(1))
-    print(f"kept {counts['samples_kept']} of {counts['samples_in']} samples; skipped: "
-          f"{counts['skipped'] or 'none'}")
+        counts = filter_shards(
+            shards,
+            args.scores,
+            limits,
+            args.out,
+            args.default_language,
+            args.language_key,
+            progress=lambda n: bar.update(1),
+        )
+    print(
+        f"kept {counts['samples_kept']} of {counts['samples_in']} samples; skipped: "
+        f"{counts['skipped'] or 'none'}"
+    )
     print("| language | threshold | captions | kept |\n|---|---|---|---|")
     for language, c in counts["captions"].items():
-        print(f"| {language} | {limits.get(language, float('nan')):.3f} | {c.get('in', 0)} | "
-              f"{100 * c.get('kept', 0) / max(c.get('in', 0), 1):.1f}% |")
+        print(
+            f"| {language} | {limits.get(language, float('nan')):.3f} | {c.get('in', 0)} | "
+            f"{100 * c.get('kept', 0) / max(c.get('in', 0), 1):.1f}% |"
+        )
     print(f"wrote {len(shards)} shards to {args.out}")
     return 0
 
@@ -174,26 +234,35 @@ def cmd_data_concepts(args: argparse.Namespace) -> int:
     languages = args.languages or texts.languages()
     missing = [lang for lang in languages if lang not in texts.languages()]
     if missing:
-        raise ConfigError(f"--languages {', '.join(missing)}: not in {texts.description} "
-                          f"(it has: {', '.join(texts.languages())})")
+        raise ConfigError(
+            f"--languages {', '.join(missing)}: not in {texts.description} "
+            f"(it has: {', '.join(texts.languages())})"
+        )
     names = {lang: texts.load(lang, args.dataset).names for lang in languages}
     source = f"{Path(args.class_texts).resolve()}|{args.dataset}"
     counted = 0
     with progress_bar("concepts", total=len(shards), unit="shard") as bar:
+
         def progress(shard: str, new: bool) -> None:
             nonlocal counted
             counted += new
             bar.update(1)
 
-        document = count_concepts(shards, names, args.out, source, args.default_language,
-                                  args.language_key, progress)
+        document = count_concepts(
+            shards, names, args.out, source, args.default_language, args.language_key, progress
+        )
     captions = sum(v["captions"] for v in document["languages"].values())
-    never = {lang: sum(1 for name, n in zip(v["names"], v["counts"]) if name and n == 0)
-             for lang, v in document["languages"].items()}
-    print(f"counted class-name mentions in {captions} captions of {len(shards)} shards "
-          f"({counted} read now, {len(shards) - counted} from {args.out}); classes never "
-          f"mentioned: " + ", ".join(f"{lang} {n}" for lang, n in never.items())
-          + f"; captions in languages without class names: "
-            f"{document['other_languages'] or 'none'}; skipped: {document['skipped'] or 'none'}")
+    never = {
+        lang: sum(1 for name, n in zip(v["names"], v["counts"]) if name and n == 0)
+        for lang, v in document["languages"].items()
+    }
+    print(
+        f"counted class-name mentions in {captions} captions of {len(shards)} shards "
+        f"({counted} read now, {len(shards) - counted} from {args.out}); classes never "
+        f"mentioned: "
+        + ", ".join(f"{lang} {n}" for lang, n in never.items())
+        + f"; captions in languages without class names: "
+        f"{document['other_languages'] or 'none'}; skipped: {document['skipped'] or 'none'}"
+    )
     print(f"wrote {args.out}")
     return 0

@@ -18,8 +18,15 @@ class LineProgress:
     context manager (the closing line gives the final count and the elapsed seconds).
     """
 
-    def __init__(self, desc: str, total: int | None = None, unit: str = "it",
-                 every_s: float = 60.0, clock=time.monotonic, stream=None):
+    def __init__(
+        self,
+        desc: str,
+        total: int | None = None,
+        unit: str = "it",
+        every_s: float = 60.0,
+        clock=time.monotonic,
+        stream=None,
+    ):
         self.desc, self.total, self.unit, self.every_s = desc, total, unit, every_s
         self.n, self.postfix = 0, {}
         self._clock, self._stream = clock, stream
@@ -43,8 +50,11 @@ class LineProgress:
         rate = f"{self.n / elapsed:.1f} {self.unit}/s" if elapsed > 0 else ""
         extra = "".join(f", {k}={v}" for k, v in self.postfix.items())
         timing = f", done in {elapsed:.0f} s" if done else ""
-        print(f"[mclip] {self.desc}: {count} {self.unit} ({rate}{extra}{timing})",
-              file=self._stream or sys.stderr, flush=True)
+        print(
+            f"[mclip] {self.desc}: {count} {self.unit} ({rate}{extra}{timing})",
+            file=self._stream or sys.stderr,
+            flush=True,
+        )
 
     def __enter__(self) -> "LineProgress":
         return self
@@ -67,5 +77,7 @@ def progress_bar(desc: str, total: int | None = None, unit: str = "it", every_s:
 def warn_passed_over(command: str, damaged: list) -> None:
     """One warning line per damaged checkpoint a run directory's resolution passed over."""
     for path, problem in damaged:
-        print(f"[{command}] warning: passed over damaged checkpoint {path} ({problem})",
-              file=sys.stderr)
+        print(
+            f"[{command}] warning: passed over damaged checkpoint {path} ({problem})",
+            file=sys.stderr,
+        )

@@ -20,14 +20,39 @@ import yaml
 from mclip.config_checks import validate
 from mclip.config_data import DataConfig, SourceConfig
 from mclip.config_distill import DistillConfig, TeacherConfig, TeacherLearningConfig
-from mclip.config_schema import (Config, DistConfig, EvalConfig, ImageTowerConfig, InheritConfig,
-                                 LossConfig, ModelConfig, TextTowerConfig, TrainConfig)
+from mclip.config_schema import (
+    Config,
+    DistConfig,
+    EvalConfig,
+    ImageTowerConfig,
+    InheritConfig,
+    LossConfig,
+    ModelConfig,
+    TextTowerConfig,
+    TrainConfig,
+)
 from mclip.errors import ConfigError
 
-__all__ = ["Config", "ConfigError", "DataConfig", "DistConfig", "DistillConfig", "EvalConfig",
-           "ImageTowerConfig", "InheritConfig", "LossConfig", "ModelConfig", "SourceConfig",
-           "TeacherConfig", "TeacherLearningConfig", "TextTowerConfig", "TrainConfig",
-           "config_from_dict", "load_config", "save_config"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "DistConfig",
+    "DistillConfig",
+    "EvalConfig",
+    "ImageTowerConfig",
+    "InheritConfig",
+    "LossConfig",
+    "ModelConfig",
+    "SourceConfig",
+    "TeacherConfig",
+    "TeacherLearningConfig",
+    "TextTowerConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "load_config",
+    "save_config",
+]
 
 
 def _type_name(tp: Any) -> str:
@@ -59,8 +84,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
         key_tp, value_tp = typing.get_args(tp)
-        return {_coerce(k, key_tp, key): _coerce(v, value_tp, f"{key}.{k}")
-                for k, v in value.items()}
+        return {
+            _coerce(k, key_tp, key): _coerce(v, value_tp, f"{key}.{k}") for k, v in value.items()
+        }
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is bool and not isinstance(value, bool):
@@ -68,15 +94,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is int and isinstance(value, bool):
         raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
     if not isinstance(value, tp):
-        raise ConfigError(f"config key '{key}': expected {_type_name(tp)}, got {value!r} "
-                          f"({type(value).__name__})")
+        raise ConfigError(
+            f"config key '{key}': expected {_type_name(tp)}, got {value!r} ({type(value).__name__})"
+        )
     return value
 
 
 def _build(cls: type, data: dict, prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"config key '{prefix.rstrip('.') or '<root>'}': expected a mapping of "
-                          f"keys, got {data!r}")
+        raise ConfigError(
+            f"config key '{prefix.rstrip('.') or '<root>'}': expected a mapping of "
+            f"keys, got {data!r}"
+        )
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -85,17 +114,22 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
-            raise ConfigError(f"unknown config key '{full}'.{hint} Valid keys here: "
-                              f"{', '.join(prefix + n for n in names)}")
+            raise ConfigError(
+                f"unknown config key '{full}'.{hint} Valid keys here: "
+                f"{', '.join(prefix + n for n in names)}"
+            )
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             kwargs[key] = _build(tp, value if value is not None else {}, full + ".")
         elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
             if not isinstance(value, list):
-                raise ConfigError(f"config key '{full}': expected a list of mappings, "
-                                  f"got {value!r}")
-            kwargs[key] = [_build(typing.get_args(tp)[0], item, f"{full}[{i}].")
-                           for i, item in enumerate(value)]
+                raise ConfigError(
+                    f"config key '{full}': expected a list of mappings, got {value!r}"
+                )
+            kwargs[key] = [
+                _build(typing.get_args(tp)[0], item, f"{full}[{i}].")
+                for i, item in enumerate(value)
+            ]
         else:
             kwargs[key] = _coerce(value, tp, full)
     return cls(**kwargs)
@@ -104,8 +138,9 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
 def parse_override(item: str) -> tuple[list[str], Any]:
     """Split ``'train.steps=200'`` into (['train', 'steps'], 200); the value is parsed as YAML."""
     if "=" not in item:
-        raise ConfigError(f"override '{item}' is not of the form key=value "
-                          f"(for example train.steps=200)")
+        raise ConfigError(
+            f"override '{item}' is not of the form key=value (for example train.steps=200)"
+        )
     key, raw = item.split("=", 1)
     if not key.strip():
         raise ConfigError(f"override '{item}' has an empty key")
@@ -142,8 +177,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         path = Path(path)
         if not path.is_file():
             what = "is a directory, not a file" if path.is_dir() else "does not exist"
-            raise ConfigError(f"config file '{path}' {what}; pass --config with a YAML "
-                              f"file such as configs/demo.yaml")
+            raise ConfigError(
+                f"config file '{path}' {what}; pass --config with a YAML "
+                f"file such as configs/demo.yaml"
+            )
         try:
             data = yaml.safe_load(path.read_text("utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError) as error:
@@ -151,12 +188,15 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise ConfigError(f"config file '{path}' is not valid YAML: {reason}") from None
         if not isinstance(data, dict):
             found = "empty" if data is None else f"a YAML {type(data).__name__}"
-            raise ConfigError(f"config file '{path}' is {found}, not a mapping of sections "
-                              f"(model:, data:, train:, ...); see configs/demo.yaml")
+            raise ConfigError(
+                f"config file '{path}' is {found}, not a mapping of sections "
+                f"(model:, data:, train:, ...); see configs/demo.yaml"
+            )
     return config_from_dict(data, overrides)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (keys in declaration order, Unicode kept)."""
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True),
-                          "utf-8")
+    Path(path).write_text(
+        yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), "utf-8"
+    )

@@ -10,6 +10,7 @@ from typing import Union
 @dataclass
 class SourceConfig:
     """One shard set of a training mix (an entry of ``data.sources``)."""
+
     shards: str = ""
     """Brace pattern, glob, directory of .tar files, or a comma-separated list of those."""
     weight: float = 1.0
@@ -25,6 +26,7 @@ class SourceConfig:
 @dataclass
 class DataConfig:
     """Training shards and how a caption language is chosen per sample."""
+
     train_shards: str = "demo_data/train/shard-{000000..000011}.tar"
     """Brace pattern, glob, directory of .tar files, or a comma-separated list of those.
     Unused when ``sources`` is given."""

@@ -11,6 +11,7 @@ from typing import Union
 @dataclass
 class TeacherConfig:
     """One frozen teacher (an entry of ``distill.teachers``): any model ``mclip eval`` accepts."""
+
     model: str = ""
     """An mclip run or checkpoint directory, 'open_clip:NAME', 'hf:NAME_OR_DIR' (see
     docs/distillation.md); may be empty when ``embeddings`` is given."""
@@ -33,6 +34,7 @@ class DistillConfig:
 
     The step's loss is contrastive_weight x contrastive + the weighted terms below (MobileCLIP's
     mix with lambda: contrastive_weight = 1 - lambda, similarity_weight = lambda)."""
+
     teachers: list[TeacherConfig] = field(default_factory=list)
     contrastive_weight: float = 1.0
     similarity_weight: float = 0.0
@@ -65,6 +67,7 @@ class DistillConfig:
 class TeacherLearningConfig:
     """Teach the student's text tower a teacher's text space on parallel text, no images
     (:mod:`mclip.train.teacher_learning`); on when ``teacher`` is given."""
+
     teacher: str = ""
     """The teacher whose text space is taught: an mclip run directory, 'open_clip:...', 'hf:...'."""
     pretrained: Union[str, None] = None

@@ -17,6 +17,7 @@ from mclip.config_distill import DistillConfig, TeacherLearningConfig
 @dataclass
 class ImageTowerConfig:
     """The image tower: a timm backbone and its input size / normalisation."""
+
     name: str = "resnet10t"
     """Any timm model name; or 'open_clip:ARCH' / 'hf:NAME_OR_DIR' for the image tower of such a
     dual encoder (:mod:`mclip.models.foreign_towers`; use with model.projection: none)."""
@@ -43,6 +44,7 @@ class ImageTowerConfig:
 @dataclass
 class TextTowerConfig:
     """The text tower: a transformers encoder (or the built-in byte-level one) and its pooling."""
+
     name: str = "byte"
     """'byte': a small BERT-style encoder built from this config with the byte-level ByT5
     tokenizer (no download). Anything else: a transformers hub name or a local directory."""
@@ -70,6 +72,7 @@ class TextTowerConfig:
 class InheritConfig:
     """Start the student's towers from a teacher's weights (TinyCLIP weight inheritance,
     :mod:`mclip.models.inherit`); used by a fresh run only, never by --resume."""
+
     from_model: str = ""
     """An mclip run or checkpoint directory whose towers are of the student's families (timm
     ViT / transformers encoder); empty: no inheritance."""
@@ -81,6 +84,7 @@ class InheritConfig:
 @dataclass
 class ModelConfig:
     """The dual encoder: both towers, the shared embedding size, logit scale and bias."""
+
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
     text: TextTowerConfig = field(default_factory=TextTowerConfig)
     embed_dim: int = 256
@@ -97,6 +101,7 @@ class ModelConfig:
 @dataclass
 class LossConfig:
     """The contrastive loss and its tile size."""
+
     kind: str = "infonce"
     """'infonce' (CLIP) or 'sigmoid' (SigLIP)."""
     chunk_size: int = 1024
@@ -111,6 +116,7 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     """Optimisation, schedule, checkpoints, logging and devices; batch_size is the global batch."""
+
     steps: int = 300
     batch_size: int = 128
     lr: float = 2e-3
@@ -150,6 +156,7 @@ class TrainConfig:
 @dataclass
 class DistConfig:
     """torch.distributed settings (used only when launched with several ranks)."""
+
     gather: str = "exact"
     """'exact': every rank's embeddings are negatives (full-batch loss and gradient);
     'group_local': negatives from the rank's group only (less communication, approximate)."""
@@ -164,6 +171,7 @@ class DistConfig:
 class EvalConfig:
     """Evaluation during training (:mod:`mclip.train.periodic_eval`); off unless ``suite`` is
     given and ``every`` > 0. The best checkpoint by ``metric`` is kept as ``OUT_DIR/best/``."""
+
     suite: str = ""
     """A suite YAML (e.g. eval_suites/demo.yaml); empty: no evaluation during training."""
     every: int = 0
@@ -189,6 +197,7 @@ class EvalConfig:
 @dataclass
 class Config:
     """Everything one training run needs; saved as config.yaml with every checkpoint."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)

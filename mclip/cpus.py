@@ -34,8 +34,7 @@ def _own_cgroup_dirs(root: Path, membership: Path) -> list[Path]:
         directory = directory.parent
 
 
-def cgroup_cpu_quota(root: Path = CGROUP_ROOT,
-                     membership: Path = OWN_CGROUP) -> float | None:
+def cgroup_cpu_quota(root: Path = CGROUP_ROOT, membership: Path = OWN_CGROUP) -> float | None:
     """The tightest CPU quota in CPUs (e.g. 2.0) along this process's cgroup (v2 ``cpu.max`` of
     its own cgroup and every parent; v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``), or None
     when unlimited or unknown."""

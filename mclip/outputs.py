@@ -52,9 +52,11 @@ def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
     try:
         return replace_with(path, write)
     except OSError as error:
-        raise OutputError(f"could not write '{path}': {error.strerror or error}; free space or "
-                          f"choose another output folder (an earlier '{Path(path).name}' there "
-                          f"is unchanged)") from None
+        raise OutputError(
+            f"could not write '{path}': {error.strerror or error}; free space or "
+            f"choose another output folder (an earlier '{Path(path).name}' there "
+            f"is unchanged)"
+        ) from None
 
 
 def write_text_atomically(path: str | Path, text: str) -> Path:
@@ -73,7 +75,9 @@ def check_writable(directory: str | Path, option: str) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
-        raise OutputError(f"{option} '{directory}' is not a writable folder "
-                          f"({error.strerror or error}); "
-                          f"choose a folder you can write to") from None
+        raise OutputError(
+            f"{option} '{directory}' is not a writable folder "
+            f"({error.strerror or error}); "
+            f"choose a folder you can write to"
+        ) from None
     return directory

@@ -38,22 +38,41 @@ def parameters(run: Path) -> int:
     return json.loads((run / "log.jsonl").read_text().splitlines()[0])["parameters"]
 
 
-def evaluate(model: Path, suite: Path, data: Path, out: Path, threads: int,
-             extra: list[str] = ()) -> list[dict]:
+def evaluate(
+    model: Path, suite: Path, data: Path, out: Path, threads: int, extra: list[str] = ()
+) -> list[dict]:
     """``mclip eval`` of ``model`` on ``suite`` into ``out`` (reused when ``out`` holds its
     results); the rows of its ``results.csv`` (task, language, metric, value in [0, 1], ...)."""
     results = out / "results.csv"
     if not results.exists():
         print(f"[{out.parent.name}/{out.name}] evaluating ...", file=sys.stderr, flush=True)
-        mclip(["eval", "--model", model, "--suite", suite, "--data-root", data, "--out", out,
-               "--quiet", *extra], threads, out.parent / f"{out.name}.eval.log")
+        mclip(
+            [
+                "eval",
+                "--model",
+                model,
+                "--suite",
+                suite,
+                "--data-root",
+                data,
+                "--out",
+                out,
+                "--quiet",
+                *extra,
+            ],
+            threads,
+            out.parent / f"{out.name}.eval.log",
+        )
     return list(csv.DictReader(results.open()))
 
 
 def metric(rows: list[dict], task: str, name: str) -> dict[str, float]:
     """{language: value in %} of one task's metric."""
-    return {row["language"]: 100 * float(row["value"]) for row in rows
-            if row["task"] == task and row["metric"] == name}
+    return {
+        row["language"]: 100 * float(row["value"])
+        for row in rows
+        if row["task"] == task and row["metric"] == name
+    }
 
 
 def write_report(args, targets: dict[str, bool], report: dict) -> None:

@@ -39,12 +39,27 @@ def train(name: str, shards: Path, args, extra: list[str] = ()) -> Path:
     if not finished(out):
         print(f"[{name}] training ...", file=sys.stderr, flush=True)
         started = time.perf_counter()
-        mclip(["train", "--config", ROOT / "configs" / "demo.yaml", "--overwrite",
-               f"train.out_dir={out}", f"data.train_shards={shards}", f"train.steps={args.steps}",
-               f"train.threads={args.threads}", *extra, *args.set], args.threads,
-              args.runs / f"{name}.train.log")
-        print(f"[{name}] trained in {time.perf_counter() - started:.0f} s", file=sys.stderr,
-              flush=True)
+        mclip(
+            [
+                "train",
+                "--config",
+                ROOT / "configs" / "demo.yaml",
+                "--overwrite",
+                f"train.out_dir={out}",
+                f"data.train_shards={shards}",
+                f"train.steps={args.steps}",
+                f"train.threads={args.threads}",
+                *extra,
+                *args.set,
+            ],
+            args.threads,
+            args.runs / f"{name}.train.log",
+        )
+        print(
+            f"[{name}] trained in {time.perf_counter() - started:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     return out
 
 
@@ -74,8 +89,13 @@ def noisy_copy(source: Path, out: Path, noise: float, seed: int = 0) -> dict[str
                         break
                 own = {lang: [rng.choice(texts)] for lang, texts in other["captions"].items()}
             labels[sample["__key__"]] = true
-            sink.write({"__key__": sample["__key__"], "jpg": sample["jpg"],
-                        "json": json.dumps({**meta, "captions": own}).encode("utf-8")})
+            sink.write(
+                {
+                    "__key__": sample["__key__"],
+                    "jpg": sample["jpg"],
+                    "json": json.dumps({**meta, "captions": own}).encode("utf-8"),
+                }
+            )
     labels_path.write_text(json.dumps(labels))
     return labels
 
@@ -110,12 +130,28 @@ def main() -> None:
     scores_dir = args.runs / "scores"
     if not (scores_dir / "quantiles.csv").exists():
         print("scoring the noisy copy ...", file=sys.stderr, flush=True)
-        mclip(["data", "score", noisy, "--model", scorer, "--out", scores_dir], args.threads,
-              args.runs / "score.log")
+        mclip(
+            ["data", "score", noisy, "--model", scorer, "--out", scores_dir],
+            args.threads,
+            args.runs / "score.log",
+        )
     filtered = args.runs / "filtered"
     if not (filtered / "done").exists():
-        mclip(["data", "filter", noisy, "--scores", scores_dir, "--out", filtered,
-               "--keep-fraction", f"{1 - args.noise}"], args.threads, args.runs / "filter.log")
+        mclip(
+            [
+                "data",
+                "filter",
+                noisy,
+                "--scores",
+                scores_dir,
+                "--out",
+                filtered,
+                "--keep-fraction",
+                f"{1 - args.noise}",
+            ],
+            args.threads,
+            args.runs / "filter.log",
+        )
         (filtered / "done").touch()
 
     from mclip.data.score import PARTS_DIR, _pyarrow
@@ -128,8 +164,10 @@ def main() -> None:
             values, truth = by_language.setdefault(language, ([], []))
             values.append(score)
             truth.append(labels[key])
-    every = ([s for v, _ in by_language.values() for s in v],
-             [t for _, t in by_language.values() for t in t])
+    every = (
+        [s for v, _ in by_language.values() for s in v],
+        [t for _, t in by_language.values() for t in t],
+    )
     aucs = {lang: auc(*pair) for lang, pair in sorted(by_language.items())}
     overall = auc(*every)
 
@@ -139,13 +177,20 @@ def main() -> None:
         for arm, shards in (("noisy", noisy), ("filtered", filtered)):
             run = train(f"{arm}_seed{seed}", shards, args, [f"train.seed={seed}"])
             rows = evaluate(run, SUITE, args.data, run / "eval", args.threads, extra)
-            results[arm].append({"seed": seed,
-                                 "acc@1": statistics.mean(metric(rows, "shapes", "acc@1").values()),
-                                 "t2i R@1": statistics.mean(metric(
-                                     rows, "shapes_retrieval", "text_to_image_R@1").values())})
+            results[arm].append(
+                {
+                    "seed": seed,
+                    "acc@1": statistics.mean(metric(rows, "shapes", "acc@1").values()),
+                    "t2i R@1": statistics.mean(
+                        metric(rows, "shapes_retrieval", "text_to_image_R@1").values()
+                    ),
+                }
+            )
 
-    print(f"\nAUC of the scorer's score for 'the caption is the sample's own' ({args.noise:.0%} "
-          f"of the samples mismatched): {overall:.4f} over {len(every[0])} captions")
+    print(
+        f"\nAUC of the scorer's score for 'the caption is the sample's own' ({args.noise:.0%} "
+        f"of the samples mismatched): {overall:.4f} over {len(every[0])} captions"
+    )
     print("\n| language | " + " | ".join(aucs) + " |\n|---|" + "---|" * len(aucs))
     print("| AUC | " + " | ".join(f"{v:.3f}" for v in aucs.values()) + " |")
     print(f"\nDemo models trained {args.steps} steps (mean over 12 languages, %)\n")
@@ -156,13 +201,18 @@ def main() -> None:
             print(f"| {arm} | {row['seed']} | {row['acc@1']:.1f} | {row['t2i R@1']:.1f} |")
         values = [r["acc@1"] for r in rows]
         stats[arm] = {"mean": statistics.mean(values), "spread": max(values) - min(values)}
-        print(f"| **{arm}, mean (spread)** | {args.seeds} | **{stats[arm]['mean']:.1f}** "
-              f"({stats[arm]['spread']:.1f}) | |")
+        print(
+            f"| **{arm}, mean (spread)** | {args.seeds} | **{stats[arm]['mean']:.1f}** "
+            f"({stats[arm]['spread']:.1f}) | |"
+        )
     gain = stats["filtered"]["mean"] - stats["noisy"]["mean"]
     spread = max(s["spread"] for s in stats.values())
     print(f"\nfiltered - noisy: acc@1 {gain:+.1f} points, largest seed spread {spread:.1f}")
-    write_report(args, {"AUC>=0.95": overall >= 0.95, "filtered_beats_noisy>spread": gain > spread},
-                 {"auc": {"all": overall, **aucs}, "results": results, "summary": stats})
+    write_report(
+        args,
+        {"AUC>=0.95": overall >= 0.95, "filtered_beats_noisy>spread": gain > spread},
+        {"auc": {"all": overall, **aucs}, "results": results, "summary": stats},
+    )
 
 
 if __name__ == "__main__":

@@ -61,14 +61,21 @@ MEAN_TOLERANCE = 1e-12  # for mean per-class recall: float averages summed in di
 
 # sizes: retrieval (images,), classification (classes, images per class, languages, min classes)
 SIZES = {
-    "full": {"retrieval_10k": 10_000, "retrieval_100k": 100_000,
-             "classification_babel": (1000, 50, 298, 10)},
-    "quick": {"retrieval_10k": 600, "retrieval_100k": 1500,
-              "classification_babel": (60, 10, 6, 10)},
+    "full": {
+        "retrieval_10k": 10_000,
+        "retrieval_100k": 100_000,
+        "classification_babel": (1000, 50, 298, 10),
+    },
+    "quick": {
+        "retrieval_10k": 600,
+        "retrieval_100k": 1500,
+        "classification_babel": (60, 10, 6, 10),
+    },
 }
 
 
 # --- measurements ----------------------------------------------------------------------------
+
 
 def _status_bytes(field: str) -> int:
     """A memory field of /proc/self/status (VmHWM: peak resident set, VmRSS: now), in bytes."""
@@ -98,6 +105,7 @@ def full_matrix_bytes(case: str, size) -> int:
 
 # --- data ------------------------------------------------------------------------------------
 
+
 def retrieval_data(n_images: int, seed: int = 0):
     """Images [N, d], captions [5N, d] (normalised, fp32) and text_to_image [5N].
 
@@ -115,10 +123,10 @@ def retrieval_data(n_images: int, seed: int = 0):
     texts = torch.empty(n_texts, DIM)
     piece = 65536
     for start in range(0, n_texts, piece):
-        owner = text_to_image[start:start + piece]
+        owner = text_to_image[start : start + piece]
         noise = torch.randn(len(owner), DIM, generator=g) * (5.0 / math.sqrt(DIM))
-        texts[start:start + piece] = F.normalize(images[owner] + noise, dim=-1)
-    repeated = torch.randperm(n_images, generator=g)[:max(1, n_images // 100)]
+        texts[start : start + piece] = F.normalize(images[owner] + noise, dim=-1)
+    repeated = torch.randperm(n_images, generator=g)[: max(1, n_images // 100)]
     texts[repeated * CAPTIONS_PER_IMAGE + 1] = texts[repeated * CAPTIONS_PER_IMAGE]
     return images, texts, text_to_image
 
@@ -139,16 +147,20 @@ def classification_data(size, layout: str, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     prototypes = F.normalize(torch.randn(n_classes, DIM, generator=g), dim=-1)
     labels = torch.arange(n_classes * per_class) // per_class
-    images = F.normalize(prototypes[labels] + torch.randn(len(labels), DIM, generator=g)
-                         * (4.0 / math.sqrt(DIM)), dim=-1)
-    repeated = torch.randperm(n_classes, generator=g)[:max(1, n_classes // 100)]
+    images = F.normalize(
+        prototypes[labels] + torch.randn(len(labels), DIM, generator=g) * (4.0 / math.sqrt(DIM)),
+        dim=-1,
+    )
+    repeated = torch.randperm(n_classes, generator=g)[: max(1, n_classes // 100)]
     images[repeated * per_class + 1] = images[repeated * per_class]
     languages = []
     for _ in range(n_languages):
         n_kept = int(torch.randint(min_classes, n_classes + 1, (1,), generator=g))
         kept = torch.randperm(n_classes, generator=g)[:n_kept].sort().values
-        classifier = F.normalize(prototypes[kept] + torch.randn(n_kept, DIM, generator=g)
-                                 * (1.0 / math.sqrt(DIM)), dim=-1)
+        classifier = F.normalize(
+            prototypes[kept] + torch.randn(n_kept, DIM, generator=g) * (1.0 / math.sqrt(DIM)),
+            dim=-1,
+        )
         languages.append((kept, classifier.T.contiguous() if layout == "columns" else classifier))
     return images, labels, languages
 
@@ -166,8 +178,10 @@ def _language_images(labels, kept, n_classes: int):
 
 # --- the CLIP_benchmark computation, on embeddings ---------------------------------------------
 
-def full_matrix_retrieval(images, texts, text_to_image, ks=RECALL_KS,
-                          batch_size: int = CLIP_BENCHMARK_BATCH) -> dict[str, float]:
+
+def full_matrix_retrieval(
+    images, texts, text_to_image, ks=RECALL_KS, batch_size: int = CLIP_BENCHMARK_BATCH
+) -> dict[str, float]:
     """Recall@k both ways from the whole caption x image score matrix, as CLIP_benchmark does.
 
     images [N, d], texts [M, d], text_to_image [M]. Keys as mclip's retrieval_metrics.
@@ -192,16 +206,17 @@ def _hits_mean(scores, positive, k: int, batch_size: int) -> float:
 
     recalls = []
     for start in range(0, scores.shape[0], batch_size):
-        rows, pos = scores[start:start + batch_size], positive[start:start + batch_size]
+        rows, pos = scores[start : start + batch_size], positive[start : start + batch_size]
         top = torch.topk(rows, k, dim=1).indices
-        one_hot = F.one_hot(top, num_classes=rows.shape[1])            # [b, k, columns] int64
+        one_hot = F.one_hot(top, num_classes=rows.shape[1])  # [b, k, columns] int64
         true_positives = (one_hot * pos[:, None, :]).sum(dim=(1, 2))
         recalls.append(true_positives / pos.sum(dim=1))
     return (torch.cat(recalls) > 0).float().mean().item()
 
 
-def full_matrix_classification(images, labels, classifier_columns, scale: float = 100.0
-                               ) -> dict[str, float]:
+def full_matrix_classification(
+    images, labels, classifier_columns, scale: float = 100.0
+) -> dict[str, float]:
     """acc@1, acc@5 (top-k, when there are >= 5 classes) and mean per-class recall (balanced
     accuracy of the argmax), as CLIP_benchmark computes them; classifier_columns [d, C].
 
@@ -214,12 +229,11 @@ def full_matrix_classification(images, labels, classifier_columns, scale: float 
     predicted = logits.argmax(dim=1)
     n_classes = classifier_columns.shape[1]
     ks = (1, 5) if n_classes >= 5 else (1,)
-    top = logits.topk(max(ks), 1, True, True).indices.t()          # [k, N]
+    top = logits.topk(max(ks), 1, True, True).indices.t()  # [k, N]
     correct = top == labels[None, :]
     out = {f"acc@{k}": correct[:k].sum().item() / len(labels) for k in ks}
     out.setdefault("acc@5", None)
-    out["mean_per_class_recall"] = float(balanced_accuracy_score(labels.numpy(),
-                                                                 predicted.numpy()))
+    out["mean_per_class_recall"] = float(balanced_accuracy_score(labels.numpy(), predicted.numpy()))
     return out
 
 
@@ -233,6 +247,7 @@ def mclip_classification(images, labels, classifier_rows) -> dict[str, float]:
 
 
 # --- one case in this process --------------------------------------------------------------------
+
 
 def run_case(case: str, impl: str, size, threads: int) -> dict:
     """Make the data, warm up on a tiny input, then time ``impl`` once on ``case``: a result row
@@ -263,8 +278,12 @@ def _run_retrieval(impl: str, n_images: int) -> dict:
     fn = retrieval_metrics if impl == "mclip" else full_matrix_retrieval
     fn(*retrieval_data(64, seed=1))  # warm-up: thread pool, kernels
     metrics, row = _timed(fn, images, texts, text_to_image)
-    return {**row, "n_images": len(images), "n_texts": len(texts),
-            "metrics": {k: v for k, v in metrics.items() if "@" in k}}
+    return {
+        **row,
+        "n_images": len(images),
+        "n_texts": len(texts),
+        "metrics": {k: v for k, v in metrics.items() if "@" in k},
+    }
 
 
 def _run_classification(impl: str, size) -> dict:
@@ -272,20 +291,31 @@ def _run_classification(impl: str, size) -> dict:
     fn = mclip_classification if impl == "mclip" else full_matrix_classification
     images, labels, languages = classification_data(size, layout)
     _classify_languages(fn, *classification_data((20, 2, 1, 10), layout, seed=1), 20)  # warm-up
-    (per_language, kept_images), row = _timed(_classify_languages, fn, images, labels, languages,
-                                              size[0])
+    (per_language, kept_images), row = _timed(
+        _classify_languages, fn, images, labels, languages, size[0]
+    )
     metrics = {"per_language": per_language}
-    metrics.update({key: _mean([m[key] for m in per_language])
-                    for key in ("acc@1", "acc@5", "mean_per_class_recall")})
-    row.update(n_images=len(images), n_languages=len(languages),
-               classes_per_language=[len(kept) for kept, _ in languages],
-               images_per_language=kept_images, metrics=metrics)
+    metrics.update(
+        {
+            key: _mean([m[key] for m in per_language])
+            for key in ("acc@1", "acc@5", "mean_per_class_recall")
+        }
+    )
+    row.update(
+        n_images=len(images),
+        n_languages=len(languages),
+        classes_per_language=[len(kept) for kept, _ in languages],
+        images_per_language=kept_images,
+        metrics=metrics,
+    )
     if impl == "full_matrix":  # after the readings: without the 100x, to explain differences
+
         def unscaled(x, y, classifier):
             return full_matrix_classification(x, y, classifier, scale=1.0)
 
-        row["metrics_unscaled"] = {"per_language": _classify_languages(
-            unscaled, images, labels, languages, size[0])[0]}
+        row["metrics_unscaled"] = {
+            "per_language": _classify_languages(unscaled, images, labels, languages, size[0])[0]
+        }
     return row
 
 
@@ -307,13 +337,19 @@ def _mean(values):
 
 # --- the driver ------------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
     parser.add_argument("--impl", nargs="+", default=list(IMPLS), choices=IMPLS)
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                        help="torch threads of each case (default: all cores)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="torch threads of each case (default: all cores)",
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--json", default="bench_out/bench_eval.json", help="where to write JSON")
     parser.add_argument("--run-one", nargs=2, metavar=("CASE", "IMPL"), help=argparse.SUPPRESS)
@@ -337,31 +373,56 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n" + table(results))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"quick": args.quick, "threads": args.threads,
-                                           "ram_bytes": ram_bytes(), "results": results},
-                                          indent=1))
+    Path(args.json).write_text(
+        json.dumps(
+            {
+                "quick": args.quick,
+                "threads": args.threads,
+                "ram_bytes": ram_bytes(),
+                "results": results,
+            },
+            indent=1,
+        )
+    )
     print(f"\nwrote {args.json}")
     return 0
 
 
 def _run_child(case: str, impl: str, size, args) -> dict:
     """Run one (case, implementation) in a fresh process; a row with a status if it cannot."""
-    shape = ({"n_images": size, "n_texts": CAPTIONS_PER_IMAGE * size}
-             if case.startswith("retrieval") else
-             {"n_images": size[0] * size[1], "n_languages": size[2]})
+    shape = (
+        {"n_images": size, "n_texts": CAPTIONS_PER_IMAGE * size}
+        if case.startswith("retrieval")
+        else {"n_images": size[0] * size[1], "n_languages": size[2]}
+    )
     if impl == "full_matrix":
         need = full_matrix_bytes(case, size)
         if need > FIT_FRACTION * ram_bytes():
-            return {"case": case, "impl": impl, **shape,
-                    "status": f"does not fit (needs {need / 1e9:.0f} GB of "
-                              f"{ram_bytes() / 1e9:.0f} GB RAM)"}
-    cmd = [sys.executable, os.path.abspath(__file__), "--run-one", case, impl,
-           "--threads", str(args.threads)] + (["--quick"] if args.quick else [])
+            return {
+                "case": case,
+                "impl": impl,
+                **shape,
+                "status": f"does not fit (needs {need / 1e9:.0f} GB of "
+                f"{ram_bytes() / 1e9:.0f} GB RAM)",
+            }
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--run-one",
+        case,
+        impl,
+        "--threads",
+        str(args.threads),
+    ] + (["--quick"] if args.quick else [])
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or [""])[-1]
-        return {"case": case, "impl": impl, **shape,
-                "status": f"failed (exit {proc.returncode}): {last[:160]}"}
+        return {
+            "case": case,
+            "impl": impl,
+            **shape,
+            "status": f"failed (exit {proc.returncode}): {last[:160]}",
+        }
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -375,22 +436,29 @@ def _differences(ours: dict, reference: dict) -> list[str]:
     m, r = ours["metrics"], reference["metrics"]
     if "per_language" not in m:
         count = {"text_to_image": ours["n_texts"], "image_to_text": ours["n_images"]}
-        return [f"{key} {m[key]:.6f} vs {r[key]:.6f} "
-                f"({abs(m[key] - r[key]) * count[key.split('_R@')[0]]:.0f} queries)"
-                for key in sorted(m) if m[key] != r[key]]
+        return [
+            f"{key} {m[key]:.6f} vs {r[key]:.6f} "
+            f"({abs(m[key] - r[key]) * count[key.split('_R@')[0]]:.0f} queries)"
+            for key in sorted(m)
+            if m[key] != r[key]
+        ]
     languages = list(zip(m["per_language"], r["per_language"], ours["images_per_language"]))
     out = []
     for key in ("acc@1", "acc@5", "mean_per_class_recall"):
         tolerance = MEAN_TOLERANCE if key == "mean_per_class_recall" else 0.0
-        differing = [(x[key], y[key], n) for x, y, n in languages
-                     if _differ(x[key], y[key], tolerance)]
+        differing = [
+            (x[key], y[key], n) for x, y, n in languages if _differ(x[key], y[key], tolerance)
+        ]
         if not differing:
             continue
         gaps = [abs(x - y) for x, y, _ in differing if x is not None and y is not None]
         images = [abs(x - y) * n for x, y, n in differing if x is not None and y is not None]
         worst = round(max(images, default=0))
-        by = (f"by at most {worst} image{'s' * (worst != 1)}" if key != "mean_per_class_recall"
-              else f"by at most {max(gaps, default=0):.2g}")
+        by = (
+            f"by at most {worst} image{'s' * (worst != 1)}"
+            if key != "mean_per_class_recall"
+            else f"by at most {max(gaps, default=0):.2g}"
+        )
         out.append(f"{key} differs in {len(differing)} of {len(languages)} languages ({by})")
     return out
 
@@ -416,40 +484,57 @@ def _mark_identical(rows: list[dict]) -> None:
     ours["identical"] = not ours["differences"]
     if ours["differences"] and "metrics_unscaled" in reference:
         unscaled = _differences(ours, {"metrics": reference["metrics_unscaled"]})
-        ours["differences"].append("identical to CLIP_benchmark's computation without its 100x "
-                                   "pre-scaling" if not unscaled else
-                                   "without its 100x pre-scaling: " + "; ".join(unscaled))
+        ours["differences"].append(
+            "identical to CLIP_benchmark's computation without its 100x pre-scaling"
+            if not unscaled
+            else "without its 100x pre-scaling: " + "; ".join(unscaled)
+        )
 
 
 def _format_row(row: dict) -> str:
     if row["status"] != "ok":
         return f"{row['case']:<21} {row['impl']:<12} {row['status']}"
-    return (f"{row['case']:<21} {row['impl']:<12} {row['seconds']:9.2f} s "
-            f"{row['peak_bytes'] / 1e9:7.2f} GB peak  {_summary(row)}")
+    return (
+        f"{row['case']:<21} {row['impl']:<12} {row['seconds']:9.2f} s "
+        f"{row['peak_bytes'] / 1e9:7.2f} GB peak  {_summary(row)}"
+    )
 
 
 def _summary(row: dict) -> str:
     m = row["metrics"]
     if "per_language" in m:
-        return (f"mean acc@1={m['acc@1']:.4f} acc@5={m['acc@5']:.4f} "
-                f"mpcr={m['mean_per_class_recall']:.4f}")
-    return " ".join(f"{k.replace('text_to_image', 't2i').replace('image_to_text', 'i2t')}"
-                    f"={v:.4f}" for k, v in sorted(m.items()))
+        return (
+            f"mean acc@1={m['acc@1']:.4f} acc@5={m['acc@5']:.4f} "
+            f"mpcr={m['mean_per_class_recall']:.4f}"
+        )
+    return " ".join(
+        f"{k.replace('text_to_image', 't2i').replace('image_to_text', 'i2t')}={v:.4f}"
+        for k, v in sorted(m.items())
+    )
 
 
 def table(results: list[dict]) -> str:
     """Markdown table: time, peak memory (whole process) and agreement with the full matrix."""
-    lines = ["| case | size | implementation | time (s) | peak memory (GB) | "
-             "identical to full matrix |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| case | size | implementation | time (s) | peak memory (GB) | identical to full matrix |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in results:
         size = _size_text(r)
         if r["status"] != "ok":
             lines.append(f"| {r['case']} | {size} | {r['impl']} | – | – | {r['status']} |")
             continue
-        same = {True: "yes", False: "no: " + "; ".join(r.get("differences", [])), None: "–"}[
-            r.get("identical")] if r["impl"] == "mclip" else "(reference)"
-        lines.append(f"| {r['case']} | {size} | {r['impl']} | {r['seconds']:.2f} | "
-                     f"{r['peak_bytes'] / 1e9:.2f} | {same} |")
+        same = (
+            {True: "yes", False: "no: " + "; ".join(r.get("differences", [])), None: "–"}[
+                r.get("identical")
+            ]
+            if r["impl"] == "mclip"
+            else "(reference)"
+        )
+        lines.append(
+            f"| {r['case']} | {size} | {r['impl']} | {r['seconds']:.2f} | "
+            f"{r['peak_bytes'] / 1e9:.2f} | {same} |"
+        )
     return "\n".join(lines)
 
 

@@ -55,23 +55,42 @@ def write_model(folder: Path, quick: bool) -> None:
     from safetensors.torch import save_file
 
     width, layers = (32, 1) if quick else (128, 4)
-    config = {"embed_dim": width,
-              "vision_cfg": {"image_size": 64, "layers": layers, "width": width,
-                             "head_width": 32, "patch_size": 16},
-              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": width,
-                           "heads": max(1, width // 32), "layers": layers}}
+    config = {
+        "embed_dim": width,
+        "vision_cfg": {
+            "image_size": 64,
+            "layers": layers,
+            "width": width,
+            "head_width": 32,
+            "patch_size": 16,
+        },
+        "text_cfg": {
+            "context_length": 77,
+            "vocab_size": 49408,
+            "width": width,
+            "heads": max(1, width // 32),
+            "layers": layers,
+        },
+    }
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "bench-vit.json").write_text(json.dumps(config))
     open_clip.add_model_config(folder / "bench-vit.json")
     torch.manual_seed(0)
     model = open_clip.create_model("bench-vit")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-              str(folder / "open_clip_model.safetensors"))
-    preprocess = {"size": 64, "mean": list(open_clip.OPENAI_DATASET_MEAN),
-                  "std": list(open_clip.OPENAI_DATASET_STD), "interpolation": "bicubic",
-                  "resize_mode": "shortest"}
-    (folder / "open_clip_config.json").write_text(json.dumps(
-        {"model_cfg": config, "preprocess_cfg": preprocess}))
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(folder / "open_clip_model.safetensors"),
+    )
+    preprocess = {
+        "size": 64,
+        "mean": list(open_clip.OPENAI_DATASET_MEAN),
+        "std": list(open_clip.OPENAI_DATASET_STD),
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+    }
+    (folder / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": config, "preprocess_cfg": preprocess})
+    )
 
 
 def write_images(root: Path, classes: int, per_class: int, size: tuple[int, int]) -> None:
@@ -89,11 +108,13 @@ def write_images(root: Path, classes: int, per_class: int, size: tuple[int, int]
             colour = rng.uniform(0, 255, 3)
             pixels = ramp * colour + rng.normal(0, 20, (h, w, 3)) + rng.uniform(0, 80, 3)
             Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(
-                folder / f"{i:04d}.jpg", quality=90)
+                folder / f"{i:04d}.jpg", quality=90
+            )
 
 
-def write_class_texts(folder: Path, languages: list[str], classes: int | None,
-                      templates: int | None) -> None:
+def write_class_texts(
+    folder: Path, languages: list[str], classes: int | None, templates: int | None
+) -> None:
     """CLIP_benchmark's ImageNet class names and templates (the first ``classes`` /
     ``templates``), in its layout, under both dataset keys the two tools look up."""
     import clip_benchmark.datasets as package
@@ -102,67 +123,127 @@ def write_class_texts(folder: Path, languages: list[str], classes: int | None,
     folder.mkdir(parents=True, exist_ok=True)
     for code in languages:
         names = json.loads((source / f"{code}_classnames.json").read_text())["imagenet1k"]
-        prompts = json.loads((source / f"{code}_zeroshot_classification_templates.json"
-                              ).read_text())["imagenet1k"]
+        prompts = json.loads(
+            (source / f"{code}_zeroshot_classification_templates.json").read_text()
+        )["imagenet1k"]
         names, prompts = names[:classes], prompts[:templates]
-        for kind, value in (("classnames", names), ("zeroshot_classification_templates",
-                                                    prompts)):
-            (folder / f"{code}_{kind}.json").write_text(json.dumps(
-                {"imagenet1k": value, "imagenet1k-unverified": value}, ensure_ascii=False))
+        for kind, value in (("classnames", names), ("zeroshot_classification_templates", prompts)):
+            (folder / f"{code}_{kind}.json").write_text(
+                json.dumps(
+                    {"imagenet1k": value, "imagenet1k-unverified": value}, ensure_ascii=False
+                )
+            )
 
 
 def timed(command: list[str], log: Path, env: dict | None = None) -> float:
     """Run ``command`` (output to ``log``); its wall time in seconds; exit if it fails."""
     started = time.perf_counter()
     with log.open("w") as stream:
-        done = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, cwd=log.parent,
-                              env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+        done = subprocess.run(
+            command,
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+            cwd=log.parent,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        )
     if done.returncode != 0:
         sys.exit(f"failed: {' '.join(command)}\n{log.read_text()[-3000:]}")
     return time.perf_counter() - started
 
 
-def run_clip_benchmark(work: Path, case: str, model: Path, texts: Path, languages: list[str],
-                       threads: int) -> tuple[float, dict]:
+def run_clip_benchmark(
+    work: Path, case: str, model: Path, texts: Path, languages: list[str], threads: int
+) -> tuple[float, dict]:
     out = work / f"{case}_cb"
     out.mkdir(exist_ok=True)
-    command = [sys.executable, str(CB_CLI), "eval", "--dataset", "imagenet1k-unverified",
-               "--dataset_root", str(work / case), "--model", f"local-dir:{model}",
-               "--pretrained", "none", "--task", "zeroshot_classification", "--no_amp",
-               "--language", *languages, "--output", str(out / "{language}.json"), "--quiet"]
+    command = [
+        sys.executable,
+        str(CB_CLI),
+        "eval",
+        "--dataset",
+        "imagenet1k-unverified",
+        "--dataset_root",
+        str(work / case),
+        "--model",
+        f"local-dir:{model}",
+        "--pretrained",
+        "none",
+        "--task",
+        "zeroshot_classification",
+        "--no_amp",
+        "--language",
+        *languages,
+        "--output",
+        str(out / "{language}.json"),
+        "--quiet",
+    ]
     if len(languages) == 1:  # its custom files hold one language
-        command += ["--custom_classname_file", str(texts / f"{languages[0]}_classnames.json"),
-                    "--custom_template_file",
-                    str(texts / f"{languages[0]}_zeroshot_classification_templates.json")]
+        command += [
+            "--custom_classname_file",
+            str(texts / f"{languages[0]}_classnames.json"),
+            "--custom_template_file",
+            str(texts / f"{languages[0]}_zeroshot_classification_templates.json"),
+        ]
     seconds = timed(command, work / f"{case}_cb.log", {"OMP_NUM_THREADS": str(threads)})
-    metrics = {CB_LANGUAGES[code]: json.loads((out / f"{code}.json").read_text())["metrics"]
-               for code in languages}
+    metrics = {
+        CB_LANGUAGES[code]: json.loads((out / f"{code}.json").read_text())["metrics"]
+        for code in languages
+    }
     return seconds, metrics
 
 
-def run_mclip(work: Path, case: str, arm: str, model: Path, texts: Path, languages: list[str],
-              threads: int, source: Path, extra: list[str]) -> tuple[float, dict]:
+def run_mclip(
+    work: Path,
+    case: str,
+    arm: str,
+    model: Path,
+    texts: Path,
+    languages: list[str],
+    threads: int,
+    source: Path,
+    extra: list[str],
+) -> tuple[float, dict]:
     out = work / f"{case}_{arm}"
-    command = [sys.executable, "-m", "mclip.cli", "eval", "--model",
-               f"open_clip:local-dir:{model}", "--task", "zeroshot_classification",
-               "--images", str(work / case / "val"), "--class-texts", str(texts),
-               "--dataset", "imagenet1k",
-               "--languages", ",".join(CB_LANGUAGES[c] for c in languages), "--out", str(out),
-               *extra]
-    seconds = timed(command, work / f"{case}_{arm}.log",
-                    {"OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(source)})
+    command = [
+        sys.executable,
+        "-m",
+        "mclip.cli",
+        "eval",
+        "--model",
+        f"open_clip:local-dir:{model}",
+        "--task",
+        "zeroshot_classification",
+        "--images",
+        str(work / case / "val"),
+        "--class-texts",
+        str(texts),
+        "--dataset",
+        "imagenet1k",
+        "--languages",
+        ",".join(CB_LANGUAGES[c] for c in languages),
+        "--out",
+        str(out),
+        *extra,
+    ]
+    seconds = timed(
+        command,
+        work / f"{case}_{arm}.log",
+        {"OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(source)},
+    )
     task = json.loads((out / "results.json").read_text())["tasks"]["zeroshot_classification"]
     return seconds, task["languages"]
 
 
 def agreement(ours: dict, theirs: dict) -> float:
     """Largest |difference| of the three metrics over the languages (fractions)."""
-    return max(abs(float(ours[lang][m]) - float(theirs[lang][t]))
-               for lang in theirs for m, t in METRICS)
+    return max(
+        abs(float(ours[lang][m]) - float(theirs[lang][t])) for lang in theirs for m, t in METRICS
+    )
 
 
-def throughput(work: Path, model: Path, texts: Path, languages: list[str], count: int,
-               images: Path) -> dict:
+def throughput(
+    work: Path, model: Path, texts: Path, languages: list[str], count: int, images: Path
+) -> dict:
     """texts/s and images/s rows, measured in a child process (see the module docstring)."""
     code = f"""
 import json, time, sys, torch
@@ -199,8 +280,13 @@ with torch.no_grad():
     out["default_workers"] = default_image_workers()
 print(json.dumps(out))
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=work, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     if done.returncode != 0:
         sys.exit(f"throughput measurement failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -221,11 +307,19 @@ def main() -> None:
     model = work / "model"
     write_model(model, args.quick)
     cases = {
-        "image": dict(languages=["en"], classes=10, per_class=4 if args.quick else 200,
-                      templates=4 if args.quick else None),
-        "text": dict(languages=["en"] if args.quick else list(CB_LANGUAGES),
-                     classes=12 if args.quick else 1000, per_class=1,
-                     templates=3 if args.quick else None)}
+        "image": dict(
+            languages=["en"],
+            classes=10,
+            per_class=4 if args.quick else 200,
+            templates=4 if args.quick else None,
+        ),
+        "text": dict(
+            languages=["en"] if args.quick else list(CB_LANGUAGES),
+            classes=12 if args.quick else 1000,
+            per_class=1,
+            templates=3 if args.quick else None,
+        ),
+    }
     arms = ["clip_benchmark", "mclip", "mclip_bf16"] + (["mclip_before"] if args.before else [])
     rows, report = [], {"cases": {}}
     for case in [c for c in args.cases.split(",") if c]:
@@ -233,62 +327,85 @@ def main() -> None:
         texts = work / f"{case}_texts"
         write_class_texts(texts, spec["languages"], spec["classes"], spec["templates"])
         if not (work / case / "val").is_dir():
-            write_images(work / case, spec["classes"], spec["per_class"],
-                         (64, 48) if args.quick else (500, 375))
+            write_images(
+                work / case,
+                spec["classes"],
+                spec["per_class"],
+                (64, 48) if args.quick else (500, 375),
+            )
         results = {}
         for arm in arms:
             print(f"[{case}] {arm} ...", file=sys.stderr, flush=True)
             if arm == "clip_benchmark":
-                results[arm] = run_clip_benchmark(work, case, model, texts, spec["languages"],
-                                                  args.threads)
+                results[arm] = run_clip_benchmark(
+                    work, case, model, texts, spec["languages"], args.threads
+                )
             else:
                 source = args.before.resolve() if arm == "mclip_before" else ROOT
                 extra = ["--precision", "bf16"] if arm == "mclip_bf16" else []
-                results[arm] = run_mclip(work, case, arm, model, texts, spec["languages"],
-                                         args.threads, source, extra)
+                results[arm] = run_mclip(
+                    work, case, arm, model, texts, spec["languages"], args.threads, source, extra
+                )
         cb_seconds, cb_metrics = results["clip_benchmark"]
-        report["cases"][case] = {arm: {"seconds": seconds,
-                                       "vs_clip_benchmark": cb_seconds / seconds,
-                                       "max_metric_difference": agreement(metrics, cb_metrics)
-                                       if arm != "clip_benchmark" else 0.0}
-                                 for arm, (seconds, metrics) in results.items()}
+        report["cases"][case] = {
+            arm: {
+                "seconds": seconds,
+                "vs_clip_benchmark": cb_seconds / seconds,
+                "max_metric_difference": agreement(metrics, cb_metrics)
+                if arm != "clip_benchmark"
+                else 0.0,
+            }
+            for arm, (seconds, metrics) in results.items()
+        }
         for arm, row in report["cases"][case].items():
-            rows.append((case, arm, row["seconds"], row["vs_clip_benchmark"],
-                         row["max_metric_difference"]))
+            rows.append(
+                (case, arm, row["seconds"], row["vs_clip_benchmark"], row["max_metric_difference"])
+            )
     print("\n| case | arm | wall s | speed vs clip_benchmark | max metric diff vs clip_benchmark |")
     print("|---|---|---:|---:|---:|")
     for case, arm, seconds, ratio, diff in rows:
         print(f"| {case} | {arm} | {seconds:.1f} | {ratio:.2f}x | {diff:.2e} |")
     text_texts = work / "text_texts"
     if (work / "text" / "val").is_dir():
-        speed = throughput(work, model, text_texts, cases["text"]["languages"],
-                           args.throughput_texts, work / ("image" if "image" in args.cases
-                                                          else "text") / "val")
+        speed = throughput(
+            work,
+            model,
+            text_texts,
+            cases["text"]["languages"],
+            args.throughput_texts,
+            work / ("image" if "image" in args.cases else "text") / "val",
+        )
         report["throughput"] = speed
         print(f"\n| throughput ({speed['texts']} prompts) | per s |\n|---|---:|")
         for key in ("open_clip_texts_per_s", "mclip_texts_per_s", "mclip_bf16_texts_per_s"):
             print(f"| {key.removesuffix('_per_s')} | {speed[key]:.0f} |")
-        print(f"| mclip texts/s over open_clip encode_text | "
-              f"{speed['mclip_texts_per_s'] / speed['open_clip_texts_per_s']:.2f}x |")
+        print(
+            f"| mclip texts/s over open_clip encode_text | "
+            f"{speed['mclip_texts_per_s'] / speed['open_clip_texts_per_s']:.2f}x |"
+        )
         for key in sorted(k for k in speed if k.startswith("images_per_s")):
             print(f"| {key.replace('images_per_s_', 'images, ')} | {speed[key]:.0f} |")
     targets = {}
     if "image" in report["cases"]:
         targets["image-bound: mclip >= 1.2x clip_benchmark"] = (
-            report["cases"]["image"]["mclip"]["vs_clip_benchmark"] >= 1.2)
+            report["cases"]["image"]["mclip"]["vs_clip_benchmark"] >= 1.2
+        )
     if "text" in report["cases"]:
         targets["text-bound: mclip >= 5x clip_benchmark"] = (
-            report["cases"]["text"]["mclip"]["vs_clip_benchmark"] >= 5)
+            report["cases"]["text"]["mclip"]["vs_clip_benchmark"] >= 5
+        )
     if "throughput" in report:
         speed = report["throughput"]
         targets["texts/s >= 3x open_clip encode_text"] = (
-            speed["mclip_texts_per_s"] >= 3 * speed["open_clip_texts_per_s"])
+            speed["mclip_texts_per_s"] >= 3 * speed["open_clip_texts_per_s"]
+        )
     for case in report["cases"].values():
         for arm in ("mclip", "mclip_before"):
             if arm in case:
                 targets.setdefault("fp32 metrics equal clip_benchmark's (<= 1e-9)", True)
                 targets["fp32 metrics equal clip_benchmark's (<= 1e-9)"] &= (
-                    case[arm]["max_metric_difference"] <= 1e-9)
+                    case[arm]["max_metric_difference"] <= 1e-9
+                )
     for target, met in targets.items():
         print(f"  {'met' if met else 'NOT met'}: {target}")
     report.update(config={k: str(v) for k, v in vars(args).items()}, targets=targets)

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Create or reuse .venv, install mclip with the test extra, lint (ruff), run the whole test suite.
+# Create or reuse .venv, install mclip with the test extra, lint and format-check (ruff), run the
+# whole test suite.
 # Extra arguments go to pytest (e.g. bash scripts/test.sh -m "not slow" -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh test
-echo "[lint] ruff check mclip tests scripts" >&2
+echo "[lint] ruff check + ruff format --check (mclip tests scripts)" >&2
 .venv/bin/ruff check mclip tests scripts
+.venv/bin/ruff format --check --quiet mclip tests scripts || {
+  echo "[lint] files above are not formatted: run .venv/bin/ruff format mclip tests scripts" >&2
+  exit 1
+}
 exec .venv/bin/python -m pytest "$@"

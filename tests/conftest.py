@@ -17,8 +17,14 @@ def run_cli(*args, cwd=None, env=None):
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    return subprocess.run([sys.executable, "-m", "mclip.cli", *map(str, args)], cwd=cwd or root,
-                          capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "mclip.cli", *map(str, args)],
+        cwd=cwd or root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
 
 
 def log_records(run: Path) -> list[dict]:
@@ -30,16 +36,29 @@ def log_records(run: Path) -> list[dict]:
 
 def tiny_overrides(data_dir: Path, out_dir: Path) -> list[str]:
     """A model and a run small enough for seconds on a CPU."""
-    return [f"data.train_shards={data_dir}/train", f"train.out_dir={out_dir}",
-            "model.embed_dim=64", "model.image.image_size=32", "model.text.hidden_size=64",
-            "model.text.num_layers=1", "model.text.num_heads=2", "model.text.intermediate_size=128",
-            "model.text.max_length=64", "data.num_workers=0", "data.shuffle_buffer=64",
-            "train.batch_size=32", "train.steps=6", "train.warmup_steps=1", "train.log_every=2",
-            "train.save_every=3"]
+    return [
+        f"data.train_shards={data_dir}/train",
+        f"train.out_dir={out_dir}",
+        "model.embed_dim=64",
+        "model.image.image_size=32",
+        "model.text.hidden_size=64",
+        "model.text.num_layers=1",
+        "model.text.num_heads=2",
+        "model.text.intermediate_size=128",
+        "model.text.max_length=64",
+        "data.num_workers=0",
+        "data.shuffle_buffer=64",
+        "train.batch_size=32",
+        "train.steps=6",
+        "train.warmup_steps=1",
+        "train.log_every=2",
+        "train.save_every=3",
+    ]
 
 
-def random_image_folder(root: Path, classes: int = 3, per_class: int = 2, size: int = 32,
-                        seed: int = 0) -> Path:
+def random_image_folder(
+    root: Path, classes: int = 3, per_class: int = 2, size: int = 32, seed: int = 0
+) -> Path:
     """An ImageFolder tree ``root/n0000/0.png ...`` of random RGB images; returns ``root``."""
     import numpy as np
     from PIL import Image
@@ -50,7 +69,8 @@ def random_image_folder(root: Path, classes: int = 3, per_class: int = 2, size: 
         folder.mkdir(parents=True)
         for i in range(per_class):
             Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
-                folder / f"{i}.png")
+                folder / f"{i}.png"
+            )
     return root
 
 
@@ -58,10 +78,23 @@ def tiny_model_config(image: str = "resnet10t", **text):
     """A Config with a tiny image tower (32 px) and a 1-layer byte-level text tower."""
     from mclip.config import config_from_dict
 
-    return config_from_dict({"model": {
-        "embed_dim": 16, "image": {"name": image, "image_size": 32},
-        "text": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
-                 "max_length": 40, "dropout": 0.0, **text}}})
+    return config_from_dict(
+        {
+            "model": {
+                "embed_dim": 16,
+                "image": {"name": image, "image_size": 32},
+                "text": {
+                    "hidden_size": 32,
+                    "num_layers": 1,
+                    "num_heads": 2,
+                    "intermediate_size": 64,
+                    "max_length": 40,
+                    "dropout": 0.0,
+                    **text,
+                },
+            }
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +124,10 @@ def demo_data(tmp_path_factory) -> Path:
 def tiny_config(demo_data, tmp_path):
     from mclip.config import load_config
 
-    return load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml",
-                       tiny_overrides(demo_data, tmp_path / "run"))
+    return load_config(
+        Path(__file__).resolve().parents[1] / "configs" / "demo.yaml",
+        tiny_overrides(demo_data, tmp_path / "run"),
+    )
 
 
 def register_tiny_open_clip(root: Path, name: str):
@@ -102,11 +137,23 @@ def register_tiny_open_clip(root: Path, name: str):
 
     import open_clip
 
-    config = {"embed_dim": 32,
-              "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32,
-                             "patch_size": 16},
-              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2,
-                           "layers": 2}}
+    config = {
+        "embed_dim": 32,
+        "vision_cfg": {
+            "image_size": 32,
+            "layers": 2,
+            "width": 64,
+            "head_width": 32,
+            "patch_size": 16,
+        },
+        "text_cfg": {
+            "context_length": 77,
+            "vocab_size": 49408,
+            "width": 64,
+            "heads": 2,
+            "layers": 2,
+        },
+    }
     (root / f"{name}.json").write_text(json.dumps(config))
     open_clip.add_model_config(root / f"{name}.json")
     torch.manual_seed(0)
@@ -137,8 +184,13 @@ def on_gloo_ranks(compute, tmp_path: Path, world: int = 2):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "rank0.pt"
-    mp.start_processes(_gloo_entry, args=(world, port, str(out), compute), nprocs=world,
-                       start_method="spawn", join=True)
+    mp.start_processes(
+        _gloo_entry,
+        args=(world, port, str(out), compute),
+        nprocs=world,
+        start_method="spawn",
+        join=True,
+    )
     return torch.load(out, weights_only=False)
 
 

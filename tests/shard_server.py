@@ -53,7 +53,7 @@ class ShardServer:
                 start = 0
                 wanted = self.headers.get("Range")
                 if wanted and server.ranges and wanted.startswith("bytes="):
-                    start = int(wanted[len("bytes="):].split("-")[0])
+                    start = int(wanted[len("bytes=") :].split("-")[0])
                     if start >= len(data):
                         self.send_error(416)
                         return
@@ -70,7 +70,7 @@ class ShardServer:
                     return
                 payload = data[start:]
                 if isinstance(fault, tuple) and fault[0] == "drop":
-                    self.wfile.write(payload[:fault[1]])
+                    self.wfile.write(payload[: fault[1]])
                     self.wfile.flush()
                     self.close_connection = True
                     return

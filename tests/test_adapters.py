@@ -27,8 +27,12 @@ TINY_OPEN_CLIP = "mclip-test-tiny-vit"  # no 'siglip' in the name: open_clip's B
 
 def _images(n: int = 3, size: tuple[int, int] = (40, 48)) -> list[Image.Image]:
     gen = torch.Generator().manual_seed(0)
-    return [Image.fromarray((torch.rand(size[1], size[0], 3, generator=gen) * 255)
-                            .to(torch.uint8).numpy()) for _ in range(n)]
+    return [
+        Image.fromarray(
+            (torch.rand(size[1], size[0], 3, generator=gen) * 255).to(torch.uint8).numpy()
+        )
+        for _ in range(n)
+    ]
 
 
 def _check_transform(adapter: ModelAdapter, size: int) -> torch.Tensor:
@@ -113,33 +117,62 @@ def test_open_clip_errors_name_the_input_and_the_fix(open_clip_files, tmp_path):
 
 
 def _hf_vision_text(tokenizer) -> tuple[dict, dict]:
-    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                num_hidden_layers=2, num_attention_heads=2, pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.pad_token_id)
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=2, image_size=32, patch_size=8)
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.pad_token_id,
+    )
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+    )
     return text, vision
 
 
 @pytest.fixture(scope="module")
 def hf_dirs(tmp_path_factory):
     """Tiny CLIPModel and SiglipModel directories (model, ByT5 tokenizer, image processor)."""
-    from transformers import (ByT5Tokenizer, CLIPConfig, CLIPImageProcessor, CLIPModel,
-                              SiglipConfig, SiglipImageProcessor, SiglipModel)
+    from transformers import (
+        ByT5Tokenizer,
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        SiglipConfig,
+        SiglipImageProcessor,
+        SiglipModel,
+    )
 
     tokenizer = ByT5Tokenizer()
     text, vision = _hf_vision_text(tokenizer)
     torch.manual_seed(0)
-    clip = CLIPModel(CLIPConfig(text_config={**text, "max_position_embeddings": 77},
-                                vision_config=vision, projection_dim=16)).eval()
-    siglip = SiglipModel(SiglipConfig(text_config={**text, "max_position_embeddings": 64},
-                                      vision_config=vision)).eval()
+    clip = CLIPModel(
+        CLIPConfig(
+            text_config={**text, "max_position_embeddings": 77},
+            vision_config=vision,
+            projection_dim=16,
+        )
+    ).eval()
+    siglip = SiglipModel(
+        SiglipConfig(text_config={**text, "max_position_embeddings": 64}, vision_config=vision)
+    ).eval()
     with torch.no_grad():
         siglip.logit_scale.fill_(math.log(10.0))
         siglip.logit_bias.fill_(-10.0)
-    processors = {"clip": CLIPImageProcessor(size={"shortest_edge": 32},
-                                             crop_size={"height": 32, "width": 32}),
-                  "siglip": SiglipImageProcessor(size={"height": 32, "width": 32})}
+    processors = {
+        "clip": CLIPImageProcessor(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+        ),
+        "siglip": SiglipImageProcessor(size={"height": 32, "width": 32}),
+    }
     out = {}
     for key, model in (("clip", clip), ("siglip", siglip)):
         directory = tmp_path_factory.mktemp(key)
@@ -205,8 +238,10 @@ def test_hf_errors_name_the_input_and_the_fix(tmp_path):
 
 
 def _tiny_config(tmp_path: Path, kind: str):
-    return load_config(ROOT / "configs" / "demo.yaml",
-                       tiny_overrides(tmp_path / "data", tmp_path / "run") + [f"loss.kind={kind}"])
+    return load_config(
+        ROOT / "configs" / "demo.yaml",
+        tiny_overrides(tmp_path / "data", tmp_path / "run") + [f"loss.kind={kind}"],
+    )
 
 
 @pytest.mark.parametrize("kind", ["infonce", "sigmoid"])
@@ -253,9 +288,12 @@ def test_bad_specs_name_the_accepted_forms(tmp_path):
 def test_device_places_every_parameter(open_clip_files, hf_dirs, tmp_path, device):
     cfg = _tiny_config(tmp_path, "infonce")
     DualEncoder(cfg.model).save(tmp_path / "ckpt", cfg)
-    specs = [(tmp_path / "ckpt", None),
-             (f"open_clip:{TINY_OPEN_CLIP}", str(open_clip_files[1]["pt"])),
-             (f"hf:{hf_dirs['clip'][0]}", None), (f"hf:{hf_dirs['siglip'][0]}", None)]
+    specs = [
+        (tmp_path / "ckpt", None),
+        (f"open_clip:{TINY_OPEN_CLIP}", str(open_clip_files[1]["pt"])),
+        (f"hf:{hf_dirs['clip'][0]}", None),
+        (f"hf:{hf_dirs['siglip'][0]}", None),
+    ]
     for spec, pretrained in specs:
         adapter = load_model(spec, pretrained=pretrained, device=device)
         assert adapter.device == torch.device(device)

@@ -18,9 +18,25 @@ def test_bench_curation_reports_auc_and_both_trainings(tmp_path):
     data = tmp_path / "demo"
     write_demo_dataset(data, n_train=96, n_eval_per_class=1, image_size=32, shard_size=48)
     out = tmp_path / "bench.json"
-    command = [sys.executable, str(SCRIPT), "--data", str(data), "--runs", str(tmp_path / "runs"),
-               "--seeds", "0,1", "--steps", "3", "--threads", "1", "--out", str(out),
-               "--set", "train.batch_size=16", "train.warmup_steps=1"]
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        "--data",
+        str(data),
+        "--runs",
+        str(tmp_path / "runs"),
+        "--seeds",
+        "0,1",
+        "--steps",
+        "3",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        "--set",
+        "train.batch_size=16",
+        "train.warmup_steps=1",
+    ]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = json.loads(out.read_text())

@@ -18,10 +18,30 @@ def test_bench_distill_trains_evaluates_and_reports_targets(tmp_path):
     data = tmp_path / "hard"
     write_hard_demo_dataset(data, n_train=96, n_eval_per_class=1, n_retrieval=24, shard_size=48)
     out = tmp_path / "bench.json"
-    command = [sys.executable, str(SCRIPT), "--data", str(data), "--runs", str(tmp_path / "runs"),
-               "--teacher-steps", "3", "--student-steps", "3", "--seeds", "0,1",
-               "--threads", "1", "--eval-limit", "24", "--offline", "--out", str(out),
-               "--set", "train.batch_size=16", "train.log_every=1"]
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        "--data",
+        str(data),
+        "--runs",
+        str(tmp_path / "runs"),
+        "--teacher-steps",
+        "3",
+        "--student-steps",
+        "3",
+        "--seeds",
+        "0,1",
+        "--threads",
+        "1",
+        "--eval-limit",
+        "24",
+        "--offline",
+        "--out",
+        str(out),
+        "--set",
+        "train.batch_size=16",
+        "train.log_every=1",
+    ]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "| teacher |" in proc.stdout and "| distilled student | " in proc.stdout

@@ -13,22 +13,39 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_eval.py"
 @pytest.mark.slow
 def test_bench_eval_quick_writes_json_with_identical_recalls(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--threads", "1",
-                           "--cases", "retrieval_10k", "classification_babel",
-                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--quick",
+            "--threads",
+            "1",
+            "--cases",
+            "retrieval_10k",
+            "classification_babel",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| case |" in proc.stdout
     rows = json.loads(out.read_text())["results"]
     assert {(r["case"], r["impl"]) for r in rows} == {
-        (case, impl) for case in ("retrieval_10k", "classification_babel")
-        for impl in ("mclip", "full_matrix")}
+        (case, impl)
+        for case in ("retrieval_10k", "classification_babel")
+        for impl in ("mclip", "full_matrix")
+    }
     for row in rows:
         assert row["status"] == "ok", row
         assert row["seconds"] > 0 and row["peak_bytes"] > 0
     retrieval = {r["impl"]: r for r in rows if r["case"] == "retrieval_10k"}
     assert retrieval["mclip"]["identical"] is True
-    assert set(retrieval["mclip"]["metrics"]) == {f"{way}_R@{k}" for k in (1, 5, 10)
-                                                  for way in ("text_to_image", "image_to_text")}
+    assert set(retrieval["mclip"]["metrics"]) == {
+        f"{way}_R@{k}" for k in (1, 5, 10) for way in ("text_to_image", "image_to_text")
+    }
     classification = {r["impl"]: r for r in rows if r["case"] == "classification_babel"}
     languages = classification["mclip"]["metrics"]["per_language"]
     assert len(languages) == classification["mclip"]["n_languages"]

@@ -15,9 +15,22 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_eval_vs_clip_b
 def test_bench_eval_vs_clip_benchmark_quick(tmp_path):
     pytest.importorskip("clip_benchmark")
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--work", str(tmp_path / "w"),
-                           "--throughput-texts", "200", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--quick",
+            "--work",
+            str(tmp_path / "w"),
+            "--throughput-texts",
+            "200",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "| case | arm |" in proc.stdout and "texts/s over open_clip" in proc.stdout
     report = json.loads(out.read_text())

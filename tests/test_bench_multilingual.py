@@ -14,17 +14,46 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_multilingual.p
 @pytest.mark.slow
 def test_bench_multilingual_trains_adapts_evaluates_and_reports_targets(demo_data, tmp_path):
     out, runs = tmp_path / "bench.json", tmp_path / "runs"
-    command = [sys.executable, str(SCRIPT), "--data", str(demo_data), "--runs", str(runs),
-               "--threads", "1", "--max-captions", "40", "--adapt-steps", "3", "--out", str(out),
-               "--set", "train.steps=3", "train.warmup_steps=1", "train.batch_size=16",
-               "train.save_every=3", "data.shuffle_buffer=16"]
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        "--data",
+        str(demo_data),
+        "--runs",
+        str(runs),
+        "--threads",
+        "1",
+        "--max-captions",
+        "40",
+        "--adapt-steps",
+        "3",
+        "--out",
+        str(out),
+        "--set",
+        "train.steps=3",
+        "train.warmup_steps=1",
+        "train.batch_size=16",
+        "train.save_every=3",
+        "data.shuffle_buffer=16",
+    ]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "| taught composite |" in proc.stdout and "| with the sw adapter |" in proc.stdout
     report = json.loads(out.read_text())
     learned, adapted = report["teacher_learning"], report["language_adapter"]
-    assert set(learned["ratio_to_english"]) == {"de", "fr", "es", "it", "pt", "ru", "zh", "ja",
-                                                "ar", "hi", "sw"}
+    assert set(learned["ratio_to_english"]) == {
+        "de",
+        "fr",
+        "es",
+        "it",
+        "pt",
+        "ru",
+        "zh",
+        "ja",
+        "ar",
+        "hi",
+        "sw",
+    }
     start = json.loads((runs / "teacher_en" / "log.jsonl").read_text().splitlines()[0])
     assert start["config"]["data"]["languages"] == ["en"]
     taught = json.loads((runs / "taught" / "log.jsonl").read_text().splitlines()[0])
@@ -36,9 +65,13 @@ def test_bench_multilingual_trains_adapts_evaluates_and_reports_targets(demo_dat
         if lang != "sw":
             assert with_adapter[lang] == base[lang], lang
     assert adapted["acc@1_change"]["sw"] == pytest.approx(
-        with_adapter["sw"]["acc@1"] - base["sw"]["acc@1"])
-    assert set(report["targets"]) == {"every_language>=80%_of_english", "sw_gain>=20",
-                                      "others_move<=1"}
+        with_adapter["sw"]["acc@1"] - base["sw"]["acc@1"]
+    )
+    assert set(report["targets"]) == {
+        "every_language>=80%_of_english",
+        "sw_gain>=20",
+        "others_move<=1",
+    }
     assert report["targets"]["others_move<=1"] is True
 
     stamp = (runs / "taught" / "log.jsonl").stat().st_mtime_ns

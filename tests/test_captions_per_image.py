@@ -29,10 +29,22 @@ LOCAL = 4  # images per rank
 
 
 def _model():
-    cfg = config_from_dict({"model": {
-        "embed_dim": 16, "image": {"name": "vit_tiny_patch16_224", "image_size": 32},
-        "text": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
-                 "max_length": 40, "dropout": 0.0}}})
+    cfg = config_from_dict(
+        {
+            "model": {
+                "embed_dim": 16,
+                "image": {"name": "vit_tiny_patch16_224", "image_size": 32},
+                "text": {
+                    "hidden_size": 32,
+                    "num_layers": 1,
+                    "num_heads": 2,
+                    "intermediate_size": 64,
+                    "max_length": 40,
+                    "dropout": 0.0,
+                },
+            }
+        }
+    )
     torch.manual_seed(0)
     return DualEncoder(cfg.model)
 
@@ -40,8 +52,11 @@ def _model():
 def _batch(model, n_images):
     g = torch.Generator().manual_seed(7)
     images = torch.randn(n_images, 3, 32, 32, generator=g)
-    texts = [f"image {i} caption {c} " + "xyz" * int(torch.randint(0, 5, (1,), generator=g))
-             for i in range(n_images) for c in range(K)]
+    texts = [
+        f"image {i} caption {c} " + "xyz" * int(torch.randint(0, 5, (1,), generator=g))
+        for i in range(n_images)
+        for c in range(K)
+    ]
     return images, model.tokenize(texts), torch.arange(n_images).repeat_interleave(K)
 
 
@@ -56,8 +71,9 @@ def _full_batch_reference(kind, images, tokens, text_to_image):
     if kind == "infonce":
         loss = infonce_reference(image_emb, text_emb, model.logit_scale, text_to_image)
     else:
-        loss = sigmoid_reference(image_emb, text_emb, model.logit_scale, model.logit_bias,
-                                 text_to_image)
+        loss = sigmoid_reference(
+            image_emb, text_emb, model.logit_scale, model.logit_bias, text_to_image
+        )
     loss.backward()
     return loss.item(), _grads(model)
 
@@ -67,8 +83,16 @@ def _step(kind, images, tokens, text_to_image, micro_batches, groups=None, world
     objective = ContrastiveObjective(LossConfig(kind=kind), groups)
     model.logit_bias.requires_grad_(objective.uses_bias)
     model.zero_grad(set_to_none=True)
-    loss = step_gradients(model, objective, images, tokens, micro_batches, CPU,
-                          world_size=world, text_to_image=text_to_image)
+    loss = step_gradients(
+        model,
+        objective,
+        images,
+        tokens,
+        micro_batches,
+        CPU,
+        world_size=world,
+        text_to_image=text_to_image,
+    )
     if world > 1:
         average_gradients(model, world)
     return loss.item(), _grads(model)
@@ -90,12 +114,24 @@ def test_step_with_several_captions_equals_the_full_batch(kind, micro_batches):
 
 def _rank_results(rank, world):
     images, tokens, _ = _batch(_model(), world * LOCAL)
-    rows, texts = (slice(rank * LOCAL, (rank + 1) * LOCAL),
-                   slice(rank * LOCAL * K, (rank + 1) * LOCAL * K))
+    rows, texts = (
+        slice(rank * LOCAL, (rank + 1) * LOCAL),
+        slice(rank * LOCAL * K, (rank + 1) * LOCAL * K),
+    )
     local_text_to_image = torch.arange(LOCAL).repeat_interleave(K)
-    return {(kind, micro): _step(kind, images[rows], {k: v[texts] for k, v in tokens.items()},
-                                 local_text_to_image, micro, make_gather_groups(world), world)
-            for kind in ("infonce", "sigmoid") for micro in (1, 2)}
+    return {
+        (kind, micro): _step(
+            kind,
+            images[rows],
+            {k: v[texts] for k, v in tokens.items()},
+            local_text_to_image,
+            micro,
+            make_gather_groups(world),
+            world,
+        )
+        for kind in ("infonce", "sigmoid")
+        for micro in (1, 2)
+    }
 
 
 @pytest.mark.slow
@@ -115,16 +151,32 @@ def _multilingual_sample(key, captions):
 
 
 def test_stream_puts_k_captions_in_k_languages_next_to_their_image(tmp_path):
-    _write(tmp_path / "a.tar", [
-        _multilingual_sample("0", {"en": ["a red circle", "a round red thing"],
-                                   "de": ["ein roter Kreis"],
-                                   "fr": ["un cercle rouge"], "sw": ["duara jekundu"]}),
-        _multilingual_sample("1", {"en": ["a blue star"], "de": ["ein blauer Stern"],
-                                   "ja": ["青い星"]}),
-        _multilingual_sample("2", {"en": ["a green square", "a square, green"]}),
-    ])
-    stream = TrainStream([str(tmp_path / "a.tar")], TRANSFORM, LanguagePolicy(), 3, shuffle_size=1,
-                         captions_per_image=K)
+    _write(
+        tmp_path / "a.tar",
+        [
+            _multilingual_sample(
+                "0",
+                {
+                    "en": ["a red circle", "a round red thing"],
+                    "de": ["ein roter Kreis"],
+                    "fr": ["un cercle rouge"],
+                    "sw": ["duara jekundu"],
+                },
+            ),
+            _multilingual_sample(
+                "1", {"en": ["a blue star"], "de": ["ein blauer Stern"], "ja": ["青い星"]}
+            ),
+            _multilingual_sample("2", {"en": ["a green square", "a square, green"]}),
+        ],
+    )
+    stream = TrainStream(
+        [str(tmp_path / "a.tar")],
+        TRANSFORM,
+        LanguagePolicy(),
+        3,
+        shuffle_size=1,
+        captions_per_image=K,
+    )
     batch = next(iter(stream))
     assert batch["images"].shape[0] == 3 and len(batch["texts"]) == 3 * K
     assert batch["text_to_image"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
@@ -135,15 +187,21 @@ def test_stream_puts_k_captions_in_k_languages_next_to_their_image(tmp_path):
     assert batch["texts"][8] in ("a green square", "a square, green")
     assert batch["skipped"] == {"caption_repeated_to_fill_captions_per_image": 1}
     # a language restriction holds for every caption
-    german = TrainStream([str(tmp_path / "a.tar")], TRANSFORM,
-                         LanguagePolicy(languages=["de", "fr"]), 2, shuffle_size=1,
-                         captions_per_image=2)
+    german = TrainStream(
+        [str(tmp_path / "a.tar")],
+        TRANSFORM,
+        LanguagePolicy(languages=["de", "fr"]),
+        2,
+        shuffle_size=1,
+        captions_per_image=2,
+    )
     batch = next(iter(german))
     assert set(batch["languages"]) <= {"de", "fr"}
     assert sorted(batch["texts"][:2]) == ["ein roter Kreis", "un cercle rouge"]
     # one caption per image is the default, with the diagonal map
-    single = next(iter(TrainStream([str(tmp_path / "a.tar")], TRANSFORM, LanguagePolicy(), 3,
-                                   shuffle_size=1)))
+    single = next(
+        iter(TrainStream([str(tmp_path / "a.tar")], TRANSFORM, LanguagePolicy(), 3, shuffle_size=1))
+    )
     assert single["text_to_image"].tolist() == [0, 1, 2] and len(single["texts"]) == 3
 
 

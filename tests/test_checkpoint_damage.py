@@ -28,8 +28,11 @@ def _cli(*args):
 
 def _overrides(demo_data, run, steps):
     return tiny_overrides(demo_data, run) + [
-        f"train.steps={steps}", "train.save_every=2", "train.log_every=1",
-        "train.keep_checkpoints=10"]
+        f"train.steps={steps}",
+        "train.save_every=2",
+        "train.log_every=1",
+        "train.keep_checkpoints=10",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +62,18 @@ def test_a_checkpoint_has_a_manifest_of_its_files(full_run):
     assert damage(checkpoint) is None
 
 
-@pytest.mark.parametrize("file,harm", [("model.safetensors", _truncate), ("trainer.pt", _truncate),
-                                       ("model.safetensors", _flip_a_byte)])
+@pytest.mark.parametrize(
+    "file,harm",
+    [
+        ("model.safetensors", _truncate),
+        ("trainer.pt", _truncate),
+        ("model.safetensors", _flip_a_byte),
+    ],
+)
 @pytest.mark.slow
-def test_resume_passes_over_a_damaged_newest_checkpoint_and_is_exact(demo_data, full_run,
-                                                                     tmp_path, file, harm):
+def test_resume_passes_over_a_damaged_newest_checkpoint_and_is_exact(
+    demo_data, full_run, tmp_path, file, harm
+):
     run = tmp_path / "run"
     shutil.copytree(full_run, run)
     shutil.rmtree(run / "checkpoints" / "step_0000006")
@@ -79,18 +89,31 @@ def test_resume_passes_over_a_damaged_newest_checkpoint_and_is_exact(demo_data, 
     resumed = [r for r in records if r.get("event") == "resume"][-1]
     assert resumed["step"] == 2 and resumed["checkpoint"].endswith("step_0000002")
     # steps 3..6 again from step 2: the same weights and Adam state as the uninterrupted run
-    _assert_same_final_state(full_run / "checkpoints" / "step_0000006",
-                             run / "checkpoints" / "step_0000006")
+    _assert_same_final_state(
+        full_run / "checkpoints" / "step_0000006", run / "checkpoints" / "step_0000006"
+    )
 
 
 @pytest.mark.slow
-def test_eval_of_a_run_uses_its_newest_intact_checkpoint_and_says_so(demo_data, full_run,
-                                                                     tmp_path):
+def test_eval_of_a_run_uses_its_newest_intact_checkpoint_and_says_so(demo_data, full_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(full_run, run)
     _truncate(run / "checkpoints" / "step_0000006" / "model.safetensors")
-    result = _cli("eval", "--model", run, "--suite", SUITE, "--data-root", demo_data,
-                  "--limit", "8", "--bootstrap", "0", "--out", tmp_path / "eval")
+    result = _cli(
+        "eval",
+        "--model",
+        run,
+        "--suite",
+        SUITE,
+        "--data-root",
+        demo_data,
+        "--limit",
+        "8",
+        "--bootstrap",
+        "0",
+        "--out",
+        tmp_path / "eval",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "passed over damaged checkpoint" in result.stderr and "step_0000006" in result.stderr
     assert "step_0000004" in result.stderr and "model.safetensors" in result.stderr
@@ -102,8 +125,19 @@ def test_a_damaged_checkpoint_named_directly_is_one_line(demo_data, full_run, tm
     shutil.copytree(full_run, run)
     checkpoint = run / "checkpoints" / "step_0000006"
     _truncate(checkpoint / "model.safetensors")
-    result = _cli("eval", "--model", checkpoint, "--suite", SUITE, "--data-root", demo_data,
-                  "--limit", "8", "--out", tmp_path / "eval")
+    result = _cli(
+        "eval",
+        "--model",
+        checkpoint,
+        "--suite",
+        SUITE,
+        "--data-root",
+        demo_data,
+        "--limit",
+        "8",
+        "--out",
+        tmp_path / "eval",
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("mclip: error:")

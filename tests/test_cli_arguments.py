@@ -43,16 +43,32 @@ CASES = [
     (["data", "demo", "--out", "{tmp}/x", "--image-size", "4"], ["--image-size", ">= 16"]),
     (["data", "demo", "--out", "{tmp}/x", "--seed", "-3"], ["--seed"]),
     (["data", "parallel", "s", "--out", "{tmp}/x", "--per-language", "0"], ["--per-language"]),
-    (["distill", "embed", "--teacher", "T", "--shards", "s", "--out", "{tmp}/o",
-      "--batch-size", "0"],
-     ["--batch-size"]),
+    (
+        [
+            "distill",
+            "embed",
+            "--teacher",
+            "T",
+            "--shards",
+            "s",
+            "--out",
+            "{tmp}/o",
+            "--batch-size",
+            "0",
+        ],
+        ["--batch-size"],
+    ),
     (["adapt", "--model", "M", "--language", "sw", "--data", "d", "--steps", "0"], ["--steps"]),
     (["adapt", "--model", "M", "--language", "sw", "--data", "d", "--lr", "0"], ["--lr"]),
-    (["adapt", "--model", "M", "--language", "sw", "--data", "d", "--lora-dropout", "1.5"],
-     ["--lora-dropout", "[0, 1)"]),
+    (
+        ["adapt", "--model", "M", "--language", "sw", "--data", "d", "--lora-dropout", "1.5"],
+        ["--lora-dropout", "[0, 1)"],
+    ),
     (["adapt", "--model", "M", "--language", "sw", "--data", "d", "--rank", "0"], ["--rank"]),
-    (["adapt", "--model", "M", "--language", "sw", "--data", "d", "--threads", "-1"],
-     ["--threads"]),
+    (
+        ["adapt", "--model", "M", "--language", "sw", "--data", "d", "--threads", "-1"],
+        ["--threads"],
+    ),
     (["eval", "--model", "M", "--bogus"], ["unrecognized arguments: --bogus"]),
 ]
 
@@ -64,16 +80,22 @@ def test_bad_arguments_are_one_line_before_any_work(capsys, tmp_path, argv, need
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-@pytest.mark.parametrize("command", [["eval", "--model", "M"],
-                                     ["distill", "embed", "--teacher", "T", "--shards", "s",
-                                      "--out", "{tmp}/o"],
-                                     ["adapt", "--model", "M", "--language", "sw", "--data", "d"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["eval", "--model", "M"],
+        ["distill", "embed", "--teacher", "T", "--shards", "s", "--out", "{tmp}/o"],
+        ["adapt", "--model", "M", "--language", "sw", "--data", "d"],
+    ],
+)
 def test_device_cuda_without_cuda_is_one_line(capsys, command):
     _refused(capsys, [*command, "--device", "cuda"], "--device", "no CUDA device")
 
 
-@pytest.mark.parametrize("content,needle", [("- a\n- b\n", "is a YAML list"), ("", "is empty"),
-                                            ("model: [\n", "is not valid YAML")])
+@pytest.mark.parametrize(
+    "content,needle",
+    [("- a\n- b\n", "is a YAML list"), ("", "is empty"), ("model: [\n", "is not valid YAML")],
+)
 def test_a_config_that_is_not_a_mapping_is_one_line(capsys, tmp_path, content, needle):
     path = tmp_path / "config.yaml"
     path.write_text(content)
@@ -108,11 +130,16 @@ def test_progress_line_shows_an_accuracy_of_zero_as_zero(demo_data, monkeypatch)
     cfg = tiny_model_config()
     lines = []
     suite = load_suite(ROOT / "eval_suites" / "demo.yaml", demo_data)
-    runner.run_tasks(NativeAdapter(DualEncoder(cfg.model), cfg), suite.tasks[:1], bootstrap=0,
-                     progress=lines.append)
+    runner.run_tasks(
+        NativeAdapter(DualEncoder(cfg.model), cfg),
+        suite.tasks[:1],
+        bootstrap=0,
+        progress=lines.append,
+    )
     shown = [line for line in lines if "acc@1=" in line]
-    assert shown and all(line.split(" (templates alone")[0].endswith("acc@1=0.0000")
-                         for line in shown), shown
+    assert shown and all(
+        line.split(" (templates alone")[0].endswith("acc@1=0.0000") for line in shown
+    ), shown
 
 
 def test_an_empty_template_list_names_the_templates_file(tmp_path):
@@ -154,10 +181,27 @@ def test_task_on_a_babel_imagenet_labels_file_reports_resource_groups(tmp_path, 
     (tmp_path / "labels.json").write_text(json.dumps(labels))
     cfg = tiny_model_config()
     DualEncoder(cfg.model).save(tmp_path / "model", cfg)
-    assert main(["eval", "--model", str(tmp_path / "model"), "--task", "zeroshot_classification",
-                 "--images", str(tmp_path / "images"), "--class-texts",
-                 str(tmp_path / "labels.json"), "--bootstrap", "0", "--quiet",
-                 "--out", str(tmp_path / "out")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(tmp_path / "model"),
+                "--task",
+                "zeroshot_classification",
+                "--images",
+                str(tmp_path / "images"),
+                "--class-texts",
+                str(tmp_path / "labels.json"),
+                "--bootstrap",
+                "0",
+                "--quiet",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "out" / "results.json").read_text())
     languages = result["tasks"]["zeroshot_classification"]["languages"]
     assert languages["en"]["resource_group"] == "<=100" and languages["de"]["resource_group"]
@@ -168,27 +212,48 @@ def test_model_config_names_an_open_clip_architecture_of_ones_own(tmp_path, caps
     import open_clip
     from safetensors.torch import save_file
 
-    config = {"embed_dim": 32,
-              "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "head_width": 32,
-                             "patch_size": 16},
-              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2,
-                           "layers": 1}}
+    config = {
+        "embed_dim": 32,
+        "vision_cfg": {
+            "image_size": 32,
+            "layers": 1,
+            "width": 64,
+            "head_width": 32,
+            "patch_size": 16,
+        },
+        "text_cfg": {
+            "context_length": 77,
+            "vocab_size": 49408,
+            "width": 64,
+            "heads": 2,
+            "layers": 1,
+        },
+    }
     (tmp_path / "cfg.json").write_text(json.dumps(config))
     from mclip.models.adapters import load_model
 
     open_clip.add_model_config(tmp_path / "cfg.json")  # to build weights to load: as 'cfg'
     torch.manual_seed(0)
     reference = open_clip.create_model("cfg", pretrained=None)
-    save_file({k: v.contiguous() for k, v in reference.state_dict().items()},
-              str(tmp_path / "w.safetensors"))
-    model = load_model("open_clip:mine-tiny-vit", pretrained=str(tmp_path / "w.safetensors"),
-                       model_config=tmp_path / "cfg.json")
-    assert (model.embed_dim == 32
-            and model.name == f"open_clip:mine-tiny-vit/{tmp_path / 'w.safetensors'}")
+    save_file(
+        {k: v.contiguous() for k, v in reference.state_dict().items()},
+        str(tmp_path / "w.safetensors"),
+    )
+    model = load_model(
+        "open_clip:mine-tiny-vit",
+        pretrained=str(tmp_path / "w.safetensors"),
+        model_config=tmp_path / "cfg.json",
+    )
+    assert (
+        model.embed_dim == 32
+        and model.name == f"open_clip:mine-tiny-vit/{tmp_path / 'w.safetensors'}"
+    )
     with torch.no_grad():
-        expected = torch.nn.functional.normalize(reference.encode_text(
-            open_clip.get_tokenizer("cfg")(["a cat"])), dim=-1)
+        expected = torch.nn.functional.normalize(
+            reference.encode_text(open_clip.get_tokenizer("cfg")(["a cat"])), dim=-1
+        )
     assert torch.allclose(model.encode_text(["a cat"]), expected, atol=1e-6)
     from mclip.config import ConfigError
+
     with pytest.raises(ConfigError, match="only used with 'open_clip:ARCH'"):
         load_model(str(tmp_path), model_config=tmp_path / "cfg.json")

@@ -59,18 +59,30 @@ def test_zeroshot_classification_equals_clip_benchmark(tiny_open_clip, tmp_path,
     (texts / "en_classnames.json").write_text(json.dumps({"toy": CLASSES}))
     (texts / "en_zeroshot_classification_templates.json").write_text(json.dumps({"toy": templates}))
 
-    task = make_task({"name": "toy", "kind": "zeroshot_classification", "languages": ["en"],
-                      "images": str(tmp_path / "images"), "class_texts": str(texts),
-                      "dataset": "toy"}, tmp_path, "test")
+    task = make_task(
+        {
+            "name": "toy",
+            "kind": "zeroshot_classification",
+            "languages": ["en"],
+            "images": str(tmp_path / "images"),
+            "class_texts": str(texts),
+            "dataset": "toy",
+        },
+        tmp_path,
+        "test",
+    )
     ours = run_tasks(adapter, [task])["toy"]["languages"]["en"]
 
     import torchvision
+
     monkeypatch.setattr(zs, "accuracy", _accuracy_numpy2)
-    dataset = torchvision.datasets.ImageFolder(str(tmp_path / "images"),
-                                               transform=adapter.image_transform())
+    dataset = torchvision.datasets.ImageFolder(
+        str(tmp_path / "images"), transform=adapter.image_transform()
+    )
     loader = torch.utils.data.DataLoader(dataset, batch_size=8)
-    theirs = zs.evaluate(raw, loader, open_clip.get_tokenizer(ARCH), CLASSES, templates, "cpu",
-                         amp=False)
+    theirs = zs.evaluate(
+        raw, loader, open_clip.get_tokenizer(ARCH), CLASSES, templates, "cpu", amp=False
+    )
     print("mclip", ours, "\nclip-benchmark", theirs)
     assert ours["acc@1"] == pytest.approx(theirs["acc1"], abs=1e-6)
     assert ours["acc@5"] == pytest.approx(theirs["acc5"], abs=1e-6)
@@ -98,24 +110,39 @@ def test_retrieval_equals_clip_benchmark(tiny_open_clip, tmp_path):
         _noise_image(rng, tmp_path / "images" / name)
     words = ["red", "small", "old", "a", "the", "near", "water", "street", "two", "dog"]
     captions = [[" ".join(rng.choice(words, 5)) for _ in range(2)] for _ in names]
-    (tmp_path / "captions.json").write_text(json.dumps({"images": names,
-                                                        "captions": {"en": captions}}))
-    task = make_task({"name": "ret", "kind": "retrieval", "languages": ["en"],
-                      "captions": str(tmp_path / "captions.json"),
-                      "images": str(tmp_path / "images"), "recall_at": [1, 5, 10]},
-                     tmp_path, "test")
+    (tmp_path / "captions.json").write_text(
+        json.dumps({"images": names, "captions": {"en": captions}})
+    )
+    task = make_task(
+        {
+            "name": "ret",
+            "kind": "retrieval",
+            "languages": ["en"],
+            "captions": str(tmp_path / "captions.json"),
+            "images": str(tmp_path / "images"),
+            "recall_at": [1, 5, 10],
+        },
+        tmp_path,
+        "test",
+    )
     ours = run_tasks(adapter, [task])["ret"]["languages"]["en"]
 
-    dataset = _CaptionedImages([tmp_path / "images" / n for n in names], captions,
-                               adapter.image_transform())
-    loader = torch.utils.data.DataLoader(dataset, batch_size=8,
-                                         collate_fn=lambda b: (torch.stack([x for x, _ in b]),
-                                                               [y for _, y in b]))
-    theirs = zr.evaluate(raw, loader, open_clip.get_tokenizer(ARCH), "cpu", amp=False,
-                         recall_k_list=[1, 5, 10])
+    dataset = _CaptionedImages(
+        [tmp_path / "images" / n for n in names], captions, adapter.image_transform()
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=8,
+        collate_fn=lambda b: (torch.stack([x for x, _ in b]), [y for _, y in b]),
+    )
+    theirs = zr.evaluate(
+        raw, loader, open_clip.get_tokenizer(ARCH), "cpu", amp=False, recall_k_list=[1, 5, 10]
+    )
     print("mclip", ours, "\nclip-benchmark", theirs)
     for k in (1, 5, 10):
-        assert ours[f"text_to_image_R@{k}"] == pytest.approx(theirs[f"image_retrieval_recall@{k}"],
-                                                            abs=1e-6)
-        assert ours[f"image_to_text_R@{k}"] == pytest.approx(theirs[f"text_retrieval_recall@{k}"],
-                                                            abs=1e-6)
+        assert ours[f"text_to_image_R@{k}"] == pytest.approx(
+            theirs[f"image_retrieval_recall@{k}"], abs=1e-6
+        )
+        assert ours[f"image_to_text_R@{k}"] == pytest.approx(
+            theirs[f"text_retrieval_recall@{k}"], abs=1e-6
+        )

@@ -25,8 +25,9 @@ from test_resume import DEMO, _overrides
 
 def _images(n=3, size=32):
     rng = np.random.default_rng(0)
-    return [Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
-            for _ in range(n)]
+    return [
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)) for _ in range(n)
+    ]
 
 
 def _source(kind, open_clip_files, hf_dirs, tmp_path):  # noqa: F811
@@ -43,7 +44,8 @@ def _source(kind, open_clip_files, hf_dirs, tmp_path):  # noqa: F811
 @pytest.mark.parametrize("kind", ["mclip", "open_clip", "clip", "siglip"])
 @pytest.mark.slow
 def test_composite_reproduces_the_source_image_embeddings_and_reloads_offline(
-        kind, open_clip_files, hf_dirs, tmp_path):  # noqa: F811
+    kind, open_clip_files, hf_dirs, tmp_path
+):  # noqa: F811
     source = _source(kind, open_clip_files, hf_dirs, tmp_path)
     cfg, weights = composite_config(tiny_model_config(), source)
     model = DualEncoder(cfg.model)
@@ -71,11 +73,16 @@ def test_composite_reproduces_the_source_image_embeddings_and_reloads_offline(
 for _ in range(3)]
         with torch.no_grad():
             got = model.encode_image(torch.stack([model.image_transform()(i) for i in images]))
-        npt.assert_allclose(got.numpy(), np.load({str(tmp_path / 'expected.npy')!r}), atol=1e-6)
+        npt.assert_allclose(got.numpy(), np.load({str(tmp_path / "expected.npy")!r}), atol=1e-6)
         print("ok", model.encode_text(["ein Kreis"]).shape[-1])
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["ok", str(cfg.model.embed_dim)]
 
@@ -87,17 +94,25 @@ def test_projection_none_needs_matching_sizes():
 
 
 def test_teacher_learning_from_an_open_clip_teacher_gives_a_composite(
-        demo_data, open_clip_files, tmp_path):  # noqa: F811
+    demo_data, open_clip_files, tmp_path
+):  # noqa: F811
     pairs, _ = parallel_from_shards(expand_shards(str(demo_data / "train"))[:1], "en", ["de"])
     parallel = write_parallel_tsv(pairs, tmp_path / "p.tsv")
     run = tmp_path / "run"
     spec = f"open_clip:{TINY_OPEN_CLIP}/{open_clip_files[1]['pt']}"
-    train(load_config(DEMO, _overrides(demo_data, run, 2) + [
-        f"teacher_learning.teacher={spec}", f"teacher_learning.parallel={parallel}"]), quiet=True)
+    train(
+        load_config(
+            DEMO,
+            _overrides(demo_data, run, 2)
+            + [f"teacher_learning.teacher={spec}", f"teacher_learning.parallel={parallel}"],
+        ),
+        quiet=True,
+    )
     model = load_model(str(run))
     source = load_model(spec)
     images = torch.stack([source.image_transform()(i) for i in _images()])
     with torch.no_grad():
-        torch.testing.assert_close(model.encode_image(images), source.encode_image(images),
-                                   atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            model.encode_image(images), source.encode_image(images), atol=2e-5, rtol=1e-4
+        )
     assert model.config.model.image.name == f"open_clip:{TINY_OPEN_CLIP}"

@@ -42,8 +42,9 @@ def test_word_boundary_case_folding_and_substrings():
 @pytest.fixture(scope="module")
 def small_demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("concepts")
-    write_demo_dataset(root / "demo", n_train=48, n_eval_per_class=2, image_size=32,
-                       shard_size=20, topic_images=1)
+    write_demo_dataset(
+        root / "demo", n_train=48, n_eval_per_class=2, image_size=32, shard_size=20, topic_images=1
+    )
     return root / "demo"
 
 
@@ -62,8 +63,10 @@ def test_counts_on_the_demo_are_the_known_ones(small_demo, tmp_path):
     # Chinese by substring, against the phrasings themselves
     zh = document["languages"]["zh"]
     names = class_names("zh")
-    expected = [2 * sum(names[c] in caption for caption in LANGUAGES["zh"].captions(*CLASSES[c]))
-                for c in range(len(CLASSES))]
+    expected = [
+        2 * sum(names[c] in caption for caption in LANGUAGES["zh"].captions(*CLASSES[c]))
+        for c in range(len(CLASSES))
+    ]
     assert zh["counts"] == expected and 0 < sum(expected) < zh["captions"]
     assert json.loads((tmp_path / "counts.json").read_text()) == document
 
@@ -73,18 +76,33 @@ def test_counting_resumes_and_recounts_a_rewritten_shard(small_demo, tmp_path):
     full = count_concepts(shards, _names(), tmp_path / "full.json", "demo")
     seen = []
     count_concepts(shards[:2], _names(), tmp_path / "part.json", "demo")
-    resumed = count_concepts(shards, _names(), tmp_path / "part.json", "demo",
-                             progress=lambda shard, new: seen.append(new))
+    resumed = count_concepts(
+        shards,
+        _names(),
+        tmp_path / "part.json",
+        "demo",
+        progress=lambda shard, new: seen.append(new),
+    )
     assert seen == [False, False, True]
     assert resumed["languages"] == full["languages"]
     os.utime(shards[0], ns=(1, 1))  # a rewritten shard (new mtime) is counted again
     seen.clear()
-    count_concepts(shards, _names(), tmp_path / "part.json", "demo",
-                   progress=lambda shard, new: seen.append(new))
+    count_concepts(
+        shards,
+        _names(),
+        tmp_path / "part.json",
+        "demo",
+        progress=lambda shard, new: seen.append(new),
+    )
     assert seen == [True, False, False]
     seen.clear()  # other class names: nothing of the old file is reused
-    count_concepts(shards, _names(("en",)) | {"zh": class_names("ja")}, tmp_path / "part.json",
-                   "demo", progress=lambda shard, new: seen.append(new))
+    count_concepts(
+        shards,
+        _names(("en",)) | {"zh": class_names("ja")},
+        tmp_path / "part.json",
+        "demo",
+        progress=lambda shard, new: seen.append(new),
+    )
     assert seen == [True, True, True]
 
 
@@ -92,12 +110,17 @@ def test_frequency_recall_by_hand():
     # classes 0 (0 captions), 1 (5), 2 (50), 3 (500); images: 0, 0, 1, 2, 2, 3
     labels = torch.tensor([0, 0, 1, 2, 2, 3])
     ranks = torch.tensor([0, 1, 0, 0, 0, 3])
-    metrics, views = frequency_recall(ranks, labels, [0, 5, 50, 500],
-                                      [f"i{n}" for n in range(6)])
-    assert metrics == {"n_classes_freq_0": 1, "recall_freq_0": 0.5,
-                       "n_classes_freq_1-9": 1, "recall_freq_1-9": 1.0,
-                       "n_classes_freq_10-99": 1, "recall_freq_10-99": 1.0,
-                       "n_classes_freq_100+": 1, "recall_freq_100+": 0.0}
+    metrics, views = frequency_recall(ranks, labels, [0, 5, 50, 500], [f"i{n}" for n in range(6)])
+    assert metrics == {
+        "n_classes_freq_0": 1,
+        "recall_freq_0": 0.5,
+        "n_classes_freq_1-9": 1,
+        "recall_freq_1-9": 1.0,
+        "n_classes_freq_10-99": 1,
+        "recall_freq_10-99": 1.0,
+        "n_classes_freq_100+": 1,
+        "recall_freq_100+": 0.0,
+    }
     assert views["images_freq_0"].ranks.tolist() == [0, 1]
     assert views["images_freq_10-99"].ids == SampleRanks.build(["i3", "i4"], [0, 0]).ids
     none, _ = frequency_recall(ranks, labels, [0, 0, 0, 0], [f"i{n}" for n in range(6)])
@@ -107,10 +130,26 @@ def test_frequency_recall_by_hand():
 def test_cli_counts_then_eval_reports_recall_by_frequency(small_demo, tmp_path, capsys):
     from conftest import tiny_model_config
     from mclip.models.dual import DualEncoder
+
     counts = tmp_path / "counts.json"
-    assert main(["data", "concepts", str(small_demo / "train"), "--class-texts",
-                 str(small_demo / "classnames"), "--dataset", "demo_shapes", "--languages",
-                 "en,de", "--out", str(counts)]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "concepts",
+                str(small_demo / "train"),
+                "--class-texts",
+                str(small_demo / "classnames"),
+                "--dataset",
+                "demo_shapes",
+                "--languages",
+                "en,de",
+                "--out",
+                str(counts),
+            ]
+        )
+        == 0
+    )
     assert "classes never mentioned: en 0, de 0" in capsys.readouterr().out
     document = json.loads(counts.read_text())
     # make the bins non-trivial: classes 0-5 never named, 6-11 a few times, 12-17 often
@@ -121,24 +160,52 @@ def test_cli_counts_then_eval_reports_recall_by_frequency(small_demo, tmp_path, 
     torch.manual_seed(0)
     DualEncoder(cfg.model).save(tmp_path / "model", cfg)
     out = tmp_path / "eval"
-    assert main(["eval", "--model", str(tmp_path / "model"), "--task", "zeroshot_classification",
-                 "--images", str(small_demo / "eval"), "--class-texts",
-                 str(small_demo / "classnames"), "--dataset", "demo_shapes", "--languages",
-                 "en,de,fr", "--concept-counts", str(counts), "--bootstrap", "50", "--quiet",
-                 "--out", str(out)]) == 0
-    languages = json.loads((out / "results.json").read_text())["tasks"][
-        "zeroshot_classification"]["languages"]
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(tmp_path / "model"),
+                "--task",
+                "zeroshot_classification",
+                "--images",
+                str(small_demo / "eval"),
+                "--class-texts",
+                str(small_demo / "classnames"),
+                "--dataset",
+                "demo_shapes",
+                "--languages",
+                "en,de,fr",
+                "--concept-counts",
+                str(counts),
+                "--bootstrap",
+                "50",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    languages = json.loads((out / "results.json").read_text())["tasks"]["zeroshot_classification"][
+        "languages"
+    ]
     assert "recall_freq_0" not in languages["fr"]  # no counts for French: no bins
     en = languages["en"]
     view = SampleRanks.from_json(en["samples"]["images"])
     labels = torch.as_tensor(view.labels)
     hits = torch.as_tensor(view.ranks.astype(np.int64)) == 0
-    for name, classes in (("0", range(0, 6)), ("1-9", range(6, 12)), ("10-99", range(12, 18)),
-                          ("100+", range(18, 24))):
+    for name, classes in (
+        ("0", range(0, 6)),
+        ("1-9", range(6, 12)),
+        ("10-99", range(12, 18)),
+        ("100+", range(18, 24)),
+    ):
         members = torch.isin(labels, torch.tensor(list(classes)))
         assert en[f"n_classes_freq_{name}"] == 6
         assert en[f"recall_freq_{name}"] == pytest.approx(
-            per_class_recall(hits[members], labels[members], 24))
+            per_class_recall(hits[members], labels[members], 24)
+        )
         low, high = en["ci"][f"recall_freq_{name}"]
         assert low <= en[f"recall_freq_{name}"] <= high
     assert "Recall@1 by how many training captions" in (out / "results.md").read_text()
@@ -146,10 +213,31 @@ def test_cli_counts_then_eval_reports_recall_by_frequency(small_demo, tmp_path, 
     document["languages"]["en"]["names"][0] = "something else"
     counts.write_text(json.dumps(document))
     capsys.readouterr()
-    assert main(["eval", "--model", str(tmp_path / "model"), "--task", "zeroshot_classification",
-                 "--images", str(small_demo / "eval"), "--class-texts",
-                 str(small_demo / "classnames"), "--dataset", "demo_shapes", "--languages", "en",
-                 "--concept-counts", str(counts), "--quiet", "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(tmp_path / "model"),
+                "--task",
+                "zeroshot_classification",
+                "--images",
+                str(small_demo / "eval"),
+                "--class-texts",
+                str(small_demo / "classnames"),
+                "--dataset",
+                "demo_shapes",
+                "--languages",
+                "en",
+                "--concept-counts",
+                str(counts),
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "were made for other class names" in capsys.readouterr().err
 
 
@@ -161,24 +249,44 @@ def test_bins_follow_the_classes_a_language_keeps(tmp_path):
     from mclip.eval.suite import make_task
     from mclip.models.adapters.native import NativeAdapter
     from mclip.models.dual import DualEncoder
+
     random_image_folder(tmp_path / "images", per_class=3)
     labels = {"EN": [[0, 1, 2], ["cat", "dog", "car"]], "DE": [[0, 1], ["Katze", "Hund"]]}
     (tmp_path / "labels.json").write_text(json.dumps(labels))
     # the reader gives 1000 ImageNet class slots, None where German has no name
-    counts = {"languages": {"de": {"names": ["Katze", "Hund"] + [None] * 998,
-                                   "counts": [0, 500, 5] + [0] * 997, "captions": 10}}}
+    counts = {
+        "languages": {
+            "de": {
+                "names": ["Katze", "Hund"] + [None] * 998,
+                "counts": [0, 500, 5] + [0] * 997,
+                "captions": 10,
+            }
+        }
+    }
     (tmp_path / "counts.json").write_text(json.dumps(counts))
-    task = make_task({"name": "babel", "kind": "zeroshot_classification", "languages": ["de"],
-                      "images": str(tmp_path / "images"),
-                      "class_texts": str(tmp_path / "labels.json"),
-                      "concept_counts": str(tmp_path / "counts.json")}, tmp_path, "t")
+    task = make_task(
+        {
+            "name": "babel",
+            "kind": "zeroshot_classification",
+            "languages": ["de"],
+            "images": str(tmp_path / "images"),
+            "class_texts": str(tmp_path / "labels.json"),
+            "concept_counts": str(tmp_path / "counts.json"),
+        },
+        tmp_path,
+        "t",
+    )
     cfg = tiny_model_config()
     torch.manual_seed(0)
-    de = run_tasks(NativeAdapter(DualEncoder(cfg.model), cfg, name="t"), [task],
-                   bootstrap=0)["babel"]["languages"]["de"]
+    de = run_tasks(NativeAdapter(DualEncoder(cfg.model), cfg, name="t"), [task], bootstrap=0)[
+        "babel"
+    ]["languages"]["de"]
     assert de["n_classes"] == 2 and de["n_images"] == 6
-    assert (de["n_classes_freq_0"], de["n_classes_freq_1-9"],
-            de["n_classes_freq_100+"]) == (1, 0, 1)
+    assert (de["n_classes_freq_0"], de["n_classes_freq_1-9"], de["n_classes_freq_100+"]) == (
+        1,
+        0,
+        1,
+    )
     view = SampleRanks.from_json(de["samples"]["images"])
     hits = view.ranks == 0
     assert de["recall_freq_0"] == pytest.approx(hits[view.labels == 0].mean())
@@ -187,6 +295,7 @@ def test_bins_follow_the_classes_a_language_keeps(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"languages": {"de": {"names": ["x"]}}}))
     task.concept_counts = str(tmp_path / "bad.json")
     from mclip.config import ConfigError
+
     with pytest.raises(ConfigError, match="lack 'names' and 'counts' lists.*mclip data concepts"):
         run_tasks(NativeAdapter(DualEncoder(cfg.model), cfg, name="t"), [task], bootstrap=0)
 

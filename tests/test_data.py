@@ -13,8 +13,13 @@ from mclip.config import ConfigError
 from mclip.data.demo_language import CLASSES, LANGUAGES, class_names
 from mclip.data.languages import LanguagePolicy
 from mclip.data.pipeline import TrainStream
-from mclip.data.shards import (DataError, SkipCounter, check_shard_count, expand_shards,
-                               iter_raw_samples)
+from mclip.data.shards import (
+    DataError,
+    SkipCounter,
+    check_shard_count,
+    expand_shards,
+    iter_raw_samples,
+)
 from mclip.models.dual import ImageTransform
 
 TRANSFORM = ImageTransform(32, [0.5] * 3, [0.5] * 3)
@@ -62,16 +67,24 @@ def test_demo_dataset_layout(demo_data):
 
 def test_stream_skips_and_counts_bad_samples(tmp_path):
     good = {"jpg": _jpeg(), "json": json.dumps({"captions": {"en": ["a red square"]}}).encode()}
-    _write(tmp_path / "a.tar", [
-        {"__key__": "0", **good},
-        {"__key__": "1", "jpg": b"definitely not a jpeg", "txt": b"a broken image"},
-        {"__key__": "2", "jpg": _jpeg(), "txt": b"   "},
-        {"__key__": "3", "jpg": _jpeg(), "json": json.dumps({"captions": {"de": [""]}}).encode()},
-        {"__key__": "4", "txt": b"caption without image"},
-        {"__key__": "5", **good},
-    ])
-    stream = TrainStream([str(tmp_path / "a.tar")], TRANSFORM, LanguagePolicy(), batch_size=2,
-                         shuffle_size=1)
+    _write(
+        tmp_path / "a.tar",
+        [
+            {"__key__": "0", **good},
+            {"__key__": "1", "jpg": b"definitely not a jpeg", "txt": b"a broken image"},
+            {"__key__": "2", "jpg": _jpeg(), "txt": b"   "},
+            {
+                "__key__": "3",
+                "jpg": _jpeg(),
+                "json": json.dumps({"captions": {"de": [""]}}).encode(),
+            },
+            {"__key__": "4", "txt": b"caption without image"},
+            {"__key__": "5", **good},
+        ],
+    )
+    stream = TrainStream(
+        [str(tmp_path / "a.tar")], TRANSFORM, LanguagePolicy(), batch_size=2, shuffle_size=1
+    )
     batch = next(iter(stream))
     assert batch["keys"] == ["0", "5"]
     assert batch["images"].shape == (2, 3, 32, 32)
@@ -84,8 +97,9 @@ def test_truncated_shard_is_counted_not_fatal(tmp_path, demo_data):
     (tmp_path / "cut.tar").write_bytes(whole[: len(whole) // 2 + 100])
     (tmp_path / "whole.tar").write_bytes(whole)
     counter = SkipCounter()
-    samples = list(iter_raw_samples([str(tmp_path / "cut.tar"), str(tmp_path / "whole.tar")],
-                                    counter))
+    samples = list(
+        iter_raw_samples([str(tmp_path / "cut.tar"), str(tmp_path / "whole.tar")], counter)
+    )
     assert counter["unreadable_shard_or_member"] >= 1
     assert len(samples) >= 120  # everything of the intact shard, and what was readable before
 
@@ -140,8 +154,9 @@ def _scripts(text):
 
 
 def test_demo_captions_cover_12_languages_5_scripts():
-    assert ({"en", "de", "fr", "es", "it", "pt", "ru", "zh", "ja", "ar", "hi", "sw"}
-            <= set(LANGUAGES))
+    assert {"en", "de", "fr", "es", "it", "pt", "ru", "zh", "ja", "ar", "hi", "sw"} <= set(
+        LANGUAGES
+    )
     scripts = set()
     for code in LANGUAGES:
         for colour, shape in CLASSES:
@@ -152,28 +167,31 @@ def test_demo_captions_cover_12_languages_5_scripts():
     assert {"LATIN", "CYRILLIC", "CJK", "ARABIC", "DEVANAGARI"} <= scripts
 
 
-@pytest.mark.parametrize("lang,colour,shape,expected", [
-    ("en", "orange", "circle", "an orange circle"),
-    ("en", "red", "star", "a red star"),
-    ("de", "red", "circle", "ein roter Kreis"),
-    ("de", "red", "square", "ein rotes Quadrat"),
-    ("fr", "green", "star", "une étoile verte"),
-    ("fr", "green", "circle", "un cercle vert"),
-    ("es", "yellow", "star", "una estrella amarilla"),
-    ("it", "red", "star", "una stella rossa"),
-    ("pt", "purple", "star", "uma estrela roxa"),
-    ("ru", "blue", "star", "синяя звезда"),
-    ("ru", "blue", "circle", "синий круг"),
-    ("zh", "red", "circle", "红色圆形"),
-    ("ja", "red", "circle", "赤い円"),
-    ("ja", "green", "circle", "緑の円"),
-    ("ar", "red", "circle", "دائرة حمراء"),
-    ("ar", "red", "square", "مربع أحمر"),
-    ("hi", "green", "star", "एक हरा तारा"),
-    ("sw", "red", "square", "mraba mwekundu"),
-    ("sw", "red", "star", "nyota nyekundu"),
-    ("sw", "green", "square", "mraba wa kijani"),
-])
+@pytest.mark.parametrize(
+    "lang,colour,shape,expected",
+    [
+        ("en", "orange", "circle", "an orange circle"),
+        ("en", "red", "star", "a red star"),
+        ("de", "red", "circle", "ein roter Kreis"),
+        ("de", "red", "square", "ein rotes Quadrat"),
+        ("fr", "green", "star", "une étoile verte"),
+        ("fr", "green", "circle", "un cercle vert"),
+        ("es", "yellow", "star", "una estrella amarilla"),
+        ("it", "red", "star", "una stella rossa"),
+        ("pt", "purple", "star", "uma estrela roxa"),
+        ("ru", "blue", "star", "синяя звезда"),
+        ("ru", "blue", "circle", "синий круг"),
+        ("zh", "red", "circle", "红色圆形"),
+        ("ja", "red", "circle", "赤い円"),
+        ("ja", "green", "circle", "緑の円"),
+        ("ar", "red", "circle", "دائرة حمراء"),
+        ("ar", "red", "square", "مربع أحمر"),
+        ("hi", "green", "star", "एक हरा तारा"),
+        ("sw", "red", "square", "mraba mwekundu"),
+        ("sw", "red", "star", "nyota nyekundu"),
+        ("sw", "green", "square", "mraba wa kijani"),
+    ],
+)
 def test_demo_grammar(lang, colour, shape, expected):
     assert LANGUAGES[lang].class_name(colour, shape) == expected
 
@@ -195,17 +213,27 @@ def _txt_sample(key, caption, meta=None):
 
 def test_txt_caption_takes_its_language_from_the_metadata(tmp_path):
     """img2dataset writes LAION-2B-multi captions to KEY.txt with "LANGUAGE" in KEY.json."""
-    _write(tmp_path / "a.tar", [
-        _txt_sample("0", "ein roter Kreis", {"LANGUAGE": "de", "url": "http://x"}),
-        _txt_sample("1", "un cercle rouge", {"language": "fr"}),
-        _txt_sample("2", "a red circle", {"similarity": 0.3}),
-        _txt_sample("3", "un cercle rouge", {"lang_code": "fr", "LANGUAGE": "xx"}),
-    ])
+    _write(
+        tmp_path / "a.tar",
+        [
+            _txt_sample("0", "ein roter Kreis", {"LANGUAGE": "de", "url": "http://x"}),
+            _txt_sample("1", "un cercle rouge", {"language": "fr"}),
+            _txt_sample("2", "a red circle", {"similarity": 0.3}),
+            _txt_sample("3", "un cercle rouge", {"lang_code": "fr", "LANGUAGE": "xx"}),
+        ],
+    )
     shard = [str(tmp_path / "a.tar")]
     batch = next(iter(TrainStream(shard, TRANSFORM, LanguagePolicy(), 4, shuffle_size=1)))
     assert batch["languages"] == ["de", "fr", "en", "und"]
-    custom = TrainStream(shard, TRANSFORM, LanguagePolicy(), 4, shuffle_size=1,
-                         default_language="sw", language_key="lang_code")
+    custom = TrainStream(
+        shard,
+        TRANSFORM,
+        LanguagePolicy(),
+        4,
+        shuffle_size=1,
+        default_language="sw",
+        language_key="lang_code",
+    )
     assert next(iter(custom))["languages"] == ["sw", "sw", "sw", "fr"]
     # with data.languages the German caption is used, not dropped as "English"
     german = TrainStream(shard, TRANSFORM, LanguagePolicy(languages=["de"]), 1, shuffle_size=1)
@@ -213,13 +241,17 @@ def test_txt_caption_takes_its_language_from_the_metadata(tmp_path):
 
 
 def test_captions_field_that_is_not_a_mapping_is_bad_metadata(tmp_path):
-    _write(tmp_path / "a.tar", [
-        _txt_sample("0", "a red circle", {"captions": ["a red circle", "a circle"]}),
-        _txt_sample("1", "a blue star", {"captions": "a blue star"}),
-        _txt_sample("2", "a green square", [1, 2]),
-    ])
-    batch = next(iter(TrainStream([str(tmp_path / "a.tar")], TRANSFORM, LanguagePolicy(), 3,
-                                  shuffle_size=1)))
+    _write(
+        tmp_path / "a.tar",
+        [
+            _txt_sample("0", "a red circle", {"captions": ["a red circle", "a circle"]}),
+            _txt_sample("1", "a blue star", {"captions": "a blue star"}),
+            _txt_sample("2", "a green square", [1, 2]),
+        ],
+    )
+    batch = next(
+        iter(TrainStream([str(tmp_path / "a.tar")], TRANSFORM, LanguagePolicy(), 3, shuffle_size=1))
+    )
     assert batch["texts"] == ["a red circle", "a blue star", "a green square"]
     assert batch["skipped"] == {"bad_metadata": 3}
 
@@ -231,8 +263,9 @@ def test_shuffle_buffer_zero_means_no_shuffle(tmp_path):
 
 
 def test_one_bad_shard_does_not_stop_a_healthy_run(tmp_path):
-    _write(tmp_path / "a-bad.tar",
-           [{"__key__": f"b{i}", "jpg": b"x", "txt": b"y"} for i in range(4)])
+    _write(
+        tmp_path / "a-bad.tar", [{"__key__": f"b{i}", "jpg": b"x", "txt": b"y"} for i in range(4)]
+    )
     _write(tmp_path / "b-good.tar", [_txt_sample(f"g{i}", f"caption {i}") for i in range(8)])
     shards = [str(tmp_path / "a-bad.tar"), str(tmp_path / "b-good.tar")]
     stream = TrainStream(shards, TRANSFORM, LanguagePolicy(), 4, shuffle_size=1)
@@ -262,8 +295,15 @@ def test_stream_leaves_torch_global_rng_alone(tmp_path):
     before = torch.get_rng_state()
     next(iter(TrainStream([str(tmp_path / "a.tar")], TRANSFORM, LanguagePolicy(), 4, seed=3)))
     assert torch.equal(torch.get_rng_state(), before)
-    stream = TrainStream([str(tmp_path / "a.tar")], TRANSFORM, LanguagePolicy(), 4,
-                         shuffle_size=4, augment=True, seed=3)
+    stream = TrainStream(
+        [str(tmp_path / "a.tar")],
+        TRANSFORM,
+        LanguagePolicy(),
+        4,
+        shuffle_size=4,
+        augment=True,
+        seed=3,
+    )
     first = next(iter(stream))
     assert torch.equal(torch.get_rng_state(), before)
     again = next(iter(stream))  # the same seed gives the same order and the same flips

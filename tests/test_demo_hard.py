@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from mclip.data.demo import COLOUR_RGB
-from mclip.data.demo_hard import (DATASET_NAME, place_objects, random_scene, render_scene,
-                                  retrieval_scenes, write_hard_demo_dataset)
+from mclip.data.demo_hard import (
+    DATASET_NAME,
+    place_objects,
+    random_scene,
+    render_scene,
+    retrieval_scenes,
+    write_hard_demo_dataset,
+)
 from mclip.data.demo_hard_language import HARD_LANGUAGES, hard_class_names
 from mclip.data.demo_hard_scene import HARD_CLASSES, RELATIONS, SIZES, Scene, Thing, scene_label
 from mclip.data.demo_language import COLOURS, SHAPES
@@ -23,8 +29,9 @@ LANGS = ["en", "de", "fr", "es", "it", "pt", "ru", "zh", "ja", "ar", "hi", "sw"]
 
 
 def _small(out: Path, seed: int = 1) -> dict:
-    return write_hard_demo_dataset(out, n_train=60, n_eval_per_class=2, n_retrieval=24,
-                                   image_size=48, shard_size=25, seed=seed)
+    return write_hard_demo_dataset(
+        out, n_train=60, n_eval_per_class=2, n_retrieval=24, image_size=48, shard_size=25, seed=seed
+    )
 
 
 def _samples(path: Path) -> list[dict]:
@@ -87,8 +94,9 @@ def test_retrieval_captions_describe_exactly_one_image(hard_data):
 
 def test_captions_are_unique_to_a_scene_in_every_language():
     things = [Thing(s, c, h) for s in SIZES for c in COLOURS for h in SHAPES]
-    scenes = [Scene(a, r, b) for a in things for b in things for r in RELATIONS
-              if a.shape != b.shape]
+    scenes = [
+        Scene(a, r, b) for a in things for b in things for r in RELATIONS if a.shape != b.shape
+    ]
     for lang, language in HARD_LANGUAGES.items():
         owner: dict[str, int] = {}
         for i, scene in enumerate(scenes):
@@ -131,65 +139,125 @@ def _say(lang: str, scene: Scene, first: bool = True, template: int = 0) -> str:
     return language.describe(x, d, y, language.caption_templates[template])
 
 
-@pytest.mark.parametrize("lang, scene, first, template, expected", [
-    ("en", LEFT, True, 0, "a small red circle left of a large blue square"),
-    ("en", LEFT, False, 1, "a large blue square to the right of a small red circle"),
-    ("en", LEFT, True, 3, "There is a small red circle to the left of a large blue square."),
-    ("en", ABOVE, False, 2, "A small green triangle is below a large yellow star."),
-    # German: nominative / accusative / dative after "links von", "über", "unter"
-    ("de", LEFT, True, 0, "ein kleiner roter Kreis links von einem großen blauen Quadrat"),
-    ("de", LEFT, False, 0, "ein großes blaues Quadrat rechts von einem kleinen roten Kreis"),
-    ("de", ABOVE, True, 3, "Über einem kleinen grünen Dreieck ist ein großer gelber Stern."),
-    ("de", ABOVE, False, 0, "ein kleines grünes Dreieck unter einem großen gelben Stern"),
-    ("de", ABOVE, True, 4, "Das Bild zeigt einen großen gelben Stern über einem kleinen grünen "
-                           "Dreieck."),
-    # French: agreement, adjective positions, elision of "de"
-    ("fr", LEFT, True, 0, "un petit cercle rouge à gauche d'un grand carré bleu"),
-    ("fr", ABOVE, False, 1, "Il y a un petit triangle vert en dessous d'une grande étoile jaune."),
-    ("fr", Scene(SMALL_GREEN_TRIANGLE, "above", LARGE_YELLOW_STAR), True, 0,
-     "un petit triangle vert au-dessus d'une grande étoile jaune"),
-    ("es", ABOVE, True, 3, "Una gran estrella amarilla está encima de un pequeño triángulo verde."),
-    ("it", ABOVE, False, 0, "un piccolo triangolo verde sotto una grande stella gialla"),
-    ("pt", LEFT, True, 0, "um pequeno círculo vermelho à esquerda de um grande quadrado azul"),
-    # Russian: genitive after "слева от", instrumental after "над" / "под", accusative
-    ("ru", LEFT, True, 0, "маленький красный круг слева от большого синего квадрата"),
-    ("ru", LEFT, False, 3, "Справа от маленького красного круга находится большой синий квадрат."),
-    ("ru", ABOVE, False, 0, "маленький зелёный треугольник под большой жёлтой звездой"),
-    ("ru", ABOVE, True, 4, "Мы видим большую жёлтую звезду над маленьким зелёным треугольником."),
-    # Chinese and Japanese word order
-    ("zh", LEFT, True, 0, "红色的小圆形在蓝色的大正方形的左边"),
-    ("zh", LEFT, True, 2, "蓝色的大正方形的左边有一个红色的小圆形。"),
-    ("ja", LEFT, True, 0, "大きな青い正方形の左にある小さな赤い円"),
-    ("ja", ABOVE, True, 2, "大きな黄色い星が小さな緑の三角形の上にあります。"),
-    # Arabic: adjectives and verb agree with the noun's gender
-    ("ar", LEFT, True, 0, "دائرة حمراء صغيرة على يسار مربع أزرق كبير"),
-    ("ar", LEFT, True, 2, "توجد دائرة حمراء صغيرة على يسار مربع أزرق كبير."),
-    ("ar", LEFT, False, 2, "يوجد مربع أزرق كبير على يمين دائرة حمراء صغيرة."),
-    ("ar", ABOVE, True, 0, "نجمة صفراء كبيرة فوق مثلث أخضر صغير"),
-    # Hindi: the landmark before a postposition is oblique
-    ("hi", LEFT, True, 0, "बड़े नीले वर्ग के बाईं ओर एक छोटा लाल वृत्त"),
-    ("hi", ABOVE, False, 2, "एक छोटा हरा त्रिभुज बड़े पीले तारे के नीचे है।"),
-    # Swahili: size adjective and locative copula agree with the noun class (3 / 9)
-    ("sw", LEFT, True, 1, "Duara ndogo nyekundu iko upande wa kushoto wa mraba mkubwa wa buluu."),
-    ("sw", LEFT, False, 1, "Mraba mkubwa wa buluu uko upande wa kulia wa duara ndogo nyekundu."),
-    ("sw", Scene(Thing("small", "red", "square"), "above", LARGE_YELLOW_STAR), True, 0,
-     "mraba mdogo mwekundu juu ya nyota kubwa ya manjano"),
-])
+@pytest.mark.parametrize(
+    "lang, scene, first, template, expected",
+    [
+        ("en", LEFT, True, 0, "a small red circle left of a large blue square"),
+        ("en", LEFT, False, 1, "a large blue square to the right of a small red circle"),
+        ("en", LEFT, True, 3, "There is a small red circle to the left of a large blue square."),
+        ("en", ABOVE, False, 2, "A small green triangle is below a large yellow star."),
+        # German: nominative / accusative / dative after "links von", "über", "unter"
+        ("de", LEFT, True, 0, "ein kleiner roter Kreis links von einem großen blauen Quadrat"),
+        ("de", LEFT, False, 0, "ein großes blaues Quadrat rechts von einem kleinen roten Kreis"),
+        ("de", ABOVE, True, 3, "Über einem kleinen grünen Dreieck ist ein großer gelber Stern."),
+        ("de", ABOVE, False, 0, "ein kleines grünes Dreieck unter einem großen gelben Stern"),
+        (
+            "de",
+            ABOVE,
+            True,
+            4,
+            "Das Bild zeigt einen großen gelben Stern über einem kleinen grünen Dreieck.",
+        ),
+        # French: agreement, adjective positions, elision of "de"
+        ("fr", LEFT, True, 0, "un petit cercle rouge à gauche d'un grand carré bleu"),
+        (
+            "fr",
+            ABOVE,
+            False,
+            1,
+            "Il y a un petit triangle vert en dessous d'une grande étoile jaune.",
+        ),
+        (
+            "fr",
+            Scene(SMALL_GREEN_TRIANGLE, "above", LARGE_YELLOW_STAR),
+            True,
+            0,
+            "un petit triangle vert au-dessus d'une grande étoile jaune",
+        ),
+        (
+            "es",
+            ABOVE,
+            True,
+            3,
+            "Una gran estrella amarilla está encima de un pequeño triángulo verde.",
+        ),
+        ("it", ABOVE, False, 0, "un piccolo triangolo verde sotto una grande stella gialla"),
+        ("pt", LEFT, True, 0, "um pequeno círculo vermelho à esquerda de um grande quadrado azul"),
+        # Russian: genitive after "слева от", instrumental after "над" / "под", accusative
+        ("ru", LEFT, True, 0, "маленький красный круг слева от большого синего квадрата"),
+        (
+            "ru",
+            LEFT,
+            False,
+            3,
+            "Справа от маленького красного круга находится большой синий квадрат.",
+        ),
+        ("ru", ABOVE, False, 0, "маленький зелёный треугольник под большой жёлтой звездой"),
+        (
+            "ru",
+            ABOVE,
+            True,
+            4,
+            "Мы видим большую жёлтую звезду над маленьким зелёным треугольником.",
+        ),
+        # Chinese and Japanese word order
+        ("zh", LEFT, True, 0, "红色的小圆形在蓝色的大正方形的左边"),
+        ("zh", LEFT, True, 2, "蓝色的大正方形的左边有一个红色的小圆形。"),
+        ("ja", LEFT, True, 0, "大きな青い正方形の左にある小さな赤い円"),
+        ("ja", ABOVE, True, 2, "大きな黄色い星が小さな緑の三角形の上にあります。"),
+        # Arabic: adjectives and verb agree with the noun's gender
+        ("ar", LEFT, True, 0, "دائرة حمراء صغيرة على يسار مربع أزرق كبير"),
+        ("ar", LEFT, True, 2, "توجد دائرة حمراء صغيرة على يسار مربع أزرق كبير."),
+        ("ar", LEFT, False, 2, "يوجد مربع أزرق كبير على يمين دائرة حمراء صغيرة."),
+        ("ar", ABOVE, True, 0, "نجمة صفراء كبيرة فوق مثلث أخضر صغير"),
+        # Hindi: the landmark before a postposition is oblique
+        ("hi", LEFT, True, 0, "बड़े नीले वर्ग के बाईं ओर एक छोटा लाल वृत्त"),
+        ("hi", ABOVE, False, 2, "एक छोटा हरा त्रिभुज बड़े पीले तारे के नीचे है।"),
+        # Swahili: size adjective and locative copula agree with the noun class (3 / 9)
+        (
+            "sw",
+            LEFT,
+            True,
+            1,
+            "Duara ndogo nyekundu iko upande wa kushoto wa mraba mkubwa wa buluu.",
+        ),
+        (
+            "sw",
+            LEFT,
+            False,
+            1,
+            "Mraba mkubwa wa buluu uko upande wa kulia wa duara ndogo nyekundu.",
+        ),
+        (
+            "sw",
+            Scene(Thing("small", "red", "square"), "above", LARGE_YELLOW_STAR),
+            True,
+            0,
+            "mraba mdogo mwekundu juu ya nyota kubwa ya manjano",
+        ),
+    ],
+)
 def test_hard_grammar(lang, scene, first, template, expected):
     assert _say(lang, scene, first, template) == expected
 
 
 def test_bare_captions_are_the_zero_shot_prompts():
     language = HARD_LANGUAGES["hi"]
-    assert language.bare_captions(LEFT) == ["वर्ग के बाईं ओर एक वृत्त",
-                                            "तस्वीर में वर्ग के बाईं ओर एक वृत्त है।",
-                                            "वृत्त के दाईं ओर एक वर्ग",
-                                            "तस्वीर में वृत्त के दाईं ओर एक वर्ग है।"]
+    assert language.bare_captions(LEFT) == [
+        "वर्ग के बाईं ओर एक वृत्त",
+        "तस्वीर में वर्ग के बाईं ओर एक वृत्त है।",
+        "वृत्त के दाईं ओर एक वर्ग",
+        "तस्वीर में वृत्त के दाईं ओर एक वर्ग है।",
+    ]
     star, circle = Thing("large", "red", "star"), Thing("small", "red", "circle")
     assert language.bare_captions(Scene(star, "above", circle))[:3] == [
-        "वृत्त के ऊपर एक तारा", "तस्वीर में वृत्त के ऊपर एक तारा है।", "तारे के नीचे एक वृत्त"]
-    assert language.captions(Scene(circle, "left", star))[0] == \
-        "बड़े लाल तारे के बाईं ओर एक छोटा लाल वृत्त"
+        "वृत्त के ऊपर एक तारा",
+        "तस्वीर में वृत्त के ऊपर एक तारा है।",
+        "तारे के नीचे एक वृत्त",
+    ]
+    assert (
+        language.captions(Scene(circle, "left", star))[0] == "बड़े लाल तारे के बाईं ओर एक छोटा लाल वृत्त"
+    )
 
 
 def _centroid(image: np.ndarray, colour: str) -> np.ndarray:
@@ -220,8 +288,9 @@ def test_placement_separates_objects_clearly():
             along, across = (x2 - x1, y2 - y1) if scene.relation == "left" else (y2 - y1, x2 - x1)
             assert along >= 1.25 * (r1 + r2) + 0.05 * size - 1e-9
             assert abs(across) <= 0.4 * along
-            assert all(1.25 * r < c < size - 1.25 * r for c, r in ((x1, r1), (y1, r1), (x2, r2),
-                                                                   (y2, r2)))
+            assert all(
+                1.25 * r < c < size - 1.25 * r for c, r in ((x1, r1), (y1, r1), (x2, r2), (y2, r2))
+            )
             ratio = (r1 / r2) if scene.first.size != scene.second.size else 1.0
             assert ratio == 1.0 or (ratio > 1.4) == (scene.first.size == "large")
 
@@ -230,8 +299,9 @@ def test_generation_is_deterministic(hard_data, tmp_path):
     _small(tmp_path / "again")
     for split in ("train", "eval", "retrieval"):
         a, b = _samples(hard_data / split), _samples(tmp_path / "again" / split)
-        assert [(s["__key__"], s["jpg"], s["json"], s["txt"]) for s in a] == \
-               [(s["__key__"], s["jpg"], s["json"], s["txt"]) for s in b]
+        assert [(s["__key__"], s["jpg"], s["json"], s["txt"]) for s in a] == [
+            (s["__key__"], s["jpg"], s["json"], s["txt"]) for s in b
+        ]
     _small(tmp_path / "other", seed=2)
     other = _samples(tmp_path / "other" / "train")
     assert other[0]["jpg"] != _samples(hard_data / "train")[0]["jpg"]
@@ -249,5 +319,11 @@ def test_bad_arguments_are_named(tmp_path):
     with pytest.raises(ValueError, match="image_size 16"):
         write_hard_demo_dataset(tmp_path, n_train=1, image_size=16)
     with pytest.raises(ValueError, match="retrieval_captions=20"):
-        write_hard_demo_dataset(tmp_path, n_train=1, n_eval_per_class=0, n_retrieval=2,
-                                retrieval_captions=20, image_size=32)
+        write_hard_demo_dataset(
+            tmp_path,
+            n_train=1,
+            n_eval_per_class=0,
+            n_retrieval=2,
+            retrieval_captions=20,
+            image_size=32,
+        )

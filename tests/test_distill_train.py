@@ -33,16 +33,27 @@ def parallel_tsv(demo_data, tmp_path_factory):
 
 
 def _student(demo_data, run, teacher_run, parallel_tsv, steps=5):
-    return load_config(DEMO, _overrides(demo_data, run, steps) + [
-        "model.embed_dim=32",  # the teacher's is 64: feature and cross terms learn projections
-        f"distill.teachers=[{{model: {teacher_run}}}]", "distill.contrastive_weight=0.5",
-        "distill.similarity_weight=0.5", "distill.feature_weight=0.2", "distill.cross_weight=0.2",
-        "distill.parallel_weight=0.3", f"distill.parallel={parallel_tsv}",
-        "distill.parallel_loss=infonce", "distill.parallel_batch_size=12"])
+    return load_config(
+        DEMO,
+        _overrides(demo_data, run, steps)
+        + [
+            "model.embed_dim=32",  # the teacher's is 64: feature and cross terms learn projections
+            f"distill.teachers=[{{model: {teacher_run}}}]",
+            "distill.contrastive_weight=0.5",
+            "distill.similarity_weight=0.5",
+            "distill.feature_weight=0.2",
+            "distill.cross_weight=0.2",
+            "distill.parallel_weight=0.3",
+            f"distill.parallel={parallel_tsv}",
+            "distill.parallel_loss=infonce",
+            "distill.parallel_batch_size=12",
+        ],
+    )
 
 
-def test_distillation_run_logs_its_terms_and_resumes_exactly(demo_data, tmp_path, teacher_run,
-                                                             parallel_tsv):
+def test_distillation_run_logs_its_terms_and_resumes_exactly(
+    demo_data, tmp_path, teacher_run, parallel_tsv
+):
     """Every term at once (contrastive, similarity KD, feature KD, cross-modal, and teacher
     learning on parallel text), then a crash and --resume: the same losses, weights, optimizer
     state and heads (projections, learned scales) as the uninterrupted run."""
@@ -50,13 +61,24 @@ def test_distillation_run_logs_its_terms_and_resumes_exactly(demo_data, tmp_path
     train(_student(demo_data, full, teacher_run, parallel_tsv), quiet=True)
     records = [json.loads(line) for line in (full / "log.jsonl").read_text().splitlines()]
     steps = [r for r in records if "terms" in r]
-    assert set(steps[-1]["terms"]) == {"contrastive", "similarity_kd", "feature_kd",
-                                       "cross_contrastive", "teacher_learning"}
+    assert set(steps[-1]["terms"]) == {
+        "contrastive",
+        "similarity_kd",
+        "feature_kd",
+        "cross_contrastive",
+        "teacher_learning",
+    }
     assert all(v > 0 for v in steps[-1]["terms"].values())
-    weights = {"contrastive": 0.5, "similarity_kd": 0.5, "feature_kd": 0.2,
-               "cross_contrastive": 0.2, "teacher_learning": 0.3}
-    assert steps[-1]["loss"] == pytest.approx(sum(weights[k] * v for k, v in
-                                                  steps[-1]["terms"].items()), rel=1e-5)
+    weights = {
+        "contrastive": 0.5,
+        "similarity_kd": 0.5,
+        "feature_kd": 0.2,
+        "cross_contrastive": 0.2,
+        "teacher_learning": 0.3,
+    }
+    assert steps[-1]["loss"] == pytest.approx(
+        sum(weights[k] * v for k, v in steps[-1]["terms"].items()), rel=1e-5
+    )
     event = next(r for r in records if r.get("event") == "parallel_text")
     assert event["pairs"] > 0 and event["teacher"] == str(teacher_run)
     expected = _losses(full)
@@ -96,28 +118,54 @@ def test_the_teacher_sees_the_students_image_with_the_same_flip(tmp_path):
     _write(tmp_path / "a.tar", samples)
     student = ImageTransform(32, [0.5] * 3, [0.5] * 3)
     teacher = ImageTransform(32, [0.5] * 3, [0.5] * 3)
-    stream = TrainStream([str(tmp_path / "a.tar")], student, LanguagePolicy(), 8, shuffle_size=1,
-                         augment=True, teacher_transforms=[teacher, ImageTransform(48, [0.0] * 3,
-                                                                                   [1.0] * 3)])
+    stream = TrainStream(
+        [str(tmp_path / "a.tar")],
+        student,
+        LanguagePolicy(),
+        8,
+        shuffle_size=1,
+        augment=True,
+        teacher_transforms=[teacher, ImageTransform(48, [0.0] * 3, [1.0] * 3)],
+    )
     batch = next(iter(stream))
     assert torch.equal(batch["teacher_images"][0], batch["images"])  # flips replayed
     assert batch["teacher_images"][1].shape == (8, 3, 48, 48)
-    plain = next(iter(TrainStream([str(tmp_path / "a.tar")], student, LanguagePolicy(), 8,
-                                  shuffle_size=1, augment=False)))
+    plain = next(
+        iter(
+            TrainStream(
+                [str(tmp_path / "a.tar")],
+                student,
+                LanguagePolicy(),
+                8,
+                shuffle_size=1,
+                augment=False,
+            )
+        )
+    )
     assert not torch.equal(plain["images"], batch["images"])  # some image was flipped
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["distill.similarity_weight=1.0"], "'distill.teachers' is empty"),
-    (["distill.teachers=[{model: runs/x}]"], "every distillation weight is 0"),
-    (["distill.teachers=[{model: runs/x, logit_scale: -1}]", "distill.feature_weight=1"],
-     "temperature inverse t (not its log)"),
-    (["distill.similarity=kl"], "valid choices: softmax, sigmoid"),
-    (["distill.feature_towers=[audio]"], "subset of [image, text]"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["distill.similarity_weight=1.0"], "'distill.teachers' is empty"),
+        (["distill.teachers=[{model: runs/x}]"], "every distillation weight is 0"),
+        (
+            ["distill.teachers=[{model: runs/x, logit_scale: -1}]", "distill.feature_weight=1"],
+            "temperature inverse t (not its log)",
+        ),
+        (["distill.similarity=kl"], "valid choices: softmax, sigmoid"),
+        (["distill.feature_towers=[audio]"], "subset of [image, text]"),
+    ],
+)
 def test_distill_config_errors_name_the_key(overrides, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")
-                       .replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(
+        ConfigError,
+        match=message.replace("[", r"\[")
+        .replace("]", r"\]")
+        .replace("(", r"\(")
+        .replace(")", r"\)"),
+    ):
         load_config(DEMO, overrides)
 
 
@@ -140,6 +188,6 @@ def test_online_teacher_runs_under_the_students_autocast():
     batch = {"teacher_images": [torch.randn(3, 3, 2, 2)], "texts": ["a", "b", "c"]}
     for precision, autocast in (("bf16", True), ("fp32", False), ("auto", False)):
         Recorder.seen.clear()
-        (images, texts), = embed_batch([teacher], batch, torch.device("cpu"), 2, precision)
+        ((images, texts),) = embed_batch([teacher], batch, torch.device("cpu"), 2, precision)
         assert Recorder.seen == [autocast] * 4, precision  # 2 image + 2 text chunks
         assert images.dtype == texts.dtype == torch.float32 and images.shape == (3, 4)

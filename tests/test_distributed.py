@@ -19,17 +19,34 @@ from mclip.train.trainer import step_gradients
 CPU = torch.device("cpu")
 LOCAL = 4  # pairs per rank
 # (loss kind, gather mode, micro-batches, frozen text encoder)
-CASES = [("infonce", "exact", 1, False), ("sigmoid", "exact", 1, False),
-         ("infonce", "exact", 2, False), ("sigmoid", "exact", 2, True),
-         ("infonce", "group_local", 1, False), ("sigmoid", "group_local", 1, False)]
+CASES = [
+    ("infonce", "exact", 1, False),
+    ("sigmoid", "exact", 1, False),
+    ("infonce", "exact", 2, False),
+    ("sigmoid", "exact", 2, True),
+    ("infonce", "group_local", 1, False),
+    ("sigmoid", "group_local", 1, False),
+]
 
 
 def _model(freeze_text=False):
-    cfg = config_from_dict({"model": {
-        "embed_dim": 16, "image": {"name": "vit_tiny_patch16_224", "image_size": 32},
-        "text": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
-                 "max_length": 40, "dropout": 0.0,
-                 "freeze": ["encoder.*"] if freeze_text else []}}})
+    cfg = config_from_dict(
+        {
+            "model": {
+                "embed_dim": 16,
+                "image": {"name": "vit_tiny_patch16_224", "image_size": 32},
+                "text": {
+                    "hidden_size": 32,
+                    "num_layers": 1,
+                    "num_heads": 2,
+                    "intermediate_size": 64,
+                    "max_length": 40,
+                    "dropout": 0.0,
+                    "freeze": ["encoder.*"] if freeze_text else [],
+                },
+            }
+        }
+    )
     torch.manual_seed(0)
     return DualEncoder(cfg.model)
 
@@ -70,9 +87,9 @@ def _worker(rank, world, group_size, port, out):
     for kind, mode, micro, frozen in CASES:
         model = _model(frozen)
         objective = ContrastiveObjective(LossConfig(kind=kind), groups, mode)
-        loss, _ = _gradients(model, objective, images[rows],
-                             {k: v[rows] for k, v in tokens.items()},
-                             micro)
+        loss, _ = _gradients(
+            model, objective, images[rows], {k: v[rows] for k, v in tokens.items()}, micro
+        )
         average_gradients(model, world)
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         results.append((loss.item(), grads, objective.negatives_per_sample(LOCAL)))
@@ -101,9 +118,12 @@ class _Towers(torch.nn.Module):
 
     def forward(self, images, input_ids, attention_mask):
         m = self.model
-        return (m.encode_image(images),
-                m.encode_text({"input_ids": input_ids, "attention_mask": attention_mask}),
-                m.logit_scale * 1.0, m.logit_bias * 1.0)
+        return (
+            m.encode_image(images),
+            m.encode_text({"input_ids": input_ids, "attention_mask": attention_mask}),
+            m.logit_scale * 1.0,
+            m.logit_bias * 1.0,
+        )
 
 
 def _free_port():
@@ -115,20 +135,26 @@ def _free_port():
 def _close(a, b, tol=2e-5):
     scale = max(g.norm() for g in b.values())
     return a.keys() == b.keys() and all(
-        (a[n] - b[n]).norm() <= tol * (b[n].norm() + 1e-3 * scale) for n in a)
+        (a[n] - b[n]).norm() <= tol * (b[n].norm() + 1e-3 * scale) for n in a
+    )
 
 
 @pytest.mark.parametrize("world,group_size", [(2, 1), (2, 2), (4, 1), (4, 2), (4, 4)])
 @pytest.mark.slow
 def test_ranks_match_single_process(tmp_path, world, group_size):
     out = tmp_path / "rank0.pt"
-    mp.start_processes(_worker, args=(world, group_size, _free_port(), str(out)), nprocs=world,
-                       start_method="spawn", join=True)
+    mp.start_processes(
+        _worker,
+        args=(world, group_size, _free_port(), str(out)),
+        nprocs=world,
+        start_method="spawn",
+        join=True,
+    )
     results = torch.load(out, weights_only=False)
 
     images, tokens = _global_batch(_model(), world * LOCAL)
     n_groups = world // group_size
-    ddp_results = results[len(CASES):]
+    ddp_results = results[len(CASES) :]
     for kind, (loss, grads, _) in zip(("infonce", "sigmoid"), ddp_results):
         objective = ContrastiveObjective(LossConfig(kind=kind))
         full_loss, full_grads = _gradients(_model(), objective, images, tokens, 1)
@@ -149,8 +175,9 @@ def test_ranks_match_single_process(tmp_path, world, group_size):
         group_losses, group_grads = [], []
         for k in range(n_groups):
             rows = slice(k * group_size * LOCAL, (k + 1) * group_size * LOCAL)
-            value, g = _gradients(model, objective, images[rows],
-                                  {n: v[rows] for n, v in tokens.items()}, 1)
+            value, g = _gradients(
+                model, objective, images[rows], {n: v[rows] for n, v in tokens.items()}, 1
+            )
             group_losses.append(value.item())
             group_grads.append(g)
         mean_grads = {n: sum(g[n] for g in group_grads) / n_groups for n in group_grads[0]}
@@ -162,6 +189,7 @@ def test_ranks_match_single_process(tmp_path, world, group_size):
 
 def _bn_model_with_unused_parameter():
     from conftest import tiny_model_config
+
     cfg = tiny_model_config("resnet10t")
     torch.manual_seed(0)
     model = DualEncoder(cfg.model)
@@ -172,8 +200,10 @@ def _bn_model_with_unused_parameter():
 
 def _one_optimizer_step(model, images, tokens, world):
     from mclip.train.setup import build_optimizer
-    objective = ContrastiveObjective(LossConfig(kind="infonce"),
-                                     make_gather_groups(1) if world > 1 else None)
+
+    objective = ContrastiveObjective(
+        LossConfig(kind="infonce"), make_gather_groups(1) if world > 1 else None
+    )
     optimizer = build_optimizer(model, config_from_dict({"train": {"weight_decay": 0.1}}))
     model.train()
     step_gradients(model, objective, images, tokens, 2, CPU, world_size=world)
@@ -186,16 +216,26 @@ def _one_optimizer_step(model, images, tokens, world):
 
 def _sync_worker(rank, world, port, out):
     from mclip.train.distributed import DistContext, rank_digests
+
     _join(rank, world, port)
     model = _bn_model_with_unused_parameter()
     grad = _one_optimizer_step(model, *_share(*_global_batch(model, world * LOCAL), rank), world)
     digests = rank_digests(model, DistContext(rank, world))
     if rank == 0:
         bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-        torch.save({"digests": digests, "unused": model.unused.detach().clone(),
-                    "unused_grad": grad, "first_bn": (bn[0].running_mean.clone(),
-                                                      bn[0].running_var.clone(),
-                                                      int(bn[0].num_batches_tracked))}, out)
+        torch.save(
+            {
+                "digests": digests,
+                "unused": model.unused.detach().clone(),
+                "unused_grad": grad,
+                "first_bn": (
+                    bn[0].running_mean.clone(),
+                    bn[0].running_var.clone(),
+                    int(bn[0].num_batches_tracked),
+                ),
+            },
+            out,
+        )
     dist.barrier()
     dist.destroy_process_group()
 
@@ -203,8 +243,9 @@ def _sync_worker(rank, world, port, out):
 @pytest.mark.slow
 def test_ranks_keep_identical_batchnorm_buffers_and_leave_unused_parameters_alone(tmp_path):
     out = tmp_path / "rank0.pt"
-    mp.start_processes(_sync_worker, args=(2, _free_port(), str(out)), nprocs=2,
-                       start_method="spawn", join=True)
+    mp.start_processes(
+        _sync_worker, args=(2, _free_port(), str(out)), nprocs=2, start_method="spawn", join=True
+    )
     got = torch.load(out, weights_only=False)
     assert got["digests"][0] == got["digests"][1]  # weights and BatchNorm buffers
     # one process on the whole batch: the unused parameter has no gradient and is not decayed
@@ -223,6 +264,7 @@ def test_ranks_keep_identical_batchnorm_buffers_and_leave_unused_parameters_alon
 def _channels_last_model():
     from conftest import tiny_model_config
     from mclip.train.batchnorm import set_batchnorm_eval
+
     torch.manual_seed(0)
     model = DualEncoder(tiny_model_config("resnet10t").model)
     model.image.to(memory_format=torch.channels_last)
@@ -234,8 +276,10 @@ def _channels_last_model():
 
 def _fused_step(model, images, tokens, world):
     from mclip.train.setup import build_optimizer
-    objective = ContrastiveObjective(LossConfig(kind="infonce"),
-                                     make_gather_groups(1) if world > 1 else None)
+
+    objective = ContrastiveObjective(
+        LossConfig(kind="infonce"), make_gather_groups(1) if world > 1 else None
+    )
     optimizer = build_optimizer(model, config_from_dict({"train": {"weight_decay": 0.1}}))
     assert optimizer.defaults["fused"]
     images = images.contiguous(memory_format=torch.channels_last)
@@ -250,8 +294,9 @@ def _layout_worker(rank, world, port, out):
     _join(rank, world, port)
     model = _channels_last_model()
     weights = _fused_step(model, *_share(*_global_batch(model, world * LOCAL), rank), world)
-    strides = {n: (p.grad.stride(), p.stride()) for n, p in model.named_parameters()
-               if p.grad is not None}
+    strides = {
+        n: (p.grad.stride(), p.stride()) for n, p in model.named_parameters() if p.grad is not None
+    }
     if rank == 0:
         torch.save({"weights": weights, "strides": strides}, out)
     dist.barrier()
@@ -263,8 +308,9 @@ def test_averaged_gradients_keep_the_channels_last_layout_of_their_weights(tmp_p
     """The fused AdamW kernel walks weight, gradient and moments as flat memory: a contiguous
     averaged gradient next to a channels_last conv weight would update the wrong elements."""
     out = tmp_path / "rank0.pt"
-    mp.start_processes(_layout_worker, args=(2, _free_port(), str(out)), nprocs=2,
-                       start_method="spawn", join=True)
+    mp.start_processes(
+        _layout_worker, args=(2, _free_port(), str(out)), nprocs=2, start_method="spawn", join=True
+    )
     got = torch.load(out, weights_only=False)
     assert all(grad == weight for grad, weight in got["strides"].values())
     single = _channels_last_model()

@@ -25,15 +25,34 @@ README_LINES = 200
 
 # per command: flags or overrides added unless the command sets them itself
 TINY = {
-    "mclip data demo": ["--train", "96", "--eval-per-class", "2", "--image-size", "32",
-                        "--shard-size", "32"],
+    "mclip data demo": [
+        "--train",
+        "96",
+        "--eval-per-class",
+        "2",
+        "--image-size",
+        "32",
+        "--shard-size",
+        "32",
+    ],
     # 128 dimensions: the pages cut 64-dimension prefixes of the demo model
-    "mclip train": ["data.train_shards=demo_data/train", "model.embed_dim=128",
-                    "model.image.image_size=32", "model.text.hidden_size=32",
-                    "model.text.num_layers=1", "model.text.num_heads=2",
-                    "model.text.intermediate_size=64", "data.num_workers=0",
-                    "data.shuffle_buffer=32", "train.batch_size=16", "train.steps=4",
-                    "train.warmup_steps=1", "train.log_every=2", "train.save_every=4", "--quiet"],
+    "mclip train": [
+        "data.train_shards=demo_data/train",
+        "model.embed_dim=128",
+        "model.image.image_size=32",
+        "model.text.hidden_size=32",
+        "model.text.num_layers=1",
+        "model.text.num_heads=2",
+        "model.text.intermediate_size=64",
+        "data.num_workers=0",
+        "data.shuffle_buffer=32",
+        "train.batch_size=16",
+        "train.steps=4",
+        "train.warmup_steps=1",
+        "train.log_every=2",
+        "train.save_every=4",
+        "--quiet",
+    ],
     "mclip adapt": ["--steps", "2", "--max-captions", "16", "--batch-size", "8"],
     "mclip eval": ["--bootstrap", "20", "--quiet"],
 }
@@ -63,26 +82,30 @@ def tiny_command(command: str) -> str:
         added, i = [], 0
         while i < len(extra):
             item = extra[i]
-            takes_value = item.startswith("--") and i + 1 < len(extra) and \
-                not extra[i + 1].startswith("--")
+            takes_value = (
+                item.startswith("--") and i + 1 < len(extra) and not extra[i + 1].startswith("--")
+            )
             key = item.split("=", 1)[0]
             if key not in given:
-                added += extra[i:i + 1 + takes_value]
+                added += extra[i : i + 1 + takes_value]
             i += 1 + takes_value
         return command + "".join(f" {shlex.quote(a)}" for a in added)
     return command
 
 
 def test_the_harness_adds_only_what_a_command_leaves_out():
-    block = ("mclip train --config configs/demo.yaml train.out_dir=runs/x \\\n"
-             "    model.embed_dim=64  # c")
+    block = (
+        "mclip train --config configs/demo.yaml train.out_dir=runs/x \\\n"
+        "    model.embed_dim=64  # c"
+    )
     (command,) = commands(block)
     tiny = tiny_command(command)
     assert "model.embed_dim=64" in tiny and "model.embed_dim=128" not in tiny
     assert "train.steps=4" in tiny and tiny.startswith("mclip train --config")
     assert tiny_command("mclip eval --model m --bootstrap 0").count("--bootstrap") == 1
-    assert runnable_blocks(f"x\n{MARKER}\n```bash\nmclip eval a\n```\n```bash\nno\n```") == \
-        ["mclip eval a"]
+    assert runnable_blocks(f"x\n{MARKER}\n```bash\nmclip eval a\n```\n```bash\nno\n```") == [
+        "mclip eval a"
+    ]
 
 
 def test_the_readme_is_a_front_page_whose_links_resolve():
@@ -97,9 +120,14 @@ def test_the_readme_is_a_front_page_whose_links_resolve():
 def test_the_site_builds_strictly(tmp_path):
     pytest.importorskip("mkdocs", reason="the docs extra (mkdocs) is not installed")
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d",
-                           str(tmp_path / "site")], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     api = (tmp_path / "site" / "api" / "index.html").read_text("utf-8")
     assert "load_model" in api and "tiled_infonce" in api and "open_bitext" in api
@@ -117,9 +145,13 @@ def _workspace(root: Path, after_demo: bool) -> Path:
     for name in ("configs", "eval_suites"):
         (root / name).symlink_to(ROOT / name)
     if after_demo:
-        _run_bash([tiny_command("mclip data demo --out demo_data"),
-                   tiny_command("mclip train --config configs/demo.yaml train.out_dir=runs/demo")],
-                  root)
+        _run_bash(
+            [
+                tiny_command("mclip data demo --out demo_data"),
+                tiny_command("mclip train --config configs/demo.yaml train.out_dir=runs/demo"),
+            ],
+            root,
+        )
     return root
 
 
@@ -129,11 +161,15 @@ def after_demo(tmp_path_factory) -> Path:
 
 
 def _run_bash(lines: list[str], cwd: Path) -> None:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     script = "set -euo pipefail\n" + "\n".join(lines) + "\n"
-    done = subprocess.run(["bash", "-c", script], cwd=cwd, capture_output=True, text=True,
-                          timeout=1200, env=env)
+    done = subprocess.run(
+        ["bash", "-c", script], cwd=cwd, capture_output=True, text=True, timeout=1200, env=env
+    )
     assert done.returncode == 0, f"{script}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
 
 

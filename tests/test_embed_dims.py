@@ -27,7 +27,7 @@ class Counting(NativeAdapter):
         self.images, self.texts, self.prefix = 0, 0, prefix
 
     def _cut(self, emb):
-        return emb if self.prefix is None else F.normalize(emb[:, :self.prefix], dim=-1)
+        return emb if self.prefix is None else F.normalize(emb[:, : self.prefix], dim=-1)
 
     def encode_image(self, images):
         self.images += len(images)
@@ -50,8 +50,10 @@ def _adapter(prefix=None):
 
 
 def _metrics(task):
-    return {lang: {k: v for k, v in m.items() if k not in ("samples", "ci")}
-            for lang, m in task["languages"].items()}
+    return {
+        lang: {k: v for k, v in m.items() if k not in ("samples", "ci")}
+        for lang, m in task["languages"].items()
+    }
 
 
 def test_prefixes_are_scored_from_one_set_of_embeddings(demo_data):
@@ -81,10 +83,27 @@ def test_the_report_shows_accuracy_against_dimension(demo_data, tmp_path, capsys
 
     cfg = tiny_model_config()
     DualEncoder(cfg.model).save(tmp_path / "model", cfg)
-    assert main(["eval", "--model", str(tmp_path / "model"), "--suite",
-                 str(ROOT / "eval_suites" / "demo.yaml"), "--data-root", str(demo_data),
-                 "--embed-dims", "4,8,full", "--bootstrap", "0", "--quiet",
-                 "--out", str(tmp_path / "eval")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(tmp_path / "model"),
+                "--suite",
+                str(ROOT / "eval_suites" / "demo.yaml"),
+                "--data-root",
+                str(demo_data),
+                "--embed-dims",
+                "4,8,full",
+                "--bootstrap",
+                "0",
+                "--quiet",
+                "--out",
+                str(tmp_path / "eval"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "accuracy against embedding size" in out and "| 4 |" in out and "| 16 |" in out
     assert (tmp_path / "eval" / "results_dims.png").stat().st_size > 3000

@@ -45,23 +45,36 @@ def data(tmp_path):
         folder.mkdir(parents=True)
         for i in range(3):
             Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(
-                folder / f"{i}.png")
-    labels = {"EN": [[0, 1, 2, 3], ["cat", "dog", "car", "tree"]],
-              "DE": [[0, 1, 2, 3], ["Katze", "Hund", "Auto", "Baum"]],
-              "SW": [[1, 3], ["mbwa", "mti"]]}
+                folder / f"{i}.png"
+            )
+    labels = {
+        "EN": [[0, 1, 2, 3], ["cat", "dog", "car", "tree"]],
+        "DE": [[0, 1, 2, 3], ["Katze", "Hund", "Auto", "Baum"]],
+        "SW": [[1, 3], ["mbwa", "mti"]],
+    }
     (tmp_path / "labels.json").write_text(json.dumps(labels))
     return tmp_path
 
 
 def _task(data, languages):
-    return make_task({"name": "babel", "kind": "zeroshot_classification", "languages": languages,
-                      "images": str(data / "images"), "class_texts": str(data / "labels.json")},
-                     data, "test")
+    return make_task(
+        {
+            "name": "babel",
+            "kind": "zeroshot_classification",
+            "languages": languages,
+            "images": str(data / "images"),
+            "class_texts": str(data / "labels.json"),
+        },
+        data,
+        "test",
+    )
 
 
 def _numbers(result):
-    return {lang: {k: v for k, v in m.items() if k != "samples"}
-            for lang, m in result["babel"]["languages"].items()}
+    return {
+        lang: {k: v for k, v in m.items() if k != "samples"}
+        for lang, m in result["babel"]["languages"].items()
+    }
 
 
 def test_second_run_with_more_languages_encodes_only_new_texts(data, tmp_path):
@@ -69,10 +82,12 @@ def test_second_run_with_more_languages_encodes_only_new_texts(data, tmp_path):
     model = _model()
     first = run_tasks(model, [_task(data, ["en", "de"])], cache_dir=str(cache), bootstrap=100)
     assert model.images == 12 and sorted(model.texts) == sorted(
-        ["cat", "dog", "car", "tree", "Katze", "Hund", "Auto", "Baum"])
+        ["cat", "dog", "car", "tree", "Katze", "Hund", "Auto", "Baum"]
+    )
     model.images, model.texts = 0, []
-    second = run_tasks(model, [_task(data, ["en", "de", "sw"])], cache_dir=str(cache),
-                       bootstrap=100)
+    second = run_tasks(
+        model, [_task(data, ["en", "de", "sw"])], cache_dir=str(cache), bootstrap=100
+    )
     assert model.images == 0 and sorted(model.texts) == ["mbwa", "mti"]
     uncached = run_tasks(_model(), [_task(data, ["en", "de", "sw"])], bootstrap=100)
     assert _numbers(second) == _numbers(uncached)
@@ -87,7 +102,7 @@ def test_changed_weights_or_image_files_invalidate_their_entries(data, tmp_path)
     with torch.no_grad():
         next(changed.parameters()).add_(0.01)
     run_tasks(changed, [_task(data, ["en"])], cache_dir=str(cache), bootstrap=0)
-    assert changed.images == 12 and len(changed.texts) == 4        # another model: all misses
+    assert changed.images == 12 and len(changed.texts) == 4  # another model: all misses
     assert len(list(cache.iterdir())) == 2
 
     image = data / "images" / "n0001" / "0.png"
@@ -95,13 +110,14 @@ def test_changed_weights_or_image_files_invalidate_their_entries(data, tmp_path)
     os.utime(image, (1, 1))
     again = _model()
     result = run_tasks(again, [_task(data, ["en"])], cache_dir=str(cache), bootstrap=0)
-    assert again.images == 12 and again.texts == []                # images re-embedded, texts hit
+    assert again.images == 12 and again.texts == []  # images re-embedded, texts hit
     fresh = run_tasks(_model(), [_task(data, ["en"])], bootstrap=0)
     assert _numbers(result) == _numbers(fresh)
 
 
 def test_unusable_cache_directory_is_a_clear_error(data, tmp_path):
     from mclip.config import ConfigError
+
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(ConfigError, match="--cache"):
@@ -135,22 +151,32 @@ def test_a_same_size_rewrite_of_a_shard_misses_the_cache_a_touch_is_harmless(dat
     _write_labelled_shard(shard, [0, 1, 2, 3] * 2, images)
 
     def task():
-        return make_task({"name": "babel", "kind": "zeroshot_classification", "languages": ["en"],
-                          "images": str(shard), "class_texts": str(data / "labels.json")},
-                         data, "test")
+        return make_task(
+            {
+                "name": "babel",
+                "kind": "zeroshot_classification",
+                "languages": ["en"],
+                "images": str(shard),
+                "class_texts": str(data / "labels.json"),
+            },
+            data,
+            "test",
+        )
 
     first = run_tasks(_model(), [task()], cache_dir=cache, bootstrap=0)
     size, stamp = shard.stat().st_size, shard.stat().st_mtime_ns
-    _write_labelled_shard(shard, [1, 2, 3, 0] * 2, images)           # new labels, same size
+    _write_labelled_shard(shard, [1, 2, 3, 0] * 2, images)  # new labels, same size
     assert shard.stat().st_size == size
     os.utime(shard, ns=(stamp + 10**9, stamp + 10**9))
     model = _model()
     rewritten = run_tasks(model, [task()], cache_dir=cache, bootstrap=0)
-    assert model.images == 8                                          # a miss: embedded again
+    assert model.images == 8  # a miss: embedded again
     assert _numbers(rewritten) == _numbers(run_tasks(_model(), [task()], bootstrap=0))
     # the true classes moved: each image's rank of its true class (kept per sample) differs
-    assert (rewritten["babel"]["languages"]["en"]["samples"]
-            != first["babel"]["languages"]["en"]["samples"])
+    assert (
+        rewritten["babel"]["languages"]["en"]["samples"]
+        != first["babel"]["languages"]["en"]["samples"]
+    )
 
     # the same size and the same mtime as before, other labels: the content hash misses
     stamp = shard.stat().st_mtime_ns

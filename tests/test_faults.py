@@ -32,10 +32,15 @@ def _one_line_error(result, *needles):
 
 # ---- rows handled by the trainer: bad steps, logit scale, disk full, SIGTERM, shape change ----
 
+
 def _train_overrides(demo_data, run, steps=6, save_every=2, extra=()):
     return tiny_overrides(demo_data, run) + [
-        f"train.steps={steps}", f"train.save_every={save_every}", "train.log_every=1",
-        "train.keep_checkpoints=10", *extra]
+        f"train.steps={steps}",
+        f"train.save_every={save_every}",
+        "train.log_every=1",
+        "train.keep_checkpoints=10",
+        *extra,
+    ]
 
 
 def _poison_steps(monkeypatch, bad):
@@ -72,6 +77,7 @@ def test_nan_or_inf_loss_is_skipped_and_counted(demo_data, tmp_path, monkeypatch
     assert end["bad_steps"] == 1 and final.name == "step_0000004"
     # the bad step was not applied: Adam's step counter counts only applied steps
     from mclip.train.checkpoint import load_trainer_state
+
     adam_steps = load_trainer_state(final)["optimizer"]["state"][0]["step"]
     assert float(adam_steps) == 3.0
     assert all(math.isfinite(r["loss"]) for r in records if "loss" in r and r["step"] != 3)
@@ -85,8 +91,9 @@ def test_too_many_bad_steps_in_a_row_stop_with_a_message(demo_data, tmp_path, mo
 
     run = tmp_path / "run"
     _poison_steps(monkeypatch, bad={2, 3, 4})
-    cfg = load_config(DEMO, _train_overrides(demo_data, run, steps=8,
-                                             extra=["train.max_bad_steps=3"]))
+    cfg = load_config(
+        DEMO, _train_overrides(demo_data, run, steps=8, extra=["train.max_bad_steps=3"])
+    )
     with pytest.raises(TrainingError) as caught:
         train(cfg, quiet=True)
     message = str(caught.value)
@@ -100,16 +107,27 @@ def test_too_many_bad_steps_in_a_row_stop_with_a_message(demo_data, tmp_path, mo
 
 @pytest.mark.slow
 def test_logit_scale_out_of_range_is_a_config_error(demo_data, tmp_path):
-    result = _cli("train", "--config", DEMO, *_train_overrides(demo_data, tmp_path / "run"),
-                  "model.init_logit_scale=12.0")
+    result = _cli(
+        "train",
+        "--config",
+        DEMO,
+        *_train_overrides(demo_data, tmp_path / "run"),
+        "model.init_logit_scale=12.0",
+    )
     _one_line_error(result, "model.init_logit_scale", "12.0", "log(1/0.07)")
-    result = _cli("train", "--config", DEMO, *_train_overrides(demo_data, tmp_path / "run"),
-                  "model.max_logit_scale=-1")
+    result = _cli(
+        "train",
+        "--config",
+        DEMO,
+        *_train_overrides(demo_data, tmp_path / "run"),
+        "model.max_logit_scale=-1",
+    )
     _one_line_error(result, "model.max_logit_scale")
 
 
-def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(demo_data, tmp_path,
-                                                                     monkeypatch):
+def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(
+    demo_data, tmp_path, monkeypatch
+):
     import errno
 
     import mclip.train.checkpoint as checkpoint
@@ -151,12 +169,25 @@ def test_sigterm_writes_a_checkpoint_then_exits(demo_data, tmp_path, name, statu
     import time
 
     run = tmp_path / "run"
-    argv = [sys.executable, "-m", "mclip.cli", "train", "--config", str(DEMO), "--quiet",
-            *_train_overrides(demo_data, run, steps=200, save_every=100,
-                              extra=["data.num_workers=2"])]
-    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True,
-                               env={**os.environ, "OMP_NUM_THREADS": "2"})
+    argv = [
+        sys.executable,
+        "-m",
+        "mclip.cli",
+        "train",
+        "--config",
+        str(DEMO),
+        "--quiet",
+        *_train_overrides(demo_data, run, steps=200, save_every=100, extra=["data.num_workers=2"]),
+    ]
+    process = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()[1][-2000:]
@@ -186,10 +217,17 @@ def test_resume_with_a_changed_model_shape_is_one_line(demo_data, tmp_path):
 
     run = tmp_path / "run"
     train(load_config(DEMO, _train_overrides(demo_data, run, steps=2)), quiet=True)
-    result = _cli("train", "--config", DEMO, "--resume",
-                  *_train_overrides(demo_data, run, steps=4), "model.embed_dim=32")
-    _one_line_error(result, "--resume", "another shape",
-                    "model.embed_dim: 64 in the checkpoint, 32 now")
+    result = _cli(
+        "train",
+        "--config",
+        DEMO,
+        "--resume",
+        *_train_overrides(demo_data, run, steps=4),
+        "model.embed_dim=32",
+    )
+    _one_line_error(
+        result, "--resume", "another shape", "model.embed_dim: 64 in the checkpoint, 32 now"
+    )
     assert (run / "checkpoints" / "step_0000002" / "model.safetensors").is_file()
 
 
@@ -204,8 +242,13 @@ def test_a_shard_deleted_mid_run_is_counted_and_the_stream_goes_on(demo_data, tm
     for path in sorted((demo_data / "train").glob("*.tar")):
         shards.append(str(tmp_path / path.name))
         Path(shards[-1]).write_bytes(path.read_bytes())
-    stream = TrainStream(shards, ImageTransform(16, [0.5] * 3, [0.5] * 3), LanguagePolicy(),
-                         batch_size=32, shuffle_size=8)
+    stream = TrainStream(
+        shards,
+        ImageTransform(16, [0.5] * 3, [0.5] * 3),
+        LanguagePolicy(),
+        batch_size=32,
+        shuffle_size=8,
+    )
     batches, skipped = iter(stream), Counter()
     skipped.update(next(batches)["skipped"])
     os.remove(shards[-1])  # 120 of 480 samples gone while the stream runs
@@ -215,6 +258,7 @@ def test_a_shard_deleted_mid_run_is_counted_and_the_stream_goes_on(demo_data, tm
 
 
 # ---- rows handled by the data stream and the config, through the CLI as a user meets them ----
+
 
 def _bad_data_shards(directory: Path) -> str:
     """One shard with a good sample next to each kind of bad one, and a truncated shard."""
@@ -230,17 +274,26 @@ def _bad_data_shards(directory: Path) -> str:
         return buffer.getvalue()
 
     def good(key):
-        return {"__key__": key, "jpg": jpeg((key_colour(key), 20, 20)),
-                "json": json.dumps({"captions": {"en": [f"caption {key}"],
-                                                 "de": [f"Text {key}"]}}).encode()}
+        return {
+            "__key__": key,
+            "jpg": jpeg((key_colour(key), 20, 20)),
+            "json": json.dumps(
+                {"captions": {"en": [f"caption {key}"], "de": [f"Text {key}"]}}
+            ).encode(),
+        }
 
     def key_colour(key):
         return (int(key[-2:]) * 37) % 256
 
-    samples = [{"__key__": "corrupt", "jpg": b"\xff\xd8 not a jpeg", "txt": b"a red circle"},
-                {"__key__": "empty", "jpg": jpeg((1, 2, 3)), "txt": b"   "},
-                {"__key__": "french", "jpg": jpeg((4, 5, 6)),
-                 "json": json.dumps({"captions": {"fr": ["un cercle"]}}).encode()}]
+    samples = [
+        {"__key__": "corrupt", "jpg": b"\xff\xd8 not a jpeg", "txt": b"a red circle"},
+        {"__key__": "empty", "jpg": jpeg((1, 2, 3)), "txt": b"   "},
+        {
+            "__key__": "french",
+            "jpg": jpeg((4, 5, 6)),
+            "json": json.dumps({"captions": {"fr": ["un cercle"]}}).encode(),
+        },
+    ]
     samples += [good(f"g{i:02d}") for i in range(24)]
     for name in ("a", "b"):
         with wds.TarWriter(str(directory / f"{name}.tar")) as sink:
@@ -257,38 +310,60 @@ def test_bad_data_rows_are_counted_skips_in_a_run_that_finishes(demo_data, tmp_p
     (tmp_path / "shards").mkdir()
     shards = _bad_data_shards(tmp_path / "shards")
     run = tmp_path / "run"
-    result = _cli("train", "--config", DEMO, *_train_overrides(demo_data, run, steps=7),
-                  f"data.train_shards={shards}", "data.languages=[en,de]", "train.batch_size=8",
-                  "data.shuffle_buffer=0")  # 56 samples: both shards read to the end
+    result = _cli(
+        "train",
+        "--config",
+        DEMO,
+        *_train_overrides(demo_data, run, steps=7),
+        f"data.train_shards={shards}",
+        "data.languages=[en,de]",
+        "train.batch_size=8",
+        "data.shuffle_buffer=0",
+    )  # 56 samples: both shards read to the end
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     skipped = [r for r in log_records(run) if r.get("event") == "end"][0]["skipped"]
-    for reason in ("corrupt_image", "empty_caption", "no_caption_in_selected_languages",
-                   "unreadable_shard_or_member"):
+    for reason in (
+        "corrupt_image",
+        "empty_caption",
+        "no_caption_in_selected_languages",
+        "unreadable_shard_or_member",
+    ):
         assert skipped.get(reason, 0) >= 1, (reason, skipped)
 
 
-@pytest.mark.parametrize("override,needles", [
-    ("train.stpes=3", ["unknown config key 'train.stpes'", "train.steps"]),
-    ("train.steps=three", ["'train.steps'", "three"]),
-    ("data.languages=[englsh]", ["englsh", "'en'"]),
-    ("model.init_logit_scale=50", ["model.init_logit_scale", "9.21"]),
-])
+@pytest.mark.parametrize(
+    "override,needles",
+    [
+        ("train.stpes=3", ["unknown config key 'train.stpes'", "train.steps"]),
+        ("train.steps=three", ["'train.steps'", "three"]),
+        ("data.languages=[englsh]", ["englsh", "'en'"]),
+        ("model.init_logit_scale=50", ["model.init_logit_scale", "9.21"]),
+    ],
+)
 @pytest.mark.slow
 def test_config_rows_are_one_line_before_any_work(demo_data, tmp_path, override, needles):
     """unknown config key, wrong type, unknown language code, logit scale out of range."""
-    result = _cli("train", "--config", DEMO, *_train_overrides(demo_data, tmp_path / "run"),
-                  override)
+    result = _cli(
+        "train", "--config", DEMO, *_train_overrides(demo_data, tmp_path / "run"), override
+    )
     _one_line_error(result, *needles)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 @pytest.mark.slow
 def test_missing_checkpoint_directory_is_one_line(demo_data, tmp_path):
-    result = _cli("train", "--config", DEMO, *_train_overrides(demo_data, tmp_path / "none"),
-                  "--resume")
+    result = _cli(
+        "train", "--config", DEMO, *_train_overrides(demo_data, tmp_path / "none"), "--resume"
+    )
     _one_line_error(result, "--resume", "no checkpoint")
-    result = _cli("eval", "--model", tmp_path / "absent", "--suite",
-                  ROOT / "eval_suites" / "demo.yaml",
-                  "--data-root", demo_data)
+    result = _cli(
+        "eval",
+        "--model",
+        tmp_path / "absent",
+        "--suite",
+        ROOT / "eval_suites" / "demo.yaml",
+        "--data-root",
+        demo_data,
+    )
     _one_line_error(result, str(tmp_path / "absent"))

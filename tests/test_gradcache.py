@@ -11,10 +11,22 @@ CPU = torch.device("cpu")
 
 
 def _model(image="vit_tiny_patch16_224", dropout=0.1, drop_path=0.1, seed=0):
-    cfg = config_from_dict({"model": {
-        "embed_dim": 16, "image": {"name": image, "image_size": 32, "drop_path_rate": drop_path},
-        "text": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
-                 "max_length": 40, "dropout": dropout}}})
+    cfg = config_from_dict(
+        {
+            "model": {
+                "embed_dim": 16,
+                "image": {"name": image, "image_size": 32, "drop_path_rate": drop_path},
+                "text": {
+                    "hidden_size": 32,
+                    "num_layers": 1,
+                    "num_heads": 2,
+                    "intermediate_size": 64,
+                    "max_length": 40,
+                    "dropout": dropout,
+                },
+            }
+        }
+    )
     torch.manual_seed(seed)
     return DualEncoder(cfg.model)
 
@@ -58,8 +70,9 @@ def test_gradient_cache_equals_micro_batched_forward_with_dropout(kind):
     for rows in torch.arange(12).tensor_split(3):
         image_parts.append(model.encode_image(images[rows]))
         text_parts.append(model.encode_text({k: v[rows] for k, v in tokens.items()}))
-    loss, _ = objective(torch.cat(image_parts), torch.cat(text_parts), model.logit_scale,
-                        model.logit_bias)
+    loss, _ = objective(
+        torch.cat(image_parts), torch.cat(text_parts), model.logit_scale, model.logit_bias
+    )
     loss.backward()
     reference = _grads(model)
     assert "logit_scale" in cached and ("logit_bias" in cached) == (kind == "sigmoid")
@@ -99,13 +112,15 @@ def test_logit_scale_gets_its_gradient_once_unlike_open_clip_accumulation():
         image_parts, text_parts = list(cached_images), list(cached_texts)
         image_parts[j] = model.encode_image(images[rows])
         text_parts[j] = model.encode_text({n: v[rows] for n, v in tokens.items()})
-        loss, _ = objective(torch.cat(image_parts), torch.cat(text_parts), model.logit_scale,
-                            model.logit_bias)
+        loss, _ = objective(
+            torch.cat(image_parts), torch.cat(text_parts), model.logit_scale, model.logit_bias
+        )
         loss.backward()
     theirs = _grads(model)
     assert torch.allclose(theirs["logit_scale"], k * ours["logit_scale"], rtol=1e-4)
-    assert torch.allclose(theirs["image.proj.weight"], ours["image.proj.weight"], rtol=1e-4,
-                          atol=1e-7)
+    assert torch.allclose(
+        theirs["image.proj.weight"], ours["image.proj.weight"], rtol=1e-4, atol=1e-7
+    )
 
 
 def test_batchnorm_tower_is_exact_with_frozen_batchnorm():
@@ -128,8 +143,9 @@ def test_no_grad_pass_leaves_batchnorm_statistics_alone():
     before = (bn.running_mean.clone(), bn.num_batches_tracked.clone())
     with torch.no_grad(), batchnorm_stats_frozen(model):
         model.encode_image(torch.randn(4, 3, 32, 32))
-    assert (torch.equal(bn.running_mean, before[0])
-            and torch.equal(bn.num_batches_tracked, before[1]))
+    assert torch.equal(bn.running_mean, before[0]) and torch.equal(
+        bn.num_batches_tracked, before[1]
+    )
     assert bn.momentum == 0.1
 
 
@@ -155,6 +171,7 @@ def _batchnorms(model):
 @pytest.mark.parametrize("micro_batches", [1, 4])
 def test_batchnorm_statistics_move_once_per_step_from_the_whole_batch(micro_batches):
     import copy
+
     model = _model(image="resnet10t", dropout=0.0, drop_path=0.0)
     model.logit_bias.requires_grad_(False)
     objective = ContrastiveObjective(LossConfig(kind="infonce"))

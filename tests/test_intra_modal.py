@@ -46,8 +46,9 @@ class FakeText:
 
     def encode(self, texts, language=None):
         self.calls.append(language)
-        return F.normalize(torch.tensor([self.vectors[t] for t in texts], dtype=torch.float32),
-                           dim=-1)
+        return F.normalize(
+            torch.tensor([self.vectors[t] for t in texts], dtype=torch.float32), dim=-1
+        )
 
 
 def test_positive_ranks_match_torchmetrics_and_a_plain_loop():
@@ -55,6 +56,7 @@ def test_positive_ranks_match_torchmetrics_and_a_plain_loop():
     emb = F.normalize(torch.randn(60, 6), dim=-1)
     labels = torch.randint(0, 7, (60,))
     import mclip.eval.intra_modal as intra
+
     old, intra.QUERY_CHUNK = intra.QUERY_CHUNK, 16  # several chunks
     try:
         result = positive_ranks(emb, emb, labels, labels, same_set=True)
@@ -68,7 +70,8 @@ def test_positive_ranks_match_torchmetrics_and_a_plain_loop():
         # + 2: torchmetrics drops positives scored <= 0; cosines are >= -1, the order stays
         preds, target = scores[i, others] + 2, labels[others] == labels[i]
         assert float(result.average_precision[row]) == pytest.approx(
-            float(retrieval_average_precision(preds, target)), abs=1e-6)
+            float(retrieval_average_precision(preds, target)), abs=1e-6
+        )
         order = sorted(others, key=lambda j: (-float(scores[i, j]), j))
         first = next(n for n, j in enumerate(order) if labels[j] == labels[i])
         assert int(result.ranks[row]) == first
@@ -88,13 +91,26 @@ def test_ties_go_to_the_lower_index_and_the_query_is_never_a_candidate():
 def test_image_to_image_by_hand(tmp_path):
     """Class a: i0 = x, i1 between; class b: i2 = y, i3 between; class c has one image (no
     query). i0 and i2 find their class first; i1 and i3 find each other (wrong) first."""
-    vectors = {"a/0.png": [1, 0], "a/1.png": [0.8, 0.6], "b/0.png": [0, 1], "b/1.png": [0.6, 0.8],
-               "c/0.png": [-1, 0]}
+    vectors = {
+        "a/0.png": [1, 0],
+        "a/1.png": [0.8, 0.6],
+        "b/0.png": [0, 1],
+        "b/1.png": [0.6, 0.8],
+        "c/0.png": [-1, 0],
+    }
     for key in vectors:
         (tmp_path / "imgs" / key).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "imgs" / key).write_bytes(_png(len(key)))
-    task = make_task({"name": "i2i", "kind": "image_to_image", "images": str(tmp_path / "imgs"),
-                      "recall_at": [1, 2]}, Path("."), "test")
+    task = make_task(
+        {
+            "name": "i2i",
+            "kind": "image_to_image",
+            "images": str(tmp_path / "imgs"),
+            "recall_at": [1, 2],
+        },
+        Path("."),
+        "test",
+    )
     assert task.languages == "all"
     result = run_image_to_image(task, FakeImages(vectors), None, lambda m: None)
     metrics = result["languages"]["images"]
@@ -112,15 +128,37 @@ def _caption_shard(path: Path, samples: list[tuple[str, dict]]) -> None:
 
 
 def test_text_to_text_within_and_across_languages_by_hand(tmp_path):
-    _caption_shard(tmp_path / "caps" / "000.tar", [
-        ("A", {"en": ["a1", "a2"], "de": ["da1"]}),
-        ("B", {"en": ["b1", "b2"], "de": ["db1", "db2"]}),
-        ("C", {"en": ["c1"]})])
-    text = FakeText({"a1": [1, 0, 0], "a2": [0.9, 0.1, 0], "b1": [0, 1, 0], "b2": [0.8, 0.6, 0],
-                     "c1": [0, 0, 1], "da1": [1, 0, 0], "db1": [0, 1, 0], "db2": [0.9, 0.1, 0]})
-    task = make_task({"name": "t2t", "kind": "text_to_text", "languages": "all",
-                      "captions": str(tmp_path / "caps" / "000.tar"), "recall_at": [1, 5]},
-                     Path("."), "test")
+    _caption_shard(
+        tmp_path / "caps" / "000.tar",
+        [
+            ("A", {"en": ["a1", "a2"], "de": ["da1"]}),
+            ("B", {"en": ["b1", "b2"], "de": ["db1", "db2"]}),
+            ("C", {"en": ["c1"]}),
+        ],
+    )
+    text = FakeText(
+        {
+            "a1": [1, 0, 0],
+            "a2": [0.9, 0.1, 0],
+            "b1": [0, 1, 0],
+            "b2": [0.8, 0.6, 0],
+            "c1": [0, 0, 1],
+            "da1": [1, 0, 0],
+            "db1": [0, 1, 0],
+            "db2": [0.9, 0.1, 0],
+        }
+    )
+    task = make_task(
+        {
+            "name": "t2t",
+            "kind": "text_to_text",
+            "languages": "all",
+            "captions": str(tmp_path / "caps" / "000.tar"),
+            "recall_at": [1, 5],
+        },
+        Path("."),
+        "test",
+    )
     result = run_text_to_text(task, None, text, lambda m: None)
     en, de = result["languages"]["en"], result["languages"]["de"]
     # en: a1 <-> a2 and b1 -> b2 first; b2 -> a2, a1, then b1 (rank 2, AP 1/3); c1 no query
@@ -155,35 +193,94 @@ class CountingAdapter:
 
 
 def test_image_to_image_shares_the_image_pass_with_zero_shot(adapter, demo_data):
-    tasks = [make_task({"name": "shapes", "kind": "zeroshot_classification", "languages": ["en"],
-                        "images": "eval", "class_texts": "classnames",
-                        "dataset": "demo_shapes"}, demo_data, "t"),
-             make_task({"name": "i2i", "kind": "image_to_image", "images": "eval"}, demo_data, "t")]
+    tasks = [
+        make_task(
+            {
+                "name": "shapes",
+                "kind": "zeroshot_classification",
+                "languages": ["en"],
+                "images": "eval",
+                "class_texts": "classnames",
+                "dataset": "demo_shapes",
+            },
+            demo_data,
+            "t",
+        ),
+        make_task({"name": "i2i", "kind": "image_to_image", "images": "eval"}, demo_data, "t"),
+    ]
     counting = CountingAdapter(adapter)
     results = run_tasks(counting, tasks, bootstrap=20)
     n = results["i2i"]["languages"]["images"]["n_images"]
     assert counting.images == n  # one pass over the images for both tasks
     metrics = results["i2i"]["languages"]["images"]
-    assert set(metrics["ci"]) == {"image_to_image_R@1", "image_to_image_R@5",
-                                  "image_to_image_R@10"}
+    assert set(metrics["ci"]) == {"image_to_image_R@1", "image_to_image_R@5", "image_to_image_R@10"}
 
 
 def test_cli_flags_and_a_set_without_usable_images(adapter, demo_data, tmp_path, monkeypatch):
     from mclip.cli import main
+
     monkeypatch.setattr("mclip.models.adapters.load_model", lambda *a, **k: adapter)
     out = tmp_path / "out"
-    assert main(["eval", "--model", "x", "--task", "text_to_text", "--captions",
-                 str(demo_data / "retrieval"), "--languages", "en,de", "--pivot", "de",
-                 "--out", str(out), "--quiet", "--bootstrap", "0"]) == 0
-    languages = json.loads((out / "results.json").read_text())["tasks"]["text_to_text"][
-        "languages"]
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "x",
+                "--task",
+                "text_to_text",
+                "--captions",
+                str(demo_data / "retrieval"),
+                "--languages",
+                "en,de",
+                "--pivot",
+                "de",
+                "--out",
+                str(out),
+                "--quiet",
+                "--bootstrap",
+                "0",
+            ]
+        )
+        == 0
+    )
+    languages = json.loads((out / "results.json").read_text())["tasks"]["text_to_text"]["languages"]
     assert set(languages) == {"en", "de"} and languages["en"]["pivot"] == "de"
-    assert main(["eval", "--model", "x", "--task", "image_to_image", "--images",
-                 str(demo_data / "eval"), "--out", str(out), "--quiet", "--bootstrap", "0"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "x",
+                "--task",
+                "image_to_image",
+                "--images",
+                str(demo_data / "eval"),
+                "--out",
+                str(out),
+                "--quiet",
+                "--bootstrap",
+                "0",
+            ]
+        )
+        == 0
+    )
     # unlabelled shards: every image skipped (counted) and one clear error; this crashed in
     # EvalRanks.gather_rows (RuntimeError: shape mismatch) before
     _caption_shard(tmp_path / "unlabelled" / "000.tar", [("A", {"en": ["x"]})])
     with pytest.raises(ConfigError, match="no usable image .*'missing_label': 1"):
-        run_tasks(adapter, [make_task({"name": "i", "kind": "image_to_image",
-                                       "images": str(tmp_path / "unlabelled" / "000.tar")},
-                                      Path("."), "t")], bootstrap=0)
+        run_tasks(
+            adapter,
+            [
+                make_task(
+                    {
+                        "name": "i",
+                        "kind": "image_to_image",
+                        "images": str(tmp_path / "unlabelled" / "000.tar"),
+                    },
+                    Path("."),
+                    "t",
+                )
+            ],
+            bootstrap=0,
+        )

@@ -30,8 +30,9 @@ def checkpoint(tmp_path):
 def _settings(**overrides):
     from mclip.train.language_adapters import AdaptSettings
 
-    return AdaptSettings(**{"steps": 4, "batch_size": 16, "lr": 0.05, "warmup_steps": 1,
-                            **overrides})
+    return AdaptSettings(
+        **{"steps": 4, "batch_size": 16, "lr": 0.05, "warmup_steps": 1, **overrides}
+    )
 
 
 def _load(directory, adapters=True):
@@ -72,13 +73,20 @@ def test_round_trip_save_load_apply_remove(checkpoint, demo_data):
         assert torch.equal(model.encode_text(SW), base_sw)
         with lora.text_language(model, "de"):
             assert torch.equal(model.encode_text(OTHERS), base_others)
-    base_now = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
-                for k, v in model.state_dict().items() if "lora_" not in k}
+    base_now = {
+        k.replace("base_model.model.", "").replace(".base_layer", ""): v
+        for k, v in model.state_dict().items()
+        if "lora_" not in k
+    }
     assert base_now.keys() == weights.keys()
     assert all(torch.equal(base_now[k], weights[k]) for k in weights)  # base weights untouched
 
-    lora.save_adapter(model, "sw", lora.adapters_dir(checkpoint) / "sw",
-                      {"base_weights_sha256": lora.weights_digest(checkpoint)})
+    lora.save_adapter(
+        model,
+        "sw",
+        lora.adapters_dir(checkpoint) / "sw",
+        {"base_weights_sha256": lora.weights_digest(checkpoint)},
+    )
     lora.remove_language_adapters(model)
     assert lora.attached_languages(model) == []
     with torch.no_grad():  # removed: the base encoder itself again, bit for bit
@@ -94,8 +102,9 @@ def test_round_trip_save_load_apply_remove(checkpoint, demo_data):
     assert plain.adapter_languages == () and torch.equal(_encode(plain, SW, "sw"), base_sw)
 
 
-def test_adapt_saves_beside_the_newest_checkpoint_and_leaves_the_base_alone(tmp_path, checkpoint,
-                                                                            demo_data):
+def test_adapt_saves_beside_the_newest_checkpoint_and_leaves_the_base_alone(
+    tmp_path, checkpoint, demo_data
+):
     from mclip.models.lora import INFO_FILE
     from mclip.train.language_adapters import adapt_language
 
@@ -134,8 +143,11 @@ def test_parallel_text_adapter(checkpoint, tmp_path):
     from mclip.train.language_adapters import adapt_language
 
     tsv = tmp_path / "en-sw.tsv"
-    lines = [f"{en}\t{sw}" for c, s in CLASSES
-             for en, sw in zip(LANGUAGES["en"].captions(c, s), LANGUAGES["sw"].captions(c, s))]
+    lines = [
+        f"{en}\t{sw}"
+        for c, s in CLASSES
+        for en, sw in zip(LANGUAGES["en"].captions(c, s), LANGUAGES["sw"].captions(c, s))
+    ]
     tsv.write_text("\n".join(lines + ["a line without a tab"]) + "\n", "utf-8")
     info = adapt_language(checkpoint, "sw", str(tsv), _settings(), max_captions=40)
     assert info["data"]["kind"] == "parallel_text" and info["data"]["captions_used"] == 40
@@ -167,16 +179,59 @@ def test_parallel_file_of_mclip_data_parallel_gives_the_language_rows(demo_data,
 def test_eval_uses_the_adapter_for_its_language_only(checkpoint, demo_data, tmp_path, capsys):
     from mclip.cli import main
 
-    assert main(["adapt", "--model", str(checkpoint), "--language", "sw", "--data",
-                 str(demo_data / "train"), "--max-captions", "64", "--steps", "4",
-                 "--batch-size", "16", "--lr", "0.05", "--warmup-steps", "1",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "adapt",
+                "--model",
+                str(checkpoint),
+                "--language",
+                "sw",
+                "--data",
+                str(demo_data / "train"),
+                "--max-captions",
+                "64",
+                "--steps",
+                "4",
+                "--batch-size",
+                "16",
+                "--lr",
+                "0.05",
+                "--warmup-steps",
+                "1",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert f"wrote {checkpoint / 'adapters' / 'sw'}" in capsys.readouterr().out
     reports = {}
     for name, flags in (("adapted", []), ("base", ["--no-adapters"])):
-        assert main(["eval", "--model", str(checkpoint), "--suite", str(SUITE), "--data-root",
-                     str(demo_data), "--out", str(tmp_path / name), "--bootstrap", "0",
-                     "--languages", "en,zh,sw", "--device", "cpu", "--quiet", *flags]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    "--model",
+                    str(checkpoint),
+                    "--suite",
+                    str(SUITE),
+                    "--data-root",
+                    str(demo_data),
+                    "--out",
+                    str(tmp_path / name),
+                    "--bootstrap",
+                    "0",
+                    "--languages",
+                    "en,zh,sw",
+                    "--device",
+                    "cpu",
+                    "--quiet",
+                    *flags,
+                ]
+            )
+            == 0
+        )
         reports[name] = json.loads((tmp_path / name / "results.json").read_text())
     changed = 0
     for task, result in reports["adapted"]["tasks"].items():
@@ -193,8 +248,9 @@ def test_eval_uses_the_adapter_for_its_language_only(checkpoint, demo_data, tmp_
     assert reports["adapted"]["model_versions"]["peft"]
 
 
-def test_cache_keeps_a_text_encoded_with_and_without_the_adapter_apart(checkpoint, demo_data,
-                                                                       tmp_path):
+def test_cache_keeps_a_text_encoded_with_and_without_the_adapter_apart(
+    checkpoint, demo_data, tmp_path
+):
     """One string in two languages (a name, say): the adapted and the base embedding are both
     kept, and a second run reads each back under its own key."""
     from mclip.data.language_subset import read_caption_subset
@@ -205,8 +261,9 @@ def test_cache_keeps_a_text_encoded_with_and_without_the_adapter_apart(checkpoin
     from mclip.train.language_adapters import train_language_adapter
 
     model, _ = DualEncoder.load(checkpoint)
-    train_language_adapter(model, read_caption_subset(str(demo_data / "train"), "sw", 32),
-                           _settings())
+    train_language_adapter(
+        model, read_caption_subset(str(demo_data / "train"), "sw", 32), _settings()
+    )
     lora.save_adapter(model, "sw", lora.adapters_dir(checkpoint) / "sw", {})
     adapted, texts = _load(checkpoint), ["Nairobi", "Mchoro wa mraba."]
     want_sw, want_en = _encode(adapted, texts, "sw"), _encode(adapted, texts, "en")
@@ -219,19 +276,38 @@ def test_cache_keeps_a_text_encoded_with_and_without_the_adapter_apart(checkpoin
     assert embeddings.from_cache == 6 and embeddings.encoded == 0
 
 
-@pytest.mark.parametrize("language, data, message", [
-    ("englsh", "train", "--language 'englsh' is not a language code"),
-    ("und", "train", "names no particular language"),
-    ("sw", "nowhere/{0..1}.tar", "'--data': 2 of 2 shards do not exist"),
-    ("fi", "train", "no caption in 'fi' in 4 shard(s) (captions by language: "),
-    ("sw", "missing.tsv", "parallel text file does not exist"),
-])
+@pytest.mark.parametrize(
+    "language, data, message",
+    [
+        ("englsh", "train", "--language 'englsh' is not a language code"),
+        ("und", "train", "names no particular language"),
+        ("sw", "nowhere/{0..1}.tar", "'--data': 2 of 2 shards do not exist"),
+        ("fi", "train", "no caption in 'fi' in 4 shard(s) (captions by language: "),
+        ("sw", "missing.tsv", "parallel text file does not exist"),
+    ],
+)
 def test_clear_errors(checkpoint, demo_data, tmp_path, capsys, language, data, message):
     from mclip.cli import main
 
     spec = str(demo_data / data) if data == "train" else str(tmp_path / data)
-    assert main(["adapt", "--model", str(checkpoint), "--language", language, "--data", spec,
-                 "--steps", "1", "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "adapt",
+                "--model",
+                str(checkpoint),
+                "--language",
+                language,
+                "--data",
+                spec,
+                "--steps",
+                "1",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (checkpoint / "adapters").exists()
@@ -243,11 +319,17 @@ def test_bad_settings_and_mismatched_adapters_are_clear_errors(checkpoint, demo_
     from mclip.train.language_adapters import adapt_language
 
     with pytest.raises(ConfigError, match="--rank 0"):
-        adapt_language(checkpoint, "sw", str(demo_data / "train"),
-                       _settings(lora=LoraSettings(rank=0)))
+        adapt_language(
+            checkpoint, "sw", str(demo_data / "train"), _settings(lora=LoraSettings(rank=0))
+        )
     with pytest.raises(ConfigError, match="give --targets with names of its Linear layers"):
-        adapt_language(checkpoint, "sw", str(demo_data / "train"),
-                       _settings(lora=LoraSettings(targets=["no_such_layer"])), max_captions=20)
+        adapt_language(
+            checkpoint,
+            "sw",
+            str(demo_data / "train"),
+            _settings(lora=LoraSettings(targets=["no_such_layer"])),
+            max_captions=20,
+        )
     adapt_language(checkpoint, "sw", str(demo_data / "train"), _settings(), max_captions=20)
     info = adapters_dir(checkpoint) / "sw" / "mclip_adapter.json"
     info.write_text(json.dumps({**json.loads(info.read_text()), "base_weights_sha256": "0" * 64}))

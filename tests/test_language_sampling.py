@@ -13,8 +13,13 @@ import webdataset as wds
 from PIL import Image
 
 from mclip.config import ConfigError
-from mclip.data.index import (build_index, language_sampling, load_index, temperature_factors,
-                              write_index)
+from mclip.data.index import (
+    build_index,
+    language_sampling,
+    load_index,
+    temperature_factors,
+    write_index,
+)
 from mclip.data.languages import LanguagePolicy
 from mclip.data.pipeline import TrainStream
 from mclip.models.dual import ImageTransform
@@ -38,9 +43,14 @@ def _shards(folder: Path, n_shards=2) -> list[str]:
     paths = [str(folder / f"shard-{i}.tar") for i in range(n_shards)]
     writers = [wds.TarWriter(p) for p in paths]
     for i, lang in enumerate(langs):
-        writers[i % n_shards].write({"__key__": f"{i:05d}", "jpg": image,
-                                     "txt": f"caption {i}".encode(),
-                                     "json": json.dumps({"LANGUAGE": lang}).encode()})
+        writers[i % n_shards].write(
+            {
+                "__key__": f"{i:05d}",
+                "jpg": image,
+                "txt": f"caption {i}".encode(),
+                "json": json.dumps({"LANGUAGE": lang}).encode(),
+            }
+        )
     for writer in writers:
         writer.close()
     return paths
@@ -70,7 +80,8 @@ def test_temperature_factors_give_the_target_mix():
         target = {lang: n ** (1 / t) for lang, n in counts.items()}
         for lang in counts:
             assert kept[lang] / sum(kept.values()) == pytest.approx(
-                target[lang] / sum(target.values()), rel=1e-12)
+                target[lang] / sum(target.values()), rel=1e-12
+            )
         assert max(factors.values()) == 1.0 and factors["de"] == 1.0
     with pytest.raises(ConfigError, match="language_temperature"):
         temperature_factors(counts, 0)
@@ -84,8 +95,14 @@ def test_the_stream_follows_the_temperature_mix(tmp_path, temperature):
     factors, record, sets = language_sampling(shards, temperature)
     assert record["samples"] == 1000
     target_mix = LanguagePolicy(keep_factors=factors).expected_mix(sets)
-    stream = TrainStream(shards, TRANSFORM, LanguagePolicy(keep_factors=factors), batch_size=50,
-                         shuffle_size=100, seed=3)
+    stream = TrainStream(
+        shards,
+        TRANSFORM,
+        LanguagePolicy(keep_factors=factors),
+        batch_size=50,
+        shuffle_size=100,
+        seed=3,
+    )
     seen, skipped, batches = Counter(), Counter(), iter(stream)
     for _ in range(80):  # 4000 samples: several passes
         batch = next(batches)
@@ -112,10 +129,21 @@ def test_no_index_is_said_at_t1_and_an_error_otherwise(tmp_path):
 
 def test_cli_data_index(tmp_path):
     shards = _shards(tmp_path / "s")
-    result = subprocess.run([sys.executable, "-m", "mclip.cli", "data", "index",
-                             str(tmp_path / "s" / "shard-{0..1}.tar")], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mclip.cli",
+            "data",
+            "index",
+            str(tmp_path / "s" / "shard-{0..1}.tar"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stderr
     assert "1000 samples, 3 languages (en 800, de 100, sw 100)" in result.stdout
     assert load_index(shards)["languages"]["de"] == 100
@@ -130,8 +158,11 @@ def test_training_logs_the_language_mix_it_samples(demo_data, tmp_path):
     index_path = tmp_path / "index.json"
     write_index(build_index(expand_shards(str(demo_data / "train"))), index_path)
     run = tmp_path / "run"
-    cfg = load_config(ROOT / "configs" / "demo.yaml", tiny_overrides(demo_data, run) + [
-        "train.steps=2", "data.language_temperature=2", f"data.index={index_path}"])
+    cfg = load_config(
+        ROOT / "configs" / "demo.yaml",
+        tiny_overrides(demo_data, run)
+        + ["train.steps=2", "data.language_temperature=2", f"data.index={index_path}"],
+    )
     train(cfg, quiet=True)
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     event = next(r for r in records if r.get("event") == "languages")
@@ -146,14 +177,20 @@ def _mixed_shards(folder: Path, n_shards=2) -> list[str]:
     """Samples with different sets of caption languages, and some no training can use:
     400 {en}, 200 {en, de}, 200 {de, fr, sw}, 100 {sw}; 100 {fr} without an image member."""
     folder.mkdir(parents=True, exist_ok=True)
-    kinds = ([["en"]] * 400 + [["en", "de"]] * 200 + [["de", "fr", "sw"]] * 200 + [["sw"]] * 100
-             + [None] * 100)
+    kinds = (
+        [["en"]] * 400
+        + [["en", "de"]] * 200
+        + [["de", "fr", "sw"]] * 200
+        + [["sw"]] * 100
+        + [None] * 100
+    )
     image = _jpeg()
     paths = [str(folder / f"mixed-{i}.tar") for i in range(n_shards)]
     writers = [wds.TarWriter(p) for p in paths]
     for i, languages in enumerate(kinds):
-        captions = {lang: [f"{lang} caption {i}", f"{lang} other {i}"]
-                    for lang in languages or ["fr"]}
+        captions = {
+            lang: [f"{lang} caption {i}", f"{lang} other {i}"] for lang in languages or ["fr"]
+        }
         sample = {"__key__": f"{i:05d}", "json": json.dumps({"captions": captions}).encode()}
         if languages is not None:
             sample["jpg"] = image
@@ -170,33 +207,54 @@ def test_the_index_counts_only_samples_training_can_use(tmp_path):
     assert index["language_sets"] == {"en": 400, "de,en": 200, "de,fr,sw": 200, "sw": 100}
 
 
-@pytest.mark.parametrize("restriction,temperature,per_image", [
-    ({"languages": ["en", "de", "sw"]}, 1.0, 1),
-    ({"languages": ["en", "de", "sw"]}, 2.0, 1),
-    ({"sources": [{"name": "mixed", "languages": ["de", "fr"]}]}, 3.0, 1),
-    ({"languages": ["en", "de", "sw"]}, 2.0, 2),
-    ({}, 1.0, 1),
-])
+@pytest.mark.parametrize(
+    "restriction,temperature,per_image",
+    [
+        ({"languages": ["en", "de", "sw"]}, 1.0, 1),
+        ({"languages": ["en", "de", "sw"]}, 2.0, 1),
+        ({"sources": [{"name": "mixed", "languages": ["de", "fr"]}]}, 3.0, 1),
+        ({"languages": ["en", "de", "sw"]}, 2.0, 2),
+        ({}, 1.0, 1),
+    ],
+)
 @pytest.mark.slow
-def test_the_logged_target_mix_is_what_the_stream_draws(tmp_path, restriction, temperature,
-                                                        per_image):
+def test_the_logged_target_mix_is_what_the_stream_draws(
+    tmp_path, restriction, temperature, per_image
+):
     from mclip.config import config_from_dict
     from mclip.data.sources import build_sources
 
     shards = _mixed_shards(tmp_path / "m")
     write_index(build_index(shards), tmp_path / "m" / "mclip_index.json")
     spec = ",".join(shards)
-    data = {"train_shards": spec, "language_temperature": temperature, "num_workers": 0,
-            "captions_per_image": per_image, **restriction}
+    data = {
+        "train_shards": spec,
+        "language_temperature": temperature,
+        "num_workers": 0,
+        "captions_per_image": per_image,
+        **restriction,
+    }
     if "sources" in data:
         data["sources"] = [{**s, "shards": spec} for s in data["sources"]]
     sources, records = build_sources(config_from_dict({"data": data}).data, world_size=1)
     target = next(iter(records.values()))["sampling"]["target_mix"]
-    allowed = set(restriction.get("languages") or (restriction.get("sources") or [{}])[0].get(
-        "languages") or ["en", "de", "fr", "sw"])
+    allowed = set(
+        restriction.get("languages")
+        or (restriction.get("sources") or [{}])[0].get("languages")
+        or ["en", "de", "fr", "sw"]
+    )
     assert set(target) == allowed  # never a language the policy cannot draw
-    stream = iter(TrainStream(sources, TRANSFORM, None, batch_size=50, shuffle_size=100, seed=5,
-                              captions_per_image=per_image))
+    stream = iter(
+        TrainStream(
+            sources,
+            TRANSFORM,
+            None,
+            batch_size=50,
+            shuffle_size=100,
+            seed=5,
+            captions_per_image=per_image,
+        )
+    )
     seen = Counter()
     for _ in range(120):  # 6000 images: several passes
         seen.update(next(stream)["languages"])
@@ -246,10 +304,16 @@ def test_training_at_t1_with_an_index_of_other_shards_runs_and_warns(demo_data, 
     from mclip.train.trainer import train
 
     index_path = tmp_path / "index.json"  # an index of two of the four training shards
-    write_index(build_index([str(p) for p in sorted((demo_data / "train").glob("*.tar"))][:2]),
-                index_path)
+    write_index(
+        build_index([str(p) for p in sorted((demo_data / "train").glob("*.tar"))][:2]), index_path
+    )
     run = tmp_path / "run"
-    train(load_config(ROOT / "configs" / "demo.yaml", tiny_overrides(demo_data, run) + [
-        "train.steps=2", f"data.index={index_path}"]), quiet=True)
+    train(
+        load_config(
+            ROOT / "configs" / "demo.yaml",
+            tiny_overrides(demo_data, run) + ["train.steps=2", f"data.index={index_path}"],
+        ),
+        quiet=True,
+    )
     event = next(r for r in log_records(run) if r.get("event") == "languages")
     assert "does not list shard" in event["warning"] and event["index"] is None

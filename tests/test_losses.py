@@ -38,8 +38,9 @@ def test_infonce_several_captions_per_image():
     logits = x @ y.T * scale.exp()
     expected = 0.0
     for j, i in enumerate(owner.tolist()):
-        expected += ((torch.logsumexp(logits[i], 0) - logits[i, j])
-                     + (torch.logsumexp(logits[:, j], 0) - logits[i, j]))
+        expected += (torch.logsumexp(logits[i], 0) - logits[i, j]) + (
+            torch.logsumexp(logits[:, j], 0) - logits[i, j]
+        )
     expected = expected / (2 * 5)
     assert torch.allclose(infonce_reference(x, y, scale, owner), expected, atol=1e-12)
 
@@ -93,8 +94,11 @@ def test_loss_modules_accept_one_element_scale_and_bias():
     bias = torch.full((1,), -4.0, dtype=torch.float64, requires_grad=True)
     for module, reference, params in [
         (InfoNCELoss(chunk_size=3), lambda: infonce_reference(x, y, scale), (x, y, scale)),
-        (SigmoidLoss(chunk_size=3), lambda: sigmoid_reference(x, y, scale, bias),
-         (x, y, scale, bias)),
+        (
+            SigmoidLoss(chunk_size=3),
+            lambda: sigmoid_reference(x, y, scale, bias),
+            (x, y, scale, bias),
+        ),
     ]:
         ours, ref = module(x, y, scale, bias), reference()
         assert ours.shape == () and torch.allclose(ours, ref, atol=1e-12)

@@ -14,10 +14,14 @@ def test_tie_free_scores_prefer_lower_index():
 
 
 def test_zeroshot_metrics_by_hand():
-    logits = torch.tensor([[0.9, 0.1, 0.0],    # label 0: top1 hit
-                           [0.2, 0.7, 0.1],    # label 2: ranked last, miss at 1 and 2
-                           [0.3, 0.3, 0.3],    # label 1: tie of three -> predicted 0 (miss)
-                           [0.1, 0.5, 0.5]])   # label 2: tie 1 vs 2 -> predicted 1 (miss)
+    logits = torch.tensor(
+        [
+            [0.9, 0.1, 0.0],  # label 0: top1 hit
+            [0.2, 0.7, 0.1],  # label 2: ranked last, miss at 1 and 2
+            [0.3, 0.3, 0.3],  # label 1: tie of three -> predicted 0 (miss)
+            [0.1, 0.5, 0.5],
+        ]
+    )  # label 2: tie 1 vs 2 -> predicted 1 (miss)
     labels = torch.tensor([0, 2, 1, 2])
     m = zeroshot_metrics(logits, labels, top_k=(1, 2))
     assert m["acc@1"] == pytest.approx(1 / 4)
@@ -53,6 +57,7 @@ def _fake_text_encoder(dim=8):
             g = torch.Generator().manual_seed(sum(text.encode()) % (2**31))
             out.append(torch.randn(dim, generator=g))
         return F.normalize(torch.stack(out), dim=-1)
+
     return encode
 
 
@@ -68,8 +73,9 @@ def test_duplicate_names_get_identical_rows_and_ties_go_to_lower_index():
     classifier = build_classifier(encode, ["missile", "tank", "missile"], ["{c}"])
     assert torch.equal(classifier[0], classifier[2])
     images = classifier[[2, 0]]  # images that look exactly like "missile"
-    m = evaluate_language(images, torch.tensor([0, 2]), encode, ["missile", "tank", "missile"],
-                          ["{c}"], top_k=(1,))
+    m = evaluate_language(
+        images, torch.tensor([0, 2]), encode, ["missile", "tank", "missile"], ["{c}"], top_k=(1,)
+    )
     assert m["acc@1"] == pytest.approx(0.5)  # both predicted class 0
 
 
@@ -77,8 +83,8 @@ def test_missing_translations_remove_classes_and_their_images():
     encode = _fake_text_encoder()
     names = ["cat", None, "dog", ""]
     classifier = build_classifier(encode, ["cat", "dog"], ["{c}"])
-    images = torch.cat([classifier, classifier[:1]])          # cat, dog, cat
-    labels = torch.tensor([0, 2, 1])                         # the third image's class is missing
+    images = torch.cat([classifier, classifier[:1]])  # cat, dog, cat
+    labels = torch.tensor([0, 2, 1])  # the third image's class is missing
     m = evaluate_language(images, labels, encode, names, ["{c}"], top_k=(1,))
     assert m["n_classes"] == 2 and m["n_images"] == 2 and m["acc@1"] == 1.0
 
@@ -128,6 +134,7 @@ def test_chunked_ranks_match_naive_with_ties(chunk):
 
 # --- mean per-class recall: CLIP_benchmark's balanced accuracy -----------------------------------
 
+
 def _one_hot_logits(predicted, n_classes):
     return F.one_hot(torch.tensor(predicted), n_classes).float()
 
@@ -154,14 +161,16 @@ def test_mean_per_class_recall_matches_sklearn_balanced_accuracy_with_absent_cla
 def test_mean_per_class_recall_matches_sklearn_balanced_accuracy_random(seed):
     metrics = pytest.importorskip("sklearn.metrics")
     import warnings
+
     g = torch.Generator().manual_seed(seed)
     n_classes = 12
-    labels = torch.randint(0, 8, (60,), generator=g)       # classes 8..11 have no image
+    labels = torch.randint(0, 8, (60,), generator=g)  # classes 8..11 have no image
     logits = torch.randint(0, 4, (60, n_classes), generator=g).float()  # many exact ties
     m = zeroshot_metrics(logits, labels, top_k=(1,))
-    predicted = tie_free_scores(logits).argmax(1)           # ties go to the lower index
-    assert torch.equal(predicted, torch.tensor([row.tolist().index(max(row.tolist()))
-                                                for row in logits]))
+    predicted = tie_free_scores(logits).argmax(1)  # ties go to the lower index
+    assert torch.equal(
+        predicted, torch.tensor([row.tolist().index(max(row.tolist())) for row in logits])
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         expected = metrics.balanced_accuracy_score(labels.numpy(), predicted.numpy())
@@ -170,13 +179,15 @@ def test_mean_per_class_recall_matches_sklearn_balanced_accuracy_random(seed):
 
 # --- retrieval ranks with exact duplicates -------------------------------------------------------
 
+
 def _duplicated_retrieval_inputs(seed, n_images=24, n_texts=48, d=48):
     """Normalised embeddings where many images and many captions are exact copies of others,
     and the full score matrix, built so that equal embeddings get bit-identical scores."""
     g = torch.Generator().manual_seed(seed)
     distinct_images = F.normalize(torch.randn(n_images // 3, d, generator=g), dim=-1)
-    distinct_texts = torch.cat([F.normalize(torch.randn(n_texts // 3, d, generator=g), dim=-1),
-                                distinct_images])  # some captions equal an image embedding
+    distinct_texts = torch.cat(
+        [F.normalize(torch.randn(n_texts // 3, d, generator=g), dim=-1), distinct_images]
+    )  # some captions equal an image embedding
     image_ids = torch.randint(0, len(distinct_images), (n_images,), generator=g)
     text_ids = torch.randint(0, len(distinct_texts), (n_texts,), generator=g)
     owner = torch.randint(0, n_images - 1, (n_texts,), generator=g)  # the last image: no caption
@@ -187,8 +198,10 @@ def _duplicated_retrieval_inputs(seed, n_images=24, n_texts=48, d=48):
 def _brute_force_ranks(sims, owner):
     """Ranks by sorting rows and columns of the full score matrix (score desc, index asc)."""
     sims, owner = sims.tolist(), owner.tolist()
-    t2i = [sorted(range(len(sims)), key=lambda i: (-sims[i][j], i)).index(owner[j])
-           for j in range(len(owner))]
+    t2i = [
+        sorted(range(len(sims)), key=lambda i: (-sims[i][j], i)).index(owner[j])
+        for j in range(len(owner))
+    ]
     i2t = []
     for i, row in enumerate(sims):
         order = sorted(range(len(row)), key=lambda j: (-row[j], j))
@@ -212,6 +225,7 @@ def test_retrieval_ranks_with_duplicated_images_and_captions_match_full_matrix(c
 
 # --- chunked retrieval against the full score matrix, at sizes with many tiles -----------------
 
+
 def _tied_retrieval_inputs(seed, n_images=150, d=24):
     """Random normalised embeddings with every kind of tie: exact duplicate images (each with
     its own captions), a caption repeated for its own image and for other images, captions equal
@@ -221,15 +235,20 @@ def _tied_retrieval_inputs(seed, n_images=150, d=24):
     g = torch.Generator().manual_seed(seed)
     distinct_images = F.normalize(torch.randn(n_images * 2 // 3, d, generator=g), dim=-1)
     n_copies = n_images - len(distinct_images)
-    image_ids = torch.cat([torch.arange(len(distinct_images)),
-                           torch.randint(0, len(distinct_images), (n_copies,), generator=g)])
+    image_ids = torch.cat(
+        [
+            torch.arange(len(distinct_images)),
+            torch.randint(0, len(distinct_images), (n_copies,), generator=g),
+        ]
+    )
     image_ids = image_ids[torch.randperm(n_images, generator=g)]
-    per_image = torch.randint(0, 7, (n_images,), generator=g)          # some images: no caption
+    per_image = torch.randint(0, 7, (n_images,), generator=g)  # some images: no caption
     owner = torch.repeat_interleave(torch.arange(n_images), per_image)
     owner = owner[torch.randperm(len(owner), generator=g)]
     n_texts = len(owner)
-    distinct_texts = torch.cat([F.normalize(torch.randn(n_texts, d, generator=g), dim=-1),
-                                distinct_images])
+    distinct_texts = torch.cat(
+        [F.normalize(torch.randn(n_texts, d, generator=g), dim=-1), distinct_images]
+    )
     text_ids = torch.arange(n_texts)
     copy_from = torch.randint(0, n_texts, (n_texts // 5,), generator=g)  # captions repeated
     text_ids[torch.randint(0, n_texts, (n_texts // 5,), generator=g)] = copy_from
@@ -246,12 +265,14 @@ def _full_matrix_ranks(sims, owner):
     image_index, text_index = torch.arange(n_images)[:, None], torch.arange(n_texts)[None, :]
     is_positive = owner[None, :] == image_index
     positive = sims[owner, torch.arange(n_texts)]
-    t2i = (((sims > positive) | ((sims == positive) & (image_index < owner[None, :])))
-           & ~is_positive).sum(0)
+    t2i = (
+        ((sims > positive) | ((sims == positive) & (image_index < owner[None, :]))) & ~is_positive
+    ).sum(0)
     best = torch.where(is_positive, sims, -torch.inf).max(1).values[:, None]
     best_index = torch.where(is_positive & (sims == best), text_index, n_texts).min(1).values
-    i2t = (((sims > best) | ((sims == best) & (text_index < best_index[:, None])))
-           & ~is_positive).sum(1)
+    i2t = (
+        ((sims > best) | ((sims == best) & (text_index < best_index[:, None]))) & ~is_positive
+    ).sum(1)
     i2t[~is_positive.any(1)] = -1
     return t2i, i2t
 
@@ -277,7 +298,7 @@ def test_retrieval_look_alike_rows_stay_apart_and_signed_zeros_merge():
     later are distinct; rows equal everywhere, +0.0 against -0.0 included, are one row."""
     g = torch.Generator().manual_seed(0)
     distinct = torch.randn(5, 80, generator=g)
-    distinct[:, :64] = distinct[0, :64].clone()    # five look-alikes
+    distinct[:, :64] = distinct[0, :64].clone()  # five look-alikes
     distinct[:, 70] = 0.0
     image_ids = torch.tensor([0, 1, 2, 1, 3, 4, 2])  # images 1 = 3 and 2 = 6
     text_ids = torch.tensor([0, 1, 2, 3, 4, 1, 0, 2, 2])
@@ -291,15 +312,22 @@ def test_retrieval_look_alike_rows_stay_apart_and_signed_zeros_merge():
         assert torch.equal(t2i, expected[0]) and torch.equal(i2t, expected[1]), chunk
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(text_to_image=torch.tensor([0, 5])), "outside"),
-    (dict(text_to_image=torch.tensor([0])), "one image index per text"),
-    (dict(text_emb=torch.ones(2, 3)), "dim"),
-    (dict(chunk=0), "chunk"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(text_to_image=torch.tensor([0, 5])), "outside"),
+        (dict(text_to_image=torch.tensor([0])), "one image index per text"),
+        (dict(text_emb=torch.ones(2, 3)), "dim"),
+        (dict(chunk=0), "chunk"),
+    ],
+)
 def test_retrieval_rejects_bad_inputs_naming_them(bad, message):
-    args = dict(image_emb=torch.eye(4), text_emb=torch.eye(4)[:2],
-                text_to_image=torch.tensor([0, 1]), chunk=16)
+    args = dict(
+        image_emb=torch.eye(4),
+        text_emb=torch.eye(4)[:2],
+        text_to_image=torch.tensor([0, 1]),
+        chunk=16,
+    )
     args.update(bad)
     with pytest.raises(ValueError, match=message):
         retrieval_ranks(**args)

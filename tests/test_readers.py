@@ -12,10 +12,22 @@ from PIL import Image
 from conftest import SHARED_DATA
 from mclip.config import ConfigError
 from mclip.data.shards import SkipCounter
-from mclip.eval.datasets import (BabelImageNetTexts, BabelRetrievalSet, CaptionShardSet,
-                                 ClipBenchmarkTexts, CsvCaptionSet, ImageFolderSet,
-                                 LabelledShardSet, Multi30kTask1, Multi30kTask2, XM3600Set,
-                                 XTD10Set, open_class_texts, open_image_set, open_retrieval)
+from mclip.eval.datasets import (
+    BabelImageNetTexts,
+    BabelRetrievalSet,
+    CaptionShardSet,
+    ClipBenchmarkTexts,
+    CsvCaptionSet,
+    ImageFolderSet,
+    LabelledShardSet,
+    Multi30kTask1,
+    Multi30kTask2,
+    XM3600Set,
+    XTD10Set,
+    open_class_texts,
+    open_image_set,
+    open_retrieval,
+)
 from mclip.eval.zeroshot import fill_template
 
 MULTI30K = SHARED_DATA / "multi30k"
@@ -54,6 +66,7 @@ def _keys(image_set):
 
 # ---------------------------------------------------------------- real files: Multi30K
 
+
 def test_multi30k_task1_real_captions_with_absent_images(tmp_path):
     _need(MULTI30K / "task1")
     reader = open_retrieval(MULTI30K / "task1", tmp_path)
@@ -70,10 +83,14 @@ def test_multi30k_task1_real_captions_with_absent_images(tmp_path):
         reader.captions("ja")
 
 
-@pytest.mark.parametrize("split,n,languages", [("test_2017_flickr", 1000, ["de", "en", "fr"]),
-                                               ("test_2017_mscoco", 461, ["de", "en", "fr"]),
-                                               ("test_2018_flickr", 1071,
-                                                ["cs", "de", "en", "fr"])])
+@pytest.mark.parametrize(
+    "split,n,languages",
+    [
+        ("test_2017_flickr", 1000, ["de", "en", "fr"]),
+        ("test_2017_mscoco", 461, ["de", "en", "fr"]),
+        ("test_2018_flickr", 1071, ["cs", "de", "en", "fr"]),
+    ],
+)
 def test_multi30k_task1_other_splits(tmp_path, split, n, languages):
     _need(MULTI30K / "task1")
     reader = Multi30kTask1(MULTI30K / "task1", tmp_path, split=split)
@@ -86,8 +103,11 @@ def test_multi30k_task1_other_splits(tmp_path, split, n, languages):
 
 def test_multi30k_split_errors_name_file_and_choices(tmp_path):
     _need(MULTI30K / "task1")
-    with pytest.raises(ConfigError, match=r"expected 'test_2099\.txt'.*image_splits.*splits there: "
-                                          r"test_2016_flickr, test_2017_flickr"):
+    with pytest.raises(
+        ConfigError,
+        match=r"expected 'test_2099\.txt'.*image_splits.*splits there: "
+        r"test_2016_flickr, test_2017_flickr",
+    ):
         Multi30kTask1(MULTI30K / "task1", tmp_path, split="test_2099")
     with pytest.raises(ConfigError, match="images folder .* does not exist .*Flickr30k"):
         Multi30kTask1(MULTI30K / "task1", tmp_path / "nope")
@@ -109,6 +129,7 @@ def test_multi30k_task2_real_five_captions_per_image(tmp_path):
 
 
 # ---------------------------------------------------------------- real files: class texts
+
 
 def test_clip_benchmark_real_en_cn_it():
     _need(CLIP_BENCHMARK)
@@ -150,22 +171,27 @@ def test_babel_imagenet_real_labels_every_language():
         assert "bare label" in reader.load(language).source
     assert len(reader.load("en").templates) == 80 and reader.has_prompts("en")
     assert reader.load("en").names[0] == "Tinca tinca"  # BabelNet's English, not OpenAI's
-    assert all(len(reader.load(lang).templates) == 80 for lang in reader.languages()
-               if lang not in ("br", "fy", "la"))
+    assert all(
+        len(reader.load(lang).templates) == 80
+        for lang in reader.languages()
+        if lang not in ("br", "fy", "la")
+    )
     de = reader.load("de")
     assert len(de.templates) == 80 and all("{}" in t for t in de.templates)
     assert de.names[raw["DE"][0][0]] == raw["DE"][1][0]
     assert fill_template(de.templates[0], "Goldfisch") != de.templates[0]
     with pytest.raises(ConfigError, match="mclip codes are lowercase: use 'de'"):
         reader.load("DE")
-    english = BabelImageNetTexts(BABEL_LABELS, BABEL_PROMPTS,
-                                 extra_templates={"en": ["a photo of a {}."]})
+    english = BabelImageNetTexts(
+        BABEL_LABELS, BABEL_PROMPTS, extra_templates={"en": ["a photo of a {}."]}
+    )
     assert english.load("en").templates == ["a photo of a {}."]
     assert "given by the caller" in english.load("en").source
     assert BabelImageNetTexts(BABEL_LABELS).load("de").templates == ["{}"]  # no prompts file
 
 
 # ---------------------------------------------------------------- generated: classification
+
 
 def test_babel_subset_rule_on_a_1000_class_imagefolder(tmp_path):
     png = _png()
@@ -188,8 +214,16 @@ def test_babel_subset_rule_on_a_1000_class_imagefolder(tmp_path):
 
 def test_imagefolder_order_extensions_and_fingerprint(tmp_path):
     png = _png()
-    for name in ("b/2.PNG", "b/1.jpg", "b/sub/0.webp", "a/x.JPEG", "a/notes.txt", "c/.keep",
-                 ".ipynb_checkpoints/y.png", "d/z.bmp"):
+    for name in (
+        "b/2.PNG",
+        "b/1.jpg",
+        "b/sub/0.webp",
+        "a/x.JPEG",
+        "a/notes.txt",
+        "c/.keep",
+        ".ipynb_checkpoints/y.png",
+        "d/z.bmp",
+    ):
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(png)
@@ -198,8 +232,13 @@ def test_imagefolder_order_extensions_and_fingerprint(tmp_path):
     assert isinstance(images, ImageFolderSet)
     assert images.classes == ["a", "b", "c", "d"]  # empty c keeps its index; hidden is no class
     items = list(images.items(SkipCounter()))
-    assert [(i.key, i.label) for i in items] == [("a/x.JPEG", 0), ("b/1.jpg", 1), ("b/2.PNG", 1),
-                                                 ("b/sub/0.webp", 1), ("d/z.bmp", 3)]
+    assert [(i.key, i.label) for i in items] == [
+        ("a/x.JPEG", 0),
+        ("b/1.jpg", 1),
+        ("b/2.PNG", 1),
+        ("b/sub/0.webp", 1),
+        ("d/z.bmp", 3),
+    ]
     assert items[0].open().size == (2, 2)
     before = images.fingerprint()
     assert ImageFolderSet(tmp_path).fingerprint() == before
@@ -211,12 +250,15 @@ def test_imagefolder_order_extensions_and_fingerprint(tmp_path):
 
 def test_labelled_shards_count_unlabelled_samples(tmp_path):
     png = _png()
-    _write_tar(tmp_path / "00000.tar", [
-        {"__key__": "s0", "png": png, "cls": b"3"},
-        {"__key__": "s1", "jpg": png, "json": json.dumps({"label": 7}).encode()},
-        {"__key__": "s2", "png": png, "json": b"{}"},
-        {"__key__": "s3", "cls": b"1"},
-    ])
+    _write_tar(
+        tmp_path / "00000.tar",
+        [
+            {"__key__": "s0", "png": png, "cls": b"3"},
+            {"__key__": "s1", "jpg": png, "json": json.dumps({"label": 7}).encode()},
+            {"__key__": "s2", "png": png, "json": b"{}"},
+            {"__key__": "s3", "cls": b"1"},
+        ],
+    )
     _write_tar(tmp_path / "00001.tar", [{"__key__": "s4", "webp": png, "cls": b" 0\n"}])
     images = open_image_set(str(tmp_path / "{00000..00001}.tar"))
     assert isinstance(images, LabelledShardSet)
@@ -230,11 +272,14 @@ def test_labelled_shards_count_unlabelled_samples(tmp_path):
 
 # ---------------------------------------------------------------- generated: class texts
 
+
 def test_clip_benchmark_generated_gz_and_jp(tmp_path):
-    (tmp_path / "jp_classnames.json.gz").write_bytes(gzip.compress(
-        json.dumps({"toy": ["猫", "犬"]}).encode()))
+    (tmp_path / "jp_classnames.json.gz").write_bytes(
+        gzip.compress(json.dumps({"toy": ["猫", "犬"]}).encode())
+    )
     (tmp_path / "jp_zeroshot_classification_templates.json").write_text(
-        json.dumps({"toy": ["{c}の写真"]}))
+        json.dumps({"toy": ["{c}の写真"]})
+    )
     (tmp_path / "de_classnames.json").write_text(json.dumps({"toy": ["Katze", "Hund"]}))
     reader = open_class_texts(tmp_path)
     assert reader.languages() == ["de", "ja"]
@@ -245,8 +290,9 @@ def test_clip_benchmark_generated_gz_and_jp(tmp_path):
 
 def test_babel_labels_any_number_of_languages_and_bad_files(tmp_path):
     codes = [f"L{i:03d}" for i in range(300)] + ["ACW", "ZH"]
-    labels = {code: [[i % 10 for i in range(10)], [f"{code}-{i}" for i in range(10)]]
-              for code in codes}
+    labels = {
+        code: [[i % 10 for i in range(10)], [f"{code}-{i}" for i in range(10)]] for code in codes
+    }
     (tmp_path / "big.json").write_text(json.dumps(labels))
     (tmp_path / "prompts.json").write_text(json.dumps({"ZH": ["{}的照片"], "ACW": []}))
     reader = open_class_texts(tmp_path / "big.json", prompts=tmp_path / "prompts.json")
@@ -263,6 +309,7 @@ def test_babel_labels_any_number_of_languages_and_bad_files(tmp_path):
 
 
 # ---------------------------------------------------------------- generated: retrieval
+
 
 def _xtd10(root, captions, gz=False):
     root.mkdir(parents=True, exist_ok=True)
@@ -288,20 +335,25 @@ def test_xtd10_generated(tmp_path, gz):
     assert reader.captions("ja").image_keys == _keys(reader) == ["a.jpg", "b.jpg", "c.jpg"]
     with pytest.raises(ConfigError, match="'jp' is XTD10's code; mclip calls it 'ja'"):
         reader.captions("jp")
-    assert isinstance(open_retrieval(tmp_path / "xtd/test_image_names.txt", tmp_path / "img"),
-                      XTD10Set)
+    assert isinstance(
+        open_retrieval(tmp_path / "xtd/test_image_names.txt", tmp_path / "img"), XTD10Set
+    )
 
 
 def test_line_aligned_length_mismatch_and_missing_files(tmp_path):
     _xtd10(tmp_path / "xtd", {"de": ["eins", "zwei"]})
     (tmp_path / "img").mkdir()
     reader = XTD10Set(tmp_path / "xtd", tmp_path / "img")
-    with pytest.raises(ConfigError, match=r"test_1kcaptions_de\.txt' has 2 lines but image list "
-                                          r"'.*test_image_names\.txt' has 3"):
+    with pytest.raises(
+        ConfigError,
+        match=r"test_1kcaptions_de\.txt' has 2 lines but image list "
+        r"'.*test_image_names\.txt' has 3",
+    ):
         reader.captions("de")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError,
-                       match=rf"expected 'test_image_names\.txt' .* in '{tmp_path}/empty'"):
+    with pytest.raises(
+        ConfigError, match=rf"expected 'test_image_names\.txt' .* in '{tmp_path}/empty'"
+    ):
         XTD10Set(tmp_path / "empty", tmp_path / "img")
     with pytest.raises(ConfigError, match="needs the folder of its images"):
         open_retrieval(tmp_path / "xtd")
@@ -326,9 +378,12 @@ def test_multi30k_generated_task2_missing_file_and_gz_free(tmp_path):
 
 def test_xm3600_keeps_every_caption(tmp_path):
     records = [
-        {"image/key": "00aa", "image/locale": "de",
-         "de": {"caption": ["ein Hund", "ein brauner Hund"], "caption/tokenized": ["x"]},
-         "en": {"caption": ["a dog"]}},
+        {
+            "image/key": "00aa",
+            "image/locale": "de",
+            "de": {"caption": ["ein Hund", "ein brauner Hund"], "caption/tokenized": ["x"]},
+            "en": {"caption": ["a dog"]},
+        },
         {"image/key": "00bb", "image/locale": "en", "en": {"caption": ["a cat", "", "two cats"]}},
     ]
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
@@ -342,8 +397,11 @@ def test_xm3600_keeps_every_caption(tmp_path):
     assert en.texts == ["a dog", "a cat", "two cats"] and en.image_keys == ["00aa", "00bb", "00bb"]
     assert en.skipped["empty_caption"] == 1
     assert reader.captions("de").texts == ["ein Hund", "ein brauner Hund"]
-    with pytest.raises(ConfigError, match=r"language 'fr' is not in '.*captions\.jsonl\.gz'; "
-                                          r"languages there: de, en"):
+    with pytest.raises(
+        ConfigError,
+        match=r"language 'fr' is not in '.*captions\.jsonl\.gz'; "
+        r"languages there: de, en",
+    ):
         reader.captions("fr")
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder/captions.jsonl").write_text(text)
@@ -351,8 +409,10 @@ def test_xm3600_keeps_every_caption(tmp_path):
 
 
 def test_babel_retrieval_json(tmp_path):
-    data = {"images": ["p/1.jpg", "p/2.jpg"],
-            "captions": {"de": [["eins", "uno"], []], "zh": [["一"], ["二"]]}}
+    data = {
+        "images": ["p/1.jpg", "p/2.jpg"],
+        "captions": {"de": [["eins", "uno"], []], "zh": [["一"], ["二"]]},
+    }
     (tmp_path / "xtd.json").write_text(json.dumps(data, ensure_ascii=False))
     reader = open_retrieval(tmp_path / "xtd.json", tmp_path)
     assert isinstance(reader, BabelRetrievalSet) and reader.languages() == ["de", "zh"]
@@ -366,11 +426,17 @@ def test_babel_retrieval_json(tmp_path):
         open_retrieval(tmp_path / "bad.json", tmp_path)
 
 
-@pytest.mark.parametrize("name,separator", [("c.csv", ","), ("c.tsv", "\t"), ("tab.csv", "\t"),
-                                            ("c.tsv.gz", "\t")])
+@pytest.mark.parametrize(
+    "name,separator", [("c.csv", ","), ("c.tsv", "\t"), ("tab.csv", "\t"), ("c.tsv.gz", "\t")]
+)
 def test_csv_and_tsv(tmp_path, name, separator):
-    rows = [["filepath", "title", "lang"], ["a.png", "a red square", "en"],
-            ["a.png", "ein rotes Quadrat", "de"], ["b.png", "", "de"], ["/abs/c.png", "x, y", "en"]]
+    rows = [
+        ["filepath", "title", "lang"],
+        ["a.png", "a red square", "en"],
+        ["a.png", "ein rotes Quadrat", "de"],
+        ["b.png", "", "de"],
+        ["/abs/c.png", "x, y", "en"],
+    ]
     text = "".join(separator.join(f'"{c}"' if "," in c else c for c in row) + "\n" for row in rows)
     path = tmp_path / name
     path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode())
@@ -390,14 +456,26 @@ def test_csv_and_tsv(tmp_path, name, separator):
 
 def test_caption_shards_by_language(tmp_path):
     png = _png()
-    _write_tar(tmp_path / "00000.tar", [
-        {"__key__": "k0", "jpg": png,
-         "json": json.dumps({"captions": {"de": ["ein Bild", " "], "EN": ["a picture"]}}).encode()},
-        {"__key__": "k1", "jpg": png, "txt": "une image".encode(),
-         "json": json.dumps({"LANGUAGE": "fr", "url": "u"}).encode()},
-        {"__key__": "k2", "png": png, "txt": b"plain"},
-        {"__key__": "k3", "txt": b"no image"},
-    ])
+    _write_tar(
+        tmp_path / "00000.tar",
+        [
+            {
+                "__key__": "k0",
+                "jpg": png,
+                "json": json.dumps(
+                    {"captions": {"de": ["ein Bild", " "], "EN": ["a picture"]}}
+                ).encode(),
+            },
+            {
+                "__key__": "k1",
+                "jpg": png,
+                "txt": "une image".encode(),
+                "json": json.dumps({"LANGUAGE": "fr", "url": "u"}).encode(),
+            },
+            {"__key__": "k2", "png": png, "txt": b"plain"},
+            {"__key__": "k3", "txt": b"no image"},
+        ],
+    )
     reader = open_retrieval(tmp_path / "00000.tar")
     assert isinstance(reader, CaptionShardSet)
     skipped = SkipCounter()
@@ -407,17 +485,25 @@ def test_caption_shards_by_language(tmp_path):
     assert reader.captions("de").texts == ["ein Bild"]
     en = reader.captions("en")
     assert en.texts == ["a picture", "plain"] and en.image_keys == ["k0", "k2"]
-    assert open_retrieval(str(tmp_path / "*.tar"), language="es").languages() == ["de", "en", "es",
-                                                                                  "fr"]
+    assert open_retrieval(str(tmp_path / "*.tar"), language="es").languages() == [
+        "de",
+        "en",
+        "es",
+        "fr",
+    ]
 
 
 def test_layout_detection_errors(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"a": 1}))
-    with pytest.raises(ConfigError, match="(?s)fit no known layout.*XTD10 folder.*Multi30K.*XM3600"
-                                          ".*Babel-ImageNet retrieval.*csv.*WebDataset"):
+    with pytest.raises(
+        ConfigError,
+        match="(?s)fit no known layout.*XTD10 folder.*Multi30K.*XM3600"
+        ".*Babel-ImageNet retrieval.*csv.*WebDataset",
+    ):
         open_retrieval(tmp_path / "other.json", tmp_path)
-    with pytest.raises(ConfigError,
-                       match="(?s)fit no known layout.*CLIP_benchmark.*Babel-ImageNet"):
+    with pytest.raises(
+        ConfigError, match="(?s)fit no known layout.*CLIP_benchmark.*Babel-ImageNet"
+    ):
         open_class_texts(tmp_path / "other.json")
     with pytest.raises(ConfigError, match="do not exist"):
         open_retrieval(tmp_path / "missing", tmp_path)

@@ -27,11 +27,22 @@ def bucket(demo_data):
     endpoint = f"http://127.0.0.1:{port}"
     import fsspec
 
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                            "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")}
+    saved = {
+        k: os.environ.get(k)
+        for k in (
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_DEFAULT_REGION",
+            "AWS_ENDPOINT_URL",
+        )
+    }
     # the endpoint for s3fs (fsspec's config, as FSSPEC_S3_ENDPOINT_URL sets it) and for botocore
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                      AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint)
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=endpoint,
+    )
     fsspec.config.conf["s3"] = {"endpoint_url": endpoint}
     client = boto3.client("s3", endpoint_url=endpoint)
     client.create_bucket(Bucket="shards")
@@ -49,8 +60,10 @@ def bucket(demo_data):
 
 def _samples(urls):
     counter = SkipCounter()
-    return [(s["__key__"], {k: v for k, v in s.items() if not k.startswith("__")})
-            for s in iter_raw_samples(urls, counter)], counter
+    return [
+        (s["__key__"], {k: v for k, v in s.items() if not k.startswith("__")})
+        for s in iter_raw_samples(urls, counter)
+    ], counter
 
 
 def test_s3_shards_read_as_the_local_files(bucket, demo_data):
@@ -68,8 +81,10 @@ def test_the_index_keys_s3_shards_by_url_size_and_etag(bucket, demo_data, tmp_pa
     urls = expand_shards("s3://shards/train/")
     index = build_index(urls)
     record = index["shards"][urls[0]]
-    assert record["path"] == urls[0] and record["bytes"] == (
-        demo_data / "train" / "shard-000000.tar").stat().st_size
+    assert (
+        record["path"] == urls[0]
+        and record["bytes"] == (demo_data / "train" / "shard-000000.tar").stat().st_size
+    )
     assert record["version"] and "mtime_ns" not in record
     write_index(index, tmp_path / "index.json")
     assert load_index(urls, tmp_path / "index.json")["samples"] == 480
@@ -77,6 +92,7 @@ def test_the_index_keys_s3_shards_by_url_size_and_etag(bucket, demo_data, tmp_pa
     bucket.put_object(Bucket="shards", Key="train/shard-000000.tar", Body=data)  # rewritten
     with pytest.raises(Exception, match="older than shard 's3://shards/train/shard-000000.tar'"):
         load_index(urls, tmp_path / "index.json")
-    bucket.upload_file(str(demo_data / "train" / "shard-000000.tar"), "shards",
-                       "train/shard-000000.tar")
+    bucket.upload_file(
+        str(demo_data / "train" / "shard-000000.tar"), "shards", "train/shard-000000.tar"
+    )
     assert json.loads((tmp_path / "index.json").read_text())["version"] == 2

@@ -19,8 +19,10 @@ NO_WAIT = dict(sleep=lambda seconds: None)
 
 def _samples(urls, policy=None):
     counter = SkipCounter()
-    return [(s["__key__"], {k: v for k, v in s.items() if not k.startswith("__")})
-            for s in iter_raw_samples(urls, counter, policy)], counter
+    return [
+        (s["__key__"], {k: v for k, v in s.items() if not k.startswith("__")})
+        for s in iter_raw_samples(urls, counter, policy)
+    ], counter
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +66,9 @@ def test_server_errors_are_retried(shards, status):
 def test_a_missing_shard_is_counted_and_the_stream_goes_on(shards):
     local, _ = _samples([str(shards[2])])
     with ShardServer(shards[0].parent) as server:
-        remote, counter = _samples([server.url("gone.tar"), server.url(shards[2].name)],
-                                   RetryPolicy(**NO_WAIT))
+        remote, counter = _samples(
+            [server.url("gone.tar"), server.url(shards[2].name)], RetryPolicy(**NO_WAIT)
+        )
         assert [n for n, _ in server.requests].count("gone.tar") == 1  # 404: no retry
     assert remote == local
     assert counter["unreadable_shard_or_member"] == 1 and "retried_reads" not in counter
@@ -76,11 +79,10 @@ def test_a_fault_that_outlasts_the_retries_gives_the_shard_up(shards):
     policy = RetryPolicy(retries=3, base_delay=1.0, max_delay=3.0, sleep=waits.append)
     with ShardServer(shards[0].parent) as server:
         server.faults[shards[0].name] = [500] * 10
-        remote, counter = _samples([server.url(shards[0].name), server.url(shards[1].name)],
-                                   policy)
+        remote, counter = _samples([server.url(shards[0].name), server.url(shards[1].name)], policy)
     assert len(remote) == 120  # the second shard, whole
     assert counter["retried_reads"] == 3 and counter["unreadable_shard_or_member"] == 1
-    assert all(0 <= w <= min(3.0, 2 ** i) for i, w in enumerate(waits))  # backoff with jitter
+    assert all(0 <= w <= min(3.0, 2**i) for i, w in enumerate(waits))  # backoff with jitter
 
 
 def test_pipe_shards_and_a_failing_command(shards, tmp_path):
@@ -96,14 +98,17 @@ def test_pipe_shards_and_a_failing_command(shards, tmp_path):
         f"if not os.path.exists({str(flag)!r}):\n"
         f"    open({str(flag)!r}, 'w').close()\n"
         "    sys.stdout.buffer.write(data[:50000]); sys.stdout.flush(); sys.exit(3)\n"
-        "sys.stdout.buffer.write(data)\n")
+        "sys.stdout.buffer.write(data)\n"
+    )
     flaky, counter = _samples([f"pipe:{sys.executable} {script}"], RetryPolicy(**NO_WAIT))
     assert flaky == local and counter["retried_reads"] == 1
 
 
 def test_urls_are_redacted_in_messages():
-    assert redact("https://user:secret@host:8080/a/b.tar?X-Amz-Signature=abc&X-Amz-Credential=k"
-                  ) == "https://host:8080/a/b.tar"
+    assert (
+        redact("https://user:secret@host:8080/a/b.tar?X-Amz-Signature=abc&X-Amz-Credential=k")
+        == "https://host:8080/a/b.tar"
+    )
     assert redact("pipe:aws s3 cp s3://bucket/x.tar -") == "pipe:aws ..."
     assert redact("/data/shard.tar") == "/data/shard.tar"
 
@@ -118,8 +123,12 @@ def test_a_shard_stream_counts_its_bytes(shards):
 
 def test_remote_patterns_expand_without_touching_the_network(tmp_path):
     urls = expand_shards("https://127.0.0.1:9/data/shard-{00..02}.tar,pipe:cat {a,b}.tar")
-    assert urls == ["https://127.0.0.1:9/data/shard-00.tar", "https://127.0.0.1:9/data/shard-01.tar",
-                    "https://127.0.0.1:9/data/shard-02.tar", "pipe:cat {a,b}.tar"]
+    assert urls == [
+        "https://127.0.0.1:9/data/shard-00.tar",
+        "https://127.0.0.1:9/data/shard-01.tar",
+        "https://127.0.0.1:9/data/shard-02.tar",
+        "pipe:cat {a,b}.tar",
+    ]
     with pytest.raises(ConfigError, match="do not exist"):
         expand_shards(f"{tmp_path}/missing.tar")
     assert shutil.which("cat")
@@ -128,7 +137,10 @@ def test_remote_patterns_expand_without_touching_the_network(tmp_path):
 def test_braces_with_commas_and_unbalanced_braces(shards):
     folder = shards[0].parent
     assert expand_shards(f"{folder}/shard-00000{{0,1}}.tar,{shards[3]}") == [
-        str(shards[0]), str(shards[1]), str(shards[3])]
+        str(shards[0]),
+        str(shards[1]),
+        str(shards[3]),
+    ]
     with pytest.raises(ConfigError, match="unbalanced braces"):
         expand_shards(f"{folder}/shard-{{0.tar")
 
@@ -139,9 +151,18 @@ def _train(demo_data, run, shards, steps, resume=False, extra=()):
     from mclip.train.trainer import train
     from test_resume import DEMO
 
-    cfg = load_config(DEMO, tiny_overrides(demo_data, run) + [
-        f"data.train_shards={shards}", f"train.steps={steps}", "train.save_every=2",
-        "train.log_every=1", "train.keep_checkpoints=10", *extra])
+    cfg = load_config(
+        DEMO,
+        tiny_overrides(demo_data, run)
+        + [
+            f"data.train_shards={shards}",
+            f"train.steps={steps}",
+            "train.save_every=2",
+            "train.log_every=1",
+            "train.keep_checkpoints=10",
+            *extra,
+        ],
+    )
     return train(cfg, resume=resume, quiet=True)
 
 
@@ -166,12 +187,15 @@ def test_training_on_http_shards_equals_local_and_resumes_exactly(demo_data, tmp
                 shutil.rmtree(checkpoint)
         _train(demo_data, crashed, spec, 6, resume=True)
     assert _losses(remote) == _losses(local)
-    _assert_same_final_state(local / "checkpoints" / "step_0000006",
-                             remote / "checkpoints" / "step_0000006")
+    _assert_same_final_state(
+        local / "checkpoints" / "step_0000006", remote / "checkpoints" / "step_0000006"
+    )
     assert _losses(crashed) == _losses(local)
-    _assert_same_final_state(local / "checkpoints" / "step_0000006",
-                             crashed / "checkpoints" / "step_0000006")
+    _assert_same_final_state(
+        local / "checkpoints" / "step_0000006", crashed / "checkpoints" / "step_0000006"
+    )
     from conftest import log_records
+
     skipped = next(r for r in log_records(remote) if r.get("event") == "end")["skipped"]
     assert skipped.get("retried_reads", 0) >= 1 and "unreadable_shard_or_member" not in skipped
 
@@ -191,8 +215,9 @@ def test_a_response_slower_than_the_timeout_is_retried(shards):
     local, _ = _samples([str(shards[0])])
     with ShardServer(shards[0].parent) as server:
         server.faults[shards[0].name] = [("slow", 1.0)]
-        remote, counter = _samples([server.url(shards[0].name)],
-                                   RetryPolicy(timeout=0.3, **NO_WAIT))
+        remote, counter = _samples(
+            [server.url(shards[0].name)], RetryPolicy(timeout=0.3, **NO_WAIT)
+        )
     assert remote == local and counter["retried_reads"] >= 1
 
 
@@ -210,10 +235,18 @@ def test_evaluation_shards_over_http_score_as_local(demo_data):
     model = NativeAdapter(DualEncoder(cfg.model), cfg, name="tiny")
 
     def task(images):
-        return make_task({"name": "shapes", "kind": "zeroshot_classification",
-                          "languages": ["en", "de"], "images": images,
-                          "class_texts": str(demo_data / "classnames"),
-                          "dataset": "demo_shapes"}, demo_data, "test")
+        return make_task(
+            {
+                "name": "shapes",
+                "kind": "zeroshot_classification",
+                "languages": ["en", "de"],
+                "images": images,
+                "class_texts": str(demo_data / "classnames"),
+                "dataset": "demo_shapes",
+            },
+            demo_data,
+            "test",
+        )
 
     local = run_tasks(model, [task(str(demo_data / "eval"))], bootstrap=0)["shapes"]
     with ShardServer(demo_data / "eval") as server:
@@ -226,8 +259,9 @@ def test_evaluation_shards_over_http_score_as_local(demo_data):
 
     with ShardServer(demo_data / "eval") as server:
         url = server.url("gone.tar").replace("http://", "http://user:secret@") + "?sig=abc"
-        stream = TrainStream([url], ImageTransform(32, [0.5] * 3, [0.5] * 3), None, batch_size=4,
-                             retries=0)
+        stream = TrainStream(
+            [url], ImageTransform(32, [0.5] * 3, [0.5] * 3), None, batch_size=4, retries=0
+        )
         with pytest.raises(DataError) as error:
             next(iter(stream))
     assert "gone.tar" in str(error.value) and "secret" not in str(error.value)
@@ -241,7 +275,8 @@ def test_parallel_sentences_from_http_shards_equal_the_local_ones(shards):
     local = parallel_from_shards([str(p) for p in shards[:2]], "en", ["de", "sw"])
     with ShardServer(shards[0].parent) as server:
         server.faults[shards[1].name] = [503, ("drop", 5000)]
-        remote = parallel_from_shards(expand_shards(server.url("shard-{000000..000001}.tar")),
-                                      "en", ["de", "sw"])
+        remote = parallel_from_shards(
+            expand_shards(server.url("shard-{000000..000001}.tar")), "en", ["de", "sw"]
+        )
     assert remote[0] == local[0] and len(local[0]) > 0
     assert remote[1] == {**local[1], "retried_reads": 2}

@@ -31,9 +31,15 @@ DEMO = ROOT / "configs" / "demo.yaml"
 
 def _overrides(demo_data, run, steps, workers=0, save_every=1):
     return tiny_overrides(demo_data, run) + [
-        f"train.steps={steps}", f"train.save_every={save_every}", "train.log_every=1",
-        "train.keep_checkpoints=100", f"data.num_workers={workers}", "data.shuffle_buffer=40",
-        "data.augment=true", "model.text.dropout=0.1"]
+        f"train.steps={steps}",
+        f"train.save_every={save_every}",
+        "train.log_every=1",
+        "train.keep_checkpoints=100",
+        f"data.num_workers={workers}",
+        "data.shuffle_buffer=40",
+        "data.augment=true",
+        "model.text.dropout=0.1",
+    ]
 
 
 def _losses(run: Path) -> dict[int, float]:
@@ -60,9 +66,15 @@ def _assert_same_final_state(a: Path, b: Path):
 
 def _mclip(*args, env_extra=None, **kwargs):
     env = {**os.environ, "OMP_NUM_THREADS": "2", **(env_extra or {})}
-    return subprocess.Popen([sys.executable, "-m", "mclip.cli", *map(str, args)], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mclip.cli", *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -80,10 +92,12 @@ def test_resume_from_any_step_reproduces_the_uninterrupted_run(demo_data, tmp_pa
             if int(ckpt.name.split("_")[1]) > crash_after:
                 shutil.rmtree(ckpt)
         lines = (run / "log.jsonl").read_text().splitlines()
-        (run / "log.jsonl").write_text("".join(
-            line + "\n" for line in lines if json.loads(line).get("step", 0) <= crash_after))
-        train(load_config(DEMO, _overrides(demo_data, run, steps, workers)), resume=True,
-              quiet=True)
+        (run / "log.jsonl").write_text(
+            "".join(line + "\n" for line in lines if json.loads(line).get("step", 0) <= crash_after)
+        )
+        train(
+            load_config(DEMO, _overrides(demo_data, run, steps, workers)), resume=True, quiet=True
+        )
         resumed = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
         assert not [r for r in resumed if r.get("event") == "data_order_restarted"]
         got = _losses(run)
@@ -114,8 +128,9 @@ def _wait_for_step(process, run: Path, step: int, timeout=120):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_run_then_resume_gives_the_same_losses_weights_and_optimizer(demo_data,
-                                                                                 tmp_path):
+def test_sigkill_mid_run_then_resume_gives_the_same_losses_weights_and_optimizer(
+    demo_data, tmp_path
+):
     steps = 40
     full, killed = tmp_path / "full", tmp_path / "killed"
     args = ("train", "--config", DEMO, "--quiet")
@@ -130,8 +145,9 @@ def test_sigkill_mid_run_then_resume_gives_the_same_losses_weights_and_optimizer
     last = latest_checkpoint(killed)
     assert last is not None and int(last.name.split("_")[1]) < steps, "killed too late"
 
-    resumed = _mclip(*args, "--resume",
-                     *_overrides(demo_data, killed, steps, workers=2, save_every=3))
+    resumed = _mclip(
+        *args, "--resume", *_overrides(demo_data, killed, steps, workers=2, save_every=3)
+    )
     assert resumed.wait(timeout=600) == 0, resumed.communicate()[1][-3000:]
     assert _losses(killed) == _losses(full)
     _assert_same_final_state(latest_checkpoint(full), latest_checkpoint(killed))
@@ -167,18 +183,35 @@ def test_a_checkpoint_write_killed_midway_leaves_the_previous_one_loadable(demo_
     script = tmp_path / "kill_mid_checkpoint.py"
     script.write_text(KILL_MID_CHECKPOINT)
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    argv = ["train", "--config", str(DEMO), "--quiet",
-            *_overrides(demo_data, killed, steps, save_every=2)]
-    victim = subprocess.run([sys.executable, str(script), *argv], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=600)
+    argv = [
+        "train",
+        "--config",
+        str(DEMO),
+        "--quiet",
+        *_overrides(demo_data, killed, steps, save_every=2),
+    ]
+    victim = subprocess.run(
+        [sys.executable, str(script), *argv],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert victim.returncode == -signal.SIGKILL, victim.stderr[-3000:]
     leftovers = [p.name for p in (killed / "checkpoints").iterdir()]
     assert ".tmp-step_0000004" in leftovers  # the half checkpoint is there, under its temp name
     assert latest_checkpoint(killed).name == "step_0000002"
     load_trainer_state(latest_checkpoint(killed))  # the previous one loads
 
-    resumed = subprocess.run([sys.executable, "-m", "mclip.cli", *argv, "--resume"], cwd=ROOT,
-                             env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "mclip.cli", *argv, "--resume"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _losses(killed) == pytest.approx(_losses(full), rel=0, abs=0)
     assert not [p for p in (killed / "checkpoints").iterdir() if p.name.startswith(".tmp")]
@@ -192,11 +225,28 @@ def test_two_gloo_ranks_resume_exactly(demo_data, tmp_path):
 
     def torchrun(run, *extra):
         result = subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-             "2", "-m", "mclip.cli", "train", "--config", str(DEMO), "--quiet",
-             *_overrides(demo_data, run, steps), *extra],
-            cwd=ROOT, capture_output=True, text=True, timeout=600,
-            env={**os.environ, "OMP_NUM_THREADS": "1"})
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc-per-node",
+                "2",
+                "-m",
+                "mclip.cli",
+                "train",
+                "--config",
+                str(DEMO),
+                "--quiet",
+                *_overrides(demo_data, run, steps),
+                *extra,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         assert result.returncode == 0, result.stderr[-3000:]
 
     torchrun(full)
@@ -231,7 +281,8 @@ def test_restored_adam_moments_take_their_weights_memory_layout():
     torch.save(optimizer.state_dict(), saved)
 
     resumed = torch.nn.Parameter(
-        plain.detach().clone().contiguous(memory_format=torch.channels_last))
+        plain.detach().clone().contiguous(memory_format=torch.channels_last)
+    )
     restored = adam(resumed)
     saved.seek(0)
     restored.load_state_dict(torch.load(saved, weights_only=False))

@@ -19,22 +19,32 @@ from mclip.train.run_dir import LOCK_FILE, RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "configs" / "demo.yaml"
-HOLD = ("import sys, time; from mclip.train.run_dir import RunLock; "
-        "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)")
+HOLD = (
+    "import sys, time; from mclip.train.run_dir import RunLock; "
+    "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)"
+)
 
 
 def _holder(out_dir: Path) -> subprocess.Popen:
     """Another process holding ``out_dir``'s lock, as a running ``mclip train`` does."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen([sys.executable, "-c", HOLD, str(out_dir)], cwd=ROOT,
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(out_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     assert process.stdout.readline().strip() == "held"
     return process
 
 
 def _train(demo_data, run, *extra):
-    return run_cli("train", "--config", DEMO, *tiny_overrides(demo_data, run), "train.steps=2",
-                   *extra, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    return run_cli(
+        "train",
+        "--config",
+        DEMO,
+        *tiny_overrides(demo_data, run),
+        "train.steps=2",
+        *extra,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )
 
 
 @pytest.mark.slow
@@ -70,11 +80,24 @@ def test_the_lock_of_a_killed_run_is_taken_over_and_logged(demo_data, tmp_path):
 @pytest.mark.slow
 def test_two_runs_started_together_never_share_an_out_dir(demo_data, tmp_path):
     run = tmp_path / "run"
-    argv = [sys.executable, "-m", "mclip.cli", "train", "--config", str(DEMO), "--quiet",
-            *tiny_overrides(demo_data, run), "train.steps=8"]
+    argv = [
+        sys.executable,
+        "-m",
+        "mclip.cli",
+        "train",
+        "--config",
+        str(DEMO),
+        "--quiet",
+        *tiny_overrides(demo_data, run),
+        "train.steps=8",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    processes = [subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    processes = [
+        subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=600) for p in processes]
     statuses = sorted(p.returncode for p in processes)
     assert statuses == [0, 2], outputs
@@ -96,8 +119,16 @@ def test_run_lock_semantics(tmp_path):
     assert (tmp_path / LOCK_FILE).read_text() == ""
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
-                                                  "started": "earlier", "command": "mclip train"}))
+    (tmp_path / LOCK_FILE).write_text(
+        json.dumps(
+            {
+                "pid": dead.pid,
+                "host": socket.gethostname(),
+                "started": "earlier",
+                "command": "mclip train",
+            }
+        )
+    )
     second = RunLock(tmp_path)
     assert second.acquire()["pid"] == dead.pid
     second.release()
@@ -126,8 +157,16 @@ def test_without_file_locks_the_holder_file_decides(tmp_path, monkeypatch):
     monkeypatch.setattr(fcntl, "lockf", no_locks)
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
-        (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": live.pid, "host": socket.gethostname(),
-                                                      "started": "now", "command": "mclip train"}))
+        (tmp_path / LOCK_FILE).write_text(
+            json.dumps(
+                {
+                    "pid": live.pid,
+                    "host": socket.gethostname(),
+                    "started": "now",
+                    "command": "mclip train",
+                }
+            )
+        )
         with pytest.raises(ConfigError, match=f"pid {live.pid}"):
             RunLock(tmp_path).acquire()
     finally:

@@ -46,8 +46,9 @@ def test_duplicate_imagenet_names_tie_deterministically(lang, duplicates):
     second = {n: len(names) - 1 - names[::-1].index(n) for n in repeated}
     classifier = build_classifier(_hash_encoder, names, templates[:2])
     # an image equal to a duplicated class embedding: both classes tie, the lower index wins
-    labels = torch.tensor([second[n] for n in sorted(repeated)]
-                          + [first[n] for n in sorted(repeated)])
+    labels = torch.tensor(
+        [second[n] for n in sorted(repeated)] + [first[n] for n in sorted(repeated)]
+    )
     images = classifier[labels]
     result = evaluate_language(images, labels, _hash_encoder, names, templates[:2], top_k=(1, 5))
     assert result["acc@1"] == pytest.approx(0.5)

@@ -26,7 +26,16 @@ def test_task_errors_name_the_problem(tmp_path):
     with pytest.raises(ConfigError, match="'kind' must be one of"):
         make_task({"name": "x", "kind": "segmentation"}, tmp_path, "task 1")
     with pytest.raises(ConfigError, match="unknown key.*class_texts"):
-        make_task({"name": "x", "kind": "retrieval", "class_texts": "y", "captions": "c",
-                   "languages": ["en"]}, tmp_path, "task 1")
+        make_task(
+            {
+                "name": "x",
+                "kind": "retrieval",
+                "class_texts": "y",
+                "captions": "c",
+                "languages": ["en"],
+            },
+            tmp_path,
+            "task 1",
+        )
     with pytest.raises(ConfigError, match="missing captions"):
         make_task({"name": "x", "kind": "retrieval", "languages": ["en"]}, tmp_path, "task 1")

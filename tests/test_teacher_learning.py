@@ -23,8 +23,11 @@ from mclip.models.adapters import load_model
 from mclip.models.dual import DualEncoder
 from mclip.train.checkpoint import latest_checkpoint, list_checkpoints
 from mclip.train.distributed import average_gradients
-from mclip.train.teacher_learning import (TeacherLearningObjective, pair_order,
-                                          teacher_learning_gradients)
+from mclip.train.teacher_learning import (
+    TeacherLearningObjective,
+    pair_order,
+    teacher_learning_gradients,
+)
 from mclip.train.trainer import train
 from conftest import on_gloo_ranks
 from test_distributed import _close
@@ -35,8 +38,10 @@ LOCAL = 4
 
 
 def test_parallel_tsv_round_trip_and_bad_lines(tmp_path):
-    path = write_parallel_tsv([("a red circle", "ein roter\tKreis", "de"),
-                               ("a star", "une étoile", "fr")], tmp_path / "p.tsv")
+    path = write_parallel_tsv(
+        [("a red circle", "ein roter\tKreis", "de"), ("a star", "une étoile", "fr")],
+        tmp_path / "p.tsv",
+    )
     text = path.read_text() + "only two\tfields\n\tempty source\tde\nx\ty\t12\n"
     path.write_text(text)
     pairs, skipped = read_parallel_tsv(path)
@@ -56,8 +61,11 @@ def test_pairs_from_shards_pair_captions_of_the_same_image(demo_data):
     pairs, _ = parallel_from_shards(shards, "en", ["de", "ja"], per_language=2)
     assert len(pairs) == 120 * 2 * 2 and {lang for _, _, lang in pairs} == {"de", "ja"}
     owners = {}  # caption -> the classes it describes
-    for colour, shape in [(c, s) for c in ("red", "green", "blue", "yellow", "purple", "orange")
-                          for s in ("circle", "square", "triangle", "star")]:
+    for colour, shape in [
+        (c, s)
+        for c in ("red", "green", "blue", "yellow", "purple", "orange")
+        for s in ("circle", "square", "triangle", "star")
+    ]:
         for lang in ("en", "de", "ja"):
             for caption in LANGUAGES[lang].captions(colour, shape):
                 owners.setdefault(caption, set()).add((colour, shape))
@@ -81,17 +89,30 @@ def test_pair_order_is_a_pure_function_of_seed_and_step():
 
 
 def _model():
-    cfg = config_from_dict({"model": {"embed_dim": 16, "text": {
-        "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
-        "max_length": 40, "dropout": 0.0}}})
+    cfg = config_from_dict(
+        {
+            "model": {
+                "embed_dim": 16,
+                "text": {
+                    "hidden_size": 32,
+                    "num_layers": 1,
+                    "num_heads": 2,
+                    "intermediate_size": 64,
+                    "max_length": 40,
+                    "dropout": 0.0,
+                },
+            }
+        }
+    )
     torch.manual_seed(0)
     return DualEncoder(cfg.model)
 
 
 def _inputs(n):
     g = torch.Generator().manual_seed(5)
-    texts = [f"Übersetzung {i} " + "xy" * int(torch.randint(0, 6, (1,), generator=g))
-             for i in range(n)]
+    texts = [
+        f"Übersetzung {i} " + "xy" * int(torch.randint(0, 6, (1,), generator=g)) for i in range(n)
+    ]
     return F.normalize(torch.randn(n, 16, generator=g), dim=-1), _model().tokenize(texts)
 
 
@@ -112,13 +133,17 @@ def _reference(kind, teacher, tokens):
     model = _model()
     scale = torch.nn.Parameter(torch.tensor(2.0))
     student = model.encode_text(tokens)
-    loss = ((student - teacher).pow(2).sum(1).mean() if kind == "mse"
-            else infonce_reference(teacher, student, scale))
+    loss = (
+        (student - teacher).pow(2).sum(1).mean()
+        if kind == "mse"
+        else infonce_reference(teacher, student, scale)
+    )
     loss.backward()
     trained = torch.nn.ModuleList([model])
     trained.register_parameter("scale", scale)
-    return loss.item(), {n: p.grad.clone() for n, p in trained.named_parameters()
-                         if p.grad is not None}
+    return loss.item(), {
+        n: p.grad.clone() for n, p in trained.named_parameters() if p.grad is not None
+    }
 
 
 @pytest.mark.parametrize("kind", ["mse", "infonce"])
@@ -134,9 +159,18 @@ def test_step_equals_the_dense_full_batch(kind, micro):
 def _rank_results(rank, world):
     teacher, tokens = _inputs(world * LOCAL)
     rows = slice(rank * LOCAL, (rank + 1) * LOCAL)
-    return {(kind, micro): _step(kind, teacher[rows], {k: v[rows] for k, v in tokens.items()},
-                                 micro, make_gather_groups(world), world)
-            for kind in ("mse", "infonce") for micro in (1, 2)}
+    return {
+        (kind, micro): _step(
+            kind,
+            teacher[rows],
+            {k: v[rows] for k, v in tokens.items()},
+            micro,
+            make_gather_groups(world),
+            world,
+        )
+        for kind in ("mse", "infonce")
+        for micro in (1, 2)
+    }
 
 
 @pytest.mark.slow
@@ -152,22 +186,31 @@ def test_two_gloo_ranks_equal_the_full_batch(tmp_path):
 @pytest.fixture(scope="module")
 def english_teacher(demo_data, tmp_path_factory):
     run = tmp_path_factory.mktemp("english") / "run"
-    train(load_config(DEMO, _overrides(demo_data, run, 3, save_every=3) + ["data.languages=[en]"]),
-          quiet=True)
-    pairs, _ = parallel_from_shards(expand_shards(str(demo_data / "train"))[:1], "en",
-                                    ["de", "sw"])
+    train(
+        load_config(DEMO, _overrides(demo_data, run, 3, save_every=3) + ["data.languages=[en]"]),
+        quiet=True,
+    )
+    pairs, _ = parallel_from_shards(expand_shards(str(demo_data / "train"))[:1], "en", ["de", "sw"])
     return run, write_parallel_tsv(pairs, run.parent / "parallel.tsv")
 
 
 def _student(demo_data, run, teacher, parallel, loss="mse"):
-    return load_config(DEMO, _overrides(demo_data, run, 5) + [
-        f"teacher_learning.teacher={teacher}", f"teacher_learning.parallel={parallel}",
-        f"teacher_learning.loss={loss}", "model.embed_dim=16"])  # the teacher's (64) wins
+    return load_config(
+        DEMO,
+        _overrides(demo_data, run, 5)
+        + [
+            f"teacher_learning.teacher={teacher}",
+            f"teacher_learning.parallel={parallel}",
+            f"teacher_learning.loss={loss}",
+            "model.embed_dim=16",
+        ],
+    )  # the teacher's (64) wins
 
 
 @pytest.mark.parametrize("loss", ["mse", "infonce"])
 def test_run_pairs_the_teachers_image_tower_with_a_taught_text_tower_and_resumes_exactly(
-        demo_data, tmp_path, english_teacher, loss):
+    demo_data, tmp_path, english_teacher, loss
+):
     teacher, parallel = english_teacher
     full = tmp_path / "full"
     train(_student(demo_data, full, teacher, parallel, loss), quiet=True)
@@ -199,24 +242,34 @@ def test_teacher_learning_config_errors():
     with pytest.raises(ConfigError, match="valid choices: mse, infonce"):
         load_config(DEMO, ["teacher_learning.loss=kl"])
     with pytest.raises(ConfigError, match="two stages"):
-        load_config(DEMO, ["teacher_learning.teacher=runs/x", "teacher_learning.parallel=p.tsv",
-                           "distill.teachers=[{model: runs/x}]", "distill.similarity_weight=1"])
+        load_config(
+            DEMO,
+            [
+                "teacher_learning.teacher=runs/x",
+                "teacher_learning.parallel=p.tsv",
+                "distill.teachers=[{model: runs/x}]",
+                "distill.similarity_weight=1",
+            ],
+        )
 
 
 def test_a_student_embedding_size_other_than_the_teachers_is_a_config_error(
-        demo_data, tmp_path, english_teacher):
+    demo_data, tmp_path, english_teacher
+):
     """With the student's own image tower, the text embedding sizes must match (named error,
     before any training), not a shape error from inside the loss."""
     teacher, parallel = english_teacher
     cfg = _student(demo_data, tmp_path / "run", teacher, parallel)
     cfg.teacher_learning.image_tower_from_teacher = False
-    with pytest.raises(ConfigError, match="model.embed_dim is 16 but the teacher .* 64 dim.*"
-                                          "set model.embed_dim=64"):
+    with pytest.raises(
+        ConfigError, match="model.embed_dim is 16 but the teacher .* 64 dim.*set model.embed_dim=64"
+    ):
         train(cfg, quiet=True)
 
 
-def test_ctrl_c_finishes_the_step_and_writes_a_checkpoint(demo_data, tmp_path, english_teacher,
-                                                          monkeypatch):
+def test_ctrl_c_finishes_the_step_and_writes_a_checkpoint(
+    demo_data, tmp_path, english_teacher, monkeypatch
+):
     """Teacher learning honours SIGINT / SIGTERM as image-text training does."""
     import os
     import signal

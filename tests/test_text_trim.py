@@ -13,8 +13,15 @@ from open_clip.model import CLIP, CustomTextCLIP  # noqa: E402  (after the skip 
 
 from mclip.models.adapters.open_clip import OpenClipAdapter  # noqa: E402
 
-TEXTS = ["", "a", "a photo of a small red cat on a mat", "ein Foto", "一只狗在草地上奔跑",
-         "itap of the " + "very " * 100 + "long thing", "x y z"]
+TEXTS = [
+    "",
+    "a",
+    "a photo of a small red cat on a mat",
+    "ein Foto",
+    "一只狗在草地上奔跑",
+    "itap of the " + "very " * 100 + "long thing",
+    "x y z",
+]
 SHORT = [t for t in TEXTS if len(t) < 60]
 VISION = {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16}
 TEXT = {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}
@@ -55,8 +62,10 @@ CASES = {
     "no_causal_mask_last": (lambda: _clip(no_causal_mask=True, pool_type="last"), FULL),
     "causal_last": (lambda: _clip(pool_type="last"), FULL),
     "no_causal_mask_argmax": (lambda: _clip(no_causal_mask=True), FULL),
-    "appended_class_token": (lambda: _perturb(CustomTextCLIP(16, VISION, {
-        **TEXT, "embed_cls": True})), FULL),
+    "appended_class_token": (
+        lambda: _perturb(CustomTextCLIP(16, VISION, {**TEXT, "embed_cls": True})),
+        FULL,
+    ),
 }
 
 
@@ -79,9 +88,11 @@ def test_trimming_runs_a_shorter_sequence(monkeypatch):
     adapter = _adapter(model, open_clip.get_tokenizer("ViT-B-32"))
     seen = []
     original = model.transformer.forward
-    monkeypatch.setattr(model.transformer, "forward",
-                        lambda x, attn_mask=None: seen.append(x.shape[1]) or original(
-                            x, attn_mask=attn_mask))
+    monkeypatch.setattr(
+        model.transformer,
+        "forward",
+        lambda x, attn_mask=None: seen.append(x.shape[1]) or original(x, attn_mask=attn_mask),
+    )
     with torch.no_grad():
         adapter.encode_text(["a cat", "a dog"])
     assert seen == [4]  # start, two words, end: not 77
@@ -103,8 +114,13 @@ def test_a_transformers_tower_inside_open_clip_trims_by_its_mask():
     from open_clip.tokenizer import HFTokenizer
 
     path = str(package.get_model_path())
-    text = {"hf_model_name": path, "hf_model_pretrained": True, "hf_pooler_type": "mean_pooler",
-            "hf_proj_type": "linear", "context_length": 77}
+    text = {
+        "hf_model_name": path,
+        "hf_model_pretrained": True,
+        "hf_pooler_type": "mean_pooler",
+        "hf_proj_type": "linear",
+        "context_length": 77,
+    }
     torch.manual_seed(0)
     model = CustomTextCLIP(16, VISION, text).eval()
     tokenizer = HFTokenizer(path, context_length=77)
@@ -134,25 +150,42 @@ def test_hf_and_native_towers_pad_to_the_longest_text_with_equal_embeddings(tmp_
     from mclip.models.dual import DualEncoder
 
     tokenizer = ByT5Tokenizer()
-    text = dict(vocab_size=tokenizer.vocab_size + 3, hidden_size=32, intermediate_size=64,
-                num_hidden_layers=2, num_attention_heads=2, pad_token_id=0, eos_token_id=1,
-                bos_token_id=1, max_position_embeddings=128)
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                  num_attention_heads=2, image_size=32, patch_size=16)
+    text = dict(
+        vocab_size=tokenizer.vocab_size + 3,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=1,
+        max_position_embeddings=128,
+    )
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=16,
+    )
     torch.manual_seed(0)
-    clip = _perturb(CLIPModel(CLIPConfig(text_config=text, vision_config=vision,
-                                         projection_dim=16)))
+    clip = _perturb(
+        CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+    )
     adapter = HFAdapter(clip, tokenizer, None, "hf:test", 128, pad_to_max_length=False)
     longest = adapter.tokenize(SHORT)
-    full = tokenizer(SHORT, padding="max_length", truncation=True, max_length=128,
-                     return_tensors="pt")
+    full = tokenizer(
+        SHORT, padding="max_length", truncation=True, max_length=128, return_tensors="pt"
+    )
     assert longest["input_ids"].shape[1] < 128
     with torch.no_grad():
         got = adapter.encode_tokens(longest)
         want = adapter.encode_tokens({key: full[key] for key in ("input_ids", "attention_mask")})
     assert (got - want).abs().max() <= 1e-5
-    siglip = SiglipModel(SiglipConfig(text_config={**text, "max_position_embeddings": 64},
-                                      vision_config=vision))
+    siglip = SiglipModel(
+        SiglipConfig(text_config={**text, "max_position_embeddings": 64}, vision_config=vision)
+    )
     padded = HFAdapter(siglip, tokenizer, None, "hf:siglip", 64, pad_to_max_length=True)
     assert padded.tokenize(["a"])["input_ids"].shape[1] == 64
 
@@ -171,7 +204,8 @@ def test_hf_and_native_towers_pad_to_the_longest_text_with_equal_embeddings(tmp_
 
 @pytest.mark.parametrize("window", [8192, 16])
 def test_the_evaluator_batches_open_clip_texts_by_token_length_with_equal_embeddings(
-        window, monkeypatch):
+    window, monkeypatch
+):
     import mclip.eval.encoding as encoding
     from mclip.eval.embeddings import TextEmbeddings
 

@@ -34,10 +34,16 @@ def test_tiled_matches_reference(dtype, tol, scale, n, m, multi, chunk):
         pytest.skip("diagonal needs n == m")
     x, y, s, b, owner = _inputs(n, m, 24, dtype, scale, multi=multi)
     for tiled, reference, params in [
-        (lambda: tiled_infonce(x, y, s, owner, chunk), lambda: infonce_reference(x, y, s, owner),
-         (x, y, s)),
-        (lambda: tiled_sigmoid(x, y, s, b, owner, chunk),
-         lambda: sigmoid_reference(x, y, s, b, owner), (x, y, s, b)),
+        (
+            lambda: tiled_infonce(x, y, s, owner, chunk),
+            lambda: infonce_reference(x, y, s, owner),
+            (x, y, s),
+        ),
+        (
+            lambda: tiled_sigmoid(x, y, s, b, owner, chunk),
+            lambda: sigmoid_reference(x, y, s, b, owner),
+            (x, y, s, b),
+        ),
     ]:
         ours, ref = tiled(), reference()
         assert _rel(ours.double(), ref.double()) <= tol
@@ -59,8 +65,10 @@ def test_tiles_far_apart_take_the_two_pass_form_and_stay_exact(dtype, tol, monke
     def error():
         ours = tiled_infonce(x, y, s, owner, chunk=8)
         grads = torch.autograd.grad(ours, (x, y, s))
-        return max([_rel(ours.double(), ref.double())] + [
-            _rel(a.double(), r.double()) for a, r in zip(grads, ref_grads)])
+        return max(
+            [_rel(ours.double(), ref.double())]
+            + [_rel(a.double(), r.double()) for a, r in zip(grads, ref_grads)]
+        )
 
     assert error() <= tol
     if dtype == torch.float32:  # without the check, the one-exp forms are wrong here
@@ -109,8 +117,9 @@ def test_memory_does_not_hold_the_full_matrix():
     n = 512
     x, y, s, b, _ = _inputs(n, n, 8, torch.float32, 10.0)
     saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t,
-                                                  lambda t: t):
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: saved.append(t.numel()) or t, lambda t: t
+    ):
         tiled_infonce(x, y, s, chunk=64)
         tiled_sigmoid(x, y, s, b, chunk=64)
     assert saved and max(saved) < n * n / 8
@@ -125,13 +134,17 @@ def test_one_element_logit_scale_and_bias(scale_shape, bias_shape, n, m, multi):
     b = b.detach().reshape(bias_shape).requires_grad_()
     for ours, ref, params in [
         (tiled_infonce(x, y, s, owner, chunk=7), infonce_reference(x, y, s, owner), (x, y, s)),
-        (tiled_sigmoid(x, y, s, b, owner, chunk=7), sigmoid_reference(x, y, s, b, owner),
-         (x, y, s, b)),
+        (
+            tiled_sigmoid(x, y, s, b, owner, chunk=7),
+            sigmoid_reference(x, y, s, b, owner),
+            (x, y, s, b),
+        ),
     ]:
         assert ours.shape == ref.shape == ()
         assert _rel(ours, ref) <= 1e-10
-        for param, a, r in zip(params, torch.autograd.grad(ours, params),
-                               torch.autograd.grad(ref, params)):
+        for param, a, r in zip(
+            params, torch.autograd.grad(ours, params), torch.autograd.grad(ref, params)
+        ):
             assert a.shape == param.shape
             assert _rel(a, r) <= 1e-10
 

@@ -6,8 +6,13 @@ import torch
 
 from mclip.config import ConfigError, load_config
 from mclip.models.dual import DualEncoder
-from mclip.train.checkpoint import (latest_checkpoint, list_checkpoints, load_trainer_state,
-                                    restore_checkpoint, save_checkpoint)
+from mclip.train.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_trainer_state,
+    restore_checkpoint,
+    save_checkpoint,
+)
 from mclip.train.distributed import DistContext, rank_digests
 from mclip.train.schedule import warmup_cosine
 from mclip.train.setup import build_optimizer
@@ -22,9 +27,19 @@ DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 @pytest.mark.slow
 def test_short_training_lowers_the_loss(demo_data, tmp_path, kind):
     run = tmp_path / kind
-    cfg = load_config(DEMO, tiny_overrides(demo_data, run) + [
-        f"loss.kind={kind}", "train.steps=80", "train.batch_size=64", "train.warmup_steps=4",
-        "train.lr=0.002", "train.log_every=4", "train.save_every=40"])
+    cfg = load_config(
+        DEMO,
+        tiny_overrides(demo_data, run)
+        + [
+            f"loss.kind={kind}",
+            "train.steps=80",
+            "train.batch_size=64",
+            "train.warmup_steps=4",
+            "train.lr=0.002",
+            "train.log_every=4",
+            "train.save_every=40",
+        ],
+    )
     final = train(cfg, quiet=True)
     losses = [r["loss"] for r in log_records(run) if "loss" in r]
     assert len(losses) == 20
@@ -40,8 +55,11 @@ def test_short_training_lowers_the_loss(demo_data, tmp_path, kind):
 
 def test_resume_restores_model_optimizer_scheduler_and_step(demo_data, tmp_path):
     run = tmp_path / "run"
-    overrides = tiny_overrides(demo_data, run) + ["train.steps=6", "train.save_every=3",
-                                                  "train.keep_checkpoints=5"]
+    overrides = tiny_overrides(demo_data, run) + [
+        "train.steps=6",
+        "train.save_every=3",
+        "train.keep_checkpoints=5",
+    ]
     cfg = load_config(DEMO, overrides)
     train(cfg, quiet=True)
     assert [p.name for p in list_checkpoints(run)] == ["step_0000003", "step_0000006"]
@@ -50,6 +68,7 @@ def test_resume_restores_model_optimizer_scheduler_and_step(demo_data, tmp_path)
     # reached at step 6 in the resumed run with the first run's
     first_final = load_trainer_state(run / "checkpoints" / "step_0000006")
     import shutil
+
     shutil.rmtree(run / "checkpoints" / "step_0000006")
     train(cfg, resume=True, quiet=True)
     events = [r for r in log_records(run) if r.get("event") == "resume"]
@@ -72,8 +91,10 @@ def test_restore_checkpoint_loads_weights_optimizer_lr_and_rng(tiny_config, tmp_
     cfg_model = DualEncoder(cfg.model)
     cfg_model.logit_bias.requires_grad_(False)  # InfoNCE: as the trainer does
     optimizer = build_optimizer(cfg_model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(
-        s, cfg.train.steps, cfg.train.warmup_steps, cfg.train.min_lr_ratio))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: warmup_cosine(s, cfg.train.steps, cfg.train.warmup_steps, cfg.train.min_lr_ratio),
+    )
     torch.manual_seed(999)
     restore_checkpoint(final, cfg_model, optimizer, scheduler, torch.device("cpu"))
     assert torch.equal(torch.get_rng_state(), state["rng"]["torch"])
@@ -120,17 +141,32 @@ def test_resume_needs_no_hub_and_no_original_weights(demo_data, tmp_path):
 
     text_dir, image_file = tmp_path / "text", tmp_path / "resnet10t.safetensors"
     tokenizer = ByT5Tokenizer()
-    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, intermediate_size=64),
-              add_pooling_layer=False).save_pretrained(text_dir)
+    BertModel(
+        BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+        ),
+        add_pooling_layer=False,
+    ).save_pretrained(text_dir)
     tokenizer.save_pretrained(text_dir)
     save_file(timm.create_model("resnet10t", num_classes=0).state_dict(), str(image_file))
     run = tmp_path / "run"
-    cfg = load_config(DEMO, tiny_overrides(demo_data, run) + [
-        f"model.text.name={text_dir}", f"model.image.pretrained={image_file}",
-        "train.steps=4", "train.save_every=2"])
+    cfg = load_config(
+        DEMO,
+        tiny_overrides(demo_data, run)
+        + [
+            f"model.text.name={text_dir}",
+            f"model.image.pretrained={image_file}",
+            "train.steps=4",
+            "train.save_every=2",
+        ],
+    )
     train(cfg, quiet=True)
     import shutil
+
     shutil.rmtree(text_dir)
     image_file.unlink()
     shutil.rmtree(run / "checkpoints" / "step_0000004")
@@ -177,9 +213,16 @@ def test_skips_are_logged(tmp_path, demo_data):
         Image.new("RGB", (32, 32)).save(buffer, format="JPEG")
         sink.write({"__key__": "empty", "jpg": buffer.getvalue(), "txt": b""})
     run = tmp_path / "run"
-    cfg = load_config(DEMO, tiny_overrides(demo_data, run) + [
-        f"data.train_shards={bad_dir}", "train.steps=20", "train.save_every=20",
-        "train.log_every=20"])
+    cfg = load_config(
+        DEMO,
+        tiny_overrides(demo_data, run)
+        + [
+            f"data.train_shards={bad_dir}",
+            "train.steps=20",
+            "train.save_every=20",
+            "train.log_every=20",
+        ],
+    )
     train(cfg, quiet=True)
     end = [r for r in log_records(run) if r.get("event") == "end"][-1]
     assert end["skipped"]["corrupt_image"] >= 10 and end["skipped"]["empty_caption"] >= 1

@@ -93,14 +93,19 @@ class NameMatcher:
         tokens = words(caption)
         for n in self._lengths:
             for start in range(len(tokens) - n + 1):
-                classes = self._by_words.get(tuple(tokens[start:start + n]))
+                classes = self._by_words.get(tuple(tokens[start : start + n]))
                 if classes:
                     found.update(classes)
         return found
 
 
-def count_shard(shard: str, matchers: dict[str, NameMatcher], skipped: SkipCounter,
-                default_language: str = "en", language_key: str = "") -> dict:
+def count_shard(
+    shard: str,
+    matchers: dict[str, NameMatcher],
+    skipped: SkipCounter,
+    default_language: str = "en",
+    language_key: str = "",
+) -> dict:
     """One shard's counts: {"captions": {lang: captions read}, "counts": {lang: {class: n}},
     "other_languages": {lang: captions}} (captions in languages the class texts do not have,
     counted, not matched); unreadable samples are counted in ``skipped``."""
@@ -115,9 +120,13 @@ def count_shard(shard: str, matchers: dict[str, NameMatcher], skipped: SkipCount
             captions[lang] += len(texts)
             for text in texts:
                 counts[lang].update(matcher.classes_in(text))
-    return {"captions": dict(captions),
-            "counts": {lang: {str(k): v for k, v in sorted(c.items())} for lang, c in counts.items()
-                       if c}, "other_languages": dict(other)}
+    return {
+        "captions": dict(captions),
+        "counts": {
+            lang: {str(k): v for k, v in sorted(c.items())} for lang, c in counts.items() if c
+        },
+        "other_languages": dict(other),
+    }
 
 
 def _totals(names: dict[str, list[str | None]], shards: dict) -> dict:
@@ -147,13 +156,25 @@ def _document(source: str, names: dict, shards: dict) -> dict:
     for entry in shards.values():
         skipped.update(entry.get("skipped", {}))
         other.update(entry.get("other_languages", {}))
-    return {"version": CONCEPTS_VERSION, "source": source, "languages": _totals(names, shards),
-            "other_languages": dict(other), "shards": shards, "skipped": dict(skipped)}
+    return {
+        "version": CONCEPTS_VERSION,
+        "source": source,
+        "languages": _totals(names, shards),
+        "other_languages": dict(other),
+        "shards": shards,
+        "skipped": dict(skipped),
+    }
 
 
-def count_concepts(shards: list[str], names: dict[str, list[str | None]], out: str | Path,
-                   source: str = "", default_language: str = "en", language_key: str = "",
-                   progress: Callable[[str, bool], None] | None = None) -> dict:
+def count_concepts(
+    shards: list[str],
+    names: dict[str, list[str | None]],
+    out: str | Path,
+    source: str = "",
+    default_language: str = "en",
+    language_key: str = "",
+    progress: Callable[[str, bool], None] | None = None,
+) -> dict:
     """Count class-name mentions over ``shards`` into ``out`` (JSON), resuming from it.
 
     ``names``: {language: class names, index = class}. ``source`` describes where the names came
@@ -165,9 +186,14 @@ def count_concepts(shards: list[str], names: dict[str, list[str | None]], out: s
     after every shard, whole or not at all. Returns it.
     """
     previous = load_counts(out)
-    if previous.get("version") != CONCEPTS_VERSION or previous.get("source") != source or any(
+    if (
+        previous.get("version") != CONCEPTS_VERSION
+        or previous.get("source") != source
+        or any(
             previous.get("languages", {}).get(lang, {}).get("names") != class_names
-            for lang, class_names in names.items()):
+            for lang, class_names in names.items()
+        )
+    ):
         previous = {}
     done = previous.get("shards", {})
     matchers = {lang: NameMatcher(lang, class_names) for lang, class_names in names.items()}
@@ -184,9 +210,12 @@ def count_concepts(shards: list[str], names: dict[str, list[str | None]], out: s
                 progress(shard, False)
             continue
         skipped = SkipCounter()
-        kept[shard] = {"path": shard_identity(shard), "stamp": stamp,
-                       **count_shard(shard, matchers, skipped, default_language, language_key),
-                       "skipped": dict(skipped)}
+        kept[shard] = {
+            "path": shard_identity(shard),
+            "stamp": stamp,
+            **count_shard(shard, matchers, skipped, default_language, language_key),
+            "skipped": dict(skipped),
+        }
         write_text_atomically(out, json.dumps(_document(source, names, kept), ensure_ascii=False))
         if progress is not None:
             progress(shard, True)

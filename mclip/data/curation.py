@@ -24,9 +24,12 @@ from mclip.data.shards import SkipCounter, content_hash, decode_captions, iter_r
 from mclip.errors import ConfigError
 
 
-def thresholds(scores_dir: str | Path, min_score: float | None = None,
-               by_language: dict[str, float] | None = None,
-               keep_fraction: float | None = None) -> dict[str, float]:
+def thresholds(
+    scores_dir: str | Path,
+    min_score: float | None = None,
+    by_language: dict[str, float] | None = None,
+    keep_fraction: float | None = None,
+) -> dict[str, float]:
     """{language: threshold} for every language scored in ``scores_dir``: ``keep_fraction``'s
     per-language quantile, else ``by_language``'s value for the language, else ``min_score``.
     A language with no threshold is a ConfigError naming it."""
@@ -36,15 +39,19 @@ def thresholds(scores_dir: str | Path, min_score: float | None = None,
     if keep_fraction is not None:
         if not 0 < keep_fraction <= 1:
             raise ConfigError(f"--keep-fraction {keep_fraction}: give a fraction in (0, 1]")
-        return {lang: float(np.quantile(np.asarray(values), 1 - keep_fraction, method="lower"))
-                for lang, values in scores.items()}
+        return {
+            lang: float(np.quantile(np.asarray(values), 1 - keep_fraction, method="lower"))
+            for lang, values in scores.items()
+        }
     codes = validate_languages(list(by_language or {}), "--min-score-by-language")
     per_language = {code: float(v) for code, v in zip(codes, (by_language or {}).values())}
     missing = sorted(lang for lang in scores if lang not in per_language and min_score is None)
     if missing:
-        raise ConfigError(f"no threshold for the scored language(s) {', '.join(missing[:8])}: "
-                          f"give --min-score, add them to --min-score-by-language, or use "
-                          f"--keep-fraction")
+        raise ConfigError(
+            f"no threshold for the scored language(s) {', '.join(missing[:8])}: "
+            f"give --min-score, add them to --min-score-by-language, or use "
+            f"--keep-fraction"
+        )
     return {lang: per_language.get(lang, min_score) for lang in scores}
 
 
@@ -53,17 +60,26 @@ def read_thresholds_file(path: str | Path) -> dict[str, float]:
     try:
         data = json.loads(Path(path).read_text("utf-8"))
     except (OSError, ValueError) as error:
-        raise ConfigError(f"--min-score-by-language '{path}' cannot be read as JSON ({error})"
-                          ) from None
+        raise ConfigError(
+            f"--min-score-by-language '{path}' cannot be read as JSON ({error})"
+        ) from None
     if not isinstance(data, dict) or not all(isinstance(v, (int, float)) for v in data.values()):
-        raise ConfigError(f"--min-score-by-language '{path}' must map language codes to numbers, "
-                          f'e.g. {{"en": 0.28, "de": 0.26}}')
+        raise ConfigError(
+            f"--min-score-by-language '{path}' must map language codes to numbers, "
+            f'e.g. {{"en": 0.28, "de": 0.26}}'
+        )
     return data
 
 
-def filter_shards(shards: list[str], scores_dir: str | Path, limits: dict[str, float],
-                  out_dir: str | Path, default_language: str = "en", language_key: str = "",
-                  progress=None) -> dict:
+def filter_shards(
+    shards: list[str],
+    scores_dir: str | Path,
+    limits: dict[str, float],
+    out_dir: str | Path,
+    default_language: str = "en",
+    language_key: str = "",
+    progress=None,
+) -> dict:
     """Write each shard of ``shards`` filtered by ``limits`` into ``out_dir`` under its own file
     name; returns counts: {"samples_in", "samples_kept", "captions": {language: {"in",
     "kept"}}, "skipped"} (``unscored``: captions without a score, dropped)."""
@@ -73,8 +89,9 @@ def filter_shards(shards: list[str], scores_dir: str | Path, limits: dict[str, f
     out.mkdir(parents=True, exist_ok=True)
     names = [Path(redact(s) if is_remote(s) else s).name for s in shards]
     if len(set(names)) != len(names):
-        raise ConfigError("the shards to filter share file names; filter each set into its own "
-                          "--out folder")
+        raise ConfigError(
+            "the shards to filter share file names; filter each set into its own --out folder"
+        )
     counts = {"samples_in": 0, "samples_kept": 0}
     per_language: dict[str, Counter] = {}
     skipped = SkipCounter()
@@ -84,8 +101,9 @@ def filter_shards(shards: list[str], scores_dir: str | Path, limits: dict[str, f
         with wds.TarWriter(str(tmp)) as sink:
             for sample in iter_raw_samples([shard], skipped):
                 counts["samples_in"] += 1
-                kept = _kept_captions(sample, scores, limits, skipped, per_language,
-                                      default_language, language_key)
+                kept = _kept_captions(
+                    sample, scores, limits, skipped, per_language, default_language, language_key
+                )
                 if kept is None:
                     continue
                 counts["samples_kept"] += 1
@@ -93,13 +111,22 @@ def filter_shards(shards: list[str], scores_dir: str | Path, limits: dict[str, f
         tmp.replace(out / name)
         if progress is not None:
             progress(done)
-    return {**counts, "captions": {lang: dict(c) for lang, c in sorted(per_language.items())},
-            "skipped": dict(skipped)}
+    return {
+        **counts,
+        "captions": {lang: dict(c) for lang, c in sorted(per_language.items())},
+        "skipped": dict(skipped),
+    }
 
 
-def _kept_captions(sample: dict, scores: dict, limits: dict[str, float], skipped: Counter,
-                   per_language: dict[str, Counter], default_language: str,
-                   language_key: str) -> dict[str, list[str]] | None:
+def _kept_captions(
+    sample: dict,
+    scores: dict,
+    limits: dict[str, float],
+    skipped: Counter,
+    per_language: dict[str, Counter],
+    default_language: str,
+    language_key: str,
+) -> dict[str, list[str]] | None:
     """The sample's captions that reach their language's threshold (None: none does)."""
     captions = decode_captions(sample, skipped, default_language, language_key)
     key, kept = sample["__key__"], {}
@@ -154,8 +181,9 @@ class ScoreFilter:
             self._shards[shard] = read_scores(self.scores_dir, shard)
         return self._shards[shard]
 
-    def keep(self, shard: str, key: str, captions: dict[str, list[str]], counter: Counter,
-             allowed=None) -> dict[str, list[str]]:
+    def keep(
+        self, shard: str, key: str, captions: dict[str, list[str]], counter: Counter, allowed=None
+    ) -> dict[str, list[str]]:
         """The captions of sample ``key`` of ``shard`` at or above their language's threshold;
         languages not in ``allowed`` (those the language policy never draws) pass unscored."""
         scores, kept = self._scores(shard), {}

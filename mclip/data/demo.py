@@ -38,8 +38,13 @@ from mclip.data.demo_language import CLASSES, COLOURS, LANGUAGES, SHAPES, class_
 DATASET_NAME = "demo_shapes"
 
 COLOUR_RGB: dict[str, tuple[int, int, int]] = {
-    "red": (215, 30, 30), "green": (30, 165, 45), "blue": (35, 65, 215),
-    "yellow": (235, 215, 30), "purple": (135, 40, 185), "orange": (245, 130, 20)}
+    "red": (215, 30, 30),
+    "green": (30, 165, 45),
+    "blue": (35, 65, 215),
+    "yellow": (235, 215, 30),
+    "purple": (135, 40, 185),
+    "orange": (245, 130, 20),
+}
 _SUPERSAMPLE = 2
 MAX_TILT = math.radians(12)
 
@@ -52,8 +57,13 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
         corners, radii = 3, [r * 1.25] * 3
     else:  # star: ten vertices alternating outer and inner radius
         corners, radii = 10, [r * 1.2 if i % 2 == 0 else r * 0.5 for i in range(10)]
-    return [(cx + radii[i] * math.cos(angle + 2 * math.pi * i / corners),
-             cy + radii[i] * math.sin(angle + 2 * math.pi * i / corners)) for i in range(corners)]
+    return [
+        (
+            cx + radii[i] * math.cos(angle + 2 * math.pi * i / corners),
+            cy + radii[i] * math.sin(angle + 2 * math.pi * i / corners),
+        )
+        for i in range(corners)
+    ]
 
 
 def render_background(rng: np.random.Generator, size: int) -> Image.Image:
@@ -64,8 +74,10 @@ def render_background(rng: np.random.Generator, size: int) -> Image.Image:
     base = np.clip(grey + tint, 0, 255)
     direction = rng.normal(size=2)
     direction /= np.linalg.norm(direction) + 1e-9
-    ramp = (np.linspace(-1, 1, size)[None, :] * direction[0]
-            + np.linspace(-1, 1, size)[:, None] * direction[1])
+    ramp = (
+        np.linspace(-1, 1, size)[None, :] * direction[0]
+        + np.linspace(-1, 1, size)[:, None] * direction[1]
+    )
     background = base[None, None, :] + rng.uniform(0, 30) * ramp[:, :, None]
     return Image.fromarray(np.clip(background, 0, 255).astype(np.uint8))
 
@@ -112,17 +124,20 @@ def _write_split(path: Path, samples, shard_size: int) -> int:
     return count
 
 
-def _sample(key: int, rng: np.random.Generator, label: int, image_size: int,
-            captions: dict[str, list[str]]) -> dict:
+def _sample(
+    key: int, rng: np.random.Generator, label: int, image_size: int, captions: dict[str, list[str]]
+) -> dict:
     colour, shape = CLASSES[label]
     meta = {"captions": captions, "label": label, "colour": colour, "shape": shape}
-    return {"__key__": f"{key:08d}", "jpg": _jpeg(render_shape(rng, colour, shape, image_size)),
-            "txt": captions["en"][int(rng.integers(len(captions["en"])))],
-            "json": json.dumps(meta, ensure_ascii=False).encode("utf-8")}
+    return {
+        "__key__": f"{key:08d}",
+        "jpg": _jpeg(render_shape(rng, colour, shape, image_size)),
+        "txt": captions["en"][int(rng.integers(len(captions["en"])))],
+        "json": json.dumps(meta, ensure_ascii=False).encode("utf-8"),
+    }
 
 
-def write_topics(out: Path, image_size: int = 64, images_per_topic: int = 6, seed: int = 0
-                 ) -> dict:
+def write_topics(out: Path, image_size: int = 64, images_per_topic: int = 6, seed: int = 0) -> dict:
     """Topic-matching data under ``out`` (``topics/`` of the module docstring).
 
     The topics are the four shapes. Each gets ``images_per_topic`` images (colours in turn) in
@@ -138,15 +153,19 @@ def write_topics(out: Path, image_size: int = 64, images_per_topic: int = 6, see
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(images_per_topic):
             colour = COLOURS[i % len(COLOURS)]
-            (folder / f"{i:02d}.jpg").write_bytes(_jpeg(render_shape(rng, colour, shape,
-                                                                     image_size)))
+            (folder / f"{i:02d}.jpg").write_bytes(
+                _jpeg(render_shape(rng, colour, shape, image_size))
+            )
         for lang, language in LANGUAGES.items():
             for c, colour in enumerate(COLOURS):
                 template = language.caption_templates[(c + s) % len(language.caption_templates)]
                 rows.append(f"{shape}\t{lang}\t{language.caption(colour, shape, template)}")
     (out / "sentences.tsv").write_text("\n".join(rows) + "\n", "utf-8")
-    return {"topics": len(SHAPES), "images": len(SHAPES) * images_per_topic,
-            "sentences": len(rows) - 1}
+    return {
+        "topics": len(SHAPES),
+        "images": len(SHAPES) * images_per_topic,
+        "sentences": len(rows) - 1,
+    }
 
 
 def write_bitext(path: Path) -> int:
@@ -162,10 +181,17 @@ def write_bitext(path: Path) -> int:
     return len(rows) - 1
 
 
-def write_demo_dataset(out_dir: str | os.PathLike, n_train: int = 12000, n_eval_per_class: int = 20,
-                       retrieval_captions: int = 3, image_size: int = 64, shard_size: int = 1000,
-                       seed: int = 0, progress: Callable[[int], None] | None = None,
-                       topic_images: int = 6) -> dict:
+def write_demo_dataset(
+    out_dir: str | os.PathLike,
+    n_train: int = 12000,
+    n_eval_per_class: int = 20,
+    retrieval_captions: int = 3,
+    image_size: int = 64,
+    shard_size: int = 1000,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+    topic_images: int = 6,
+) -> dict:
     """Generate the demo dataset under ``out_dir`` (layout in the module docstring).
 
     ``n_train`` training images with every caption phrasing in every language;
@@ -192,31 +218,49 @@ def write_demo_dataset(out_dir: str | os.PathLike, n_train: int = 12000, n_eval_
 
     def retrieval_caption_subset(label: int) -> dict[str, list[str]]:
         full = all_captions(label)
-        return {lang: [full[lang][j] for j in sorted(rng.choice(len(full[lang]), retrieval_captions,
-                                                                 replace=False))]
-                for lang in langs}
+        return {
+            lang: [
+                full[lang][j]
+                for j in sorted(rng.choice(len(full[lang]), retrieval_captions, replace=False))
+            ]
+            for lang in langs
+        }
 
     train_labels = rng.permutation(np.arange(n_train) % n_classes)
     eval_labels = np.repeat(np.arange(n_classes), n_eval_per_class)
     counts = {
         "train": _write_split(out / "train", generate(train_labels, all_captions, 0), shard_size),
-        "eval": _write_split(out / "eval", generate(eval_labels, all_captions, 10_000_000),
-                             shard_size),
-        "retrieval": _write_split(out / "retrieval",
-                                  generate(range(n_classes), retrieval_caption_subset, 20_000_000),
-                                  shard_size),
+        "eval": _write_split(
+            out / "eval", generate(eval_labels, all_captions, 10_000_000), shard_size
+        ),
+        "retrieval": _write_split(
+            out / "retrieval",
+            generate(range(n_classes), retrieval_caption_subset, 20_000_000),
+            shard_size,
+        ),
     }
     names_dir = out / "classnames"
     names_dir.mkdir(parents=True, exist_ok=True)
     for lang in langs:
         (names_dir / f"{lang}_classnames.json").write_text(
-            json.dumps({DATASET_NAME: class_names(lang)}, ensure_ascii=False, indent=1), "utf-8")
+            json.dumps({DATASET_NAME: class_names(lang)}, ensure_ascii=False, indent=1), "utf-8"
+        )
         (names_dir / f"{lang}_zeroshot_classification_templates.json").write_text(
-            json.dumps({DATASET_NAME: list(LANGUAGES[lang].prompt_templates)}, ensure_ascii=False,
-                       indent=1), "utf-8")
+            json.dumps(
+                {DATASET_NAME: list(LANGUAGES[lang].prompt_templates)}, ensure_ascii=False, indent=1
+            ),
+            "utf-8",
+        )
     topics = write_topics(out / "topics", image_size, topic_images, seed)
-    summary = {"dataset": DATASET_NAME, "languages": langs, "classes": n_classes,
-               "image_size": image_size, "seed": seed, "counts": counts, "topics": topics,
-               "bitext_sentences": write_bitext(out / "bitext.tsv")}
+    summary = {
+        "dataset": DATASET_NAME,
+        "languages": langs,
+        "classes": n_classes,
+        "image_size": image_size,
+        "seed": seed,
+        "counts": counts,
+        "topics": topics,
+        "bitext_sentences": write_bitext(out / "bitext.tsv"),
+    }
     (out / "dataset.json").write_text(json.dumps(summary, indent=1), "utf-8")
     return summary

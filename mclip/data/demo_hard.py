@@ -41,8 +41,15 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mclip.data.demo import (_SUPERSAMPLE, COLOUR_RGB, MAX_TILT, _jpeg, _polygon, _write_split,
-                        render_background)
+from mclip.data.demo import (
+    _SUPERSAMPLE,
+    COLOUR_RGB,
+    MAX_TILT,
+    _jpeg,
+    _polygon,
+    _write_split,
+    render_background,
+)
 from mclip.data.demo_hard_language import HARD_LANGUAGES, hard_class_names
 from mclip.data.demo_hard_scene import HARD_CLASSES, RELATIONS, SIZES, Scene, Thing, scene_label
 from mclip.data.demo_language import COLOURS, SHAPES
@@ -50,8 +57,8 @@ from mclip.data.demo_language import COLOURS, SHAPES
 DATASET_NAME = "demo_relations"
 # object radius as a fraction of the image side, by size
 RADIUS: dict[str, tuple[float, float]] = {"small": (0.07, 0.09), "large": (0.13, 0.16)}
-EXTENT = 1.25   # half-extent of any shape (star, tilted triangle / square) in radii
-GAP = 0.05      # least gap between the two extents along the relation's axis, fraction of side
+EXTENT = 1.25  # half-extent of any shape (star, tilted triangle / square) in radii
+GAP = 0.05  # least gap between the two extents along the relation's axis, fraction of side
 MAX_CROSS = 0.4  # largest offset across the axis, as a fraction of the offset along it
 _PLACEMENT_TRIES = 100
 _PLACEMENT_BATCH = 256
@@ -66,13 +73,16 @@ def random_scene(rng: np.random.Generator, label: int | None = None) -> Scene:
     if label is None:
         label = int(rng.integers(len(HARD_CLASSES)))
     a, relation, b = HARD_CLASSES[label]
-    first, second = (Thing(SIZES[int(rng.integers(len(SIZES)))],
-                           COLOURS[int(rng.integers(len(COLOURS)))], shape) for shape in (a, b))
+    first, second = (
+        Thing(SIZES[int(rng.integers(len(SIZES)))], COLOURS[int(rng.integers(len(COLOURS)))], shape)
+        for shape in (a, b)
+    )
     return Scene(first, relation, second)
 
 
-def place_objects(rng: np.random.Generator, scene: Scene, size: int
-                  ) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+def place_objects(
+    rng: np.random.Generator, scene: Scene, size: int
+) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     """Centres and radii ``(cx, cy, r)`` in pixels of the two objects of ``scene``.
 
     The first object is left of (smaller x) or above (smaller y) the second; both lie inside the
@@ -87,8 +97,10 @@ def place_objects(rng: np.random.Generator, scene: Scene, size: int
         along = rng.uniform(low, high, size=(_PLACEMENT_BATCH, 2))
         across = rng.uniform(low, high, size=(_PLACEMENT_BATCH, 2))
         gap = along[:, 1] - along[:, 0]
-        good = np.flatnonzero((gap >= extents.sum() + GAP * size)
-                              & (np.abs(across[:, 1] - across[:, 0]) <= MAX_CROSS * gap))
+        good = np.flatnonzero(
+            (gap >= extents.sum() + GAP * size)
+            & (np.abs(across[:, 1] - across[:, 0]) <= MAX_CROSS * gap)
+        )
         if len(good):
             along, across = along[good[0]], across[good[0]]
             break
@@ -111,8 +123,9 @@ def render_scene(rng: np.random.Generator, scene: Scene, size: int = 64) -> Imag
     draw = ImageDraw.Draw(image)
     for thing, (cx, cy, r) in zip((scene.first, scene.second), place_objects(rng, scene, size)):
         cx, cy, r = cx * _SUPERSAMPLE, cy * _SUPERSAMPLE, r * _SUPERSAMPLE
-        fill = tuple(int(np.clip(v + rng.integers(-15, 16), 0, 255))
-                     for v in COLOUR_RGB[thing.colour])
+        fill = tuple(
+            int(np.clip(v + rng.integers(-15, 16), 0, 255)) for v in COLOUR_RGB[thing.colour]
+        )
         if thing.shape == "circle":
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
         else:
@@ -125,18 +138,22 @@ def render_scene(rng: np.random.Generator, scene: Scene, size: int = 64) -> Imag
 
 def scene_captions(scene: Scene, bare: bool = True) -> dict[str, list[str]]:
     """{lang: captions} of ``scene``: every full caption, then (``bare``) the bare ones."""
-    return {lang: language.captions(scene) + (language.bare_captions(scene) if bare else [])
-            for lang, language in HARD_LANGUAGES.items()}
+    return {
+        lang: language.captions(scene) + (language.bare_captions(scene) if bare else [])
+        for lang, language in HARD_LANGUAGES.items()
+    }
 
 
 def _contrast(rng: np.random.Generator, scene: Scene) -> Scene:
     """A scene with the same words as ``scene`` bound differently: the two objects' places,
     colours, sizes or shapes exchanged (a change that leaves the scene as it was is not drawn)."""
     a, relation, b = scene
-    changes = [Scene(b, relation, a),  # places swapped
-               Scene(a._replace(colour=b.colour), relation, b._replace(colour=a.colour)),
-               Scene(a._replace(size=b.size), relation, b._replace(size=a.size)),
-               Scene(a._replace(shape=b.shape), relation, b._replace(shape=a.shape))]
+    changes = [
+        Scene(b, relation, a),  # places swapped
+        Scene(a._replace(colour=b.colour), relation, b._replace(colour=a.colour)),
+        Scene(a._replace(size=b.size), relation, b._replace(size=a.size)),
+        Scene(a._replace(shape=b.shape), relation, b._replace(shape=a.shape)),
+    ]
     changes = [c for c in changes if c != scene]  # never empty: the shapes differ
     return changes[int(rng.integers(len(changes)))]
 
@@ -156,23 +173,41 @@ def retrieval_scenes(rng: np.random.Generator, n: int) -> list[Scene]:
 
 
 def _metadata(scene: Scene, captions: dict[str, list[str]]) -> dict:
-    return {"captions": captions, "label": scene_label(scene), "relation": scene.relation,
-            "objects": [t._asdict() for t in (scene.first, scene.second)]}
+    return {
+        "captions": captions,
+        "label": scene_label(scene),
+        "relation": scene.relation,
+        "objects": [t._asdict() for t in (scene.first, scene.second)],
+    }
 
 
-def _sample(key: int, rng: np.random.Generator, scene: Scene, image_size: int,
-            captions: dict[str, list[str]]) -> dict:
+def _sample(
+    key: int,
+    rng: np.random.Generator,
+    scene: Scene,
+    image_size: int,
+    captions: dict[str, list[str]],
+) -> dict:
     full_en = HARD_LANGUAGES["en"].captions(scene)
-    return {"__key__": f"{key:08d}", "jpg": _jpeg(render_scene(rng, scene, image_size)),
-            "txt": full_en[int(rng.integers(len(full_en)))],
-            "json": json.dumps(_metadata(scene, captions), ensure_ascii=False).encode("utf-8")}
+    return {
+        "__key__": f"{key:08d}",
+        "jpg": _jpeg(render_scene(rng, scene, image_size)),
+        "txt": full_en[int(rng.integers(len(full_en)))],
+        "json": json.dumps(_metadata(scene, captions), ensure_ascii=False).encode("utf-8"),
+    }
 
 
-def write_hard_demo_dataset(out_dir: str | os.PathLike, n_train: int = 12000,
-                            n_eval_per_class: int = 20, n_retrieval: int = 200,
-                            retrieval_captions: int = 3, image_size: int = 64,
-                            shard_size: int = 1000, seed: int = 0,
-                            progress: Callable[[int], None] | None = None) -> dict:
+def write_hard_demo_dataset(
+    out_dir: str | os.PathLike,
+    n_train: int = 12000,
+    n_eval_per_class: int = 20,
+    n_retrieval: int = 200,
+    retrieval_captions: int = 3,
+    image_size: int = 64,
+    shard_size: int = 1000,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
     """Generate the hard demo level under ``out_dir`` (layout in the module docstring).
 
     ``n_train`` training images (zero-shot classes in turn, shuffled; sizes and colours random);
@@ -197,8 +232,10 @@ def write_hard_demo_dataset(out_dir: str | os.PathLike, n_train: int = 12000,
     def generate(scenes, caption_fn, key0) -> Iterator[dict]:
         for i, scene in enumerate(scenes):
             captions = caption_fn(scene)
-            longest[0] = max([longest[0]] + [len(c.encode("utf-8")) for texts in captions.values()
-                                             for c in texts])
+            longest[0] = max(
+                [longest[0]]
+                + [len(c.encode("utf-8")) for texts in captions.values() for c in texts]
+            )
             yield _sample(key0 + i, rng, scene, image_size, captions)
             if progress is not None:
                 progress(1)
@@ -208,36 +245,56 @@ def write_hard_demo_dataset(out_dir: str | os.PathLike, n_train: int = 12000,
         picked = {}
         for lang, texts in full.items():
             if retrieval_captions > len(texts):
-                raise ValueError(f"retrieval_captions={retrieval_captions}, but {lang} has only "
-                                 f"{len(texts)} captions per image")
-            picked[lang] = [texts[j] for j in sorted(rng.choice(len(texts), retrieval_captions,
-                                                                replace=False))]
+                raise ValueError(
+                    f"retrieval_captions={retrieval_captions}, but {lang} has only "
+                    f"{len(texts)} captions per image"
+                )
+            picked[lang] = [
+                texts[j] for j in sorted(rng.choice(len(texts), retrieval_captions, replace=False))
+            ]
         return picked
 
     train_labels = rng.permutation(np.arange(n_train) % n_classes)
     train = (random_scene(rng, int(label)) for label in train_labels)
-    evaluation = (random_scene(rng, label) for label in range(n_classes)
-                  for _ in range(n_eval_per_class))
+    evaluation = (
+        random_scene(rng, label) for label in range(n_classes) for _ in range(n_eval_per_class)
+    )
     counts = {
         "train": _write_split(out / "train", generate(train, scene_captions, 0), shard_size),
-        "eval": _write_split(out / "eval", generate(evaluation, scene_captions, 10_000_000),
-                             shard_size),
-        "retrieval": _write_split(out / "retrieval",
-                                  generate(retrieval_scenes(rng, n_retrieval), retrieval_subset,
-                                           20_000_000), shard_size),
+        "eval": _write_split(
+            out / "eval", generate(evaluation, scene_captions, 10_000_000), shard_size
+        ),
+        "retrieval": _write_split(
+            out / "retrieval",
+            generate(retrieval_scenes(rng, n_retrieval), retrieval_subset, 20_000_000),
+            shard_size,
+        ),
     }
     names_dir = out / "classnames"
     names_dir.mkdir(parents=True, exist_ok=True)
     for lang, language in HARD_LANGUAGES.items():
         (names_dir / f"{lang}_classnames.json").write_text(
             json.dumps({DATASET_NAME: hard_class_names(lang)}, ensure_ascii=False, indent=1),
-            "utf-8")
+            "utf-8",
+        )
         (names_dir / f"{lang}_zeroshot_classification_templates.json").write_text(
-            json.dumps({DATASET_NAME: list(language.prompt_templates)}, ensure_ascii=False,
-                       indent=1), "utf-8")
-    summary = {"dataset": DATASET_NAME, "level": "hard", "languages": list(HARD_LANGUAGES),
-               "classes": n_classes, "relations": list(RELATIONS), "shapes": list(SHAPES),
-               "image_size": image_size, "seed": seed, "counts": counts,
-               "max_caption_bytes": longest[0], "flip_invariant": False}
+            json.dumps(
+                {DATASET_NAME: list(language.prompt_templates)}, ensure_ascii=False, indent=1
+            ),
+            "utf-8",
+        )
+    summary = {
+        "dataset": DATASET_NAME,
+        "level": "hard",
+        "languages": list(HARD_LANGUAGES),
+        "classes": n_classes,
+        "relations": list(RELATIONS),
+        "shapes": list(SHAPES),
+        "image_size": image_size,
+        "seed": seed,
+        "counts": counts,
+        "max_caption_bytes": longest[0],
+        "flip_invariant": False,
+    }
     (out / "dataset.json").write_text(json.dumps(summary, indent=1), "utf-8")
     return summary

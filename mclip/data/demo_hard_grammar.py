@@ -41,16 +41,38 @@ from __future__ import annotations
 from typing import Callable
 
 from mclip.data.demo_hard_scene import Thing
-from mclip.data.demo_language import (_AR_ADJ, _AR_NOUN, _DE_NOUN, _DE_STEM, _ES, _FR, _HI_ADJ,
-                                      _HI_NOUN, _IT, _JA_COLOUR, _JA_SHAPE, _PT, _RU_ADJ,
-                                      _RU_NOUN, _ZH_COLOUR, _ZH_SHAPE, COLOURS, _sw, _table)
+from mclip.data.demo_language import COLOURS
+from mclip.data.demo_phrases import (
+    AR_ADJ,
+    AR_NOUN,
+    DE_NOUN,
+    DE_STEM,
+    ES,
+    FR,
+    HI_ADJ,
+    HI_NOUN,
+    IT,
+    JA_COLOUR,
+    JA_SHAPE,
+    PT,
+    RU_ADJ,
+    RU_NOUN,
+    ZH_COLOUR,
+    ZH_SHAPE,
+    sw_phrase,
+    parse_table,
+)
 
 
 # --- English --------------------------------------------------------------------------------
 
 _EN_SHORT = {"left": "left of", "right": "right of", "above": "above", "below": "below"}
-_EN_LONG = {"left": "to the left of", "right": "to the right of", "above": "above",
-            "below": "below"}
+_EN_LONG = {
+    "left": "to the left of",
+    "right": "to the right of",
+    "above": "above",
+    "below": "below",
+}
 
 
 def _en_np(t: Thing) -> str:
@@ -65,48 +87,69 @@ def _en(x: Thing, d: str, y: Thing) -> dict[str, str]:
 # --- German: indefinite article + mixed adjective declension; the relations govern the dative -
 
 _DE_SIZE = {"small": "klein", "large": "groß"}
-_DE_INDEF = {("m", "nom"): ("ein", "er"), ("n", "nom"): ("ein", "es"),
-             ("m", "acc"): ("einen", "en"), ("n", "acc"): ("ein", "es"),
-             ("m", "dat"): ("einem", "en"), ("n", "dat"): ("einem", "en")}
+_DE_INDEF = {
+    ("m", "nom"): ("ein", "er"),
+    ("n", "nom"): ("ein", "es"),
+    ("m", "acc"): ("einen", "en"),
+    ("n", "acc"): ("ein", "es"),
+    ("m", "dat"): ("einem", "en"),
+    ("n", "dat"): ("einem", "en"),
+}
 _DE_REL = {"left": "links von", "right": "rechts von", "above": "über", "below": "unter"}
 
 
 def _de_np(t: Thing, case: str) -> str:
-    noun, gender = _DE_NOUN[t.shape]
+    noun, gender = DE_NOUN[t.shape]
     article, ending = _DE_INDEF[(gender, case)]
     stems = [_DE_SIZE[t.size]] if t.size else []
-    stems += [_DE_STEM[t.colour]] if t.colour else []
+    stems += [DE_STEM[t.colour]] if t.colour else []
     return " ".join([article] + [stem + ending for stem in stems] + [noun])
 
 
 def _de(x: Thing, d: str, y: Thing) -> dict[str, str]:
-    return {"x": _de_np(x, "nom"), "x_acc": _de_np(x, "acc"), "y": _de_np(y, "dat"),
-            "rel": _DE_REL[d]}
+    return {
+        "x": _de_np(x, "nom"),
+        "x_acc": _de_np(x, "acc"),
+        "y": _de_np(y, "dat"),
+        "rel": _DE_REL[d],
+    }
 
 
 # --- Romance: article + agreeing size adjective + noun + agreeing colour ----------------------
 # The article, noun and colour come from demo_language's phrase ("un cercle rouge").
 
 _ROMANCE_SIZE = {  # (masculine, feminine) prenominal size adjectives; es "grande" -> "gran"
-    "fr": _table("""small: petit | petite
+    "fr": parse_table("""small: petit | petite
                     large: grand | grande"""),
-    "es": _table("""small: pequeño | pequeña
+    "es": parse_table("""small: pequeño | pequeña
                     large: gran | gran"""),
-    "it": _table("""small: piccolo | piccola
+    "it": parse_table("""small: piccolo | piccola
                     large: grande | grande"""),
-    "pt": _table("""small: pequeno | pequena
+    "pt": parse_table("""small: pequeno | pequena
                     large: grande | grande"""),
 }
-_ROMANCE_PHRASE = {"fr": _FR, "es": _ES, "it": _IT, "pt": _PT}
+_ROMANCE_PHRASE = {"fr": FR, "es": ES, "it": IT, "pt": PT}
 _ROMANCE_FEMININE_ARTICLES = ("une", "una", "uma")
 _ROMANCE_REL = {
-    "fr": {"left": "à gauche de", "right": "à droite de", "above": "au-dessus de",
-           "below": "en dessous de"},
-    "es": {"left": "a la izquierda de", "right": "a la derecha de", "above": "encima de",
-           "below": "debajo de"},
+    "fr": {
+        "left": "à gauche de",
+        "right": "à droite de",
+        "above": "au-dessus de",
+        "below": "en dessous de",
+    },
+    "es": {
+        "left": "a la izquierda de",
+        "right": "a la derecha de",
+        "above": "encima de",
+        "below": "debajo de",
+    },
     "it": {"left": "a sinistra di", "right": "a destra di", "above": "sopra", "below": "sotto"},
-    "pt": {"left": "à esquerda de", "right": "à direita de", "above": "acima de",
-           "below": "abaixo de"},
+    "pt": {
+        "left": "à esquerda de",
+        "right": "à direita de",
+        "above": "acima de",
+        "below": "abaixo de",
+    },
 }
 
 
@@ -130,27 +173,37 @@ def _romance(lang: str) -> Callable[[Thing, str, Thing], dict[str, str]]:
         else:
             rel_y = f"{relation} {landmark}"
         return {"x": _romance_np(lang, x), "ry": rel_y}
+
     return fields
 
 
 # --- Russian: genitive after "слева от" / "справа от", instrumental after "над" / "под" ------
 
-# (genitive, instrumental); nominative and accusative are demo_language's _RU_NOUN
-_RU_NOUN_CASES = {"circle": ("круга", "кругом"), "square": ("квадрата", "квадратом"),
-                  "triangle": ("треугольника", "треугольником"), "star": ("звезды", "звездой")}
+# (genitive, instrumental); nominative and accusative are demo_language's RU_NOUN
+_RU_NOUN_CASES = {
+    "circle": ("круга", "кругом"),
+    "square": ("квадрата", "квадратом"),
+    "triangle": ("треугольника", "треугольником"),
+    "star": ("звезды", "звездой"),
+}
 # masculine genitive, masculine instrumental, feminine genitive = instrumental; the nominative
-# and feminine accusative are demo_language's _RU_ADJ
-_RU_COLOUR_CASES = _table("""red: красного | красным | красной
+# and feminine accusative are demo_language's RU_ADJ
+_RU_COLOUR_CASES = parse_table("""red: красного | красным | красной
                              green: зелёного | зелёным | зелёной
                              blue: синего | синим | синей
                              yellow: жёлтого | жёлтым | жёлтой
                              purple: фиолетового | фиолетовым | фиолетовой
                              orange: оранжевого | оранжевым | оранжевой""")
 # nominative m, nominative f, accusative f, genitive m, instrumental m, genitive / instrumental f
-_RU_SIZE = _table("""small: маленький | маленькая | маленькую | маленького | маленьким | маленькой
+_RU_SIZE = parse_table("""
+                       small: маленький | маленькая | маленькую | маленького | маленьким | маленькой
                      large: большой | большая | большую | большого | большим | большой""")
-_RU_REL = {"left": ("слева от", "gen"), "right": ("справа от", "gen"), "above": ("над", "ins"),
-           "below": ("под", "ins")}
+_RU_REL = {
+    "left": ("слева от", "gen"),
+    "right": ("справа от", "gen"),
+    "above": ("над", "ins"),
+    "below": ("под", "ins"),
+}
 
 
 def _ru_adjective(forms: tuple[str, ...], gender: str, case: str) -> str:
@@ -161,19 +214,26 @@ def _ru_adjective(forms: tuple[str, ...], gender: str, case: str) -> str:
 
 
 def _ru_np(t: Thing, case: str) -> str:
-    nominative, accusative, gender = _RU_NOUN[t.shape]
-    noun = {"nom": nominative, "acc": accusative, "gen": _RU_NOUN_CASES[t.shape][0],
-            "ins": _RU_NOUN_CASES[t.shape][1]}[case]
+    nominative, accusative, gender = RU_NOUN[t.shape]
+    noun = {
+        "nom": nominative,
+        "acc": accusative,
+        "gen": _RU_NOUN_CASES[t.shape][0],
+        "ins": _RU_NOUN_CASES[t.shape][1],
+    }[case]
     words = [_ru_adjective(_RU_SIZE[t.size], gender, case)] if t.size else []
     if t.colour:
-        words.append(_ru_adjective(_RU_ADJ[t.colour] + _RU_COLOUR_CASES[t.colour], gender, case))
+        words.append(_ru_adjective(RU_ADJ[t.colour] + _RU_COLOUR_CASES[t.colour], gender, case))
     return " ".join(words + [noun])
 
 
 def _ru(x: Thing, d: str, y: Thing) -> dict[str, str]:
     preposition, case = _RU_REL[d]
-    return {"x": _ru_np(x, "nom"), "x_acc": _ru_np(x, "acc"),
-            "ry": f"{preposition} {_ru_np(y, case)}"}
+    return {
+        "x": _ru_np(x, "nom"),
+        "x_acc": _ru_np(x, "acc"),
+        "ry": f"{preposition} {_ru_np(y, case)}",
+    }
 
 
 # --- Chinese: "X在Y的左边"; colour with 的 before the size-marked noun ------------------------
@@ -183,8 +243,8 @@ _ZH_REL = {"left": "左边", "right": "右边", "above": "上方", "below": "下
 
 
 def _zh_np(t: Thing) -> str:
-    colour = f"{_ZH_COLOUR[t.colour]}的" if t.colour else ""
-    return colour + (_ZH_SIZE[t.size] if t.size else "") + _ZH_SHAPE[t.shape]
+    colour = f"{ZH_COLOUR[t.colour]}的" if t.colour else ""
+    return colour + (_ZH_SIZE[t.size] if t.size else "") + ZH_SHAPE[t.shape]
 
 
 def _zh(x: Thing, d: str, y: Thing) -> dict[str, str]:
@@ -198,8 +258,11 @@ _JA_REL = {"left": "左", "right": "右", "above": "上", "below": "下"}
 
 
 def _ja_np(t: Thing) -> str:
-    return ((_JA_SIZE[t.size] if t.size else "") + (_JA_COLOUR[t.colour] if t.colour else "")
-            + _JA_SHAPE[t.shape])
+    return (
+        (_JA_SIZE[t.size] if t.size else "")
+        + (JA_COLOUR[t.colour] if t.colour else "")
+        + JA_SHAPE[t.shape]
+    )
 
 
 def _ja(x: Thing, d: str, y: Thing) -> dict[str, str]:
@@ -208,30 +271,30 @@ def _ja(x: Thing, d: str, y: Thing) -> dict[str, str]:
 
 # --- Arabic: noun, colour, size, agreeing in gender; the verb agrees with the subject ---------
 
-_AR_SIZE = _table("""small: صغير | صغيرة
+_AR_SIZE = parse_table("""small: صغير | صغيرة
                      large: كبير | كبيرة""")
 _AR_REL = {"left": "على يسار", "right": "على يمين", "above": "فوق", "below": "تحت"}
 
 
 def _ar_np(t: Thing) -> str:
-    noun, gender = _AR_NOUN[t.shape]
+    noun, gender = AR_NOUN[t.shape]
     pick = 1 if gender == "f" else 0
     words = [noun]
     if t.colour:
-        words.append(_AR_ADJ[t.colour][pick])
+        words.append(AR_ADJ[t.colour][pick])
     if t.size:
         words.append(_AR_SIZE[t.size][pick])
     return " ".join(words)
 
 
 def _ar(x: Thing, d: str, y: Thing) -> dict[str, str]:
-    verb = "توجد" if _AR_NOUN[x.shape][1] == "f" else "يوجد"  # "there is", agreeing with x
+    verb = "توجد" if AR_NOUN[x.shape][1] == "f" else "يوجد"  # "there is", agreeing with x
     return {"x": _ar_np(x), "y": _ar_np(y), "rel": _AR_REL[d], "verb": verb}
 
 
 # --- Hindi: the landmark before the compound postposition is oblique ---------------------------
 
-_HI_SIZE = _table("""small: छोटा | छोटे
+_HI_SIZE = parse_table("""small: छोटा | छोटे
                      large: बड़ा | बड़े""")  # (masculine direct, masculine oblique)
 _HI_REL = {"left": "के बाईं ओर", "right": "के दाईं ओर", "above": "के ऊपर", "below": "के नीचे"}
 
@@ -242,8 +305,8 @@ def _hi_np(t: Thing, oblique: bool) -> str:
     pick = 1 if oblique else 0
     words = [] if oblique else ["एक"]
     words += [_HI_SIZE[t.size][pick]] if t.size else []
-    words += [_HI_ADJ[t.colour][pick]] if t.colour else []
-    return " ".join(words + [_HI_NOUN[t.shape][pick]])
+    words += [HI_ADJ[t.colour][pick]] if t.colour else []
+    return " ".join(words + [HI_NOUN[t.shape][pick]])
 
 
 def _hi(x: Thing, d: str, y: Thing) -> dict[str, str]:
@@ -255,12 +318,16 @@ def _hi(x: Thing, d: str, y: Thing) -> dict[str, str]:
 _SW_SIZE = {"small": {3: "mdogo", 9: "ndogo"}, "large": {3: "mkubwa", 9: "kubwa"}}
 _SW_LOCATIVE = {3: "uko", 9: "iko"}  # "is (located)"
 _SW_NOUN_CLASS = {"circle": 9, "square": 3, "triangle": 9, "star": 9}
-_SW_REL = {"left": "upande wa kushoto wa", "right": "upande wa kulia wa", "above": "juu ya",
-           "below": "chini ya"}
+_SW_REL = {
+    "left": "upande wa kushoto wa",
+    "right": "upande wa kulia wa",
+    "above": "juu ya",
+    "below": "chini ya",
+}
 
 
 def _sw_np(t: Thing) -> str:
-    noun, colour = _sw(t.colour or COLOURS[0], t.shape, "np").split(" ", 1)
+    noun, colour = sw_phrase(t.colour or COLOURS[0], t.shape, "np").split(" ", 1)
     words = [noun]
     if t.size:
         words.append(_SW_SIZE[t.size][_SW_NOUN_CLASS[t.shape]])
@@ -270,7 +337,9 @@ def _sw_np(t: Thing) -> str:
 
 
 def _sw_fields(x: Thing, d: str, y: Thing) -> dict[str, str]:
-    return {"x": _sw_np(x), "y": _sw_np(y), "rel": _SW_REL[d],
-            "loc": _SW_LOCATIVE[_SW_NOUN_CLASS[x.shape]]}
-
-
+    return {
+        "x": _sw_np(x),
+        "y": _sw_np(y),
+        "rel": _SW_REL[d],
+        "loc": _SW_LOCATIVE[_SW_NOUN_CLASS[x.shape]],
+    }

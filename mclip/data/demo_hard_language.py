@@ -46,14 +46,20 @@ class HardLanguage:
 
     def captions(self, scene: Scene) -> list[str]:
         """Every full caption of ``scene``: each template, both orders of mention, no repeats."""
-        found = [self.describe(x, d, y, t) for x, d, y in scene.mentions()
-                 for t in self.caption_templates]
+        found = [
+            self.describe(x, d, y, t)
+            for x, d, y in scene.mentions()
+            for t in self.caption_templates
+        ]
         return list(dict.fromkeys(found))
 
     def bare_captions(self, scene: Scene) -> list[str]:
         """The prompt templates filled with bare descriptions (shapes only), both orders."""
-        found = [t.format(c=self.describe(x, d, y, self.fragment))
-                 for x, d, y in scene.bare().mentions() for t in self.prompt_templates]
+        found = [
+            t.format(c=self.describe(x, d, y, self.fragment))
+            for x, d, y in scene.bare().mentions()
+            for t in self.prompt_templates
+        ]
         return list(dict.fromkeys(found))
 
     def class_name(self, label: int) -> str:
@@ -62,58 +68,175 @@ class HardLanguage:
         return self.describe(Thing(None, None, a), relation, Thing(None, None, b), self.fragment)
 
 
-HARD_LANGUAGES: dict[str, HardLanguage] = {lang.code: lang for lang in [
-    HardLanguage("en", "English", _en, "{x} {rel} {y}",
-                 ("{x} {short} {y}", "{x} {rel} {y}", "{X} is {rel} {y}.",
-                  "There is {x} {rel} {y}.", "a picture of {x} {rel} {y}"),
-                 ("{c}", "There is {c}.", "a picture of {c}")),
-    HardLanguage("de", "German", _de, "{x} {rel} {y}",
-                 ("{x} {rel} {y}", "Auf dem Bild ist {x} {rel} {y}.",
-                  "{X} befindet sich {rel} {y}.", "{REL} {y} ist {x}.",
-                  "Das Bild zeigt {x_acc} {rel} {y}."),
-                 ("{c}", "Auf dem Bild ist {c}.")),
-    HardLanguage("fr", "French", _romance("fr"), "{x} {ry}",
-                 ("{x} {ry}", "Il y a {x} {ry}.", "On voit {x} {ry}.", "{X} se trouve {ry}.",
-                  "L'image montre {x} {ry}."),
-                 ("{c}", "Il y a {c}.", "On voit {c}.")),
-    HardLanguage("es", "Spanish", _romance("es"), "{x} {ry}",
-                 ("{x} {ry}", "Hay {x} {ry}.", "Se ve {x} {ry}.", "{X} está {ry}.",
-                  "La imagen muestra {x} {ry}."),
-                 ("{c}", "Hay {c}.", "Se ve {c}.")),
-    HardLanguage("it", "Italian", _romance("it"), "{x} {ry}",
-                 ("{x} {ry}", "C'è {x} {ry}.", "Si vede {x} {ry}.", "{X} si trova {ry}.",
-                  "L'immagine mostra {x} {ry}."),
-                 ("{c}", "C'è {c}.", "Si vede {c}.")),
-    HardLanguage("pt", "Portuguese", _romance("pt"), "{x} {ry}",
-                 ("{x} {ry}", "Há {x} {ry}.", "Vê-se {x} {ry}.", "{X} está {ry}.",
-                  "A imagem mostra {x} {ry}."),
-                 ("{c}", "Há {c}.", "Vê-se {c}.")),
-    HardLanguage("ru", "Russian", _ru, "{x} {ry}",
-                 ("{x} {ry}", "На картинке {x} {ry}.", "{X} находится {ry}.",
-                  "{RY} находится {x}.", "Мы видим {x_acc} {ry}."),
-                 ("{c}", "На картинке {c}.")),
-    HardLanguage("zh", "Chinese", _zh, "{x}在{y}的{rel}",
-                 ("{x}在{y}的{rel}", "图片中{x}在{y}的{rel}。", "{y}的{rel}有一个{x}。",
-                  "{x}位于{y}的{rel}。"),
-                 ("{c}", "图片中{c}。")),
-    HardLanguage("ja", "Japanese", _ja, "{y}の{rel}にある{x}",
-                 ("{y}の{rel}にある{x}", "{y}の{rel}に{x}があります。",
-                  "{x}が{y}の{rel}にあります。",
-                  "{y}の{rel}に{x}が描かれています。"),
-                 ("{c}", "{c}の画像。")),
-    HardLanguage("ar", "Arabic", _ar, "{x} {rel} {y}",
-                 ("{x} {rel} {y}", "في الصورة {x} {rel} {y}.", "{verb} {x} {rel} {y}.",
-                  "{rel} {y} {x}.", "صورة {x} {rel} {y}."),
-                 ("{c}", "في الصورة {c}.")),
-    HardLanguage("hi", "Hindi", _hi, "{y} {rel} {x}",
-                 ("{y} {rel} {x}", "तस्वीर में {y} {rel} {x} है।", "{x} {y} {rel} है।",
-                  "{y} {rel} {x} बना है।"),
-                 ("{c}", "तस्वीर में {c} है।")),
-    HardLanguage("sw", "Swahili", _sw_fields, "{x} {rel} {y}",
-                 ("{x} {rel} {y}", "{X} {loc} {rel} {y}.", "Kuna {x} {rel} {y}.",
-                  "Picha ya {x} {rel} {y}."),
-                 ("{c}", "Kuna {c}.", "Picha ya {c}.")),
-]}
+HARD_LANGUAGES: dict[str, HardLanguage] = {
+    lang.code: lang
+    for lang in [
+        HardLanguage(
+            "en",
+            "English",
+            _en,
+            "{x} {rel} {y}",
+            (
+                "{x} {short} {y}",
+                "{x} {rel} {y}",
+                "{X} is {rel} {y}.",
+                "There is {x} {rel} {y}.",
+                "a picture of {x} {rel} {y}",
+            ),
+            ("{c}", "There is {c}.", "a picture of {c}"),
+        ),
+        HardLanguage(
+            "de",
+            "German",
+            _de,
+            "{x} {rel} {y}",
+            (
+                "{x} {rel} {y}",
+                "Auf dem Bild ist {x} {rel} {y}.",
+                "{X} befindet sich {rel} {y}.",
+                "{REL} {y} ist {x}.",
+                "Das Bild zeigt {x_acc} {rel} {y}.",
+            ),
+            ("{c}", "Auf dem Bild ist {c}."),
+        ),
+        HardLanguage(
+            "fr",
+            "French",
+            _romance("fr"),
+            "{x} {ry}",
+            (
+                "{x} {ry}",
+                "Il y a {x} {ry}.",
+                "On voit {x} {ry}.",
+                "{X} se trouve {ry}.",
+                "L'image montre {x} {ry}.",
+            ),
+            ("{c}", "Il y a {c}.", "On voit {c}."),
+        ),
+        HardLanguage(
+            "es",
+            "Spanish",
+            _romance("es"),
+            "{x} {ry}",
+            (
+                "{x} {ry}",
+                "Hay {x} {ry}.",
+                "Se ve {x} {ry}.",
+                "{X} está {ry}.",
+                "La imagen muestra {x} {ry}.",
+            ),
+            ("{c}", "Hay {c}.", "Se ve {c}."),
+        ),
+        HardLanguage(
+            "it",
+            "Italian",
+            _romance("it"),
+            "{x} {ry}",
+            (
+                "{x} {ry}",
+                "C'è {x} {ry}.",
+                "Si vede {x} {ry}.",
+                "{X} si trova {ry}.",
+                "L'immagine mostra {x} {ry}.",
+            ),
+            ("{c}", "C'è {c}.", "Si vede {c}."),
+        ),
+        HardLanguage(
+            "pt",
+            "Portuguese",
+            _romance("pt"),
+            "{x} {ry}",
+            (
+                "{x} {ry}",
+                "Há {x} {ry}.",
+                "Vê-se {x} {ry}.",
+                "{X} está {ry}.",
+                "A imagem mostra {x} {ry}.",
+            ),
+            ("{c}", "Há {c}.", "Vê-se {c}."),
+        ),
+        HardLanguage(
+            "ru",
+            "Russian",
+            _ru,
+            "{x} {ry}",
+            (
+                "{x} {ry}",
+                "На картинке {x} {ry}.",
+                "{X} находится {ry}.",
+                "{RY} находится {x}.",
+                "Мы видим {x_acc} {ry}.",
+            ),
+            ("{c}", "На картинке {c}."),
+        ),
+        HardLanguage(
+            "zh",
+            "Chinese",
+            _zh,
+            "{x}在{y}的{rel}",
+            (
+                "{x}在{y}的{rel}",
+                "图片中{x}在{y}的{rel}。",
+                "{y}的{rel}有一个{x}。",
+                "{x}位于{y}的{rel}。",
+            ),
+            ("{c}", "图片中{c}。"),
+        ),
+        HardLanguage(
+            "ja",
+            "Japanese",
+            _ja,
+            "{y}の{rel}にある{x}",
+            (
+                "{y}の{rel}にある{x}",
+                "{y}の{rel}に{x}があります。",
+                "{x}が{y}の{rel}にあります。",
+                "{y}の{rel}に{x}が描かれています。",
+            ),
+            ("{c}", "{c}の画像。"),
+        ),
+        HardLanguage(
+            "ar",
+            "Arabic",
+            _ar,
+            "{x} {rel} {y}",
+            (
+                "{x} {rel} {y}",
+                "في الصورة {x} {rel} {y}.",
+                "{verb} {x} {rel} {y}.",
+                "{rel} {y} {x}.",
+                "صورة {x} {rel} {y}.",
+            ),
+            ("{c}", "في الصورة {c}."),
+        ),
+        HardLanguage(
+            "hi",
+            "Hindi",
+            _hi,
+            "{y} {rel} {x}",
+            (
+                "{y} {rel} {x}",
+                "तस्वीर में {y} {rel} {x} है।",
+                "{x} {y} {rel} है।",
+                "{y} {rel} {x} बना है।",
+            ),
+            ("{c}", "तस्वीर में {c} है।"),
+        ),
+        HardLanguage(
+            "sw",
+            "Swahili",
+            _sw_fields,
+            "{x} {rel} {y}",
+            (
+                "{x} {rel} {y}",
+                "{X} {loc} {rel} {y}.",
+                "Kuna {x} {rel} {y}.",
+                "Picha ya {x} {rel} {y}.",
+            ),
+            ("{c}", "Kuna {c}.", "Picha ya {c}."),
+        ),
+    ]
+}
 
 
 def hard_class_names(lang: str) -> list[str]:

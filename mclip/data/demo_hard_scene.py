@@ -21,13 +21,15 @@ RELATIONS: tuple[str, ...] = ("left", "above")  # the first object is left of / 
 DIRECTIONS: tuple[str, ...] = ("left", "right", "above", "below")
 INVERSE: dict[str, str] = {"left": "right", "right": "left", "above": "below", "below": "above"}
 HARD_CLASSES: tuple[tuple[str, str, str], ...] = tuple(
-    (a, relation, b) for relation in RELATIONS for a in SHAPES for b in SHAPES if a != b)
+    (a, relation, b) for relation in RELATIONS for a in SHAPES for b in SHAPES if a != b
+)
 
 
 class Thing(NamedTuple):
     """One object: ``size`` in SIZES, ``colour`` in COLOURS, ``shape`` in SHAPES.
 
     ``size`` and ``colour`` are None in a bare description ("a circle")."""
+
     size: str | None
     colour: str | None
     shape: str
@@ -35,22 +37,25 @@ class Thing(NamedTuple):
 
 class Scene(NamedTuple):
     """Two objects: ``first`` is ``relation`` ("left" / "above") of ``second``."""
+
     first: Thing
     relation: str
     second: Thing
 
     def mentions(self) -> list[tuple[Thing, str, Thing]]:
         """Both orders of mention: (first, relation, second) and (second, inverse, first)."""
-        return [(self.first, self.relation, self.second),
-                (self.second, INVERSE[self.relation], self.first)]
+        return [
+            (self.first, self.relation, self.second),
+            (self.second, INVERSE[self.relation], self.first),
+        ]
 
     def bare(self) -> "Scene":
         """The same scene with sizes and colours left out."""
-        return Scene(Thing(None, None, self.first.shape), self.relation,
-                     Thing(None, None, self.second.shape))
+        return Scene(
+            Thing(None, None, self.first.shape), self.relation, Thing(None, None, self.second.shape)
+        )
 
 
 def scene_label(scene: Scene) -> int:
     """The zero-shot class index of ``scene`` in HARD_CLASSES (shapes must differ)."""
     return HARD_CLASSES.index((scene.first.shape, scene.relation, scene.second.shape))
-

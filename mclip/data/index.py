@@ -37,15 +37,17 @@ def default_index_path(shards: list[str]) -> Path:
     return Path(shards[0]).parent / INDEX_FILE
 
 
-
-
 def set_key(languages) -> str:
     """The key of a set of caption languages in an index: sorted codes joined by commas."""
     return ",".join(sorted(languages))
 
 
-def build_index(shards: list[str], default_language: str = "en", language_key: str = "",
-                progress: Callable[[int], None] | None = None) -> dict:
+def build_index(
+    shards: list[str],
+    default_language: str = "en",
+    language_key: str = "",
+    progress: Callable[[int], None] | None = None,
+) -> dict:
     """Count samples per language over ``shards`` (one pass, no image decoding).
 
     A sample counts once under every language it has a caption in (after code normalisation),
@@ -72,17 +74,26 @@ def build_index(shards: list[str], default_language: str = "en", language_key: s
             stamp = shard_stamp(shard)
         except OSError:  # unreadable (counted while reading): no version to record
             stamp = {}
-        per_shard[shard] = {"path": shard_identity(shard), **stamp, "samples": n,
-                            "languages": dict(counts), "language_sets": dict(sets)}
+        per_shard[shard] = {
+            "path": shard_identity(shard),
+            **stamp,
+            "samples": n,
+            "languages": dict(counts),
+            "language_sets": dict(sets),
+        }
         total.update(counts)
         sets_total.update(sets)
         samples += n
         if progress is not None:
             progress(n)
-    return {"version": INDEX_VERSION, "samples": samples,
-            "languages": dict(sorted(total.items(), key=lambda kv: -kv[1])),
-            "language_sets": dict(sorted(sets_total.items(), key=lambda kv: -kv[1])),
-            "skipped": dict(skipped), "shards": per_shard}
+    return {
+        "version": INDEX_VERSION,
+        "samples": samples,
+        "languages": dict(sorted(total.items(), key=lambda kv: -kv[1])),
+        "language_sets": dict(sorted(sets_total.items(), key=lambda kv: -kv[1])),
+        "skipped": dict(skipped),
+        "shards": per_shard,
+    }
 
 
 def write_index(index: dict, path: str | Path) -> Path:
@@ -107,8 +118,7 @@ class _Records:
         (see :func:`load_index`), or None."""
         record = self.by_path.get(shard_identity(shard)) or self.by_name.get(shard)
         if record is None and "mtime_ns" in stamp:  # a local copy of the data set
-            record = self.by_stamp.get((os.path.basename(shard), stamp["bytes"],
-                                        stamp["mtime_ns"]))
+            record = self.by_stamp.get((os.path.basename(shard), stamp["bytes"], stamp["mtime_ns"]))
         return record
 
 
@@ -123,8 +133,10 @@ def load_index(shards: list[str], path: str | Path | None = None) -> dict | None
         index = json.loads(path.read_text("utf-8"))
         listed = index["shards"]
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ConfigError(f"data index '{path}' cannot be read ({error}); rebuild it with "
-                          f"'mclip data index SHARDS --out {path}'") from None
+        raise ConfigError(
+            f"data index '{path}' cannot be read ({error}); rebuild it with "
+            f"'mclip data index SHARDS --out {path}'"
+        ) from None
     records, lookup = [], _Records(listed, path.parent)
     try:
         stamps = shard_stamps(shards)
@@ -135,19 +147,27 @@ def load_index(shards: list[str], path: str | Path | None = None) -> dict | None
         if record is None:
             problem = f"does not list shard '{redact(shard)}'"
         elif {k: record.get(k) for k in stamp} != stamp:
-            problem = (f"is older than shard '{redact(shard)}' (its size or "
-                       f"{'version' if 'version' in stamp else 'time'} changed)")
+            problem = (
+                f"is older than shard '{redact(shard)}' (its size or "
+                f"{'version' if 'version' in stamp else 'time'} changed)"
+            )
         else:
             records.append(record)
             continue
-        raise ConfigError(f"data index '{path}' {problem}; rebuild it with 'mclip data index "
-                          f"<the training shards> --out {path}'")
+        raise ConfigError(
+            f"data index '{path}' {problem}; rebuild it with 'mclip data index "
+            f"<the training shards> --out {path}'"
+        )
     counts, sets = Counter(), Counter()
     for record in records:
         counts.update(record["languages"])
         sets.update(record.get("language_sets") or {})
-    return {**index, "languages": dict(counts), "samples": sum(r["samples"] for r in records),
-            "language_sets": dict(sets) if all("language_sets" in r for r in records) else None}
+    return {
+        **index,
+        "languages": dict(counts),
+        "samples": sum(r["samples"] for r in records),
+        "language_sets": dict(sets) if all("language_sets" in r for r in records) else None,
+    }
 
 
 def temperature_factors(counts: dict[str, int], temperature: float) -> dict[str, float]:
@@ -168,8 +188,9 @@ def temperature_factors(counts: dict[str, int], temperature: float) -> dict[str,
     return {lang: value / top for lang, value in raw.items()}
 
 
-def language_sampling(shards: list[str], temperature: float, index_path: str = ""
-                      ) -> tuple[dict[str, float], dict, dict[str, int] | None]:
+def language_sampling(
+    shards: list[str], temperature: float, index_path: str = ""
+) -> tuple[dict[str, float], dict, dict[str, int] | None]:
     """The keep factors for training on ``shards`` at ``temperature``, a record for the log, and
     the index's language sets ({:func:`set_key`: samples}, or None without them).
 
@@ -186,26 +207,48 @@ def language_sampling(shards: list[str], temperature: float, index_path: str = "
     except ConfigError as error:
         if temperature != 1.0:
             raise
-        return {}, {"index": None, "warning": f"{error}. Temperature 1 needs no index: training "
-                                              f"goes on with the data's own language mix"}, None
+        return (
+            {},
+            {
+                "index": None,
+                "warning": f"{error}. Temperature 1 needs no index: training "
+                f"goes on with the data's own language mix",
+            },
+            None,
+        )
     if index is None:
         if temperature != 1.0:
-            raise ConfigError(f"config key 'data.language_temperature' is {temperature}, "
-                              f"which needs "
-                              f"per-language counts, but there is no index at '{path}'. Build it "
-                              f"with 'mclip data index <the training shards>' (one pass, no image "
-                              f"decoding), or set data.index to where it is")
-        return {}, {"index": None, "note": f"no data index at '{path}': the language mix is the "
-                                           f"data's own ('mclip data index' writes one)"}, None
+            raise ConfigError(
+                f"config key 'data.language_temperature' is {temperature}, "
+                f"which needs "
+                f"per-language counts, but there is no index at '{path}'. Build it "
+                f"with 'mclip data index <the training shards>' (one pass, no image "
+                f"decoding), or set data.index to where it is"
+            )
+        return (
+            {},
+            {
+                "index": None,
+                "note": f"no data index at '{path}': the language mix is the "
+                f"data's own ('mclip data index' writes one)",
+            },
+            None,
+        )
     counts = index["languages"]
     factors = temperature_factors(counts, temperature)
     total = sum(counts.values()) or 1
-    record = {"index": path, "samples": index["samples"], "temperature": temperature,
-              "data_mix": {lang: round(n / total, 4) for lang, n in counts.items()}}
+    record = {
+        "index": path,
+        "samples": index["samples"],
+        "temperature": temperature,
+        "data_mix": {lang: round(n / total, 4) for lang, n in counts.items()},
+    }
     sets = index["language_sets"]
     if sets is None:  # an index written before language sets: as if every sample had one
         sets = {lang: n for lang, n in counts.items()}
-        record["note"] = ("the index has no language sets (written by an older mclip): the "
-                          "target mix assumes one caption language per sample; rebuild it with "
-                          "'mclip data index' for the exact mix")
+        record["note"] = (
+            "the index has no language sets (written by an older mclip): the "
+            "target mix assumes one caption language per sample; rebuild it with "
+            "'mclip data index' for the exact mix"
+        )
     return factors, record, sets

@@ -46,12 +46,13 @@ from typing import Iterable
 
 from langcodes import Language, LanguageTagError, tag_is_valid
 
+from mclip.data.flores_codes import FLORES_200
+
 UNKNOWN_LANGUAGE = "und"
 """mclip's code for a caption whose metadata names a language that is unknown or not a language
 (the BCP 47 / ISO 639-2 code for "undetermined")."""
 
-UNKNOWN_VALUES = frozenset({"", "und", "unk", "unknown", "xx", "null", "none", "mul", "zxx",
-                            "mis"})
+UNKNOWN_VALUES = frozenset({"", "und", "unk", "unknown", "xx", "null", "none", "mul", "zxx", "mis"})
 """Values that name no particular language, compared lowercase: ISO 639-2's ``und``
 (undetermined), ``mul`` (multiple languages), ``zxx`` (no linguistic content) and ``mis``
 (uncoded languages), and the placeholders datasets and language detectors write (``unk``,
@@ -69,68 +70,6 @@ MACROLANGUAGE_CHOICES = {"cmn": "zh", "ekk": "et"}
 COUNTRY_CODE_HINTS = {"cn": "zh", "jp": "ja", "cz": "cs", "dk": "da", "gr": "el", "ua": "uk"}
 """Country codes often written for a language; not language codes (they normalise to None), but
 :func:`validate_languages` suggests the language."""
-
-# --- Flores-200 (SIB-200, MVL-SIB) ---------------------------------------------------------------
-#
-# Flores-200 names a language by its ISO 639-3 code and script (``deu_Latn``). mclip's code is the
-# ISO 639-1 code where one exists. An individual language of a macrolanguage takes the
-# macrolanguage's ISO 639-1 code only where it is that language's standard written form (arb -> ar,
-# pes -> fa, zsm -> ms, swh -> sw, lvs -> lv, khk -> mn, npi -> ne, ory -> or, azj -> az,
-# uzn -> uz, plt -> mg, gaz -> om, als -> sq, ydd -> yi, pbt -> ps, kmr -> ku); the other varieties
-# keep their ISO 639-3 code (the Arabic varieties acm, acq, aeb, ajp, apc, ars, ary, arz; prs, azb,
-# ckb, ayr, quy, knc, fuv, ...). A language written in two scripts keeps the plain code for its
-# usual script and gets ``-<script>`` (lowercase) for the other: zho_Hans -> zh, zho_Hant ->
-# zh-hant, arb_Latn -> ar-latn, kas_Deva -> ks-deva, sat_Beng -> sat-beng, and ace / bjn / knc /
-# min ``_Arab`` -> ``-arab``, taq_Tfng -> taq-tfng. The evaluation readers
-# (mclip.eval.datasets.codes) use this table as it is and keep a code not in it exactly as written
-# (``xyz_Latn``), reporting it; normalise_language uses its language choices and drops the script
-# (zho_Hant -> zh), like every script subtag of training data.
-FLORES_200: dict[str, str] = {
-    "ace_Arab": "ace-arab", "ace_Latn": "ace", "acm_Arab": "acm", "acq_Arab": "acq",
-    "aeb_Arab": "aeb", "afr_Latn": "af", "ajp_Arab": "ajp", "aka_Latn": "ak", "als_Latn": "sq",
-    "amh_Ethi": "am", "apc_Arab": "apc", "arb_Arab": "ar", "arb_Latn": "ar-latn",
-    "ars_Arab": "ars", "ary_Arab": "ary", "arz_Arab": "arz", "asm_Beng": "as", "ast_Latn": "ast",
-    "awa_Deva": "awa", "ayr_Latn": "ayr", "azb_Arab": "azb", "azj_Latn": "az", "bak_Cyrl": "ba",
-    "bam_Latn": "bm", "ban_Latn": "ban", "bel_Cyrl": "be", "bem_Latn": "bem", "ben_Beng": "bn",
-    "bho_Deva": "bho", "bjn_Arab": "bjn-arab", "bjn_Latn": "bjn", "bod_Tibt": "bo",
-    "bos_Latn": "bs", "bug_Latn": "bug", "bul_Cyrl": "bg", "cat_Latn": "ca", "ceb_Latn": "ceb",
-    "ces_Latn": "cs", "cjk_Latn": "cjk", "ckb_Arab": "ckb", "crh_Latn": "crh", "cym_Latn": "cy",
-    "dan_Latn": "da", "deu_Latn": "de", "dik_Latn": "dik", "dyu_Latn": "dyu", "dzo_Tibt": "dz",
-    "ell_Grek": "el", "eng_Latn": "en", "epo_Latn": "eo", "est_Latn": "et", "eus_Latn": "eu",
-    "ewe_Latn": "ee", "fao_Latn": "fo", "fij_Latn": "fj", "fin_Latn": "fi", "fon_Latn": "fon",
-    "fra_Latn": "fr", "fur_Latn": "fur", "fuv_Latn": "fuv", "gaz_Latn": "om", "gla_Latn": "gd",
-    "gle_Latn": "ga", "glg_Latn": "gl", "grn_Latn": "gn", "guj_Gujr": "gu", "hat_Latn": "ht",
-    "hau_Latn": "ha", "heb_Hebr": "he", "hin_Deva": "hi", "hne_Deva": "hne", "hrv_Latn": "hr",
-    "hun_Latn": "hu", "hye_Armn": "hy", "ibo_Latn": "ig", "ilo_Latn": "ilo", "ind_Latn": "id",
-    "isl_Latn": "is", "ita_Latn": "it", "jav_Latn": "jv", "jpn_Jpan": "ja", "kab_Latn": "kab",
-    "kac_Latn": "kac", "kam_Latn": "kam", "kan_Knda": "kn", "kas_Arab": "ks",
-    "kas_Deva": "ks-deva", "kat_Geor": "ka", "kaz_Cyrl": "kk", "kbp_Latn": "kbp",
-    "kea_Latn": "kea", "khk_Cyrl": "mn", "khm_Khmr": "km", "kik_Latn": "ki", "kin_Latn": "rw",
-    "kir_Cyrl": "ky", "kmb_Latn": "kmb", "kmr_Latn": "ku", "knc_Arab": "knc-arab",
-    "knc_Latn": "knc", "kon_Latn": "kg", "kor_Hang": "ko", "lao_Laoo": "lo", "lij_Latn": "lij",
-    "lim_Latn": "li", "lin_Latn": "ln", "lit_Latn": "lt", "lmo_Latn": "lmo", "ltg_Latn": "ltg",
-    "ltz_Latn": "lb", "lua_Latn": "lua", "lug_Latn": "lg", "luo_Latn": "luo", "lus_Latn": "lus",
-    "lvs_Latn": "lv", "mag_Deva": "mag", "mai_Deva": "mai", "mal_Mlym": "ml", "mar_Deva": "mr",
-    "min_Arab": "min-arab", "min_Latn": "min", "mkd_Cyrl": "mk", "mlt_Latn": "mt",
-    "mni_Beng": "mni", "mos_Latn": "mos", "mri_Latn": "mi", "mya_Mymr": "my", "nld_Latn": "nl",
-    "nno_Latn": "nn", "nob_Latn": "nb", "npi_Deva": "ne", "nqo_Nkoo": "nqo", "nso_Latn": "nso",
-    "nus_Latn": "nus", "nya_Latn": "ny", "oci_Latn": "oc", "ory_Orya": "or", "pag_Latn": "pag",
-    "pan_Guru": "pa", "pap_Latn": "pap", "pbt_Arab": "ps", "pes_Arab": "fa", "plt_Latn": "mg",
-    "pol_Latn": "pl", "por_Latn": "pt", "prs_Arab": "prs", "quy_Latn": "quy", "ron_Latn": "ro",
-    "run_Latn": "rn", "rus_Cyrl": "ru", "sag_Latn": "sg", "san_Deva": "sa",
-    "sat_Beng": "sat-beng", "sat_Olck": "sat", "scn_Latn": "scn", "shn_Mymr": "shn",
-    "sin_Sinh": "si", "slk_Latn": "sk", "slv_Latn": "sl", "smo_Latn": "sm", "sna_Latn": "sn",
-    "snd_Arab": "sd", "som_Latn": "so", "sot_Latn": "st", "spa_Latn": "es", "srd_Latn": "sc",
-    "srp_Cyrl": "sr", "ssw_Latn": "ss", "sun_Latn": "su", "swe_Latn": "sv", "swh_Latn": "sw",
-    "szl_Latn": "szl", "tam_Taml": "ta", "taq_Latn": "taq", "taq_Tfng": "taq-tfng",
-    "tat_Cyrl": "tt", "tel_Telu": "te", "tgk_Cyrl": "tg", "tgl_Latn": "tl", "tha_Thai": "th",
-    "tir_Ethi": "ti", "tpi_Latn": "tpi", "tsn_Latn": "tn", "tso_Latn": "ts", "tuk_Latn": "tk",
-    "tum_Latn": "tum", "tur_Latn": "tr", "twi_Latn": "tw", "tzm_Tfng": "tzm", "uig_Arab": "ug",
-    "ukr_Cyrl": "uk", "umb_Latn": "umb", "urd_Arab": "ur", "uzn_Latn": "uz", "vec_Latn": "vec",
-    "vie_Latn": "vi", "war_Latn": "war", "wol_Latn": "wo", "xho_Latn": "xh", "ydd_Hebr": "yi",
-    "yor_Latn": "yo", "yue_Hant": "yue", "zho_Hans": "zh", "zho_Hant": "zh-hant",
-    "zsm_Latn": "ms", "zul_Latn": "zu",
-}
 
 
 def normalise_language(code: str) -> str | None:
@@ -196,20 +135,28 @@ def validate_languages(codes: Iterable[str], key: str) -> list[str]:
     first: dict[str, object] = {}
     for code in codes:
         if isinstance(code, bool):
-            raise ConfigError(f"config key '{key}': {code!r} is not a language code (YAML reads "
-                              f"an unquoted no / yes / on / off as a boolean; quote it: 'no')")
+            raise ConfigError(
+                f"config key '{key}': {code!r} is not a language code (YAML reads "
+                f"an unquoted no / yes / on / off as a boolean; quote it: 'no')"
+            )
         if not isinstance(code, str) or not code.strip():
-            raise ConfigError(f"config key '{key}': {code!r} is not a language code; use ISO "
-                              f"639-1 (de) or 639-3 (fil) codes")
+            raise ConfigError(
+                f"config key '{key}': {code!r} is not a language code; use ISO "
+                f"639-1 (de) or 639-3 (fil) codes"
+            )
         mclip = normalise_language(code)
         if mclip is None and code.strip().lower() in UNKNOWN_VALUES:
             mclip = UNKNOWN_LANGUAGE
         if mclip is None:
-            raise ConfigError(f"config key '{key}': {code!r} is not a language code"
-                              f"{_did_you_mean(code)}Use ISO 639-1 (de) or 639-3 (fil) codes")
+            raise ConfigError(
+                f"config key '{key}': {code!r} is not a language code"
+                f"{_did_you_mean(code)}Use ISO 639-1 (de) or 639-3 (fil) codes"
+            )
         if mclip in first:
-            raise ConfigError(f"config key '{key}': {first[mclip]!r} and {code!r} are one "
-                              f"language ({mclip!r}); list it once")
+            raise ConfigError(
+                f"config key '{key}': {first[mclip]!r} and {code!r} are one "
+                f"language ({mclip!r}); list it once"
+            )
         first[mclip] = code
         normalised.append(mclip)
     return normalised
@@ -227,8 +174,9 @@ def _is_private_use(code: str) -> bool:
 @functools.lru_cache(maxsize=1)
 def _two_letter_codes() -> tuple[str, ...]:
     """Every registered two-letter (ISO 639-1) code, withdrawn ones included."""
-    return tuple(a + b for a, b in itertools.product(string.ascii_lowercase, repeat=2)
-                 if tag_is_valid(a + b))
+    return tuple(
+        a + b for a, b in itertools.product(string.ascii_lowercase, repeat=2) if tag_is_valid(a + b)
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -278,6 +226,9 @@ def _did_you_mean(code: str) -> str:
     suggestions = [f"'{s}'" for s in dict.fromkeys(vocabulary[c] for c in close)][:3]
     if not suggestions:
         return ". "
-    listed = suggestions[0] if len(suggestions) == 1 else (
-        ", ".join(suggestions[:-1]) + " or " + suggestions[-1])
+    listed = (
+        suggestions[0]
+        if len(suggestions) == 1
+        else (", ".join(suggestions[:-1]) + " or " + suggestions[-1])
+    )
     return f"; did you mean {listed}? "

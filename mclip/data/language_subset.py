@@ -27,8 +27,15 @@ from PIL import Image
 
 from mclip.config import ConfigError
 from mclip.data.parallel import HEADER, read_parallel_tsv
-from mclip.data.shards import (DataError, SkipCounter, decode_captions, decode_image,
-                               expand_shards, image_bytes, iter_raw_samples)
+from mclip.data.shards import (
+    DataError,
+    SkipCounter,
+    decode_captions,
+    decode_image,
+    expand_shards,
+    image_bytes,
+    iter_raw_samples,
+)
 
 PARALLEL_SUFFIXES = (".tsv", ".txt")
 
@@ -42,6 +49,7 @@ class CaptionSubset:
     ``languages``: captions per language seen (the language's own included); ``skipped``: counts
     of unusable samples by reason.
     """
+
     language: str
     images: list[Image.Image]
     captions: list[str]
@@ -55,6 +63,7 @@ class CaptionSubset:
 class ParallelSubset:
     """Pairs of an English ``sources`` [M] line and its ``translations`` [M] into ``language``;
     ``candidates``: usable pairs in the file; ``skipped``: lines dropped by reason."""
+
     language: str
     sources: list[str]
     translations: list[str]
@@ -82,8 +91,9 @@ def is_parallel_text(spec: str) -> bool:
     return Path(spec.strip()).suffix.lower() in PARALLEL_SUFFIXES
 
 
-def open_language_data(spec: str, language: str, max_items: int, seed: int = 0,
-                       default_language: str = "en") -> CaptionSubset | ParallelSubset:
+def open_language_data(
+    spec: str, language: str, max_items: int, seed: int = 0, default_language: str = "en"
+) -> CaptionSubset | ParallelSubset:
     """At most ``max_items`` training items in ``language`` from ``spec``: a parallel text file
     (:func:`read_parallel_subset`) or a shard spec (:func:`read_caption_subset`)."""
     if max_items < 1:
@@ -93,8 +103,9 @@ def open_language_data(spec: str, language: str, max_items: int, seed: int = 0,
     return read_caption_subset(spec, language, max_items, seed, default_language)
 
 
-def read_caption_subset(spec: str, language: str, max_captions: int, seed: int = 0,
-                        default_language: str = "en") -> CaptionSubset:
+def read_caption_subset(
+    spec: str, language: str, max_captions: int, seed: int = 0, default_language: str = "en"
+) -> CaptionSubset:
     """The seeded subset of at most ``max_captions`` captions in ``language`` (an mclip code)
     from the shards of ``spec`` (brace pattern, glob, directory or comma-separated list), with
     their decoded images. Raises ConfigError when the shards hold no caption in ``language``."""
@@ -113,10 +124,12 @@ def read_caption_subset(spec: str, language: str, max_captions: int, seed: int =
     kept, total = reservoir(candidates(), max_captions, random.Random(seed))
     if not total:
         found = ", ".join(f"{lang} {n}" for lang, n in seen.most_common(15)) or "none"
-        raise ConfigError(f"--data '{spec}': no caption in '{language}' in {len(shards)} "
-                          f"shard(s) (captions by language: {found}); give shards with "
-                          f"'{language}' captions, or a parallel text file (.tsv: English "
-                          f"source<TAB>{language} translation)")
+        raise ConfigError(
+            f"--data '{spec}': no caption in '{language}' in {len(shards)} "
+            f"shard(s) (captions by language: {found}); give shards with "
+            f"'{language}' captions, or a parallel text file (.tsv: English "
+            f"source<TAB>{language} translation)"
+        )
     images: list[Image.Image] = []
     index: dict[str, int] = {}
     captions, image_of = [], []
@@ -131,13 +144,16 @@ def read_caption_subset(spec: str, language: str, max_captions: int, seed: int =
         captions.append(text)
         image_of.append(index[key])
     if not captions:
-        raise DataError(f"--data '{spec}': every image of the {len(kept)} '{language}' captions "
-                        f"drawn is unreadable (skipped: {dict(counter)}); check the shards")
+        raise DataError(
+            f"--data '{spec}': every image of the {len(kept)} '{language}' captions "
+            f"drawn is unreadable (skipped: {dict(counter)}); check the shards"
+        )
     return CaptionSubset(language, images, captions, image_of, total, dict(seen), dict(counter))
 
 
-def read_parallel_subset(path: str | Path, language: str, max_pairs: int, seed: int = 0
-                         ) -> ParallelSubset:
+def read_parallel_subset(
+    path: str | Path, language: str, max_pairs: int, seed: int = 0
+) -> ParallelSubset:
     """The seeded subset of at most ``max_pairs`` (English source, translation) pairs into
     ``language`` from a UTF-8 parallel text file, in either layout:
 
@@ -151,9 +167,11 @@ def read_parallel_subset(path: str | Path, language: str, max_pairs: int, seed: 
     """
     path = Path(str(path).strip())
     if not path.is_file():
-        raise ConfigError(f"--data '{path}': parallel text file does not exist; give a .tsv with "
-                          f"one 'English source<TAB>{language} translation' a line (or the "
-                          f"output of 'mclip data parallel'), or caption shards")
+        raise ConfigError(
+            f"--data '{path}': parallel text file does not exist; give a .tsv with "
+            f"one 'English source<TAB>{language} translation' a line (or the "
+            f"output of 'mclip data parallel'), or caption shards"
+        )
     with open(path, encoding="utf-8", errors="replace") as f:
         first = f.readline().rstrip("\r\n")
     if first.split("\t") == HEADER.split("\t"):
@@ -162,12 +180,15 @@ def read_parallel_subset(path: str | Path, language: str, max_pairs: int, seed: 
         pairs = [(source, text) for source, text, lang in rows if lang == language]
         if not pairs:
             languages = ", ".join(f"{lang} {n}" for lang, n in found.most_common(15))
-            raise ConfigError(f"--data '{path}': no pair into '{language}' (pairs by language: "
-                              f"{languages}); write one with 'mclip data parallel SHARDS --out "
-                              f"FILE --languages {language}'")
+            raise ConfigError(
+                f"--data '{path}': no pair into '{language}' (pairs by language: "
+                f"{languages}); write one with 'mclip data parallel SHARDS --out "
+                f"FILE --languages {language}'"
+            )
         kept, total = reservoir(iter(pairs), max_pairs, random.Random(seed))
-        return ParallelSubset(language, [s for s, _ in kept], [t for _, t in kept], total,
-                              dict(skipped))
+        return ParallelSubset(
+            language, [s for s, _ in kept], [t for _, t in kept], total, dict(skipped)
+        )
     skipped: Counter = Counter()
 
     def two_columns():
@@ -184,8 +205,11 @@ def read_parallel_subset(path: str | Path, language: str, max_pairs: int, seed: 
 
     kept, total = reservoir(two_columns(), max_pairs, random.Random(seed))
     if not kept:
-        raise ConfigError(f"--data '{path}': no usable line (each line: English source<TAB>"
-                          f"{language} translation; {skipped['malformed_parallel_line']} "
-                          f"malformed)")
-    return ParallelSubset(language, [s for s, _ in kept], [t for _, t in kept], total,
-                          dict(skipped))
+        raise ConfigError(
+            f"--data '{path}': no usable line (each line: English source<TAB>"
+            f"{language} translation; {skipped['malformed_parallel_line']} "
+            f"malformed)"
+        )
+    return ParallelSubset(
+        language, [s for s, _ in kept], [t for _, t in kept], total, dict(skipped)
+    )

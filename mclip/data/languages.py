@@ -18,9 +18,13 @@ class LanguagePolicy:
     a sample with the factor of its chosen language (languages without a factor: 1).
     """
 
-    def __init__(self, policy: str = "uniform", languages: list[str] | None = None,
-                 weights: dict[str, float] | None = None,
-                 keep_factors: dict[str, float] | None = None):
+    def __init__(
+        self,
+        policy: str = "uniform",
+        languages: list[str] | None = None,
+        weights: dict[str, float] | None = None,
+        keep_factors: dict[str, float] | None = None,
+    ):
         self.policy = policy
         self.languages = set(languages or [])
         self.weights = dict(weights or {})
@@ -60,8 +64,9 @@ class LanguagePolicy:
             remaining.remove(language)
         return chosen
 
-    def expected_mix(self, language_sets: dict[str, int], captions_per_image: int = 1
-                     ) -> dict[str, float]:
+    def expected_mix(
+        self, language_sets: dict[str, int], captions_per_image: int = 1
+    ) -> dict[str, float]:
         """The share of each caption language among the captions training draws, in expectation
         (rounded to 4 places, most frequent first), from ``language_sets`` ({comma-joined sorted
         codes of a sample's caption languages: number of samples}, as ``mclip data index``
@@ -77,24 +82,31 @@ class LanguagePolicy:
             if not candidates:
                 continue
             weights = tuple(self._draw_weight(lang) for lang in candidates)
-            per_sample = _sample_mix(tuple(candidates), weights,
-                                     tuple(self.keep_factors.get(lang, 1.0) for lang in candidates),
-                                     captions_per_image)
+            per_sample = _sample_mix(
+                tuple(candidates),
+                weights,
+                tuple(self.keep_factors.get(lang, 1.0) for lang in candidates),
+                captions_per_image,
+            )
             for lang, value in per_sample.items():
                 totals[lang] = totals.get(lang, 0.0) + count * value
         total = sum(totals.values()) or 1.0
-        return {lang: round(value / total, 4)
-                for lang, value in sorted(totals.items(), key=lambda kv: -kv[1])}
+        return {
+            lang: round(value / total, 4)
+            for lang, value in sorted(totals.items(), key=lambda kv: -kv[1])
+        }
 
     def _draw_weight(self, language: str) -> float:
         """A candidate's weight in :meth:`choose` (policy weight times keep factor)."""
-        return ((self.weights[language] if self.policy == "weighted" else 1.0)
-                * self.keep_factors.get(language, 1.0))
+        return (
+            self.weights[language] if self.policy == "weighted" else 1.0
+        ) * self.keep_factors.get(language, 1.0)
 
 
 @lru_cache(maxsize=4096)
-def _sample_mix(candidates: tuple[str, ...], weights: tuple[float, ...],
-                keep: tuple[float, ...], k: int) -> dict[str, float]:
+def _sample_mix(
+    candidates: tuple[str, ...], weights: tuple[float, ...], keep: tuple[float, ...], k: int
+) -> dict[str, float]:
     """Expected captions per language of one sample whose allowed languages are ``candidates``:
     the first language drawn by ``weights`` decides (with its ``keep`` factor) whether the sample
     stays; k - 1 more are drawn without replacement; missing draws fill evenly."""
@@ -103,8 +115,11 @@ def _sample_mix(candidates: tuple[str, ...], weights: tuple[float, ...],
     fill = max(k - len(candidates), 0) / len(candidates)
     for i, first in enumerate(candidates):
         kept = weights[i] / total * min(keep[i], 1.0)
-        rest = _draws(tuple(c for c in candidates if c != first),
-                      tuple(w for j, w in enumerate(weights) if j != i), k - 1)
+        rest = _draws(
+            tuple(c for c in candidates if c != first),
+            tuple(w for j, w in enumerate(weights) if j != i),
+            k - 1,
+        )
         out[first] = out.get(first, 0.0) + kept
         for lang, value in rest.items():
             out[lang] = out.get(lang, 0.0) + kept * value
@@ -124,7 +139,7 @@ def _draws(candidates: tuple[str, ...], weights: tuple[float, ...], k: int) -> d
     for i, lang in enumerate(candidates):
         p = weights[i] / total
         out[lang] = out.get(lang, 0.0) + p
-        rest = _draws(candidates[:i] + candidates[i + 1:], weights[:i] + weights[i + 1:], k - 1)
+        rest = _draws(candidates[:i] + candidates[i + 1 :], weights[:i] + weights[i + 1 :], k - 1)
         for other, value in rest.items():
             out[other] = out.get(other, 0.0) + p * value
     return out

@@ -25,13 +25,16 @@ def read_parallel_tsv(path: str | Path) -> tuple[list[tuple[str, str, str]], dic
     lines with an empty field or the wrong number of fields are skipped and counted."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"parallel text file '{path}' does not exist; write one with "
-                        f"'mclip data parallel SHARDS --out {path}' or give a TSV with the header "
-                        f"'{HEADER.expandtabs(1)}'")
+        raise DataError(
+            f"parallel text file '{path}' does not exist; write one with "
+            f"'mclip data parallel SHARDS --out {path}' or give a TSV with the header "
+            f"'{HEADER.expandtabs(1)}'"
+        )
     lines = path.read_text("utf-8").splitlines()
     if not lines or lines[0].strip().split("\t") != HEADER.split("\t"):
-        raise DataError(f"'{path}' does not start with the header line 'source<TAB>translation"
-                        f"<TAB>language'")
+        raise DataError(
+            f"'{path}' does not start with the header line 'source<TAB>translation<TAB>language'"
+        )
     pairs, skipped = [], SkipCounter()
     for line in lines[1:]:
         fields = line.split("\t")
@@ -49,10 +52,14 @@ def read_parallel_tsv(path: str | Path) -> tuple[list[tuple[str, str, str]], dic
     return pairs, dict(skipped)
 
 
-def parallel_from_shards(shards: list[str], source_language: str = "en",
-                         languages: list[str] | None = None, per_language: int = 1, seed: int = 0,
-                         progress: Callable[[int], None] | None = None
-                         ) -> tuple[list[tuple[str, str, str]], dict[str, int]]:
+def parallel_from_shards(
+    shards: list[str],
+    source_language: str = "en",
+    languages: list[str] | None = None,
+    per_language: int = 1,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[tuple[str, str, str]], dict[str, int]]:
     """Pairs (source caption, caption in another language, language) from caption shards.
 
     For every sample with captions in ``source_language`` and other languages (``languages``,

@@ -33,8 +33,15 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from mclip.data.languages import LanguagePolicy
 from mclip.data.remote import RetryPolicy, redact
-from mclip.data.shards import (DataError, SkipCounter, content_hash, decode_captions, decode_image,
-                               image_bytes, iter_raw_samples)
+from mclip.data.shards import (
+    DataError,
+    SkipCounter,
+    content_hash,
+    decode_captions,
+    decode_image,
+    image_bytes,
+    iter_raw_samples,
+)
 
 
 START_POSITION = {"pass": 0, "consumed": 0, "all_shards": False}
@@ -48,6 +55,7 @@ not fill its part of a batch). A reader's position is
 class Source:
     """One shard set of the training mix: its shards, how its caption languages are chosen, and
     its relative share of the samples."""
+
     name: str
     shards: list[str]
     policy: LanguagePolicy
@@ -100,16 +108,32 @@ class TrainStream(IterableDataset):
     images.
     """
 
-    def __init__(self, shards: list[str] | list[Source], transform: Callable,
-                 policy: LanguagePolicy | None, batch_size: int, shuffle_size: int = 1000,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, augment: bool = False,
-                 default_language: str = "en", language_key: str = "",
-                 positions: dict[int, dict] | None = None, batches_done: int = 0,
-                 captions_per_image: int = 1, teacher_transforms: list[Callable] | None = None,
-                 retries: int = 5, score_filter=None):
+    def __init__(
+        self,
+        shards: list[str] | list[Source],
+        transform: Callable,
+        policy: LanguagePolicy | None,
+        batch_size: int,
+        shuffle_size: int = 1000,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        augment: bool = False,
+        default_language: str = "en",
+        language_key: str = "",
+        positions: dict[int, dict] | None = None,
+        batches_done: int = 0,
+        captions_per_image: int = 1,
+        teacher_transforms: list[Callable] | None = None,
+        retries: int = 5,
+        score_filter=None,
+    ):
         super().__init__()
-        self.sources = (list(shards) if shards and isinstance(shards[0], Source)
-                        else [Source("train", list(shards), policy or LanguagePolicy())])
+        self.sources = (
+            list(shards)
+            if shards and isinstance(shards[0], Source)
+            else [Source("train", list(shards), policy or LanguagePolicy())]
+        )
         self.transform = transform
         self.batch_size, self.shuffle_size, self.seed = batch_size, shuffle_size, seed
         self.rank, self.world_size, self.augment = rank, world_size, augment
@@ -127,9 +151,16 @@ class TrainStream(IterableDataset):
         reader = self.rank * n_workers + (worker + self.batches_done) % n_workers
         saved = self.positions.get(reader, {})
         batches = saved.get("batches", 0)
-        feeds = [_SourceFeed(self, index, reader, self.world_size * n_workers,
-                             saved.get("sources", {}).get(source.name))
-                 for index, source in enumerate(self.sources)]
+        feeds = [
+            _SourceFeed(
+                self,
+                index,
+                reader,
+                self.world_size * n_workers,
+                saved.get("sources", {}).get(source.name),
+            )
+            for index, source in enumerate(self.sources)
+        ]
         counter = SkipCounter()
         while True:
             slots = self._slots(reader, batches)
@@ -139,8 +170,10 @@ class TrainStream(IterableDataset):
             for index in slots:
                 items.append(feeds[index].next_distinct(keys, counter))
             batches += 1
-            position = {"batches": batches, "sources": {f.source.name: dict(f.position)
-                                                        for f in feeds}}
+            position = {
+                "batches": batches,
+                "sources": {f.source.name: dict(f.position) for f in feeds},
+            }
             yield self._collate(items, dict(counter), reader, position)
             counter.clear()
 
@@ -153,14 +186,20 @@ class TrainStream(IterableDataset):
         weights = [source.weight for source in self.sources]
         return sorted(rng.choices(range(len(self.sources)), weights=weights, k=self.batch_size))
 
-    def _decode(self, sample: dict, counter: SkipCounter, policy: LanguagePolicy,
-                rng: random.Random):
+    def _decode(
+        self, sample: dict, counter: SkipCounter, policy: LanguagePolicy, rng: random.Random
+    ):
         """(image [3, S, S], [(language, caption)] * k, key, teacher images, (image content
         hash, flipped, shard)) of one raw sample, or None (counted)."""
         captions = decode_captions(sample, counter, self.default_language, self.language_key)
         if captions and self.score_filter is not None:
-            captions = self.score_filter.keep(sample.get("__url__", ""), sample.get("__key__", ""),
-                                              captions, counter, set(policy.candidates(captions)))
+            captions = self.score_filter.keep(
+                sample.get("__url__", ""),
+                sample.get("__key__", ""),
+                captions,
+                counter,
+                set(policy.candidates(captions)),
+            )
         if not captions:
             return None
         languages = policy.choose_several(list(captions), self.captions_per_image, rng)
@@ -181,15 +220,24 @@ class TrainStream(IterableDataset):
         view = (content_hash(image_bytes(sample)), flipped, sample.get("__url__", ""))
         return tensors[0], texts, sample.get("__key__", ""), tuple(tensors[1:]), view
 
-    def _pick_captions(self, captions: dict[str, list[str]], languages: list[str],
-                       counter: SkipCounter, rng: random.Random) -> list[tuple[str, str]]:
+    def _pick_captions(
+        self,
+        captions: dict[str, list[str]],
+        languages: list[str],
+        counter: SkipCounter,
+        rng: random.Random,
+    ) -> list[tuple[str, str]]:
         """``captions_per_image`` (language, caption) pairs: one caption in each chosen language;
         when the sample has fewer allowed languages, further captions of those languages that
         are not yet used, and only when there are none, a caption again (counted)."""
         picks = [(language, rng.choice(captions[language])) for language in languages]
         while len(picks) < self.captions_per_image:
-            unused = [(language, text) for language in languages for text in captions[language]
-                      if (language, text) not in picks]
+            unused = [
+                (language, text)
+                for language in languages
+                for text in captions[language]
+                if (language, text) not in picks
+            ]
             if not unused:
                 counter["caption_repeated_to_fill_captions_per_image"] += 1
             picks.append(rng.choice(unused or picks))
@@ -199,14 +247,21 @@ class TrainStream(IterableDataset):
     def _collate(batch: list[tuple], skipped: dict, reader: int, position: dict) -> dict:
         images, picks, keys, teacher_images, views, sources = zip(*batch)
         pairs = [pair for sample in picks for pair in sample]
-        return {"images": torch.stack(images), "texts": [text for _, text in pairs],
-                "teacher_images": [torch.stack(t) for t in zip(*teacher_images)],
-                "image_hashes": [h for h, _, _ in views], "flipped": [f for _, f, _ in views],
-                "shards": [url for _, _, url in views],
-                "languages": [language for language, _ in pairs],
-                "text_to_image": torch.arange(len(images)).repeat_interleave(len(picks[0])),
-                "keys": list(keys), "sources": list(sources), "skipped": skipped,
-                "reader": reader, "position": position}
+        return {
+            "images": torch.stack(images),
+            "texts": [text for _, text in pairs],
+            "teacher_images": [torch.stack(t) for t in zip(*teacher_images)],
+            "image_hashes": [h for h, _, _ in views],
+            "flipped": [f for _, f, _ in views],
+            "shards": [url for _, _, url in views],
+            "languages": [language for language, _ in pairs],
+            "text_to_image": torch.arange(len(images)).repeat_interleave(len(picks[0])),
+            "keys": list(keys),
+            "sources": list(sources),
+            "skipped": skipped,
+            "reader": reader,
+            "position": position,
+        }
 
 
 class _SourceFeed:
@@ -220,8 +275,9 @@ class _SourceFeed:
     list cannot either, :class:`DataError` says so with the numbers.
     """
 
-    def __init__(self, stream: TrainStream, index: int, reader: int, readers: int,
-                 position: dict | None):
+    def __init__(
+        self, stream: TrainStream, index: int, reader: int, readers: int, position: dict | None
+    ):
         self.stream, self.index, self.reader = stream, index, reader
         self.source = source = stream.sources[index]
         self.own = source.shards[reader::readers]
@@ -278,7 +334,8 @@ class _SourceFeed:
             f"{self.slots} it must fill in one per-rank batch of {self.stream.batch_size}; "
             f"skipped: "
             f"{dict(self.total)}. Check the shards' contents (KEY.jpg + KEY.txt / KEY.json), the "
-            f"caption languages (data.languages), or lower train.batch_size.")
+            f"caption languages (data.languages), or lower train.batch_size."
+        )
 
     def _passes(self) -> Iterator[tuple]:
         """(item, key, pass, samples of the pass taken) for every usable sample, pass after
@@ -298,15 +355,20 @@ class _SourceFeed:
         rng = random.Random(f"{stream.seed}/{self.reader}/{name}/{pass_index}")
         order = self.shards
         rng.shuffle(order)
-        samples = shuffle_buffer(iter_raw_samples(order, self.counter, stream.retry_policy),
-                                 stream.shuffle_size, rng)
+        samples = shuffle_buffer(
+            iter_raw_samples(order, self.counter, stream.retry_policy), stream.shuffle_size, rng
+        )
         for index, sample in enumerate(samples):
             if index < start:
                 if index == start - 1:  # the original run reported what was read up to here
                     self.counter.clear()
                 continue
-            item = stream._decode(sample, self.counter, self.source.policy, random.Random(
-                f"{stream.seed}/{self.reader}/{name}/{pass_index}/{index}"))
+            item = stream._decode(
+                sample,
+                self.counter,
+                self.source.policy,
+                random.Random(f"{stream.seed}/{self.reader}/{name}/{pass_index}/{index}"),
+            )
             if item is None:
                 continue
             self.usable[pass_index] += 1

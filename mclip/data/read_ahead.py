@@ -75,12 +75,17 @@ class ReadAhead(io.RawIOBase):
         super().close()
 
 
-def open_shards_ahead(urls, policy: RetryPolicy | None = None, counter: Counter | None = None,
-                      on_error: Callable[[Exception, str], None] = lambda error, url: None):
+def open_shards_ahead(
+    urls,
+    policy: RetryPolicy | None = None,
+    counter: Counter | None = None,
+    on_error: Callable[[Exception, str], None] = lambda error, url: None,
+):
     """(url, stream) of every shard in turn, each remote one opened and read ahead (up to
     :data:`READ_AHEAD_BYTES`) while the one before it is consumed: the network works while the
     caller decodes. Local shards are opened when their turn comes. A shard that cannot be opened
     goes to ``on_error`` and is passed over."""
+
     def start(url: str):
         try:
             stream = open_shard(url, policy, counter)

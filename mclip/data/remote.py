@@ -68,7 +68,7 @@ def redact(url: str) -> str:
     the query string of a URL (signed URLs carry their signature there), and only the first word
     of a ``pipe:`` command."""
     if url.startswith(PIPE_PREFIX):
-        words = url[len(PIPE_PREFIX):].split()
+        words = url[len(PIPE_PREFIX) :].split()
         return f"{PIPE_PREFIX}{words[0] if words else ''} ..." if len(words) > 1 else url
     if not _URL.match(url):
         return url
@@ -84,6 +84,7 @@ class RetryPolicy:
     """How transient faults are retried: up to ``retries`` attempts in a row, the k-th after a
     random wait in [0, min(``max_delay``, ``base_delay`` * 2^k)] seconds (full jitter), and a
     ``timeout`` in seconds for each network operation."""
+
     retries: int = 5
     base_delay: float = 0.5
     max_delay: float = 30.0
@@ -93,7 +94,7 @@ class RetryPolicy:
 
     def wait(self, attempt: int) -> None:
         """Sleep before retry number ``attempt`` (0-based)."""
-        self.sleep(self.rng.uniform(0.0, min(self.max_delay, self.base_delay * 2 ** attempt)))
+        self.sleep(self.rng.uniform(0.0, min(self.max_delay, self.base_delay * 2**attempt)))
 
 
 class _Opened:
@@ -101,16 +102,22 @@ class _Opened:
     before the wanted offset (``skip`` bytes still to drop), ``size`` the shard's size if known,
     ``finish()`` raising a transient fault when the source ended in error."""
 
-    def __init__(self, stream: BinaryIO, size: int | None = None, skip: int = 0,
-                 finish: Callable[[], None] = lambda: None):
+    def __init__(
+        self,
+        stream: BinaryIO,
+        size: int | None = None,
+        skip: int = 0,
+        finish: Callable[[], None] = lambda: None,
+    ):
         self.stream, self.size, self.skip, self.finish = stream, size, skip, finish
 
 
 def _open_http(url: str, offset: int, timeout: float) -> _Opened:
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers),
-                                          timeout=timeout)
+        response = urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=timeout
+        )
     except urllib.error.HTTPError as error:
         if error.code == 416 and offset:  # nothing after the offset: the shard was complete
             return _Opened(io.BytesIO(b""), size=offset)
@@ -126,17 +133,19 @@ def _open_http(url: str, offset: int, timeout: float) -> _Opened:
 
 
 def _open_pipe(url: str, offset: int, timeout: float) -> _Opened:
-    command = url[len(PIPE_PREFIX):]
-    process = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
+    command = url[len(PIPE_PREFIX) :]
+    process = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def finish() -> None:
         status = process.wait()
         error = process.stderr.read().decode("utf-8", "replace").strip().splitlines()
         process.stderr.close()
         if status != 0:
-            raise _Transient(f"{redact(url)} exited with status {status}"
-                             + (f": {error[-1][:200]}" if error else ""))
+            raise _Transient(
+                f"{redact(url)} exited with status {status}"
+                + (f": {error[-1][:200]}" if error else "")
+            )
+
     return _Opened(process.stdout, skip=offset, finish=finish)
 
 
@@ -144,16 +153,20 @@ def _open_fsspec(url: str, offset: int, timeout: float) -> _Opened:
     try:
         import fsspec
     except ImportError:
-        raise ShardUnavailable(f"{redact(url)} needs fsspec and the package of its protocol "
-                               f"(s3fs for s3://, gcsfs for gs://): pip install "
-                               f"'mclip[remote]'") from None
+        raise ShardUnavailable(
+            f"{redact(url)} needs fsspec and the package of its protocol "
+            f"(s3fs for s3://, gcsfs for gs://): pip install "
+            f"'mclip[remote]'"
+        ) from None
     try:
         handle = fsspec.open(url, "rb").open()
     except (FileNotFoundError, PermissionError) as error:
         raise ShardUnavailable(f"{redact(url)}: {type(error).__name__}") from None
     except ImportError as error:
-        raise ShardUnavailable(f"{redact(url)}: {error}; install the package of its protocol "
-                               f"(pip install 'mclip[remote]')") from None
+        raise ShardUnavailable(
+            f"{redact(url)}: {error}; install the package of its protocol "
+            f"(pip install 'mclip[remote]')"
+        ) from None
     handle.seek(offset)
     return _Opened(handle, size=getattr(handle, "size", None))
 
@@ -178,8 +191,14 @@ def opener_of(url: str) -> Callable[[str, int, float], _Opened]:
     return _open_local
 
 
-RETRYABLE = (_Transient, ConnectionError, TimeoutError, socket.timeout, http.client.HTTPException,
-             urllib.error.URLError)
+RETRYABLE = (
+    _Transient,
+    ConnectionError,
+    TimeoutError,
+    socket.timeout,
+    http.client.HTTPException,
+    urllib.error.URLError,
+)
 
 
 class ShardStream(io.RawIOBase):
@@ -187,8 +206,7 @@ class ShardStream(io.RawIOBase):
     the byte where the read broke (module docstring). ``counter["retried_reads"]`` counts the
     retries."""
 
-    def __init__(self, url: str, policy: RetryPolicy | None = None,
-                 counter: Counter | None = None):
+    def __init__(self, url: str, policy: RetryPolicy | None = None, counter: Counter | None = None):
         super().__init__()
         self.url, self.policy = url, policy or RetryPolicy()
         self.counter = counter if counter is not None else Counter()
@@ -214,17 +232,21 @@ class ShardStream(io.RawIOBase):
         while n > 0:
             data = self._opened.stream.read(min(n, _CHUNK))
             if not data:
-                raise _Transient(f"{redact(self.url)} ended after {self.offset - n} bytes, "
-                                 f"before the {self.offset} already read")
+                raise _Transient(
+                    f"{redact(self.url)} ended after {self.offset - n} bytes, "
+                    f"before the {self.offset} already read"
+                )
             n -= len(data)
 
     def _retry(self, attempt: int, error: Exception) -> int:
         if isinstance(error, ShardUnavailable):
             raise error
         if attempt >= self.policy.retries:
-            raise ShardUnavailable(f"{redact(self.url)}: gave up after {attempt} retries at "
-                                   f"byte {self.offset} ({type(error).__name__}: "
-                                   f"{str(error)[:200]})") from None
+            raise ShardUnavailable(
+                f"{redact(self.url)}: gave up after {attempt} retries at "
+                f"byte {self.offset} ({type(error).__name__}: "
+                f"{str(error)[:200]})"
+            ) from None
         self.counter["retried_reads"] += 1
         self.policy.wait(attempt)
         return attempt + 1
@@ -259,12 +281,13 @@ class ShardStream(io.RawIOBase):
         super().close()
 
 
-def open_shard(url: str, policy: RetryPolicy | None = None,
-               counter: Counter | None = None) -> BinaryIO:
+def open_shard(
+    url: str, policy: RetryPolicy | None = None, counter: Counter | None = None
+) -> BinaryIO:
     """A readable binary stream of the shard ``url`` (any form of the module docstring); local
     paths are plain files, every other form a :class:`ShardStream` with retries."""
     if not is_remote(url) or url.startswith("file://"):
-        path = url[len("file://"):] if url.startswith("file://") else url
+        path = url[len("file://") :] if url.startswith("file://") else url
         try:
             return open(path, "rb")  # noqa: SIM115 - the tar reader closes it
         except FileNotFoundError:
@@ -284,8 +307,10 @@ def list_remote(url: str, key: str = "data.train_shards") -> list[str]:
         fs, path = fsspec.core.url_to_fs(url)
         found = fs.glob(path if not url.endswith("/") else path.rstrip("/") + "/*.tar")
     except ImportError as error:
-        raise ConfigError(f"config key '{key}': {redact(url)} needs fsspec and the package of "
-                          f"its protocol ({error}); pip install 'mclip[remote]'") from None
+        raise ConfigError(
+            f"config key '{key}': {redact(url)} needs fsspec and the package of "
+            f"its protocol ({error}); pip install 'mclip[remote]'"
+        ) from None
     except (OSError, ValueError) as error:
         raise ConfigError(f"config key '{key}': cannot list {redact(url)} ({error})") from None
     shards = sorted(fs.unstrip_protocol(p) for p in found if p.endswith(".tar"))
@@ -307,7 +332,7 @@ def shard_stamp(url: str, policy: RetryPolicy | None = None) -> dict:
     HEAD or the fsspec listing; ``{}`` for a ``pipe:`` command (nothing to ask: matched by its
     name only). A shard that cannot be asked is a :class:`ShardUnavailable`."""
     if not is_remote(url) or url.startswith("file://"):
-        stat = os.stat(url[len("file://"):] if url.startswith("file://") else url)
+        stat = os.stat(url[len("file://") :] if url.startswith("file://") else url)
         return {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     if url.startswith(PIPE_PREFIX):
         return {}
@@ -318,8 +343,9 @@ def shard_stamp(url: str, policy: RetryPolicy | None = None) -> dict:
             return _remote_stamp(url, policy.timeout)
         except RETRYABLE as error:
             if isinstance(error, ShardUnavailable) or attempt >= policy.retries:
-                raise ShardUnavailable(f"cannot ask {redact(url)} for its size and version "
-                                       f"({error})") from None
+                raise ShardUnavailable(
+                    f"cannot ask {redact(url)} for its size and version ({error})"
+                ) from None
             policy.wait(attempt)
             attempt += 1
 
@@ -335,8 +361,10 @@ def _remote_stamp(url: str, timeout: float) -> dict:
                 raise ShardUnavailable(f"HTTP {error.code} for {redact(url)}") from None
             raise _Transient(f"HTTP {error.code} for {redact(url)}") from None
         length = headers.get("Content-Length")
-        return {"bytes": int(length) if length else None,
-                "version": headers.get("ETag") or headers.get("Last-Modified")}
+        return {
+            "bytes": int(length) if length else None,
+            "version": headers.get("ETag") or headers.get("Last-Modified"),
+        }
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(url)
@@ -345,8 +373,14 @@ def _remote_stamp(url: str, timeout: float) -> dict:
         info = fs.info(path)
     except FileNotFoundError:
         raise ShardUnavailable(f"{redact(url)} does not exist") from None
-    version = next((str(info[k]) for k in ("ETag", "etag", "LastModified", "mtime", "updated")
-                    if info.get(k) is not None), None)
+    version = next(
+        (
+            str(info[k])
+            for k in ("ETag", "etag", "LastModified", "mtime", "updated")
+            if info.get(k) is not None
+        ),
+        None,
+    )
     return {"bytes": info.get("size"), "version": version}
 
 

@@ -43,15 +43,21 @@ def _pyarrow():
         import pyarrow
         import pyarrow.parquet
     except ImportError:
-        raise ConfigError("scores are Parquet files: pip install 'mclip[curate]' (pyarrow)"
-                          ) from None
+        raise ConfigError(
+            "scores are Parquet files: pip install 'mclip[curate]' (pyarrow)"
+        ) from None
     return pyarrow
 
 
 @torch.no_grad()
-def score_shard(model, shard: str, batch_size: int = 256, default_language: str = "en",
-                language_key: str = "", languages: set[str] | None = None
-                ) -> tuple[dict[str, list], SkipCounter]:
+def score_shard(
+    model,
+    shard: str,
+    batch_size: int = 256,
+    default_language: str = "en",
+    language_key: str = "",
+    languages: set[str] | None = None,
+) -> tuple[dict[str, list], SkipCounter]:
     """({column: values} with a row per caption of every usable sample of ``shard``, skip
     counts). ``model``: any adapter (:func:`mclip.models.adapters.load_model`); a language with a
     LoRA adapter is encoded with it."""
@@ -59,17 +65,27 @@ def score_shard(model, shard: str, batch_size: int = 256, default_language: str 
     columns: dict[str, list] = {name: [] for name in COLUMNS}
     usable = usable_samples(shard, counter, default_language, language_key, languages)
     for batch in batched(usable, batch_size):
-        images = _unit(model.encode_image(torch.stack([transform(im) for _, _, im, _, _
-                                                             in batch])).float().cpu())
+        images = _unit(
+            model.encode_image(torch.stack([transform(im) for _, _, im, _, _ in batch]))
+            .float()
+            .cpu()
+        )
         by_language: dict[str, list[tuple[int, str]]] = {}
         for row, (_, _, _, captions, _) in enumerate(batch):
             for language, texts in captions.items():
                 by_language.setdefault(language, []).extend((row, text) for text in texts)
         for language, pairs in by_language.items():
             with _in_language(model, language):
-                texts = _unit(torch.cat([model.encode_text(
-                    [t for _, t in pairs[i:i + batch_size]]).float().cpu()
-                    for i in range(0, len(pairs), batch_size)]))
+                texts = _unit(
+                    torch.cat(
+                        [
+                            model.encode_text([t for _, t in pairs[i : i + batch_size]])
+                            .float()
+                            .cpu()
+                            for i in range(0, len(pairs), batch_size)
+                        ]
+                    )
+                )
             rows = torch.tensor([row for row, _ in pairs])
             scores = (images[rows] * texts).sum(-1)
             for (row, text), score in zip(pairs, scores.tolist()):
@@ -97,10 +113,19 @@ def _in_language(model, language: str):
     return switch(language) if switch is not None else contextlib.nullcontext()
 
 
-def write_scores(model, spec: str, shards: list[str], out_dir: str | Path, batch_size: int = 256,
-                 default_language: str = "en", language_key: str = "",
-                 languages: list[str] | None = None, rank: int = 0, world_size: int = 1,
-                 progress: Callable[[str], None] | None = None) -> dict:
+def write_scores(
+    model,
+    spec: str,
+    shards: list[str],
+    out_dir: str | Path,
+    batch_size: int = 256,
+    default_language: str = "en",
+    language_key: str = "",
+    languages: list[str] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """Score this rank's shards (every ``world_size``-th from ``rank``) into ``out_dir`` (module
     docstring); parts already written for the same shard version, model and languages are kept.
     Returns this rank's summary {"shards", "reused", "captions": {language: n}, "skipped"}."""
@@ -110,9 +135,13 @@ def write_scores(model, spec: str, shards: list[str], out_dir: str | Path, batch
     out = Path(out_dir)
     (out / PARTS_DIR).mkdir(parents=True, exist_ok=True)
     wanted = sorted(set(languages or []))
-    identity = {"model": spec, "model_fingerprint": model_fingerprint(model),
-                "languages": wanted, "default_language": default_language,
-                "language_key": language_key}
+    identity = {
+        "model": spec,
+        "model_fingerprint": model_fingerprint(model),
+        "languages": wanted,
+        "default_language": default_language,
+        "language_key": language_key,
+    }
     captions, skipped, reused = Counter(), Counter(), 0
     mine = shards[rank::world_size]
     for done, shard in enumerate(mine, 1):
@@ -123,22 +152,38 @@ def write_scores(model, spec: str, shards: list[str], out_dir: str | Path, batch
         if info is not None and all(info.get(k) == v for k, v in stamp.items()):
             reused += 1
         else:
-            columns, counter = score_shard(model, shard, batch_size, default_language,
-                                           language_key, set(wanted))
-            table = pa.table({**columns, "score": pa.array(columns["score"], pa.float32()),
-                              "width": pa.array(columns["width"], pa.int32()),
-                              "height": pa.array(columns["height"], pa.int32())})
-            write_atomically(part.with_suffix(".parquet"),
-                             lambda tmp, table=table: pa.parquet.write_table(table, str(tmp)))
-            info = {**stamp, "captions": dict(Counter(columns["language"])),
-                    "samples": len(set(columns["key"])), "skipped": dict(counter)}
+            columns, counter = score_shard(
+                model, shard, batch_size, default_language, language_key, set(wanted)
+            )
+            table = pa.table(
+                {
+                    **columns,
+                    "score": pa.array(columns["score"], pa.float32()),
+                    "width": pa.array(columns["width"], pa.int32()),
+                    "height": pa.array(columns["height"], pa.int32()),
+                }
+            )
+            write_atomically(
+                part.with_suffix(".parquet"),
+                lambda tmp, table=table: pa.parquet.write_table(table, str(tmp)),
+            )
+            info = {
+                **stamp,
+                "captions": dict(Counter(columns["language"])),
+                "samples": len(set(columns["key"])),
+                "skipped": dict(counter),
+            }
             write_text_atomically(info_path, json.dumps(info, indent=1))
         captions.update(info["captions"])
         skipped.update(info["skipped"])
         if progress is not None:
             progress(f"{done}/{len(mine)} shards ({reused} kept from an earlier run)")
-    return {"shards": len(mine), "reused": reused, "captions": dict(captions),
-            "skipped": dict(skipped)}
+    return {
+        "shards": len(mine),
+        "reused": reused,
+        "captions": dict(captions),
+        "skipped": dict(skipped),
+    }
 
 
 def _stamp(shard: str) -> dict:
@@ -156,8 +201,10 @@ def read_scores(out_dir: str | Path, shard: str) -> dict[tuple[str, str, str], f
         return {}
     table = pa.parquet.read_table(str(path), columns=["key", "language", "caption_hash", "score"])
     data = table.to_pydict()
-    return {(k, lang, h): s for k, lang, h, s in zip(data["key"], data["language"],
-                                                      data["caption_hash"], data["score"])}
+    return {
+        (k, lang, h): s
+        for k, lang, h, s in zip(data["key"], data["language"], data["caption_hash"], data["score"])
+    }
 
 
 def all_scores(out_dir: str | Path) -> dict[str, list[float]]:

@@ -48,13 +48,17 @@ def write_score_report(scores_dir: str | Path, bins: int = 40) -> dict[str, Path
     summary = score_summary(scores)
     every = np.concatenate([np.asarray(v) for v in scores.values()]) if scores else np.zeros(1)
     edges = np.linspace(min(every.min(), 0.0), max(every.max(), 0.5), bins + 1)
-    paths = {"quantiles": scores_dir / "quantiles.csv", "histograms": scores_dir / "histograms.csv",
-             "plot": scores_dir / "histograms.png"}
+    paths = {
+        "quantiles": scores_dir / "quantiles.csv",
+        "histograms": scores_dir / "histograms.csv",
+        "plot": scores_dir / "histograms.png",
+    }
 
     def write_quantiles(tmp: Path) -> None:
         with tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle,
-                                    fieldnames=list(summary[0]) if summary else ["language"])
+            writer = csv.DictWriter(
+                handle, fieldnames=list(summary[0]) if summary else ["language"]
+            )
             writer.writeheader()
             writer.writerows(summary)
 
@@ -64,24 +68,34 @@ def write_score_report(scores_dir: str | Path, bins: int = 40) -> dict[str, Path
             writer.writerow(["language", "bin_low", "bin_high", "count"])
             for row in summary:
                 counts, _ = np.histogram(scores[row["language"]], bins=edges)
-                writer.writerows([row["language"], f"{lo:.4f}", f"{hi:.4f}", int(c)]
-                                 for lo, hi, c in zip(edges[:-1], edges[1:], counts))
+                writer.writerows(
+                    [row["language"], f"{lo:.4f}", f"{hi:.4f}", int(c)]
+                    for lo, hi, c in zip(edges[:-1], edges[1:], counts)
+                )
 
     write_atomically(paths["quantiles"], write_quantiles)
     write_atomically(paths["histograms"], write_histograms)
     shown = summary[:MAX_PANELS]
     columns = min(4, max(len(shown), 1))
     rows = max((len(shown) + columns - 1) // columns, 1)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.2 * rows), squeeze=False,
-                             sharex=True, layout="constrained")
+    fig, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(3.2 * columns, 2.2 * rows),
+        squeeze=False,
+        sharex=True,
+        layout="constrained",
+    )
     for ax, row in zip(axes.flat, shown):
         ax.hist(scores[row["language"]], bins=edges, color="#4c72b0")
         for threshold, style in zip(LAION_THRESHOLDS, ("--", ":")):
             ax.axvline(threshold, color="#c44e52", linestyle=style, linewidth=1)
-        ax.set_title(f"{row['language']} (n={row['n']}, "
-                     f"{100 * row['removed_below_0.26']:.0f}% < 0.26)", fontsize=8)
+        ax.set_title(
+            f"{row['language']} (n={row['n']}, {100 * row['removed_below_0.26']:.0f}% < 0.26)",
+            fontsize=8,
+        )
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(shown):]:
+    for ax in list(axes.flat)[len(shown) :]:
         ax.axis("off")
     fig.suptitle("image-text score per caption language (dashed 0.26, dotted 0.28)", fontsize=9)
     write_atomically(paths["plot"], lambda tmp: fig.savefig(tmp, dpi=100, format="png"))

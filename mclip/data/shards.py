@@ -56,11 +56,14 @@ def expand_shards(spec: str, key: str = "data.train_shards") -> list[str]:
                 paths.append(item)
     missing = [p for p in paths if not is_remote(p) and not os.path.isfile(p)]
     if missing:
-        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3
-                                          else "")
-        raise ConfigError(f"config key '{key}': {len(missing)} of {len(paths)} shards do not exist "
-                          f"({shown}). Check the path, or generate the demo data with "
-                          f"'mclip data demo --out demo_data'.")
+        shown = ", ".join(missing[:3]) + (
+            f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        )
+        raise ConfigError(
+            f"config key '{key}': {len(missing)} of {len(paths)} shards do not exist "
+            f"({shown}). Check the path, or generate the demo data with "
+            f"'mclip data demo --out demo_data'."
+        )
     if not paths:
         raise ConfigError(f"config key '{key}': '{spec}' matches no shard (.tar) file")
     return paths
@@ -87,12 +90,14 @@ def _split_spec(spec: str, key: str) -> list[str]:
 
 def _lists(url: str) -> bool:
     """Whether an fsspec URL names several shards (a prefix ending in '/', or a glob)."""
-    return not url.startswith(HTTP_SCHEMES) and (url.endswith("/") or
-                                                  any(ch in url for ch in "*?["))
+    return not url.startswith(HTTP_SCHEMES) and (
+        url.endswith("/") or any(ch in url for ch in "*?[")
+    )
 
 
-def check_shard_count(n_shards: int, world_size: int, num_workers: int,
-                      key: str = "data.train_shards") -> None:
+def check_shard_count(
+    n_shards: int, world_size: int, num_workers: int, key: str = "data.train_shards"
+) -> None:
     """Every (rank, worker) reader needs at least one shard of ``key``'s shard set, or its
     readers all fall back to the whole list (every rank reading the same samples)."""
     readers = world_size * max(num_workers, 1)
@@ -101,11 +106,15 @@ def check_shard_count(n_shards: int, world_size: int, num_workers: int,
     if n_shards < world_size:
         fix = f"write the data as at least {readers} shards (each rank needs its own)"
     else:
-        fix = (f"lower 'data.num_workers' to {n_shards // world_size} or write the data as at "
-               f"least {readers} shards")
-    raise ConfigError(f"config key '{key}': {n_shards} shards for {world_size} rank(s) x "
-                      f"{max(num_workers, 1)} worker(s) = {readers} readers: every reader needs "
-                      f"at least one shard of its own. Fix: {fix}.")
+        fix = (
+            f"lower 'data.num_workers' to {n_shards // world_size} or write the data as at "
+            f"least {readers} shards"
+        )
+    raise ConfigError(
+        f"config key '{key}': {n_shards} shards for {world_size} rank(s) x "
+        f"{max(num_workers, 1)} worker(s) = {readers} readers: every reader needs "
+        f"at least one shard of its own. Fix: {fix}."
+    )
 
 
 class SkipCounter(Counter):
@@ -116,14 +125,17 @@ class SkipCounter(Counter):
         return True  # keep going with the next member / shard
 
 
-def iter_raw_samples(urls: Iterable[str], counter: SkipCounter,
-                     policy: RetryPolicy | None = None) -> Iterator[dict]:
+def iter_raw_samples(
+    urls: Iterable[str], counter: SkipCounter, policy: RetryPolicy | None = None
+) -> Iterator[dict]:
     """Raw samples {'__key__', 'jpg': bytes, 'txt': bytes, ...} from tar shards (local paths or
     URLs, :func:`mclip.data.remote.open_shard`), in order. A shard or member that cannot be read
     is counted in ``counter`` (``unreadable_shard_or_member``; retries as ``retried_reads``)."""
+
     def opened() -> Iterator[dict]:  # the next remote shard downloads while this one decodes
-        for url, stream in open_shards_ahead(urls, policy, counter,
-                                             on_error=lambda error, url: counter(error)):
+        for url, stream in open_shards_ahead(
+            urls, policy, counter, on_error=lambda error, url: counter(error)
+        ):
             yield {"url": url, "stream": stream}
 
     files = tariterators.tar_file_expander(opened(), handler=counter)
@@ -132,8 +144,9 @@ def iter_raw_samples(urls: Iterable[str], counter: SkipCounter,
 
 def content_hash(data: bytes | str) -> str:
     """A short hex digest (BLAKE2b, 8 bytes) of an image's bytes or a caption's UTF-8 text."""
-    return hashlib.blake2b(data.encode("utf-8") if isinstance(data, str) else data,
-                           digest_size=8).hexdigest()
+    return hashlib.blake2b(
+        data.encode("utf-8") if isinstance(data, str) else data, digest_size=8
+    ).hexdigest()
 
 
 def image_bytes(sample: dict) -> bytes | None:
@@ -160,8 +173,9 @@ LANGUAGE_KEYS = ("LANGUAGE", "language")
 """``KEY.json`` fields that name the language of ``KEY.txt`` (img2dataset / LAION-2B-multi)."""
 
 
-def decode_captions(sample: dict, counter: SkipCounter, default_language: str = "en",
-                    language_key: str = "") -> dict[str, list[str]]:
+def decode_captions(
+    sample: dict, counter: SkipCounter, default_language: str = "en", language_key: str = ""
+) -> dict[str, list[str]]:
     """Captions by language from one raw sample.
 
     ``json["captions"]`` (a mapping {lang: [caption, ...]} or {lang: caption}) wins when present.
@@ -195,7 +209,8 @@ def decode_captions(sample: dict, counter: SkipCounter, default_language: str = 
             code = normalise_language(str(lang))
             unknown = unknown or code is None
             captions.setdefault(code or UNKNOWN_LANGUAGE, []).extend(
-                c for c in (texts if isinstance(texts, list) else [texts]) if isinstance(c, str))
+                c for c in (texts if isinstance(texts, list) else [texts]) if isinstance(c, str)
+            )
     elif raw is not None:
         counter["bad_metadata"] += 1
     if not captions and "txt" in sample:
@@ -219,7 +234,7 @@ def named_language(meta: dict, language_key: str = "") -> str | None:
     """The language a sample's metadata names for ``KEY.txt``, as written, or None when it names
     none: ``meta[language_key]``, or with no key given ``meta["LANGUAGE"]`` / ``meta["language"]``;
     a missing, empty or non-string value names none."""
-    for key in ((language_key,) if language_key else LANGUAGE_KEYS):
+    for key in (language_key,) if language_key else LANGUAGE_KEYS:
         value = meta.get(key)
         if isinstance(value, str) and value.strip():
             return value.strip()
@@ -244,16 +259,22 @@ def read_metadata(sample: dict) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-def usable_samples(shard: str, counter: SkipCounter, default_language: str = "en",
-                   language_key: str = "", languages: set[str] | None = None,
-                   policy: RetryPolicy | None = None) -> Iterator[tuple]:
+def usable_samples(
+    shard: str,
+    counter: SkipCounter,
+    default_language: str = "en",
+    language_key: str = "",
+    languages: set[str] | None = None,
+    policy: RetryPolicy | None = None,
+) -> Iterator[tuple]:
     """(key, image content hash, RGB image, {language: [captions]}, raw sample) of every sample of
     ``shard`` with a decodable image and a caption (in ``languages``, when given); the others are
     counted in ``counter`` (``no_caption_in_selected_languages``, the caption and image skips)."""
     for sample in iter_raw_samples([shard], counter, policy):
         captions = decode_captions(sample, counter, default_language, language_key)
-        captions = {lang: texts for lang, texts in captions.items()
-                    if not languages or lang in languages}
+        captions = {
+            lang: texts for lang, texts in captions.items() if not languages or lang in languages
+        }
         if not captions:
             counter["no_caption_in_selected_languages"] += 1
             continue

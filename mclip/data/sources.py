@@ -21,8 +21,12 @@ def source_configs(data: DataConfig) -> list[tuple[str, SourceConfig]]:
     """(config key of its shards, source) for every source; ``train_shards`` is one source."""
     if data.sources:
         return [(f"data.sources[{i}].shards", s) for i, s in enumerate(data.sources)]
-    return [("data.train_shards", SourceConfig(shards=data.train_shards, name="train",
-                                               index=data.index))]
+    return [
+        (
+            "data.train_shards",
+            SourceConfig(shards=data.train_shards, name="train", index=data.index),
+        )
+    ]
 
 
 def build_sources(data: DataConfig, world_size: int) -> tuple[list[Source], dict]:
@@ -40,23 +44,29 @@ def build_sources(data: DataConfig, world_size: int) -> tuple[list[Source], dict
     for key, spec in specs:
         shards = expand_shards(spec.shards, key)
         check_shard_count(len(shards), world_size, data.num_workers, key)
-        factors, sampling, language_sets = language_sampling(shards, data.language_temperature,
-                                                             spec.index)
-        policy = LanguagePolicy(data.language_policy, spec.languages or data.languages,
-                                data.language_weights, factors)
+        factors, sampling, language_sets = language_sampling(
+            shards, data.language_temperature, spec.index
+        )
+        policy = LanguagePolicy(
+            data.language_policy, spec.languages or data.languages, data.language_weights, factors
+        )
         if language_sets is not None:  # what this source's policy draws from this data
             sampling["target_mix"] = policy.expected_mix(language_sets, data.captions_per_image)
         sources.append(Source(spec.name, shards, policy, spec.weight))
-        records[spec.name] = {"shards": len(shards), "weight": spec.weight,
-                              "share": round(spec.weight / total_weight, 4),
-                              "languages": spec.languages or data.languages or "all",
-                              "sampling": sampling}
+        records[spec.name] = {
+            "shards": len(shards),
+            "weight": spec.weight,
+            "share": round(spec.weight / total_weight, 4),
+            "languages": spec.languages or data.languages or "all",
+            "sampling": sampling,
+        }
     return sources, records
 
 
 def sources_digest(sources: list[Source]) -> str:
     """A short digest of the sources' names, weights, language restrictions and shard lists:
     a resumed run replays the saved data position only when it is unchanged."""
-    text = "\n".join(f"{s.name}|{s.weight}|{sorted(s.policy.languages)}|{','.join(s.shards)}"
-                     for s in sources)
+    text = "\n".join(
+        f"{s.name}|{s.weight}|{sorted(s.policy.languages)}|{','.join(s.shards)}" for s in sources
+    )
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()

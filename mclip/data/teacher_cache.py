@@ -81,9 +81,18 @@ def _shard_stamp(shard: str) -> dict:
     return {"shard": resolved(shard), "size": stamp.pop("bytes", None), **stamp}
 
 
-def _embed_shard(teacher, shard: str, part: Path, stamp: dict, dtype: str, languages: set[str],
-                 batch_size: int, default_language: str, language_key: str,
-                 progress: Callable[[int], None] | None) -> dict:
+def _embed_shard(
+    teacher,
+    shard: str,
+    part: Path,
+    stamp: dict,
+    dtype: str,
+    languages: set[str],
+    batch_size: int,
+    default_language: str,
+    language_key: str,
+    progress: Callable[[int], None] | None,
+) -> dict:
     """Embed one shard's usable samples into ``part``; its ``part.json`` content."""
     counter, transform = SkipCounter(), teacher.image_transform(train=False)
     index: dict[str, list] = {}
@@ -99,10 +108,12 @@ def _embed_shard(teacher, shard: str, part: Path, stamp: dict, dtype: str, langu
             texts = []
             for key, digest, _, captions, _ in batch:
                 if key in index:
-                    raise DataError(f"sample key '{key}' occurs twice in shard '{redact(shard)}'; "
-                                    f"teacher "
-                                    f"embeddings are found by shard and key, so keys must be "
-                                    f"unique within a shard")
+                    raise DataError(
+                        f"sample key '{key}' occurs twice in shard '{redact(shard)}'; "
+                        f"teacher "
+                        f"embeddings are found by shard and key, so keys must be "
+                        f"unique within a shard"
+                    )
                 rows: dict[str, dict[str, int]] = {}
                 for lang, captions_of_lang in captions.items():
                     for caption in captions_of_lang:
@@ -114,7 +125,8 @@ def _embed_shard(teacher, shard: str, part: Path, stamp: dict, dtype: str, langu
                 n_images += 1
             for start in range(0, len(texts), batch_size):
                 parts["text"].append(
-                    teacher.encode_text(texts[start:start + batch_size]).float().cpu())
+                    teacher.encode_text(texts[start : start + batch_size]).float().cpu()
+                )
             n_texts += len(texts)
             if progress is not None:
                 progress(len(batch))
@@ -123,17 +135,29 @@ def _embed_shard(teacher, shard: str, part: Path, stamp: dict, dtype: str, langu
     for name, file in ARRAYS.items():
         np.save(part / file, _to_storage(torch.cat(parts[name]) if parts[name] else empty, dtype))
     (part / INDEX_FILE).write_text(json.dumps(index, ensure_ascii=False), "utf-8")
-    info = {**stamp, "images": n_images, "texts": n_texts, "skipped": dict(counter),
-            "languages": sorted({lang for _, _, rows in index.values() for lang in rows})}
+    info = {
+        **stamp,
+        "images": n_images,
+        "texts": n_texts,
+        "skipped": dict(counter),
+        "languages": sorted({lang for _, _, rows in index.values() for lang in rows}),
+    }
     (part / PART_FILE).write_text(json.dumps(info, indent=1), "utf-8")  # last: the part is done
     return info
 
 
-def write_teacher_embeddings(teacher, spec: str, shards: list[str], out_dir: str | Path,
-                             dtype: str = "bf16", languages: list[str] | None = None,
-                             batch_size: int = 256, default_language: str = "en",
-                             language_key: str = "", progress: Callable[[int], None] | None = None
-                             ) -> dict:
+def write_teacher_embeddings(
+    teacher,
+    spec: str,
+    shards: list[str],
+    out_dir: str | Path,
+    dtype: str = "bf16",
+    languages: list[str] | None = None,
+    batch_size: int = 256,
+    default_language: str = "en",
+    language_key: str = "",
+    progress: Callable[[int], None] | None = None,
+) -> dict:
     """Embed every usable sample of ``shards`` with ``teacher`` (a
     :class:`~mclip.models.adapters.ModelAdapter`) into ``out_dir``, shard by shard (module
     docstring); parts already written for the same shard, teacher weights, dtype and languages
@@ -149,8 +173,13 @@ def write_teacher_embeddings(teacher, spec: str, shards: list[str], out_dir: str
     out = Path(out_dir)
     (out / PARTS_DIR).mkdir(parents=True, exist_ok=True)
     wanted = sorted(set(languages or []))
-    identity = {"teacher_digest": model_fingerprint(teacher), "dtype": dtype, "selected": wanted,
-                "default_language": default_language, "language_key": language_key}
+    identity = {
+        "teacher_digest": model_fingerprint(teacher),
+        "dtype": dtype,
+        "selected": wanted,
+        "default_language": default_language,
+        "language_key": language_key,
+    }
     infos, reused = {}, 0
     for shard in shards:
         part = out / PARTS_DIR / part_name(shard)
@@ -162,26 +191,44 @@ def write_teacher_embeddings(teacher, spec: str, shards: list[str], out_dir: str
             if progress is not None:
                 progress(info["images"])
         else:
-            info = _embed_shard(teacher, shard, part, stamp, dtype, set(wanted), batch_size,
-                                default_language, language_key, progress)
+            info = _embed_shard(
+                teacher,
+                shard,
+                part,
+                stamp,
+                dtype,
+                set(wanted),
+                batch_size,
+                default_language,
+                language_key,
+                progress,
+            )
         infos[resolved(shard)] = info
     images = sum(info["images"] for info in infos.values())
     skipped: SkipCounter = SkipCounter()
     for info in infos.values():
         skipped.update(info["skipped"])
     if not images:
-        raise DataError(f"no usable sample in {len(shards)} shard(s) "
-                        f"({', '.join(map(redact, shards[:3]))}); "
-                        f"skipped: {dict(skipped)}")
+        raise DataError(
+            f"no usable sample in {len(shards)} shard(s) "
+            f"({', '.join(map(redact, shards[:3]))}); "
+            f"skipped: {dict(skipped)}"
+        )
     bias = teacher.logit_bias
-    meta = {"teacher": spec, "embed_dim": int(teacher.embed_dim), "dtype": dtype,
-            "teacher_digest": identity["teacher_digest"],
-            "logit_scale": math.exp(float(teacher.logit_scale.detach())),
-            "logit_bias": float(bias.detach()) if bias is not None else None,
-            "shards": len(infos), "images": images,
-            "texts": sum(info["texts"] for info in infos.values()),
-            "languages": sorted({lang for info in infos.values() for lang in info["languages"]}),
-            "skipped": dict(skipped), "reused_parts": reused}
+    meta = {
+        "teacher": spec,
+        "embed_dim": int(teacher.embed_dim),
+        "dtype": dtype,
+        "teacher_digest": identity["teacher_digest"],
+        "logit_scale": math.exp(float(teacher.logit_scale.detach())),
+        "logit_bias": float(bias.detach()) if bias is not None else None,
+        "shards": len(infos),
+        "images": images,
+        "texts": sum(info["texts"] for info in infos.values()),
+        "languages": sorted({lang for info in infos.values() for lang in info["languages"]}),
+        "skipped": dict(skipped),
+        "reused_parts": reused,
+    }
     (out / META_FILE).write_text(json.dumps(meta, indent=1), "utf-8")
     return meta
 
@@ -191,8 +238,9 @@ class _Part:
 
     def __init__(self, directory: Path):
         self.index = json.loads((directory / INDEX_FILE).read_text("utf-8"))
-        self.arrays = {name: np.load(directory / file, mmap_mode="r")
-                       for name, file in ARRAYS.items()}
+        self.arrays = {
+            name: np.load(directory / file, mmap_mode="r") for name, file in ARRAYS.items()
+        }
 
 
 class TeacherEmbeddingStore:
@@ -204,24 +252,32 @@ class TeacherEmbeddingStore:
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
         if not (self.directory / META_FILE).is_file():
-            raise DataError(f"'{directory}' holds no teacher embeddings (missing {META_FILE}); "
-                            f"write them with: mclip distill embed --teacher SPEC --shards ... "
-                            f"--out {directory}")
+            raise DataError(
+                f"'{directory}' holds no teacher embeddings (missing {META_FILE}); "
+                f"write them with: mclip distill embed --teacher SPEC --shards ... "
+                f"--out {directory}"
+            )
         self.meta = json.loads((self.directory / META_FILE).read_text("utf-8"))
         if "teacher_digest" not in self.meta:
-            raise DataError(f"'{directory}' was written by an older mclip distill embed (one index "
-                            f"for all shards); run it again into a new directory")
+            raise DataError(
+                f"'{directory}' was written by an older mclip distill embed (one index "
+                f"for all shards); run it again into a new directory"
+            )
         self.shards: dict[str, str] = {}
         """Resolved shard path -> its part's directory name."""
         self.languages: set[str] = set()
         for done in sorted((self.directory / PARTS_DIR).glob(f"*/{PART_FILE}")):
             info = json.loads(done.read_text("utf-8"))
-            if (info["teacher_digest"], info["dtype"]) != (self.meta["teacher_digest"],
-                                                          self.meta["dtype"]):
-                raise DataError(f"'{done.parent}' (shard '{info['shard']}') holds embeddings of "
-                                f"another teacher or dtype than '{self.directory / META_FILE}' "
-                                f"names; embed every shard with one teacher: delete that part and "
-                                f"run mclip distill embed again, or use another --out")
+            if (info["teacher_digest"], info["dtype"]) != (
+                self.meta["teacher_digest"],
+                self.meta["dtype"],
+            ):
+                raise DataError(
+                    f"'{done.parent}' (shard '{info['shard']}') holds embeddings of "
+                    f"another teacher or dtype than '{self.directory / META_FILE}' "
+                    f"names; embed every shard with one teacher: delete that part and "
+                    f"run mclip distill embed again, or use another --out"
+                )
             self.shards[info["shard"]] = done.parent.name
             self.languages.update(info["languages"])
         self._resolved: dict[str, str] = {}
@@ -244,10 +300,12 @@ class TeacherEmbeddingStore:
         """Every training shard must be one the embeddings were computed from."""
         foreign = [s for s in shards if resolved(s) not in self.shards]
         if foreign:
-            raise DataError(f"the teacher embeddings in '{self.directory}' were computed from "
-                            f"other shards than {foreign[0]}" + (f" (and {len(foreign) - 1} more)"
-                                                                  if len(foreign) > 1 else "")
-                            + "; run mclip distill embed on the training shards (every source's)")
+            raise DataError(
+                f"the teacher embeddings in '{self.directory}' were computed from "
+                f"other shards than {foreign[0]}"
+                + (f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else "")
+                + "; run mclip distill embed on the training shards (every source's)"
+            )
 
     def part(self, shard: str) -> _Part:
         """The embeddings of one shard (as the training stream names it)."""
@@ -259,17 +317,26 @@ class TeacherEmbeddingStore:
             return self._open[path]
         name = self.shards.get(path)
         if name is None:
-            raise DataError(f"shard '{redact(shard)}' has no teacher embeddings in "
-                            f"'{self.directory}'; "
-                            f"run mclip distill embed on the training shards")
+            raise DataError(
+                f"shard '{redact(shard)}' has no teacher embeddings in "
+                f"'{self.directory}'; "
+                f"run mclip distill embed on the training shards"
+            )
         self._open[path] = _Part(self.directory / PARTS_DIR / name)
         if len(self._open) > OPEN_PARTS:
             self._open.popitem(last=False)
         return self._open[path]
 
-    def lookup(self, shards: list[str], keys: list[str], image_hashes: list[str],
-               flipped: list[bool], texts: list[str], languages: list[str],
-               text_to_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def lookup(
+        self,
+        shards: list[str],
+        keys: list[str],
+        image_hashes: list[str],
+        flipped: list[bool],
+        texts: list[str],
+        languages: list[str],
+        text_to_image: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(image [n, d], text [m, d]) float32 embeddings of a batch, as the training stream
         gives it: ``shards`` / ``keys`` / ``image_hashes`` / ``flipped`` per image, ``texts``
         / ``languages`` per caption and ``text_to_image`` [m] the image of each caption."""
@@ -277,15 +344,19 @@ class TeacherEmbeddingStore:
         for shard, key, digest in zip(shards, keys, image_hashes):
             entry = self.part(shard).index.get(key)
             if entry is None:
-                raise DataError(f"sample '{key}' of shard '{redact(shard)}' has no teacher "
-                                f"embedding in "
-                                f"'{self.directory}'; the shards changed since mclip distill "
-                                f"embed: run it again")
+                raise DataError(
+                    f"sample '{key}' of shard '{redact(shard)}' has no teacher "
+                    f"embedding in "
+                    f"'{self.directory}'; the shards changed since mclip distill "
+                    f"embed: run it again"
+                )
             if entry[1] != digest:
-                raise DataError(f"the image of sample '{key}' (shard '{redact(shard)}') differs "
-                                f"from the "
-                                f"one its teacher embedding in '{self.directory}' was computed "
-                                f"from; run mclip distill embed again on the current shards")
+                raise DataError(
+                    f"the image of sample '{key}' (shard '{redact(shard)}') differs "
+                    f"from the "
+                    f"one its teacher embedding in '{self.directory}' was computed "
+                    f"from; run mclip distill embed again on the current shards"
+                )
             entries.append(entry)
         dtype = self.meta["dtype"]
         images = torch.empty(len(keys), self.embed_dim)
@@ -296,10 +367,12 @@ class TeacherEmbeddingStore:
         for text, lang, owner in zip(texts, languages, text_to_image.tolist()):
             row = entries[owner][2].get(lang, {}).get(content_hash(text))
             if row is None:
-                raise DataError(f"caption {text!r} ({lang}) of sample '{keys[owner]}' has no "
-                                f"teacher embedding in '{self.directory}' (embedded languages: "
-                                f"{', '.join(sorted(self.languages))}); run mclip distill embed "
-                                f"with these captions")
+                raise DataError(
+                    f"caption {text!r} ({lang}) of sample '{keys[owner]}' has no "
+                    f"teacher embedding in '{self.directory}' (embedded languages: "
+                    f"{', '.join(sorted(self.languages))}); run mclip distill embed "
+                    f"with these captions"
+                )
             text_rows.append(_from_storage(self.part(shards[owner]).arrays["text"][row], dtype))
         text = torch.stack(text_rows) if text_rows else torch.empty(0, self.embed_dim)
         return images, text

@@ -56,9 +56,18 @@ def alignment_rows(report: dict) -> list[dict]:
             score, text = task["languages"].get(lang, {}).get(metric), metrics.get("bitext_acc@1")
             if score is None or text is None:
                 continue
-            rows.append({"task": name, "metric": metric, "language": lang, "image": score,
-                         "pivot": pivot, "pivot_image": base, "bitext": text,
-                         "reading": reading(score / base, text)})
+            rows.append(
+                {
+                    "task": name,
+                    "metric": metric,
+                    "language": lang,
+                    "image": score,
+                    "pivot": pivot,
+                    "pivot_image": base,
+                    "bitext": text,
+                    "reading": reading(score / base, text),
+                }
+            )
     return rows
 
 
@@ -67,13 +76,18 @@ def alignment_table(report: dict) -> str:
     rows = alignment_rows(report)
     if not rows:
         return ""
-    lines = [f"Where the gap is: each language's image score against the pivot "
-             f"({rows[0]['pivot']}) beside its bitext acc@1 (on par: >= {ON_PAR:.0%} of the "
-             f"pivot; image side: bitext >= {ALIGNED:.0%}; text tower: bitext < {UNALIGNED:.0%})",
-             "", "| task | lang | image score | % of pivot | bitext acc@1 | reading |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"Where the gap is: each language's image score against the pivot "
+        f"({rows[0]['pivot']}) beside its bitext acc@1 (on par: >= {ON_PAR:.0%} of the "
+        f"pivot; image side: bitext >= {ALIGNED:.0%}; text tower: bitext < {UNALIGNED:.0%})",
+        "",
+        "| task | lang | image score | % of pivot | bitext acc@1 | reading |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['task']} {short_name(r['metric'])} | {r['language']} | "
-                     f"{100 * r['image']:.1f} | {100 * r['image'] / r['pivot_image']:.0f} | "
-                     f"{100 * r['bitext']:.1f} | {r['reading']} |")
+        lines.append(
+            f"| {r['task']} {short_name(r['metric'])} | {r['language']} | "
+            f"{100 * r['image']:.1f} | {100 * r['image'] / r['pivot_image']:.0f} | "
+            f"{100 * r['bitext']:.1f} | {r['reading']} |"
+        )
     return "\n".join(lines)

@@ -36,8 +36,9 @@ from mclip.eval.zeroshot import true_class_ranks
 QUERY_CHUNK = 4096  # query rows scored at once: QUERY_CHUNK x candidates floats
 
 
-def translation_ranks(queries: torch.Tensor, candidates: torch.Tensor, targets: torch.Tensor
-                      ) -> torch.Tensor:
+def translation_ranks(
+    queries: torch.Tensor, candidates: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
     """Rank of each query's translation among all candidates (0 = nearest), ties to the lower
     index.
 
@@ -46,9 +47,10 @@ def translation_ranks(queries: torch.Tensor, candidates: torch.Tensor, targets: 
     """
     ranks = torch.empty(len(targets), dtype=torch.long)
     for start in range(0, len(targets), QUERY_CHUNK):
-        scores = queries[start:start + QUERY_CHUNK].float() @ candidates.float().T
-        ranks[start:start + QUERY_CHUNK] = true_class_ranks(scores,
-                                                            targets[start:start + QUERY_CHUNK])
+        scores = queries[start : start + QUERY_CHUNK].float() @ candidates.float().T
+        ranks[start : start + QUERY_CHUNK] = true_class_ranks(
+            scores, targets[start : start + QUERY_CHUNK]
+        )
     return ranks
 
 
@@ -59,11 +61,14 @@ def run_bitext(task, images, text, progress: Callable[[str], None]) -> dict:
     pivot = task.pivot
     available = data.languages()
     if pivot not in available:
-        raise ConfigError(f"task '{task.name}': the pivot '{pivot}' has no sentences in "
-                          f"{data.description} (it has: {', '.join(available)}); set pivot "
-                          f"(--pivot) to one of them")
-    languages = [lang for lang in task.select_languages(available, data.description)
-                 if lang != pivot]
+        raise ConfigError(
+            f"task '{task.name}': the pivot '{pivot}' has no sentences in "
+            f"{data.description} (it has: {', '.join(available)}); set pivot "
+            f"(--pivot) to one of them"
+        )
+    languages = [
+        lang for lang in task.select_languages(available, data.description) if lang != pivot
+    ]
     per_language, views, not_scored = {}, {}, []
     pivot_embeddings: dict[tuple[str, ...], torch.Tensor] = {}  # a pivot side encoded once
     for lang in languages:
@@ -71,8 +76,10 @@ def run_bitext(task, images, text, progress: Callable[[str], None]) -> dict:
         to_query, to_target = matched(own, pivot_side)
         from_query, from_target = matched(pivot_side, own)
         if not to_query:
-            progress(f"{task.name} [{lang}] no sentence shares an id with the pivot '{pivot}': "
-                     f"not scored")
+            progress(
+                f"{task.name} [{lang}] no sentence shares an id with the pivot '{pivot}': "
+                f"not scored"
+            )
             not_scored.append(lang)
             continue
         key = tuple(pivot_side.texts)
@@ -85,26 +92,37 @@ def run_bitext(task, images, text, progress: Callable[[str], None]) -> dict:
         # sample by sample only on the same sentences against the same pivot
         to_ids = [f">{pivot}\t{own.ids[i]}\t{own.texts[i]}" for i in to_query]
         from_ids = [f"<{lang}\t{pivot_side.ids[i]}\t{pivot_side.texts[i]}" for i in from_query]
-        views[lang] = {"bitext_to_pivot": SampleRanks.build(to_ids, to_ranks),
-                       "bitext_from_pivot": SampleRanks.build(from_ids, from_ranks),
-                       "bitext": SampleRanks.build(to_ids + from_ids,
-                                                   torch.cat([to_ranks, from_ranks]))}
+        views[lang] = {
+            "bitext_to_pivot": SampleRanks.build(to_ids, to_ranks),
+            "bitext_from_pivot": SampleRanks.build(from_ids, from_ranks),
+            "bitext": SampleRanks.build(to_ids + from_ids, torch.cat([to_ranks, from_ranks])),
+        }
         metrics: dict = {}
         for k in task.top_k:
             metrics[f"bitext_acc@{k}"] = float((views[lang]["bitext"].ranks < k).mean())
             metrics[f"bitext_to_pivot_acc@{k}"] = float((to_ranks < k).double().mean())
             metrics[f"bitext_from_pivot_acc@{k}"] = float((from_ranks < k).double().mean())
-        metrics.update(pivot=pivot, n_pairs=len(to_query), n_sentences=len(own.texts),
-                       n_pivot_sentences=len(pivot_side.texts),
-                       sentences_dropped=all_skipped([own, pivot_side]))
+        metrics.update(
+            pivot=pivot,
+            n_pairs=len(to_query),
+            n_sentences=len(own.texts),
+            n_pivot_sentences=len(pivot_side.texts),
+            sentences_dropped=all_skipped([own, pivot_side]),
+        )
         per_language[lang] = metrics
-        progress(f"{task.name} [{lang}] bitext acc@1 ->{pivot} "
-                 f"{metrics.get('bitext_to_pivot_acc@1', 0):.4f}, {pivot}-> "
-                 f"{metrics.get('bitext_from_pivot_acc@1', 0):.4f} ({len(to_query)} pairs)")
+        progress(
+            f"{task.name} [{lang}] bitext acc@1 ->{pivot} "
+            f"{metrics.get('bitext_to_pivot_acc@1', 0):.4f}, {pivot}-> "
+            f"{metrics.get('bitext_from_pivot_acc@1', 0):.4f} ({len(to_query)} pairs)"
+        )
     tag_languages(per_language, task, data)
-    result = {"kind": task.kind, "languages": per_language, "views": views,
-              "skipped": dict(getattr(data, "skipped", {})),  # rows without a language (TSV)
-              "data": {"sentences": data.fingerprint(), "pivot": pivot}}
+    result = {
+        "kind": task.kind,
+        "languages": per_language,
+        "views": views,
+        "skipped": dict(getattr(data, "skipped", {})),  # rows without a language (TSV)
+        "data": {"sentences": data.fingerprint(), "pivot": pivot},
+    }
     if not_scored:
         result["not_scored"] = not_scored  # languages without an id the pivot has
     return result

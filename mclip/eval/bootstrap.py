@@ -41,8 +41,9 @@ def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def resampled_metric(view: SampleRanks, k: int | None, n_resamples: int,
-                     rng: np.random.Generator) -> np.ndarray:
+def resampled_metric(
+    view: SampleRanks, k: int | None, n_resamples: int, rng: np.random.Generator
+) -> np.ndarray:
     """The metric on ``n_resamples`` bootstrap resamples of ``view`` [n_resamples].
 
     ``k`` set: the fraction of ranks below k (acc@k, R@k). ``k`` None: mean per-class recall
@@ -54,15 +55,20 @@ def resampled_metric(view: SampleRanks, k: int | None, n_resamples: int,
     classes, labels = np.unique(view.labels, return_inverse=True)
     support = np.bincount(labels, minlength=len(classes))
     correct = np.bincount(labels[hits], minlength=len(classes))
-    sizes = rng.multinomial(n, support / n, size=n_resamples)           # [R, C]
-    resampled = rng.binomial(sizes, correct / support)                   # [R, C]
+    sizes = rng.multinomial(n, support / n, size=n_resamples)  # [R, C]
+    resampled = rng.binomial(sizes, correct / support)  # [R, C]
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = np.where(sizes > 0, resampled / np.maximum(sizes, 1), np.nan)
     return np.nanmean(recall, axis=1)
 
 
-def interval(view: SampleRanks, metric: str, n_resamples: int, rng: np.random.Generator,
-             confidence: float = CONFIDENCE) -> tuple[float, float]:
+def interval(
+    view: SampleRanks,
+    metric: str,
+    n_resamples: int,
+    rng: np.random.Generator,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, float]:
     """Percentile interval (low, high) of ``metric`` (e.g. ``acc@1``), fractions in [0, 1]."""
     spec = metric_spec(metric)
     if spec is None:
@@ -70,8 +76,15 @@ def interval(view: SampleRanks, metric: str, n_resamples: int, rng: np.random.Ge
     return _percentiles(resampled_metric(view, spec[1], n_resamples, rng), confidence)
 
 
-def language_intervals(metrics: dict, views: dict[str, SampleRanks], n_resamples: int, seed: int,
-                       task: str, language: str, confidence: float = CONFIDENCE) -> dict:
+def language_intervals(
+    metrics: dict,
+    views: dict[str, SampleRanks],
+    n_resamples: int,
+    seed: int,
+    task: str,
+    language: str,
+    confidence: float = CONFIDENCE,
+) -> dict:
     """{metric: [low, high]} for every per-sample metric in ``metrics`` that has a value and whose
     view is in ``views``."""
     out = {}
@@ -84,8 +97,9 @@ def language_intervals(metrics: dict, views: dict[str, SampleRanks], n_resamples
     return out
 
 
-def resampled_difference(a: SampleRanks, b: SampleRanks, k: int | None, n_resamples: int,
-                         rng: np.random.Generator) -> np.ndarray:
+def resampled_difference(
+    a: SampleRanks, b: SampleRanks, k: int | None, n_resamples: int, rng: np.random.Generator
+) -> np.ndarray:
     """metric(A) - metric(B) on ``n_resamples`` paired resamples [n_resamples].
 
     ``a`` and ``b`` must hold the same samples in the same order (equal ``ids``).
@@ -99,17 +113,23 @@ def resampled_difference(a: SampleRanks, b: SampleRanks, k: int | None, n_resamp
     classes, labels = np.unique(a.labels, return_inverse=True)
     n_classes = len(classes)
     support = np.bincount(labels, minlength=n_classes)
-    outcome = 2 * hits_a.astype(np.int64) + hits_b                      # 0 none, 1 B, 2 A, 3 both
+    outcome = 2 * hits_a.astype(np.int64) + hits_b  # 0 none, 1 B, 2 A, 3 both
     joint = np.bincount(labels * 4 + outcome, minlength=4 * n_classes).reshape(n_classes, 4)
-    sizes = rng.multinomial(n, support / n, size=n_resamples)           # [R, C]
-    drawn = rng.multinomial(sizes, joint / support[:, None])            # [R, C, 4]
+    sizes = rng.multinomial(n, support / n, size=n_resamples)  # [R, C]
+    drawn = rng.multinomial(sizes, joint / support[:, None])  # [R, C, 4]
     with np.errstate(invalid="ignore", divide="ignore"):
         diff = np.where(sizes > 0, (drawn[..., 2] - drawn[..., 1]) / np.maximum(sizes, 1), np.nan)
     return np.nanmean(diff, axis=1)
 
 
-def paired_comparison(a: SampleRanks, b: SampleRanks, metric: str, n_resamples: int,
-                      rng: np.random.Generator, confidence: float = CONFIDENCE) -> dict:
+def paired_comparison(
+    a: SampleRanks,
+    b: SampleRanks,
+    metric: str,
+    n_resamples: int,
+    rng: np.random.Generator,
+    confidence: float = CONFIDENCE,
+) -> dict:
     """Paired bootstrap of metric(A) - metric(B).
 
     Returns {"difference": point estimate, "interval": [low, high], "p_value": two-sided
@@ -120,15 +140,21 @@ def paired_comparison(a: SampleRanks, b: SampleRanks, metric: str, n_resamples: 
     if spec is None:
         raise ValueError(f"'{metric}' is not a per-sample metric; no paired comparison")
     if a.ids != b.ids or len(a) != len(b):
-        raise ValueError(f"'{metric}': the two results scored different samples "
-                         f"({len(a)} vs {len(b)}); a paired comparison needs the same data")
+        raise ValueError(
+            f"'{metric}': the two results scored different samples "
+            f"({len(a)} vs {len(b)}); a paired comparison needs the same data"
+        )
     k = spec[1]
     point = _point(a, k) - _point(b, k)
     diffs = resampled_difference(a, b, k, n_resamples, rng)
     low, high = _percentiles(diffs, confidence)
     p_value = min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)))
-    return {"difference": point, "interval": [low, high], "p_value": float(p_value),
-            "significant": bool(low > 0 or high < 0)}
+    return {
+        "difference": point,
+        "interval": [low, high],
+        "p_value": float(p_value),
+        "significant": bool(low > 0 or high < 0),
+    }
 
 
 def _point(view: SampleRanks, k: int | None) -> float:

@@ -47,8 +47,15 @@ def transform_fingerprint(transform) -> str:
 
 def text_hashes(texts: list[str]) -> np.ndarray:
     """64-bit BLAKE2b hash of each text, int64 [len(texts)]."""
-    return np.array([int.from_bytes(hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest(),
-                                    "little", signed=True) for t in texts], dtype=np.int64)
+    return np.array(
+        [
+            int.from_bytes(
+                hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest(), "little", signed=True
+            )
+            for t in texts
+        ],
+        dtype=np.int64,
+    )
 
 
 class EmbeddingCache:
@@ -63,13 +70,22 @@ class EmbeddingCache:
             (self.root / "images").mkdir(parents=True, exist_ok=True)
             (self.root / "texts").mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise ConfigError(f"cannot use '{directory}' as an embedding cache: {error}; pass "
-                              f"a writable --cache directory") from None
+            raise ConfigError(
+                f"cannot use '{directory}' as an embedding cache: {error}; pass "
+                f"a writable --cache directory"
+            ) from None
         info = self.root / "model.json"
         if not info.exists():
-            write_text_atomically(info, json.dumps({"name": getattr(model, "name", ""),
-                                                    "versions": getattr(model, "versions", {}),
-                                                    "precision": precision}))
+            write_text_atomically(
+                info,
+                json.dumps(
+                    {
+                        "name": getattr(model, "name", ""),
+                        "versions": getattr(model, "versions", {}),
+                        "precision": precision,
+                    }
+                ),
+            )
         self.stats = {"image_hits": 0, "image_misses": 0, "text_hits": 0, "text_misses": 0}
         self._text_index: dict[int, tuple[Path, int]] | None = None
         self._run = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -77,8 +93,11 @@ class EmbeddingCache:
 
     # images ---------------------------------------------------------------------------------
     def _image_path(self, set_key: str) -> Path:
-        return self.root / "images" / (f"{hashlib.sha256(set_key.encode()).hexdigest()[:24]}"
-                                       f".safetensors")
+        return (
+            self.root
+            / "images"
+            / (f"{hashlib.sha256(set_key.encode()).hexdigest()[:24]}.safetensors")
+        )
 
     def load_images(self, set_key: str) -> tuple[torch.Tensor, list[str], list, dict] | None:
         """(emb [N, d], keys, labels, skipped) stored under ``set_key``, or None (a miss)."""
@@ -90,14 +109,30 @@ class EmbeddingCache:
             meta = f.metadata()
             emb = f.get_tensor("emb")
         self.stats["image_hits"] += 1
-        return (emb, json.loads(meta["keys"]), json.loads(meta["labels"]),
-                json.loads(meta["skipped"]))
+        return (
+            emb,
+            json.loads(meta["keys"]),
+            json.loads(meta["labels"]),
+            json.loads(meta["skipped"]),
+        )
 
-    def save_images(self, set_key: str, emb: torch.Tensor, keys: list[str], labels: list,
-                    skipped: dict, description: str = "") -> None:
+    def save_images(
+        self,
+        set_key: str,
+        emb: torch.Tensor,
+        keys: list[str],
+        labels: list,
+        skipped: dict,
+        description: str = "",
+    ) -> None:
         """Store one image set's embeddings [N, d] with their keys, labels and skip counts."""
-        meta = {"keys": json.dumps(keys), "labels": json.dumps(labels),
-                "skipped": json.dumps(skipped), "description": description, "set_key": set_key}
+        meta = {
+            "keys": json.dumps(keys),
+            "labels": json.dumps(labels),
+            "skipped": json.dumps(skipped),
+            "description": description,
+            "set_key": set_key,
+        }
         _atomic_save(self._image_path(set_key), {"emb": emb.float().contiguous()}, meta)
 
     # texts ----------------------------------------------------------------------------------
@@ -135,8 +170,14 @@ class EmbeddingCache:
             return
         path = self.root / "texts" / f"{self._run}-{self._written}.safetensors"
         self._written += 1
-        _atomic_save(path, {"emb": emb.float().contiguous(),
-                            "hash": torch.from_numpy(np.ascontiguousarray(hashes))}, {})
+        _atomic_save(
+            path,
+            {
+                "emb": emb.float().contiguous(),
+                "hash": torch.from_numpy(np.ascontiguousarray(hashes)),
+            },
+            {},
+        )
         index = self._index()
         for row, h in enumerate(hashes.tolist()):
             index[h] = (path, row)

@@ -19,17 +19,22 @@ from mclip.eval.bootstrap import CONFIDENCE, generator, paired_comparison
 from mclip.eval.cost_report import cost_markdown, cost_rows
 from mclip.eval.export import metric_row
 from mclip.eval.metric_names import format_value, headline, short_name
-from mclip.eval.results import (fraction_metrics, language_groups, mean_groups, metric_view,
-                                ordered_languages)
+from mclip.eval.results import (
+    fraction_metrics,
+    language_groups,
+    mean_groups,
+    metric_view,
+    ordered_languages,
+)
 from mclip.eval.samples import metric_spec
 
 NOT_PAIRED = {
     "no_bootstrap": "bootstrap off (--bootstrap 0)",
     "no_samples": "a file has no per-sample results (written before they were kept; re-run "
-                  "'mclip eval')",
+    "'mclip eval')",
     "different_data": "different data (the image sets, captions or sentences differ)",
     "different_samples": "different samples (same image set, other images or captions scored: "
-                         "another --limit, other classes kept, or other captions)",
+    "another --limit, other classes kept, or other captions)",
     "no_per_sample_metric": "the metric has no per-sample definition",
     "different_kind": "the task kinds differ",
 }
@@ -49,8 +54,13 @@ def model_names(reports: list[dict], files: list[str | Path]) -> list[str]:
     return out
 
 
-def compare_reports(reports: list[dict], names: list[str], n_resamples: int = 1000,
-                    seed: int = 0, confidence: float = CONFIDENCE) -> dict:
+def compare_reports(
+    reports: list[dict],
+    names: list[str],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+) -> dict:
     """Compare ``reports`` (results documents; the first is the baseline) named ``names``.
 
     Returns {"baseline", "models": [{name, model, suite, created}], "bootstrap": {resamples, seed,
@@ -80,28 +90,66 @@ def compare_reports(reports: list[dict], names: list[str], n_resamples: int = 10
                     entry = None if task is None else task["languages"].get(lang)
                     if entry is None or metric not in entry:
                         continue
-                    row = metric_row(name, task_name, task, lang, entry, metric,
-                                     group_of.get(lang))
+                    row = metric_row(name, task_name, task, lang, entry, metric, group_of.get(lang))
                     if i > 0 and base_metrics is not None and metric in base_metrics:
                         row["baseline"] = base_name
-                        row.update(_difference(task_name, lang, metric, base_task, base_metrics,
-                                               task, entry, n_resamples, seed, confidence))
+                        row.update(
+                            _difference(
+                                task_name,
+                                lang,
+                                metric,
+                                base_task,
+                                base_metrics,
+                                task,
+                                entry,
+                                n_resamples,
+                                seed,
+                                confidence,
+                            )
+                        )
                     rows.append(row)
         means += _means(task_name, tasks, names, languages, group_of, metrics)
-    return {"baseline": base_name,
-            "models": [{"name": n, "model": r.get("model"), "suite": r.get("suite"),
-                        "created": r.get("created")} for n, r in zip(names, reports)],
-            "bootstrap": {"resamples": n_resamples, "seed": seed, "confidence": confidence},
-            "results": rows, "means": means, "cost": cost_rows(reports, names)}
+    return {
+        "baseline": base_name,
+        "models": [
+            {
+                "name": n,
+                "model": r.get("model"),
+                "suite": r.get("suite"),
+                "created": r.get("created"),
+            }
+            for n, r in zip(names, reports)
+        ],
+        "bootstrap": {"resamples": n_resamples, "seed": seed, "confidence": confidence},
+        "results": rows,
+        "means": means,
+        "cost": cost_rows(reports, names),
+    }
 
 
-def _difference(task_name: str, lang: str, metric: str, base_task: dict, base_metrics: dict,
-                task: dict, entry: dict, n_resamples: int, seed: int, confidence: float) -> dict:
+def _difference(
+    task_name: str,
+    lang: str,
+    metric: str,
+    base_task: dict,
+    base_metrics: dict,
+    task: dict,
+    entry: dict,
+    n_resamples: int,
+    seed: int,
+    confidence: float,
+) -> dict:
     """The comparison columns of one non-baseline row (see :func:`compare_reports`)."""
     a, b = entry[metric], base_metrics[metric]
-    out = {"difference": None if a is None or b is None else a - b, "diff_low": None,
-           "diff_high": None, "p_value": None, "significant": None, "paired": False,
-           "not_paired_reason": None}
+    out = {
+        "difference": None if a is None or b is None else a - b,
+        "diff_low": None,
+        "diff_high": None,
+        "p_value": None,
+        "significant": None,
+        "paired": False,
+        "not_paired_reason": None,
+    }
     if out["difference"] is None:
         return out
     view, base_view = metric_view(entry, metric), metric_view(base_metrics, metric)
@@ -118,11 +166,22 @@ def _difference(task_name: str, lang: str, metric: str, base_task: dict, base_me
         same = bool(data) and data == base_data
         out["not_paired_reason"] = "different_samples" if same else "different_data"
     else:
-        result = paired_comparison(view, base_view, metric, n_resamples,
-                                   generator(seed, task_name, lang, metric), confidence)
-        out.update(difference=result["difference"], diff_low=result["interval"][0],
-                   diff_high=result["interval"][1], p_value=result["p_value"],
-                   significant=result["significant"], paired=True)
+        result = paired_comparison(
+            view,
+            base_view,
+            metric,
+            n_resamples,
+            generator(seed, task_name, lang, metric),
+            confidence,
+        )
+        out.update(
+            difference=result["difference"],
+            diff_low=result["interval"][0],
+            diff_high=result["interval"][1],
+            p_value=result["p_value"],
+            significant=result["significant"],
+            paired=True,
+        )
     return out
 
 
@@ -130,18 +189,32 @@ def _means(task_name, tasks, names, languages, group_of, metrics) -> list[dict]:
     """Means over the languages every model has a value for, per language set and metric."""
     out = []
     for metric in metrics:
-        common = [lang for lang in languages
-                  if all(t is not None and t["languages"].get(lang, {}).get(metric) is not None
-                         for t in tasks)]
+        common = [
+            lang
+            for lang in languages
+            if all(
+                t is not None and t["languages"].get(lang, {}).get(metric) is not None
+                for t in tasks
+            )
+        ]
         if not common:
             continue
         for label, members in mean_groups(common, group_of).items():
-            values = {name: sum(t["languages"][lang][metric] for lang in members) / len(members)
-                      for name, t in zip(names, tasks)}
+            values = {
+                name: sum(t["languages"][lang][metric] for lang in members) / len(members)
+                for name, t in zip(names, tasks)
+            }
             base = values[names[0]]
-            out.append({"task": task_name, "metric": metric, "languages": label,
-                        "n_languages": len(members), "values": values,
-                        "differences": {n: v - base for n, v in list(values.items())[1:]}})
+            out.append(
+                {
+                    "task": task_name,
+                    "metric": metric,
+                    "languages": label,
+                    "n_languages": len(members),
+                    "values": values,
+                    "differences": {n: v - base for n, v in list(values.items())[1:]},
+                }
+            )
     return out
 
 
@@ -163,9 +236,15 @@ def comparison_markdown(comparison: dict, max_listed: int = 12) -> str:
     letter = dict(zip(names, model_letters(len(names))))
     base = comparison["baseline"]
     index = {(r["task"], r["language"], r["metric"], r["model"]): r for r in comparison["results"]}
-    lines = ["Models: " + "; ".join(f"**{letter[n]}** = `{n}`" + (" (baseline)" if n == base
-                                                                 else "") for n in names) + ".",
-             "", _legend(comparison["bootstrap"])]
+    lines = [
+        "Models: "
+        + "; ".join(
+            f"**{letter[n]}** = `{n}`" + (" (baseline)" if n == base else "") for n in names
+        )
+        + ".",
+        "",
+        _legend(comparison["bootstrap"]),
+    ]
     tasks = list(dict.fromkeys((r["task"], r["kind"]) for r in comparison["results"]))
     for task_name, kind in tasks:
         task_rows = [r for r in comparison["results"] if r["task"] == task_name]
@@ -174,14 +253,26 @@ def comparison_markdown(comparison: dict, max_listed: int = 12) -> str:
         shown = [m for m in headline(kind) if m in present and not m.startswith("n_")]
         for metric in shown or sorted(present):
             header = ["lang", "n", letter[base]] + [
-                c for n in names[1:] for c in (letter[n], f"{letter[n]} − {letter[base]}")]
-            lines += ["", f"### {task_name}: {short_name(metric)} (%)", "",
-                      "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                c for n in names[1:] for c in (letter[n], f"{letter[n]} − {letter[base]}")
+            ]
+            lines += [
+                "",
+                f"### {task_name}: {short_name(metric)} (%)",
+                "",
+                "| " + " | ".join(header) + " |",
+                "|" + "---|" * len(header),
+            ]
             unpaired: dict[tuple[str, str], list[str]] = {}
             for lang in languages:
                 base_row = index.get((task_name, lang, metric, base))
-                group = next((r["resource_group"] for r in task_rows
-                              if r["language"] == lang and r["resource_group"]), None)
+                group = next(
+                    (
+                        r["resource_group"]
+                        for r in task_rows
+                        if r["language"] == lang and r["resource_group"]
+                    ),
+                    None,
+                )
                 rows = [index.get((task_name, lang, metric, name)) for name in names]
                 cells = [f"{lang} ({group})" if group else lang, _counts(rows), _value(base_row)]
                 for name, row in zip(names[1:], rows[1:]):
@@ -193,24 +284,36 @@ def comparison_markdown(comparison: dict, max_listed: int = 12) -> str:
                 if mean["task"] != task_name or mean["metric"] != metric:
                     continue
                 label = "mean" if mean["languages"] == "all" else f"mean {mean['languages']}"
-                cells = [f"**{label}**", f"{mean['n_languages']} lang.",
-                         f"{100 * mean['values'][base]:.1f}"]
+                cells = [
+                    f"**{label}**",
+                    f"{mean['n_languages']} lang.",
+                    f"{100 * mean['values'][base]:.1f}",
+                ]
                 for name in names[1:]:
-                    cells += [f"{100 * mean['values'][name]:.1f}",
-                              f"{100 * mean['differences'][name]:+.1f}"]
+                    cells += [
+                        f"{100 * mean['values'][name]:.1f}",
+                        f"{100 * mean['differences'][name]:+.1f}",
+                    ]
                 lines.append("| " + " | ".join(cells) + " |")
             if unpaired:
                 lines.append("")
-            compared = {name: sum(1 for lang in languages
-                                  if (index.get((task_name, lang, metric, name)) or {}).get(
-                                      "difference") is not None) for name in names[1:]}
+            compared = {
+                name: sum(
+                    1
+                    for lang in languages
+                    if (index.get((task_name, lang, metric, name)) or {}).get("difference")
+                    is not None
+                )
+                for name in names[1:]
+            }
             for (reason, name), langs in unpaired.items():
                 if len(langs) == compared[name]:
                     which = f"all {len(langs)} languages" if len(langs) > 1 else langs[0]
                 else:
                     more = len(langs) - max_listed
-                    which = ", ".join(langs[:max_listed]) + (f" and {more} more" if more > 0
-                                                             else "")
+                    which = ", ".join(langs[:max_listed]) + (
+                        f" and {more} more" if more > 0 else ""
+                    )
                 lines.append(f"° {letter[name]} not paired, {NOT_PAIRED[reason]}: {which}  ")
     costs = cost_markdown(comparison.get("cost", []))
     if costs:
@@ -219,23 +322,27 @@ def comparison_markdown(comparison: dict, max_listed: int = 12) -> str:
 
 
 def _legend(boot: dict) -> str:
-    return ("Values in %, `±` half the width of the 95% bootstrap interval (`[low, high]` where "
-            "it is lopsided, near 0 or 100%); `B − A` columns: "
-            f"difference to the baseline A in points; `*`: significant at "
-            f"{round(100 * boot['confidence'])}% (paired bootstrap over the same images or "
-            f"captions, {boot['resamples']} resamples, seed {boot['seed']}: the interval of the "
-            "difference excludes 0; intervals and p-values in comparison.csv); `°`: not paired, no "
-            "test (reason under the table). Marks are not corrected for the number of languages: "
-            "about 1 in 20 differences between equal models is marked by chance. Means are over "
-            "the languages every model has, without a test. `n`: samples scored, each "
-            "model's (A / B / ...) where they differ.")
+    return (
+        "Values in %, `±` half the width of the 95% bootstrap interval (`[low, high]` where "
+        "it is lopsided, near 0 or 100%); `B − A` columns: "
+        f"difference to the baseline A in points; `*`: significant at "
+        f"{round(100 * boot['confidence'])}% (paired bootstrap over the same images or "
+        f"captions, {boot['resamples']} resamples, seed {boot['seed']}: the interval of the "
+        "difference excludes 0; intervals and p-values in comparison.csv); `°`: not paired, no "
+        "test (reason under the table). Marks are not corrected for the number of languages: "
+        "about 1 in 20 differences between equal models is marked by chance. Means are over "
+        "the languages every model has, without a test. `n`: samples scored, each "
+        "model's (A / B / ...) where they differ."
+    )
 
 
 def _counts(rows: list[dict | None]) -> str:
     """The n cell: the models' common sample count, or each model's (A / B / ...) where they
     differ (``–`` for a model without the language)."""
-    counts = ["–" if row is None or row.get("n_samples") is None else str(row["n_samples"])
-              for row in rows]
+    counts = [
+        "–" if row is None or row.get("n_samples") is None else str(row["n_samples"])
+        for row in rows
+    ]
     known = {c for c in counts if c != "–"}
     if len(known) <= 1:
         return counts[0] if counts[0] != "–" else ""

@@ -77,8 +77,11 @@ def tower_parameters(model, device: torch.device, text: str = "a photo of a cat"
     size = {id(p): p.numel() for p in model.parameters()}
     image = _used(model, lambda: model.encode_image(probe_image(model, device)))
     words = _used(model, lambda: model.encode_text([text]))
-    return {"image": sum(size[i] for i in image), "text": sum(size[i] for i in words),
-            "total": sum(size.values())}
+    return {
+        "image": sum(size[i] for i in image),
+        "text": sum(size[i] for i in words),
+        "total": sum(size.values()),
+    }
 
 
 def forward_flops(model, device: torch.device, texts: Sequence[str]) -> dict:
@@ -101,8 +104,7 @@ def forward_flops(model, device: torch.device, texts: Sequence[str]) -> dict:
     return {"image": image, "text": text}
 
 
-def model_cost(model, device: torch.device, images, text, precision: str, batch_size: int
-               ) -> dict:
+def model_cost(model, device: torch.device, images, text, precision: str, batch_size: int) -> dict:
     """The cost block of one evaluation: ``images`` / ``text`` are its
     :class:`~mclip.eval.embeddings.ImageEmbeddings` / ``TextEmbeddings`` (their counts, wall
     time and sample of texts)."""
@@ -115,6 +117,9 @@ def model_cost(model, device: torch.device, images, text, precision: str, batch_
         "embedding_bytes": {"fp32": 4 * dim, "fp16": 2 * dim, "int8": dim},
         "throughput": {
             "images_per_s": images.embedded / images.seconds if images.embedded else None,
-            "texts_per_s": text.encoded / text.seconds if text.encoded else None},
-        "device": str(device), "precision": precision, "batch_size": batch_size,
+            "texts_per_s": text.encoded / text.seconds if text.encoded else None,
+        },
+        "device": str(device),
+        "precision": precision,
+        "batch_size": batch_size,
     }

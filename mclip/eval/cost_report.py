@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from mclip.eval.metric_names import headline
-from mclip.eval.plots import pyplot, save_figure
+from mclip.eval.figures import pyplot, save_figure
 
 
 def _sum(a, b):
@@ -27,13 +27,14 @@ def _scaled(value, unit: float):
 
 
 COST_MEASURES: dict[str, tuple[str, Callable[[dict], float | None]]] = {
-    "parameters": ("parameters (M)",
-                   lambda c: _scaled(c.get("parameters", {}).get("total"), 1e6)),
-    "gflops": ("GFLOPs per image + text",
-               lambda c: _scaled(_sum(c.get("flops", {}).get("image"),
-                                      c.get("flops", {}).get("text")), 1e9)),
-    "bytes": ("bytes per embedding (fp32)",
-              lambda c: c.get("embedding_bytes", {}).get("fp32")),
+    "parameters": ("parameters (M)", lambda c: _scaled(c.get("parameters", {}).get("total"), 1e6)),
+    "gflops": (
+        "GFLOPs per image + text",
+        lambda c: _scaled(
+            _sum(c.get("flops", {}).get("image"), c.get("flops", {}).get("text")), 1e9
+        ),
+    ),
+    "bytes": ("bytes per embedding (fp32)", lambda c: c.get("embedding_bytes", {}).get("fp32")),
 }
 
 
@@ -44,12 +45,14 @@ def cost_line(cost: dict) -> str:
     def shown(value, unit: float, fmt: str) -> str:
         return "n/a" if value is None else format(value / unit, fmt)
 
-    return (f"parameters image {shown(params['image'], 1e6, '.2f')}M, text "
-            f"{shown(params['text'], 1e6, '.2f')}M; GFLOPs per image "
-            f"{shown(flops['image'], 1e9, '.3f')}, per text {shown(flops['text'], 1e9, '.3f')}; "
-            f"{cost['embed_dim']}-d ({cost['embedding_bytes']['fp32']} bytes fp32); "
-            f"{shown(speed['images_per_s'], 1, '.1f')} images/s, "
-            f"{shown(speed['texts_per_s'], 1, '.1f')} texts/s on {cost['device']}")
+    return (
+        f"parameters image {shown(params['image'], 1e6, '.2f')}M, text "
+        f"{shown(params['text'], 1e6, '.2f')}M; GFLOPs per image "
+        f"{shown(flops['image'], 1e9, '.3f')}, per text {shown(flops['text'], 1e9, '.3f')}; "
+        f"{cost['embed_dim']}-d ({cost['embedding_bytes']['fp32']} bytes fp32); "
+        f"{shown(speed['images_per_s'], 1, '.1f')} images/s, "
+        f"{shown(speed['texts_per_s'], 1, '.1f')} texts/s on {cost['device']}"
+    )
 
 
 def cost_csv_rows(report: dict, model: str) -> list[dict]:
@@ -63,8 +66,17 @@ def cost_csv_rows(report: dict, model: str) -> list[dict]:
     values["embed_dim"] = cost.get("embed_dim")
     values.update({f"embedding_bytes_{k}": v for k, v in cost.get("embedding_bytes", {}).items()})
     values.update(cost.get("throughput", {}))
-    return [{"model": model, "task": "cost", "kind": "cost", "language": None, "metric": key,
-             "value": value} for key, value in values.items()]
+    return [
+        {
+            "model": model,
+            "task": "cost",
+            "kind": "cost",
+            "language": None,
+            "metric": key,
+            "value": value,
+        }
+        for key, value in values.items()
+    ]
 
 
 def accuracy_metrics(reports: list[dict]) -> dict[str, str]:
@@ -78,7 +90,8 @@ def accuracy_metrics(reports: list[dict]) -> dict[str, str]:
             continue
         for metric in headline(task["kind"]):
             if not metric.startswith("n_") and all(
-                    r["tasks"][name].get("mean", {}).get(metric) is not None for r in reports):
+                r["tasks"][name].get("mean", {}).get(metric) is not None for r in reports
+            ):
                 out[name] = metric
                 break
     return out
@@ -99,8 +112,17 @@ def pareto_front(points: Sequence[tuple[float | None, float | None]]) -> list[bo
         if cost is None or acc is None:
             out.append(False)
             continue
-        out.append(not any(j != i and c is not None and a is not None and c <= cost and a >= acc
-                           and (c < cost or a > acc) for j, (c, a) in enumerate(points)))
+        out.append(
+            not any(
+                j != i
+                and c is not None
+                and a is not None
+                and c <= cost
+                and a >= acc
+                and (c < cost or a > acc)
+                for j, (c, a) in enumerate(points)
+            )
+        )
     return out
 
 
@@ -115,11 +137,16 @@ def cost_rows(reports: list[dict], names: list[str]) -> list[dict]:
     rows = []
     for name, report in zip(names, reports):
         cost = report.get("cost") or {}
-        row = {"model": name, "accuracy": mean_accuracy(report, metrics),
-               "tasks": [f"{task} {metric}" for task, metric in metrics.items()],
-               "tower_parameters": cost.get("parameters"), "tower_flops": cost.get("flops"),
-               "embed_dim": cost.get("embed_dim"), "throughput": cost.get("throughput"),
-               "device": cost.get("device")}
+        row = {
+            "model": name,
+            "accuracy": mean_accuracy(report, metrics),
+            "tasks": [f"{task} {metric}" for task, metric in metrics.items()],
+            "tower_parameters": cost.get("parameters"),
+            "tower_flops": cost.get("flops"),
+            "embed_dim": cost.get("embed_dim"),
+            "throughput": cost.get("throughput"),
+            "device": cost.get("device"),
+        }
         row.update({key: measure(cost) for key, (_, measure) in COST_MEASURES.items()})
         rows.append(row)
     for key in COST_MEASURES:
@@ -137,26 +164,38 @@ def cost_markdown(rows: list[dict]) -> str:
     GFLOPs per image and text, embedding size, throughput; ``†`` marks each front."""
     if not rows:
         return ""
-    lines = [f"### Accuracy against cost (accuracy: mean of {', '.join(rows[0]['tasks'])}; "
-             "† on the Pareto front of that cost)", "",
-             "| model | accuracy (%) | params image (M) | params text (M) | params total (M) | "
-             "GFLOPs image | GFLOPs text | dim | bytes | images/s | texts/s | device |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### Accuracy against cost (accuracy: mean of {', '.join(rows[0]['tasks'])}; "
+        "† on the Pareto front of that cost)",
+        "",
+        "| model | accuracy (%) | params image (M) | params text (M) | params total (M) | "
+        "GFLOPs image | GFLOPs text | dim | bytes | images/s | texts/s | device |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         params, flops = row["tower_parameters"] or {}, row["tower_flops"] or {}
         speed = row["throughput"] or {}
         mark = {key: " †" if row[f"{key}_front"] else "" for key in COST_MEASURES}
-        lines.append("| " + " | ".join([
-            row["model"], _cell(None if row["accuracy"] is None else 100 * row["accuracy"], ".1f"),
-            _cell(_scaled(params.get("image"), 1e6), ".2f"),
-            _cell(_scaled(params.get("text"), 1e6), ".2f"),
-            _cell(_scaled(params.get("total"), 1e6), ".2f")
-            + mark["parameters"],
-            _cell(_scaled(flops.get("image"), 1e9), ".3f"),
-            _cell(_scaled(flops.get("text"), 1e9), ".3f") + mark["gflops"],
-            _cell(row["embed_dim"], "d"), _cell(row["bytes"], "d") + mark["bytes"],
-            _cell(speed.get("images_per_s"), ".0f"), _cell(speed.get("texts_per_s"), ".0f"),
-            str(row["device"] or "–")]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    row["model"],
+                    _cell(None if row["accuracy"] is None else 100 * row["accuracy"], ".1f"),
+                    _cell(_scaled(params.get("image"), 1e6), ".2f"),
+                    _cell(_scaled(params.get("text"), 1e6), ".2f"),
+                    _cell(_scaled(params.get("total"), 1e6), ".2f") + mark["parameters"],
+                    _cell(_scaled(flops.get("image"), 1e9), ".3f"),
+                    _cell(_scaled(flops.get("text"), 1e9), ".3f") + mark["gflops"],
+                    _cell(row["embed_dim"], "d"),
+                    _cell(row["bytes"], "d") + mark["bytes"],
+                    _cell(speed.get("images_per_s"), ".0f"),
+                    _cell(speed.get("texts_per_s"), ".0f"),
+                    str(row["device"] or "–"),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -164,11 +203,15 @@ def cost_chart(rows: list[dict], path: str | Path) -> Path:
     """A panel per cost measure: accuracy (%) against the cost (log scale), a point per model
     (labelled), the Pareto front joined by a line and its points filled."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(COST_MEASURES), figsize=(4.2 * len(COST_MEASURES), 3.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(COST_MEASURES), figsize=(4.2 * len(COST_MEASURES), 3.6), squeeze=False
+    )
     for ax, (key, (label, _)) in zip(axes[0], COST_MEASURES.items()):
-        points = [(r[key], 100 * r["accuracy"], r["model"], r[f"{key}_front"]) for r in rows
-                  if r[key] is not None and r["accuracy"] is not None]
+        points = [
+            (r[key], 100 * r["accuracy"], r["model"], r[f"{key}_front"])
+            for r in rows
+            if r[key] is not None and r["accuracy"] is not None
+        ]
         for x, y, name, on in points:
             ax.scatter([x], [y], s=36, color="C0", facecolors="C0" if on else "none", zorder=3)
             ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)

@@ -22,6 +22,7 @@ class DistinctRows(NamedTuple):
     slot [n]: the distinct row of each original row. Without duplicates K = n and both are the
     identity.
     """
+
     rep: torch.Tensor
     slot: torch.Tensor
 
@@ -42,8 +43,8 @@ def _row_keys(emb: torch.Tensor) -> torch.Tensor:
     coefficients = coefficients.to(emb.device)
     keys = torch.empty(emb.shape[0], dtype=torch.long, device=emb.device)
     for start in range(0, emb.shape[0], _HASH_ROWS):
-        bits = (emb[start:start + _HASH_ROWS, :n_cols] + 0.0).view(torch.int32)
-        keys[start:start + _HASH_ROWS] = (bits.long() * coefficients).sum(1)
+        bits = (emb[start : start + _HASH_ROWS, :n_cols] + 0.0).view(torch.int32)
+        keys[start : start + _HASH_ROWS] = (bits.long() * coefficients).sum(1)
     return keys
 
 
@@ -51,8 +52,9 @@ def _rows_equal(emb: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Te
     """Whether rows i [p] and j [p] of ``emb`` are equal, element by element -> bool [p]."""
     out = torch.empty(i.shape[0], dtype=torch.bool, device=emb.device)
     for start in range(0, i.shape[0], _HASH_ROWS):
-        out[start:start + _HASH_ROWS] = (emb[i[start:start + _HASH_ROWS]]
-                                         == emb[j[start:start + _HASH_ROWS]]).all(1)
+        out[start : start + _HASH_ROWS] = (
+            emb[i[start : start + _HASH_ROWS]] == emb[j[start : start + _HASH_ROWS]]
+        ).all(1)
     return out
 
 

@@ -20,6 +20,7 @@ import torch.distributed as dist
 @dataclass
 class EvalRanks:
     """This process's rank and the number of ranks (0 of 1 without torch.distributed)."""
+
     rank: int = 0
     world_size: int = 1
     owns_process_group: bool = False
@@ -48,8 +49,9 @@ class EvalRanks:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def gather_rows(self, rows: torch.Tensor, positions: list[int], total: int,
-                    width: int | None = None) -> torch.Tensor:
+    def gather_rows(
+        self, rows: torch.Tensor, positions: list[int], total: int, width: int | None = None
+    ) -> torch.Tensor:
         """Rows [n_local, d] held at ``positions`` (indices into 0..total-1) -> [total, d] on every
         rank, each row at its position (a collective; float32 on the CPU)."""
         width = rows.shape[1] if rows.numel() else (width or 0)
@@ -66,13 +68,13 @@ class EvalRanks:
         device = _collective_device()
         padded = torch.zeros(longest, width, device=device)
         if rows.numel():
-            padded[:rows.shape[0]] = rows.float().to(device)
+            padded[: rows.shape[0]] = rows.float().to(device)
         parts = [torch.empty_like(padded) for _ in range(self.world_size)]
         dist.all_gather(parts, padded)
         out = torch.empty(total, width)
         for part, where in zip(parts, all_positions):
             if where:
-                out[torch.tensor(where, dtype=torch.long)] = part[:len(where)].cpu()
+                out[torch.tensor(where, dtype=torch.long)] = part[: len(where)].cpu()
         return out
 
     def barrier(self) -> None:

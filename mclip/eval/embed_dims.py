@@ -27,8 +27,9 @@ def parse_embed_dims(spec: str) -> list[int | None]:
         try:
             value = int(part)
         except ValueError:
-            raise ConfigError(f"--embed-dims: '{part}' is neither a number nor 'full'; give e.g. "
-                              f"32,64,full") from None
+            raise ConfigError(
+                f"--embed-dims: '{part}' is neither a number nor 'full'; give e.g. 32,64,full"
+            ) from None
         if value < 1:
             raise ConfigError(f"--embed-dims: {value} is not a size >= 1")
         dims.add(value)
@@ -42,8 +43,10 @@ def check_dims(dims: list[int | None], embed_dim: int) -> list[int | None]:
     ConfigError naming both."""
     too_big = [d for d in dims if d is not None and d > embed_dim]
     if too_big:
-        raise ConfigError(f"--embed-dims {too_big[0]} is larger than the model's embedding "
-                          f"({embed_dim} dimensions)")
+        raise ConfigError(
+            f"--embed-dims {too_big[0]} is larger than the model's embedding "
+            f"({embed_dim} dimensions)"
+        )
     return sorted({None if d == embed_dim else d for d in dims}, key=_size_order)
 
 

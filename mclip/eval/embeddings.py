@@ -30,10 +30,18 @@ class ImageEmbeddings:
     keys [N], labels [N], skipped counts). Unreadable images are skipped and counted; ``limit``
     keeps the first N images the set lists (unreadable ones among them are skipped)."""
 
-    def __init__(self, model, device: torch.device, batch_size: int = 256,
-                 limit: int | None = None, progress: Callable[[str], None] = lambda m: None,
-                 cache: EmbeddingCache | None = None, ranks: EvalRanks | None = None,
-                 workers: int = 0, precision: str = "fp32"):
+    def __init__(
+        self,
+        model,
+        device: torch.device,
+        batch_size: int = 256,
+        limit: int | None = None,
+        progress: Callable[[str], None] = lambda m: None,
+        cache: EmbeddingCache | None = None,
+        ranks: EvalRanks | None = None,
+        workers: int = 0,
+        precision: str = "fp32",
+    ):
         self.model, self.device, self.batch_size, self.limit = model, device, batch_size, limit
         self.workers, self.precision = workers, precision
         self.transform = model.image_transform(train=False)
@@ -46,8 +54,10 @@ class ImageEmbeddings:
         """What the embeddings of ``image_set`` depend on besides the model: the set, its files'
         names and sizes, the transform and the limit; ``state`` adds every file's modification
         time and a hash of its ends (the on-disk cache's key: a rewritten file misses)."""
-        return (f"{image_set.description}|{image_set.fingerprint(state=state)}|"
-                f"{transform_fingerprint(self.transform)}|limit={self.limit}")
+        return (
+            f"{image_set.description}|{image_set.fingerprint(state=state)}|"
+            f"{transform_fingerprint(self.transform)}|limit={self.limit}"
+        )
 
     def get(self, image_set: ImageSet) -> tuple[torch.Tensor, list[str], list, dict]:
         """(emb [N, d] float32, keys [N], labels [N], skip counts) of ``image_set``."""
@@ -57,11 +67,14 @@ class ImageEmbeddings:
             if self.uses_cache:  # rank 0 reads the cache and shares what it found
                 if self.ranks.is_main:
                     cache_key = self.set_key(image_set, state=True)
-                cached = self.ranks.broadcast(self.cache.load_images(cache_key)
-                                              if self.ranks.is_main else None)
+                cached = self.ranks.broadcast(
+                    self.cache.load_images(cache_key) if self.ranks.is_main else None
+                )
             if cached is not None:
-                self.progress(f"{len(cached[1])} image embeddings of {image_set.description} "
-                              f"read from the cache")
+                self.progress(
+                    f"{len(cached[1])} image embeddings of {image_set.description} "
+                    f"read from the cache"
+                )
             else:
                 cached = self._embed(image_set)
                 if cache_key is not None:
@@ -76,12 +89,20 @@ class ImageEmbeddings:
 
         def encode(images: torch.Tensor) -> torch.Tensor:
             with autocast(self.device, self.precision):
-                return self.model.encode_image(images.to(self.device, non_blocking=True)
-                                               ).float().cpu()
+                return (
+                    self.model.encode_image(images.to(self.device, non_blocking=True)).float().cpu()
+                )
 
-        for batch in image_batches(image_set, self.transform, self.batch_size, self.limit,
-                                   self.ranks.rank, self.ranks.world_size, self.workers,
-                                   pin_memory=self.device.type == "cuda"):
+        for batch in image_batches(
+            image_set,
+            self.transform,
+            self.batch_size,
+            self.limit,
+            self.ranks.rank,
+            self.ranks.world_size,
+            self.workers,
+            pin_memory=self.device.type == "cuda",
+        ):
             if isinstance(batch, SetListing):
                 listing = batch
                 continue
@@ -108,14 +129,19 @@ class ImageEmbeddings:
                 skipped[reason] = skipped.get(reason, 0) + count
         order = sorted(keys)
         if not order:
-            raise ConfigError(f"no usable image in {image_set.description} (skipped: "
-                              f"{skipped}); check the images path")
+            raise ConfigError(
+                f"no usable image in {image_set.description} (skipped: "
+                f"{skipped}); check the images path"
+            )
         seconds = time.perf_counter() - start
         self.embedded, self.seconds = self.embedded + len(order), self.seconds + seconds
-        self.progress(f"embedded {len(order)} images of {image_set.description} in "
-                      f"{seconds:.1f} s")
-        return (gathered[torch.tensor(order)], [keys[i] for i in order],
-                [labels[i] for i in order], skipped)
+        self.progress(f"embedded {len(order)} images of {image_set.description} in {seconds:.1f} s")
+        return (
+            gathered[torch.tensor(order)],
+            [keys[i] for i in order],
+            [labels[i] for i in order],
+            skipped,
+        )
 
 
 class TextEmbeddings:
@@ -127,9 +153,16 @@ class TextEmbeddings:
     ``adapted`` collects the languages that were encoded with one.
     """
 
-    def __init__(self, model, batch_size: int = 256, cache: EmbeddingCache | None = None,
-                 ranks: EvalRanks | None = None, progress: Callable[[str], None] = lambda m: None,
-                 remember: bool = False, precision: str = "fp32"):
+    def __init__(
+        self,
+        model,
+        batch_size: int = 256,
+        cache: EmbeddingCache | None = None,
+        ranks: EvalRanks | None = None,
+        progress: Callable[[str], None] = lambda m: None,
+        remember: bool = False,
+        precision: str = "fp32",
+    ):
         self.model, self.batch_size, self.cache = model, batch_size, cache
         self.precision = precision
         self.ranks, self.progress = ranks or EvalRanks(), progress
@@ -160,19 +193,24 @@ class TextEmbeddings:
     def _encode(self, texts: list[str], adapter: str | None) -> torch.Tensor:
         memory = self._memory
         if memory is not None and all((adapter, t) in memory for t in texts):
-            return torch.stack([memory[adapter, t] for t in texts]) if texts else torch.empty(
-                0, self.model.embed_dim)
+            return (
+                torch.stack([memory[adapter, t] for t in texts])
+                if texts
+                else torch.empty(0, self.model.embed_dim)
+            )
         distinct = list(dict.fromkeys(texts))
-        self.sample += distinct[:SAMPLE_TEXTS - len(self.sample)]  # cached or not: the same cost
+        self.sample += distinct[: SAMPLE_TEXTS - len(self.sample)]  # cached or not: the same cost
         hashes = None
         if self.cache is not None:  # an adapter's embeddings are cached under their own keys
-            hashes = text_hashes([f"\x00adapter:{adapter}\x00{t}" if adapter else t
-                                  for t in distinct])
+            hashes = text_hashes(
+                [f"\x00adapter:{adapter}\x00{t}" if adapter else t for t in distinct]
+            )
         found: dict[int, torch.Tensor] = {}
         missing = list(range(len(distinct)))
         if self.uses_cache:
-            found, missing = self.ranks.broadcast(self.cache.lookup_texts(hashes)
-                                                  if self.ranks.is_main else None)
+            found, missing = self.ranks.broadcast(
+                self.cache.lookup_texts(hashes) if self.ranks.is_main else None
+            )
         out = torch.empty(len(distinct), self.model.embed_dim)
         for position, row in found.items():
             out[position] = row
@@ -181,8 +219,10 @@ class TextEmbeddings:
             new = self._encode_missing([distinct[i] for i in missing])
             seconds = time.perf_counter() - start
             self.seconds += seconds
-            self.progress(f"encoded {len(missing)} distinct texts in {seconds:.1f} s "
-                          f"({len(found)} read from the cache)")
+            self.progress(
+                f"encoded {len(missing)} distinct texts in {seconds:.1f} s "
+                f"({len(found)} read from the cache)"
+            )
             out[torch.tensor(missing)] = new
             if self.cache is not None and self.ranks.is_main:
                 self.cache.save_texts(hashes[missing], new)
@@ -196,12 +236,15 @@ class TextEmbeddings:
     def _encode_missing(self, texts: list[str]) -> torch.Tensor:
         order = sorted(range(len(texts)), key=lambda i: (len(texts[i]), i))
         mine = [p for p in range(len(order)) if self.ranks.mine(p)]
-        chunks = encode_text_batches(self.model, [texts[order[p]] for p in mine],
-                                     self.batch_size, self.precision, self.progress)
+        chunks = encode_text_batches(
+            self.model,
+            [texts[order[p]] for p in mine],
+            self.batch_size,
+            self.precision,
+            self.progress,
+        )
         local = torch.cat(chunks) if chunks else torch.zeros(0, 0)
         by_order = self.ranks.gather_rows(local, mine, len(texts), width=self.model.embed_dim)
         out = torch.empty_like(by_order)
         out[torch.tensor(order)] = by_order
         return out
-
-

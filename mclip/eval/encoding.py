@@ -43,9 +43,12 @@ def model_device(model) -> torch.device:
     return device if isinstance(device, torch.device) else torch.device("cpu")
 
 
-def run_or_halve(run: Callable[[Any], torch.Tensor], items: Sequence, said: Callable[[str], None],
-                 first: Callable[[Any], torch.Tensor] | None = None
-                 ) -> tuple[torch.Tensor, int | None]:
+def run_or_halve(
+    run: Callable[[Any], torch.Tensor],
+    items: Sequence,
+    said: Callable[[str], None],
+    first: Callable[[Any], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, int | None]:
     """(``run(items)``, None) when the items ran whole; after an out-of-memory error they run in
     two halves (recursively, down to one item), the rows are concatenated in order, and the
     second value is the largest part size that ran. ``first``: what to try on the whole
@@ -62,8 +65,10 @@ def run_or_halve(run: Callable[[Any], torch.Tensor], items: Sequence, said: Call
     said(f"out of memory at batch size {len(items)}: trying {half}")
     head, fitted_head = run_or_halve(run, items[:half], said)
     tail, fitted_tail = run_or_halve(run, items[half:], said)
-    fitted = min(half if fitted_head is None else fitted_head,
-                 len(items) - half if fitted_tail is None else fitted_tail)
+    fitted = min(
+        half if fitted_head is None else fitted_head,
+        len(items) - half if fitted_tail is None else fitted_tail,
+    )
     return torch.cat([head, tail]), fitted
 
 
@@ -92,12 +97,19 @@ def tokenizes_apart(model) -> bool:
     """Whether ``model`` encodes as ``encode_tokens(tokenize(texts))``: an adapter whose
     ``encode_text`` is the base class's (a subclass that changes ``encode_text`` is called
     through it)."""
-    return (isinstance(model, TokenizingAdapter)
-            and type(model).encode_text is TokenizingAdapter.encode_text)
+    return (
+        isinstance(model, TokenizingAdapter)
+        and type(model).encode_text is TokenizingAdapter.encode_text
+    )
 
 
-def encode_text_batches(model, texts: list[str], batch_size: int, precision: str = "fp32",
-                        said: Callable[[str], None] = lambda m: None) -> list[torch.Tensor]:
+def encode_text_batches(
+    model,
+    texts: list[str],
+    batch_size: int,
+    precision: str = "fp32",
+    said: Callable[[str], None] = lambda m: None,
+) -> list[torch.Tensor]:
     """Embeddings float32 [b, d] on the CPU of consecutive batches of ``texts``.
 
     Adapters that tokenise apart (:func:`tokenizes_apart`) have the next batch tokenised (on a GPU
@@ -128,12 +140,12 @@ def encode_text_batches(model, texts: list[str], batch_size: int, precision: str
                 return model.encode_tokens(tokens).float().cpu()
 
         start, size = 0, batch_size
-        ahead = pool.submit(model.tokenize, texts[start:start + size])
+        ahead = pool.submit(model.tokenize, texts[start : start + size])
         while start < len(texts):
             end = min(start + size, len(texts))
             tokens = ahead.result()
             if end < len(texts):
-                ahead = pool.submit(model.tokenize, texts[end:end + size])
+                ahead = pool.submit(model.tokenize, texts[end : end + size])
 
             def prepared(_: Sequence[str], tokens=tokens) -> torch.Tensor:
                 with autocast(device, precision):
@@ -145,17 +157,23 @@ def encode_text_batches(model, texts: list[str], batch_size: int, precision: str
                 ahead.cancel()
                 size = fitted
                 if end < len(texts):
-                    ahead = pool.submit(model.tokenize, texts[end:end + size])
+                    ahead = pool.submit(model.tokenize, texts[end : end + size])
             start = end
     return chunks
 
 
-def _by_token_length(model, texts: list[str], batch_size: int, device: torch.device,
-                     precision: str, said: Callable[[str], None]) -> torch.Tensor:
+def _by_token_length(
+    model,
+    texts: list[str],
+    batch_size: int,
+    device: torch.device,
+    precision: str,
+    said: Callable[[str], None],
+) -> torch.Tensor:
     """Windows of TOKEN_WINDOW texts (the caller's texts are sorted by characters, so a window
     holds texts of similar length), each tokenised (on a GPU run in a thread, while the one before
     runs) and batched by the length each text runs at."""
-    windows = [texts[i:i + TOKEN_WINDOW] for i in range(0, len(texts), TOKEN_WINDOW)]
+    windows = [texts[i : i + TOKEN_WINDOW] for i in range(0, len(texts), TOKEN_WINDOW)]
     parts, size = [], batch_size
     with tokenizer_pool(device) as pool:
         ahead = pool.submit(model.tokenize_by_length, windows[0])
@@ -176,12 +194,13 @@ def _by_token_length(model, texts: list[str], batch_size: int, device: torch.dev
     return torch.cat(parts)
 
 
-def _halving_loop(run: Callable[[Sequence], torch.Tensor], items: list, size: int,
-                  said: Callable[[str], None]) -> tuple[list[torch.Tensor], int]:
+def _halving_loop(
+    run: Callable[[Sequence], torch.Tensor], items: list, size: int, said: Callable[[str], None]
+) -> tuple[list[torch.Tensor], int]:
     """(rows of consecutive parts of ``items``, the part size that fits at the end)."""
     chunks, start = [], 0
     while start < len(items):
-        rows, fitted = run_or_halve(run, items[start:start + size], said)
+        rows, fitted = run_or_halve(run, items[start : start + size], said)
         chunks.append(rows)
         start, size = start + len(rows), size if fitted is None else min(size, fitted)
     return chunks, size

@@ -29,6 +29,7 @@ from mclip.cpus import usable_cpus
 class ImageBatch:
     """Transformed images of one batch: ``images`` float [b, 3, H, W] (None when every item of
     the batch was unreadable), their ``positions`` in the set's order, keys and labels."""
+
     images: torch.Tensor | None
     positions: list[int] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
@@ -46,6 +47,7 @@ class ImageBatch:
 class SetListing:
     """Sent once, by the first worker, after its walk: how many items the set has within the
     limit (``total``) and the entries the listing skipped, by reason."""
+
     total: int
     skipped: dict
 
@@ -60,8 +62,15 @@ def default_image_workers(device_type: str = "cpu", local_ranks: int = 1) -> int
 
 
 class _RankShare(IterableDataset):
-    def __init__(self, image_set: ImageSet, transform: Callable, batch_size: int,
-                 limit: int | None, rank: int, world: int):
+    def __init__(
+        self,
+        image_set: ImageSet,
+        transform: Callable,
+        batch_size: int,
+        limit: int | None,
+        rank: int,
+        world: int,
+    ):
         self.image_set, self.transform, self.batch_size = image_set, transform, batch_size
         self.limit, self.rank, self.world = limit, rank, world
 
@@ -101,18 +110,30 @@ def _finished(batch: ImageBatch, pending: list[torch.Tensor]) -> ImageBatch:
     return batch
 
 
-def image_batches(image_set: ImageSet, transform: Callable, batch_size: int, limit: int | None,
-                  rank: int = 0, world: int = 1, workers: int = 0, pin_memory: bool = False
-                  ) -> Iterator[ImageBatch | SetListing]:
+def image_batches(
+    image_set: ImageSet,
+    transform: Callable,
+    batch_size: int,
+    limit: int | None,
+    rank: int = 0,
+    world: int = 1,
+    workers: int = 0,
+    pin_memory: bool = False,
+) -> Iterator[ImageBatch | SetListing]:
     """The batches of this rank's images (any order), then one :class:`SetListing`.
 
     ``transform``: PIL image -> float [3, H, W]; unreadable images are counted in the batches'
     ``unreadable``. ``workers`` processes decode ahead (0: in this process).
     """
-    loader = DataLoader(_RankShare(image_set, transform, batch_size, limit, rank, world),
-                        batch_size=None, num_workers=workers, pin_memory=pin_memory,
-                        collate_fn=_as_is, persistent_workers=False,
-                        multiprocessing_context="fork" if workers and _fork_is_safe() else None)
+    loader = DataLoader(
+        _RankShare(image_set, transform, batch_size, limit, rank, world),
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        collate_fn=_as_is,
+        persistent_workers=False,
+        multiprocessing_context="fork" if workers and _fork_is_safe() else None,
+    )
     yield from loader
 
 

@@ -6,25 +6,48 @@ from __future__ import annotations
 # Task kinds without texts: their one "language" is the key "images", not a language.
 TEXT_FREE_KINDS = ("image_to_image",)
 # Metrics shown in the table, per task kind, in order.
-HEADLINE = {"zeroshot_classification": ("acc@1", "acc@5", "mean_per_class_recall", "n_classes"),
-            "retrieval": ("text_to_image_R@1", "text_to_image_R@5", "image_to_text_R@1",
-                          "image_to_text_R@5"),
-            "topic_matching": ("topic_acc@1", "text_only_topic_acc@1", "n_topics"),
-            "bitext_retrieval": ("bitext_to_pivot_acc@1", "bitext_from_pivot_acc@1",
-                                 "bitext_acc@1"),
-            "image_to_image": ("image_to_image_R@1", "image_to_image_R@5", "image_to_image_mAP"),
-            "text_to_text": ("text_to_text_R@1", "text_to_text_mAP", "text_to_pivot_text_R@1",
-                             "text_to_pivot_text_mAP")}
-SHORT = {"acc@1": "acc@1", "acc@5": "acc@5", "mean_per_class_recall": "mpcr",
-         "n_classes": "classes", "text_to_image_R@1": "t2i R@1", "text_to_image_R@5": "t2i R@5",
-         "image_to_text_R@1": "i2t R@1", "image_to_text_R@5": "i2t R@5",
-         "topic_acc@1": "topic acc@1", "text_only_topic_acc@1": "text-only acc@1",
-         "n_topics": "topics", "bitext_to_pivot_acc@1": "bitext ->pivot",
-         "bitext_from_pivot_acc@1": "bitext pivot->", "bitext_acc@1": "bitext acc@1",
-         "image_to_image_R@1": "i2i R@1", "image_to_image_R@5": "i2i R@5",
-         "image_to_image_mAP": "i2i mAP", "text_to_text_R@1": "t2t R@1",
-         "text_to_text_mAP": "t2t mAP", "text_to_pivot_text_R@1": "t2t ->pivot R@1",
-         "text_to_pivot_text_mAP": "t2t ->pivot mAP"}
+HEADLINE = {
+    "zeroshot_classification": ("acc@1", "acc@5", "mean_per_class_recall", "n_classes"),
+    "retrieval": (
+        "text_to_image_R@1",
+        "text_to_image_R@5",
+        "image_to_text_R@1",
+        "image_to_text_R@5",
+    ),
+    "topic_matching": ("topic_acc@1", "text_only_topic_acc@1", "n_topics"),
+    "bitext_retrieval": ("bitext_to_pivot_acc@1", "bitext_from_pivot_acc@1", "bitext_acc@1"),
+    "image_to_image": ("image_to_image_R@1", "image_to_image_R@5", "image_to_image_mAP"),
+    "text_to_text": (
+        "text_to_text_R@1",
+        "text_to_text_mAP",
+        "text_to_pivot_text_R@1",
+        "text_to_pivot_text_mAP",
+    ),
+}
+SHORT = {
+    "acc@1": "acc@1",
+    "acc@5": "acc@5",
+    "mean_per_class_recall": "mpcr",
+    "n_classes": "classes",
+    "text_to_image_R@1": "t2i R@1",
+    "text_to_image_R@5": "t2i R@5",
+    "image_to_text_R@1": "i2t R@1",
+    "image_to_text_R@5": "i2t R@5",
+    "topic_acc@1": "topic acc@1",
+    "text_only_topic_acc@1": "text-only acc@1",
+    "n_topics": "topics",
+    "bitext_to_pivot_acc@1": "bitext ->pivot",
+    "bitext_from_pivot_acc@1": "bitext pivot->",
+    "bitext_acc@1": "bitext acc@1",
+    "image_to_image_R@1": "i2i R@1",
+    "image_to_image_R@5": "i2i R@5",
+    "image_to_image_mAP": "i2i mAP",
+    "text_to_text_R@1": "t2t R@1",
+    "text_to_text_mAP": "t2t mAP",
+    "text_to_pivot_text_R@1": "t2t ->pivot R@1",
+    "text_to_pivot_text_mAP": "t2t ->pivot mAP",
+}
+
 
 def headline(kind: str) -> tuple[str, ...]:
     """The table's metrics for a task kind (an unknown kind has none)."""

@@ -18,36 +18,22 @@ import re
 import textwrap
 from pathlib import Path
 
-from mclip.eval.metric_names import headline, short_name
-from mclip.eval.results import GROUP_ORDER, dims_families, interval_of, language_groups
-from mclip.outputs import write_atomically
+from mclip.eval.metric_names import short_name
+from mclip.eval.figures import pyplot, save_figure
+from mclip.eval.results import GROUP_ORDER, interval_of, language_groups
 
-CHART_METRICS = {"zeroshot_classification": ("acc@1",),
-                 "retrieval": ("text_to_image_R@1", "image_to_text_R@1"),
-                 "topic_matching": ("topic_acc@1", "text_only_topic_acc@1"),
-                 "bitext_retrieval": ("bitext_to_pivot_acc@1", "bitext_from_pivot_acc@1"),
-                 "image_to_image": ("image_to_image_R@1", "image_to_image_mAP"),
-                 "text_to_text": ("text_to_text_R@1", "text_to_pivot_text_R@1")}
+CHART_METRICS = {
+    "zeroshot_classification": ("acc@1",),
+    "retrieval": ("text_to_image_R@1", "image_to_text_R@1"),
+    "topic_matching": ("topic_acc@1", "text_only_topic_acc@1"),
+    "bitext_retrieval": ("bitext_to_pivot_acc@1", "bitext_from_pivot_acc@1"),
+    "image_to_image": ("image_to_image_R@1", "image_to_image_mAP"),
+    "text_to_text": ("text_to_text_R@1", "text_to_pivot_text_R@1"),
+}
 MAX_BAR_LANGUAGES = 40
 MAX_BARS = 120
-_ROW = 0.17       # inches per dot-plot row
+_ROW = 0.17  # inches per dot-plot row
 _BAR_HEIGHT = 3.4  # inches per bar panel
-
-
-def pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def save_figure(fig, path: str | Path) -> None:
-    """Write ``fig`` as a PNG to ``path`` whole or not at all (:mod:`mclip.outputs`), then
-    close it."""
-    try:
-        write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    finally:
-        pyplot().close(fig)
 
 
 def chart_metrics(task: dict) -> list[str]:
@@ -121,17 +107,29 @@ def _draw_bars(ax, blocks, series, metric: str) -> None:
         xs = [positions[lang] + width * (m + 0.5 - n_models / 2) for lang in langs]
         ys = [values[lang][0] for lang in langs]
         ax.bar(xs, ys, width * 0.92, color=f"C{m % 10}", label=name, zorder=2)
-        with_ci = [(x_, v) for x_, v in zip(xs, (values[lang] for lang in langs))
-                   if v[1] is not None]
+        with_ci = [
+            (x_, v) for x_, v in zip(xs, (values[lang] for lang in langs)) if v[1] is not None
+        ]
         if with_ci:
-            ax.errorbar([p for p, _ in with_ci], [v[0] for _, v in with_ci],
-                        yerr=[[v[0] - v[1] for _, v in with_ci], [v[2] - v[0] for _, v in with_ci]],
-                        fmt="none", ecolor="black", elinewidth=0.8, capsize=1.5, zorder=3)
+            ax.errorbar(
+                [p for p, _ in with_ci],
+                [v[0] for _, v in with_ci],
+                yerr=[[v[0] - v[1] for _, v in with_ci], [v[2] - v[0] for _, v in with_ci]],
+                fmt="none",
+                ecolor="black",
+                elinewidth=0.8,
+                capsize=1.5,
+                zorder=3,
+            )
     for sep in separators:
         ax.axvline(sep, color="0.5", linestyle="--", linewidth=0.8)
     many = len(positions) > 16
-    ax.set_xticks(list(positions.values()), list(positions), rotation=90 if many else 0,
-                  fontsize=8 if many else 9)
+    ax.set_xticks(
+        list(positions.values()),
+        list(positions),
+        rotation=90 if many else 0,
+        fontsize=8 if many else 9,
+    )
     ax.set_xlim(-0.7, x - 0.3)
     ax.set_ylim(0, 100)
     ax.set_ylabel(f"{short_name(metric)} (%)")
@@ -171,13 +169,28 @@ def _draw_dots(ax, rows, lang_rows, series, metric: str, labels: bool) -> None:
     for m, (name, values) in enumerate(series):
         offset = (m - (n_models - 1) / 2) * step
         pts = [(values[lang], y + offset) for y, lang in lang_rows if lang in values]
-        ax.plot([v[0] for v, _ in pts], [y for _, y in pts], "o", markersize=3.2,
-                color=f"C{m % 10}", label=name, zorder=3, linestyle="none")
+        ax.plot(
+            [v[0] for v, _ in pts],
+            [y for _, y in pts],
+            "o",
+            markersize=3.2,
+            color=f"C{m % 10}",
+            label=name,
+            zorder=3,
+            linestyle="none",
+        )
         ci = [(v, y) for v, y in pts if v[1] is not None]
         if ci:
-            ax.errorbar([v[0] for v, _ in ci], [y for _, y in ci],
-                        xerr=[[v[0] - v[1] for v, _ in ci], [v[2] - v[0] for v, _ in ci]],
-                        fmt="none", ecolor=f"C{m % 10}", elinewidth=0.9, alpha=0.8, zorder=2)
+            ax.errorbar(
+                [v[0] for v, _ in ci],
+                [y for _, y in ci],
+                xerr=[[v[0] - v[1] for v, _ in ci], [v[2] - v[0] for v, _ in ci]],
+                fmt="none",
+                ecolor=f"C{m % 10}",
+                elinewidth=0.9,
+                alpha=0.8,
+                zorder=2,
+            )
     ax.set_ylim(max(y for y, _, _ in rows) + 0.8, -0.8)
     ax.set_xlim(0, 100)
     ax.set_yticks([y for y, _, _ in rows], [label for _, label, _ in rows], fontsize=7)
@@ -203,8 +216,16 @@ def _legend(fig, axes, n_models: int, title: str) -> None:
                 labels.append(label)
     title = textwrap.fill(title, max(40, int(fig.get_figwidth() * 13)))
     if handles:
-        fig.legend(handles, labels, loc="outside upper center", ncols=min(n_models, 4),
-                   fontsize=9, frameon=False, title=title, title_fontsize=10)
+        fig.legend(
+            handles,
+            labels,
+            loc="outside upper center",
+            ncols=min(n_models, 4),
+            fontsize=9,
+            frameon=False,
+            title=title,
+            title_fontsize=10,
+        )
     else:
         fig.suptitle(title, fontsize=10)
 
@@ -221,14 +242,22 @@ def task_chart(entries: list[tuple[str, dict]], task_name: str, path: str | Path
     blocks = _blocks(entries, task_name)
     n_languages = sum(len(langs) for _, langs in blocks)
     n_models = sum(task_name in r["tasks"] for _, r in entries)
-    title = (f"{task_name} ({task['kind'].replace('_', ' ')}) per language; whiskers: 95% "
-             "bootstrap interval")
+    title = (
+        f"{task_name} ({task['kind'].replace('_', ' ')}) per language; whiskers: 95% "
+        "bootstrap interval"
+    )
     if uses_dots(n_languages, n_models):
         first = _series(entries, task_name, metrics[0])[0]
         rows, lang_rows = _dot_rows(blocks, first[1])
         height = 1.6 + _ROW * len(rows)
-        fig, axes = plt.subplots(1, len(metrics), figsize=(2.4 + 5.2 * len(metrics), height),
-                                 sharey=True, squeeze=False, layout="constrained")
+        fig, axes = plt.subplots(
+            1,
+            len(metrics),
+            figsize=(2.4 + 5.2 * len(metrics), height),
+            sharey=True,
+            squeeze=False,
+            layout="constrained",
+        )
         for i, (ax, metric) in enumerate(zip(axes[0], metrics)):
             _draw_dots(ax, rows, lang_rows, _series(entries, task_name, metric), metric, i == 0)
             ax.set_title(f"{short_name(metric)} (%)", fontsize=10)
@@ -237,8 +266,13 @@ def task_chart(entries: list[tuple[str, dict]], task_name: str, path: str | Path
         title += f"; sorted by {first[0]}"
     else:
         width = min(30.0, max(7.0, 1.5 + (n_languages + len(blocks)) * (0.14 * n_models + 0.2)))
-        fig, axes = plt.subplots(len(metrics), 1, figsize=(width, 0.6 + _BAR_HEIGHT * len(metrics)),
-                                 squeeze=False, layout="constrained")
+        fig, axes = plt.subplots(
+            len(metrics),
+            1,
+            figsize=(width, 0.6 + _BAR_HEIGHT * len(metrics)),
+            squeeze=False,
+            layout="constrained",
+        )
         for ax, metric in zip(axes[:, 0], metrics):
             _draw_bars(ax, blocks, _series(entries, task_name, metric), metric)
     _legend(fig, axes.flatten(), n_models, title)
@@ -264,21 +298,44 @@ def overview_chart(entries: list[tuple[str, dict]], path: str | Path) -> Path:
         series = _series(entries, task_name, metrics[0])
         if dots:
             rows, lang_rows = _dot_rows(blocks, series[0][1])
-            panels.append((task_name, metrics[0], True, (rows, lang_rows), series,
-                           1.0 + _ROW * len(rows), 9.0))
+            panels.append(
+                (
+                    task_name,
+                    metrics[0],
+                    True,
+                    (rows, lang_rows),
+                    series,
+                    1.0 + _ROW * len(rows),
+                    9.0,
+                )
+            )
         else:
             width = 1.5 + (n_languages + len(blocks)) * (0.14 * n_models + 0.2)
-            panels.append((task_name, metrics[0], False, blocks, series, _BAR_HEIGHT,
-                           min(30.0, max(7.0, width))))
+            panels.append(
+                (
+                    task_name,
+                    metrics[0],
+                    False,
+                    blocks,
+                    series,
+                    _BAR_HEIGHT,
+                    min(30.0, max(7.0, width)),
+                )
+            )
     if not panels:
         fig, ax = plt.subplots(figsize=(6, 2))
         ax.text(0.5, 0.5, "no per-language metric to chart", ha="center", va="center")
         ax.axis("off")
         save_figure(fig, path)
         return Path(path)
-    fig, axes = plt.subplots(len(panels), 1, squeeze=False, layout="constrained",
-                             figsize=(max(p[6] for p in panels), 0.8 + sum(p[5] for p in panels)),
-                             gridspec_kw={"height_ratios": [p[5] for p in panels]})
+    fig, axes = plt.subplots(
+        len(panels),
+        1,
+        squeeze=False,
+        layout="constrained",
+        figsize=(max(p[6] for p in panels), 0.8 + sum(p[5] for p in panels)),
+        gridspec_kw={"height_ratios": [p[5] for p in panels]},
+    )
     for ax, (task_name, metric, dots, layout, series, _, _) in zip(axes[:, 0], panels):
         if dots:
             _draw_dots(ax, *layout, series, metric, True)
@@ -290,8 +347,9 @@ def overview_chart(entries: list[tuple[str, dict]], path: str | Path) -> Path:
     return Path(path)
 
 
-def write_task_charts(entries: list[tuple[str, dict]], out_dir: str | Path,
-                      prefix: str = "chart") -> list[Path]:
+def write_task_charts(
+    entries: list[tuple[str, dict]], out_dir: str | Path, prefix: str = "chart"
+) -> list[Path]:
     """:func:`task_chart` for every task into ``out_dir/<prefix>_<task>.png``; returns the paths."""
     out_dir = Path(out_dir)
     tasks = list(dict.fromkeys(t for _, r in entries for t in r["tasks"]))
@@ -302,71 +360,3 @@ def write_task_charts(entries: list[tuple[str, dict]], out_dir: str | Path,
         if path is not None:
             paths.append(path)
     return paths
-
-
-def dims_chart(entries: list[tuple[str, dict]], path: str | Path) -> Path:
-    """Accuracy against embedding size (``mclip eval --embed-dims``): a panel per task scored at
-    several sizes, its first headline metric's mean over languages (%) against the number of
-    dimensions (log scale), a line per model. Returns ``path``."""
-
-    plt = pyplot()
-    bases = list(dict.fromkeys(b for _, r in entries for b in dims_families(r)))
-    fig, axes = plt.subplots(1, len(bases), figsize=(4.5 * len(bases), 3.4), squeeze=False,
-                             layout="constrained")
-    for ax, base in zip(axes[0], bases):
-        for name, report in entries:
-            sized = dims_families(report).get(base)
-            if not sized:
-                continue
-            metric = next(m for m in headline(sized[-1][1]["kind"]) if not m.startswith("n_"))
-            points = [(size, 100 * task["mean"][metric]) for size, task in sized
-                      if task.get("mean", {}).get(metric) is not None]
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
-            ax.set_ylabel(f"mean {short_name(metric)} (%)")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("embedding dimensions")
-        ax.set_title(base, fontsize=10)
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    save_figure(fig, path)
-    return Path(path)
-
-
-def has_template_scores(report: dict) -> bool:
-    """Whether any zero-shot language of ``report`` has per-template acc@1."""
-    return any("acc@1_template_min" in metrics for task in report["tasks"].values()
-               for metrics in task["languages"].values())
-
-
-def prompts_chart(entries: list[tuple[str, dict]], path: str | Path) -> Path:
-    """Prompt sensitivity: per task and language, the range of acc@1 over single templates (a
-    bar from min to max) and the acc@1 of their averaged classifier (a dot), a colour per model;
-    languages whose templates disagree by 10 points or more are starred. Returns ``path``."""
-    plt = pyplot()
-    rows = [(name, task_name, lang, metrics) for name, report in entries
-            for task_name, task in report["tasks"].items()
-            for lang, metrics in task["languages"].items() if "acc@1_template_min" in metrics]
-    labels = list(dict.fromkeys(f"{task} {lang}" for _, task, lang, _ in rows))
-    models = list(dict.fromkeys(name for name, *_ in rows))
-    fig, ax = plt.subplots(figsize=(6.5, 1.2 + 0.28 * len(labels) * max(1, len(models))),
-                           layout="constrained")
-    step = 0.7 / max(len(models), 1)
-    for name, task_name, lang, metrics in rows:
-        m = models.index(name)
-        y = labels.index(f"{task_name} {lang}") + (m - (len(models) - 1) / 2) * step
-        low, high = 100 * metrics["acc@1_template_min"], 100 * metrics["acc@1_template_max"]
-        ax.plot([low, high], [y, y], color=f"C{m % 10}", linewidth=4, alpha=0.5,
-                label=name if (task_name, lang) == next((t, la) for n, t, la, _ in rows
-                                                        if n == name) else None)
-        if metrics.get("acc@1") is not None:
-            ax.plot([100 * metrics["acc@1"]], [y], "o", color=f"C{m % 10}", markersize=4)
-        if metrics.get("prompt_sensitive"):
-            ax.text(high + 1, y, "*", va="center", fontsize=10)
-    ax.set_yticks(range(len(labels)), labels, fontsize=8)
-    ax.set_ylim(len(labels) - 0.5, -0.5)
-    ax.set_xlim(0, 100)
-    ax.set_xlabel("acc@1 (%): bar = single templates, min to max; dot = all templates")
-    ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    save_figure(fig, path)
-    return Path(path)

@@ -38,8 +38,13 @@ READER_PROVENANCE: dict[str, dict[str, str]] = {
     # Multi30K task 2: independent descriptions; task 1: English and its professional / crowd
     # translations into German, French and Czech; languages added by others are not known here
     "Multi30kTask2": {ALL_LANGUAGES: "human"},
-    "Multi30kTask1": {"en": "human", "de": "human", "fr": "human", "cs": "human",
-                      ALL_LANGUAGES: "unknown"},
+    "Multi30kTask1": {
+        "en": "human",
+        "de": "human",
+        "fr": "human",
+        "cs": "human",
+        ALL_LANGUAGES: "unknown",
+    },
     # Flores-200 (SIB-200, MVL-SIB): professional translations; Tatoeba: volunteers' translations
     "MvlSibTopics": {ALL_LANGUAGES: "human"},
     "FloresBitext": {ALL_LANGUAGES: "human"},
@@ -55,8 +60,10 @@ def check_provenance(value, where: str) -> str | dict[str, str] | None:
     tags = value.values() if isinstance(value, dict) else [value]
     bad = [str(t) for t in tags if t not in PROVENANCES]
     if bad or not (isinstance(value, (str, dict))):
-        raise ConfigError(f"{where}: provenance must be one of {', '.join(PROVENANCES)}, or a "
-                          f"mapping of languages (and 'default') to them; got {value!r}")
+        raise ConfigError(
+            f"{where}: provenance must be one of {', '.join(PROVENANCES)}, or a "
+            f"mapping of languages (and 'default') to them; got {value!r}"
+        )
     return value
 
 
@@ -101,8 +108,9 @@ def parse_tags(spec: str) -> list[str]:
     tags = [t.strip() for t in spec.split(",") if t.strip()]
     bad = [t for t in tags if t not in PROVENANCES]
     if bad or not tags:
-        raise ConfigError(f"--provenance {spec!r}: use one or more of {', '.join(PROVENANCES)}, "
-                          f"comma-separated")
+        raise ConfigError(
+            f"--provenance {spec!r}: use one or more of {', '.join(PROVENANCES)}, comma-separated"
+        )
     return tags
 
 
@@ -114,8 +122,11 @@ def filter_report(report: dict, tags: list[str]) -> dict:
     kept = {}
     for name, task in report["tasks"].items():
         if task["kind"] not in TEXT_FREE_KINDS:
-            task["languages"] = {lang: m for lang, m in task["languages"].items()
-                                 if m.get("provenance", "unknown") in tags}
+            task["languages"] = {
+                lang: m
+                for lang, m in task["languages"].items()
+                if m.get("provenance", "unknown") in tags
+            }
         if task["languages"]:
             kept[name] = task
     report["tasks"] = kept

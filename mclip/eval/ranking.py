@@ -20,4 +20,5 @@ def tie_free_scores(scores: torch.Tensor) -> torch.Tensor:
     order = torch.sort(scores, dim=1, descending=True, stable=True).indices
     ranks = torch.arange(scores.shape[1], 0, -1, dtype=torch.float32, device=scores.device)
     return torch.empty_like(scores, dtype=torch.float32).scatter_(
-        1, order, ranks.expand(scores.shape[0], -1).contiguous())
+        1, order, ranks.expand(scores.shape[0], -1).contiguous()
+    )

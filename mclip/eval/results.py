@@ -16,11 +16,17 @@ from mclip.eval.provenance import provenance_means
 from mclip.eval.samples import SampleRanks, metric_spec
 
 # The count that says how many samples a view averages over, for files without "samples".
-VIEW_COUNTS = {"images": "n_images", "texts": "n_texts", "sentences": "n_sentences",
-               "sentences_text_only": "n_sentences_text_only", "bitext_to_pivot": "n_pairs",
-               "bitext_from_pivot": "n_pairs",
-               "image_queries": "n_queries", "text_queries": "n_queries",
-               "pivot_text_queries": "n_pivot_queries"}
+VIEW_COUNTS = {
+    "images": "n_images",
+    "texts": "n_texts",
+    "sentences": "n_sentences",
+    "sentences_text_only": "n_sentences_text_only",
+    "bitext_to_pivot": "n_pairs",
+    "bitext_from_pivot": "n_pairs",
+    "image_queries": "n_queries",
+    "text_queries": "n_queries",
+    "pivot_text_queries": "n_pivot_queries",
+}
 ENGLISH = "en"
 
 
@@ -64,8 +70,11 @@ def is_fraction_metric(key: str, value) -> bool:
 
 def fraction_metrics(languages: dict) -> list[str]:
     """The fraction metrics present in any of ``languages`` ({lang: metrics}), first-seen order."""
-    return list(dict.fromkeys(k for m in languages.values() for k, v in m.items()
-                              if is_fraction_metric(k, v)))
+    return list(
+        dict.fromkeys(
+            k for m in languages.values() for k, v in m.items() if is_fraction_metric(k, v)
+        )
+    )
 
 
 def metric_view(metrics: dict, metric: str) -> SampleRanks | None:
@@ -105,13 +114,18 @@ def recompute_intervals(report: dict, n_resamples: int, seed: int) -> dict:
             if n_resamples == 0:
                 metrics.pop("ci", None)
                 continue
-            views = {view: SampleRanks.from_json(packed)
-                     for view, packed in metrics.get("samples", {}).items()}
+            views = {
+                view: SampleRanks.from_json(packed)
+                for view, packed in metrics.get("samples", {}).items()
+            }
             if views:
                 metrics["ci"] = language_intervals(metrics, views, n_resamples, seed, name, lang)
         if n_resamples:
-            task["bootstrap"] = {**task.get("bootstrap", {}), "resamples": n_resamples,
-                                 "seed": seed}
+            task["bootstrap"] = {
+                **task.get("bootstrap", {}),
+                "resamples": n_resamples,
+                "seed": seed,
+            }
     return report
 
 
@@ -121,15 +135,24 @@ def ordered_languages(tasks: list[dict]) -> list[str]:
     languages = list(dict.fromkeys(lang for t in tasks for lang in t["languages"]))
     group_of = language_groups(tasks)
     if group_of:
-        languages.sort(key=lambda lang: GROUP_ORDER.index(group_of[lang])
-                       if group_of.get(lang) in GROUP_ORDER else len(GROUP_ORDER))
+        languages.sort(
+            key=lambda lang: (
+                GROUP_ORDER.index(group_of[lang])
+                if group_of.get(lang) in GROUP_ORDER
+                else len(GROUP_ORDER)
+            )
+        )
     return languages
 
 
 def language_groups(tasks: list[dict]) -> dict[str, str]:
     """{language: resource group} for the languages of ``tasks`` that have one."""
-    return {lang: m["resource_group"] for t in tasks for lang, m in t["languages"].items()
-            if "resource_group" in m}
+    return {
+        lang: m["resource_group"]
+        for t in tasks
+        for lang, m in t["languages"].items()
+        if "resource_group" in m
+    }
 
 
 def mean_groups(languages: list[str], group_of: dict[str, str]) -> dict[str, list[str]]:
@@ -171,5 +194,8 @@ def dims_families(report: dict) -> dict[str, list[tuple[int, dict]]]:
     for name, task in report["tasks"].items():
         if task.get("embed_dim") is not None:
             families.setdefault(task.get("base_task", name), []).append((task["embed_dim"], task))
-    return {base: sorted(sized, key=lambda pair: pair[0]) for base, sized in families.items()
-            if len(sized) > 1}
+    return {
+        base: sorted(sized, key=lambda pair: pair[0])
+        for base, sized in families.items()
+        if len(sized) > 1
+    }

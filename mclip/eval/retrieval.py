@@ -32,202 +32,140 @@ are computed first, to read the thresholds, and kept (up to the cache size) for 
 
 from __future__ import annotations
 
-from typing import NamedTuple
 
 import torch
 
 from mclip.eval.distinct_rows import DistinctRows, distinct_rows
+from mclip.eval.retrieval_tiles import (
+    ScoreTiles,
+    Side,
+    Targets,
+    positive_scores,
+    side_of,
+    targets_of,
+)
 
 DEFAULT_CHUNK = {"cpu": 1024, "cuda": 4096}
 """Tile side by device type (rows): the fastest measured, CPU on 2 cores, CUDA on an H100."""
 
-POSITIVE_TILE_CACHE_BYTES = 256 * 2**20
-"""Bytes of positive-holding tiles kept from the first pass for the second (the rest is
-recomputed, bit-identically)."""
-
-# --- tiles -----------------------------------------------------------------------------------
-
-class _Tiles:
-    """Computes the score tile of distinct image block ``a`` x distinct text block ``b``.
-
-    The only place scores are computed: a tile is always the product of the same operands (the
-    image block a view of one matrix, the text block a view or a fresh gather), so it gives the
-    same floats in every pass.
-    """
-
-    def __init__(self, image_emb: torch.Tensor, images: DistinctRows, text_emb: torch.Tensor,
-                 texts: DistinctRows, chunk: int):
-        self.image_rows = image_emb if images.all_distinct else image_emb[images.rep]
-        self.text_emb, self.texts, self.chunk = text_emb, texts, chunk
-        self._text_block: tuple[int, torch.Tensor] | None = None
-
-    def text_block(self, b: int) -> torch.Tensor:
-        """Distinct text rows of block b [<= chunk, d] (the last block asked for is kept)."""
-        if self._text_block is None or self._text_block[0] != b:
-            c = self.chunk
-            rows = (self.text_emb[b * c:(b + 1) * c] if self.texts.all_distinct
-                    else self.text_emb[self.texts.rep[b * c:(b + 1) * c]])
-            self._text_block = (b, rows)
-        return self._text_block[1]
-
-    def tile(self, a: int, b: int) -> torch.Tensor:
-        """Scores [<= chunk, <= chunk] of distinct image block a against distinct text block b."""
-        c = self.chunk
-        return self.image_rows[a * c:(a + 1) * c] @ self.text_block(b).T
-
-
-# --- positives and what they must beat ----------------------------------------------------------
-
-def _positive_scores(tiles: _Tiles, images: DistinctRows, texts: DistinctRows,
-                     text_to_image: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """Score of each text with its own image [M], read from the tiles that rank it.
-
-    Only tiles that hold a positive pair are computed; they are returned too, keyed (a, b), as
-    many as fit in :data:`POSITIVE_TILE_CACHE_BYTES`, for the counting pass.
-    """
-    c, device = tiles.chunk, text_to_image.device
-    owner_slot, text_slot = images.slot[text_to_image], texts.slot
-    n_image_blocks = (images.rep.shape[0] + c - 1) // c
-    key = (text_slot // c) * n_image_blocks + owner_slot // c
-    order = torch.argsort(key, stable=True)
-    keys, counts = torch.unique_consecutive(key[order], return_counts=True)
-    positive = torch.empty(text_to_image.shape[0], device=device)
-    cache, cached_bytes = {}, 0
-    for k, j in zip(keys.tolist(), order.split(counts.tolist())):
-        b, a = divmod(k, n_image_blocks)
-        scores = tiles.tile(a, b)
-        positive[j] = scores[owner_slot[j] - a * c, text_slot[j] - b * c]
-        size = scores.numel() * scores.element_size()
-        if cached_bytes + size <= POSITIVE_TILE_CACHE_BYTES:
-            cache[(a, b)] = scores
-            cached_bytes += size
-    return positive, cache
-
-
-class _Targets(NamedTuple):
-    """What each positive must beat: a text's own image score [M], and each image's best caption:
-    its score [N] and text index [N] (ties to the lower index; (-inf, M) without a caption)."""
-    positive: torch.Tensor
-    best: torch.Tensor
-    best_index: torch.Tensor
-
-
-def _targets(positive: torch.Tensor, text_to_image: torch.Tensor, n_images: int) -> _Targets:
-    """The :class:`_Targets` of positive scores [M] with text_to_image [M]."""
-    n_texts, device = positive.shape[0], positive.device
-    best = torch.full((n_images,), -torch.inf, device=device)
-    best.scatter_reduce_(0, text_to_image, positive, reduce="amax")
-    is_best = positive == best[text_to_image]
-    best_index = torch.full((n_images,), n_texts, dtype=torch.long, device=device)
-    text_ids = torch.arange(n_texts, device=device)
-    best_index.scatter_reduce_(0, text_to_image[is_best], text_ids[is_best], reduce="amin")
-    return _Targets(positive, best, best_index)
-
-
-class _Side(NamedTuple):
-    """One side of the counting (the images, or the texts), for its distinct rows in slot order.
-
-    index [K]: original index of each distinct row (its first occurrence); threshold [K]: the
-    score its positive must not be beaten by (an image's best caption score, a text's own image
-    score); tie_below [K]: a tie ranks above it when the other side's index is lower than this
-    (the best caption's index, the text's own image); threshold_ge [K]: threshold one ulp lower,
-    so that ``>`` it means ``>=`` threshold. Per block of ``chunk`` slots: bounds, the first and
-    last original index; tie_bounds, the least and greatest tie_below; extras, the duplicate
-    members that are not first occurrences (original indices, local slot in the block) or None.
-    """
-    index: torch.Tensor
-    threshold: torch.Tensor
-    tie_below: torch.Tensor
-    threshold_ge: torch.Tensor
-    bounds: list[tuple[int, int]]
-    tie_bounds: list[tuple[int, int]]
-    extras: list[tuple[torch.Tensor, torch.Tensor] | None]
-
-
-def _side(rows: DistinctRows, threshold: torch.Tensor, tie_below: torch.Tensor,
-          chunk: int) -> _Side:
-    """The :class:`_Side` of grouped rows with per-original-row threshold [n] and tie index [n]."""
-    index = rows.rep
-    t, below = threshold[index], tie_below[index]
-    bounds = [(int(x[0]), int(x[-1])) for x in index.split(chunk)]
-    tie_bounds = [(int(x.min()), int(x.max())) for x in below.split(chunk)]
-    extras: list = [None] * len(bounds)
-    if not rows.all_distinct:
-        extra = torch.ones_like(rows.slot, dtype=torch.bool)
-        extra[index] = False
-        extra_index = extra.nonzero().flatten()
-        block = rows.slot[extra_index] // chunk
-        order = torch.argsort(block, stable=True)
-        sizes = torch.bincount(block, minlength=len(bounds)).tolist()
-        for b, (members, size) in enumerate(zip(extra_index[order].split(sizes), sizes)):
-            if size:
-                extras[b] = (members, rows.slot[members] - b * chunk)
-    return _Side(index, t, below, torch.nextafter(t, torch.full_like(t, -torch.inf)),
-                 bounds, tie_bounds, extras)
-
 
 # --- counting ----------------------------------------------------------------------------------
 
-def _count_main(scores: torch.Tensor, rows: _Side, cols: _Side, a: int, b: int, chunk: int,
-                row_counts: torch.Tensor, col_counts: torch.Tensor, mask: torch.Tensor) -> None:
+
+def _count_main(
+    scores: torch.Tensor,
+    rows: Side,
+    cols: Side,
+    a: int,
+    b: int,
+    chunk: int,
+    row_counts: torch.Tensor,
+    col_counts: torch.Tensor,
+    mask: torch.Tensor,
+) -> None:
     """Count tile (a, b) of distinct rows x distinct columns into per-slot counts [K].
 
-    rows: the images, cols: the texts (see :class:`_Side`). One comparison per score and
+    rows: the images, cols: the texts (see :class:`Side`). One comparison per score and
     direction, plus the index tie test on the columns (rows) whose tie index falls inside the
     tile's row (column) index range.
     """
     p, q = scores.shape
-    mask = mask[:p * q].view(p, q)
-    _count_direction(scores, cols, b * chunk, rows.index[a * chunk:a * chunk + p],
-                     cols.tie_bounds[b], rows.bounds[a], 0, col_counts, mask)
-    _count_direction(scores, rows, a * chunk, cols.index[b * chunk:b * chunk + q],
-                     rows.tie_bounds[a], cols.bounds[b], 1, row_counts, mask)
+    mask = mask[: p * q].view(p, q)
+    _count_direction(
+        scores,
+        cols,
+        b * chunk,
+        rows.index[a * chunk : a * chunk + p],
+        cols.tie_bounds[b],
+        rows.bounds[a],
+        0,
+        col_counts,
+        mask,
+    )
+    _count_direction(
+        scores,
+        rows,
+        a * chunk,
+        cols.index[b * chunk : b * chunk + q],
+        rows.tie_bounds[a],
+        cols.bounds[b],
+        1,
+        row_counts,
+        mask,
+    )
 
 
-def _count_direction(scores: torch.Tensor, side: _Side, start: int, other_index: torch.Tensor,
-                     tie_bounds: tuple[int, int], other_bounds: tuple[int, int], dim: int,
-                     counts: torch.Tensor, mask: torch.Tensor) -> None:
+def _count_direction(
+    scores: torch.Tensor,
+    side: Side,
+    start: int,
+    other_index: torch.Tensor,
+    tie_bounds: tuple[int, int],
+    other_bounds: tuple[int, int],
+    dim: int,
+    counts: torch.Tensor,
+    mask: torch.Tensor,
+) -> None:
     """Add to counts[start:start + size] the scores of each column (dim=0) or row (dim=1) that
     rank above its positive; other_index: the original indices along the other dimension."""
     size = scores.shape[1 - dim]
     lo, hi = tie_bounds
     first, last = other_bounds
-    threshold = side.threshold[start:start + size]
+    threshold = side.threshold[start : start + size]
     if lo > last:  # every tie index after the other side's indices: ties rank above
-        use, inside = side.threshold_ge[start:start + size], None
+        use, inside = side.threshold_ge[start : start + size], None
     elif hi < first:  # every tie index before them: ties rank below
         use, inside = threshold, None
     else:
-        below = side.tie_below[start:start + size]
-        use = torch.where(below > last, side.threshold_ge[start:start + size], threshold)
+        below = side.tie_below[start : start + size]
+        use = torch.where(below > last, side.threshold_ge[start : start + size], threshold)
         inside = ((below >= first) & (below <= last)).nonzero().flatten()
     torch.gt(scores, use[None, :] if dim == 0 else use[:, None], out=mask)
-    counts[start:start + size] += mask.sum(dim, dtype=torch.int32)
+    counts[start : start + size] += mask.sum(dim, dtype=torch.int32)
     if inside is not None and inside.numel():
         t, below = threshold[inside], side.tie_below[start + inside]
         if dim == 0:
-            ties = ((scores[:, inside] == t[None, :])
-                    & (other_index[:, None] < below[None, :])).sum(0, dtype=torch.int32)
+            ties = (
+                (scores[:, inside] == t[None, :]) & (other_index[:, None] < below[None, :])
+            ).sum(0, dtype=torch.int32)
         else:
-            ties = ((scores[inside] == t[:, None])
-                    & (other_index[None, :] < below[:, None])).sum(1, dtype=torch.int32)
+            ties = ((scores[inside] == t[:, None]) & (other_index[None, :] < below[:, None])).sum(
+                1, dtype=torch.int32
+            )
         counts[start + inside] += ties
 
 
-def _count_exact(scores: torch.Tensor, row_index: torch.Tensor, col_index: torch.Tensor,
-                 row_t: torch.Tensor, row_below: torch.Tensor, col_t: torch.Tensor,
-                 col_below: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _count_exact(
+    scores: torch.Tensor,
+    row_index: torch.Tensor,
+    col_index: torch.Tensor,
+    row_t: torch.Tensor,
+    row_below: torch.Tensor,
+    col_t: torch.Tensor,
+    col_below: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Counts (per row [p], per column [q]) of scores [p, q] that rank above each row's and each
     column's positive: higher, or equal with an index below the tie index. For small pieces."""
-    col_above = (scores > col_t[None, :]) | ((scores == col_t[None, :])
-                                             & (row_index[:, None] < col_below[None, :]))
-    row_above = (scores > row_t[:, None]) | ((scores == row_t[:, None])
-                                             & (col_index[None, :] < row_below[:, None]))
+    col_above = (scores > col_t[None, :]) | (
+        (scores == col_t[None, :]) & (row_index[:, None] < col_below[None, :])
+    )
+    row_above = (scores > row_t[:, None]) | (
+        (scores == row_t[:, None]) & (col_index[None, :] < row_below[:, None])
+    )
     return row_above.sum(1), col_above.sum(0)
 
 
-def _count_extras(scores: torch.Tensor, rows: _Side, cols: _Side, a: int, b: int, chunk: int,
-                  targets: tuple, t2i: torch.Tensor, i2t: torch.Tensor) -> None:
+def _count_extras(
+    scores: torch.Tensor,
+    rows: Side,
+    cols: Side,
+    a: int,
+    b: int,
+    chunk: int,
+    targets: tuple,
+    t2i: torch.Tensor,
+    i2t: torch.Tensor,
+) -> None:
     """Count the duplicate members of image block a and text block b (not their first
     occurrences, which :func:`_count_main` counts) against everything in tile (a, b)."""
     row_extra, col_extra = rows.extras[a], cols.extras[b]
@@ -236,7 +174,7 @@ def _count_extras(scores: torch.Tensor, rows: _Side, cols: _Side, a: int, b: int
     positive, best, best_index, owner = targets
     r0, c0 = a * chunk, b * chunk
     p, q = scores.shape
-    main_rows, main_cols = (rows.index[r0:r0 + p], None), (cols.index[c0:c0 + q], None)
+    main_rows, main_cols = (rows.index[r0 : r0 + p], None), (cols.index[c0 : c0 + q], None)
     pieces = []
     if row_extra is not None:
         pieces.append((row_extra, main_cols))
@@ -247,26 +185,31 @@ def _count_extras(scores: torch.Tensor, rows: _Side, cols: _Side, a: int, b: int
     for (i, i_local), (j, j_local) in pieces:
         piece = scores if i_local is None else scores[i_local]
         piece = piece if j_local is None else piece[:, j_local]
-        per_row, per_col = _count_exact(piece, i, j, best[i], best_index[i], positive[j],
-                                        owner[j])
+        per_row, per_col = _count_exact(piece, i, j, best[i], best_index[i], positive[j], owner[j])
         i2t.index_add_(0, i, per_row)
         t2i.index_add_(0, j, per_col)
 
 
-def _count_ranks(tiles: _Tiles, images: DistinctRows, texts: DistinctRows,
-                 text_to_image: torch.Tensor,
-                 targets: _Targets, cache: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def _count_ranks(
+    tiles: ScoreTiles,
+    images: DistinctRows,
+    texts: DistinctRows,
+    text_to_image: torch.Tensor,
+    targets: Targets,
+    cache: dict,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Negatives above each positive: (per text [M], per image [N]), visiting every tile once."""
     c, device = tiles.chunk, text_to_image.device
     n_images, n_texts = images.slot.shape[0], texts.slot.shape[0]
-    rows = _side(images, targets.best, targets.best_index, c)
-    cols = _side(texts, targets.positive, text_to_image, c)
+    rows = side_of(images, targets.best, targets.best_index, c)
+    cols = side_of(texts, targets.positive, text_to_image, c)
     row_counts = torch.zeros(images.rep.shape[0], dtype=torch.long, device=device)
     col_counts = torch.zeros(texts.rep.shape[0], dtype=torch.long, device=device)
     t2i = torch.zeros(n_texts, dtype=torch.long, device=device)
     i2t = torch.zeros(n_images, dtype=torch.long, device=device)
-    mask = torch.empty(min(c, images.rep.shape[0]) * min(c, texts.rep.shape[0]),
-                       dtype=torch.bool, device=device)
+    mask = torch.empty(
+        min(c, images.rep.shape[0]) * min(c, texts.rep.shape[0]), dtype=torch.bool, device=device
+    )
     exact = (targets.positive, targets.best, targets.best_index, text_to_image)
     for b in range(len(cols.bounds)):
         for a in range(len(rows.bounds)):
@@ -282,29 +225,44 @@ def _count_ranks(tiles: _Tiles, images: DistinctRows, texts: DistinctRows,
 
 # --- public --------------------------------------------------------------------------------
 
-def _check_inputs(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor,
-                  chunk: int) -> None:
+
+def _check_inputs(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor, chunk: int
+) -> None:
     """Raise ValueError naming the bad argument and the fix."""
     if image_emb.dim() != 2 or text_emb.dim() != 2:
-        raise ValueError(f"retrieval: image_emb and text_emb must be 2-D [count, dim]; got shapes "
-                         f"{tuple(image_emb.shape)} and {tuple(text_emb.shape)}")
+        raise ValueError(
+            f"retrieval: image_emb and text_emb must be 2-D [count, dim]; got shapes "
+            f"{tuple(image_emb.shape)} and {tuple(text_emb.shape)}"
+        )
     if image_emb.shape[1] != text_emb.shape[1]:
-        raise ValueError(f"retrieval: image_emb has dim {image_emb.shape[1]} but text_emb has "
-                         f"{text_emb.shape[1]}; embed both with the same model")
+        raise ValueError(
+            f"retrieval: image_emb has dim {image_emb.shape[1]} but text_emb has "
+            f"{text_emb.shape[1]}; embed both with the same model"
+        )
     if text_to_image.shape != (text_emb.shape[0],):
-        raise ValueError(f"retrieval: text_to_image must have one image index per text, shape "
-                         f"({text_emb.shape[0]},); got {tuple(text_to_image.shape)}")
-    if text_to_image.numel() and (int(text_to_image.min()) < 0
-                                  or int(text_to_image.max()) >= image_emb.shape[0]):
-        raise ValueError(f"retrieval: text_to_image holds indices outside [0, "
-                         f"{image_emb.shape[0]}) (the number of images); pass each caption's "
-                         f"row in image_emb")
+        raise ValueError(
+            f"retrieval: text_to_image must have one image index per text, shape "
+            f"({text_emb.shape[0]},); got {tuple(text_to_image.shape)}"
+        )
+    if text_to_image.numel() and (
+        int(text_to_image.min()) < 0 or int(text_to_image.max()) >= image_emb.shape[0]
+    ):
+        raise ValueError(
+            f"retrieval: text_to_image holds indices outside [0, "
+            f"{image_emb.shape[0]}) (the number of images); pass each caption's "
+            f"row in image_emb"
+        )
     if chunk < 1:
         raise ValueError(f"retrieval: chunk must be a positive number of rows, got {chunk}")
 
 
-def retrieval_ranks(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor,
-                    chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def retrieval_ranks(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    text_to_image: torch.Tensor,
+    chunk: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Ranks of the positives (0 = first).
 
     image_emb [N, d], text_emb [M, d] (normalised), text_to_image LongTensor [M] (indices into
@@ -322,20 +280,26 @@ def retrieval_ranks(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_ima
     text_to_image = text_to_image.to(device).long()
     n_images, n_texts = image_emb.shape[0], text_emb.shape[0]
     if n_images == 0 or n_texts == 0:
-        return (torch.zeros(n_texts, dtype=torch.long, device=device),
-                torch.full((n_images,), -1, dtype=torch.long, device=device))
+        return (
+            torch.zeros(n_texts, dtype=torch.long, device=device),
+            torch.full((n_images,), -1, dtype=torch.long, device=device),
+        )
     images, texts = distinct_rows(image_emb), distinct_rows(text_emb)
-    tiles = _Tiles(image_emb, images, text_emb, texts, chunk)
-    positive, cache = _positive_scores(tiles, images, texts, text_to_image)
-    targets = _targets(positive, text_to_image, n_images)
+    tiles = ScoreTiles(image_emb, images, text_emb, texts, chunk)
+    positive, cache = positive_scores(tiles, images, texts, text_to_image)
+    targets = targets_of(positive, text_to_image, n_images)
     t2i, i2t = _count_ranks(tiles, images, texts, text_to_image, targets, cache)
     i2t[targets.best_index == n_texts] = -1
     return t2i, i2t
 
 
-def retrieval_metrics(image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor,
-                      ks: tuple[int, ...] = (1, 5, 10), chunk: int | None = None
-                      ) -> dict[str, float]:
+def retrieval_metrics(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    text_to_image: torch.Tensor,
+    ks: tuple[int, ...] = (1, 5, 10),
+    chunk: int | None = None,
+) -> dict[str, float]:
     """Recall@k in both directions, as fractions in [0, 1].
 
     Keys: ``text_to_image_R@k`` (CLIP_benchmark ``image_retrieval_recall@k``) and

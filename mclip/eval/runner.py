@@ -53,8 +53,12 @@ def _prompt_groups(texts, languages: list[str], dataset: str | None):
     groups, current, prompts = [], {}, {}
     for lang in languages:
         class_texts = texts.load(lang, dataset)
-        mine = {fill_template(t, name): None for name in class_texts.names if name
-                for t in class_texts.templates}
+        mine = {
+            fill_template(t, name): None
+            for name in class_texts.names
+            if name
+            for t in class_texts.templates
+        }
         if current and len(prompts) + len(mine) > PROMPT_GROUP:
             groups.append((current, list(prompts)))
             current, prompts = {}, {}
@@ -70,8 +74,11 @@ def run_zeroshot(task, images: ImageEmbeddings, text: TextEmbeddings, progress) 
     image_set = open_image_set(task.images)
     image_emb, keys, labels, skipped = images.get(image_set)
     texts = open_class_texts(task.class_texts, task.prompts or None)
-    groups = (isinstance(texts, BabelImageNetTexts) if task.resource_groups is None
-              else task.resource_groups)  # auto: Babel-ImageNet's groups for its labels files
+    groups = (
+        isinstance(texts, BabelImageNetTexts)
+        if task.resource_groups is None
+        else task.resource_groups
+    )  # auto: Babel-ImageNet's groups for its labels files
     label_tensor = torch.tensor(labels, dtype=torch.long)
     if (label_tensor < 0).any():
         raise ConfigError(f"task '{task.name}': images without a label in '{task.images}'")
@@ -87,50 +94,86 @@ def run_zeroshot(task, images: ImageEmbeddings, text: TextEmbeddings, progress) 
 
         for lang, class_texts in class_texts_of.items():
             if int(label_tensor.max()) >= len(class_texts.names):
-                raise ConfigError(f"task '{task.name}': labels go up to {int(label_tensor.max())}"
-                                  f" but {lang} has {len(class_texts.names)} classes in "
-                                  f"{class_texts.source or texts.description}")
-            own = encode if lang not in text.adapter_languages else (  # its adapter on
-                lambda batch, lang=lang: text.encode(batch, lang))
-            scores = classify_language(image_emb, label_tensor, own, class_texts.names,
-                                       class_texts.templates, task.top_k,
-                                       getattr(task, "template_scores", True))
+                raise ConfigError(
+                    f"task '{task.name}': labels go up to {int(label_tensor.max())}"
+                    f" but {lang} has {len(class_texts.names)} classes in "
+                    f"{class_texts.source or texts.description}"
+                )
+            own = (
+                encode
+                if lang not in text.adapter_languages
+                # its adapter on
+                else (lambda batch, lang=lang: text.encode(batch, lang))
+            )
+            scores = classify_language(
+                image_emb,
+                label_tensor,
+                own,
+                class_texts.names,
+                class_texts.templates,
+                task.top_k,
+                getattr(task, "template_scores", True),
+            )
             metrics = scores.metrics
             if groups:
                 metrics["resource_group"] = resource_group(metrics["n_classes"])
             kept_keys = [k for k, kept in zip(keys, scores.kept_images.tolist()) if kept]
-            views[lang] = {"images": SampleRanks.build(
-                (f"{k}\t{y}" for k, y in zip(kept_keys, scores.labels.tolist())),
-                scores.ranks, scores.labels)}
-            counts = None if concepts is None else class_counts(
-                concepts, lang, class_texts.names, f"task '{task.name}'", task.concept_counts)
+            views[lang] = {
+                "images": SampleRanks.build(
+                    (f"{k}\t{y}" for k, y in zip(kept_keys, scores.labels.tolist())),
+                    scores.ranks,
+                    scores.labels,
+                )
+            }
+            counts = (
+                None
+                if concepts is None
+                else class_counts(
+                    concepts, lang, class_texts.names, f"task '{task.name}'", task.concept_counts
+                )
+            )
             if counts is not None and len(scores.ranks):
                 binned, bin_views = frequency_recall(
-                    scores.ranks, scores.labels, [n for n, name in zip(counts, class_texts.names)
-                                                  if name],
-                    [f"{k}\t{y}" for k, y in zip(kept_keys, scores.labels.tolist())])
+                    scores.ranks,
+                    scores.labels,
+                    [n for n, name in zip(counts, class_texts.names) if name],
+                    [f"{k}\t{y}" for k, y in zip(kept_keys, scores.labels.tolist())],
+                )
                 metrics.update(binned)
                 views[lang].update(bin_views)
             per_language[lang] = metrics
-            progress(f"{task.name} [{lang}] classes={metrics['n_classes']} "
-                     f"acc@1={shown(metrics.get('acc@1'))}" + (
-                         f" (templates alone {shown(metrics['acc@1_template_min'])}-"
-                         f"{shown(metrics['acc@1_template_max'])}"
-                         f"{': prompt-sensitive' if metrics['prompt_sensitive'] else ''})"
-                         if "acc@1_template_min" in metrics else ""))
+            progress(
+                f"{task.name} [{lang}] classes={metrics['n_classes']} "
+                f"acc@1={shown(metrics.get('acc@1'))}"
+                + (
+                    f" (templates alone {shown(metrics['acc@1_template_min'])}-"
+                    f"{shown(metrics['acc@1_template_max'])}"
+                    f"{': prompt-sensitive' if metrics['prompt_sensitive'] else ''})"
+                    if "acc@1_template_min" in metrics
+                    else ""
+                )
+            )
     tag_languages(per_language, task, texts)
-    return {"kind": task.kind, "languages": per_language, "views": views, "skipped": skipped,
-            "data": {"images": image_set.fingerprint()}}
+    return {
+        "kind": task.kind,
+        "languages": per_language,
+        "views": views,
+        "skipped": skipped,
+        "data": {"images": image_set.fingerprint()},
+    }
 
 
-def retrieval_views(ranks: tuple[torch.Tensor, torch.Tensor], image_keys: list[str],
-                    pairs: list[tuple[str, int]]) -> dict[str, SampleRanks]:
+def retrieval_views(
+    ranks: tuple[torch.Tensor, torch.Tensor], image_keys: list[str], pairs: list[tuple[str, int]]
+) -> dict[str, SampleRanks]:
     """Per-sample views of one retrieval language: "texts" (text->image rank per caption) and
     "images" (image->text rank per image that has a caption)."""
     t2i, i2t = ranks
     captioned = (i2t >= 0).nonzero().flatten().tolist()
-    return {"texts": SampleRanks.build((f"{image_keys[i]}\t{t}" for t, i in pairs), t2i),
-            "images": SampleRanks.build((image_keys[i] for i in captioned), i2t[captioned])}
+    return {
+        "texts": SampleRanks.build((f"{image_keys[i]}\t{t}" for t, i in pairs), t2i),
+        "images": SampleRanks.build((image_keys[i] for i in captioned), i2t[captioned]),
+    }
 
 
 def run_retrieval(task, images: ImageEmbeddings, text: TextEmbeddings, progress) -> dict:
@@ -141,11 +184,14 @@ def run_retrieval(task, images: ImageEmbeddings, text: TextEmbeddings, progress)
     per_language, views = {}, {}
     for lang in task.select_languages(dataset.languages(), dataset.description):
         captions = dataset.captions(lang)
-        pairs = [(t, index[key]) for t, key in zip(captions.texts, captions.image_keys)
-                 if key in index]
+        pairs = [
+            (t, index[key]) for t, key in zip(captions.texts, captions.image_keys) if key in index
+        ]
         if not pairs:
-            raise ConfigError(f"task '{task.name}': no caption in '{lang}' belongs to a usable "
-                              f"image of {dataset.description}")
+            raise ConfigError(
+                f"task '{task.name}': no caption in '{lang}' belongs to a usable "
+                f"image of {dataset.description}"
+            )
         text_emb = text.encode([p[0] for p in pairs], lang)
         ranks = retrieval_ranks(image_emb, text_emb, torch.tensor([p[1] for p in pairs]))
         views[lang] = retrieval_views(ranks, keys, pairs)
@@ -153,22 +199,31 @@ def run_retrieval(task, images: ImageEmbeddings, text: TextEmbeddings, progress)
         for k in task.recall_at:
             metrics[f"text_to_image_R@{k}"] = float((views[lang]["texts"].ranks < k).mean())
             metrics[f"image_to_text_R@{k}"] = float((views[lang]["images"].ranks < k).mean())
-        metrics.update(n_images=len(keys), n_texts=len(pairs),
-                       captions_dropped=len(captions.texts) - len(pairs)
-                       + sum(captions.skipped.values()))
+        metrics.update(
+            n_images=len(keys),
+            n_texts=len(pairs),
+            captions_dropped=len(captions.texts) - len(pairs) + sum(captions.skipped.values()),
+        )
         per_language[lang] = metrics
         progress(f"{task.name} [{lang}] text->image R@1={metrics.get('text_to_image_R@1', 0):.4f}")
     tag_languages(per_language, task, dataset)
-    return {"kind": task.kind, "languages": per_language, "views": views, "skipped": skipped,
-            "data": {"images": dataset.fingerprint()}}
+    return {
+        "kind": task.kind,
+        "languages": per_language,
+        "views": views,
+        "skipped": skipped,
+        "data": {"images": dataset.fingerprint()},
+    }
 
 
-RUNNERS: dict[str, Callable] = {"zeroshot_classification": run_zeroshot,
-                                "retrieval": run_retrieval,
-                                "topic_matching": run_topic_matching,
-                                "bitext_retrieval": run_bitext,
-                                "image_to_image": run_image_to_image,
-                                "text_to_text": run_text_to_text}
+RUNNERS: dict[str, Callable] = {
+    "zeroshot_classification": run_zeroshot,
+    "retrieval": run_retrieval,
+    "topic_matching": run_topic_matching,
+    "bitext_retrieval": run_bitext,
+    "image_to_image": run_image_to_image,
+    "text_to_text": run_text_to_text,
+}
 
 
 def _attach_samples(name: str, result: dict, bootstrap: int, seed: int) -> None:
@@ -181,11 +236,22 @@ def _attach_samples(name: str, result: dict, bootstrap: int, seed: int) -> None:
     result["bootstrap"] = {"resamples": bootstrap, "seed": seed, "confidence": CONFIDENCE}
 
 
-def run_tasks(model, tasks: list, device: str | torch.device = "cpu", batch_size: int = 256,
-              limit: int | None = None, progress: Callable[[str], None] | None = None,
-              bootstrap: int = 1000, seed: int = 0, cache_dir: str | None = None,
-              ranks: EvalRanks | None = None, embed_dims: list[int | None] | None = None,
-              workers: int = 0, precision: str = "fp32", cost: dict | None = None) -> dict:
+def run_tasks(
+    model,
+    tasks: list,
+    device: str | torch.device = "cpu",
+    batch_size: int = 256,
+    limit: int | None = None,
+    progress: Callable[[str], None] | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    cache_dir: str | None = None,
+    ranks: EvalRanks | None = None,
+    embed_dims: list[int | None] | None = None,
+    workers: int = 0,
+    precision: str = "fp32",
+    cost: dict | None = None,
+) -> dict:
     """Run ``tasks`` on ``model`` (an adapter); returns {task name: {kind, languages, skipped,
     data, bootstrap, seconds}}. ``embed_dims`` (e.g. [32, 64, None]; None: the full size) scores
     every task also on those prefixes of the same embeddings (:mod:`mclip.eval.embed_dims`).
@@ -212,37 +278,48 @@ def run_tasks(model, tasks: list, device: str | torch.device = "cpu", batch_size
     if cache_dir is not None and ranks.is_main:
         cache = EmbeddingCache(cache_dir, model, precision)
     has_cache = ranks.broadcast(cache is not None)
-    images = ImageEmbeddings(model, device, batch_size, limit, progress, cache, ranks, workers,
-                             precision)
+    images = ImageEmbeddings(
+        model, device, batch_size, limit, progress, cache, ranks, workers, precision
+    )
     dims = check_dims(embed_dims, int(model.embed_dim)) if embed_dims else [None]
-    text = TextEmbeddings(model, batch_size, cache, ranks, progress, remember=len(dims) > 1,
-                          precision=precision)
+    text = TextEmbeddings(
+        model, batch_size, cache, ranks, progress, remember=len(dims) > 1, precision=precision
+    )
     images.uses_cache = text.uses_cache = has_cache  # other ranks follow rank 0's cache reads
     if text.adapter_languages:
-        progress(f"language adapters: {', '.join(text.adapter_languages)} (used for texts in "
-                 f"that language only)")
+        progress(
+            f"language adapters: {', '.join(text.adapter_languages)} (used for texts in "
+            f"that language only)"
+        )
     results = {}
     for task in tasks:
         if task.kind not in RUNNERS:
-            raise ConfigError(f"task '{task.name}': unknown kind '{task.kind}'; known: "
-                              f"{', '.join(RUNNERS)}")
+            raise ConfigError(
+                f"task '{task.name}': unknown kind '{task.kind}'; known: {', '.join(RUNNERS)}"
+            )
         for dim in dims:
             start, name = time.perf_counter(), task_name(task.name, dim)
             text.adapted = set()
             said = progress if dim is None else (lambda m, d=dim: progress(f"[{d}d] {m}"))
-            result = RUNNERS[task.kind](task, PrefixImages(images, dim), PrefixTexts(text, dim),
-                                        said)
+            result = RUNNERS[task.kind](
+                task, PrefixImages(images, dim), PrefixTexts(text, dim), said
+            )
             if text.adapter_languages:  # which of this task's languages had their adapter on
                 result["language_adapters"] = sorted(text.adapted)
             if embed_dims:
-                result.update(base_task=task.name, embed_dim=dim or int(model.embed_dim),
-                              full_embed_dim=int(model.embed_dim))
+                result.update(
+                    base_task=task.name,
+                    embed_dim=dim or int(model.embed_dim),
+                    full_embed_dim=int(model.embed_dim),
+                )
             result["precision"] = precision  # bf16 towers give other (close) numbers
             _attach_samples(name, result, bootstrap, seed)
             result["seconds"] = time.perf_counter() - start
             results[name] = result
-    progress(f"texts: {text.encoded} encoded, {text.from_cache} read from the cache"
-             + (f"; cache {cache.stats}" if cache is not None else ""))
+    progress(
+        f"texts: {text.encoded} encoded, {text.from_cache} read from the cache"
+        + (f"; cache {cache.stats}" if cache is not None else "")
+    )
     if cost is not None:
         cost.update(model_cost(model, device, images, text, precision, batch_size))
         progress(f"cost: {cost_line(cost)}")

@@ -57,6 +57,7 @@ class SampleRanks:
     """One view of one language's evaluation: ranks [n] (uint8, capped at 255), optional
     labels [n] (int, the class of each sample, for mean per-class recall), and ``ids``, a hash of
     the ordered sample identities."""
+
     ids: str
     ranks: np.ndarray
     labels: np.ndarray | None = None
@@ -86,8 +87,9 @@ class SampleRanks:
         ranks = _unpack(data["ranks"]).astype(np.uint8)
         labels = _unpack(data["labels"]).astype(np.int64) if "labels" in data else None
         if ranks.shape[0] != data["n"]:
-            raise ValueError(f"per-sample ranks hold {ranks.shape[0]} entries, "
-                             f"expected {data['n']}")
+            raise ValueError(
+                f"per-sample ranks hold {ranks.shape[0]} entries, expected {data['n']}"
+            )
         return cls(data["ids"], ranks, labels)
 
 
@@ -113,11 +115,15 @@ def metric_spec(metric: str) -> tuple[str, int | None] | None:
 
 
 def _pack(array: np.ndarray) -> dict:
-    return {"dtype": array.dtype.str,
-            "data": base64.b64encode(zlib.compress(np.ascontiguousarray(array).tobytes(), 6)
-                                     ).decode("ascii")}
+    return {
+        "dtype": array.dtype.str,
+        "data": base64.b64encode(zlib.compress(np.ascontiguousarray(array).tobytes(), 6)).decode(
+            "ascii"
+        ),
+    }
 
 
 def _unpack(packed: dict) -> np.ndarray:
-    return np.frombuffer(zlib.decompress(base64.b64decode(packed["data"])),
-                         dtype=np.dtype(packed["dtype"])).copy()
+    return np.frombuffer(
+        zlib.decompress(base64.b64decode(packed["data"])), dtype=np.dtype(packed["dtype"])
+    ).copy()

@@ -69,22 +69,41 @@ from mclip.data.remote import is_remote
 from mclip.eval.provenance import check_provenance
 from mclip.eval.runner import run_tasks
 
-KINDS = ("zeroshot_classification", "retrieval", "topic_matching", "bitext_retrieval",
-         "image_to_image", "text_to_text")
+KINDS = (
+    "zeroshot_classification",
+    "retrieval",
+    "topic_matching",
+    "bitext_retrieval",
+    "image_to_image",
+    "text_to_text",
+)
 _COMMON = {"name", "kind", "languages", "provenance"}
 _TASK_KEYS = {
-    "zeroshot_classification": _COMMON | {"images", "class_texts", "prompts", "dataset", "top_k",
-                                          "resource_groups", "template_scores",
-                                          "concept_counts"},
+    "zeroshot_classification": _COMMON
+    | {
+        "images",
+        "class_texts",
+        "prompts",
+        "dataset",
+        "top_k",
+        "resource_groups",
+        "template_scores",
+        "concept_counts",
+    },
     "retrieval": _COMMON | {"captions", "images", "split", "recall_at", "data"},
     "topic_matching": _COMMON | {"images", "sentences", "split", "reference_language"},
     "bitext_retrieval": _COMMON | {"sentences", "split", "pivot", "top_k"},
     "image_to_image": {"name", "kind", "languages", "images", "recall_at"},
     "text_to_text": _COMMON | {"captions", "images", "split", "pivot", "recall_at", "data"},
 }
-_REQUIRED = {"zeroshot_classification": ["images", "class_texts"], "retrieval": ["captions"],
-             "topic_matching": ["sentences"], "bitext_retrieval": ["sentences"],
-             "image_to_image": ["images"], "text_to_text": ["captions"]}
+_REQUIRED = {
+    "zeroshot_classification": ["images", "class_texts"],
+    "retrieval": ["captions"],
+    "topic_matching": ["sentences"],
+    "bitext_retrieval": ["sentences"],
+    "image_to_image": ["images"],
+    "text_to_text": ["captions"],
+}
 _PATHS = ("images", "class_texts", "prompts", "captions", "sentences", "concept_counts")
 
 
@@ -94,6 +113,7 @@ class Task:
 
     ``languages`` is a list of mclip codes or ``"all"``.
     """
+
     name: str
     kind: str
     languages: list[str] | str
@@ -120,14 +140,17 @@ class Task:
             return list(available)
         missing = [lang for lang in self.languages if lang not in available]
         if missing:
-            raise ConfigError(f"task '{self.name}': language(s) {', '.join(missing)} not in "
-                              f"{where}; it has: {', '.join(available)}")
+            raise ConfigError(
+                f"task '{self.name}': language(s) {', '.join(missing)} not in "
+                f"{where}; it has: {', '.join(available)}"
+            )
         return list(self.languages)
 
 
 @dataclass
 class Suite:
     """A named list of tasks."""
+
     name: str
     tasks: list[Task]
     data_root: str = "."
@@ -145,8 +168,10 @@ def make_task(raw: dict, root: Path, where: str) -> Task:
         raise ConfigError(f"{where}: 'kind' must be one of {', '.join(KINDS)}")
     unknown = set(raw) - _TASK_KEYS[raw["kind"]]
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid: "
-                          f"{', '.join(sorted(_TASK_KEYS[raw['kind']]))}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; valid: "
+            f"{', '.join(sorted(_TASK_KEYS[raw['kind']]))}"
+        )
     raw = {k: v for k, v in raw.items() if v is not None}
     if "data" in raw:  # shards holding both the images and their captions
         raw.setdefault("captions", raw.pop("data"))
@@ -177,13 +202,15 @@ def load_suite(path: str | Path, data_root: str | Path | None = None) -> Suite:
     try:
         spec = yaml.safe_load(path.read_text("utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ConfigError(f"suite '{path}' is not valid YAML: {' '.join(str(error).split())}"
-                          ) from None
+        raise ConfigError(
+            f"suite '{path}' is not valid YAML: {' '.join(str(error).split())}"
+        ) from None
     if not isinstance(spec, dict) or not isinstance(spec.get("tasks"), list) or not spec["tasks"]:
         raise ConfigError(f"suite '{path}' needs a non-empty 'tasks' list")
     root = Path(data_root if data_root is not None else spec.get("data_root", "."))
-    tasks = [make_task(raw, root, f"suite '{path}' task {i + 1}")
-             for i, raw in enumerate(spec["tasks"])]
+    tasks = [
+        make_task(raw, root, f"suite '{path}' task {i + 1}") for i, raw in enumerate(spec["tasks"])
+    ]
     return Suite(name=spec.get("name", path.stem), tasks=tasks, data_root=str(root))
 
 
@@ -203,9 +230,15 @@ def narrow_languages(suite: Suite, languages: list[str]) -> Suite:
     return suite
 
 
-def run_suite(model, suite: Suite, device: str | torch.device = "cpu", batch_size: int = 256,
-              progress: Callable[[str], None] | None = None, limit: int | None = None,
-              **options) -> dict:
+def run_suite(
+    model,
+    suite: Suite,
+    device: str | torch.device = "cpu",
+    batch_size: int = 256,
+    progress: Callable[[str], None] | None = None,
+    limit: int | None = None,
+    **options,
+) -> dict:
     """Run every task of ``suite`` on ``model``; returns {task name: {kind, languages, ...}}.
 
     Per-language metrics are fractions in [0, 1] with bootstrap intervals; ``progress`` receives
@@ -214,4 +247,3 @@ def run_suite(model, suite: Suite, device: str | torch.device = "cpu", batch_siz
     ``seed``, ``cache_dir``, ``ranks``, ``embed_dims``).
     """
     return run_tasks(model, suite.tasks, device, batch_size, limit, progress, **options)
-

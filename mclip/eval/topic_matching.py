@@ -54,14 +54,16 @@ class TopicScores(NamedTuple):
     topic index; scored [N] bool: which of the language's N sentences were scored; n_topics: how
     many topics were candidates.
     """
+
     ranks: torch.Tensor
     labels: torch.Tensor
     scored: torch.Tensor
     n_topics: int
 
 
-def mean_embeddings(embeddings: torch.Tensor, labels: torch.Tensor, n_topics: int
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def mean_embeddings(
+    embeddings: torch.Tensor, labels: torch.Tensor, n_topics: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-topic sums of the L2-normalised ``embeddings`` [N, d] (float32) and counts.
 
     labels [N] in [0, n_topics). Returns (sums [n_topics, d], counts [n_topics] long); the topic
@@ -72,9 +74,14 @@ def mean_embeddings(embeddings: torch.Tensor, labels: torch.Tensor, n_topics: in
     return sums, torch.bincount(labels, minlength=n_topics)
 
 
-def rank_topics(sentence_emb: torch.Tensor, labels: torch.Tensor, sums: torch.Tensor,
-                counts: torch.Tensor, left_out: torch.Tensor | None = None,
-                left_out_emb: torch.Tensor | None = None) -> TopicScores:
+def rank_topics(
+    sentence_emb: torch.Tensor,
+    labels: torch.Tensor,
+    sums: torch.Tensor,
+    counts: torch.Tensor,
+    left_out: torch.Tensor | None = None,
+    left_out_emb: torch.Tensor | None = None,
+) -> TopicScores:
     """Rank each sentence's true topic among the topic means by cosine, ties to the lower index.
 
     sentence_emb [N, d], labels [N]; sums [T, d] and counts [T] from :func:`mean_embeddings`.
@@ -104,14 +111,18 @@ def _accuracy(scores: TopicScores) -> float | None:
 
 
 def _balanced(scores: TopicScores, n_topics: int) -> float | None:
-    return per_class_recall(scores.ranks == 0, scores.labels, n_topics) if len(scores.ranks) \
-        else None
+    return (
+        per_class_recall(scores.ranks == 0, scores.labels, n_topics) if len(scores.ranks) else None
+    )
 
 
 def _view(sentences: TopicSentences, topics: list[str], scores: TopicScores) -> SampleRanks:
     kept = scores.scored.nonzero().flatten().tolist()
-    return SampleRanks.build((f"{topics[sentences.topics[j]]}\t{sentences.texts[j]}"
-                              for j in kept), scores.ranks, scores.labels)
+    return SampleRanks.build(
+        (f"{topics[sentences.topics[j]]}\t{sentences.texts[j]}" for j in kept),
+        scores.ranks,
+        scores.labels,
+    )
 
 
 def run_topic_matching(task, images, text, progress: Callable[[str], None]) -> dict:
@@ -124,49 +135,60 @@ def run_topic_matching(task, images, text, progress: Callable[[str], None]) -> d
     {"kind", "languages": {lang: metrics}, "views": {lang: {view: SampleRanks}}, "skipped",
     "data": {"images": fingerprint}}; accuracies are fractions in [0, 1].
     """
-    topic_set: TopicSet = open_topics(task.sentences, task.images or None,
-                                      split=task.split or None)
+    topic_set: TopicSet = open_topics(task.sentences, task.images or None, split=task.split or None)
     reference = task.reference_language or "en"
     available = topic_set.languages()
     languages = task.select_languages(available, topic_set.description)
     if reference not in available:
-        raise ConfigError(f"task '{task.name}': the reference language '{reference}' (for the "
-                          f"text-only topic embeddings) is not in {topic_set.description}; set "
-                          f"reference_language to one of: {', '.join(available)}")
+        raise ConfigError(
+            f"task '{task.name}': the reference language '{reference}' (for the "
+            f"text-only topic embeddings) is not in {topic_set.description}; set "
+            f"reference_language to one of: {', '.join(available)}"
+        )
     # an unknown code is kept as written, so it is its own mclip code
     unmapped = [code for code in topic_set.unmapped_codes() if code in languages + [reference]]
     if unmapped:
-        progress(f"{task.name}: language code(s) {', '.join(unmapped)} are not in mclip's "
-                 f"{topic_set.layout} table; reported as written")
+        progress(
+            f"{task.name}: language code(s) {', '.join(unmapped)} are not in mclip's "
+            f"{topic_set.layout} table; reported as written"
+        )
 
     image_emb, _, image_labels, skipped = images.get(topic_set)
     n_topics = len(topic_set.topics)
-    image_sums, image_counts = mean_embeddings(image_emb, torch.tensor(image_labels,
-                                                                       dtype=torch.long), n_topics)
+    image_sums, image_counts = mean_embeddings(
+        image_emb, torch.tensor(image_labels, dtype=torch.long), n_topics
+    )
     missing = [topic_set.topics[t] for t in range(n_topics) if image_counts[t] == 0]
     if missing:
-        progress(f"{task.name}: topic(s) {', '.join(missing)} have no usable image: they are no "
-                 f"candidates and their sentences are not scored")
+        progress(
+            f"{task.name}: topic(s) {', '.join(missing)} have no usable image: they are no "
+            f"candidates and their sentences are not scored"
+        )
 
     read = list(dict.fromkeys(languages + [reference]))
     sentences = {lang: topic_set.sentences(lang) for lang in read}
     for lang in read:
         if not sentences[lang].texts:
-            raise ConfigError(f"task '{task.name}': no usable sentence in '{lang}' in "
-                              f"{sentences[lang].source or topic_set.description} (skipped: "
-                              f"{dict(sentences[lang].skipped) or 'none'})")
+            raise ConfigError(
+                f"task '{task.name}': no usable sentence in '{lang}' in "
+                f"{sentences[lang].source or topic_set.description} (skipped: "
+                f"{dict(sentences[lang].skipped) or 'none'})"
+            )
     offsets, all_texts = {}, []
     for lang in read:
         offsets[lang] = len(all_texts)
         all_texts.extend(sentences[lang].texts)
     encoded = text.encode(all_texts)
-    adapted = {lang: text.encode(sentences[lang].texts, lang)  # languages with an adapter
-               for lang in read if lang in getattr(text, "adapter_languages", ())}
+    adapted = {
+        lang: text.encode(sentences[lang].texts, lang)  # languages with an adapter
+        for lang in read
+        if lang in getattr(text, "adapter_languages", ())
+    }
 
     def embeddings_of(lang: str) -> torch.Tensor:
         if lang in adapted:
             return adapted[lang]
-        return encoded[offsets[lang]:offsets[lang] + len(sentences[lang].texts)]
+        return encoded[offsets[lang] : offsets[lang] + len(sentences[lang].texts)]
 
     ref = sentences[reference]
     ref_emb, ref_labels = embeddings_of(reference), torch.tensor(ref.topics, dtype=torch.long)
@@ -181,33 +203,50 @@ def run_topic_matching(task, images, text, progress: Callable[[str], None]) -> d
         if lang == reference:
             rows = torch.arange(len(batch.texts))
         else:
-            rows = torch.tensor([ref_row.get(item, -1) if item is not None else -1
-                                 for item in batch.items], dtype=torch.long)
+            rows = torch.tensor(
+                [ref_row.get(item, -1) if item is not None else -1 for item in batch.items],
+                dtype=torch.long,
+            )
         left_out = torch.where(rows >= 0, ref_labels[rows.clamp(min=0)], rows)
-        by_text = rank_topics(emb, labels, ref_sums, ref_counts, left_out,
-                              ref_emb[rows.clamp(min=0)])
+        by_text = rank_topics(
+            emb, labels, ref_sums, ref_counts, left_out, ref_emb[rows.clamp(min=0)]
+        )
         if not len(by_image.ranks):
-            raise ConfigError(f"task '{task.name}': no sentence in '{lang}' has a topic with a "
-                              f"usable image in {topic_set.description}")
+            raise ConfigError(
+                f"task '{task.name}': no sentence in '{lang}' has a topic with a "
+                f"usable image in {topic_set.description}"
+            )
         per_language[lang] = {
             "topic_acc@1": _accuracy(by_image),
             "text_only_topic_acc@1": _accuracy(by_text),
             "mean_per_topic_recall": _balanced(by_image, n_topics),
             "text_only_mean_per_topic_recall": _balanced(by_text, n_topics),
-            "n_sentences": len(by_image.ranks), "n_topics": by_image.n_topics,
-            "n_sentences_text_only": len(by_text.ranks), "n_topics_text_only": by_text.n_topics,
+            "n_sentences": len(by_image.ranks),
+            "n_topics": by_image.n_topics,
+            "n_sentences_text_only": len(by_text.ranks),
+            "n_topics_text_only": by_text.n_topics,
             "sentences_dropped": sum(batch.skipped.values()),
-            "source_code": topic_set.source_code(lang)}
-        views[lang] = {"sentences": _view(batch, topic_set.topics, by_image),
-                       "sentences_text_only": _view(batch, topic_set.topics, by_text)}
+            "source_code": topic_set.source_code(lang),
+        }
+        views[lang] = {
+            "sentences": _view(batch, topic_set.topics, by_image),
+            "sentences_text_only": _view(batch, topic_set.topics, by_text),
+        }
         text_only = per_language[lang]["text_only_topic_acc@1"]
-        progress(f"{task.name} [{lang}] topics={by_image.n_topics} sentences={len(by_image.ranks)} "
-                 f"topic_acc@1={per_language[lang]['topic_acc@1']:.4f} text_only_topic_acc@1="
-                 f"{text_only if text_only is not None else float('nan'):.4f}")
+        progress(
+            f"{task.name} [{lang}] topics={by_image.n_topics} sentences={len(by_image.ranks)} "
+            f"topic_acc@1={per_language[lang]['topic_acc@1']:.4f} text_only_topic_acc@1="
+            f"{text_only if text_only is not None else float('nan'):.4f}"
+        )
     skipped = dict(skipped)
     for counter in [topic_set.skipped] + [sentences[lang].skipped for lang in read]:
         for reason, count in counter.items():
             skipped[reason] = skipped.get(reason, 0) + count
     tag_languages(per_language, task, topic_set)
-    return {"kind": task.kind, "languages": per_language, "views": views, "skipped": skipped,
-            "data": {"images": topic_set.fingerprint()}}
+    return {
+        "kind": task.kind,
+        "languages": per_language,
+        "views": views,
+        "skipped": skipped,
+        "data": {"images": topic_set.fingerprint()},
+    }

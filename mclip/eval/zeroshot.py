@@ -28,24 +28,32 @@ def fill_template(template: str, name: str) -> str:
     return f"{template} {name}".strip()
 
 
-def prompt_embeddings(encode_text: Callable[[list[str]], torch.Tensor],
-                      class_names: Sequence[str], templates: Sequence[str],
-                      batch_size: int = 256) -> torch.Tensor:
+def prompt_embeddings(
+    encode_text: Callable[[list[str]], torch.Tensor],
+    class_names: Sequence[str],
+    templates: Sequence[str],
+    batch_size: int = 256,
+) -> torch.Tensor:
     """Normalised embeddings [C, T, d] of every class name in every template.
 
     Identical names share one computation, so duplicate classes get bit-identical rows.
     """
     unique = list(dict.fromkeys(class_names))
     prompts = [fill_template(t, name) for name in unique for t in templates]
-    chunks = [encode_text(prompts[i:i + batch_size]).float()
-              for i in range(0, len(prompts), batch_size)]
+    chunks = [
+        encode_text(prompts[i : i + batch_size]).float() for i in range(0, len(prompts), batch_size)
+    ]
     embeddings = F.normalize(torch.cat(chunks), dim=-1).view(len(unique), len(templates), -1)
     where = {name: i for i, name in enumerate(unique)}
     return embeddings[torch.tensor([where[name] for name in class_names])]
 
 
-def build_classifier(encode_text: Callable[[list[str]], torch.Tensor], class_names: Sequence[str],
-                     templates: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+def build_classifier(
+    encode_text: Callable[[list[str]], torch.Tensor],
+    class_names: Sequence[str],
+    templates: Sequence[str],
+    batch_size: int = 256,
+) -> torch.Tensor:
     """Class embeddings [C, d] (L2-normalised): the mean of each class's template embeddings."""
     return classifier_of(prompt_embeddings(encode_text, class_names, templates, batch_size))
 
@@ -59,8 +67,12 @@ PROMPT_SENSITIVE = 0.10
 """A language whose single-template acc@1 values span at least this much is flagged."""
 
 
-def template_sensitivity(image_emb: torch.Tensor, labels: torch.Tensor, embeddings: torch.Tensor,
-                         templates: Sequence[str]) -> dict:
+def template_sensitivity(
+    image_emb: torch.Tensor,
+    labels: torch.Tensor,
+    embeddings: torch.Tensor,
+    templates: Sequence[str],
+) -> dict:
     """acc@1 of each template alone and their spread, from the embeddings already computed.
 
     image_emb [N, d] normalised, labels [N] in [0, C), embeddings [C, T, d] normalised. Returns
@@ -73,14 +85,16 @@ def template_sensitivity(image_emb: torch.Tensor, labels: torch.Tensor, embeddin
         scores.append((true_class_ranks(logits, labels) == 0).double().mean().item())
     values = torch.tensor(scores, dtype=torch.float64)
     spread = float(values.max() - values.min())
-    return {"template_acc@1": dict(zip(templates, scores)),
-            "acc@1_template_min": float(values.min()), "acc@1_template_max": float(values.max()),
-            "acc@1_template_std": float(values.std(unbiased=False)),
-            "prompt_sensitive": spread >= PROMPT_SENSITIVE - 1e-12}
+    return {
+        "template_acc@1": dict(zip(templates, scores)),
+        "acc@1_template_min": float(values.min()),
+        "acc@1_template_max": float(values.max()),
+        "acc@1_template_std": float(values.std(unbiased=False)),
+        "prompt_sensitive": spread >= PROMPT_SENSITIVE - 1e-12,
+    }
 
 
-def true_class_ranks(logits: torch.Tensor, labels: torch.Tensor, chunk: int = 4096
-                     ) -> torch.Tensor:
+def true_class_ranks(logits: torch.Tensor, labels: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     """Rank of each image's true class (0 = predicted at top-1), ties to the lower class index.
 
     logits [N, C], labels LongTensor [N] in [0, C) -> LongTensor [N]: the number of classes that
@@ -92,15 +106,16 @@ def true_class_ranks(logits: torch.Tensor, labels: torch.Tensor, chunk: int = 40
     ranks = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
     class_index = torch.arange(logits.shape[1], device=logits.device)
     for start in range(0, logits.shape[0], chunk):
-        rows, y = logits[start:start + chunk], labels[start:start + chunk]
+        rows, y = logits[start : start + chunk], labels[start : start + chunk]
         true = rows.gather(1, y[:, None])
         above = (rows > true) | ((rows == true) & (class_index[None, :] < y[:, None]))
-        ranks[start:start + chunk] = above.sum(1)
+        ranks[start : start + chunk] = above.sum(1)
     return ranks
 
 
-def metrics_from_ranks(ranks: torch.Tensor, labels: torch.Tensor, n_classes: int,
-                       top_k: Sequence[int] = (1, 5)) -> dict[str, float | None]:
+def metrics_from_ranks(
+    ranks: torch.Tensor, labels: torch.Tensor, n_classes: int, top_k: Sequence[int] = (1, 5)
+) -> dict[str, float | None]:
     """acc@k (micro) and mean per-class recall from true-class ranks.
 
     ranks, labels: LongTensor [N] (ranks from :func:`true_class_ranks`). acc@k with k larger than
@@ -114,8 +129,9 @@ def metrics_from_ranks(ranks: torch.Tensor, labels: torch.Tensor, n_classes: int
     return out
 
 
-def zeroshot_metrics(logits: torch.Tensor, labels: torch.Tensor, top_k: Sequence[int] = (1, 5)
-                     ) -> dict[str, float | None]:
+def zeroshot_metrics(
+    logits: torch.Tensor, labels: torch.Tensor, top_k: Sequence[int] = (1, 5)
+) -> dict[str, float | None]:
     """acc@k (micro) and mean per-class recall (macro over classes present in ``labels``).
 
     logits [N, C], labels LongTensor [N] in [0, C). Ties go to the lower class index. acc@k with
@@ -152,17 +168,22 @@ class LanguageScores(NamedTuple):
     labels [n_images]: that class, renumbered over the kept classes; kept_images bool [N]: which
     of the input images were kept (their class has a name in this language).
     """
+
     metrics: dict
     ranks: torch.Tensor
     labels: torch.Tensor
     kept_images: torch.Tensor
 
 
-def classify_language(image_emb: torch.Tensor, labels: torch.Tensor,
-                      encode_text: Callable[[list[str]], torch.Tensor],
-                      class_names: Sequence[str | None], templates: Sequence[str],
-                      top_k: Sequence[int] = (1, 5), template_scores: bool = True
-                      ) -> LanguageScores:
+def classify_language(
+    image_emb: torch.Tensor,
+    labels: torch.Tensor,
+    encode_text: Callable[[list[str]], torch.Tensor],
+    class_names: Sequence[str | None],
+    templates: Sequence[str],
+    top_k: Sequence[int] = (1, 5),
+    template_scores: bool = True,
+) -> LanguageScores:
     """Zero-shot scores of one language, with the per-image ranks the intervals are built from.
 
     image_emb [N, d] normalised, labels [N] indices into ``class_names``; a name that is None or
@@ -187,20 +208,26 @@ def classify_language(image_emb: torch.Tensor, labels: torch.Tensor,
     metrics = metrics_from_ranks(ranks, new_labels, len(kept), top_k) if len(ranks) else {}
     metrics.update(n_classes=len(kept), n_images=int(kept_images.sum()))
     if template_scores and len(templates) > 1 and len(ranks):
-        metrics.update(template_sensitivity(image_emb[kept_images.to(image_emb.device)],
-                                            new_labels, embeddings, templates))
+        metrics.update(
+            template_sensitivity(
+                image_emb[kept_images.to(image_emb.device)], new_labels, embeddings, templates
+            )
+        )
     return LanguageScores(metrics, ranks, new_labels, kept_images)
 
 
-def evaluate_language(image_emb: torch.Tensor, labels: torch.Tensor,
-                      encode_text: Callable[[list[str]], torch.Tensor],
-                      class_names: Sequence[str | None], templates: Sequence[str],
-                      top_k: Sequence[int] = (1, 5)) -> dict[str, float]:
+def evaluate_language(
+    image_emb: torch.Tensor,
+    labels: torch.Tensor,
+    encode_text: Callable[[list[str]], torch.Tensor],
+    class_names: Sequence[str | None],
+    templates: Sequence[str],
+    top_k: Sequence[int] = (1, 5),
+) -> dict[str, float]:
     """Zero-shot metrics for one language (the ``metrics`` of :func:`classify_language`).
 
     image_emb [N, d] normalised, labels [N] indices into ``class_names``; a name that is None or
     empty means "no translation": that class and its images are left out. Adds ``n_classes``
     and ``n_images`` (what was kept) to the metrics.
     """
-    return classify_language(image_emb, labels, encode_text, class_names, templates,
-                             top_k).metrics
+    return classify_language(image_emb, labels, encode_text, class_names, templates, top_k).metrics

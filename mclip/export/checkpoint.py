@@ -30,25 +30,38 @@ def check_out_dir(out_dir: str | Path, overwrite: bool, source: Path) -> Path:
     source = source.resolve()
     protected = [source, *source.parents]
     if out_dir in protected or source in out_dir.parents:
-        raise ExportError(f"--out '{out_dir}' is the checkpoint being exported, its run or a "
-                          f"folder containing it; choose a new folder")
+        raise ExportError(
+            f"--out '{out_dir}' is the checkpoint being exported, its run or a "
+            f"folder containing it; choose a new folder"
+        )
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"--out '{out_dir}' is a file; choose a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not overwrite:
-            raise ExportError(f"--out '{out_dir}' is not empty; choose a new folder or pass "
-                              f"--overwrite to replace an earlier export there")
+            raise ExportError(
+                f"--out '{out_dir}' is not empty; choose a new folder or pass "
+                f"--overwrite to replace an earlier export there"
+            )
         if not any((out_dir / marker).is_file() for marker in _EXPORT_MARKERS):
-            raise ExportError(f"--out '{out_dir}' holds files that are not an mclip export; "
-                              f"--overwrite replaces only an earlier export: choose a new folder")
+            raise ExportError(
+                f"--out '{out_dir}' holds files that are not an mclip export; "
+                f"--overwrite replaces only an earlier export: choose a new folder"
+            )
     return out_dir
 
 
-def export_checkpoint(checkpoint: Path, fmt: str, out_dir: str | Path,
-                      embed_dim: int | None = None, quantize: str | None = None,
-                      calibration: str | Path | None = None, hub_id: str | None = None,
-                      results: dict | None = None, license: str = "other",
-                      overwrite: bool = False) -> dict:
+def export_checkpoint(
+    checkpoint: Path,
+    fmt: str,
+    out_dir: str | Path,
+    embed_dim: int | None = None,
+    quantize: str | None = None,
+    calibration: str | Path | None = None,
+    hub_id: str | None = None,
+    results: dict | None = None,
+    license: str = "other",
+    overwrite: bool = False,
+) -> dict:
     """Export the model directory ``checkpoint`` as ``fmt`` (``open_clip`` / ``onnx``) into
     ``out_dir`` with its model card; returns the record also written as ``mclip_export.json``:
     {"source", "format", "path", "embed_dim", "warnings", ...the format's check}. ``results``: a
@@ -64,9 +77,11 @@ def export_checkpoint(checkpoint: Path, fmt: str, out_dir: str | Path,
     warnings = []
     adapters = sorted(p.name for p in (checkpoint / "adapters").glob("*") if p.is_dir())
     if adapters:
-        warnings.append(f"the LoRA language adapters beside the checkpoint "
-                        f"({', '.join(adapters)}) are not part of the export: it encodes as "
-                        f"'mclip eval --no-adapters' does")
+        warnings.append(
+            f"the LoRA language adapters beside the checkpoint "
+            f"({', '.join(adapters)}) are not part of the export: it encodes as "
+            f"'mclip eval --no-adapters' does"
+        )
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -85,17 +100,31 @@ def export_checkpoint(checkpoint: Path, fmt: str, out_dir: str | Path,
 
             info = export_onnx(model, config, staging, embed_dim, quantize, calibration)
             spec = f"onnx:{out_dir}"
-        record = {"source": str(checkpoint), "format": fmt, "path": str(out_dir), "spec": spec,
-                  "warnings": warnings, **info}
-        card = model_card(model, config, checkpoint, {**record, "usage": usage(fmt, spec)},
-                          results, license=license, adapters=adapters)
+        record = {
+            "source": str(checkpoint),
+            "format": fmt,
+            "path": str(out_dir),
+            "spec": spec,
+            "warnings": warnings,
+            **info,
+        }
+        card = model_card(
+            model,
+            config,
+            checkpoint,
+            {**record, "usage": usage(fmt, spec)},
+            results,
+            license=license,
+            adapters=adapters,
+        )
         (staging / "README.md").write_text(card, "utf-8")
         (staging / RECORD_FILE).write_text(json.dumps(record, indent=2), "utf-8")
         _replace(staging, out_dir)
     except OSError as error:
-        raise ExportError(f"could not write the export to '{out_dir}': "
-                          f"{error.strerror or error}; an earlier export there is unchanged"
-                          ) from None
+        raise ExportError(
+            f"could not write the export to '{out_dir}': "
+            f"{error.strerror or error}; an earlier export there is unchanged"
+        ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return record
@@ -106,8 +135,9 @@ def _point_at(directory: Path, final: Path) -> None:
     from mclip.export.open_clip import CONFIG_FILE, _local
 
     path = directory / CONFIG_FILE
-    path.write_text(json.dumps(_local(json.loads(path.read_text("utf-8")), str(final)), indent=2),
-                    "utf-8")
+    path.write_text(
+        json.dumps(_local(json.loads(path.read_text("utf-8")), str(final)), indent=2), "utf-8"
+    )
 
 
 def _replace(staging: Path, out_dir: Path) -> None:

@@ -61,12 +61,17 @@ def training_facts(checkpoint: Path) -> dict | None:
         languages.update(record.get("languages", {}))
         sources.update(record.get("sources", {}))
     rates = [r["samples_per_s"] for r in steps.values() if "samples_per_s" in r]
-    return {"steps": max(steps) if steps else 0, "images": sum(sources.values()),
-            "captions_by_language": dict(languages.most_common()), "sources": dict(sources),
-            "sampling": {k: v for k, v in (sampling or {}).items() if k not in ("event", "time")},
-            "samples_per_s": sorted(rates)[len(rates) // 2] if rates else None,
-            "world_size": (start or {}).get("world_size"),
-            "skipped": (end or {}).get("skipped"), "stopped_by": (end or {}).get("stopped_by")}
+    return {
+        "steps": max(steps) if steps else 0,
+        "images": sum(sources.values()),
+        "captions_by_language": dict(languages.most_common()),
+        "sources": dict(sources),
+        "sampling": {k: v for k, v in (sampling or {}).items() if k not in ("event", "time")},
+        "samples_per_s": sorted(rates)[len(rates) // 2] if rates else None,
+        "world_size": (start or {}).get("world_size"),
+        "skipped": (end or {}).get("skipped"),
+        "stopped_by": (end or {}).get("stopped_by"),
+    }
 
 
 def parameter_counts(model: DualEncoder) -> dict[str, int]:
@@ -76,9 +81,15 @@ def parameter_counts(model: DualEncoder) -> dict[str, int]:
     return {"image": image, "text": text, "total": sum(p.numel() for p in model.parameters())}
 
 
-def model_card(model: DualEncoder, config: Config, checkpoint: Path, export: dict,
-               results: dict | None = None, license: str = "other",
-               adapters: list[str] = ()) -> str:
+def model_card(
+    model: DualEncoder,
+    config: Config,
+    checkpoint: Path,
+    export: dict,
+    results: dict | None = None,
+    license: str = "other",
+    adapters: list[str] = (),
+) -> str:
     """The card's Markdown. ``export``: {"format" ("open_clip" / "onnx"), "embed_dim", "usage"
     (a code block showing how to load it), ...}; ``results``: a results document of
     ``mclip eval`` (its table goes in); ``adapters``: languages whose LoRA adapters were left
@@ -87,76 +98,120 @@ def model_card(model: DualEncoder, config: Config, checkpoint: Path, export: dic
 
     facts = training_facts(checkpoint)
     trained = list((facts or {}).get("captions_by_language") or config.data.languages)
-    evaluated = sorted({lang for task in (results or {}).get("tasks", {}).values()
-                        if task.get("kind") not in TEXT_FREE_KINDS
-                        for lang in task.get("languages", {})})
+    evaluated = sorted(
+        {
+            lang
+            for task in (results or {}).get("tasks", {}).values()
+            if task.get("kind") not in TEXT_FREE_KINDS
+            for lang in task.get("languages", {})
+        }
+    )
     counts = parameter_counts(model)
     m = config.model
     library = "open_clip" if export["format"] == "open_clip" else "onnx"
     tags = ["clip", "mclip", "zero-shot-image-classification", f"mclip-export-{export['format']}"]
     if len(trained) > 1:
         tags.insert(1, "multilingual")
-    header = {"language": sorted(set(trained) | set(evaluated)) or None, "license": license,
-              "library_name": library, "tags": tags,
-              "pipeline_tag": "zero-shot-image-classification"}
+    header = {
+        "language": sorted(set(trained) | set(evaluated)) or None,
+        "license": license,
+        "library_name": library,
+        "tags": tags,
+        "pipeline_tag": "zero-shot-image-classification",
+    }
     run = run_of(checkpoint)
     kind = "multilingual " if len(trained) > 1 else ""
-    lines = ["---", yaml.safe_dump({k: v for k, v in header.items() if v is not None},
-                                   sort_keys=False, allow_unicode=True).strip(), "---", "",
-             f"# {(run or checkpoint).name} ({export['format']} export)",
-             "", f"A {kind}CLIP-style dual encoder trained with mclip (checkpoint "
-             f"`{checkpoint.name}`) and exported with `mclip export`.", "",
-             "## Architecture", "",
-             "| part | what | parameters |", "|---|---|---|",
-             f"| image tower | `{m.image.name}` at {m.image.image_size} px, {m.projection} "
-             f"projection | {counts['image']:,} |",
-             f"| text tower | `{m.text.name}` ({m.text.pooling} pooling, up to "
-             f"{m.text.max_length} tokens) | {counts['text']:,} |",
-             f"| embedding | {export['embed_dim']} dimensions"
-             + (f" (the first {export['embed_dim']} of {m.embed_dim})"
-                if export["embed_dim"] != m.embed_dim else "") + " | |",
-             f"| total | | {counts['total']:,} |", ""]
+    lines = [
+        "---",
+        yaml.safe_dump(
+            {k: v for k, v in header.items() if v is not None}, sort_keys=False, allow_unicode=True
+        ).strip(),
+        "---",
+        "",
+        f"# {(run or checkpoint).name} ({export['format']} export)",
+        "",
+        f"A {kind}CLIP-style dual encoder trained with mclip (checkpoint "
+        f"`{checkpoint.name}`) and exported with `mclip export`.",
+        "",
+        "## Architecture",
+        "",
+        "| part | what | parameters |",
+        "|---|---|---|",
+        f"| image tower | `{m.image.name}` at {m.image.image_size} px, {m.projection} "
+        f"projection | {counts['image']:,} |",
+        f"| text tower | `{m.text.name}` ({m.text.pooling} pooling, up to "
+        f"{m.text.max_length} tokens) | {counts['text']:,} |",
+        f"| embedding | {export['embed_dim']} dimensions"
+        + (
+            f" (the first {export['embed_dim']} of {m.embed_dim})"
+            if export["embed_dim"] != m.embed_dim
+            else ""
+        )
+        + " | |",
+        f"| total | | {counts['total']:,} |",
+        "",
+    ]
     lines += _training_section(config, facts)
     lines += ["## Evaluation", ""]
     if results:
-        lines += [f"`mclip eval` on the suite `{results.get('suite')}` (model "
-                  f"`{results.get('model')}`; values in %, ± half the 95% bootstrap interval):",
-                  "", markdown_table(results), ""]
+        lines += [
+            f"`mclip eval` on the suite `{results.get('suite')}` (model "
+            f"`{results.get('model')}`; values in %, ± half the 95% bootstrap interval):",
+            "",
+            markdown_table(results),
+            "",
+        ]
     else:
-        lines += ["No evaluation was given to the export (`mclip export --results "
-                  "results.json`).", ""]
+        lines += [
+            "No evaluation was given to the export (`mclip export --results results.json`).",
+            "",
+        ]
     lines += ["## Use", "", export["usage"], "", "## Intended use and limits", ""]
     lines += _limits(config, trained, evaluated, export)
     if adapters:
-        lines.append(f"- The run's LoRA language adapters ({', '.join(adapters)}) are not in this "
-                     f"export: those languages encode with the base model.")
+        lines.append(
+            f"- The run's LoRA language adapters ({', '.join(adapters)}) are not in this "
+            f"export: those languages encode with the base model."
+        )
     return "\n".join(lines) + "\n"
 
 
 def _training_section(config: Config, facts: dict | None) -> list[str]:
     t, loss, distill = config.train, config.loss, config.distill
     lines = ["## Training", ""]
-    sources = ([f"`{s.name or 'source'}`: `{s.shards}` (weight {s.weight})"
-                for s in config.data.sources] or [f"`{config.data.train_shards}`"])
-    lines += [f"- data: {'; '.join(sources)}",
-              f"- steps: {t.steps}, global batch {t.batch_size} images, "
-              f"{config.data.captions_per_image} caption(s) per image, lr {t.lr}, seed {t.seed}",
-              f"- loss: {loss.kind}" + (f"; language temperature {config.data.language_temperature}"
-                                        if config.data.language_temperature != 1 else "")]
+    sources = [
+        f"`{s.name or 'source'}`: `{s.shards}` (weight {s.weight})" for s in config.data.sources
+    ] or [f"`{config.data.train_shards}`"]
+    lines += [
+        f"- data: {'; '.join(sources)}",
+        f"- steps: {t.steps}, global batch {t.batch_size} images, "
+        f"{config.data.captions_per_image} caption(s) per image, lr {t.lr}, seed {t.seed}",
+        f"- loss: {loss.kind}"
+        + (
+            f"; language temperature {config.data.language_temperature}"
+            if config.data.language_temperature != 1
+            else ""
+        ),
+    ]
     if distill.teachers:
         teachers = ", ".join(f"`{e.model or e.embeddings}`" for e in distill.teachers)
-        lines.append(f"- distilled from {teachers} (contrastive {distill.contrastive_weight}, "
-                     f"similarity KD {distill.similarity_weight}, feature KD "
-                     f"{distill.feature_weight})")
+        lines.append(
+            f"- distilled from {teachers} (contrastive {distill.contrastive_weight}, "
+            f"similarity KD {distill.similarity_weight}, feature KD "
+            f"{distill.feature_weight})"
+        )
     if facts is None:
-        lines += ["- no training log (`log.jsonl`) beside the checkpoint: caption counts unknown",
-                  ""]
+        lines += [
+            "- no training log (`log.jsonl`) beside the checkpoint: caption counts unknown",
+            "",
+        ]
         return lines
-    lines.append(f"- from the log: {facts['steps']} steps logged, {facts['images']:,} images"
-                 + (f", median {facts['samples_per_s']:.0f} samples/s"
-                    if facts["samples_per_s"] else "")
-                 + (f" on {facts['world_size']} rank(s)" if facts["world_size"] else "")
-                 + (f", skipped {facts['skipped']}" if facts["skipped"] else ""))
+    lines.append(
+        f"- from the log: {facts['steps']} steps logged, {facts['images']:,} images"
+        + (f", median {facts['samples_per_s']:.0f} samples/s" if facts["samples_per_s"] else "")
+        + (f" on {facts['world_size']} rank(s)" if facts["world_size"] else "")
+        + (f", skipped {facts['skipped']}" if facts["skipped"] else "")
+    )
     if facts["captions_by_language"]:
         lines += ["", "| caption language | captions trained on |", "|---|---|"]
         lines += [f"| {lang} | {n:,} |" for lang, n in facts["captions_by_language"].items()]
@@ -165,29 +220,45 @@ def _training_section(config: Config, facts: dict | None) -> list[str]:
 
 def _limits(config: Config, trained: list[str], evaluated: list[str], export: dict) -> list[str]:
     if trained:
-        lines = [f"- Trained on captions in {len(trained)} language(s) ({', '.join(trained)}); "
-                 f"other languages were never seen and should be measured before use."]
+        lines = [
+            f"- Trained on captions in {len(trained)} language(s) ({', '.join(trained)}); "
+            f"other languages were never seen and should be measured before use."
+        ]
     else:
-        lines = ["- The training languages are not recorded (no training log beside the "
-                 "checkpoint, no data.languages in its config): measure every language you "
-                 "need."]
+        lines = [
+            "- The training languages are not recorded (no training log beside the "
+            "checkpoint, no data.languages in its config): measure every language you "
+            "need."
+        ]
     if evaluated:
         missing = sorted(set(trained) - set(evaluated))
-        lines.append(f"- Evaluated in {len(evaluated)} language(s)"
-                     + (f"; not evaluated: {', '.join(missing)}" if missing else "") + ".")
+        lines.append(
+            f"- Evaluated in {len(evaluated)} language(s)"
+            + (f"; not evaluated: {', '.join(missing)}" if missing else "")
+            + "."
+        )
     else:
         lines.append("- Not evaluated in this card: measure it on your data first.")
-    lines.append(f"- Images are resized to {config.model.image.image_size} px (shorter side, "
-                 f"centre crop); texts are cut at {config.model.text.max_length} tokens.")
+    lines.append(
+        f"- Images are resized to {config.model.image.image_size} px (shorter side, "
+        f"centre crop); texts are cut at {config.model.text.max_length} tokens."
+    )
     if export["format"] == "open_clip":
-        lines.append("- open_clip's tokenizer cleans texts (HTML entities, repeated white space) "
-                     "before tokenizing; mclip did not in training.")
+        lines.append(
+            "- open_clip's tokenizer cleans texts (HTML entities, repeated white space) "
+            "before tokenizing; mclip did not in training."
+        )
     if export.get("quantize"):
         check = export["check"]
-        images = (f" on {check['image_checked_on']} held-out calibration images"
-                  if "image_checked_on" in check else "")
-        lines.append(f"- Weights quantised to {export['quantize']}: embeddings differ slightly "
-                     f"from the fp32 model's (smallest cosine to fp32 in the export check: "
-                     f"images {check['image_cosine']:.4f}{images}, texts "
-                     f"{check['text_cosine']:.4f}).")
+        images = (
+            f" on {check['image_checked_on']} held-out calibration images"
+            if "image_checked_on" in check
+            else ""
+        )
+        lines.append(
+            f"- Weights quantised to {export['quantize']}: embeddings differ slightly "
+            f"from the fp32 model's (smallest cosine to fp32 in the export check: "
+            f"images {check['image_cosine']:.4f}{images}, texts "
+            f"{check['text_cosine']:.4f})."
+        )
     return lines

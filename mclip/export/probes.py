@@ -6,9 +6,16 @@ from __future__ import annotations
 
 def probe_texts() -> list[str]:
     """Texts in several scripts and lengths that every check encodes."""
-    return ["a photo of a cat", "Ein roter Kreis links von einem blauen Quadrat.",
-            "un petit carré vert", "一只狗在草地上", "красный треугольник", "x",
-            "صورة قطة صغيرة", "mbwa mdogo mweusi anakimbia kwenye nyasi ndefu za kijani"]
+    return [
+        "a photo of a cat",
+        "Ein roter Kreis links von einem blauen Quadrat.",
+        "un petit carré vert",
+        "一只狗在草地上",
+        "красный треугольник",
+        "x",
+        "صورة قطة صغيرة",
+        "mbwa mdogo mweusi anakimbia kwenye nyasi ndefu za kijani",
+    ]
 
 
 def probe_images(size: int, n: int = 4, seed: int = 0) -> list:
@@ -18,5 +25,6 @@ def probe_images(size: int, n: int = 4, seed: int = 0) -> list:
 
     rng = np.random.default_rng(seed)
     shapes = [(size, size), (size + 7, size * 2), (size * 2, size + 3), (size // 2 + 5, size)]
-    return [Image.fromarray(rng.integers(0, 256, (*shapes[i % 4], 3), dtype=np.uint8))
-            for i in range(n)]
+    return [
+        Image.fromarray(rng.integers(0, 256, (*shapes[i % 4], 3), dtype=np.uint8)) for i in range(n)
+    ]

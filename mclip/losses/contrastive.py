@@ -25,12 +25,18 @@ class ContrastiveLoss(nn.Module):
         super().__init__()
         self.chunk_size = chunk_size
 
-    def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
-                logit_bias: torch.Tensor | None = None,
-                text_to_image: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        image_emb: torch.Tensor,
+        text_emb: torch.Tensor,
+        logit_scale: torch.Tensor,
+        logit_bias: torch.Tensor | None = None,
+        text_to_image: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if self.uses_bias and logit_bias is None:
-            raise ValueError(f"{type(self).__name__} needs logit_bias "
-                             f"(a tensor of shape [] or [1])")
+            raise ValueError(
+                f"{type(self).__name__} needs logit_bias (a tensor of shape [] or [1])"
+            )
         return self.compute(image_emb, text_emb, logit_scale, logit_bias, text_to_image)
 
 
@@ -47,8 +53,9 @@ class SigmoidLoss(ContrastiveLoss):
     uses_bias = True
 
     def compute(self, image_emb, text_emb, logit_scale, logit_bias, text_to_image):
-        return tiled_sigmoid(image_emb, text_emb, logit_scale, logit_bias, text_to_image,
-                             self.chunk_size)
+        return tiled_sigmoid(
+            image_emb, text_emb, logit_scale, logit_bias, text_to_image, self.chunk_size
+        )
 
 
 def build_loss(cfg: LossConfig) -> ContrastiveLoss:

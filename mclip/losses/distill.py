@@ -35,8 +35,13 @@ from mclip.losses.tiled import _tiles, scalar_parameter
 FEATURE_KINDS = ("mse", "cosine", "smooth_l1")
 
 
-def _teacher_log_probs(rows: slice, teachers: Sequence[torch.Tensor], scales: Sequence[float],
-                       log_weights: Sequence[float], dtype: torch.dtype) -> torch.Tensor:
+def _teacher_log_probs(
+    rows: slice,
+    teachers: Sequence[torch.Tensor],
+    scales: Sequence[float],
+    log_weights: Sequence[float],
+    dtype: torch.dtype,
+) -> torch.Tensor:
     """log p_T [c, M] of a tile: the log of the weighted mean of the teachers' row softmaxes."""
     parts = []
     for k, scale in enumerate(scales):
@@ -83,20 +88,32 @@ class TiledSoftmaxKD(torch.autograd.Function):
             grad_scale += torch.dot(g.view(-1), logits.view(-1))
             grad_x[rows] = (g @ yf) * t
             grad_y += (g.T @ xf[rows]) * t
-        return (grad_x.to(x.dtype), grad_y.to(y.dtype),
-                grad_scale.to(logit_scale.dtype).reshape(logit_scale.shape),
-                None, None, None, *([None] * len(teachers)))
+        return (
+            grad_x.to(x.dtype),
+            grad_y.to(y.dtype),
+            grad_scale.to(logit_scale.dtype).reshape(logit_scale.shape),
+            None,
+            None,
+            None,
+            *([None] * len(teachers)),
+        )
 
 
-def _teacher_bernoulli(rows: slice, teachers: Sequence[torch.Tensor], scales: Sequence[float],
-                       biases: Sequence[float], weights: Sequence[float], dtype: torch.dtype
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+def _teacher_bernoulli(
+    rows: slice,
+    teachers: Sequence[torch.Tensor],
+    scales: Sequence[float],
+    biases: Sequence[float],
+    weights: Sequence[float],
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(log p_T, log (1 - p_T)) [c, M] of a tile: p_T the weighted mean of the teachers'
     sigmoids."""
     pos, neg = [], []
     for k, scale in enumerate(scales):
-        u = ((teachers[2 * k][rows].to(dtype) * scale) @ teachers[2 * k + 1].to(dtype).T
-             ).add_(biases[k])
+        u = ((teachers[2 * k][rows].to(dtype) * scale) @ teachers[2 * k + 1].to(dtype).T).add_(
+            biases[k]
+        )
         log_w = torch.log(torch.tensor(weights[k], dtype=dtype))
         pos.append(F.logsigmoid(u) + log_w)
         neg.append(F.logsigmoid(-u) + log_w)
@@ -113,8 +130,7 @@ class TiledSigmoidKD(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, y, logit_scale, logit_bias, chunk: int, scales, biases, weights,
-                *teachers):
+    def forward(ctx, x, y, logit_scale, logit_bias, chunk: int, scales, biases, weights, *teachers):
         dtype = compute_dtype(x)
         t = scalar_parameter(logit_scale, "logit_scale").to(dtype).exp()
         bias = scalar_parameter(logit_bias, "logit_bias").to(dtype)
@@ -141,18 +157,26 @@ class TiledSigmoidKD(torch.autograd.Function):
         grad_bias = torch.zeros((), device=x.device, dtype=dtype)
         for rows in _tiles(x.shape[0], ctx.chunk):
             s = ((xf[rows] * t) @ yf.T).add_(bias)
-            log_p, _ = _teacher_bernoulli(rows, teachers, ctx.scales, ctx.biases, ctx.weights,
-                                          dtype)
+            log_p, _ = _teacher_bernoulli(
+                rows, teachers, ctx.scales, ctx.biases, ctx.weights, dtype
+            )
             g = (torch.sigmoid(s) - log_p.exp()).mul_(grad_total.to(dtype))
             g_sum = g.sum()
             grad_bias += g_sum
             grad_scale += torch.dot(g.view(-1), s.view(-1)) - bias * g_sum
             grad_x[rows] = (g @ yf) * t
             grad_y += (g.T @ xf[rows]) * t
-        return (grad_x.to(x.dtype), grad_y.to(y.dtype),
-                grad_scale.to(logit_scale.dtype).reshape(logit_scale.shape),
-                grad_bias.to(logit_bias.dtype).reshape(logit_bias.shape),
-                None, None, None, None, *([None] * len(teachers)))
+        return (
+            grad_x.to(x.dtype),
+            grad_y.to(y.dtype),
+            grad_scale.to(logit_scale.dtype).reshape(logit_scale.shape),
+            grad_bias.to(logit_bias.dtype).reshape(logit_bias.shape),
+            None,
+            None,
+            None,
+            None,
+            *([None] * len(teachers)),
+        )
 
 
 def _flat_teachers(teachers: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
@@ -166,10 +190,15 @@ def _normalised_weights(weights: Sequence[float] | None, n: int) -> list[float]:
     return [w / sum(weights) for w in weights]
 
 
-def softmax_kd_rows(x: torch.Tensor, y: torch.Tensor, logit_scale: torch.Tensor,
-                    teachers: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                    teacher_scales: Sequence[float], weights: Sequence[float] | None = None,
-                    chunk: int = 1024) -> torch.Tensor:
+def softmax_kd_rows(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    logit_scale: torch.Tensor,
+    teachers: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    teacher_scales: Sequence[float],
+    weights: Sequence[float] | None = None,
+    chunk: int = 1024,
+) -> torch.Tensor:
     """KL(p_T(i, .) || p_S(i, .)) for each row i of x [N, d] against all of y [M, d]: [N].
 
     ``teachers``: one (rows [N, d_k], cols [M, d_k]) pair of normalised embeddings per teacher,
@@ -179,41 +208,75 @@ def softmax_kd_rows(x: torch.Tensor, y: torch.Tensor, logit_scale: torch.Tensor,
     """
     weights = _normalised_weights(weights, len(teachers))
     log_weights = tuple(float(torch.log(torch.tensor(w, dtype=torch.float64))) for w in weights)
-    return TiledSoftmaxKD.apply(x, y, logit_scale, chunk, tuple(float(t) for t in teacher_scales),
-                                log_weights, *_flat_teachers(teachers))
+    return TiledSoftmaxKD.apply(
+        x,
+        y,
+        logit_scale,
+        chunk,
+        tuple(float(t) for t in teacher_scales),
+        log_weights,
+        *_flat_teachers(teachers),
+    )
 
 
-def similarity_kd(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
-                  teachers: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                  teacher_scales: Sequence[float], weights: Sequence[float] | None = None,
-                  chunk: int = 1024) -> torch.Tensor:
+def similarity_kd(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    logit_scale: torch.Tensor,
+    teachers: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    teacher_scales: Sequence[float],
+    weights: Sequence[float] | None = None,
+    chunk: int = 1024,
+) -> torch.Tensor:
     """Softmax similarity KD of one process's whole batch, both directions: 0-d tensor.
 
     (mean_i KL_row_i + mean_j KL_col_j) / 2, with image_emb [N, d], text_emb [M, d] the
     student's and ``teachers`` a list of (image [N, d_k], text [M, d_k]) embedding pairs. Zero
     when the student's logits equal the (single) teacher's.
     """
-    rows = softmax_kd_rows(image_emb, text_emb, logit_scale, teachers, teacher_scales, weights,
-                           chunk)
-    cols = softmax_kd_rows(text_emb, image_emb, logit_scale, [(b, a) for a, b in teachers],
-                           teacher_scales, weights, chunk)
+    rows = softmax_kd_rows(
+        image_emb, text_emb, logit_scale, teachers, teacher_scales, weights, chunk
+    )
+    cols = softmax_kd_rows(
+        text_emb,
+        image_emb,
+        logit_scale,
+        [(b, a) for a, b in teachers],
+        teacher_scales,
+        weights,
+        chunk,
+    )
     return (rows.mean() + cols.mean()) / 2
 
 
-def sigmoid_kd_sum(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
-                   logit_bias: torch.Tensor, teachers: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                   teacher_scales: Sequence[float], teacher_biases: Sequence[float],
-                   weights: Sequence[float] | None = None, chunk: int = 1024) -> torch.Tensor:
+def sigmoid_kd_sum(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor,
+    teachers: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    teacher_scales: Sequence[float],
+    teacher_biases: Sequence[float],
+    weights: Sequence[float] | None = None,
+    chunk: int = 1024,
+) -> torch.Tensor:
     """sum_ij KL(p_T_ij || sigmoid(s_ij)) over every (image, text) pair: 0-d tensor.
 
     p_T is the weighted mean of the teachers' sigmoids sigmoid(t_k <a_i, b_j> + b_k). Divide by
     the number of images for the loss (as the sigmoid contrastive loss is normalised).
     """
     weights = _normalised_weights(weights, len(teachers))
-    return TiledSigmoidKD.apply(image_emb, text_emb, logit_scale, logit_bias, chunk,
-                                tuple(float(t) for t in teacher_scales),
-                                tuple(float(b) for b in teacher_biases), tuple(weights),
-                                *_flat_teachers(teachers))
+    return TiledSigmoidKD.apply(
+        image_emb,
+        text_emb,
+        logit_scale,
+        logit_bias,
+        chunk,
+        tuple(float(t) for t in teacher_scales),
+        tuple(float(b) for b in teacher_biases),
+        tuple(weights),
+        *_flat_teachers(teachers),
+    )
 
 
 def feature_distance(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:

@@ -49,15 +49,22 @@ class DistillHeads(nn.Module):
         needed = cfg.feature_weight > 0 or cfg.cross_weight > 0 or cfg.parallel_weight > 0
 
         def maps() -> nn.ModuleList:
-            return nn.ModuleList(nn.Linear(embed_dim, d, bias=False) if needed and d != embed_dim
-                                 else nn.Identity() for d in teacher_dims)
+            return nn.ModuleList(
+                nn.Linear(embed_dim, d, bias=False) if needed and d != embed_dim else nn.Identity()
+                for d in teacher_dims
+            )
 
         self.image, self.text = maps(), maps()
-        self.cross_logit_scale = (nn.Parameter(torch.tensor(float(cfg.cross_init_logit_scale)))
-                                  if cfg.cross_weight > 0 else None)
-        self.parallel_logit_scale = (nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-                                     if cfg.parallel_weight > 0 and cfg.parallel_loss == "infonce"
-                                     else None)
+        self.cross_logit_scale = (
+            nn.Parameter(torch.tensor(float(cfg.cross_init_logit_scale)))
+            if cfg.cross_weight > 0
+            else None
+        )
+        self.parallel_logit_scale = (
+            nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+            if cfg.parallel_weight > 0 and cfg.parallel_loss == "infonce"
+            else None
+        )
 
     def clamp_logit_scale(self, max_scale: float | None) -> None:
         """Clamp the learned exp(logit_scale)s (cross-modal, teacher learning) to at most
@@ -82,14 +89,22 @@ class DistillationObjective:
     ``teacher_biases`` / ``teacher_weights`` one number per teacher.
     """
 
-    def __init__(self, cfg: DistillConfig, loss: LossConfig, heads: DistillHeads,
-                 teacher_scales: list[float], teacher_biases: list[float],
-                 teacher_weights: list[float], groups: GatherGroups | None = None,
-                 mode: str = "exact"):
+    def __init__(
+        self,
+        cfg: DistillConfig,
+        loss: LossConfig,
+        heads: DistillHeads,
+        teacher_scales: list[float],
+        teacher_biases: list[float],
+        teacher_weights: list[float],
+        groups: GatherGroups | None = None,
+        mode: str = "exact",
+    ):
         self.cfg, self.heads, self.chunk = cfg, heads, loss.chunk_size
         self.contrastive = ContrastiveObjective(loss, groups, mode)
-        self.cross = ContrastiveObjective(LossConfig(kind="infonce", chunk_size=loss.chunk_size),
-                                          groups, mode)
+        self.cross = ContrastiveObjective(
+            LossConfig(kind="infonce", chunk_size=loss.chunk_size), groups, mode
+        )
         self.scales, self.biases = list(teacher_scales), list(teacher_biases)
         self.weights = [w / sum(teacher_weights) for w in teacher_weights]
         self.groups, self.mode = groups, mode
@@ -99,7 +114,8 @@ class DistillationObjective:
     def uses_bias(self) -> bool:
         """Whether the student's logit bias takes part (sigmoid contrastive or sigmoid KD)."""
         return (self.contrastive.uses_bias and self.cfg.contrastive_weight > 0) or (
-            self.cfg.similarity == "sigmoid" and self.cfg.similarity_weight > 0)
+            self.cfg.similarity == "sigmoid" and self.cfg.similarity_weight > 0
+        )
 
     @property
     def ranks_per_loss(self) -> int:
@@ -116,10 +132,16 @@ class DistillationObjective:
     (:mod:`mclip.losses.matryoshka`): feature KD and the cross-modal term compare against the
     teacher's full space through heads of the full size."""
 
-    def __call__(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
-                 logit_bias: torch.Tensor, text_to_image: torch.Tensor | None,
-                 teachers: TeacherEmbeddings, terms: tuple[str, ...] | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self,
+        image_emb: torch.Tensor,
+        text_emb: torch.Tensor,
+        logit_scale: torch.Tensor,
+        logit_bias: torch.Tensor,
+        text_to_image: torch.Tensor | None,
+        teachers: TeacherEmbeddings,
+        terms: tuple[str, ...] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``terms``: compute only these (None: every term with a weight)."""
         cfg, world = self.cfg, 1 if self.groups is None else self.groups.world_size
         scaled, names, shares = [], [], []  # world-scaled shares to back-propagate; raw shares
@@ -128,18 +150,25 @@ class DistillationObjective:
             return weight > 0 and (terms is None or name in terms)
 
         if wanted("contrastive", cfg.contrastive_weight):
-            to_backward, _ = self.contrastive(image_emb, text_emb, logit_scale, logit_bias,
-                                              text_to_image)
+            to_backward, _ = self.contrastive(
+                image_emb, text_emb, logit_scale, logit_bias, text_to_image
+            )
             scaled.append(cfg.contrastive_weight * to_backward)
             names.append("contrastive")
             shares.append(to_backward.detach() / world)
         own = []
         if wanted("similarity_kd", cfg.similarity_weight):
-            own.append(("similarity_kd", cfg.similarity_weight,
-                        self._similarity(image_emb, text_emb, logit_scale, logit_bias, teachers)))
+            own.append(
+                (
+                    "similarity_kd",
+                    cfg.similarity_weight,
+                    self._similarity(image_emb, text_emb, logit_scale, logit_bias, teachers),
+                )
+            )
         if wanted("feature_kd", cfg.feature_weight):
-            own.append(("feature_kd", cfg.feature_weight, self._feature(image_emb, text_emb,
-                                                                        teachers)))
+            own.append(
+                ("feature_kd", cfg.feature_weight, self._feature(image_emb, text_emb, teachers))
+            )
         if wanted("cross_contrastive", cfg.cross_weight):
             to_backward = self._cross(image_emb, text_emb, text_to_image, teachers)
             scaled.append(cfg.cross_weight * to_backward)
@@ -152,8 +181,12 @@ class DistillationObjective:
         values = torch.stack([s.float() for s in shares])
         if self.groups is not None:
             dist.all_reduce(values)
-        weights = {"contrastive": cfg.contrastive_weight, "similarity_kd": cfg.similarity_weight,
-                   "feature_kd": cfg.feature_weight, "cross_contrastive": cfg.cross_weight}
+        weights = {
+            "contrastive": cfg.contrastive_weight,
+            "similarity_kd": cfg.similarity_weight,
+            "feature_kd": cfg.feature_weight,
+            "cross_contrastive": cfg.cross_weight,
+        }
         total = sum(weights[n] * v for n, v in zip(names, values))
         self.last_terms = {n: float(v) for n, v in zip(names, values)}
         return sum(scaled), total.detach()
@@ -167,14 +200,37 @@ class DistillationObjective:
         all_x, all_y = self._all(x), self._all(y)
         if self.cfg.similarity == "sigmoid":
             pairs = [(a, self._all(b)) for a, b in teachers]
-            total = sigmoid_kd_sum(x, all_y, logit_scale, logit_bias, pairs, self.scales,
-                                   self.biases, self.weights, self.chunk)
+            total = sigmoid_kd_sum(
+                x,
+                all_y,
+                logit_scale,
+                logit_bias,
+                pairs,
+                self.scales,
+                self.biases,
+                self.weights,
+                self.chunk,
+            )
             share = total / self._counts(n)
         else:
-            rows = softmax_kd_rows(x, all_y, logit_scale, [(a, self._all(b)) for a, b in teachers],
-                                   self.scales, self.weights, self.chunk)
-            cols = softmax_kd_rows(y, all_x, logit_scale, [(b, self._all(a)) for a, b in teachers],
-                                   self.scales, self.weights, self.chunk)
+            rows = softmax_kd_rows(
+                x,
+                all_y,
+                logit_scale,
+                [(a, self._all(b)) for a, b in teachers],
+                self.scales,
+                self.weights,
+                self.chunk,
+            )
+            cols = softmax_kd_rows(
+                y,
+                all_x,
+                logit_scale,
+                [(b, self._all(a)) for a, b in teachers],
+                self.scales,
+                self.weights,
+                self.chunk,
+            )
             share = (rows.sum() / self._counts(n) + cols.sum() / self._counts(m)) / 2
         return self._group_mean(share)
 
@@ -184,20 +240,24 @@ class DistillationObjective:
         for k, (a, b) in enumerate(teachers):
             for tower, student, teacher in (("image", x, a), ("text", y, b)):
                 if tower in towers:
-                    distance = feature_distance(self.heads.project(tower, k, student), teacher,
-                                                self.cfg.feature_distance)
+                    distance = feature_distance(
+                        self.heads.project(tower, k, student), teacher, self.cfg.feature_distance
+                    )
                     share = share + self.weights[k] * distance.sum() / (
-                        self._counts(student.shape[0]) * len(towers))
+                        self._counts(student.shape[0]) * len(towers)
+                    )
         return self._group_mean(share)
 
     def _cross(self, x, y, text_to_image, teachers) -> torch.Tensor:
         scale = self.heads.cross_logit_scale
         total = x.new_zeros(())
         for k, (a, b) in enumerate(teachers):
-            image_vs_teacher_text, _ = self.cross(self.heads.project("image", k, x), b, scale,
-                                                  None, text_to_image)
-            teacher_image_vs_text, _ = self.cross(a, self.heads.project("text", k, y), scale,
-                                                  None, text_to_image)
+            image_vs_teacher_text, _ = self.cross(
+                self.heads.project("image", k, x), b, scale, None, text_to_image
+            )
+            teacher_image_vs_text, _ = self.cross(
+                a, self.heads.project("text", k, y), scale, None, text_to_image
+            )
             total = total + self.weights[k] * (image_vs_teacher_text + teacher_image_vs_text) / 2
         return total
 

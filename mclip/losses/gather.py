@@ -58,8 +58,10 @@ def make_gather_groups(group_size: int) -> GatherGroups:
     world, rank = dist.get_world_size(), dist.get_rank()
     group_size = group_size or world
     if world % group_size:
-        raise ValueError(f"dist.group_size={group_size} does not divide the world size {world}; "
-                         f"use a divisor such as the number of GPUs per node")
+        raise ValueError(
+            f"dist.group_size={group_size} does not divide the world size {world}; "
+            f"use a divisor such as the number of GPUs per node"
+        )
     intra = inter = None
     for g in range(world // group_size):  # every rank must create every group, in order
         ranks = list(range(g * group_size, (g + 1) * group_size))
@@ -101,14 +103,15 @@ class GroupedAllGather(torch.autograd.Function):
         if ctx.mode == "exact" and groups.n_groups > 1:
             dist.all_reduce(grad, group=groups.inter)
             start = groups.group_index * block_rows
-            grad = grad[start:start + block_rows].contiguous()
+            grad = grad[start : start + block_rows].contiguous()
         dist.all_reduce(grad, group=groups.intra)
         start = groups.local_index * n
-        return grad[start:start + n], None, None
+        return grad[start : start + n], None, None
 
 
-def gather_embeddings(local: torch.Tensor, groups: GatherGroups, mode: str = "exact"
-                      ) -> torch.Tensor:
+def gather_embeddings(
+    local: torch.Tensor, groups: GatherGroups, mode: str = "exact"
+) -> torch.Tensor:
     """All-gather ``local`` [n, d] over the world (``exact``) or the group (``group_local``)."""
     if mode not in MODES:
         raise ValueError(f"dist.gather is {mode!r}; valid choices: {', '.join(MODES)}")

@@ -44,25 +44,40 @@ class MatryoshkaObjective:
         if self.terms is not None:
             cfg = objective.cfg
             if cfg.contrastive_weight <= 0 and cfg.similarity_weight <= 0:
-                raise ConfigError("config key 'loss.matryoshka_dims' needs a term that applies to "
-                                  "a prefix: distill.contrastive_weight or "
-                                  "distill.similarity_weight > 0")
+                raise ConfigError(
+                    "config key 'loss.matryoshka_dims' needs a term that applies to "
+                    "a prefix: distill.contrastive_weight or "
+                    "distill.similarity_weight > 0"
+                )
         self.last_terms: dict[str, float] = {}
 
     def __getattr__(self, name: str):  # uses_bias, ranks_per_loss, negatives_per_sample, ...
         return getattr(self.objective, name)
 
-    def __call__(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
-                 logit_bias: torch.Tensor, text_to_image: torch.Tensor | None = None, **kwargs
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        loss, value = self.objective(image_emb, text_emb, logit_scale, logit_bias, text_to_image,
-                                     **kwargs)
+    def __call__(
+        self,
+        image_emb: torch.Tensor,
+        text_emb: torch.Tensor,
+        logit_scale: torch.Tensor,
+        logit_bias: torch.Tensor,
+        text_to_image: torch.Tensor | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        loss, value = self.objective(
+            image_emb, text_emb, logit_scale, logit_bias, text_to_image, **kwargs
+        )
         terms = dict(getattr(self.objective, "last_terms", {}))
         if self.terms is not None:
             kwargs = {**kwargs, "terms": self.terms}
         for dim, weight in zip(self.dims, self.weights):
-            part, part_value = self.objective(prefix(image_emb, dim), prefix(text_emb, dim),
-                                              logit_scale, logit_bias, text_to_image, **kwargs)
+            part, part_value = self.objective(
+                prefix(image_emb, dim),
+                prefix(text_emb, dim),
+                logit_scale,
+                logit_bias,
+                text_to_image,
+                **kwargs,
+            )
             loss, value = loss + weight * part, value + weight * part_value
             terms[f"matryoshka_{dim}"] = float(part_value)
         self.last_terms = terms

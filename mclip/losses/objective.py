@@ -51,9 +51,14 @@ class ContrastiveObjective:
         """How many negatives each image (and text) is contrasted with."""
         return self.ranks_per_loss * local_batch - 1
 
-    def __call__(self, image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
-                 logit_bias: torch.Tensor, text_to_image: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self,
+        image_emb: torch.Tensor,
+        text_emb: torch.Tensor,
+        logit_scale: torch.Tensor,
+        logit_bias: torch.Tensor,
+        text_to_image: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.groups is None:
             loss = self.single(image_emb, text_emb, logit_scale, logit_bias, text_to_image)
             return loss, loss.detach()
@@ -68,8 +73,9 @@ class ContrastiveObjective:
             pairs = self.ranks_per_loss * n_texts  # every positive pair has a text of its own
             share = (row_lse[pos].sum() + col_lse.sum() - 2 * positive.sum()) / (2 * pairs)
         else:
-            total = TiledSoftplusSum.apply(image_emb, all_texts, logit_scale, logit_bias,
-                                           self.chunk)
+            total = TiledSoftplusSum.apply(
+                image_emb, all_texts, logit_scale, logit_bias, self.chunk
+            )
             images = self.ranks_per_loss * n_images
             share = (total - (positive + logit_bias.to(positive.dtype)).sum()) / images
         if self.mode == "group_local":

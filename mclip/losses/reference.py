@@ -14,18 +14,22 @@ import torch
 import torch.nn.functional as F
 
 
-def positive_index(text_to_image: torch.Tensor | None, n_images: int, n_texts: int,
-                   device: torch.device) -> torch.Tensor:
+def positive_index(
+    text_to_image: torch.Tensor | None, n_images: int, n_texts: int, device: torch.device
+) -> torch.Tensor:
     """The image index of each text, LongTensor [M]; the diagonal when ``text_to_image`` is None."""
     if text_to_image is None:
         if n_images != n_texts:
-            raise ValueError(f"{n_images} images and {n_texts} texts: pass text_to_image "
-                             f"(the image index of each text) when the counts differ")
+            raise ValueError(
+                f"{n_images} images and {n_texts} texts: pass text_to_image "
+                f"(the image index of each text) when the counts differ"
+            )
         return torch.arange(n_texts, device=device)
     text_to_image = torch.as_tensor(text_to_image, device=device, dtype=torch.long)
     if text_to_image.shape != (n_texts,):
-        raise ValueError(f"text_to_image has shape {tuple(text_to_image.shape)}, "
-                         f"expected ({n_texts},)")
+        raise ValueError(
+            f"text_to_image has shape {tuple(text_to_image.shape)}, expected ({n_texts},)"
+        )
     if n_texts and (text_to_image.min() < 0 or text_to_image.max() >= n_images):
         raise ValueError(f"text_to_image holds indices outside [0, {n_images})")
     return text_to_image
@@ -36,8 +40,12 @@ def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
     return torch.promote_types(tensor.dtype, torch.float32)
 
 
-def infonce_reference(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
-                      text_to_image: torch.Tensor | None = None) -> torch.Tensor:
+def infonce_reference(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    logit_scale: torch.Tensor,
+    text_to_image: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Symmetric InfoNCE (CLIP; Radford et al. 2021, arXiv:2103.00020) over positive pairs P.
 
     L = 1/(2|P|) sum_{(i,j) in P} [(lse_k s_ik - s_ij) + (lse_k s_kj - s_ij)]; on the diagonal
@@ -59,9 +67,13 @@ def infonce_reference(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_sca
     return ((row_lse - positive) + (col_lse - positive)).mean() / 2
 
 
-def sigmoid_reference(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
-                      logit_bias: torch.Tensor, text_to_image: torch.Tensor | None = None
-                      ) -> torch.Tensor:
+def sigmoid_reference(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor,
+    text_to_image: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Pairwise sigmoid loss (SigLIP; Zhai et al. 2023, arXiv:2303.15343).
 
     L = -1/N sum_ij log sigmoid(z_ij s_ij), z_ij = +1 for positive pairs and -1 otherwise,
@@ -70,50 +82,74 @@ def sigmoid_reference(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_sca
     n_images, n_texts = image_emb.shape[0], text_emb.shape[0]
     pos = positive_index(text_to_image, n_images, n_texts, image_emb.device)
     dtype = compute_dtype(image_emb)
-    logits = (logit_scale.to(dtype).exp() * image_emb.to(dtype) @ text_emb.to(dtype).T
-              + logit_bias.to(dtype))
+    logits = logit_scale.to(dtype).exp() * image_emb.to(dtype) @ text_emb.to(
+        dtype
+    ).T + logit_bias.to(dtype)
     signs = -torch.ones_like(logits)
     signs[pos, torch.arange(n_texts, device=logits.device)] = 1.0
     return -F.logsigmoid(signs * logits).sum() / n_images
 
 
-def similarity_kd_reference(image_emb: torch.Tensor, text_emb: torch.Tensor,
-                            logit_scale: torch.Tensor,
-                            teachers: list[tuple[torch.Tensor, torch.Tensor]],
-                            teacher_scales: list[float], weights: list[float] | None = None
-                            ) -> torch.Tensor:
+def similarity_kd_reference(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    logit_scale: torch.Tensor,
+    teachers: list[tuple[torch.Tensor, torch.Tensor]],
+    teacher_scales: list[float],
+    weights: list[float] | None = None,
+) -> torch.Tensor:
     """Softmax similarity KD with the full matrices (CLIP-KD, arXiv:2307.12732).
 
     (mean_i KL(p_T(i, .) || p_S(i, .)) + mean_j KL(p_T(., j) || p_S(., j))) / 2, p_S the
     softmax of s = t x y^T along a row (column), p_T = sum_k w_k softmax(t_k a_k b_k^T).
     """
     dtype = compute_dtype(image_emb)
-    weights = [1.0 / len(teachers)] * len(teachers) if weights is None else \
-        [w / sum(weights) for w in weights]
+    weights = (
+        [1.0 / len(teachers)] * len(teachers)
+        if weights is None
+        else [w / sum(weights) for w in weights]
+    )
     logits = logit_scale.to(dtype).exp() * image_emb.to(dtype) @ text_emb.to(dtype).T
     total = 0
     for dim in (1, 0):
-        p_t = sum(w * torch.softmax(t * a.to(dtype) @ b.to(dtype).T, dim=dim)
-                  for (a, b), t, w in zip(teachers, teacher_scales, weights))
+        p_t = sum(
+            w * torch.softmax(t * a.to(dtype) @ b.to(dtype).T, dim=dim)
+            for (a, b), t, w in zip(teachers, teacher_scales, weights)
+        )
         kl = (p_t * (p_t.log() - torch.log_softmax(logits, dim=dim))).sum(dim)
         total = total + kl.mean() / 2
     return total
 
 
-def sigmoid_kd_reference(image_emb: torch.Tensor, text_emb: torch.Tensor,
-                         logit_scale: torch.Tensor, logit_bias: torch.Tensor,
-                         teachers: list[tuple[torch.Tensor, torch.Tensor]],
-                         teacher_scales: list[float], teacher_biases: list[float],
-                         weights: list[float] | None = None) -> torch.Tensor:
+def sigmoid_kd_reference(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor,
+    teachers: list[tuple[torch.Tensor, torch.Tensor]],
+    teacher_scales: list[float],
+    teacher_biases: list[float],
+    weights: list[float] | None = None,
+) -> torch.Tensor:
     """1/N sum_ij KL(Bernoulli(p_T_ij) || Bernoulli(sigmoid(s_ij))) with the full matrices,
     p_T = sum_k w_k sigmoid(t_k <a_i, b_j> + b_k), s = t x y^T + b."""
     dtype = compute_dtype(image_emb)
-    weights = [1.0 / len(teachers)] * len(teachers) if weights is None else \
-        [w / sum(weights) for w in weights]
-    s = (logit_scale.to(dtype).exp() * image_emb.to(dtype) @ text_emb.to(dtype).T
-         + logit_bias.to(dtype))
-    p = sum(w * torch.sigmoid(t * a.to(dtype) @ b.to(dtype).T + bias)
-            for (a, b), t, bias, w in zip(teachers, teacher_scales, teacher_biases, weights))
-    kl = (torch.xlogy(p, p) - p * F.logsigmoid(s)
-          + torch.xlogy(1 - p, 1 - p) - (1 - p) * F.logsigmoid(-s))
+    weights = (
+        [1.0 / len(teachers)] * len(teachers)
+        if weights is None
+        else [w / sum(weights) for w in weights]
+    )
+    s = logit_scale.to(dtype).exp() * image_emb.to(dtype) @ text_emb.to(dtype).T + logit_bias.to(
+        dtype
+    )
+    p = sum(
+        w * torch.sigmoid(t * a.to(dtype) @ b.to(dtype).T + bias)
+        for (a, b), t, bias, w in zip(teachers, teacher_scales, teacher_biases, weights)
+    )
+    kl = (
+        torch.xlogy(p, p)
+        - p * F.logsigmoid(s)
+        + torch.xlogy(1 - p, 1 - p)
+        - (1 - p) * F.logsigmoid(-s)
+    )
     return kl.sum() / image_emb.shape[0]

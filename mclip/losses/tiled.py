@@ -30,8 +30,10 @@ def scalar_parameter(value: torch.Tensor, name: str) -> torch.Tensor:
     Gradients for it are reshaped back to ``value.shape`` by the autograd functions below.
     """
     if value.numel() != 1:
-        raise ValueError(f"{name} must hold one number (shape [] or [1]), got shape "
-                         f"{list(value.shape)}; pass the model's scalar parameter")
+        raise ValueError(
+            f"{name} must hold one number (shape [] or [1]), got shape "
+            f"{list(value.shape)}; pass the model's scalar parameter"
+        )
     return value.reshape(())
 
 
@@ -75,7 +77,7 @@ class TiledLogSumExp(torch.autograd.Function):
         buffer = _tile_buffer(x.shape[0], chunk, y.shape[0], xf)
         scaled = xf * scale
         for rows in _tiles(x.shape[0], chunk):
-            logits = torch.mm(scaled[rows], yf.T, out=buffer[:rows.stop - rows.start])
+            logits = torch.mm(scaled[rows], yf.T, out=buffer[: rows.stop - rows.start])
             row_max = logits.amax(dim=1)
             top = row_max.max()
             exps = logits.sub_(row_max[:, None]).exp_()  # the logits are not needed again
@@ -123,7 +125,8 @@ class TiledLogSumExp(torch.autograd.Function):
                 col_weight = (top - col_lse).exp() * grad_col
                 probs = logits.sub_(lse[:, None]).exp_()
                 g = torch.mul(probs, col_weight, out=weighted[:n]).addcmul_(
-                    probs, (grad_row[rows] / row_weight)[:, None])
+                    probs, (grad_row[rows] / row_weight)[:, None]
+                )
             elif use_cols:
                 g = torch.sub(logits, col_lse, out=weighted[:n]).exp_().mul_(grad_col)
                 g += logits.sub_(lse[:, None]).exp_().mul_(grad_row[rows, None])
@@ -131,11 +134,17 @@ class TiledLogSumExp(torch.autograd.Function):
                 g = logits.sub_(lse[:, None]).exp_().mul_(grad_row[rows, None])
             x_rows = xf[rows] if row_weight is None else xf[rows] * row_weight[:, None]
             grad_x[rows] = torch.mm(g, yf).mul_(
-                scale if row_weight is None else scale * row_weight[:, None])
+                scale if row_weight is None else scale * row_weight[:, None]
+            )
             grad_y.addmm_(g.T, x_rows, alpha=scale)
         grad_scale = torch.dot(grad_x.reshape(-1), xf.reshape(-1))
-        return (grad_x.to(x.dtype), grad_y.to(y.dtype),
-                grad_scale.to(logit_scale.dtype).reshape(logit_scale.shape), None, None)
+        return (
+            grad_x.to(x.dtype),
+            grad_y.to(y.dtype),
+            grad_scale.to(logit_scale.dtype).reshape(logit_scale.shape),
+            None,
+            None,
+        )
 
 
 def _one_exp_fits(lse: torch.Tensor, col_lse: torch.Tensor, grad_row: torch.Tensor) -> bool:
@@ -144,8 +153,11 @@ def _one_exp_fits(lse: torch.Tensor, col_lse: torch.Tensor, grad_row: torch.Tens
     |g_row| e^SHIFT_LIMIT) far from overflowing."""
     top = float(lse.max())
     spread = top - float(lse.min())
-    return (spread < SHIFT_LIMIT and top - float(col_lse.min()) < SHIFT_LIMIT
-            and float(grad_row.abs().max()) * math.exp(spread) < 1e30)
+    return (
+        spread < SHIFT_LIMIT
+        and top - float(col_lse.min()) < SHIFT_LIMIT
+        and float(grad_row.abs().max()) * math.exp(spread) < 1e30
+    )
 
 
 def _tile_buffer(n: int, chunk: int, m: int, like: torch.Tensor) -> torch.Tensor:
@@ -192,20 +204,29 @@ class TiledSoftplusSum(torch.autograd.Function):
                 torch.mm(g, yf, out=grad_x[rows]).mul_(scale)
                 grad_y.addmm_(g.T, xf[rows], alpha=scale)
         if want_grad:
-            ctx.save_for_backward(grad_x.to(x.dtype), grad_y.to(y.dtype),
-                                  grad_scale.to(logit_scale.dtype).reshape(logit_scale.shape),
-                                  grad_bias.to(logit_bias.dtype).reshape(logit_bias.shape))
+            ctx.save_for_backward(
+                grad_x.to(x.dtype),
+                grad_y.to(y.dtype),
+                grad_scale.to(logit_scale.dtype).reshape(logit_scale.shape),
+                grad_bias.to(logit_bias.dtype).reshape(logit_bias.shape),
+            )
         return total
 
     @staticmethod
     def backward(ctx, grad_total):
         grad_x, grad_y, grad_scale, grad_bias = ctx.saved_tensors
-        return (grad_x * grad_total.to(grad_x.dtype), grad_y * grad_total.to(grad_y.dtype),
-                grad_scale * grad_total, grad_bias * grad_total, None)
+        return (
+            grad_x * grad_total.to(grad_x.dtype),
+            grad_y * grad_total.to(grad_y.dtype),
+            grad_scale * grad_total,
+            grad_bias * grad_total,
+            None,
+        )
 
 
-def positive_logits(x: torch.Tensor, y: torch.Tensor, logit_scale: torch.Tensor,
-                    pos: torch.Tensor) -> torch.Tensor:
+def positive_logits(
+    x: torch.Tensor, y: torch.Tensor, logit_scale: torch.Tensor, pos: torch.Tensor
+) -> torch.Tensor:
     """t <x[pos[j]], y[j]> for every text j: [M], in the compute dtype (logit_scale [] or [1])."""
     dtype = compute_dtype(x)
     scale = scalar_parameter(logit_scale, "logit_scale").to(dtype).exp()
@@ -216,13 +237,19 @@ def rows_at(values: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """``values[pos]``; ``values`` itself when ``pos`` is 0..N-1 (the diagonal: no gather, and no
     scatter of its gradient)."""
     if pos.shape[0] == values.shape[0] and torch.equal(
-            pos, torch.arange(pos.shape[0], device=pos.device)):
+        pos, torch.arange(pos.shape[0], device=pos.device)
+    ):
         return values
     return values[pos]
 
 
-def tiled_infonce(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
-                  text_to_image: torch.Tensor | None = None, chunk: int = 1024) -> torch.Tensor:
+def tiled_infonce(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    logit_scale: torch.Tensor,
+    text_to_image: torch.Tensor | None = None,
+    chunk: int = 1024,
+) -> torch.Tensor:
     """Symmetric InfoNCE, equal to :func:`mclip.losses.reference.infonce_reference`.
 
     image_emb [N, d], text_emb [M, d], logit_scale the log temperature inverse (shape [] or [1]),
@@ -235,9 +262,14 @@ def tiled_infonce(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: 
     return ((rows_at(row_lse, pos) - positive) + (col_lse - positive)).mean() / 2
 
 
-def tiled_sigmoid(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
-                  logit_bias: torch.Tensor, text_to_image: torch.Tensor | None = None,
-                  chunk: int = 1024) -> torch.Tensor:
+def tiled_sigmoid(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor,
+    text_to_image: torch.Tensor | None = None,
+    chunk: int = 1024,
+) -> torch.Tensor:
     """Sigmoid loss, equal to :func:`mclip.losses.reference.sigmoid_reference`.
 
     -1/N [sum_ij log sigmoid(-s_ij) + sum_(i,j) in P s_ij] =

@@ -27,8 +27,11 @@ def list_checkpoints(out_dir: str | Path) -> list[Path]:
     root = checkpoint_dir(out_dir)
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir()
-             if (m := _STEP_DIR.match(p.name)) and (p / WEIGHTS_FILE).is_file()]
+    found = [
+        (int(m.group(1)), p)
+        for p in root.iterdir()
+        if (m := _STEP_DIR.match(p.name)) and (p / WEIGHTS_FILE).is_file()
+    ]
     return [p for _, p in sorted(found)]
 
 
@@ -38,8 +41,9 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def newest_intact_checkpoint(out_dir: str | Path, required: tuple[str, ...] = (CONFIG_FILE,)
-                             ) -> tuple[Path | None, list[tuple[Path, str]]]:
+def newest_intact_checkpoint(
+    out_dir: str | Path, required: tuple[str, ...] = (CONFIG_FILE,)
+) -> tuple[Path | None, list[tuple[Path, str]]]:
     """(the newest checkpoint whose files match its manifest, or None; [(newer checkpoint,
     what is wrong with it)] for each damaged one passed over, newest first). ``required``: files
     a checkpoint must have besides its weights (``trainer.pt`` to resume)."""
@@ -61,19 +65,24 @@ def resolve_model_dir(path: str | Path, passed_over: list | None = None) -> Path
     if (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file():
         problem = damage(path)
         if problem:
-            raise DamagedCheckpoint(f"checkpoint '{path}' is damaged: {problem}. Name an earlier "
-                                    f"checkpoint, or the run directory to use its newest "
-                                    f"intact one")
+            raise DamagedCheckpoint(
+                f"checkpoint '{path}' is damaged: {problem}. Name an earlier "
+                f"checkpoint, or the run directory to use its newest "
+                f"intact one"
+            )
         return path
     intact, damaged = newest_intact_checkpoint(path)
     if passed_over is not None:
         passed_over.extend(damaged)
     if intact is None and damaged:
         listed = "; ".join(f"{p.name}: {problem}" for p, problem in damaged[:3])
-        raise DamagedCheckpoint(f"run '{path}' has no intact checkpoint ({listed}); train again "
-                                f"or restore the files")
+        raise DamagedCheckpoint(
+            f"run '{path}' has no intact checkpoint ({listed}); train again or restore the files"
+        )
     if intact is None:
-        raise ConfigError(f"'{path}' is neither a model directory ({CONFIG_FILE} + {WEIGHTS_FILE}) "
-                          f"nor a run directory with checkpoints/step_*; pass e.g. "
-                          f"runs/demo or runs/demo/checkpoints/step_0000300")
+        raise ConfigError(
+            f"'{path}' is neither a model directory ({CONFIG_FILE} + {WEIGHTS_FILE}) "
+            f"nor a run directory with checkpoints/step_*; pass e.g. "
+            f"runs/demo or runs/demo/checkpoints/step_0000300"
+        )
     return intact

@@ -41,12 +41,22 @@ class DualEncoder(nn.Module):
     loss bias b. Both are scalars. ``encode_*`` return [N, embed_dim], L2-normalised by default.
     """
 
-    def __init__(self, cfg: ModelConfig, text_source: str | Path | None = None,
-                 load_pretrained: bool = True, image_source: str | Path | None = None):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        text_source: str | Path | None = None,
+        load_pretrained: bool = True,
+        image_source: str | Path | None = None,
+    ):
         super().__init__()
         self.cfg = cfg
-        self.image = ImageTower(cfg.image, cfg.embed_dim, cfg.image.projection or cfg.projection,
-                                load_pretrained, image_source)
+        self.image = ImageTower(
+            cfg.image,
+            cfg.embed_dim,
+            cfg.image.projection or cfg.projection,
+            load_pretrained,
+            image_source,
+        )
         self.text = TextTower(cfg.text, cfg.embed_dim, cfg.projection, text_source)
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.init_logit_scale)))
         self.logit_bias = nn.Parameter(torch.tensor(float(cfg.init_logit_bias)))
@@ -56,8 +66,9 @@ class DualEncoder(nn.Module):
         features = self.image(images)
         return F.normalize(features, dim=-1) if normalize else features
 
-    def encode_text(self, tokens: dict[str, torch.Tensor] | Sequence[str],
-                    normalize: bool = True) -> torch.Tensor:
+    def encode_text(
+        self, tokens: dict[str, torch.Tensor] | Sequence[str], normalize: bool = True
+    ) -> torch.Tensor:
         """Token dict from ``tokenize`` (or raw strings) -> [N, embed_dim]."""
         if not isinstance(tokens, dict):
             tokens = self.tokenize(list(tokens))
@@ -75,8 +86,9 @@ class DualEncoder(nn.Module):
         With ``train=True`` a random horizontal flip is applied.
         """
         size, mean, std = self.cfg.image.image_size, self.cfg.image.mean, self.cfg.image.std
-        return ImageTransform(size, mean, std, flip=train,
-                              interpolation=self.cfg.image.interpolation)
+        return ImageTransform(
+            size, mean, std, flip=train, interpolation=self.cfg.image.interpolation
+        )
 
     def clamp_logit_scale(self) -> None:
         """Clamp exp(logit_scale) to ``max_logit_scale`` (called by the trainer after a step)."""
@@ -99,8 +111,9 @@ class DualEncoder(nn.Module):
             write_manifest(directory)
 
     @classmethod
-    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu",
-             verify: bool = True) -> tuple["DualEncoder", Config]:
+    def load(
+        cls, directory: str | Path, map_location: str | torch.device = "cpu", verify: bool = True
+    ) -> tuple["DualEncoder", Config]:
         """Rebuild a model saved with :meth:`save`; needs no hub access. Returns (model, config).
 
         Every parameter and buffer of the returned model is on ``map_location`` (any torch
@@ -113,10 +126,12 @@ class DualEncoder(nn.Module):
         directory = Path(directory)
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             if not (directory / name).is_file():
-                raise ConfigError(f"'{directory}' is not an mclip model directory: {name} is "
-                                  f"missing. Pass a checkpoint directory written by 'mclip train' "
-                                  f"(e.g. runs/demo/checkpoints/step_0000300) or the run "
-                                  f"directory.")
+                raise ConfigError(
+                    f"'{directory}' is not an mclip model directory: {name} is "
+                    f"missing. Pass a checkpoint directory written by 'mclip train' "
+                    f"(e.g. runs/demo/checkpoints/step_0000300) or the run "
+                    f"directory."
+                )
         if verify:
             check_intact(directory)
         config = load_config(directory / CONFIG_FILE)
@@ -133,18 +148,22 @@ def load_weights(model: nn.Module, directory: str | Path, device: str = "cpu") -
     try:
         load_model(model, str(path), device=device)
     except (SafetensorError, OSError) as error:
-        raise DamagedCheckpoint(f"'{directory}' is damaged: {WEIGHTS_FILE} cannot be read "
-                                f"({error}). Use an earlier checkpoint, or write this one "
-                                f"again") from None
+        raise DamagedCheckpoint(
+            f"'{directory}' is damaged: {WEIGHTS_FILE} cannot be read "
+            f"({error}). Use an earlier checkpoint, or write this one "
+            f"again"
+        ) from None
 
 
 def saved_sources(directory: str | Path) -> dict[str, Path]:
     """The ``text_source`` / ``image_source`` arguments that rebuild a saved model's towers
     from the architecture files in its directory (those it has)."""
     directory = Path(directory)
-    return {key: directory / name for key, name in (("text_source", TEXT_SOURCE_DIR),
-                                                     ("image_source", IMAGE_SOURCE_DIR))
-            if (directory / name).is_dir()}
+    return {
+        key: directory / name
+        for key, name in (("text_source", TEXT_SOURCE_DIR), ("image_source", IMAGE_SOURCE_DIR))
+        if (directory / name).is_dir()
+    }
 
 
 def as_device(device: str | torch.device) -> torch.device:
@@ -152,8 +171,9 @@ def as_device(device: str | torch.device) -> torch.device:
     try:
         return torch.device(device)
     except (RuntimeError, TypeError):
-        raise ConfigError(f"device {device!r} is not a torch device; give e.g. 'cpu', 'cuda' or "
-                          f"'cuda:0'") from None
+        raise ConfigError(
+            f"device {device!r} is not a torch device; give e.g. 'cpu', 'cuda' or 'cuda:0'"
+        ) from None
 
 
 class ImageTransform:
@@ -162,8 +182,14 @@ class ImageTransform:
     A class (not a closure) so that DataLoader workers can pickle it.
     """
 
-    def __init__(self, size: int, mean: list[float], std: list[float], flip: bool = False,
-                 interpolation: str = "bilinear"):
+    def __init__(
+        self,
+        size: int,
+        mean: list[float],
+        std: list[float],
+        flip: bool = False,
+        interpolation: str = "bilinear",
+    ):
         self.size, self.mean, self.std, self.flip = size, list(mean), list(std), flip
         self.interpolation = interpolation
 
@@ -171,8 +197,9 @@ class ImageTransform:
         image = image.convert("RGB")
         if image.size != (self.size, self.size):  # shorter side to size, then centre crop
             mode = TF.InterpolationMode(self.interpolation)
-            image = TF.center_crop(TF.resize(image, self.size, interpolation=mode, antialias=True),
-                                   [self.size] * 2)
+            image = TF.center_crop(
+                TF.resize(image, self.size, interpolation=mode, antialias=True), [self.size] * 2
+            )
         tensor = TF.to_tensor(image)
         if self.flip and torch.rand(()) < 0.5:
             tensor = tensor.flip(-1)

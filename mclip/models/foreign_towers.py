@@ -54,7 +54,7 @@ class ForeignImageTrunk(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         if self.kind == "open_clip":
-            arch = name[len(OPEN_CLIP):]
+            arch = name[len(OPEN_CLIP) :]
             (directory / f"{arch}.json").write_text(json.dumps(self.model_config), "utf-8")
         else:
             self.model.config.save_pretrained(directory)
@@ -68,16 +68,19 @@ def _drop_text_parts(model: nn.Module) -> nn.Module:
     return model
 
 
-def _open_clip_trunk(arch: str, pretrained, load_pretrained: bool,
-                     source: Path | None) -> ForeignImageTrunk:
+def _open_clip_trunk(
+    arch: str, pretrained, load_pretrained: bool, source: Path | None
+) -> ForeignImageTrunk:
     import open_clip
 
     if source is not None and (source / f"{arch}.json").is_file():
         open_clip.add_model_config(source / f"{arch}.json")
     config = open_clip.get_model_config(arch)
     if config is None:
-        raise ConfigError(f"config key 'model.image.name': open_clip has no architecture '{arch}' "
-                          f"(open_clip.list_models() lists them)")
+        raise ConfigError(
+            f"config key 'model.image.name': open_clip has no architecture '{arch}' "
+            f"(open_clip.list_models() lists them)"
+        )
     if load_pretrained and pretrained:
         from mclip.models.adapters.open_clip import load_open_clip
 
@@ -89,8 +92,9 @@ def _open_clip_trunk(arch: str, pretrained, load_pretrained: bool,
     return trunk
 
 
-def _hf_trunk(name: str, pretrained, load_pretrained: bool, source: Path | None
-              ) -> ForeignImageTrunk:
+def _hf_trunk(
+    name: str, pretrained, load_pretrained: bool, source: Path | None
+) -> ForeignImageTrunk:
     from transformers import AutoConfig, AutoModel
 
     where = str(source) if source is not None else name
@@ -100,19 +104,25 @@ def _hf_trunk(name: str, pretrained, load_pretrained: bool, source: Path | None
         else:
             model = AutoModel.from_config(AutoConfig.from_pretrained(where))
     except (OSError, ValueError) as error:
-        raise ConfigError(f"config key 'model.image.name': cannot load 'hf:{name}' "
-                          f"({str(error).splitlines()[0]}); give a save_pretrained directory or a "
-                          f"hub name with network access") from None
+        raise ConfigError(
+            f"config key 'model.image.name': cannot load 'hf:{name}' "
+            f"({str(error).splitlines()[0]}); give a save_pretrained directory or a "
+            f"hub name with network access"
+        ) from None
     if not hasattr(model, "get_image_features"):
-        raise ConfigError(f"config key 'model.image.name': 'hf:{name}' loads a "
-                          f"{type(model).__name__}, which has no get_image_features")
+        raise ConfigError(
+            f"config key 'model.image.name': 'hf:{name}' loads a "
+            f"{type(model).__name__}, which has no get_image_features"
+        )
     model = _drop_text_parts(model)
     size = _hf_image_size(model.config)
     with torch.no_grad():
         from mclip.models.adapters.hf import _embedding
 
-        width = _embedding(model.eval().get_image_features(
-            pixel_values=torch.zeros(1, 3, size, size)), "get_image_features").shape[-1]
+        width = _embedding(
+            model.eval().get_image_features(pixel_values=torch.zeros(1, 3, size, size)),
+            "get_image_features",
+        ).shape[-1]
     return ForeignImageTrunk(model, "hf", width)
 
 
@@ -121,8 +131,9 @@ def _hf_image_size(config) -> int:
     return int(getattr(vision, "image_size", 224))
 
 
-def build_foreign_trunk(name: str, pretrained, load_pretrained: bool,
-                        source: str | Path | None = None) -> ForeignImageTrunk:
+def build_foreign_trunk(
+    name: str, pretrained, load_pretrained: bool, source: str | Path | None = None
+) -> ForeignImageTrunk:
     """The trunk for ``model.image.name`` = ``open_clip:ARCH`` or ``hf:NAME``.
 
     ``source``: a checkpoint's ``image_tower/`` directory (architecture only; the weights come
@@ -131,8 +142,8 @@ def build_foreign_trunk(name: str, pretrained, load_pretrained: bool,
     """
     source = Path(source) if source is not None else None
     if name.startswith(OPEN_CLIP):
-        return _open_clip_trunk(name[len(OPEN_CLIP):], pretrained, load_pretrained, source)
-    return _hf_trunk(name[len(HF):], pretrained, load_pretrained, source)
+        return _open_clip_trunk(name[len(OPEN_CLIP) :], pretrained, load_pretrained, source)
+    return _hf_trunk(name[len(HF) :], pretrained, load_pretrained, source)
 
 
 def image_tower_from_model(adapter) -> tuple[dict, dict[str, torch.Tensor], float, float]:
@@ -148,25 +159,37 @@ def image_tower_from_model(adapter) -> tuple[dict, dict[str, torch.Tensor], floa
     scale = float(adapter.logit_scale.detach())
     bias = float(adapter.logit_bias.detach()) if adapter.logit_bias is not None else 0.0
     if isinstance(adapter, OpenClipAdapter):
-        arch = adapter.name[len(OPEN_CLIP):].split("/")[0]
+        arch = adapter.name[len(OPEN_CLIP) :].split("/")[0]
         if arch.startswith(("hf-hub:", "local-dir:")):
-            raise ConfigError(f"'{adapter.name}': an image tower can be taken from an open_clip "
-                              f"architecture name (open_clip:ARCH/TAG), not from a schema source")
+            raise ConfigError(
+                f"'{adapter.name}': an image tower can be taken from an open_clip "
+                f"architecture name (open_clip:ARCH/TAG), not from a schema source"
+            )
         pre = adapter.model.visual.preprocess_cfg
-        fields = {"name": f"{OPEN_CLIP}{arch}", "image_size": int(pre["size"][0]),
-                  "mean": list(pre["mean"]), "std": list(pre["std"]),
-                  "interpolation": pre.get("interpolation", "bicubic")}
+        fields = {
+            "name": f"{OPEN_CLIP}{arch}",
+            "image_size": int(pre["size"][0]),
+            "mean": list(pre["mean"]),
+            "std": list(pre["std"]),
+            "interpolation": pre.get("interpolation", "bicubic"),
+        }
         weights = {f"trunk.model.{k}": v for k, v in adapter.model.visual.state_dict().items()}
         return fields, weights, scale, bias
     if isinstance(adapter, HFAdapter):
         processor = adapter.image_processor
         size = getattr(processor, "crop_size", None) or processor.size
         side = size.get("height") or size.get("shortest_edge")
-        fields = {"name": adapter.name, "image_size": int(side),
-                  "mean": list(processor.image_mean), "std": list(processor.image_std),
-                  "interpolation": ("bicubic" if getattr(processor, "resample", 3) == 3
-                                    else "bilinear")}
-        weights = {f"trunk.model.{k}": v for k, v in adapter.model.state_dict().items()
-                   if not k.startswith(("text_model.", "text_projection."))}
+        fields = {
+            "name": adapter.name,
+            "image_size": int(side),
+            "mean": list(processor.image_mean),
+            "std": list(processor.image_std),
+            "interpolation": ("bicubic" if getattr(processor, "resample", 3) == 3 else "bilinear"),
+        }
+        weights = {
+            f"trunk.model.{k}": v
+            for k, v in adapter.model.state_dict().items()
+            if not k.startswith(("text_model.", "text_projection."))
+        }
         return fields, weights, scale, bias
     raise ConfigError(f"cannot take an image tower from {type(adapter).__name__}")

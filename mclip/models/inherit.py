@@ -37,6 +37,7 @@ _LAYER = re.compile(r"(^|\.)(layer|layers|blocks)\.(\d+)\.")
 @dataclass
 class InheritReport:
     """What :func:`inherit_weights` did, tensor by tensor (names as in the student)."""
+
     copied: list[str] = field(default_factory=list)
     sliced: list[str] = field(default_factory=list)
     resampled: list[str] = field(default_factory=list)
@@ -44,19 +45,25 @@ class InheritReport:
 
     def summary(self) -> dict:
         """Counts and the first few names of tensors that kept their initialisation."""
-        return {"copied": len(self.copied), "sliced": len(self.sliced),
-                "resampled": len(self.resampled), "kept_init": len(self.kept_init),
-                "kept_init_names": self.kept_init[:8]}
+        return {
+            "copied": len(self.copied),
+            "sliced": len(self.sliced),
+            "resampled": len(self.resampled),
+            "kept_init": len(self.kept_init),
+            "kept_init_names": self.kept_init[:8],
+        }
 
 
 def teacher_key(student_key: str, every: int) -> str:
     """The teacher tensor name for a student tensor: layer index i becomes i * every."""
-    return _LAYER.sub(lambda m: f"{m.group(1)}{m.group(2)}.{int(m.group(3)) * every}.",
-                      student_key, count=1)
+    return _LAYER.sub(
+        lambda m: f"{m.group(1)}{m.group(2)}.{int(m.group(3)) * every}.", student_key, count=1
+    )
 
 
-def leading_slice(teacher: torch.Tensor, shape: torch.Size, fused_parts: int = 1
-                  ) -> torch.Tensor | None:
+def leading_slice(
+    teacher: torch.Tensor, shape: torch.Size, fused_parts: int = 1
+) -> torch.Tensor | None:
     """The leading ``shape`` block of ``teacher``, or None when ``shape`` does not fit in it.
 
     ``fused_parts`` > 1: dimension 0 holds that many equal parts (q, k, v) and each part is
@@ -84,8 +91,9 @@ def _position_grid(model: nn.Module, name: str) -> tuple[list[int], int] | None:
     grid = getattr(getattr(owner, "patch_embed", None), "grid_size", None)
     if grid is None:
         return None
-    prefix = (0 if getattr(owner, "no_embed_class", False)
-              else getattr(owner, "num_prefix_tokens", 1))
+    prefix = (
+        0 if getattr(owner, "no_embed_class", False) else getattr(owner, "num_prefix_tokens", 1)
+    )
     return list(grid), prefix
 
 
@@ -108,8 +116,9 @@ def inherit_weights(student: nn.Module, teacher: nn.Module, every: int = 1) -> I
         value = source[key]
         grids = _position_grid(student, name), _position_grid(teacher, key)
         if None not in grids and grids[0][0] != grids[1][0] and grids[0][1] == grids[1][1]:
-            value = resample_abs_pos_embed(value, new_size=grids[0][0], old_size=grids[1][0],
-                                           num_prefix_tokens=grids[0][1])
+            value = resample_abs_pos_embed(
+                value, new_size=grids[0][0], old_size=grids[1][0], num_prefix_tokens=grids[0][1]
+            )
             report.resampled.append(name)
         if value.shape == tensor.shape:
             tensor.copy_(value)
@@ -125,8 +134,9 @@ def inherit_weights(student: nn.Module, teacher: nn.Module, every: int = 1) -> I
     return report
 
 
-def inherit_towers(student: nn.Module, teacher: nn.Module, every: int, towers: list[str]
-                   ) -> dict[str, dict]:
+def inherit_towers(
+    student: nn.Module, teacher: nn.Module, every: int, towers: list[str]
+) -> dict[str, dict]:
     """Inherit the ``towers`` ('image', 'text') of an mclip DualEncoder ``student`` from the
     DualEncoder ``teacher``; returns {tower: :meth:`InheritReport.summary`}.
 
@@ -140,6 +150,7 @@ def inherit_towers(student: nn.Module, teacher: nn.Module, every: int, towers: l
             raise ConfigError(
                 f"model.inherit: the {tower} tower inherited nothing from the teacher (no tensor "
                 f"of the same name fits, e.g. {report.kept_init[:2]}); the student's tower must be "
-                f"of the teacher's family and no wider. Fix model.{tower} or model.inherit.towers")
+                f"of the teacher's family and no wider. Fix model.{tower} or model.inherit.towers"
+            )
         summaries[tower] = report.summary()
     return summaries

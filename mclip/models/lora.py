@@ -45,6 +45,7 @@ class LoraSettings:
     ``dropout`` on the adapter's input (training only), and ``targets``: names (or name
     suffixes) of the encoder's Linear layers to adapt; None takes peft's default for the
     architecture (``query``, ``value`` for BERT / XLM-R, ``q``, ``v`` for T5)."""
+
     rank: int = 8
     alpha: float = 16.0
     dropout: float = 0.05
@@ -59,8 +60,10 @@ class LoraSettings:
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"--lora-dropout {self.dropout}: give a probability in [0, 1)")
         if self.targets is not None and not self.targets:
-            raise ConfigError("--targets is empty: name Linear layers of the text encoder "
-                              "(e.g. query,value) or leave it out for peft's default")
+            raise ConfigError(
+                "--targets is empty: name Linear layers of the text encoder "
+                "(e.g. query,value) or leave it out for peft's default"
+            )
 
 
 def adapters_dir(model_dir: str | Path) -> Path:
@@ -103,28 +106,40 @@ def add_adapter(model: nn.Module, language: str, settings: LoraSettings) -> list
 
     settings.check()
     if language in attached_languages(model):
-        raise ConfigError(f"language '{language}' already has an adapter on this model; remove "
-                          f"it first (remove_language_adapters) to train a new one")
-    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha,
-                        lora_dropout=settings.dropout, bias="none",
-                        target_modules=list(settings.targets) if settings.targets else None)
+        raise ConfigError(
+            f"language '{language}' already has an adapter on this model; remove "
+            f"it first (remove_language_adapters) to train a new one"
+        )
+    config = LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        bias="none",
+        target_modules=list(settings.targets) if settings.targets else None,
+    )
     peft_model = _peft_model(model)
     training = model.text.encoder.training
     try:
         with _quiet_peft():
             if peft_model is None:
-                model.text.encoder = get_peft_model(model.text.encoder, config,
-                                                    adapter_name=language)
+                model.text.encoder = get_peft_model(
+                    model.text.encoder, config, adapter_name=language
+                )
             else:
                 peft_model.add_adapter(language, config)
     except ValueError as error:
-        raise ConfigError(f"cannot put LoRA on the text encoder ({str(error).splitlines()[0]}); "
-                          f"give --targets with names of its Linear layers, e.g. "
-                          f"{', '.join(linear_names(model)[:6])}") from None
+        raise ConfigError(
+            f"cannot put LoRA on the text encoder ({str(error).splitlines()[0]}); "
+            f"give --targets with names of its Linear layers, e.g. "
+            f"{', '.join(linear_names(model)[:6])}"
+        ) from None
     model.text.encoder.train(training)  # new dropout modules follow the tower's mode
     use_language(model, language)
-    parameters = [p for name, p in model.text.encoder.named_parameters()
-                  if f".{language}." in name and "lora_" in name]
+    parameters = [
+        p
+        for name, p in model.text.encoder.named_parameters()
+        if f".{language}." in name and "lora_" in name
+    ]
     for parameter in parameters:
         parameter.requires_grad_(True)
     return parameters
@@ -150,8 +165,11 @@ def adapter_targets(model: nn.Module, language: str) -> list[str]:
 
 def linear_names(model: nn.Module) -> list[str]:
     """Distinct last name parts of the text encoder's Linear layers (candidate LoRA targets)."""
-    names = (name.rsplit(".", 1)[-1] for name, module in model.text.encoder.named_modules()
-             if isinstance(module, nn.Linear))
+    names = (
+        name.rsplit(".", 1)[-1]
+        for name, module in model.text.encoder.named_modules()
+        if isinstance(module, nn.Linear)
+    )
     return list(dict.fromkeys(names))
 
 
@@ -204,8 +222,9 @@ def remove_language_adapters(model: nn.Module) -> None:
         model.text.encoder = peft_model.unload()
 
 
-def save_adapter(model: nn.Module, language: str, directory: str | Path, info: dict,
-                 overwrite: bool = False) -> Path:
+def save_adapter(
+    model: nn.Module, language: str, directory: str | Path, info: dict, overwrite: bool = False
+) -> Path:
     """Write ``language``'s adapter to ``directory`` (peft ``save_pretrained`` files and
     :data:`INFO_FILE` holding ``info`` and ``language``), atomically: a temporary folder beside
     it, then a rename. An existing ``directory`` is refused unless ``overwrite``."""
@@ -214,8 +233,10 @@ def save_adapter(model: nn.Module, language: str, directory: str | Path, info: d
         raise ConfigError(f"the model has no adapter for '{language}' to save")
     directory = Path(directory)
     if directory.exists() and not overwrite:
-        raise ConfigError(f"adapter directory '{directory}' already exists; pass --overwrite to "
-                          f"replace it or --out to write elsewhere")
+        raise ConfigError(
+            f"adapter directory '{directory}' already exists; pass --overwrite to "
+            f"replace it or --out to write elsewhere"
+        )
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = directory.parent / f".tmp-{directory.name}-{uuid.uuid4().hex[:8]}"
     try:
@@ -223,7 +244,8 @@ def save_adapter(model: nn.Module, language: str, directory: str | Path, info: d
         peft_model.save_pretrained(str(tmp), selected_adapters=[language])
         written = tmp / language
         (written / INFO_FILE).write_text(
-            json.dumps({"language": language, **info}, indent=1, ensure_ascii=False), "utf-8")
+            json.dumps({"language": language, **info}, indent=1, ensure_ascii=False), "utf-8"
+        )
         if directory.exists():
             shutil.rmtree(directory)
         written.rename(directory)
@@ -244,8 +266,10 @@ def attach_adapter(model: nn.Module, language: str, directory: str | Path) -> No
 
     directory = Path(directory)
     if not (directory / PEFT_CONFIG_FILE).is_file():
-        raise ConfigError(f"'{directory}' is not a language adapter ({PEFT_CONFIG_FILE} is "
-                          f"missing); write one with 'mclip adapt'")
+        raise ConfigError(
+            f"'{directory}' is not a language adapter ({PEFT_CONFIG_FILE} is "
+            f"missing); write one with 'mclip adapt'"
+        )
     if language in attached_languages(model):
         raise ConfigError(f"language '{language}' already has an adapter on this model")
     device = next(model.text.encoder.parameters()).device
@@ -254,7 +278,8 @@ def attach_adapter(model: nn.Module, language: str, directory: str | Path) -> No
     with _quiet_peft():
         if peft_model is None:
             model.text.encoder = PeftModel.from_pretrained(
-                model.text.encoder, str(directory), adapter_name=language, is_trainable=False)
+                model.text.encoder, str(directory), adapter_name=language, is_trainable=False
+            )
         else:
             peft_model.load_adapter(str(directory), adapter_name=language, is_trainable=False)
     model.text.encoder.to(device).train(training)
@@ -267,9 +292,11 @@ def find_adapters(model_dir: str | Path) -> dict[str, Path]:
     root = adapters_dir(model_dir)
     if not root.is_dir():
         return {}
-    return {read_adapter_info(path).get("language", path.name): path
-            for path in sorted(root.iterdir())
-            if path.is_dir() and (path / PEFT_CONFIG_FILE).is_file()}
+    return {
+        read_adapter_info(path).get("language", path.name): path
+        for path in sorted(root.iterdir())
+        if path.is_dir() and (path / PEFT_CONFIG_FILE).is_file()
+    }
 
 
 def load_language_adapters(model: nn.Module, model_dir: str | Path) -> list[str]:
@@ -281,10 +308,12 @@ def load_language_adapters(model: nn.Module, model_dir: str | Path) -> list[str]
     for language, directory in found.items():
         trained_on = read_adapter_info(directory).get("base_weights_sha256")
         if trained_on is not None and trained_on != digest:
-            raise ConfigError(f"language adapter '{directory}' was trained on other weights than "
-                              f"'{model_dir}' holds (base digest {trained_on[:12]} != "
-                              f"{digest[:12]}); train it again with 'mclip adapt', delete it, or "
-                              f"evaluate with --no-adapters")
+            raise ConfigError(
+                f"language adapter '{directory}' was trained on other weights than "
+                f"'{model_dir}' holds (base digest {trained_on[:12]} != "
+                f"{digest[:12]}); train it again with 'mclip adapt', delete it, or "
+                f"evaluate with --no-adapters"
+            )
         attach_adapter(model, language, directory)
     return list(found)
 

@@ -68,8 +68,9 @@ def damage(directory: str | Path, required: tuple[str, ...] = ()) -> str | None:
         return _structural_damage(directory)
     try:
         files = json.loads(manifest.read_text("utf-8"))["files"]
-        listed = {name: (int(entry["bytes"]), str(entry["sha256"]))
-                  for name, entry in files.items()}
+        listed = {
+            name: (int(entry["bytes"]), str(entry["sha256"])) for name, entry in files.items()
+        }
     except (OSError, ValueError, KeyError, TypeError):
         return f"{MANIFEST_FILE} is unreadable"
     for name, (size, digest) in listed.items():
@@ -110,8 +111,10 @@ def _safetensors_damage(path: Path) -> str | None:
             header = json.loads(handle.read(header_len))
     except (OSError, ValueError, struct.error):
         return "has no readable safetensors header (truncated or not a safetensors file)"
-    end = max((entry["data_offsets"][1] for key, entry in header.items()
-               if key != "__metadata__"), default=0)
+    end = max(
+        (entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"),
+        default=0,
+    )
     if 8 + header_len + end != size:
         return f"is truncated ({size} bytes of {8 + header_len + end})"
     return None
@@ -122,6 +125,8 @@ def check_intact(directory: str | Path, required: tuple[str, ...] = ()) -> None:
     finds a problem."""
     problem = damage(directory, required)
     if problem:
-        raise DamagedCheckpoint(f"'{directory}' is damaged: {problem}. Use an earlier checkpoint "
-                                f"(a run directory picks its newest intact one), or write this "
-                                f"one again")
+        raise DamagedCheckpoint(
+            f"'{directory}' is damaged: {problem}. Use an earlier checkpoint "
+            f"(a run directory picks its newest intact one), or write this "
+            f"one again"
+        )

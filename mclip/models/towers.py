@@ -27,9 +27,11 @@ def make_projection(in_features: int, embed_dim: int, kind: str) -> nn.Module:
     taken whole from another dual encoder)."""
     if kind == "none":
         if in_features != embed_dim:
-            raise ConfigError(f"config key 'model.projection' is 'none', but a tower gives "
-                              f"{in_features} features and model.embed_dim is {embed_dim}; set "
-                              f"model.embed_dim={in_features} or use projection linear")
+            raise ConfigError(
+                f"config key 'model.projection' is 'none', but a tower gives "
+                f"{in_features} features and model.embed_dim is {embed_dim}; set "
+                f"model.embed_dim={in_features} or use projection linear"
+            )
         return nn.Identity()
     if kind == "linear":
         return nn.Linear(in_features, embed_dim, bias=False)
@@ -48,8 +50,10 @@ def freeze_parameters(module: nn.Module, patterns: list[str], where: str) -> int
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
             example = ", ".join(names[:3])
-            raise ConfigError(f"config key '{where}': pattern '{pattern}' matches no parameter; "
-                              f"names look like: {example}, ...")
+            raise ConfigError(
+                f"config key '{where}': pattern '{pattern}' matches no parameter; "
+                f"names look like: {example}, ..."
+            )
     for name, param in module.named_parameters():
         if any(fnmatch.fnmatchcase(name, p) for p in patterns):
             param.requires_grad_(False)
@@ -64,8 +68,14 @@ class ImageTower(nn.Module):
     (not normalised). Parameter names start with ``trunk.`` or ``proj.`` (for freezing).
     """
 
-    def __init__(self, cfg: ImageTowerConfig, embed_dim: int, projection: str = "linear",
-                 load_pretrained: bool = True, source: str | Path | None = None):
+    def __init__(
+        self,
+        cfg: ImageTowerConfig,
+        embed_dim: int,
+        projection: str = "linear",
+        load_pretrained: bool = True,
+        source: str | Path | None = None,
+    ):
         super().__init__()
         self.cfg = cfg
         if is_foreign(cfg.name):  # open_clip / transformers tower (mclip.models.foreign_towers)
@@ -80,9 +90,11 @@ class ImageTower(nn.Module):
         if isinstance(pretrained, str):
             path = Path(pretrained)
             if not path.is_file():
-                raise ConfigError(f"config key 'model.image.pretrained': weights file '{path}' "
-                                  f"does "
-                                  f"not exist; give a local file, true (download), or false")
+                raise ConfigError(
+                    f"config key 'model.image.pretrained': weights file '{path}' "
+                    f"does "
+                    f"not exist; give a local file, true (download), or false"
+                )
             kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
             pretrained = True
         self.trunk = _create_timm(cfg.name, pretrained, cfg.image_size, kwargs)
@@ -114,8 +126,10 @@ def pooled_features(trunk: nn.Module) -> int:
 def _create_timm(name: str, pretrained: bool, image_size: int, kwargs: dict) -> nn.Module:
     if not timm.list_models(name) and name not in timm.list_models(pretrained=True):
         close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:5]
-        raise ConfigError(f"config key 'model.image.name': '{name}' is not a timm model"
-                          + (f"; similar: {', '.join(close)}" if close else ""))
+        raise ConfigError(
+            f"config key 'model.image.name': '{name}' is not a timm model"
+            + (f"; similar: {', '.join(close)}" if close else "")
+        )
     try:  # transformers (ViT, DeiT, ...) take the input size; CNNs do not accept the argument
         try:
             return timm.create_model(name, pretrained=pretrained, img_size=image_size, **kwargs)
@@ -124,9 +138,10 @@ def _create_timm(name: str, pretrained: bool, image_size: int, kwargs: dict) -> 
                 raise
             return timm.create_model(name, pretrained=pretrained, **kwargs)
     except TypeError as error:
-        raise ConfigError(f"config key 'model.image.model_args': timm model '{name}' rejects "
-                          f"them ({error}); give arguments its constructor takes, or none"
-                          ) from None
+        raise ConfigError(
+            f"config key 'model.image.model_args': timm model '{name}' rejects "
+            f"them ({error}); give arguments its constructor takes, or none"
+        ) from None
 
 
 def build_byte_tokenizer() -> ByT5Tokenizer:
@@ -147,19 +162,32 @@ class TextTower(nn.Module):
     ``text_tower/`` directory); weights are then expected to come from the checkpoint.
     """
 
-    def __init__(self, cfg: TextTowerConfig, embed_dim: int, projection: str = "linear",
-                 source: str | Path | None = None):
+    def __init__(
+        self,
+        cfg: TextTowerConfig,
+        embed_dim: int,
+        projection: str = "linear",
+        source: str | Path | None = None,
+    ):
         super().__init__()
         self.cfg = cfg
         if cfg.name == "byte":
             self.tokenizer = build_byte_tokenizer()
-            self.encoder = BertModel(BertConfig(
-                vocab_size=len(self.tokenizer), hidden_size=cfg.hidden_size,
-                num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
-                intermediate_size=cfg.intermediate_size, hidden_dropout_prob=cfg.dropout,
-                attention_probs_dropout_prob=cfg.dropout, type_vocab_size=1,
-                max_position_embeddings=max(cfg.max_length, 64),
-                pad_token_id=self.tokenizer.pad_token_id), add_pooling_layer=False)
+            self.encoder = BertModel(
+                BertConfig(
+                    vocab_size=len(self.tokenizer),
+                    hidden_size=cfg.hidden_size,
+                    num_hidden_layers=cfg.num_layers,
+                    num_attention_heads=cfg.num_heads,
+                    intermediate_size=cfg.intermediate_size,
+                    hidden_dropout_prob=cfg.dropout,
+                    attention_probs_dropout_prob=cfg.dropout,
+                    type_vocab_size=1,
+                    max_position_embeddings=max(cfg.max_length, 64),
+                    pad_token_id=self.tokenizer.pad_token_id,
+                ),
+                add_pooling_layer=False,
+            )
         else:
             self.tokenizer, self.encoder = _load_hf_encoder(cfg, source)
         self.tokenizer.padding_side = "right"
@@ -172,8 +200,13 @@ class TextTower(nn.Module):
         if isinstance(texts, str):
             texts = [texts]
         padding = "max_length" if self.cfg.padding == "max_length" else True
-        out = self.tokenizer(list(texts), padding=padding, truncation=True,
-                             max_length=self.cfg.max_length, return_tensors="pt")
+        out = self.tokenizer(
+            list(texts),
+            padding=padding,
+            truncation=True,
+            max_length=self.cfg.max_length,
+            return_tensors="pt",
+        )
         return {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -208,9 +241,11 @@ def _load_hf_encoder(cfg: TextTowerConfig, source: str | Path | None):
         else:
             model = AutoModel.from_config(AutoConfig.from_pretrained(where))
     except (OSError, ValueError) as error:
-        raise ConfigError(f"config key 'model.text.name': cannot load text tower '{where}' "
-                          f"({str(error).splitlines()[0]}). Give a local directory written with "
-                          f"save_pretrained, a hub name with network access, or 'byte'.") from None
+        raise ConfigError(
+            f"config key 'model.text.name': cannot load text tower '{where}' "
+            f"({str(error).splitlines()[0]}). Give a local directory written with "
+            f"save_pretrained, a hub name with network access, or 'byte'."
+        ) from None
     if getattr(model.config, "is_encoder_decoder", False):
         model = model.get_encoder()  # T5 / mT5: keep only the encoder
     return tokenizer, model
@@ -230,5 +265,6 @@ def pool_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str
     if pooling == "eos":
         last = attention_mask.long().sum(1).clamp_min(1) - 1
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    raise ConfigError(f"config key 'model.text.pooling' is {pooling!r}; "
-                      f"valid choices: mean, cls, eos")
+    raise ConfigError(
+        f"config key 'model.text.pooling' is {pooling!r}; valid choices: mean, cls, eos"
+    )

@@ -121,12 +121,13 @@ class BatchNormStepStatistics:
             dist.all_reduce(flat)
             parts = list(torch.split(flat, [t.numel() for t in parts]))
         for i, m in enumerate(layers):
-            count, total, squares = parts[3 * i: 3 * i + 3]
+            count, total, squares = parts[3 * i : 3 * i + 3]
             mean = total / count
-            var = ((squares / count - mean.square()).clamp_min(0)
-                   * (count / (count - 1).clamp_min(1)))
+            var = (squares / count - mean.square()).clamp_min(0) * (
+                count / (count - 1).clamp_min(1)
+            )
             m.num_batches_tracked += 1
-            factor = (1.0 / float(m.num_batches_tracked) if m.momentum is None else m.momentum)
+            factor = 1.0 / float(m.num_batches_tracked) if m.momentum is None else m.momentum
             m.running_mean.mul_(1 - factor).add_(mean.to(m.running_mean.dtype), alpha=factor)
             m.running_var.mul_(1 - factor).add_(var.to(m.running_var.dtype), alpha=factor)
         self._sums.clear()

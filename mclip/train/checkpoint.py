@@ -24,9 +24,11 @@ import numpy as np
 import torch
 from mclip.config import Config, ConfigError
 from mclip.models.dual import DualEncoder, load_weights
-from mclip.models.checkpoints import (checkpoint_dir, latest_checkpoint,  # noqa: F401
-                                      list_checkpoints, newest_intact_checkpoint,
-                                      resolve_model_dir)
+from mclip.models.checkpoints import (
+    checkpoint_dir,
+    latest_checkpoint,  # noqa: F401
+    list_checkpoints,
+)
 from mclip.models.manifest import DamagedCheckpoint, write_manifest
 
 TRAINER_FILE = "trainer.pt"
@@ -34,8 +36,11 @@ TRAINER_FILE = "trainer.pt"
 
 def rng_state() -> dict:
     """Python, numpy and torch (CPU and CUDA) RNG states."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -50,8 +55,14 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(out_dir: str | Path, step: int, model: DualEncoder, config: Config,
-                    trainer_state: dict, keep: int | None = None) -> Path:
+def save_checkpoint(
+    out_dir: str | Path,
+    step: int,
+    model: DualEncoder,
+    config: Config,
+    trainer_state: dict,
+    keep: int | None = None,
+) -> Path:
     """Write ``checkpoints/step_{step:07d}`` atomically; keep the newest ``keep``. Returns its
     path."""
     root = checkpoint_dir(out_dir)
@@ -67,13 +78,14 @@ def save_checkpoint(out_dir: str | Path, step: int, model: DualEncoder, config: 
     tmp.rename(final)
     if keep is not None:  # the newest ``keep``, counting the one just written, which stays
         others = [p for p in list_checkpoints(out_dir) if p != final]
-        for old in others[:max(len(others) - (keep - 1), 0)]:
+        for old in others[: max(len(others) - (keep - 1), 0)]:
             shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def prepare_out_dir(out_dir: str | Path, resume: bool, overwrite: bool, remove: bool = True
-                    ) -> None:
+def prepare_out_dir(
+    out_dir: str | Path, resume: bool, overwrite: bool, remove: bool = True
+) -> None:
     """Check that a run may use ``out_dir``; with ``overwrite`` clear an earlier run's files.
 
     A fresh run (not ``resume``) into a directory holding checkpoints would mix two runs
@@ -82,8 +94,10 @@ def prepare_out_dir(out_dir: str | Path, resume: bool, overwrite: bool, remove: 
     (by the process with ``remove=True``: rank 0), with the earlier run's ``best/`` model.
     """
     if resume and overwrite:
-        raise ConfigError("--resume continues the run in train.out_dir and --overwrite deletes "
-                          "it: pass only one of them")
+        raise ConfigError(
+            "--resume continues the run in train.out_dir and --overwrite deletes "
+            "it: pass only one of them"
+        )
     if resume:
         return
     found = list_checkpoints(out_dir)
@@ -91,9 +105,11 @@ def prepare_out_dir(out_dir: str | Path, resume: bool, overwrite: bool, remove: 
         return
     if not overwrite:
         names = ", ".join(p.name for p in found[-3:])
-        raise ConfigError(f"train.out_dir '{out_dir}' already holds checkpoints of an earlier run "
-                          f"({names}). Pass --resume to continue that run, choose another "
-                          f"train.out_dir, or pass --overwrite to delete it and start afresh.")
+        raise ConfigError(
+            f"train.out_dir '{out_dir}' already holds checkpoints of an earlier run "
+            f"({names}). Pass --resume to continue that run, choose another "
+            f"train.out_dir, or pass --overwrite to delete it and start afresh."
+        )
     if remove:
         shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)
         shutil.rmtree(Path(out_dir) / "tensorboard", ignore_errors=True)
@@ -101,8 +117,13 @@ def prepare_out_dir(out_dir: str | Path, resume: bool, overwrite: bool, remove: 
         (Path(out_dir) / "log.jsonl").unlink(missing_ok=True)
 
 
-def restore_checkpoint(directory: Path, model: DualEncoder, optimizer: torch.optim.Optimizer,
-                       scheduler, device: torch.device) -> dict:
+def restore_checkpoint(
+    directory: Path,
+    model: DualEncoder,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    device: torch.device,
+) -> dict:
     """Load a training checkpoint into live objects: weights, optimizer, scheduler and RNG.
 
     Returns the trainer state (``step``, ``skipped``, ...).
@@ -127,22 +148,29 @@ def match_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
     for group in optimizer.param_groups:
         for param in group["params"]:
             for key, value in optimizer.state.get(param, {}).items():
-                if (torch.is_tensor(value) and value.shape == param.shape
-                        and value.stride() != param.stride()):
-                    optimizer.state[param][key] = torch.empty_like(
-                        param, dtype=value.dtype).copy_(value)
+                if (
+                    torch.is_tensor(value)
+                    and value.shape == param.shape
+                    and value.stride() != param.stride()
+                ):
+                    optimizer.state[param][key] = torch.empty_like(param, dtype=value.dtype).copy_(
+                        value
+                    )
 
 
 def load_trainer_state(directory: str | Path) -> dict:
     """A checkpoint's optimizer / scheduler / step / RNG state (``trainer.pt``)."""
     path = Path(directory) / TRAINER_FILE
     if not path.is_file():
-        raise ConfigError(f"'{directory}' has no {TRAINER_FILE}: it is a model export, not a "
-                          f"training checkpoint, and cannot be resumed")
+        raise ConfigError(
+            f"'{directory}' has no {TRAINER_FILE}: it is a model export, not a "
+            f"training checkpoint, and cannot be resumed"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
         raise DamagedCheckpoint(
             f"'{directory}' is damaged: {TRAINER_FILE} cannot be read "
             f"({str(error).splitlines()[0] if str(error) else type(error).__name__}"
-            f"). Resume from an earlier checkpoint") from None
+            f"). Resume from an earlier checkpoint"
+        ) from None

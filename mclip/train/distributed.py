@@ -12,6 +12,8 @@ parameters cannot hang a rank.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import datetime
 import hashlib
 import os
@@ -27,6 +29,7 @@ from mclip.losses.gather import GatherGroups, make_gather_groups
 @dataclass
 class DistContext:
     """This process's place in the run (rank 0 of 1 without torch.distributed)."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -51,21 +54,27 @@ def init_distributed(cfg: Config, device: torch.device) -> DistContext:
     if backend == "auto":
         backend = "nccl" if device.type == "cuda" else "gloo"
     if backend == "nccl" and device.type != "cuda":
-        raise ConfigError("config key 'dist.backend' is 'nccl' but training runs on CPU; use "
-                          "dist.backend=gloo (or auto)")
+        raise ConfigError(
+            "config key 'dist.backend' is 'nccl' but training runs on CPU; use "
+            "dist.backend=gloo (or auto)"
+        )
     owns = not dist.is_initialized()
     if owns:
-        dist.init_process_group(backend,
-                                timeout=datetime.timedelta(minutes=cfg.dist.timeout_minutes))
+        dist.init_process_group(
+            backend, timeout=datetime.timedelta(minutes=cfg.dist.timeout_minutes)
+        )
     world, rank = dist.get_world_size(), dist.get_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     group_size = cfg.dist.group_size or int(os.environ.get("LOCAL_WORLD_SIZE", world))
     if world % group_size:
-        raise ConfigError(f"config key 'dist.group_size' ({group_size}) must divide the number of "
-                          f"ranks ({world})")
+        raise ConfigError(
+            f"config key 'dist.group_size' ({group_size}) must divide the number of ranks ({world})"
+        )
     if cfg.train.batch_size % world:
-        raise ConfigError(f"config key 'train.batch_size' ({cfg.train.batch_size}) is the global "
-                          f"batch and must be divisible by the number of ranks ({world})")
+        raise ConfigError(
+            f"config key 'train.batch_size' ({cfg.train.batch_size}) is the global "
+            f"batch and must be divisible by the number of ranks ({world})"
+        )
     return DistContext(rank, world, local_rank, make_gather_groups(group_size), owns)
 
 
@@ -103,19 +112,23 @@ def average_gradients(model: torch.nn.Module, world_size: int) -> None:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         return
-    present = torch.tensor([p.grad is not None for p in params], dtype=torch.float32,
-                           device=params[0].device)
+    present = torch.tensor(
+        [p.grad is not None for p in params], dtype=torch.float32, device=params[0].device
+    )
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = torch.cat([present] + [g.reshape(-1).float() for g in grads])
     dist.all_reduce(flat)
-    present, values = flat[:len(params)], flat[len(params):] / world_size
+    present, values = flat[: len(params)], flat[len(params) :] / world_size
     offset = 0
     for p, used in zip(params, present.tolist()):
         n = p.numel()
         # empty_like keeps the parameter's memory layout (channels_last conv weights): the
         # fused AdamW kernel walks parameter, gradient and state as flat memory
-        p.grad = (torch.empty_like(p).copy_(values[offset:offset + n].view(p.shape))
-                  if used > 0 else None)
+        p.grad = (
+            torch.empty_like(p).copy_(values[offset : offset + n].view(p.shape))
+            if used > 0
+            else None
+        )
         offset += n
 
 
@@ -127,7 +140,9 @@ def rank_digests(model: torch.nn.Module, ctx: DistContext) -> list[str]:
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(
+            tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes()
+        )
     mine = digest.hexdigest()[:16]
     if ctx.world_size == 1:
         return [mine]
@@ -167,3 +182,10 @@ def any_rank(flag: bool, ctx: DistContext, device: torch.device) -> bool:
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
+
+
+def drain_counts(counts: Counter, ctx: DistContext) -> dict:
+    """``counts`` summed over ranks (a collective), most frequent first; ``counts`` is cleared."""
+    total = sum_counts(counts, ctx)
+    counts.clear()
+    return dict(sorted(total.items(), key=lambda kv: -kv[1]))

@@ -31,9 +31,11 @@ class TrainingInterrupted(KeyboardInterrupt):
     ``Exception`` does not swallow it."""
 
     def __init__(self, checkpoint: Path | None, step: int):
-        super().__init__(f"interrupted (SIGINT) after step {step}; checkpoint {checkpoint} "
-                         f"written, "
-                         f"continue with --resume")
+        super().__init__(
+            f"interrupted (SIGINT) after step {step}; checkpoint {checkpoint} "
+            f"written, "
+            f"continue with --resume"
+        )
         self.checkpoint, self.step = checkpoint, step
 
 
@@ -66,20 +68,26 @@ class StopRequest:
             signal.signal(sig, previous)
 
 
-def restore_or_explain(directory: Path, model: DualEncoder, optimizer, scheduler,
-                       device: torch.device, cfg: Config) -> dict:
+def restore_or_explain(
+    directory: Path, model: DualEncoder, optimizer, scheduler, device: torch.device, cfg: Config
+) -> dict:
     """:func:`restore_checkpoint`, with a shape mismatch turned into a one-line ConfigError
     naming the model keys that differ from the checkpoint's config."""
     try:
         return restore_checkpoint(directory, model, optimizer, scheduler, device)
     except RuntimeError as error:
-        if "size mismatch" not in str(error) and "Missing key" not in str(error) \
-                and "Unexpected key" not in str(error):
+        if (
+            "size mismatch" not in str(error)
+            and "Missing key" not in str(error)
+            and "Unexpected key" not in str(error)
+        ):
             raise
         saved = load_config(Path(directory) / CONFIG_FILE).to_dict()["model"]
         now = cfg.to_dict()["model"]
-        differ = [f"model.{key}: {saved_value!r} in the checkpoint, {now_value!r} now"
-                  for key, saved_value, now_value in _flat_differences(saved, now)]
+        differ = [
+            f"model.{key}: {saved_value!r} in the checkpoint, {now_value!r} now"
+            for key, saved_value, now_value in _flat_differences(saved, now)
+        ]
         raise ConfigError(
             f"--resume: the checkpoint '{directory}' holds a model of another shape than the "
             f"config asks for ({'; '.join(differ[:4]) or 'the weights do not fit'}). Resume with "

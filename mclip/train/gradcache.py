@@ -46,11 +46,14 @@ def _row_slices(parts: list[torch.Tensor]) -> list[slice]:
     return [slice(end - p.shape[0], end) for p, end in zip(parts, ends)]
 
 
-def gradient_cache_backward(encode: Callable[[dict], Embeddings], batch: dict[str, torch.Tensor],
-                            loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                            micro_batches: int, device: torch.device,
-                            record: Callable[[], contextlib.AbstractContextManager] =
-                            contextlib.nullcontext) -> torch.Tensor:
+def gradient_cache_backward(
+    encode: Callable[[dict], Embeddings],
+    batch: dict[str, torch.Tensor],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    micro_batches: int,
+    device: torch.device,
+    record: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> torch.Tensor:
     """One contrastive step's backward pass in ``micro_batches`` pieces; returns the loss.
 
     ``encode(piece)`` maps a slice of ``batch`` (every tensor split along dim 0 into
@@ -81,10 +84,14 @@ def gradient_cache_backward(encode: Callable[[dict], Embeddings], batch: dict[st
     for i, piece in enumerate(pieces):
         _set_rng_state(states[i], device)
         image_emb, text_emb = encode(piece)
-        pairs = [(emb, cached.grad[rows].to(emb.dtype))
-                 for emb, cached, rows in ((image_emb, image_all, image_rows[i]),
-                                           (text_emb, text_all, text_rows[i]))
-                 if emb.requires_grad]  # a fully frozen tower has nothing to back-propagate
+        pairs = [
+            (emb, cached.grad[rows].to(emb.dtype))
+            for emb, cached, rows in (
+                (image_emb, image_all, image_rows[i]),
+                (text_emb, text_all, text_rows[i]),
+            )
+            if emb.requires_grad
+        ]  # a fully frozen tower has nothing to back-propagate
         if pairs:
             torch.autograd.backward([p[0] for p in pairs], [p[1] for p in pairs])
     _set_rng_state(end_state, device)

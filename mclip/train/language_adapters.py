@@ -38,9 +38,17 @@ from mclip.data.language_codes import validate_languages
 from mclip.data.language_subset import CaptionSubset, ParallelSubset, open_language_data
 from mclip.losses.tiled import tiled_infonce
 from mclip.models.dual import DualEncoder
-from mclip.models.lora import (LoraSettings, adapter_targets, adapters_dir, add_adapter,
-                               lora_parameter_count, save_adapter, settings_dict, use_language,
-                               weights_digest)
+from mclip.models.lora import (
+    LoraSettings,
+    adapter_targets,
+    adapters_dir,
+    add_adapter,
+    lora_parameter_count,
+    save_adapter,
+    settings_dict,
+    use_language,
+    weights_digest,
+)
 from mclip.train.schedule import warmup_cosine
 
 PARALLEL_LOSSES = ("mse", "infonce")
@@ -52,6 +60,7 @@ class AdaptSettings:
     captions (or pairs) at learning rate ``lr`` (peak; ``warmup_steps`` of linear warmup, then
     cosine decay to 0), ``seed`` for the LoRA initialisation and the batches, ``parallel_loss``
     for parallel text (``mse`` or ``infonce``), and the LoRA hyper-parameters ``lora``."""
+
     steps: int = 300
     batch_size: int = 64
     lr: float = 2e-3
@@ -65,13 +74,16 @@ class AdaptSettings:
         if self.steps < 1:
             raise ConfigError(f"--steps {self.steps}: give at least 1 optimizer step")
         if self.batch_size < 2:
-            raise ConfigError(f"--batch-size {self.batch_size}: a contrastive batch needs at "
-                              f"least 2 items")
+            raise ConfigError(
+                f"--batch-size {self.batch_size}: a contrastive batch needs at least 2 items"
+            )
         if not self.lr > 0:
             raise ConfigError(f"--lr {self.lr}: the learning rate must be > 0")
         if self.parallel_loss not in PARALLEL_LOSSES:
-            raise ConfigError(f"--parallel-loss {self.parallel_loss!r}: choose one of "
-                              f"{', '.join(PARALLEL_LOSSES)}")
+            raise ConfigError(
+                f"--parallel-loss {self.parallel_loss!r}: choose one of "
+                f"{', '.join(PARALLEL_LOSSES)}"
+            )
         self.lora.check()
 
 
@@ -81,26 +93,31 @@ def language_code(code: str) -> str:
     try:
         normalised = validate_languages([code], "--language")[0]
     except ConfigError as error:  # its wording is for config keys; this is a flag
-        raise ConfigError(str(error).replace("config key '--language': ", "--language ")
-                          ) from None
+        raise ConfigError(str(error).replace("config key '--language': ", "--language ")) from None
     if normalised == "und":
-        raise ConfigError(f"--language {code!r} names no particular language; give the ISO "
-                          f"639-1 (sw) or 639-3 (fil) code of the language to adapt")
+        raise ConfigError(
+            f"--language {code!r} names no particular language; give the ISO "
+            f"639-1 (sw) or 639-3 (fil) code of the language to adapt"
+        )
     return normalised
 
 
 @torch.no_grad()
-def embed_images(model: DualEncoder, images: list, device: torch.device,
-                 batch_size: int = 256) -> torch.Tensor:
+def embed_images(
+    model: DualEncoder, images: list, device: torch.device, batch_size: int = 256
+) -> torch.Tensor:
     """Normalised image embeddings [len(images), d] (float32, on ``device``) of PIL images,
     with the image tower in eval mode (its mode is restored)."""
     transform = model.image_transform(train=False)
     training = model.image.training
     model.image.eval()
     try:
-        rows = [model.encode_image(torch.stack([transform(im) for im in images[i:i + batch_size]])
-                                   .to(device)).float()
-                for i in range(0, len(images), batch_size)]
+        rows = [
+            model.encode_image(
+                torch.stack([transform(im) for im in images[i : i + batch_size]]).to(device)
+            ).float()
+            for i in range(0, len(images), batch_size)
+        ]
     finally:
         model.image.train(training)
     return torch.cat(rows)
@@ -115,8 +132,10 @@ def embed_texts(model: DualEncoder, texts: list[str], batch_size: int = 256) -> 
     model.text.eval()
     try:
         use_language(model, None)
-        rows = [model.encode_text(texts[i:i + batch_size]).float()
-                for i in range(0, len(texts), batch_size)]
+        rows = [
+            model.encode_text(texts[i : i + batch_size]).float()
+            for i in range(0, len(texts), batch_size)
+        ]
     finally:
         model.text.train(training)
     return torch.cat(rows)
@@ -130,13 +149,17 @@ def _batches(n: int, batch_size: int, steps: int, generator: torch.Generator):
     for _ in range(steps):
         if position + size > n:
             order, position = torch.randperm(n, generator=generator), 0
-        yield order[position:position + size]
+        yield order[position : position + size]
         position += size
 
 
-def train_language_adapter(model: DualEncoder, data: CaptionSubset | ParallelSubset,
-                           settings: AdaptSettings, device: torch.device | str = "cpu",
-                           progress: Callable[[int, float], None] | None = None) -> dict:
+def train_language_adapter(
+    model: DualEncoder,
+    data: CaptionSubset | ParallelSubset,
+    settings: AdaptSettings,
+    device: torch.device | str = "cpu",
+    progress: Callable[[int, float], None] | None = None,
+) -> dict:
     """Add a LoRA adapter for ``data.language`` to ``model``'s text tower (on ``device``) and
     train it on ``data``; every other weight stays frozen and unchanged.
 
@@ -170,16 +193,19 @@ def train_language_adapter(model: DualEncoder, data: CaptionSubset | ParallelSub
         optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=0.0)
         warmup = min(settings.warmup_steps, settings.steps // 2)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: warmup_cosine(s, settings.steps, max(warmup, 1)))
+            optimizer, lambda s: warmup_cosine(s, settings.steps, max(warmup, 1))
+        )
         model.eval()
         model.text.train()  # the adapter's (and the tower's own) dropout, as in training
-        for step, rows in enumerate(_batches(len(texts), settings.batch_size, settings.steps,
-                                             generator), start=1):
+        for step, rows in enumerate(
+            _batches(len(texts), settings.batch_size, settings.steps, generator), start=1
+        ):
             student = model.encode_text([texts[i] for i in rows.tolist()]).float()
             if image_of is not None:  # the batch's images, each once; texts point at theirs
                 images, text_to_image = torch.unique(image_of[rows], return_inverse=True)
-                loss = tiled_infonce(targets[images.to(device)], student, logit_scale,
-                                     text_to_image.to(device))
+                loss = tiled_infonce(
+                    targets[images.to(device)], student, logit_scale, text_to_image.to(device)
+                )
             elif settings.parallel_loss == "mse":
                 loss = (student - targets[rows.to(device)]).pow(2).sum(-1).mean()
             else:
@@ -199,17 +225,28 @@ def train_language_adapter(model: DualEncoder, data: CaptionSubset | ParallelSub
             p.requires_grad_(False)
         for p, flag in flags:
             p.requires_grad_(flag)
-    return {"steps": settings.steps, "loss_first": losses[0],
-            "loss_last": sum(losses[-10:]) / len(losses[-10:]),
-            "trainable_parameters": lora_parameter_count(parameters), "objective": objective,
-            "targets": adapter_targets(model, language), "seconds": time.perf_counter() - start}
+    return {
+        "steps": settings.steps,
+        "loss_first": losses[0],
+        "loss_last": sum(losses[-10:]) / len(losses[-10:]),
+        "trainable_parameters": lora_parameter_count(parameters),
+        "objective": objective,
+        "targets": adapter_targets(model, language),
+        "seconds": time.perf_counter() - start,
+    }
 
 
-def adapt_language(model_path: str | Path, language: str, data_spec: str,
-                   settings: AdaptSettings | None = None, max_captions: int = 500,
-                   out: str | Path | None = None, device: str | torch.device = "cpu",
-                   overwrite: bool = False, progress: Callable[[int, float], None] | None = None
-                   ) -> dict:
+def adapt_language(
+    model_path: str | Path,
+    language: str,
+    data_spec: str,
+    settings: AdaptSettings | None = None,
+    max_captions: int = 500,
+    out: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    overwrite: bool = False,
+    progress: Callable[[int, float], None] | None = None,
+) -> dict:
     """Train and save one language adapter (what ``mclip adapt`` does).
 
     ``model_path``: an mclip checkpoint or run directory (its newest checkpoint); ``language``:
@@ -218,7 +255,7 @@ def adapt_language(model_path: str | Path, language: str, data_spec: str,
     The adapter goes to ``out`` (default ``CHECKPOINT/adapters/<lang>``; an existing one only
     with ``overwrite``). Returns the saved ``mclip_adapter.json`` content plus ``"path"``.
     """
-    from mclip.train.checkpoint import resolve_model_dir
+    from mclip.models.checkpoints import resolve_model_dir
 
     settings = settings or AdaptSettings()
     settings.check()
@@ -228,22 +265,36 @@ def adapt_language(model_path: str | Path, language: str, data_spec: str,
     model_dir = resolve_model_dir(model_path)
     target = Path(out) if out is not None else adapters_dir(model_dir) / language
     if target.exists() and not overwrite:
-        raise ConfigError(f"adapter directory '{target}' already exists; pass --overwrite to "
-                          f"replace it or --out to write elsewhere")
+        raise ConfigError(
+            f"adapter directory '{target}' already exists; pass --overwrite to "
+            f"replace it or --out to write elsewhere"
+        )
     data = open_language_data(data_spec, language, max_captions, settings.seed)
     model, config = DualEncoder.load(model_dir, map_location=device, verify=False)
     stats = train_language_adapter(model, data, settings, device, progress)
     parallel = isinstance(data, ParallelSubset)
     info = {
-        "base_model": str(model_dir), "base_weights_sha256": weights_digest(model_dir),
+        "base_model": str(model_dir),
+        "base_weights_sha256": weights_digest(model_dir),
         "lora": settings_dict(settings.lora),
-        "data": {"spec": str(data_spec), "kind": "parallel_text" if parallel else "captions",
-                 "captions_used": len(data.translations if parallel else data.captions),
-                 "images_used": 0 if parallel else len(data.images),
-                 "candidates": data.candidates, "skipped": data.skipped},
-        "training": {"steps": settings.steps, "batch_size": settings.batch_size,
-                     "lr": settings.lr, "warmup_steps": settings.warmup_steps,
-                     "seed": settings.seed, "max_captions": max_captions, **stats},
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        "data": {
+            "spec": str(data_spec),
+            "kind": "parallel_text" if parallel else "captions",
+            "captions_used": len(data.translations if parallel else data.captions),
+            "images_used": 0 if parallel else len(data.images),
+            "candidates": data.candidates,
+            "skipped": data.skipped,
+        },
+        "training": {
+            "steps": settings.steps,
+            "batch_size": settings.batch_size,
+            "lr": settings.lr,
+            "warmup_steps": settings.warmup_steps,
+            "seed": settings.seed,
+            "max_captions": max_captions,
+            **stats,
+        },
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
     path = save_adapter(model, language, target, info, overwrite=overwrite)
     return {"language": language, **info, "path": str(path)}

@@ -19,8 +19,15 @@ class TrainLogger:
     run); a resumed run appends to its log.
     """
 
-    def __init__(self, out_dir: str | Path, total_steps: int, start_step: int = 0,
-                 quiet: bool = False, enabled: bool = True, append: bool = True):
+    def __init__(
+        self,
+        out_dir: str | Path,
+        total_steps: int,
+        start_step: int = 0,
+        quiet: bool = False,
+        enabled: bool = True,
+        append: bool = True,
+    ):
         self.enabled = enabled
         self.quiet = quiet or not enabled
         self.interactive = sys.stderr.isatty() and not self.quiet
@@ -33,10 +40,12 @@ class TrainLogger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("a" if append else "w", encoding="utf-8")
         if self.interactive:
-            self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
-                             dynamic_ncols=True)
+            self._bar = tqdm(
+                total=total_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True
+            )
         try:
             from torch.utils.tensorboard import SummaryWriter
+
             self._tb = SummaryWriter(str(Path(out_dir) / "tensorboard"))
         except Exception:  # tensorboard is optional
             self._tb = None
@@ -47,8 +56,9 @@ class TrainLogger:
             return
         self._write({"event": name, "time": time.time(), **fields})
         if not self.quiet:
-            message = f"[mclip] {name}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in fields.items()
-                                                      if k != "config")
+            message = f"[mclip] {name}: " + ", ".join(
+                f"{k}={_fmt(v)}" for k, v in fields.items() if k != "config"
+            )
             (self._bar.write(message) if self._bar else print(message, file=sys.stderr, flush=True))
 
     def step(self, step: int, metrics: dict) -> None:
@@ -64,8 +74,11 @@ class TrainLogger:
         if self._bar is not None:
             self._bar.set_postfix({k: _fmt(v) for k, v in shown.items()})
         elif not self.quiet:
-            print(f"[mclip] step {step}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items()),
-                  file=sys.stderr, flush=True)
+            print(
+                f"[mclip] step {step}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items()),
+                file=sys.stderr,
+                flush=True,
+            )
 
     def evaluation(self, step: int, numbers: dict[str, float], **fields) -> None:
         """An evaluation during training: ``numbers`` are headline numbers {"TASK/METRIC": value}
@@ -77,15 +90,17 @@ class TrainLogger:
         """
         if not self.enabled:
             return
-        self._write({"event": "eval", "step": step, "time": time.time(), "metrics": dict(numbers),
-                     **fields})
+        self._write(
+            {"event": "eval", "step": step, "time": time.time(), "metrics": dict(numbers), **fields}
+        )
         if self._tb is not None:
             for key, value in numbers.items():
                 self._tb.add_scalar(f"eval/{key}", value, step)
             self._tb.flush()
         if not self.quiet:
-            message = (f"[mclip] eval at step {step}: "
-                       + ", ".join(f"{k}={_fmt(v)}" for k, v in {**fields, **numbers}.items()))
+            message = f"[mclip] eval at step {step}: " + ", ".join(
+                f"{k}={_fmt(v)}" for k, v in {**fields, **numbers}.items()
+            )
             (self._bar.write(message) if self._bar else print(message, file=sys.stderr, flush=True))
 
     def advance(self, n: int = 1) -> None:

@@ -22,16 +22,26 @@ from mclip.losses.distill_objective import DistillHeads
 from mclip.losses.gather import GatherGroups
 from mclip.models.dual import DualEncoder
 from mclip.train.setup import autocast_context
-from mclip.train.teacher_learning import (TeacherLearningObjective, pair_order, source_pairs,
-                                          teacher_learning_gradients)
+from mclip.train.teacher_learning import (
+    TeacherLearningObjective,
+    pair_order,
+    source_pairs,
+    teacher_learning_gradients,
+)
 from mclip.train.teachers import Teacher
 
 
 class _ProjectedText:
     """The student's text tower seen in teacher ``index``'s space (its learned projection)."""
 
-    def __init__(self, model: DualEncoder, heads: DistillHeads, index: int, device: torch.device,
-                 precision: str):
+    def __init__(
+        self,
+        model: DualEncoder,
+        heads: DistillHeads,
+        index: int,
+        device: torch.device,
+        precision: str,
+    ):
         self.model, self.heads, self.index = model, heads, index
         self.device, self.precision = device, precision
 
@@ -49,9 +59,17 @@ class ParallelTextTerm:
     step's weighted gradient into ``.grad`` and returns the term's unweighted global value.
     """
 
-    def __init__(self, cfg: Config, pairs: list[tuple[str, str, str]], teacher: Teacher,
-                 index: int, heads: DistillHeads, groups: GatherGroups | None = None,
-                 rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        cfg: Config,
+        pairs: list[tuple[str, str, str]],
+        teacher: Teacher,
+        index: int,
+        heads: DistillHeads,
+        groups: GatherGroups | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         distill = cfg.distill
         self.pairs = pairs + source_pairs(pairs) if distill.parallel_include_source else pairs
         self.teacher, self.index, self.heads = teacher, index, heads
@@ -59,8 +77,9 @@ class ParallelTextTerm:
         self.batch_size = distill.parallel_batch_size or cfg.train.batch_size
         self.micro_batches, self.precision = cfg.train.micro_batches, cfg.train.precision
         self.rank, self.world_size = rank, world_size
-        self.objective = TeacherLearningObjective(distill.parallel_loss, cfg.loss.chunk_size,
-                                                  groups)
+        self.objective = TeacherLearningObjective(
+            distill.parallel_loss, cfg.loss.chunk_size, groups
+        )
         self.last_value = float("nan")
 
     @property
@@ -77,24 +96,39 @@ class ParallelTextTerm:
         return the unweighted global value (a 0-d tensor)."""
         local = self.batch_size // self.world_size
         rows = pair_order(len(self.pairs), self.seed, step, self.batch_size)
-        rows = rows[self.rank * local:(self.rank + 1) * local]
+        rows = rows[self.rank * local : (self.rank + 1) * local]
         with torch.no_grad(), autocast_context(device, self.precision):
             teacher_emb = self.teacher.model.encode_text([self.pairs[i][0] for i in rows])
-        tokens = {k: v.to(device)
-                  for k, v in model.tokenize([self.pairs[i][1] for i in rows]).items()}
+        tokens = {
+            k: v.to(device) for k, v in model.tokenize([self.pairs[i][1] for i in rows]).items()
+        }
         student = _ProjectedText(model, self.heads, self.index, device, self.precision)
-        scale = (self.heads.parallel_logit_scale if self.heads.parallel_logit_scale is not None
-                 else torch.zeros((), device=device))
-        value = teacher_learning_gradients(student, self._weighted, scale,
-                                           teacher_emb.float().to(device), tokens,
-                                           self.micro_batches, device)
+        scale = (
+            self.heads.parallel_logit_scale
+            if self.heads.parallel_logit_scale is not None
+            else torch.zeros((), device=device)
+        )
+        value = teacher_learning_gradients(
+            student,
+            self._weighted,
+            scale,
+            teacher_emb.float().to(device),
+            tokens,
+            self.micro_batches,
+            device,
+        )
         self.last_value = float(value)
         return value
 
 
-def parallel_term(cfg: Config, teachers: list[Teacher], heads: DistillHeads,
-                  groups: GatherGroups | None, rank: int, world_size: int
-                  ) -> tuple[ParallelTextTerm | None, dict]:
+def parallel_term(
+    cfg: Config,
+    teachers: list[Teacher],
+    heads: DistillHeads,
+    groups: GatherGroups | None,
+    rank: int,
+    world_size: int,
+) -> tuple[ParallelTextTerm | None, dict]:
     """The term of ``cfg.distill`` (None when ``parallel_weight`` is 0) with the first online
     teacher, and what reading the TSV found: {"pairs", "skipped", "teacher"}."""
     if cfg.distill.parallel_weight <= 0:

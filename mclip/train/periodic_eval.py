@@ -49,8 +49,13 @@ BEST_FILE = "best.json"
 MEAN = "mean"
 _TMP, _OLD = ".tmp-best", ".old-best"
 _PATH_KEYS = ("images", "class_texts", "prompts", "captions", "sentences")
-_K_OF = {"zeroshot_classification": "top_k", "retrieval": "recall_at",
-         "bitext_retrieval": "top_k", "image_to_image": "recall_at", "text_to_text": "recall_at"}
+_K_OF = {
+    "zeroshot_classification": "top_k",
+    "retrieval": "recall_at",
+    "bitext_retrieval": "top_k",
+    "image_to_image": "recall_at",
+    "text_to_text": "recall_at",
+}
 
 
 def task_headline(task: Task) -> list[str]:
@@ -79,8 +84,10 @@ def metric_names(suite: Suite) -> list[str]:
     means = [f"{MEAN}/{metric}" for metric, tasks in tasks_of.items() if len(tasks) > 1]
     clash = [name for name in means if name in names]
     if clash:
-        raise ConfigError(f"suite '{suite.name}' has a task named '{MEAN}', which clashes with "
-                          f"the mean over tasks ({', '.join(clash)}); rename the task")
+        raise ConfigError(
+            f"suite '{suite.name}' has a task named '{MEAN}', which clashes with "
+            f"the mean over tasks ({', '.join(clash)}); rename the task"
+        )
     return names + means
 
 
@@ -96,8 +103,11 @@ def headline_numbers(results: dict, names: list[str] | None = None) -> dict[str,
         for metric, value in language_means(task, keys).get("all", {}).items():
             numbers[f"{name}/{metric}"] = float(value)
             per_metric.setdefault(metric, []).append(float(value))
-    means = {f"{MEAN}/{metric}": sum(values) / len(values) for metric, values in per_metric.items()
-             if names is not None or len(values) > 1}
+    means = {
+        f"{MEAN}/{metric}": sum(values) / len(values)
+        for metric, values in per_metric.items()
+        if names is not None or len(values) > 1
+    }
     for key, value in means.items():  # a task named 'mean' is refused by metric_names
         numbers.setdefault(key, value)
     if names is None:
@@ -113,12 +123,17 @@ def check_suite_paths(suite: Suite, suite_path: str, data_root: str) -> None:
             for part in filter(None, (p.strip() for p in str(getattr(task, key, "")).split(","))):
                 if any(ch in part for ch in "{*?") or Path(part).exists():
                     continue
-                root = (f"'{data_root}'" if data_root
-                        else f"empty, so the suite's own '{suite.data_root}'")
-                raise ConfigError(f"eval.suite '{suite_path}', task '{task.name}': {key} '{part}' "
-                                  f"does not exist; config key 'eval.data_root' ({root}) must be "
-                                  f"the folder holding the suite's data (e.g. the output of "
-                                  f"'mclip data demo' for eval_suites/demo.yaml)")
+                root = (
+                    f"'{data_root}'"
+                    if data_root
+                    else f"empty, so the suite's own '{suite.data_root}'"
+                )
+                raise ConfigError(
+                    f"eval.suite '{suite_path}', task '{task.name}': {key} '{part}' "
+                    f"does not exist; config key 'eval.data_root' ({root}) must be "
+                    f"the folder holding the suite's data (e.g. the output of "
+                    f"'mclip data demo' for eval_suites/demo.yaml)"
+                )
 
 
 def write_best(out_dir: str | Path, model: DualEncoder, cfg: Config, record: dict) -> Path:
@@ -205,9 +220,11 @@ class TrainingEvaluator:
         check_suite_paths(suite, ev.suite, ev.data_root)
         self.suite, self.names = suite, metric_names(suite)
         if not self.names:
-            raise ConfigError(f"eval.suite '{ev.suite}' reports no headline metric to pick the "
-                              f"best checkpoint by (its tasks ask for none of acc@1 / acc@5 / "
-                              f"R@1 / R@5 ...); add one to a task's top_k or recall_at")
+            raise ConfigError(
+                f"eval.suite '{ev.suite}' reports no headline metric to pick the "
+                f"best checkpoint by (its tasks ask for none of acc@1 / acc@5 / "
+                f"R@1 / R@5 ...); add one to a task's top_k or recall_at"
+            )
         self.metric = ev.metric or self.names[0]
         if self.metric not in self.names:
             raise ConfigError(self._unknown_metric(self.names, f"suite '{ev.suite}'"))
@@ -221,9 +238,11 @@ class TrainingEvaluator:
     def _unknown_metric(self, valid: list[str], where: str) -> str:
         close = difflib.get_close_matches(self.metric, valid, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        return (f"config key 'eval.metric' is '{self.metric}', which is not a headline number of "
-                f"{where}.{hint} Valid: {', '.join(valid)} (TASK/METRIC is the mean over the "
-                f"task's languages; mean/METRIC the mean over tasks)")
+        return (
+            f"config key 'eval.metric' is '{self.metric}', which is not a headline number of "
+            f"{where}.{hint} Valid: {', '.join(valid)} (TASK/METRIC is the mean over the "
+            f"task's languages; mean/METRIC the mean over tasks)"
+        )
 
     def due(self, step: int) -> bool:
         """Whether to evaluate after ``step`` completed steps: every ``eval.every`` steps and
@@ -239,17 +258,25 @@ class TrainingEvaluator:
         a task whose languages all have fewer than 5 classes).
         """
         if not self.enabled:
-            raise ConfigError("evaluation during training is off (eval.suite empty or "
-                              "eval.every 0)")
+            raise ConfigError(
+                "evaluation during training is off (eval.suite empty or eval.every 0)"
+            )
         ev = self.cfg.eval
         modes = [(module, module.training) for module in model.modules()]
         rng = rng_state()
         adapter = NativeAdapter(model, self.cfg, name=f"{self.out_dir} step {step}")
         try:
             with torch.no_grad():
-                results = run_suite(adapter, self.suite, device=model.logit_scale.device,
-                                    batch_size=ev.batch_size, limit=ev.limit,
-                                    bootstrap=ev.bootstrap, seed=0, ranks=self.ranks)
+                results = run_suite(
+                    adapter,
+                    self.suite,
+                    device=model.logit_scale.device,
+                    batch_size=ev.batch_size,
+                    limit=ev.limit,
+                    bootstrap=ev.bootstrap,
+                    seed=0,
+                    ranks=self.ranks,
+                )
         finally:
             for module, training in modes:
                 module.train(training)
@@ -257,13 +284,23 @@ class TrainingEvaluator:
         numbers = self.ranks.broadcast(headline_numbers(results, self.names))
         self.last_results = results
         if self.metric not in numbers:
-            raise ConfigError(self._unknown_metric(
-                list(numbers), f"what suite '{ev.suite}' produced at step {step} (the metric has "
-                               f"no value in any language)"))
+            raise ConfigError(
+                self._unknown_metric(
+                    list(numbers),
+                    f"what suite '{ev.suite}' produced at step {step} (the metric has "
+                    f"no value in any language)",
+                )
+            )
         return numbers
 
-    def keep_best(self, model: DualEncoder, cfg: Config, step: int, value: float,
-                  numbers: dict[str, float] | None = None) -> bool:
+    def keep_best(
+        self,
+        model: DualEncoder,
+        cfg: Config,
+        step: int,
+        value: float,
+        numbers: dict[str, float] | None = None,
+    ) -> bool:
         """Whether ``value`` (of ``metric``, at ``step``) beats the best so far (strictly; NaN
         never does). If so, and ``eval.keep_best``, rank 0 writes ``model`` (saved with ``cfg``)
         to ``OUT_DIR/best/`` atomically with ``best.json`` {metric, value, step, numbers}; the
@@ -274,8 +311,17 @@ class TrainingEvaluator:
             return False
         if self.cfg.eval.keep_best and self.ranks.is_main:
             suite = self.suite.name if self.suite is not None else ""
-            write_best(self.out_dir, model, cfg, {"metric": self.metric, "value": value,
-                                                  "step": step, "suite": suite,
-                                                  "numbers": dict(numbers or {})})
+            write_best(
+                self.out_dir,
+                model,
+                cfg,
+                {
+                    "metric": self.metric,
+                    "value": value,
+                    "step": step,
+                    "suite": suite,
+                    "numbers": dict(numbers or {}),
+                },
+            )
         self.best_value, self.best_step = value, step
         return True

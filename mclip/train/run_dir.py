@@ -60,9 +60,11 @@ class RunLock:
             except OSError as error:
                 held = error.errno in (errno.EACCES, errno.EAGAIN)
                 if held or (previous and _alive_on_this_host(previous)):
-                    raise ConfigError(f"train.out_dir '{self.path.parent}' is in use by another "
-                                      f"run ({_describe(previous)}); wait for it to end or stop "
-                                      f"it, or choose another train.out_dir") from None
+                    raise ConfigError(
+                        f"train.out_dir '{self.path.parent}' is in use by another "
+                        f"run ({_describe(previous)}); wait for it to end or stop "
+                        f"it, or choose another train.out_dir"
+                    ) from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(_holder()).encode(), 0)
             os.fsync(fd)
@@ -87,8 +89,12 @@ class RunLock:
 
 
 def _holder() -> dict:
-    return {"pid": os.getpid(), "host": socket.gethostname(),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)[:300]}
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": " ".join(sys.argv)[:300],
+    }
 
 
 def _read_holder(fd: int) -> dict:
@@ -118,14 +124,17 @@ def _alive_on_this_host(holder: dict) -> bool:
 def _describe(holder: dict) -> str:
     if not holder or "pid" not in holder:
         return "its lock file names no holder"
-    return (f"pid {holder['pid']} on host {holder.get('host', '?')}, started "
-            f"{holder.get('started', '?')}: {holder.get('command', '')}".rstrip(": "))
+    return (
+        f"pid {holder['pid']} on host {holder.get('host', '?')}, started "
+        f"{holder.get('started', '?')}: {holder.get('command', '')}".rstrip(": ")
+    )
 
 
 @dataclass
 class Run:
     """What a trainer starts from: its directory, device, ranks, and a stale lock it took over
     (the earlier holder, or None) for the log."""
+
     out_dir: Path
     device: torch.device
     ctx: DistContext
@@ -138,8 +147,9 @@ def open_run(cfg: Config, resume: bool, overwrite: bool) -> Iterator[Run]:
     device, ranks, a writable and locked folder, an earlier run kept (``resume``) or cleared
     (``overwrite``). Every rank raises the same way when rank 0 cannot claim the folder."""
     out_dir = Path(cfg.train.out_dir)
-    device = resolve_device(distributed_device(cfg.train.device,
-                                               int(os.environ.get("LOCAL_RANK", "0"))))
+    device = resolve_device(
+        distributed_device(cfg.train.device, int(os.environ.get("LOCAL_RANK", "0")))
+    )
     if device.type == "cuda":
         torch.cuda.set_device(device)
     ctx = init_distributed(cfg, device)
@@ -152,8 +162,9 @@ def open_run(cfg: Config, resume: bool, overwrite: bool) -> Iterator[Run]:
             problem = error
     try:
         if any_rank(problem is not None, ctx, device):
-            raise problem or ConfigError(f"rank 0 could not claim train.out_dir '{out_dir}' "
-                                         f"(its message says why)")
+            raise problem or ConfigError(
+                f"rank 0 could not claim train.out_dir '{out_dir}' (its message says why)"
+            )
         prepare_out_dir(out_dir, resume, overwrite, remove=ctx.is_main)
         if ctx.world_size > 1:
             torch.distributed.barrier()
@@ -165,5 +176,8 @@ def open_run(cfg: Config, resume: bool, overwrite: bool) -> Iterator[Run]:
 def log_taken_over(logger, run: Run) -> None:
     """A ``stale_lock_taken_over`` record when the run took over a dead run's lock."""
     if run.taken_over:
-        logger.event("stale_lock_taken_over", previous=run.taken_over,
-                     note="the earlier holder ended without releasing train.out_dir's lock")
+        logger.event(
+            "stale_lock_taken_over",
+            previous=run.taken_over,
+            note="the earlier holder ended without releasing train.out_dir's lock",
+        )

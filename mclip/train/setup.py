@@ -11,7 +11,8 @@ import torch
 from mclip.config import Config, ConfigError, InheritConfig
 from mclip.models.dual import CONFIG_FILE, DualEncoder, saved_sources
 from mclip.models.inherit import inherit_towers
-from mclip.train.checkpoint import TRAINER_FILE, newest_intact_checkpoint
+from mclip.models.checkpoints import newest_intact_checkpoint
+from mclip.train.checkpoint import TRAINER_FILE
 
 
 def resolve_device(name: str) -> torch.device:
@@ -19,8 +20,10 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"config key 'train.device' is '{name}' but no CUDA device is visible; "
-                          f"use train.device=cpu or auto")
+        raise ConfigError(
+            f"config key 'train.device' is '{name}' but no CUDA device is visible; "
+            f"use train.device=cpu or auto"
+        )
     return torch.device(name)
 
 
@@ -43,13 +46,21 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
     for param in model.parameters():
         if param.requires_grad:
             (decay if param.ndim >= 2 else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": cfg.train.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": cfg.train.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     params = decay + no_decay
-    fused = bool(params) and all(p.device.type in ("cuda", "cpu") and p.is_floating_point()
-                                 for p in params)
-    return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=tuple(cfg.train.betas),
-                             eps=cfg.train.eps, fused=fused or None)
+    fused = bool(params) and all(
+        p.device.type in ("cuda", "cpu") and p.is_floating_point() for p in params
+    )
+    return torch.optim.AdamW(
+        groups,
+        lr=cfg.train.lr,
+        betas=tuple(cfg.train.betas),
+        eps=cfg.train.eps,
+        fused=fused or None,
+    )
 
 
 def compile_towers(model: DualEncoder) -> None:
@@ -68,11 +79,13 @@ def inherit_from(model: DualEncoder, cfg: InheritConfig) -> dict[str, dict]:
     from mclip.models.adapters.native import load_native
 
     if str(cfg.from_model).startswith(("open_clip:", "hf:")):
-        raise ConfigError(f"model.inherit.from_model={cfg.from_model!r}: weights are inherited "
-                          f"from an mclip run or checkpoint directory only (open_clip and Hugging "
-                          f"Face towers name their layers differently); use that model as a "
-                          f"teacher in distill.teachers instead, or inherit from an mclip "
-                          f"composite of it (model.image.name: {cfg.from_model.split(':')[0]}:...)")
+        raise ConfigError(
+            f"model.inherit.from_model={cfg.from_model!r}: weights are inherited "
+            f"from an mclip run or checkpoint directory only (open_clip and Hugging "
+            f"Face towers name their layers differently); use that model as a "
+            f"teacher in distill.teachers instead, or inherit from an mclip "
+            f"composite of it (model.image.name: {cfg.from_model.split(':')[0]}:...)"
+        )
     teacher = load_native(cfg.from_model).model
     return inherit_towers(model, teacher, cfg.every, cfg.towers)
 
@@ -85,9 +98,11 @@ def resume_point(out_dir: Path, resume: bool) -> tuple[Path | None, list[tuple[P
     resumed_from, damaged = newest_intact_checkpoint(out_dir, required=(CONFIG_FILE, TRAINER_FILE))
     if resumed_from is None:
         found = "; ".join(f"{path.name}: {problem}" for path, problem in damaged[:3])
-        raise ConfigError(f"--resume: no {'intact ' if damaged else ''}checkpoint in "
-                          f"'{out_dir}/checkpoints'{f' ({found})' if found else ''}; start "
-                          f"without --resume, or point train.out_dir at the run to continue")
+        raise ConfigError(
+            f"--resume: no {'intact ' if damaged else ''}checkpoint in "
+            f"'{out_dir}/checkpoints'{f' ({found})' if found else ''}; start "
+            f"without --resume, or point train.out_dir at the run to continue"
+        )
     return resumed_from, damaged
 
 
@@ -105,5 +120,9 @@ def build_model(cfg: Config, resumed_from: Path | None) -> tuple[DualEncoder, di
 def log_damaged_checkpoints(logger, damaged: list[tuple[Path, str]], resumed_from: Path) -> None:
     """One ``checkpoint_damaged`` record per checkpoint :func:`resume_point` passed over."""
     for path, problem in damaged:
-        logger.event("checkpoint_damaged", checkpoint=str(path), problem=problem,
-                     note=f"passed over: resumed from {resumed_from.name}, the newest intact one")
+        logger.event(
+            "checkpoint_damaged",
+            checkpoint=str(path),
+            problem=problem,
+            note=f"passed over: resumed from {resumed_from.name}, the newest intact one",
+        )

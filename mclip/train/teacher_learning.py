@@ -32,8 +32,13 @@ from mclip.models.adapters import load_model
 from mclip.models.composite import composite_config, load_image_tower
 from mclip.models.dual import DualEncoder
 from mclip.train.checkpoint import checkpoint_dir, rng_state, save_checkpoint
-from mclip.train.distributed import (any_rank, average_gradients, broadcast_parameters,
-                                     rank_digests, shutdown_distributed)
+from mclip.train.distributed import (
+    any_rank,
+    average_gradients,
+    broadcast_parameters,
+    rank_digests,
+    shutdown_distributed,
+)
 from mclip.train.faults import StopRequest, TrainingInterrupted, restore_or_explain
 from mclip.train.gradcache import gradient_cache_backward
 from mclip.train.logger import TrainLogger
@@ -55,11 +60,13 @@ class TeacherLearningObjective:
 
     def __init__(self, kind: str, chunk: int = 1024, groups: GatherGroups | None = None):
         self.kind, self.groups = kind, groups
-        self.contrastive = ContrastiveObjective(LossConfig(kind="infonce", chunk_size=chunk),
-                                                groups)
+        self.contrastive = ContrastiveObjective(
+            LossConfig(kind="infonce", chunk_size=chunk), groups
+        )
 
-    def __call__(self, teacher_emb: torch.Tensor, student_emb: torch.Tensor,
-                 logit_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, teacher_emb: torch.Tensor, student_emb: torch.Tensor, logit_scale: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.kind == "infonce":
             return self.contrastive(teacher_emb, student_emb, logit_scale, None, None)
         world = 1 if self.groups is None else self.groups.world_size
@@ -70,10 +77,15 @@ class TeacherLearningObjective:
         return share * world, value
 
 
-def teacher_learning_gradients(model: DualEncoder, objective: TeacherLearningObjective,
-                               logit_scale: torch.Tensor, teacher_emb: torch.Tensor,
-                               tokens: dict[str, torch.Tensor], micro_batches: int,
-                               device: torch.device) -> torch.Tensor:
+def teacher_learning_gradients(
+    model: DualEncoder,
+    objective: TeacherLearningObjective,
+    logit_scale: torch.Tensor,
+    teacher_emb: torch.Tensor,
+    tokens: dict[str, torch.Tensor],
+    micro_batches: int,
+    device: torch.device,
+) -> torch.Tensor:
     """Accumulate this rank's gradient of one step into ``.grad``; return the global loss.
 
     ``teacher_emb`` [n, d] the teacher's source embeddings, ``tokens`` the student's
@@ -83,8 +95,9 @@ def teacher_learning_gradients(model: DualEncoder, objective: TeacherLearningObj
     value: list[torch.Tensor] = []
 
     def encode(piece: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        student = model.encode_text({"input_ids": piece["input_ids"],
-                                     "attention_mask": piece["attention_mask"]})
+        student = model.encode_text(
+            {"input_ids": piece["input_ids"], "attention_mask": piece["attention_mask"]}
+        )
         return piece["teacher"], student.float()
 
     def loss_fn(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
@@ -117,18 +130,23 @@ def pair_order(n_pairs: int, seed: int, step: int, batch: int) -> list[int]:
         epoch, offset = divmod(start + len(out), n_pairs)
         order = list(range(n_pairs))
         random.Random(f"{seed}/parallel/{epoch}").shuffle(order)
-        out.extend(order[offset:offset + batch - len(out)])
+        out.extend(order[offset : offset + batch - len(out)])
     return out
 
 
-def train_teacher_learning(cfg: Config, run: Run, resume: bool = False, quiet: bool = False
-                           ) -> Path:
+def train_teacher_learning(
+    cfg: Config, run: Run, resume: bool = False, quiet: bool = False
+) -> Path:
     """Teach the student's text tower the teacher's text space (module docstring) in the run
     directory :func:`mclip.train.run_dir.open_run` claimed; returns the final checkpoint
     directory. The run directory's layout, logs and ``--resume`` are those of
     :func:`mclip.train.trainer.train` (which calls this); ``train.batch_size`` counts pairs."""
-    from mclip.train.setup import (build_model, build_optimizer, log_damaged_checkpoints,
-                                   resume_point)
+    from mclip.train.setup import (
+        build_model,
+        build_optimizer,
+        log_damaged_checkpoints,
+        resume_point,
+    )
 
     learning, out_dir, device, ctx = cfg.teacher_learning, run.out_dir, run.device, run.ctx
     if cfg.train.threads or device.type == "cpu":
@@ -142,10 +160,12 @@ def train_teacher_learning(cfg: Config, run: Run, resume: bool = False, quiet: b
     if learning.image_tower_from_teacher:
         cfg, image_weights = composite_config(cfg, teacher)
     elif int(teacher.embed_dim) != cfg.model.embed_dim:
-        raise ConfigError(f"teacher_learning: model.embed_dim is {cfg.model.embed_dim} but the "
-                          f"teacher '{learning.teacher}' embeds in {teacher.embed_dim} dimensions; "
-                          f"the student's text embedding is compared with the teacher's directly, "
-                          f"so set model.embed_dim={teacher.embed_dim}")
+        raise ConfigError(
+            f"teacher_learning: model.embed_dim is {cfg.model.embed_dim} but the "
+            f"teacher '{learning.teacher}' embeds in {teacher.embed_dim} dimensions; "
+            f"the student's text embedding is compared with the teacher's directly, "
+            f"so set model.embed_dim={teacher.embed_dim}"
+        )
 
     resumed_from, damaged = resume_point(out_dir, resume)
     model, inherited = build_model(cfg, resumed_from)
@@ -155,13 +175,17 @@ def train_teacher_learning(cfg: Config, run: Run, resume: bool = False, quiet: b
     model.logit_scale.requires_grad_(False)
     model.logit_bias.requires_grad_(False)
     with torch.random.fork_rng(devices=[]):
-        scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07), device=device),
-                                   requires_grad=learning.loss == "infonce")
+        scale = torch.nn.Parameter(
+            torch.tensor(math.log(1 / 0.07), device=device),
+            requires_grad=learning.loss == "infonce",
+        )
     trained = torch.nn.ModuleList([model])
     trained.register_parameter("pair_logit_scale", scale)
     optimizer = build_optimizer(trained, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(
-        s, cfg.train.steps, cfg.train.warmup_steps, cfg.train.min_lr_ratio))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: warmup_cosine(s, cfg.train.steps, cfg.train.warmup_steps, cfg.train.min_lr_ratio),
+    )
     start_step = 0
     if resumed_from is not None:
         state = restore_or_explain(resumed_from, model, optimizer, scheduler, device, cfg)
@@ -172,12 +196,26 @@ def train_teacher_learning(cfg: Config, run: Run, resume: bool = False, quiet: b
         broadcast_parameters(trained)
     objective = TeacherLearningObjective(learning.loss, cfg.loss.chunk_size, ctx.groups)
     evaluator = TrainingEvaluator(cfg, ctx, resume=resume)
-    logger = TrainLogger(out_dir, cfg.train.steps, start_step, quiet=quiet, enabled=ctx.is_main,
-                         append=resumed_from is not None)
-    logger.event("resume" if resumed_from else "start", step=start_step, device=str(device),
-                 mode="teacher_learning", teacher=learning.teacher, pairs=len(pairs),
-                 skipped=skipped, world_size=ctx.world_size, config=cfg.to_dict(),
-                 trainable=sum(p.numel() for p in trained.parameters() if p.requires_grad))
+    logger = TrainLogger(
+        out_dir,
+        cfg.train.steps,
+        start_step,
+        quiet=quiet,
+        enabled=ctx.is_main,
+        append=resumed_from is not None,
+    )
+    logger.event(
+        "resume" if resumed_from else "start",
+        step=start_step,
+        device=str(device),
+        mode="teacher_learning",
+        teacher=learning.teacher,
+        pairs=len(pairs),
+        skipped=skipped,
+        world_size=ctx.world_size,
+        config=cfg.to_dict(),
+        trainable=sum(p.numel() for p in trained.parameters() if p.requires_grad),
+    )
     log_damaged_checkpoints(logger, damaged, resumed_from)
     log_taken_over(logger, run)
     if inherited is not None:
@@ -190,38 +228,60 @@ def train_teacher_learning(cfg: Config, run: Run, resume: bool = False, quiet: b
     with StopRequest() as stop:  # SIGTERM / SIGINT: finish the step, write a checkpoint
         for step in range(start_step, cfg.train.steps):
             rows = pair_order(len(pairs), cfg.train.seed, step, cfg.train.batch_size)
-            rows = rows[ctx.rank * local:(ctx.rank + 1) * local]
+            rows = rows[ctx.rank * local : (ctx.rank + 1) * local]
             with torch.no_grad():
                 teacher_emb = teacher.encode_text([pairs[i][0] for i in rows]).float().to(device)
-            tokens = {k: v.to(device)
-                      for k, v in model.tokenize([pairs[i][1] for i in rows]).items()}
+            tokens = {
+                k: v.to(device) for k, v in model.tokenize([pairs[i][1] for i in rows]).items()
+            }
             optimizer.zero_grad(set_to_none=True)
-            loss = teacher_learning_gradients(model, objective, scale, teacher_emb, tokens,
-                                              cfg.train.micro_batches, device)
+            loss = teacher_learning_gradients(
+                model, objective, scale, teacher_emb, tokens, cfg.train.micro_batches, device
+            )
             if ctx.world_size > 1:
                 average_gradients(trained, ctx.world_size)
-            grad_norm = torch.nn.utils.clip_grad_norm_(trained.parameters(),
-                                                       cfg.train.grad_clip or math.inf)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                trained.parameters(), cfg.train.grad_clip or math.inf
+            )
             if not bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
-                raise ConfigError(f"teacher learning step {step + 1} gave a NaN/inf loss; lower "
-                                  f"train.lr (now {cfg.train.lr})")
+                raise ConfigError(
+                    f"teacher learning step {step + 1} gave a NaN/inf loss; lower "
+                    f"train.lr (now {cfg.train.lr})"
+                )
             optimizer.step()
             scheduler.step()
             done = step + 1
             logger.advance()
             if done % cfg.train.log_every == 0 or done == cfg.train.steps:
                 now = time.perf_counter()
-                logger.step(done, {"loss": loss.item(), "lr": scheduler.get_last_lr()[0],
-                                   "pairs_per_s": cfg.train.log_every * cfg.train.batch_size
-                                   / max(now - last_log, 1e-9)})
+                logger.step(
+                    done,
+                    {
+                        "loss": loss.item(),
+                        "lr": scheduler.get_last_lr()[0],
+                        "pairs_per_s": cfg.train.log_every
+                        * cfg.train.batch_size
+                        / max(now - last_log, 1e-9),
+                    },
+                )
                 last_log = now
             preempted = any_rank(stop.requested, ctx, device)
             if done % cfg.train.save_every == 0 or done == cfg.train.steps or preempted:
                 if ctx.is_main:
-                    final_dir = save_checkpoint(out_dir, done, model, cfg, {
-                        "step": done, "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "rng": rng_state(),
-                        "pair_logit_scale": scale.detach().cpu()}, keep=cfg.train.keep_checkpoints)
+                    final_dir = save_checkpoint(
+                        out_dir,
+                        done,
+                        model,
+                        cfg,
+                        {
+                            "step": done,
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "rng": rng_state(),
+                            "pair_logit_scale": scale.detach().cpu(),
+                        },
+                        keep=cfg.train.keep_checkpoints,
+                    )
                     logger.event("checkpoint", step=done, path=str(final_dir))
                 else:
                     final_dir = checkpoint_dir(out_dir) / f"step_{done:07d}"
@@ -231,19 +291,33 @@ def train_teacher_learning(cfg: Config, run: Run, resume: bool = False, quiet: b
                 numbers = evaluator.evaluate(model, done)
                 value = numbers[evaluator.metric]
                 new_best = evaluator.keep_best(model, cfg, done, value, numbers)
-                logger.evaluation(done, numbers, metric=evaluator.metric, value=value,
-                                  best=new_best,
-                                  best_step=evaluator.best_step)
+                logger.evaluation(
+                    done,
+                    numbers,
+                    metric=evaluator.metric,
+                    value=value,
+                    best=new_best,
+                    best_step=evaluator.best_step,
+                )
             if preempted:
                 stopped_by = stop.signal_name or "a signal to another rank"
-                logger.event("preempted", step=done, checkpoint=str(final_dir),
-                             note=f"{stopped_by}: checkpoint written; continue with --resume")
+                logger.event(
+                    "preempted",
+                    step=done,
+                    checkpoint=str(final_dir),
+                    note=f"{stopped_by}: checkpoint written; continue with --resume",
+                )
                 break
     digests = rank_digests(model, ctx)
-    logger.event("end", step=done, checkpoint=str(final_dir),
-                 ranks_identical=len(set(digests)) == 1,
-                 best_step=evaluator.best_step, best_value=evaluator.best_value,
-                 stopped_by=stopped_by)
+    logger.event(
+        "end",
+        step=done,
+        checkpoint=str(final_dir),
+        ranks_identical=len(set(digests)) == 1,
+        best_step=evaluator.best_step,
+        best_value=evaluator.best_value,
+        stopped_by=stopped_by,
+    )
     logger.close()
     shutdown_distributed(ctx)
     if stopped_by == "SIGINT":

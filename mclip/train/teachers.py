@@ -26,6 +26,7 @@ from mclip.train.setup import autocast_context
 @dataclass
 class Teacher:
     """A frozen teacher (a loaded model, or stored embeddings) and the numbers the losses need."""
+
     name: str
     model: ModelAdapter | None
     store: TeacherEmbeddingStore | None
@@ -62,15 +63,27 @@ def load_teachers(cfg: DistillConfig, device: torch.device) -> list[Teacher]:
             own_bias = float(model.logit_bias) if model.logit_bias is not None else None
         scale = entry.logit_scale if entry.logit_scale is not None else own_scale
         bias = entry.logit_bias if entry.logit_bias is not None else (own_bias or 0.0)
-        teachers.append(Teacher(entry.model or entry.embeddings, model, store, float(scale),
-                                float(bias), entry.weight))
+        teachers.append(
+            Teacher(
+                entry.model or entry.embeddings,
+                model,
+                store,
+                float(scale),
+                float(bias),
+                entry.weight,
+            )
+        )
     return teachers
 
 
 @torch.no_grad()
-def embed_batch(teachers: Sequence[Teacher], batch: dict, device: torch.device,
-                batch_size: int = 256, precision: str = "auto"
-                ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def embed_batch(
+    teachers: Sequence[Teacher],
+    batch: dict,
+    device: torch.device,
+    batch_size: int = 256,
+    precision: str = "auto",
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Each teacher's normalised (image [N, d_k], text [M, d_k]) float32 embeddings of a
     training-stream batch, on ``device``.
 
@@ -83,15 +96,29 @@ def embed_batch(teachers: Sequence[Teacher], batch: dict, device: torch.device,
     texts = batch["texts"]
     for teacher in teachers:
         if teacher.store is not None:
-            images, text = teacher.store.lookup(batch["shards"], batch["keys"],
-                                                batch["image_hashes"], batch["flipped"], texts,
-                                                batch["languages"], batch["text_to_image"])
+            images, text = teacher.store.lookup(
+                batch["shards"],
+                batch["keys"],
+                batch["image_hashes"],
+                batch["flipped"],
+                texts,
+                batch["languages"],
+                batch["text_to_image"],
+            )
         else:
             pixels = next(online).to(device)
             with autocast_context(device, precision):
-                images = torch.cat([teacher.model.encode_image(pixels[i:i + batch_size])
-                                    for i in range(0, pixels.shape[0], batch_size)])
-                text = torch.cat([teacher.model.encode_text(texts[i:i + batch_size])
-                                  for i in range(0, len(texts), batch_size)])
+                images = torch.cat(
+                    [
+                        teacher.model.encode_image(pixels[i : i + batch_size])
+                        for i in range(0, pixels.shape[0], batch_size)
+                    ]
+                )
+                text = torch.cat(
+                    [
+                        teacher.model.encode_text(texts[i : i + batch_size])
+                        for i in range(0, len(texts), batch_size)
+                    ]
+                )
         out.append((images.float().to(device), text.float().to(device)))
     return out

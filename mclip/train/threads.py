@@ -12,19 +12,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mclip.cpus import (CGROUP_ROOT, OWN_CGROUP, cgroup_cpu_quota,  # noqa: F401
-                        usable_cpus)
+from mclip.cpus import (
+    CGROUP_ROOT,
+    OWN_CGROUP,
+    cgroup_cpu_quota,  # noqa: F401
+    usable_cpus,
+)
 
 
-def training_threads(requested: int, torch_default: int, root: Path = CGROUP_ROOT,
-                     membership: Path = OWN_CGROUP) -> int:
+def training_threads(
+    requested: int, torch_default: int, root: Path = CGROUP_ROOT, membership: Path = OWN_CGROUP
+) -> int:
     """``requested`` (train.threads) when > 0, else torch's default capped by the usable CPUs."""
-    return (requested if requested > 0
-            else max(1, min(torch_default, usable_cpus(root, membership))))
+    return requested if requested > 0 else max(1, min(torch_default, usable_cpus(root, membership)))
 
 
-def data_workers(device_type: str, threads: int, local_ranks: int = 1, root: Path = CGROUP_ROOT,
-                 membership: Path = OWN_CGROUP) -> int:
+def data_workers(
+    device_type: str,
+    threads: int,
+    local_ranks: int = 1,
+    root: Path = CGROUP_ROOT,
+    membership: Path = OWN_CGROUP,
+) -> int:
     """DataLoader workers per rank for ``data.num_workers: auto``.
 
     CPU training: the CPUs torch's threads leave free, at most 4; 0 when none is free. A worker

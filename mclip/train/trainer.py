@@ -10,73 +10,48 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from mclip.config import Config, ConfigError
-from mclip.data.curation import score_filter
-from mclip.data.pipeline import Source, TrainStream
-from mclip.data.shards import DataError
-from mclip.data.sources import build_sources, sources_digest
-from mclip.losses.distill_objective import DistillationObjective, DistillHeads
-from mclip.losses.matryoshka import MatryoshkaObjective
-from mclip.losses.objective import ContrastiveObjective
+from mclip.data.sources import build_sources
 from mclip.train.batchnorm import set_batchnorm_eval
+from mclip.train.batches import data_layout, next_batch, training_batches
 from mclip.train.checkpoint import checkpoint_dir, rng_state, save_checkpoint
-from mclip.train.distributed import (any_rank, average_gradients, broadcast_parameters,
-                                     merge_over_ranks, rank_digests, shutdown_distributed,
-                                     sum_counts)
-from mclip.train.faults import (StopRequest, TrainingError, TrainingInterrupted,
-                                ignore_stop_signals, restore_or_explain)
+from mclip.train.distributed import (
+    any_rank,
+    average_gradients,
+    broadcast_parameters,
+    drain_counts,
+    merge_over_ranks,
+    rank_digests,
+    shutdown_distributed,
+    sum_counts,
+)
+from mclip.train.faults import (
+    StopRequest,
+    TrainingError,
+    TrainingInterrupted,
+    restore_or_explain,
+)
 from mclip.train.logger import TrainLogger
+from mclip.train.objectives import build_objective
 from mclip.train.parallel_term import parallel_term
 from mclip.train.periodic_eval import TrainingEvaluator
 from mclip.train.schedule import warmup_cosine
 from mclip.train.run_dir import Run, log_taken_over, open_run
-from mclip.train.setup import (build_model, build_optimizer, compile_towers,
-                               log_damaged_checkpoints, resume_point)
-from mclip.train.step import step_gradients
+from mclip.train.setup import (
+    build_model,
+    build_optimizer,
+    compile_towers,
+    log_damaged_checkpoints,
+    resume_point,
+)
+from mclip.train.step import step_gradients, step_seed
 from mclip.train.teachers import embed_batch, load_teachers
 from mclip.train.threads import data_workers, training_threads
 
 
-def step_seed(seed: int, rank: int, step: int) -> int:
-    """The torch seed of one rank's step (dropout etc.): a function of the step, not of the
-    history, so a resumed run draws what the uninterrupted run drew."""
-    return int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
-
-
-def data_layout(cfg: Config, sources: list[Source], world_size: int) -> dict:
-    """What the data order depends on besides the seed: a resumed run replays the stream from
-    the saved reader positions only when this is unchanged."""
-    return {"sources": sources_digest(sources),
-            "readers": world_size * max(cfg.data.num_workers, 1), "seed": cfg.train.seed,
-            "batch": cfg.train.batch_size, "shuffle_buffer": cfg.data.shuffle_buffer,
-            "language_temperature": cfg.data.language_temperature,
-            "captions_per_image": cfg.data.captions_per_image, "augment": cfg.data.augment,
-            "language_policy": [cfg.data.language_policy, cfg.data.languages,
-                                sorted(cfg.data.language_weights.items())]}
-
-
-def drain_counts(counts: Counter, ctx) -> dict:
-    """``counts`` summed over ranks (a collective), most frequent first; ``counts`` is cleared."""
-    total = sum_counts(counts, ctx)
-    counts.clear()
-    return dict(sorted(total.items(), key=lambda kv: -kv[1]))
-
-
-def _next_batch(batches) -> dict:
-    """The next batch; a DataError raised in a DataLoader worker comes back as one line."""
-    try:
-        return next(batches)
-    except DataError as error:
-        last = str(error).strip().splitlines()[-1]
-        raise DataError(last.split("DataError: ", 1)[-1]) from None
-
-
-def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: bool = False
-          ) -> Path:
+def train(cfg: Config, resume: bool = False, quiet: bool = False, overwrite: bool = False) -> Path:
     """Train a DualEncoder as ``cfg`` says; returns the final checkpoint directory.
 
     Runs as one process, or as one rank of a ``torchrun`` launch (then ``train.batch_size`` is
@@ -106,16 +81,18 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
         torch.set_num_threads(training_threads(cfg.train.threads, torch.get_num_threads()))
     if cfg.data.num_workers == "auto":  # resolved once: config.yaml records the number used
         cfg = copy.deepcopy(cfg)
-        cfg.data.num_workers = data_workers(device.type, torch.get_num_threads(),
-                                            int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        cfg.data.num_workers = data_workers(
+            device.type, torch.get_num_threads(), int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        )
     torch.manual_seed(cfg.train.seed)
 
     sources, source_records = build_sources(cfg.data, ctx.world_size)
     local_batch = cfg.train.batch_size // ctx.world_size
     if cfg.train.micro_batches > local_batch:
-        raise ConfigError(f"config key 'train.micro_batches' ({cfg.train.micro_batches}) "
-                          f"exceeds the "
-                          f"per-rank batch ({local_batch})")
+        raise ConfigError(
+            f"config key 'train.micro_batches' ({cfg.train.micro_batches}) exceeds the "
+            f"per-rank batch ({local_batch}); lower it, or raise train.batch_size"
+        )
 
     resumed_from, damaged = resume_point(out_dir, resume)
     model, inherited = build_model(cfg, resumed_from)
@@ -128,27 +105,18 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
     for teacher in teachers:
         if teacher.store is not None:
             teacher.store.check_shards([shard for source in sources for shard in source.shards])
-    if teachers:
-        with torch.random.fork_rng(devices=[]):  # the same heads, whatever loading teachers drew
-            torch.manual_seed(cfg.train.seed)
-            heads = DistillHeads(cfg.distill, cfg.model.embed_dim, [t.embed_dim for t in teachers])
-        objective = DistillationObjective(
-            cfg.distill, cfg.loss, heads.to(device), [t.logit_scale for t in teachers],
-            [t.logit_bias for t in teachers], [t.weight for t in teachers], ctx.groups,
-            cfg.dist.gather)
-    else:
-        heads, objective = None, ContrastiveObjective(cfg.loss, ctx.groups, cfg.dist.gather)
-    if cfg.loss.matryoshka_dims:  # the loss of nested prefixes of the embedding too
-        objective = MatryoshkaObjective(objective, cfg.loss.matryoshka_dims,
-                                        cfg.loss.matryoshka_weights)
-    parallel, parallel_info = parallel_term(cfg, teachers, heads, ctx.groups, ctx.rank,
-                                            ctx.world_size)
+    heads, objective = build_objective(cfg, teachers, ctx.groups, device)
+    parallel, parallel_info = parallel_term(
+        cfg, teachers, heads, ctx.groups, ctx.rank, ctx.world_size
+    )
     model.logit_bias.requires_grad_(objective.uses_bias)
     # what the optimizer steps
     trained = model if heads is None else torch.nn.ModuleList([model, heads])
     optimizer = build_optimizer(trained, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(
-        s, cfg.train.steps, cfg.train.warmup_steps, cfg.train.min_lr_ratio))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: warmup_cosine(s, cfg.train.steps, cfg.train.warmup_steps, cfg.train.min_lr_ratio),
+    )
 
     start_step, skipped_total, positions = 0, Counter(), {}
     layout, data_seed = data_layout(cfg, sources, ctx.world_size), cfg.train.seed
@@ -168,27 +136,51 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
     if ctx.world_size > 1:
         broadcast_parameters(model)
 
-    logger = TrainLogger(out_dir, cfg.train.steps, start_step, quiet=quiet, enabled=ctx.is_main,
-                         append=resumed_from is not None)
-    restored = ({"lr": scheduler.get_last_lr()[0], "model_digest": rank_digests(model, ctx)[0]}
-                if resumed_from else {})
-    logger.event("resume" if resumed_from else "start", step=start_step, device=str(device),
-                 checkpoint=str(resumed_from) if resumed_from else None, world_size=ctx.world_size,
-                 parameters=sum(p.numel() for p in model.parameters()), **restored,
-                 threads=torch.get_num_threads(), data_workers=cfg.data.num_workers,
-                 config=cfg.to_dict())
+    logger = TrainLogger(
+        out_dir,
+        cfg.train.steps,
+        start_step,
+        quiet=quiet,
+        enabled=ctx.is_main,
+        append=resumed_from is not None,
+    )
+    restored = (
+        {"lr": scheduler.get_last_lr()[0], "model_digest": rank_digests(model, ctx)[0]}
+        if resumed_from
+        else {}
+    )
+    logger.event(
+        "resume" if resumed_from else "start",
+        step=start_step,
+        device=str(device),
+        checkpoint=str(resumed_from) if resumed_from else None,
+        world_size=ctx.world_size,
+        parameters=sum(p.numel() for p in model.parameters()),
+        **restored,
+        threads=torch.get_num_threads(),
+        data_workers=cfg.data.num_workers,
+        config=cfg.to_dict(),
+    )
     log_damaged_checkpoints(logger, damaged, resumed_from)
     log_taken_over(logger, run)
     if data_seed != cfg.train.seed:
-        logger.event("data_order_restarted", step=start_step,
-                     reason="the data layout (sources, ranks x workers, seed, batch size, shuffle "
-                            "buffer, language sampling, captions per image or augmentation) "
-                            "differs from the checkpoint's, so its reader positions do not apply; "
-                            "the stream restarts from a seed mixed with the step (not exact)",
-                     saved=state.get("data", {}).get("layout"), now=layout)
+        logger.event(
+            "data_order_restarted",
+            step=start_step,
+            reason="the data layout (sources, ranks x workers, seed, batch size, shuffle "
+            "buffer, language sampling, captions per image or augmentation) "
+            "differs from the checkpoint's, so its reader positions do not apply; "
+            "the stream restarts from a seed mixed with the step (not exact)",
+            saved=state.get("data", {}).get("layout"),
+            now=layout,
+        )
     if inherited is not None:
-        logger.event("inherit", source=cfg.model.inherit.from_model, every=cfg.model.inherit.every,
-                     towers=inherited)
+        logger.event(
+            "inherit",
+            source=cfg.model.inherit.from_model,
+            every=cfg.model.inherit.every,
+            towers=inherited,
+        )
     if parallel_info:
         logger.event("parallel_text", **parallel_info)
     if cfg.data.sources:
@@ -197,33 +189,32 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
         logger.event("languages", **source_records["train"]["sampling"])
     if ctx.world_size > 1:
         exact = cfg.dist.gather == "exact"
-        logger.event("gather", mode=cfg.dist.gather, group_size=ctx.groups.group_size,
-                     negatives_per_sample=objective.negatives_per_sample(local_batch),
-                     note="full-batch loss and gradient" if exact else
-                     f"approximate: negatives from the {ctx.groups.group_size} ranks of a group "
-                     f"only, not the global batch of {cfg.train.batch_size}")
+        logger.event(
+            "gather",
+            mode=cfg.dist.gather,
+            group_size=ctx.groups.group_size,
+            negatives_per_sample=objective.negatives_per_sample(local_batch),
+            note="full-batch loss and gradient"
+            if exact
+            else f"approximate: negatives from the {ctx.groups.group_size} ranks of a group "
+            f"only, not the global batch of {cfg.train.batch_size}",
+        )
 
-    stream = TrainStream(sources, model.image_transform(train=False), None, local_batch,
-                         cfg.data.shuffle_buffer, seed=data_seed,
-                         rank=ctx.rank, world_size=ctx.world_size, augment=cfg.data.augment,
-                         default_language=cfg.data.default_language,
-                         language_key=cfg.data.language_key, positions=positions,
-                         batches_done=start_step if positions else 0,
-                         captions_per_image=cfg.data.captions_per_image,
-                         teacher_transforms=[t.image_transform() for t in teachers if t.online],
-                         retries=cfg.data.retries, score_filter=score_filter(cfg.data))
-    loader = DataLoader(stream, batch_size=None, num_workers=cfg.data.num_workers,
-                        worker_init_fn=ignore_stop_signals,
-                        persistent_workers=False,
-                        prefetch_factor=4 if cfg.data.num_workers else None)
-    batches = iter(loader)
+    batches = training_batches(
+        cfg, sources, model, teachers, ctx, seed=data_seed, positions=positions, done=start_step
+    )
 
     def trainer_state(step: int, all_positions: dict) -> dict:
-        return {"step": step, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": rng_state(),
-                "skipped": dict(skipped_total), "bad_steps": dict(bad_steps),
-                "data": {"layout": layout, "positions": all_positions},
-                **({"distill_heads": heads.state_dict()} if heads is not None else {})}
+        return {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_state(),
+            "skipped": dict(skipped_total),
+            "bad_steps": dict(bad_steps),
+            "data": {"layout": layout, "positions": all_positions},
+            **({"distill_heads": heads.state_dict()} if heads is not None else {}),
+        }
 
     def save(step: int) -> Path:  # collective: a failed write stops every rank alike
         collect_skips()
@@ -231,8 +222,14 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
         path, error = checkpoint_dir(out_dir) / f"step_{step:07d}", None
         if ctx.is_main:
             try:
-                save_checkpoint(out_dir, step, model, cfg, trainer_state(step, all_positions),
-                                keep=cfg.train.keep_checkpoints)
+                save_checkpoint(
+                    out_dir,
+                    step,
+                    model,
+                    cfg,
+                    trainer_state(step, all_positions),
+                    keep=cfg.train.keep_checkpoints,
+                )
                 logger.event("checkpoint", step=step, path=str(path))
             except OSError as exc:  # disk full, quota, permissions: the previous one stays
                 error = exc
@@ -241,7 +238,8 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
                 f"could not write the checkpoint of step {step} to '{path}'"
                 f"{f': {error}' if error else ' (on rank 0)'}; the last good checkpoint "
                 f"{f'is {final_dir}' if final_dir else 'does not exist yet'}. Free space (or "
-                f"fix train.out_dir) and run again with --resume") from None
+                f"fix train.out_dir) and run again with --resume"
+            ) from None
         return path
 
     def collect_skips() -> None:  # collective: every rank calls it at the same steps
@@ -257,7 +255,7 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
     final_dir, languages_seen, sources_seen, stopped_by = resumed_from, Counter(), Counter(), None
     with StopRequest() as stop:  # SIGTERM / SIGINT: finish the step, write a checkpoint, exit
         for step in range(start_step, cfg.train.steps):
-            batch = _next_batch(batches)
+            batch = next_batch(batches)
             skipped_local.update(batch["skipped"])
             languages_seen.update(batch["languages"])
             sources_seen.update(batch["sources"])
@@ -268,19 +266,33 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
 
             step_objective = objective
             if teachers:
-                step_objective = functools.partial(objective, teachers=embed_batch(
-                    teachers, batch, device, cfg.eval.batch_size, cfg.train.precision))
+                step_objective = functools.partial(
+                    objective,
+                    teachers=embed_batch(
+                        teachers, batch, device, cfg.eval.batch_size, cfg.train.precision
+                    ),
+                )
             optimizer.zero_grad(set_to_none=True)
-            loss = step_gradients(model, step_objective, images, tokens, cfg.train.micro_batches,
-                                  device, cfg.train.precision, ctx.world_size,
-                                  batch["text_to_image"].to(device))
+            loss = step_gradients(
+                model,
+                step_objective,
+                images,
+                tokens,
+                cfg.train.micro_batches,
+                device,
+                cfg.train.precision,
+                ctx.world_size,
+                batch["text_to_image"].to(device),
+            )
             if parallel is not None:  # teacher learning on parallel text, added before averaging
-                loss = (loss
-                        + cfg.distill.parallel_weight * parallel.add_gradients(model, step, device))
+                loss = loss + cfg.distill.parallel_weight * parallel.add_gradients(
+                    model, step, device
+                )
             if ctx.world_size > 1:
                 average_gradients(trained, ctx.world_size)
-            grad_norm = torch.nn.utils.clip_grad_norm_(trained.parameters(),
-                                                       cfg.train.grad_clip or math.inf)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                trained.parameters(), cfg.train.grad_clip or math.inf
+            )
             done = step + 1
             if bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):  # one device sync
                 optimizer.step()
@@ -288,15 +300,22 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
             else:  # loss and gradient norm are global, so every rank skips the same steps
                 bad_steps["total"] += 1
                 bad_steps["in_row"] += 1
-                logger.event("bad_step", step=done, loss=loss.item(), grad_norm=grad_norm.item(),
-                             in_a_row=bad_steps["in_row"], note="not applied: weights unchanged")
+                logger.event(
+                    "bad_step",
+                    step=done,
+                    loss=loss.item(),
+                    grad_norm=grad_norm.item(),
+                    in_a_row=bad_steps["in_row"],
+                    note="not applied: weights unchanged",
+                )
                 if bad_steps["in_row"] >= cfg.train.max_bad_steps:
                     raise TrainingError(
                         f"stopped at step {done}: {bad_steps['in_row']} steps in a row had a "
                         f"NaN/inf loss or gradient (train.max_bad_steps="
                         f"{cfg.train.max_bad_steps}); the last "
                         f"good checkpoint is {final_dir or 'none (none written yet)'}. Lower "
-                        f"train.lr, check the data, or use train.precision=fp32, then --resume")
+                        f"train.lr, check the data, or use train.precision=fp32, then --resume"
+                    )
             scheduler.step()
             model.clamp_logit_scale()
             if heads is not None:
@@ -307,17 +326,23 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
             if done % cfg.train.log_every == 0 or done == cfg.train.steps:
                 collect_skips()
                 now = time.perf_counter()
-                metrics = {"loss": loss.item(), "lr": scheduler.get_last_lr()[0],
-                           "logit_scale": model.logit_scale.exp().item(),
-                           "samples_per_s": samples_since / max(now - last_log, 1e-9),
-                           "skipped": dict(skipped_total), "bad_steps": bad_steps["total"],
-                           "languages": drain_counts(languages_seen, ctx),
-                           "sources": drain_counts(sources_seen, ctx)}
+                metrics = {
+                    "loss": loss.item(),
+                    "lr": scheduler.get_last_lr()[0],
+                    "logit_scale": model.logit_scale.exp().item(),
+                    "samples_per_s": samples_since / max(now - last_log, 1e-9),
+                    "skipped": dict(skipped_total),
+                    "bad_steps": bad_steps["total"],
+                    "languages": drain_counts(languages_seen, ctx),
+                    "sources": drain_counts(sources_seen, ctx),
+                }
                 if objective.uses_bias:
                     metrics["logit_bias"] = model.logit_bias.item()
                 if teachers or cfg.loss.matryoshka_dims:
-                    metrics["terms"] = {**objective.last_terms,
-                                        **(parallel.terms if parallel else {})}
+                    metrics["terms"] = {
+                        **objective.last_terms,
+                        **(parallel.terms if parallel else {}),
+                    }
                 if cfg.train.grad_clip:
                     metrics["grad_norm"] = grad_norm.item()
                 logger.step(done, metrics)
@@ -331,21 +356,38 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
                 value = numbers[evaluator.metric]
                 new_best = evaluator.keep_best(model, cfg, done, value, numbers)
                 seconds = time.perf_counter() - started
-                logger.evaluation(done, numbers, metric=evaluator.metric, value=value,
-                                  best=new_best,
-                                  best_step=evaluator.best_step, seconds=round(seconds, 3))
+                logger.evaluation(
+                    done,
+                    numbers,
+                    metric=evaluator.metric,
+                    value=value,
+                    best=new_best,
+                    best_step=evaluator.best_step,
+                    seconds=round(seconds, 3),
+                )
                 last_log += seconds  # evaluation time does not count against samples/s
             if preempted:
                 stopped_by = stop.signal_name or "a signal to another rank"
-                logger.event("preempted", step=done, checkpoint=str(final_dir),
-                             note=f"{stopped_by}: checkpoint written; continue with --resume")
+                logger.event(
+                    "preempted",
+                    step=done,
+                    checkpoint=str(final_dir),
+                    note=f"{stopped_by}: checkpoint written; continue with --resume",
+                )
                 break
     digests = rank_digests(model, ctx)  # collective: every rank must end with the same model
-    logger.event("end", step=done if stopped_by else cfg.train.steps, stopped_by=stopped_by,
-                 skipped=dict(skipped_total), bad_steps=bad_steps["total"],
-                 best_step=evaluator.best_step, best_value=evaluator.best_value,
-                 checkpoint=str(final_dir), ranks_identical=len(set(digests)) == 1,
-                 parameter_digests=digests)
+    logger.event(
+        "end",
+        step=done if stopped_by else cfg.train.steps,
+        stopped_by=stopped_by,
+        skipped=dict(skipped_total),
+        bad_steps=bad_steps["total"],
+        best_step=evaluator.best_step,
+        best_value=evaluator.best_value,
+        checkpoint=str(final_dir),
+        ranks_identical=len(set(digests)) == 1,
+        parameter_digests=digests,
+    )
     logger.close()
     shutdown_distributed(ctx)
     if stopped_by == "SIGINT":

@@ -21,8 +21,15 @@ dropped and counted in ``Captions.skipped["empty_caption"]``.
 
 from .babel_imagenet import BabelImageNetTexts
 from .babel_retrieval import BabelRetrievalSet
-from .base import (Captions, ClassTexts, ClassTextSource, ImageItem, ImageSet, RetrievalSet,
-                   file_fingerprint)
+from .base import (
+    Captions,
+    ClassTexts,
+    ClassTextSource,
+    ImageItem,
+    ImageSet,
+    RetrievalSet,
+    file_fingerprint,
+)
 from .caption_shards import CaptionShardSet
 from .clip_benchmark import ClipBenchmarkTexts
 from .csv_captions import CsvCaptionSet
@@ -35,10 +42,31 @@ from .xm3600 import XM3600Set
 from .xtd10 import XTD10Set
 
 __all__ = [
-    "BabelImageNetTexts", "BabelRetrievalSet", "CaptionShardSet", "Captions", "ClassTextSource",
-    "ClassTexts", "ClipBenchmarkTexts", "CsvCaptionSet", "ImageFolderSet", "ImageItem",
-    "ImageSet", "LabelledShardSet", "Multi30kTask1", "Multi30kTask2", "MvlSibTopics",
-    "RetrievalSet", "TopicSentences", "TopicSet", "TsvTopics", "XM3600Set", "XTD10Set",
-    "file_fingerprint", "open_class_texts", "open_image_set", "open_multi30k", "open_retrieval",
+    "BabelImageNetTexts",
+    "BabelRetrievalSet",
+    "CaptionShardSet",
+    "Captions",
+    "ClassTextSource",
+    "ClassTexts",
+    "ClipBenchmarkTexts",
+    "CsvCaptionSet",
+    "ImageFolderSet",
+    "ImageItem",
+    "ImageSet",
+    "LabelledShardSet",
+    "Multi30kTask1",
+    "Multi30kTask2",
+    "MvlSibTopics",
+    "RetrievalSet",
+    "TopicSentences",
+    "TopicSet",
+    "TsvTopics",
+    "XM3600Set",
+    "XTD10Set",
+    "file_fingerprint",
+    "open_class_texts",
+    "open_image_set",
+    "open_multi30k",
+    "open_retrieval",
     "open_topics",
 ]

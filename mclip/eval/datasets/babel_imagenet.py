@@ -49,17 +49,24 @@ def looks_like_babel_labels(data: Any) -> bool:
 class BabelImageNetTexts:
     """Babel-ImageNet class names (and prompts) for every language of a labels file."""
 
-    def __init__(self, labels: str | Path, prompts: str | Path | None = None, n_classes: int = 1000,
-                 extra_templates: Mapping[str, list[str]] | None = None,
-                 dataset: str = "imagenet1k"):
+    def __init__(
+        self,
+        labels: str | Path,
+        prompts: str | Path | None = None,
+        n_classes: int = 1000,
+        extra_templates: Mapping[str, list[str]] | None = None,
+        dataset: str = "imagenet1k",
+    ):
         self.labels_path = Path(labels)
         self.prompts_path = Path(prompts) if prompts is not None else None
         self.n_classes, self.dataset = n_classes, dataset
         self.description = f"Babel-ImageNet labels '{self.labels_path}'"
         data = read_json(self.labels_path, "Babel-ImageNet labels")
         if not isinstance(data, dict) or not data:
-            raise ConfigError(f"Babel-ImageNet labels '{self.labels_path}' must map language codes "
-                              f"to [[class indices], [labels]]")
+            raise ConfigError(
+                f"Babel-ImageNet labels '{self.labels_path}' must map language codes "
+                f"to [[class indices], [labels]]"
+            )
         self._labels = {code: self._check(code, value) for code, value in data.items()}
         self.index = LanguageIndex(self._labels, BABEL_IMAGENET, f"'{self.labels_path}'")
         self._prompts: dict[str, list[str]] = {}
@@ -67,12 +74,16 @@ class BabelImageNetTexts:
         if self.prompts_path is not None:
             table = read_json(self.prompts_path, "Babel-ImageNet prompts")
             if not isinstance(table, dict):
-                raise ConfigError(f"Babel-ImageNet prompts '{self.prompts_path}' must map language "
-                                  f"codes to lists of templates")
+                raise ConfigError(
+                    f"Babel-ImageNet prompts '{self.prompts_path}' must map language "
+                    f"codes to lists of templates"
+                )
             for code, templates in table.items():
                 if not (isinstance(templates, list) and all(isinstance(t, str) for t in templates)):
-                    raise ConfigError(f"Babel-ImageNet prompts '{self.prompts_path}': entry "
-                                      f"'{code}' must be a list of templates (strings with {{}})")
+                    raise ConfigError(
+                        f"Babel-ImageNet prompts '{self.prompts_path}': entry "
+                        f"'{code}' must be a list of templates (strings with {{}})"
+                    )
                 if templates:
                     language = BABEL_IMAGENET.to_mclip(code)
                     self._prompts[language] = list(templates)
@@ -92,9 +103,11 @@ class BabelImageNetTexts:
         for index, label in zip(indices, labels):
             is_index = isinstance(index, int) and not isinstance(index, bool)
             if not is_index or not 0 <= index < self.n_classes:
-                raise ConfigError(f"{where}: class index {index!r} is not in "
-                                  f"0..{self.n_classes - 1} (pass n_classes= if the label file "
-                                  f"is for another class count)")
+                raise ConfigError(
+                    f"{where}: class index {index!r} is not in "
+                    f"0..{self.n_classes - 1} (pass n_classes= if the label file "
+                    f"is for another class count)"
+                )
             if index in out:
                 raise ConfigError(f"{where}: class index {index} appears twice")
             if not isinstance(label, str):
@@ -126,6 +139,10 @@ class BabelImageNetTexts:
         names: list[str | None] = [labels.get(i) for i in range(self.n_classes)]
         templates = self._prompts.get(language, BARE_LABEL)
         origin = self._origin.get(language, "bare label (no templates for this language)")
-        return ClassTexts(language=language, names=names, templates=list(templates),
-                          source=f"Babel-ImageNet '{self.labels_path}' ({code}: {len(labels)} of "
-                                 f"{self.n_classes} classes; {origin})")
+        return ClassTexts(
+            language=language,
+            names=names,
+            templates=list(templates),
+            source=f"Babel-ImageNet '{self.labels_path}' ({code}: {len(labels)} of "
+            f"{self.n_classes} classes; {origin})",
+        )

@@ -20,8 +20,11 @@ from .textfiles import read_json
 
 def looks_like_babel_retrieval(data: Any) -> bool:
     """True when ``data`` (parsed JSON) has an ``images`` list and a ``captions`` mapping."""
-    return (isinstance(data, dict) and isinstance(data.get("images"), list)
-            and isinstance(data.get("captions"), dict))
+    return (
+        isinstance(data, dict)
+        and isinstance(data.get("images"), list)
+        and isinstance(data.get("captions"), dict)
+    )
 
 
 class BabelRetrievalSet(ListedImageSet):
@@ -32,20 +35,22 @@ class BabelRetrievalSet(ListedImageSet):
         what = f"Babel-ImageNet retrieval '{self.path}'"
         data = read_json(self.path, what)
         if not looks_like_babel_retrieval(data):
-            raise ConfigError(f"{what}: expected {{\"images\": [...], \"captions\": {{lang: "
-                              f"[[...], ...]}}}}")
+            raise ConfigError(
+                f'{what}: expected {{"images": [...], "captions": {{lang: [[...], ...]}}}}'
+            )
         images = data["images"]
         if not images or not all(isinstance(i, str) and i.strip() for i in images):
             raise ConfigError(f"{what}: 'images' must be a non-empty list of file names")
-        super().__init__(images_folder(images_dir, what, "the images the JSON lists"),
-                         images, what)
+        super().__init__(images_folder(images_dir, what, "the images the JSON lists"), images, what)
         self._images = list(images)
         self._captions: dict[str, list] = data["captions"]
         for code, entries in self._captions.items():
             if not isinstance(entries, list) or len(entries) != len(images):
                 count = len(entries) if isinstance(entries, list) else "no list of"
-                raise ConfigError(f"{what}: language '{code}' has {count} caption entries but "
-                                  f"there are {len(images)} images; they must be aligned")
+                raise ConfigError(
+                    f"{what}: language '{code}' has {count} caption entries but "
+                    f"there are {len(images)} images; they must be aligned"
+                )
         self.index = LanguageIndex(self._captions, BABEL_RETRIEVAL, f"'{self.path}'")
 
     def languages(self) -> list[str]:
@@ -55,6 +60,9 @@ class BabelRetrievalSet(ListedImageSet):
     def captions(self, language: str) -> Captions:
         """Every non-empty caption in ``language``; empty ones are counted in ``skipped``."""
         entries = self._captions[self.index.lookup(language)]
-        pairs = ((image, text) for image, entry in zip(self._images, entries)
-                 for text in (entry if isinstance(entry, list) else [entry]))
+        pairs = (
+            (image, text)
+            for image, entry in zip(self._images, entries)
+            for text in (entry if isinstance(entry, list) else [entry])
+        )
         return collect_captions(language, pairs, str(self.path))

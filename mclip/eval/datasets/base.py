@@ -29,6 +29,7 @@ class ImageItem:
     labels and captions refer to the image. ``path`` or ``data`` (encoded bytes) holds the image.
     ``label`` is the class index for classification sets (None otherwise).
     """
+
     key: str
     path: Path | None = None
     data: bytes | None = None
@@ -68,6 +69,7 @@ class ClassTexts:
     class and its images are then left out for this language). Templates hold ``{c}`` or ``{}``
     where the name goes; a template list of ``["{}"]`` means "the bare label".
     """
+
     language: str
     names: list[str | None]
     templates: list[str]
@@ -86,6 +88,7 @@ class Captions:
     Empty captions are never in ``texts``: readers drop them and count them in ``skipped``
     (``skipped["empty_caption"]``), so a report can say how many were dropped.
     """
+
     language: str
     texts: list[str]
     image_keys: list[str]
@@ -140,17 +143,20 @@ def file_state(path: Path) -> str:
     return f"{stat.st_mtime_ns}:{digest.hexdigest()}"
 
 
-def file_fingerprint(root: Path, paths: Sequence[Path], extra: str = "", state: bool = False
-                     ) -> str:
+def file_fingerprint(
+    root: Path, paths: Sequence[Path], extra: str = "", state: bool = False
+) -> str:
     """A hash of file names (relative to ``root``) and sizes, not contents: cheap on 100k files,
     and equal for two copies of one data set on different machines. ``state`` adds each file's
     :func:`file_state` (mtime and a hash of its ends: reads up to 2 MiB a file)."""
-    return listed_fingerprint(root, [path.relative_to(root).as_posix() for path in paths], extra,
-                              state)
+    return listed_fingerprint(
+        root, [path.relative_to(root).as_posix() for path in paths], extra, state
+    )
 
 
-def listed_fingerprint(root: Path, names: Sequence[str], extra: str = "", state: bool = False
-                       ) -> str:
+def listed_fingerprint(
+    root: Path, names: Sequence[str], extra: str = "", state: bool = False
+) -> str:
     """A hash of listed file names and their sizes under ``root`` (-1 for a missing file), for
     image lists whose files may be partly absent; ``state`` as in :func:`file_fingerprint`."""
     digest = hashlib.sha256(extra.encode())

@@ -42,7 +42,7 @@ from mclip.data.shards import SkipCounter
 from .base import file_fingerprint
 from .codes import FLORES, LanguageIndex
 from .textfiles import find_file, read_lines, read_text, strip_gz
-from .topics import SIB_SPLITS, _sib_rows, is_sib_language_folder, sib_languages_root
+from .sib_layout import SIB_SPLITS, is_sib_language_folder, sib_languages_root, sib_rows
 
 _TATOEBA = re.compile(r"^tatoeba\.(?P<src>[^.\-]+)-(?P<tgt>[^.\-]+)\.(?P<side>[^.]+)$")
 BITEXT_LAYOUTS = """\
@@ -56,6 +56,7 @@ BITEXT_LAYOUTS = """\
 class Bitext:
     """Sentences of one language: ``texts[j]`` has the cross-language id ``ids[j]`` (ids are
     distinct). Rows dropped are counted in ``skipped`` by reason."""
+
     language: str
     ids: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
@@ -106,11 +107,15 @@ class FloresBitext(BitextSet):
         self.splits = tuple(s for s in (splits or SIB_SPLITS) if s)
         unknown = [s for s in self.splits if s not in SIB_SPLITS]
         if unknown:
-            raise ConfigError(f"bitext '{root}': unknown split(s) {', '.join(unknown)}; SIB-200 "
-                              f"has {', '.join(SIB_SPLITS)} (none given: all three)")
-        self._folders = {e.name: Path(e.path)
-                         for e in sorted(os.scandir(root), key=lambda e: e.name)
-                         if is_sib_language_folder(e.path)}
+            raise ConfigError(
+                f"bitext '{root}': unknown split(s) {', '.join(unknown)}; SIB-200 "
+                f"has {', '.join(SIB_SPLITS)} (none given: all three)"
+            )
+        self._folders = {
+            e.name: Path(e.path)
+            for e in sorted(os.scandir(root), key=lambda e: e.name)
+            if is_sib_language_folder(e.path)
+        }
         self.index = LanguageIndex(self._folders, FLORES, f"Flores/SIB-200 folder '{root}'")
         self.description = f"Flores-200 sentences of SIB-200 in '{root}'"
         self._loaded: dict[str, Bitext] = {}
@@ -126,7 +131,7 @@ class FloresBitext(BitextSet):
             files = [find_file(folder, f"{split}.tsv", what) for split in self.splits]
             out = Bitext(language, source=", ".join(map(str, files)))
             for path in files:
-                for row in _sib_rows(path, what, out.skipped):
+                for row in sib_rows(path, what, out.skipped):
                     sentence_id = row["index_id"].strip()
                     if sentence_id:
                         out.add(sentence_id, row["text"])
@@ -139,9 +144,12 @@ class FloresBitext(BitextSet):
         return self.sentences(language), self.sentences(pivot)
 
     def fingerprint(self) -> str:
-        files = [find_file(folder, f"{s}.tsv", "") for folder in self._folders.values()
-                 for s in self.splits if any((folder / f"{s}.tsv{gz}").is_file()
-                                             for gz in ("", ".gz"))]
+        files = [
+            find_file(folder, f"{s}.tsv", "")
+            for folder in self._folders.values()
+            for s in self.splits
+            if any((folder / f"{s}.tsv{gz}").is_file() for gz in ("", ".gz"))
+        ]
         return file_fingerprint(self.root, files, extra=f"bitext:{','.join(self.splits)}")
 
 
@@ -164,8 +172,10 @@ class TatoebaBitext(BitextSet):
                 sides[match["side"]] = Path(entry.path)
         self._pairs = {k: v for k, v in self._pairs.items() if len(v) == 2}
         if not self._pairs:
-            raise ConfigError(f"Tatoeba folder '{folder}' has no pair of files "
-                              f"tatoeba.xxx-yyy.xxx and tatoeba.xxx-yyy.yyy")
+            raise ConfigError(
+                f"Tatoeba folder '{folder}' has no pair of files "
+                f"tatoeba.xxx-yyy.xxx and tatoeba.xxx-yyy.yyy"
+            )
         self.description = f"Tatoeba pairs in '{folder}'"
 
     def languages(self) -> list[str]:
@@ -177,16 +187,20 @@ class TatoebaBitext(BitextSet):
                 if _code(own) == language and _code(other) == pivot:
                     return self._read(language, pivot, files[own], files[other])
         have = sorted(f"{_code(s)}-{_code(t)}" for s, t in self._pairs)
-        raise ConfigError(f"{self.description}: no pair of '{language}' with the pivot '{pivot}' "
-                          f"(pairs: {', '.join(have)}); choose another --pivot")
+        raise ConfigError(
+            f"{self.description}: no pair of '{language}' with the pivot '{pivot}' "
+            f"(pairs: {', '.join(have)}); choose another --pivot"
+        )
 
     @staticmethod
     def _read(language: str, pivot: str, own: Path, other: Path) -> tuple[Bitext, Bitext]:
         lines = [read_lines(path, f"Tatoeba file '{path}'") for path in (own, other)]
         if len(lines[0]) != len(lines[1]):
-            raise ConfigError(f"Tatoeba files '{own}' ({len(lines[0])} lines) and '{other}' "
-                              f"({len(lines[1])} lines) are not line-aligned; fix or remove the "
-                              f"pair")
+            raise ConfigError(
+                f"Tatoeba files '{own}' ({len(lines[0])} lines) and '{other}' "
+                f"({len(lines[1])} lines) are not line-aligned; fix or remove the "
+                f"pair"
+            )
         sides = Bitext(language, source=str(own)), Bitext(pivot, source=str(other))
         for side, side_lines in zip(sides, lines):
             for number, line in enumerate(side_lines, 1):
@@ -208,8 +222,9 @@ class TsvBitext(BitextSet):
         what = f"bitext TSV '{path}'"
         self.by_language: dict[str, Bitext] = {}
         self.skipped = SkipCounter()
-        rows = csv.reader(io.StringIO(read_text(path, what)), delimiter="\t",
-                          quoting=csv.QUOTE_NONE)
+        rows = csv.reader(
+            io.StringIO(read_text(path, what)), delimiter="\t", quoting=csv.QUOTE_NONE
+        )
         for n, row in enumerate(rows):
             if n == 0 and [c.strip().lower() for c in row[:3]] == ["id", "language", "sentence"]:
                 continue
@@ -241,19 +256,22 @@ def open_bitext(path: str | Path, split: str | Sequence[str] | None = None) -> B
     path = Path(path)
     if path.is_file():
         if split:
-            raise ConfigError(f"bitext '{path}': 'split' applies to the Flores/SIB-200 layout "
-                              f"only; remove it")
+            raise ConfigError(
+                f"bitext '{path}': 'split' applies to the Flores/SIB-200 layout only; remove it"
+            )
         return TsvBitext(path)
     if not path.is_dir():
-        raise ConfigError(f"bitext sentences '{path}' do not exist; expected one of:\n"
-                          f"{BITEXT_LAYOUTS}")
+        raise ConfigError(
+            f"bitext sentences '{path}' do not exist; expected one of:\n{BITEXT_LAYOUTS}"
+        )
     root = sib_languages_root(path)
     if root is not None:
         return FloresBitext(root, split)
     if any(_TATOEBA.match(strip_gz(name)) for name in os.listdir(path)):
         return TatoebaBitext(path)
-    raise ConfigError(f"bitext sentences '{path}' fit no known layout; expected one of:\n"
-                      f"{BITEXT_LAYOUTS}")
+    raise ConfigError(
+        f"bitext sentences '{path}' fit no known layout; expected one of:\n{BITEXT_LAYOUTS}"
+    )
 
 
 def matched(query: Bitext, candidates: Bitext) -> tuple[list[int], list[int]]:

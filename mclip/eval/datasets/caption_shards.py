@@ -60,8 +60,9 @@ class CaptionShardSet:
         if self._index is None:
             by_code: dict[str, tuple[list[str], list[str]]] = {}
             for sample, _ in self._samples(self._caption_skips):
-                found = decode_captions(sample, self._caption_skips, self.default_language,
-                                        self.language_key)
+                found = decode_captions(
+                    sample, self._caption_skips, self.default_language, self.language_key
+                )
                 for code, texts in found.items():  # "DE" and "de" are one language
                     keys, kept = by_code.setdefault(SHARDS.to_mclip(code), ([], []))
                     keys.extend([sample["__key__"]] * len(texts))
@@ -79,5 +80,10 @@ class CaptionShardSet:
         that read the captions (all languages together)."""
         code = self._scan().lookup(language)
         keys, texts = self._by_language[code]  # type: ignore[index]
-        return Captions(language=language, texts=list(texts), image_keys=list(keys),
-                        source=self.description, skipped=SkipCounter(self._caption_skips))
+        return Captions(
+            language=language,
+            texts=list(texts),
+            image_keys=list(keys),
+            source=self.description,
+            skipped=SkipCounter(self._caption_skips),
+        )

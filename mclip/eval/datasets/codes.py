@@ -34,6 +34,7 @@ from mclip.data.language_codes import FLORES_200
 class CodeTable:
     """How one format writes language codes: ``aliases`` maps the format's codes that differ from
     mclip's by more than letter case to mclip's."""
+
     format: str
     aliases: Mapping[str, str] = field(default_factory=dict)
 
@@ -61,8 +62,10 @@ class LanguageIndex:
         for code in codes:
             mclip = table.to_mclip(code)
             if mclip in self.native and self.native[mclip] != code:
-                raise ConfigError(f"{where} has both '{self.native[mclip]}' and '{code}', which "
-                                  f"are one language ('{mclip}') for mclip; keep one of them")
+                raise ConfigError(
+                    f"{where} has both '{self.native[mclip]}' and '{code}', which "
+                    f"are one language ('{mclip}') for mclip; keep one of them"
+                )
             self.native[mclip] = code
 
     def languages(self) -> list[str]:
@@ -81,8 +84,9 @@ class LanguageIndex:
         elif language.lower() in self.native:
             hint = f" (mclip codes are lowercase: use '{language.lower()}')"
         shown = ", ".join(self.languages()) or "none"
-        raise ConfigError(f"language '{language}' is not in {self.where}{hint}; languages there: "
-                          f"{shown}")
+        raise ConfigError(
+            f"language '{language}' is not in {self.where}{hint}; languages there: {shown}"
+        )
 
 
 # --- Flores-200 (SIB-200, MVL-SIB) ---------------------------------------------------------------

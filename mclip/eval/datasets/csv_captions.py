@@ -28,30 +28,43 @@ def _rows(path: Path, separator: str | None, columns: list[str]) -> list[dict[st
     header = text.split("\n", 1)[0].rstrip("\r")
     if separator is None:
         preferred = ["\t", ","] if strip_gz(path.name).endswith(".tsv") else [",", "\t"]
-        fits = [sep for sep in preferred
-                if set(columns) <= set(next(csv.reader([header], delimiter=sep)))]
+        fits = [
+            sep
+            for sep in preferred
+            if set(columns) <= set(next(csv.reader([header], delimiter=sep)))
+        ]
         if not fits:
-            raise ConfigError(f"caption table '{path}': the header '{header[:200]}' lacks the "
-                              f"column(s) {', '.join(repr(c) for c in columns)} (under a tab or a "
-                              f"comma separator); name the columns with image_column= / "
-                              f"caption_column= / language_column=")
+            raise ConfigError(
+                f"caption table '{path}': the header '{header[:200]}' lacks the "
+                f"column(s) {', '.join(repr(c) for c in columns)} (under a tab or a "
+                f"comma separator); name the columns with image_column= / "
+                f"caption_column= / language_column="
+            )
         separator = fits[0]
     reader = csv.DictReader(io.StringIO(text), delimiter=separator)
     missing = [c for c in columns if c not in (reader.fieldnames or [])]
     if missing:
-        raise ConfigError(f"caption table '{path}' has no column(s) "
-                          f"{', '.join(map(repr, missing))}; "
-                          f"its columns: {', '.join(reader.fieldnames or [])}")
+        raise ConfigError(
+            f"caption table '{path}' has no column(s) "
+            f"{', '.join(map(repr, missing))}; "
+            f"its columns: {', '.join(reader.fieldnames or [])}"
+        )
     return list(reader)
 
 
 class CsvCaptionSet(ListedImageSet):
     """The images and captions of a CSV / TSV caption table (gzipped or not)."""
 
-    def __init__(self, path: str | Path, images_dir: str | Path | None = None,
-                 image_column: str = "filepath", caption_column: str = "title",
-                 language_column: str | None = None, language: str = "en",
-                 separator: str | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        images_dir: str | Path | None = None,
+        image_column: str = "filepath",
+        caption_column: str = "title",
+        language_column: str | None = None,
+        language: str = "en",
+        separator: str | None = None,
+    ):
         self.path = Path(path)
         what = f"caption table '{self.path}'"
         columns = [image_column, caption_column] + ([language_column] if language_column else [])
@@ -69,11 +82,15 @@ class CsvCaptionSet(ListedImageSet):
             self._rows.append((image, row[caption_column] or "", code))
         if not rows:
             raise ConfigError(f"{what} has no rows")
-        folder = images_folder(images_dir, what, "the images it lists") if images_dir is not None \
+        folder = (
+            images_folder(images_dir, what, "the images it lists")
+            if images_dir is not None
             else self.path.parent
+        )
         super().__init__(folder, [row[image_column].strip() for row in rows], what)
-        self.index = LanguageIndex(dict.fromkeys(code for _, _, code in self._rows), CSV,
-                                   f"'{self.path}'")
+        self.index = LanguageIndex(
+            dict.fromkeys(code for _, _, code in self._rows), CSV, f"'{self.path}'"
+        )
 
     def languages(self) -> list[str]:
         """The mclip codes of the languages in the table (the caller's one without a column)."""
@@ -83,8 +100,9 @@ class CsvCaptionSet(ListedImageSet):
         """Every non-empty caption in ``language``; empty ones (and rows with no language) are
         counted in ``skipped``."""
         code = self.index.lookup(language)
-        captions = collect_captions(language, ((image, text) for image, text, c in self._rows
-                                               if c == code), str(self.path))
+        captions = collect_captions(
+            language, ((image, text) for image, text, c in self._rows if c == code), str(self.path)
+        )
         if self._missing_language:
             captions.skipped["missing_language"] += self._missing_language
         return captions

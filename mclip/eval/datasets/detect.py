@@ -52,22 +52,25 @@ def is_shard_spec(path: str | Path) -> bool:
     return any(ch in text for ch in "{*?,") or text.endswith(".tar")
 
 
-def open_class_texts(path: str | Path, prompts: str | Path | None = None,
-                     n_classes: int = 1000) -> ClassTextSource:
+def open_class_texts(
+    path: str | Path, prompts: str | Path | None = None, n_classes: int = 1000
+) -> ClassTextSource:
     """The class-text reader for ``path``: ClipBenchmarkTexts for a folder of
     ``*_classnames.json``, BabelImageNetTexts (with the ``prompts`` file, if given) for a JSON
     file mapping codes to ``[[ints], [strings]]``. ConfigError listing both layouts otherwise."""
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"class texts '{path}' do not exist; expected one of:\n"
-                          f"{CLASS_TEXT_LAYOUTS}")
+        raise ConfigError(
+            f"class texts '{path}' do not exist; expected one of:\n{CLASS_TEXT_LAYOUTS}"
+        )
     if is_clip_benchmark_folder(path):
         return ClipBenchmarkTexts(path)
     if path.is_file() and strip_gz(path.name).endswith(".json"):
         if looks_like_babel_labels(read_json(path, "class texts")):
             return BabelImageNetTexts(path, prompts=prompts, n_classes=n_classes)
-    raise ConfigError(f"class texts '{path}' fit no known layout; expected one of:\n"
-                      f"{CLASS_TEXT_LAYOUTS}")
+    raise ConfigError(
+        f"class texts '{path}' fit no known layout; expected one of:\n{CLASS_TEXT_LAYOUTS}"
+    )
 
 
 def open_image_set(path: str | Path) -> ImageSet:
@@ -77,14 +80,22 @@ def open_image_set(path: str | Path) -> ImageSet:
         return LabelledShardSet(str(path))
     if Path(path).is_dir():
         return ImageFolderSet(path)
-    raise ConfigError(f"classification images '{path}' fit no known layout (or do not exist); "
-                      f"expected one of:\n{IMAGE_SET_LAYOUTS}")
+    raise ConfigError(
+        f"classification images '{path}' fit no known layout (or do not exist); "
+        f"expected one of:\n{IMAGE_SET_LAYOUTS}"
+    )
 
 
-def open_retrieval(path: str | Path, images_dir: str | Path | None = None, *,
-                   split: str | None = None, language: str = "en",
-                   image_column: str = "filepath", caption_column: str = "title",
-                   language_column: str | None = None) -> RetrievalSet:
+def open_retrieval(
+    path: str | Path,
+    images_dir: str | Path | None = None,
+    *,
+    split: str | None = None,
+    language: str = "en",
+    image_column: str = "filepath",
+    caption_column: str = "title",
+    language_column: str | None = None,
+) -> RetrievalSet:
     """The retrieval reader for the caption layout at ``path`` (see :data:`RETRIEVAL_LAYOUTS`).
 
     ``images_dir`` is the folder of the images for the file-based layouts (required for XTD10,
@@ -105,8 +116,10 @@ def open_retrieval(path: str | Path, images_dir: str | Path | None = None, *,
                 return XM3600Set(path / name, images_dir)  # type: ignore[arg-type]
         tasks = [p.name for p in sorted(path.iterdir()) if multi30k_task(p) is not None]
         if tasks:
-            raise ConfigError(f"'{path}' holds Multi30K tasks {', '.join(tasks)}: give one of "
-                              f"them, e.g. '{path / tasks[0]}'")
+            raise ConfigError(
+                f"'{path}' holds Multi30K tasks {', '.join(tasks)}: give one of "
+                f"them, e.g. '{path / tasks[0]}'"
+            )
     elif path.is_file():
         name = strip_gz(path.name)
         if name == IMAGE_LIST:
@@ -114,17 +127,25 @@ def open_retrieval(path: str | Path, images_dir: str | Path | None = None, *,
         if name.endswith(".jsonl"):
             return XM3600Set(path, images_dir)  # type: ignore[arg-type]
         if name.endswith((".csv", ".tsv")):
-            return CsvCaptionSet(path, images_dir, image_column=image_column,
-                                 caption_column=caption_column, language_column=language_column,
-                                 language=language)
+            return CsvCaptionSet(
+                path,
+                images_dir,
+                image_column=image_column,
+                caption_column=caption_column,
+                language_column=language_column,
+                language=language,
+            )
         if name.endswith(".json"):
             data = read_json(path, "captions")
             if looks_like_babel_retrieval(data):
                 return BabelRetrievalSet(path, images_dir)  # type: ignore[arg-type]
             if looks_like_babel_labels(data):
-                raise ConfigError(f"'{path}' is a Babel-ImageNet label file (class names for "
-                                  f"zero-shot classification), not captions; use it as class texts")
+                raise ConfigError(
+                    f"'{path}' is a Babel-ImageNet label file (class names for "
+                    f"zero-shot classification), not captions; use it as class texts"
+                )
     else:
         raise ConfigError(f"captions '{path}' do not exist; expected one of:\n{RETRIEVAL_LAYOUTS}")
-    raise ConfigError(f"captions '{path}' fit no known layout; expected one of:\n"
-                      f"{RETRIEVAL_LAYOUTS}")
+    raise ConfigError(
+        f"captions '{path}' fit no known layout; expected one of:\n{RETRIEVAL_LAYOUTS}"
+    )

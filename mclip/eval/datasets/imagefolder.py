@@ -28,13 +28,20 @@ class ImageFolderSet:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         if not self.root.is_dir():
-            raise ConfigError(f"ImageFolder '{self.root}' is not a directory; give the folder that "
-                              f"holds one sub-folder per class")
-        self.classes: list[str] = sorted(entry.name for entry in os.scandir(self.root)
-                                         if entry.is_dir() and not entry.name.startswith("."))
+            raise ConfigError(
+                f"ImageFolder '{self.root}' is not a directory; give the folder that "
+                f"holds one sub-folder per class"
+            )
+        self.classes: list[str] = sorted(
+            entry.name
+            for entry in os.scandir(self.root)
+            if entry.is_dir() and not entry.name.startswith(".")
+        )
         if not self.classes:
-            raise ConfigError(f"ImageFolder '{self.root}' has no class sub-folders; the layout is "
-                              f"ROOT/<class>/<image>.jpg")
+            raise ConfigError(
+                f"ImageFolder '{self.root}' has no class sub-folders; the layout is "
+                f"ROOT/<class>/<image>.jpg"
+            )
         self.description = f"ImageFolder '{self.root}'"
         self._files: list[tuple[Path, int]] | None = None
 
@@ -45,8 +52,11 @@ class ImageFolderSet:
             for label, name in enumerate(self.classes):
                 # torchvision's order: folders sorted by path, files sorted within each folder
                 for directory, _, names in sorted(os.walk(self.root / name, followlinks=True)):
-                    found.extend((Path(directory) / file, label) for file in sorted(names)
-                                 if file.lower().endswith(IMAGE_EXTENSIONS))
+                    found.extend(
+                        (Path(directory) / file, label)
+                        for file in sorted(names)
+                        if file.lower().endswith(IMAGE_EXTENSIONS)
+                    )
             self._files = found
         return self._files
 
@@ -59,5 +69,9 @@ class ImageFolderSet:
     def fingerprint(self, state: bool = False) -> str:
         """A hash of the class names and the image files' relative names and sizes (``state``:
         and their mtimes and contents)."""
-        return file_fingerprint(self.root, [path for path, _ in self.files()],
-                                extra="\n".join(self.classes), state=state)
+        return file_fingerprint(
+            self.root,
+            [path for path, _ in self.files()],
+            extra="\n".join(self.classes),
+            state=state,
+        )

@@ -15,8 +15,13 @@ from pathlib import Path
 from typing import Iterator
 
 from mclip.data.remote import is_remote, redact, shard_stamps
-from mclip.data.shards import (IMAGE_KEYS, SkipCounter, expand_shards, iter_raw_samples,
-                               read_metadata)
+from mclip.data.shards import (
+    IMAGE_KEYS,
+    SkipCounter,
+    expand_shards,
+    iter_raw_samples,
+    read_metadata,
+)
 
 from .base import ImageItem, file_fingerprint
 

@@ -40,8 +40,10 @@ def read_image_list(path: Path, what: str) -> list[str]:
         lines.pop()
     for number, line in enumerate(lines, 1):
         if not line:
-            raise ConfigError(f"{what}: image list '{path}' has an empty line {number}; every line "
-                              f"must name an image")
+            raise ConfigError(
+                f"{what}: image list '{path}' has an empty line {number}; every line "
+                f"must name an image"
+            )
     if not lines:
         raise ConfigError(f"{what}: image list '{path}' is empty")
     return lines
@@ -62,8 +64,9 @@ def collect_captions(language: str, pairs: Iterable[tuple[str, object]], source:
     return captions
 
 
-def line_aligned_captions(language: str, keys: Sequence[str], list_file: Path,
-                          caption_files: Sequence[Path], what: str) -> Captions:
+def line_aligned_captions(
+    language: str, keys: Sequence[str], list_file: Path, caption_files: Sequence[Path], what: str
+) -> Captions:
     """Captions from files line-aligned with the image list: line j of each file describes image
     ``keys[j]``. Each file must have exactly ``len(keys)`` lines, else a ConfigError names both
     files and both counts. Captions are ordered image by image, files in the given order."""
@@ -71,9 +74,11 @@ def line_aligned_captions(language: str, keys: Sequence[str], list_file: Path,
     for path in caption_files:
         lines = read_lines(path, what)
         if len(lines) != len(keys):
-            raise ConfigError(f"{what}: caption file '{path}' has {len(lines)} lines but "
-                              f"image list "
-                              f"'{list_file}' has {len(keys)}; they must be line-aligned")
+            raise ConfigError(
+                f"{what}: caption file '{path}' has {len(lines)} lines but "
+                f"image list "
+                f"'{list_file}' has {len(keys)}; they must be line-aligned"
+            )
         columns.append(lines)
     pairs = ((key, column[j]) for j, key in enumerate(keys) for column in columns)
     return collect_captions(language, pairs, ", ".join(str(p) for p in caption_files))
@@ -83,8 +88,13 @@ class ListedImageSet:
     """An ImageSet of listed images in ``images_dir``; ``file_of(key)`` is the file of a key,
     relative to ``images_dir`` (the key itself by default)."""
 
-    def __init__(self, images_dir: Path, keys: Sequence[str], description: str,
-                 file_of: Callable[[str], str] | None = None):
+    def __init__(
+        self,
+        images_dir: Path,
+        keys: Sequence[str],
+        description: str,
+        file_of: Callable[[str], str] | None = None,
+    ):
         self.images_dir = images_dir
         self.keys: list[str] = list(dict.fromkeys(keys))
         self.description = description
@@ -99,5 +109,6 @@ class ListedImageSet:
     def fingerprint(self, state: bool = False) -> str:
         """A hash of the listed files' names and sizes (-1 for the missing ones; ``state``: and
         the others' mtimes and contents)."""
-        return listed_fingerprint(self.images_dir, [self._file_of(k) for k in self.keys],
-                                  state=state)
+        return listed_fingerprint(
+            self.images_dir, [self._file_of(k) for k in self.keys], state=state
+        )

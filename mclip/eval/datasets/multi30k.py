@@ -34,7 +34,7 @@ TASK2_DEFAULT_SPLIT = "test_2016"
 def _splits(root: Path, suffix: str) -> list[str]:
     folder = root / "image_splits"
     names = [strip_gz(p.name) for p in folder.iterdir()] if folder.is_dir() else []
-    return sorted(n[:-len(suffix)] for n in names if n.endswith(suffix))
+    return sorted(n[: -len(suffix)] for n in names if n.endswith(suffix))
 
 
 def multi30k_task(root: str | Path) -> int | None:
@@ -56,25 +56,33 @@ class _Multi30k(ListedImageSet, abc.ABC):
         what = f"Multi30K task {self.task} '{self.root}'"
         for sub in ("image_splits", "raw"):
             if not (self.root / sub).is_dir():
-                raise ConfigError(f"{what}: expected a '{sub}' folder in '{self.root}' (give the "
-                                  f"task folder of the multi30k dataset, e.g. "
-                                  f"data/task{self.task})")
+                raise ConfigError(
+                    f"{what}: expected a '{sub}' folder in '{self.root}' (give the "
+                    f"task folder of the multi30k dataset, e.g. "
+                    f"data/task{self.task})"
+                )
         try:
-            self.list_file = find_file(self.root / "image_splits", f"{split}{self.list_suffix}",
-                                       f"{what}, split '{split}'")
+            self.list_file = find_file(
+                self.root / "image_splits", f"{split}{self.list_suffix}", f"{what}, split '{split}'"
+            )
         except ConfigError as error:
             splits = ", ".join(_splits(self.root, self.list_suffix)) or "none"
             raise ConfigError(f"{error}; splits there: {splits}") from None
         hint = "the COCO 2014 images" if "mscoco" in split else "the Flickr30k images"
         self._listed = read_image_list(self.list_file, what)
-        super().__init__(images_folder(images_dir, what, hint), self._listed,
-                         f"Multi30K task {self.task} {split} '{self.root}'",
-                         file_of=lambda key: key.split("#", 1)[0])
+        super().__init__(
+            images_folder(images_dir, what, hint),
+            self._listed,
+            f"Multi30K task {self.task} {split} '{self.root}'",
+            file_of=lambda key: key.split("#", 1)[0],
+        )
         self._what = what
         self._files = self._caption_files()
         if not self._files:
-            raise ConfigError(f"{what}: no caption files for split '{split}' in "
-                              f"'{self.root / 'raw'}' (expected {self._pattern_text()})")
+            raise ConfigError(
+                f"{what}: no caption files for split '{split}' in "
+                f"'{self.root / 'raw'}' (expected {self._pattern_text()})"
+            )
         self.index = LanguageIndex(self._files, MULTI30K, f"'{self.root / 'raw'}' (split {split})")
 
     def _raw_files(self, pattern: str):
@@ -106,6 +114,7 @@ class _Multi30k(ListedImageSet, abc.ABC):
 
 class Multi30kTask1(_Multi30k):
     """Multi30K task 1: one caption per image, line-aligned across languages."""
+
     task = 1
     list_suffix = ".txt"
 
@@ -124,6 +133,7 @@ class Multi30kTask1(_Multi30k):
 
 class Multi30kTask2(_Multi30k):
     """Multi30K task 2: several independent captions per image (file i holds caption i)."""
+
     task = 2
     list_suffix = "_images.txt"
 
@@ -139,10 +149,12 @@ class Multi30kTask2(_Multi30k):
             expected = list(range(1, max(files) + 1))
             missing = [i for i in expected if i not in files]
             if missing:
-                raise ConfigError(f"{self._what}: caption file "
-                                  f"'{self.split}.{missing[0]}.{code}.gz' "
-                                  f"is missing from '{self.root / 'raw'}' (there are files up to "
-                                  f"{max(files)} for '{code}')")
+                raise ConfigError(
+                    f"{self._what}: caption file "
+                    f"'{self.split}.{missing[0]}.{code}.gz' "
+                    f"is missing from '{self.root / 'raw'}' (there are files up to "
+                    f"{max(files)} for '{code}')"
+                )
             found[code] = [files[i] for i in expected]
         return found
 
@@ -155,8 +167,10 @@ def open_multi30k(root: str | Path, images_dir: str | Path, split: str | None = 
     for ``split`` (default: test_2016_flickr for task 1, test_2016 for task 2)."""
     task = multi30k_task(root)
     if task is None:
-        raise ConfigError(f"'{root}' is not a Multi30K task folder (expected 'image_splits/' and "
-                          f"'raw/' in it; give data/task1 or data/task2)")
+        raise ConfigError(
+            f"'{root}' is not a Multi30K task folder (expected 'image_splits/' and "
+            f"'raw/' in it; give data/task1 or data/task2)"
+        )
     if task == 1:
         return Multi30kTask1(root, images_dir, split or TASK1_DEFAULT_SPLIT)
     return Multi30kTask2(root, images_dir, split or TASK2_DEFAULT_SPLIT)

@@ -23,8 +23,9 @@ def find_file(directory: Path, name: str, what: str) -> Path:
     for candidate in (directory / name, directory / f"{name}.gz"):
         if candidate.is_file():
             return candidate
-    raise ConfigError(f"{what}: expected '{name}' (or '{name}.gz') in '{directory}', "
-                      f"but it is not there")
+    raise ConfigError(
+        f"{what}: expected '{name}' (or '{name}.gz') in '{directory}', but it is not there"
+    )
 
 
 def strip_gz(name: str) -> str:

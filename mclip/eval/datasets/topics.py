@@ -36,8 +36,6 @@ counted in their language's :attr:`TopicSentences.skipped`; a TSV row whose lang
 from __future__ import annotations
 
 import abc
-import csv
-import io
 import os
 import re
 from dataclasses import dataclass, field
@@ -50,14 +48,12 @@ from mclip.data.shards import SkipCounter
 from .base import ImageItem, file_fingerprint
 from .codes import FLORES, CodeTable, LanguageIndex
 from .imagefolder import IMAGE_EXTENSIONS
-from .textfiles import find_file, read_lines, read_text, strip_gz
+from .sib_layout import SIB_SPLITS, is_sib_language_folder, sib_languages_root, sib_rows
+from .textfiles import find_file, read_lines, strip_gz
 
 TOPIC_TSV = "sentences.tsv"
-SIB_SPLITS = ("train", "dev", "test")
-SIB_COLUMNS = ("index_id", "category", "text")
 MVL_SIB_TOPIC_ALIASES = {"science/technology": "science"}
 TOPIC_TSV_CODES = CodeTable("topic TSV")
-_FLORES_FOLDER = re.compile(r"^[a-z]{3}_[A-Z][a-z]{3}$")
 _FLAT_IMAGE = re.compile(r"^(?P<topic>.+)_(?P<n>\d+)$")
 
 TOPIC_LAYOUTS = """\
@@ -74,6 +70,7 @@ class TopicSentences:
     :attr:`TopicSet.topics`); ``items[j]`` identifies the sentence across languages (MVL-SIB's
     ``index_id``) or is None where the data has no such id. Rows that were dropped are counted in
     ``skipped`` by reason."""
+
     language: str
     texts: list[str]
     topics: list[int]
@@ -87,22 +84,30 @@ def topic_image_files(folder: Path, what: str) -> tuple[list[str], list[tuple[Pa
     sub-folder per topic, or flat ``{topic}_{n}.{ext}`` files. Files are sorted within each topic
     (flat files by their number ``n``); ConfigError naming the folder when it fits neither."""
     if not folder.is_dir():
-        raise ConfigError(f"{what}: images folder '{folder}' does not exist; it should hold a "
-                          f"folder of images per topic, or files named {{topic}}_{{n}}.jpg")
+        raise ConfigError(
+            f"{what}: images folder '{folder}' does not exist; it should hold a "
+            f"folder of images per topic, or files named {{topic}}_{{n}}.jpg"
+        )
     entries = sorted(os.scandir(folder), key=lambda e: e.name)
     subfolders = [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
-    flat = [Path(e.path) for e in entries
-            if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)]
+    flat = [
+        Path(e.path) for e in entries if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS)
+    ]
     if subfolders and not flat:
         files: list[tuple[Path, int]] = []
         for index, topic in enumerate(subfolders):
-            found = [Path(directory) / name
-                     for directory, _, names in sorted(os.walk(folder / topic, followlinks=True))
-                     for name in sorted(names) if name.lower().endswith(IMAGE_EXTENSIONS)]
+            found = [
+                Path(directory) / name
+                for directory, _, names in sorted(os.walk(folder / topic, followlinks=True))
+                for name in sorted(names)
+                if name.lower().endswith(IMAGE_EXTENSIONS)
+            ]
             if not found:
-                raise ConfigError(f"{what}: topic folder '{folder / topic}' has no images "
-                                  f"({', '.join(IMAGE_EXTENSIONS)}); add its images or remove "
-                                  f"the folder")
+                raise ConfigError(
+                    f"{what}: topic folder '{folder / topic}' has no images "
+                    f"({', '.join(IMAGE_EXTENSIONS)}); add its images or remove "
+                    f"the folder"
+                )
             files.extend((path, index) for path in found)
         return subfolders, files
     if flat:
@@ -110,15 +115,22 @@ def topic_image_files(folder: Path, what: str) -> tuple[list[str], list[tuple[Pa
         for path in flat:
             match = _FLAT_IMAGE.match(path.stem)
             if match is None:
-                raise ConfigError(f"{what}: image '{path}' is not named {{topic}}_{{n}}"
-                                  f"{path.suffix} (as MVL-SIB's 'science_3.jpg'); rename it or "
-                                  f"put the images in one folder per topic")
+                raise ConfigError(
+                    f"{what}: image '{path}' is not named {{topic}}_{{n}}"
+                    f"{path.suffix} (as MVL-SIB's 'science_3.jpg'); rename it or "
+                    f"put the images in one folder per topic"
+                )
             by_topic.setdefault(match["topic"], []).append((int(match["n"]), path))
         topics = sorted(by_topic)
-        return topics, [(path, index) for index, topic in enumerate(topics)
-                        for _, path in sorted(by_topic[topic])]
-    raise ConfigError(f"{what}: images folder '{folder}' has neither topic sub-folders nor "
-                      f"images named {{topic}}_{{n}}.jpg")
+        return topics, [
+            (path, index)
+            for index, topic in enumerate(topics)
+            for _, path in sorted(by_topic[topic])
+        ]
+    raise ConfigError(
+        f"{what}: images folder '{folder}' has neither topic sub-folders nor "
+        f"images named {{topic}}_{{n}}.jpg"
+    )
 
 
 class TopicSet(abc.ABC):
@@ -142,14 +154,19 @@ class TopicSet(abc.ABC):
         """Every topic image as an ImageItem: ``key`` its path relative to the images folder,
         ``label`` its topic index; topics in index order, files sorted within each."""
         for path, label in self._files:
-            yield ImageItem(key=path.relative_to(self.images_dir).as_posix(), path=path,
-                            label=label)
+            yield ImageItem(
+                key=path.relative_to(self.images_dir).as_posix(), path=path, label=label
+            )
 
     def fingerprint(self, state: bool = False) -> str:
         """A hash of the topic names and the image files' relative names and sizes (``state``:
         and their mtimes and contents)."""
-        return file_fingerprint(self.images_dir, [path for path, _ in self._files],
-                                extra="\n".join(self.topics), state=state)
+        return file_fingerprint(
+            self.images_dir,
+            [path for path, _ in self._files],
+            extra="\n".join(self.topics),
+            state=state,
+        )
 
     def topic_of(self, name: str) -> int | None:
         """The index of topic ``name`` (white space stripped, aliases applied), or None."""
@@ -183,8 +200,12 @@ class MvlSibTopics(TopicSet):
 
     layout = "MVL-SIB"
 
-    def __init__(self, languages_root: str | Path, images_dir: str | Path,
-                 split: str | Sequence[str] | None = None):
+    def __init__(
+        self,
+        languages_root: str | Path,
+        images_dir: str | Path,
+        split: str | Sequence[str] | None = None,
+    ):
         self.root = Path(languages_root)
         what = f"MVL-SIB '{self.root}'"
         if isinstance(split, str):
@@ -192,13 +213,20 @@ class MvlSibTopics(TopicSet):
         self.splits = tuple(split) if split else SIB_SPLITS
         unknown = [s for s in self.splits if s not in SIB_SPLITS]
         if unknown:
-            raise ConfigError(f"{what}: unknown split(s) {', '.join(unknown)}; SIB-200 has "
-                              f"{', '.join(SIB_SPLITS)} (none given: all three, as MVL-SIB)")
-        self._folders = {entry.name: Path(entry.path) for entry in sorted(
-            os.scandir(self.root), key=lambda e: e.name) if is_sib_language_folder(entry.path)}
+            raise ConfigError(
+                f"{what}: unknown split(s) {', '.join(unknown)}; SIB-200 has "
+                f"{', '.join(SIB_SPLITS)} (none given: all three, as MVL-SIB)"
+            )
+        self._folders = {
+            entry.name: Path(entry.path)
+            for entry in sorted(os.scandir(self.root), key=lambda e: e.name)
+            if is_sib_language_folder(entry.path)
+        }
         if not self._folders:
-            raise ConfigError(f"{what}: no language folder {{flores_code}}/ with "
-                              f"{'/'.join(f'{s}.tsv' for s in SIB_SPLITS)} in '{self.root}'")
+            raise ConfigError(
+                f"{what}: no language folder {{flores_code}}/ with "
+                f"{'/'.join(f'{s}.tsv' for s in SIB_SPLITS)} in '{self.root}'"
+            )
         self.index = LanguageIndex(self._folders, FLORES, f"MVL-SIB folder '{self.root}'")
         super().__init__(Path(images_dir), what)
         self.description = f"MVL-SIB '{self.root}' (images '{self.images_dir}')"
@@ -225,9 +253,10 @@ class MvlSibTopics(TopicSet):
             files = [find_file(folder, f"{split}.tsv", what) for split in self.splits]
             out = TopicSentences(language, [], [], [], ", ".join(map(str, files)))
             for path in files:
-                for row in _sib_rows(path, what, out.skipped):
-                    _add_sentence(self, out, row["category"], row["text"],
-                                  row["index_id"].strip() or None)
+                for row in sib_rows(path, what, out.skipped):
+                    _add_sentence(
+                        self, out, row["category"], row["text"], row["index_id"].strip() or None
+                    )
             self._loaded[language] = out
         return self._loaded[language]
 
@@ -249,8 +278,11 @@ class TsvTopics(TopicSet):
             if not line.strip():
                 continue  # a blank line is no row
             parts = line.split("\t", 2)
-            if number == 0 and [p.strip().lower() for p in parts] == ["topic", "language",
-                                                                      "sentence"]:
+            if number == 0 and [p.strip().lower() for p in parts] == [
+                "topic",
+                "language",
+                "sentence",
+            ]:
                 continue  # the optional header
             if len(parts) != 3:
                 bad_rows += 1
@@ -263,18 +295,22 @@ class TsvTopics(TopicSet):
         if bad_rows:
             self.skipped["bad_row"] += bad_rows
         if not by_code:
-            raise ConfigError(f"{what} has no row 'topic<TAB>language<TAB>sentence' "
-                              f"(skipped: {dict(self.skipped) or 'none'})")
+            raise ConfigError(
+                f"{what} has no row 'topic<TAB>language<TAB>sentence' "
+                f"(skipped: {dict(self.skipped) or 'none'})"
+            )
         self.index = LanguageIndex(by_code, TOPIC_TSV_CODES, f"'{self.tsv}'")
         self._rows = by_code
         self._loaded: dict[str, TopicSentences] = {}
         known = {t for rows in by_code.values() for t, _ in rows if self.topic_of(t) is not None}
         if not known:
             named = sorted({t.strip() for rows in by_code.values() for t, _ in rows})
-            raise ConfigError(f"{what}: no row names a topic of the images folder "
-                              f"'{self.images_dir}' (its topics: {', '.join(self.topics)}; the "
-                              f"rows name: {', '.join(named[:20])}); topic names must match the "
-                              f"folder names")
+            raise ConfigError(
+                f"{what}: no row names a topic of the images folder "
+                f"'{self.images_dir}' (its topics: {', '.join(self.topics)}; the "
+                f"rows name: {', '.join(named[:20])}); topic names must match the "
+                f"folder names"
+            )
 
     def languages(self) -> list[str]:
         """The mclip codes (lower-cased) of the TSV's languages, sorted."""
@@ -290,8 +326,9 @@ class TsvTopics(TopicSet):
         return self._loaded[language]
 
 
-def _add_sentence(topic_set: TopicSet, out: TopicSentences, topic: str, text: str | None,
-                  item: str | None) -> None:
+def _add_sentence(
+    topic_set: TopicSet, out: TopicSentences, topic: str, text: str | None, item: str | None
+) -> None:
     if not text or not text.strip():
         out.skipped["empty_sentence"] += 1
         return
@@ -302,47 +339,6 @@ def _add_sentence(topic_set: TopicSet, out: TopicSentences, topic: str, text: st
     out.texts.append(text.strip())
     out.topics.append(index)
     out.items.append(item)
-
-
-def _sib_rows(path: Path, what: str, skipped: SkipCounter) -> Iterator[dict[str, str]]:
-    """The rows of a SIB-200 TSV (quoted fields as pandas writes them); a row without the three
-    columns is counted as ``bad_row``."""
-    reader = csv.reader(io.StringIO(read_text(path, what)), delimiter="\t")
-    header = next(reader, None)
-    if header is None:
-        return
-    columns = [c.strip() for c in header]
-    missing = [c for c in SIB_COLUMNS if c not in columns]
-    if missing:
-        raise ConfigError(f"{what}: '{path}' has no column(s) {', '.join(missing)}; SIB-200 TSVs "
-                          f"have the header {chr(9).join(SIB_COLUMNS)} (found: "
-                          f"{', '.join(columns) or 'nothing'})")
-    where = {name: columns.index(name) for name in SIB_COLUMNS}
-    for row in reader:
-        if not row or (len(row) == 1 and not row[0].strip()):
-            continue
-        if len(row) < len(columns):
-            skipped["bad_row"] += 1
-            continue
-        yield {name: row[i] for name, i in where.items()}
-
-
-def is_sib_language_folder(path: str | Path) -> bool:
-    """True when ``path`` is a folder named by a Flores-200 code (``deu_Latn``) holding a SIB-200
-    split file (``train.tsv``, ``dev.tsv`` or ``test.tsv``, or its .gz)."""
-    path = Path(path)
-    return (path.is_dir() and _FLORES_FOLDER.match(path.name) is not None
-            and any((path / f"{s}.tsv{gz}").is_file() for s in SIB_SPLITS for gz in ("", ".gz")))
-
-
-def sib_languages_root(path: Path) -> Path | None:
-    """The folder of Flores-coded language folders at ``path``, ``path/sib200`` or
-    ``path/data/sib200`` (the published MVL-SIB repository), or None."""
-    for candidate in (path, path / "sib200", path / "data" / "sib200"):
-        if candidate.is_dir() and any(is_sib_language_folder(entry.path)
-                                      for entry in os.scandir(candidate)):
-            return candidate
-    return None
 
 
 def mvl_sib_images(path: Path, languages_root: Path) -> Path | None:
@@ -356,8 +352,9 @@ def mvl_sib_images(path: Path, languages_root: Path) -> Path | None:
     return None
 
 
-def open_topics(path: str | Path, images: str | Path | None = None,
-                split: str | Sequence[str] | None = None) -> TopicSet:
+def open_topics(
+    path: str | Path, images: str | Path | None = None, split: str | Sequence[str] | None = None
+) -> TopicSet:
     """The topic-matching reader for ``path`` (see :data:`TOPIC_LAYOUTS`).
 
     ``images``: the images folder (default: found beside the sentences). ``split``: SIB-200
@@ -368,29 +365,35 @@ def open_topics(path: str | Path, images: str | Path | None = None,
     images_dir = Path(images) if images else None
     if path.is_file() or (not path.exists() and strip_gz(path.name).endswith(".tsv")):
         if split:
-            raise ConfigError(f"topic sentences '{path}': 'split' applies to the MVL-SIB layout "
-                              f"only; remove it")
+            raise ConfigError(
+                f"topic sentences '{path}': 'split' applies to the MVL-SIB layout only; remove it"
+            )
         return TsvTopics(path, images_dir)
     if not path.is_dir():
-        raise ConfigError(f"topic sentences '{path}' do not exist; expected one of:\n"
-                          f"{TOPIC_LAYOUTS}")
+        raise ConfigError(
+            f"topic sentences '{path}' do not exist; expected one of:\n{TOPIC_LAYOUTS}"
+        )
     for name in (TOPIC_TSV, f"{TOPIC_TSV}.gz"):
         if (path / name).is_file():
             if split:
-                raise ConfigError(f"topic folder '{path}': 'split' applies to the MVL-SIB layout "
-                                  f"only; remove it")
+                raise ConfigError(
+                    f"topic folder '{path}': 'split' applies to the MVL-SIB layout only; remove it"
+                )
             return TsvTopics(path / name, images_dir or path)
     root = sib_languages_root(path)
     if root is not None:
         if images_dir is None:
             images_dir = mvl_sib_images(path, root)
             if images_dir is None:
-                raise ConfigError(f"MVL-SIB '{root}': no images folder found (looked for "
-                                  f"data/images/sib200, images/sib200 and images under '{path}' "
-                                  f"and beside '{root}'); give images: the folder of "
-                                  f"{{topic}}_{{n}}.jpg")
+                raise ConfigError(
+                    f"MVL-SIB '{root}': no images folder found (looked for "
+                    f"data/images/sib200, images/sib200 and images under '{path}' "
+                    f"and beside '{root}'); give images: the folder of "
+                    f"{{topic}}_{{n}}.jpg"
+                )
         elif (images_dir / "sib200").is_dir():
             images_dir = images_dir / "sib200"  # the repository's data/images given
         return MvlSibTopics(root, images_dir, split)
-    raise ConfigError(f"topic sentences '{path}' fit no known layout; expected one of:\n"
-                      f"{TOPIC_LAYOUTS}")
+    raise ConfigError(
+        f"topic sentences '{path}' fit no known layout; expected one of:\n{TOPIC_LAYOUTS}"
+    )

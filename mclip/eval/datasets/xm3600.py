@@ -33,11 +33,13 @@ def _parse(path: Path) -> list[dict]:
         try:
             record = json.loads(line)
         except ValueError as error:
-            raise ConfigError(f"XM3600 captions '{path}', line {number}: not JSON "
-                              f"({error})") from None
+            raise ConfigError(
+                f"XM3600 captions '{path}', line {number}: not JSON ({error})"
+            ) from None
         if not isinstance(record, dict) or not isinstance(record.get(KEY), str):
-            raise ConfigError(f"XM3600 captions '{path}', line {number}: expected an object with "
-                              f"'{KEY}'")
+            raise ConfigError(
+                f"XM3600 captions '{path}', line {number}: expected an object with '{KEY}'"
+            )
         records.append(record)
     if not records:
         raise ConfigError(f"XM3600 captions '{path}' holds no image")
@@ -45,8 +47,11 @@ def _parse(path: Path) -> list[dict]:
 
 
 def _language_entries(record: dict) -> dict[str, list]:
-    return {code: value["caption"] for code, value in record.items()
-            if isinstance(value, dict) and isinstance(value.get("caption"), list)}
+    return {
+        code: value["caption"]
+        for code, value in record.items()
+        if isinstance(value, dict) and isinstance(value.get("caption"), list)
+    }
 
 
 class XM3600Set(ListedImageSet):
@@ -56,8 +61,12 @@ class XM3600Set(ListedImageSet):
         self.path = Path(captions_file)
         what = f"XM3600 '{self.path}'"
         self._records = _parse(self.path)
-        super().__init__(images_folder(images_dir, what, "the XM3600 images, {image/key}.jpg"),
-                         [r[KEY] for r in self._records], what, file_of=lambda key: f"{key}.jpg")
+        super().__init__(
+            images_folder(images_dir, what, "the XM3600 images, {image/key}.jpg"),
+            [r[KEY] for r in self._records],
+            what,
+            file_of=lambda key: f"{key}.jpg",
+        )
         codes = dict.fromkeys(code for r in self._records for code in _language_entries(r))
         self.index = LanguageIndex(codes, XM3600, f"'{self.path}'")
 
@@ -69,6 +78,7 @@ class XM3600Set(ListedImageSet):
         """Every non-empty caption in ``language`` (all of them, not just the first per image);
         empty ones are counted in ``skipped``."""
         code = self.index.lookup(language)
-        pairs = ((r[KEY], text) for r in self._records
-                 for text in _language_entries(r).get(code, []))
+        pairs = (
+            (r[KEY], text) for r in self._records for text in _language_entries(r).get(code, [])
+        )
         return collect_captions(language, pairs, str(self.path))

@@ -36,16 +36,20 @@ class XTD10Set(ListedImageSet):
         self._what = f"XTD10 '{self.root}'"
         self.list_file = find_file(self.root, IMAGE_LIST, self._what)
         self._listed = read_image_list(self.list_file, self._what)
-        super().__init__(images_folder(images_dir, self._what, "the COCO train2014 images"),
-                         self._listed, f"XTD10 '{self.root}'")
+        super().__init__(
+            images_folder(images_dir, self._what, "the COCO train2014 images"),
+            self._listed,
+            f"XTD10 '{self.root}'",
+        )
         self._files: dict[str, Path] = {}
         for path in sorted(self.root.iterdir()):
             match = _CAPTIONS.match(path.name)
             if match:
                 self._files.setdefault(match["code"], path)
         if not self._files:
-            raise ConfigError(f"{self._what}: no caption files 'test_1kcaptions_{{lang}}.txt' in "
-                              f"'{self.root}'")
+            raise ConfigError(
+                f"{self._what}: no caption files 'test_1kcaptions_{{lang}}.txt' in '{self.root}'"
+            )
         self.index = LanguageIndex(self._files, XTD10, f"XTD10 folder '{self.root}'")
 
     def languages(self) -> list[str]:

@@ -32,10 +32,12 @@ from torch import nn
 
 
 # The model specs load_model takes, for error messages (mclip.models.adapters.registry).
-ACCEPTED_FORMS = ("accepted model specs: DIR (an mclip run directory or checkpoint directory), "
-                  "'open_clip:ARCH' with pretrained=TAG_OR_FILE (or 'open_clip:ARCH/TAG'), "
-                  "'hf:NAME_OR_DIR' (a transformers hub name or save_pretrained directory), "
-                  "'onnx:DIR' (an 'mclip export --format onnx' folder)")
+ACCEPTED_FORMS = (
+    "accepted model specs: DIR (an mclip run directory or checkpoint directory), "
+    "'open_clip:ARCH' with pretrained=TAG_OR_FILE (or 'open_clip:ARCH/TAG'), "
+    "'hf:NAME_OR_DIR' (a transformers hub name or save_pretrained directory), "
+    "'onnx:DIR' (an 'mclip export --format onnx' folder)"
+)
 
 
 class ModelAdapter(nn.Module, abc.ABC):

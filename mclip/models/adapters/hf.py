@@ -55,8 +55,15 @@ class HFAdapter(TokenizingAdapter):
     ``pad_to_max_length`` is True for SigLIP-style models (see :data:`PAD_TO_MAX_LENGTH`).
     """
 
-    def __init__(self, model: nn.Module, tokenizer: Any, image_processor: Any, name: str,
-                 max_length: int | None, pad_to_max_length: bool):
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        image_processor: Any,
+        name: str,
+        max_length: int | None,
+        pad_to_max_length: bool,
+    ):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
@@ -80,11 +87,21 @@ class HFAdapter(TokenizingAdapter):
             texts = [texts]
         texts = list(texts)
         if self.pad_to_max_length:
-            out = self.tokenizer(texts, padding="max_length", truncation=True,
-                                 max_length=self.max_length, return_tensors="pt")
+            out = self.tokenizer(
+                texts,
+                padding="max_length",
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            )
             return {"input_ids": out["input_ids"]}
-        out = self.tokenizer(texts, padding=True, truncation=self.max_length is not None,
-                             max_length=self.max_length, return_tensors="pt")
+        out = self.tokenizer(
+            texts,
+            padding=True,
+            truncation=self.max_length is not None,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
         return {key: out[key] for key in ("input_ids", "attention_mask") if key in out}
 
     def encode_tokens(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -97,8 +114,9 @@ class HFAdapter(TokenizingAdapter):
         """images [N, 3, H, W] from :meth:`image_transform` -> normalised float32 [N, embed_dim]."""
         dtype = next(self.model.parameters()).dtype
         pixels = images.to(device=self.device, dtype=dtype)
-        return normalized(_embedding(self.model.get_image_features(pixel_values=pixels),
-                                     "get_image_features"))
+        return normalized(
+            _embedding(self.model.get_image_features(pixel_values=pixels), "get_image_features")
+        )
 
     def image_transform(self, train: bool = False) -> Callable[[Image.Image], torch.Tensor]:
         """The model's image processor, PIL image -> float tensor [3, H, W]; picklable.
@@ -118,8 +136,10 @@ class HFAdapter(TokenizingAdapter):
         temperature = getattr(self.model, "temperature", None)
         if isinstance(temperature, torch.Tensor):
             return -torch.log(temperature.reshape(()))
-        raise ConfigError(f"model '{self.name}' ({type(self.model).__name__}) has neither a "
-                          f"logit_scale nor a temperature parameter")
+        raise ConfigError(
+            f"model '{self.name}' ({type(self.model).__name__}) has neither a "
+            f"logit_scale nor a temperature parameter"
+        )
 
     @property
     def logit_bias(self) -> torch.Tensor | None:
@@ -146,9 +166,11 @@ def load_hf(source: str, device: torch.device | str = "cpu") -> HFAdapter:
     model = _load(AutoModel.from_pretrained, where, name, "model", dtype=torch.float32)
     missing = [m for m in ("get_image_features", "get_text_features") if not hasattr(model, m)]
     if missing:
-        raise ConfigError(f"model spec '{name}' loads a {type(model).__name__}, which has no "
-                          f"{' / '.join(missing)}: it is not an image-text dual encoder "
-                          f"(use e.g. a CLIPModel or SiglipModel checkpoint)")
+        raise ConfigError(
+            f"model spec '{name}' loads a {type(model).__name__}, which has no "
+            f"{' / '.join(missing)}: it is not an image-text dual encoder "
+            f"(use e.g. a CLIPModel or SiglipModel checkpoint)"
+        )
     tokenizer = _load(AutoTokenizer.from_pretrained, where, name, "tokenizer")
     image_processor = _load(AutoImageProcessor.from_pretrained, where, name, "image processor")
     _check_image_processor(image_processor, name)
@@ -156,8 +178,10 @@ def load_hf(source: str, device: torch.device | str = "cpu") -> HFAdapter:
     pad = model_type in PAD_TO_MAX_LENGTH
     max_length = _text_max_length(tokenizer, model)
     if pad and max_length is None:
-        raise ConfigError(f"model spec '{name}': {model_type} text must be padded to a fixed "
-                          f"length, but neither its tokenizer nor its config gives one")
+        raise ConfigError(
+            f"model spec '{name}': {model_type} text must be padded to a fixed "
+            f"length, but neither its tokenizer nor its config gives one"
+        )
     adapter = HFAdapter(model.eval(), tokenizer, image_processor, name, max_length, pad)
     return adapter.to(torch.device(device)).eval()
 
@@ -166,19 +190,25 @@ def _resolve_source(source: str) -> str:
     """A local directory's path, or the hub name as given; a missing local path is an error."""
     source = source.strip()
     if not source:
-        raise ConfigError("model spec 'hf:' names no model; give 'hf:ORG/NAME' (hub) or "
-                          "'hf:DIR' (a save_pretrained directory)")
+        raise ConfigError(
+            "model spec 'hf:' names no model; give 'hf:ORG/NAME' (hub) or "
+            "'hf:DIR' (a save_pretrained directory)"
+        )
     path = Path(source).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise ConfigError(f"model spec 'hf:{source}': '{path}' is a file; give the directory "
-                              f"written by save_pretrained")
+            raise ConfigError(
+                f"model spec 'hf:{source}': '{path}' is a file; give the directory "
+                f"written by save_pretrained"
+            )
         return str(path)
     looks_local = source.startswith(("/", "./", "../", "~", ".\\")) or source.count("/") > 1
     if looks_local:
-        raise ConfigError(f"model spec 'hf:{source}': directory '{path}' does not exist; give a "
-                          f"save_pretrained directory or a hub name such as "
-                          f"'hf:openai/clip-vit-base-patch32'")
+        raise ConfigError(
+            f"model spec 'hf:{source}': directory '{path}' does not exist; give a "
+            f"save_pretrained directory or a hub name such as "
+            f"'hf:openai/clip-vit-base-patch32'"
+        )
     return source
 
 
@@ -187,9 +217,11 @@ def _load(loader: Callable, where: str, name: str, what: str, **kwargs) -> Any:
         return loader(where, **kwargs)
     except (OSError, ValueError, KeyError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"model spec '{name}': cannot load its {what} ({first}). Give a "
-                          f"directory written by save_pretrained (model, tokenizer and image "
-                          f"processor files) or a hub name with network access.") from None
+        raise ConfigError(
+            f"model spec '{name}': cannot load its {what} ({first}). Give a "
+            f"directory written by save_pretrained (model, tokenizer and image "
+            f"processor files) or a hub name with network access."
+        ) from None
 
 
 def _check_image_processor(processor: Any, name: str) -> None:
@@ -198,18 +230,23 @@ def _check_image_processor(processor: Any, name: str) -> None:
     extra = sorted(set(out.keys()) - {"pixel_values"})
     pixels = out.get("pixel_values")
     if extra or not isinstance(pixels, torch.Tensor) or pixels.ndim != 4:
-        raise ConfigError(f"model spec '{name}': its image processor "
-                          f"({type(processor).__name__}) gives {sorted(out.keys())}; only models "
-                          f"taking one fixed-size pixel_values [N, 3, H, W] are supported")
+        raise ConfigError(
+            f"model spec '{name}': its image processor "
+            f"({type(processor).__name__}) gives {sorted(out.keys())}; only models "
+            f"taking one fixed-size pixel_values [N, 3, H, W] are supported"
+        )
 
 
 def _text_max_length(tokenizer: Any, model: nn.Module) -> int | None:
     """Tokens per text: the smaller of the tokenizer's limit and the text position table."""
     text_config = getattr(model.config, "text_config", None) or model.config
-    limits = [getattr(text_config, "max_position_embeddings", None),
-              getattr(tokenizer, "model_max_length", None)]
-    limits = [int(v) for v in limits if isinstance(v, (int, float)) and math.isfinite(v)
-              and 0 < v < _HUGE]
+    limits = [
+        getattr(text_config, "max_position_embeddings", None),
+        getattr(tokenizer, "model_max_length", None),
+    ]
+    limits = [
+        int(v) for v in limits if isinstance(v, (int, float)) and math.isfinite(v) and 0 < v < _HUGE
+    ]
     return min(limits) if limits else None
 
 
@@ -222,5 +259,7 @@ def _embedding(output: Any, method: str) -> torch.Tensor:
         value = getattr(output, key, None)
         if isinstance(value, torch.Tensor):
             return value
-    raise TypeError(f"{method} returned {type(output).__name__} with no tensor, pooler_output, "
-                    f"image_embeds or text_embeds to use as the embedding")
+    raise TypeError(
+        f"{method} returned {type(output).__name__} with no tensor, pooler_output, "
+        f"image_embeds or text_embeds to use as the embedding"
+    )

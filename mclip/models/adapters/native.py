@@ -9,8 +9,12 @@ import torch
 from PIL import Image
 
 from mclip.config import Config, ConfigError
-from mclip.models.adapters.base import (ACCEPTED_FORMS, TokenizingAdapter, normalized,
-                                        package_versions)
+from mclip.models.adapters.base import (
+    ACCEPTED_FORMS,
+    TokenizingAdapter,
+    normalized,
+    package_versions,
+)
 from mclip.models.dual import DualEncoder
 from mclip.models.manifest import DamagedCheckpoint
 from mclip.models.lora import attached_languages, load_language_adapters, text_language
@@ -86,8 +90,12 @@ class NativeAdapter(TokenizingAdapter):
         return text_language(self.model, language)
 
 
-def load_native(directory: str | Path, device: torch.device | str = "cpu",
-                name: str | None = None, language_adapters: bool = True) -> NativeAdapter:
+def load_native(
+    directory: str | Path,
+    device: torch.device | str = "cpu",
+    name: str | None = None,
+    language_adapters: bool = True,
+) -> NativeAdapter:
     """An mclip run directory (newest checkpoint) or checkpoint directory -> NativeAdapter.
 
     No network access is needed. The model is put in eval mode on ``device``. With

@@ -33,8 +33,9 @@ class OnnxAdapter(TokenizingAdapter):
         self.directory, self.name = directory, name
         self.info = json.loads((directory / INFO_FILE).read_text("utf-8"))
         pre = json.loads((directory / PREPROCESS_FILE).read_text("utf-8"))
-        self._transform = ImageTransform(pre["size"], pre["mean"], pre["std"],
-                                         interpolation=pre.get("interpolation", "bilinear"))
+        self._transform = ImageTransform(
+            pre["size"], pre["mean"], pre["std"], interpolation=pre.get("interpolation", "bilinear")
+        )
         self._image, self._text = session(directory / IMAGE_FILE), session(directory / TEXT_FILE)
         self.tokenizer = AutoTokenizer.from_pretrained(str(directory))
         self.tokenizer.padding_side = "right"
@@ -66,10 +67,17 @@ class OnnxAdapter(TokenizingAdapter):
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Strings -> {'input_ids', 'attention_mask'}: int64 [N, L], padded to the longest."""
-        out = self.tokenizer(list(texts), padding=True, truncation=True,
-                             max_length=int(self.info["max_length"]), return_tensors="np")
-        return {k: torch.from_numpy(np.asarray(out[k], dtype=np.int64))
-                for k in ("input_ids", "attention_mask")}
+        out = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=int(self.info["max_length"]),
+            return_tensors="np",
+        )
+        return {
+            k: torch.from_numpy(np.asarray(out[k], dtype=np.int64))
+            for k in ("input_ids", "attention_mask")
+        }
 
     def image_transform(self, train: bool = False) -> Callable:
         """mclip's eval transform with the export's size, mean, std and interpolation."""
@@ -88,8 +96,10 @@ class OnnxAdapter(TokenizingAdapter):
     @property
     def versions(self) -> dict[str, str]:
         """onnxruntime and the tokenizer library, and the export's quantisation."""
-        return {**package_versions("onnxruntime", "transformers"),
-                "quantize": str(self.info.get("quantize"))}
+        return {
+            **package_versions("onnxruntime", "transformers"),
+            "quantize": str(self.info.get("quantize")),
+        }
 
 
 def session(path: Path, threads: int = 0):
@@ -110,10 +120,13 @@ def load_onnx(directory: str) -> OnnxAdapter:
     """``onnx:DIR`` -> OnnxAdapter; onnxruntime runs it on the CPU whatever device the caller
     evaluates on (inputs are moved to the CPU)."""
     path = Path(directory).expanduser()
-    missing = [f for f in (INFO_FILE, PREPROCESS_FILE, IMAGE_FILE, TEXT_FILE)
-               if not (path / f).is_file()]
+    missing = [
+        f for f in (INFO_FILE, PREPROCESS_FILE, IMAGE_FILE, TEXT_FILE) if not (path / f).is_file()
+    ]
     if missing:
-        raise ConfigError(f"model spec 'onnx:{directory}': '{path}' is not an mclip ONNX export "
-                          f"({', '.join(missing)} missing); write one with 'mclip export MODEL "
-                          f"--format onnx --out DIR'")
+        raise ConfigError(
+            f"model spec 'onnx:{directory}': '{path}' is not an mclip ONNX export "
+            f"({', '.join(missing)} missing); write one with 'mclip export MODEL "
+            f"--format onnx --out DIR'"
+        )
     return OnnxAdapter(path, f"onnx:{directory}").eval()

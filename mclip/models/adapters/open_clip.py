@@ -44,9 +44,16 @@ class OpenClipAdapter(TokenizingAdapter):
     came from.
     """
 
-    def __init__(self, model: nn.Module, tokenizer: Callable, train_transform: Callable,
-                 eval_transform: Callable, name: str, embed_dim: int,
-                 pretrained: str | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Callable,
+        train_transform: Callable,
+        eval_transform: Callable,
+        name: str,
+        embed_dim: int,
+        pretrained: str | None = None,
+    ):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
@@ -113,24 +120,33 @@ def parse_open_clip_spec(body: str, pretrained: str | None) -> tuple[str, str | 
     body = body.strip()
     if body.startswith(_SCHEMAS):
         if pretrained is not None:
-            raise ConfigError(f"'open_clip:{body}' loads its weights from the schema source; "
-                              f"drop pretrained={pretrained!r}")
+            raise ConfigError(
+                f"'open_clip:{body}' loads its weights from the schema source; "
+                f"drop pretrained={pretrained!r}"
+            )
         return body, None
     arch, slash, tag = body.partition("/")
     if slash:
         if not tag.strip():
-            raise ConfigError(f"model spec 'open_clip:{body}' ends in '/': give a pretrained tag "
-                              f"after it (open_clip:ARCH/TAG) or drop the '/'")
+            raise ConfigError(
+                f"model spec 'open_clip:{body}' ends in '/': give a pretrained tag "
+                f"after it (open_clip:ARCH/TAG) or drop the '/'"
+            )
         if pretrained is not None and pretrained != tag:
-            raise ConfigError(f"model spec 'open_clip:{body}' names the tag '{tag}' and "
-                              f"pretrained={pretrained!r} names another: give only one")
+            raise ConfigError(
+                f"model spec 'open_clip:{body}' names the tag '{tag}' and "
+                f"pretrained={pretrained!r} names another: give only one"
+            )
         pretrained = tag
     return arch.strip(), pretrained
 
 
-def load_open_clip(body: str, pretrained: str | None = None,
-                   device: torch.device | str = "cpu", model_config: str | None = None
-                   ) -> OpenClipAdapter:
+def load_open_clip(
+    body: str,
+    pretrained: str | None = None,
+    device: torch.device | str = "cpu",
+    model_config: str | None = None,
+) -> OpenClipAdapter:
     """``open_clip:``-spec (without the prefix) -> OpenClipAdapter in eval mode on ``device``.
 
     ``body`` is ``ARCH``, ``ARCH/TAG``, ``hf-hub:ORG/REPO`` or ``local-dir:DIR``. ``pretrained``
@@ -153,13 +169,15 @@ def load_open_clip(body: str, pretrained: str | None = None,
         name = f"open_clip:{arch}/{pretrained}"
     try:
         model, train_transform, eval_transform = open_clip.create_model_and_transforms(
-            arch, pretrained=source, device="cpu", precision="fp32")
+            arch, pretrained=source, device="cpu", precision="fp32"
+        )
     except (RuntimeError, OSError, ValueError) as error:
         raise _load_error(arch, pretrained, source, error) from error
     tokenizer = open_clip.get_tokenizer(arch)
     embed_dim = _embed_dim(arch, model, tokenizer)
-    adapter = OpenClipAdapter(model, tokenizer, train_transform, eval_transform, name, embed_dim,
-                              pretrained)
+    adapter = OpenClipAdapter(
+        model, tokenizer, train_transform, eval_transform, name, embed_dim, pretrained
+    )
     return adapter.to(torch.device(device)).eval()
 
 
@@ -173,8 +191,10 @@ def register_model_config(arch: str, path: str | Path) -> None:
         raise ConfigError(f"--model-config '{path}' cannot be read as JSON ({error})") from None
     needed = ("embed_dim", "vision_cfg", "text_cfg")
     if not isinstance(config, dict) or not all(key in config for key in needed):
-        raise ConfigError(f"--model-config '{path}' is not an open_clip model config: it needs "
-                          f"{', '.join(needed)} (the format of open_clip's model_configs/*.json)")
+        raise ConfigError(
+            f"--model-config '{path}' is not an open_clip model config: it needs "
+            f"{', '.join(needed)} (the format of open_clip's model_configs/*.json)"
+        )
     if path.stem == arch:
         open_clip.add_model_config(path)
         return
@@ -192,29 +212,38 @@ def _check_arch(arch: str) -> None:
     close = difflib.get_close_matches(arch.lower(), list(lowered), n=5, cutoff=0.6)
     close = [lowered[c] for c in close] or [n for n in known if arch.lower() in n.lower()][:5]
     hint = f"; close names: {', '.join(close)}" if close else ""
-    raise ConfigError(f"model spec 'open_clip:{arch}': open_clip {open_clip.__version__} has no "
-                      f"architecture '{arch}'{hint}. open_clip.list_models() lists all "
-                      f"{len(known)}; for an architecture of your own pass its config JSON "
-                      f"with --model-config FILE (mclip.load_model(..., model_config=FILE))")
+    raise ConfigError(
+        f"model spec 'open_clip:{arch}': open_clip {open_clip.__version__} has no "
+        f"architecture '{arch}'{hint}. open_clip.list_models() lists all "
+        f"{len(known)}; for an architecture of your own pass its config JSON "
+        f"with --model-config FILE (mclip.load_model(..., model_config=FILE))"
+    )
 
 
 def _check_schema_source(arch: str) -> None:
     if arch.startswith("local-dir:"):
-        directory = Path(arch[len("local-dir:"):]).expanduser()
+        directory = Path(arch[len("local-dir:") :]).expanduser()
         if not (directory / "open_clip_config.json").is_file():
-            raise ConfigError(f"model spec 'open_clip:{arch}': '{directory}' is not a directory "
-                              f"holding open_clip_config.json and weights")
+            raise ConfigError(
+                f"model spec 'open_clip:{arch}': '{directory}' is not a directory "
+                f"holding open_clip_config.json and weights"
+            )
 
 
 def _resolve_weights(arch: str, pretrained: str | None) -> str:
     """A pretrained tag (returned as given) or the path of an existing local weights file."""
     tags = open_clip.list_pretrained_tags_by_model(arch)
-    tag_hint = (f"published tags of {arch}: {', '.join(tags)}" if tags
-                else f"open_clip publishes no tag for {arch}")
+    tag_hint = (
+        f"published tags of {arch}: {', '.join(tags)}"
+        if tags
+        else f"open_clip publishes no tag for {arch}"
+    )
     if pretrained is None or not str(pretrained).strip():
-        raise ConfigError(f"model spec 'open_clip:{arch}' needs weights: pass pretrained=TAG "
-                          f"({tag_hint}) or pretrained=FILE (a local .pt / .safetensors file), "
-                          f"or write 'open_clip:{arch}/TAG'")
+        raise ConfigError(
+            f"model spec 'open_clip:{arch}' needs weights: pass pretrained=TAG "
+            f"({tag_hint}) or pretrained=FILE (a local .pt / .safetensors file), "
+            f"or write 'open_clip:{arch}/TAG'"
+        )
     pretrained = str(pretrained)
     if open_clip.is_pretrained_cfg(arch, pretrained):
         return pretrained
@@ -223,22 +252,31 @@ def _resolve_weights(arch: str, pretrained: str | None) -> str:
         return str(path)
     looks_like_file = path.suffix.lower() in _WEIGHT_SUFFIXES or len(path.parts) > 1
     if looks_like_file:
-        raise ConfigError(f"open_clip weights file '{pretrained}' does not exist; give an "
-                          f"existing .pt / .safetensors file or a tag ({tag_hint})")
-    raise ConfigError(f"pretrained={pretrained!r} is neither a tag of open_clip:{arch} nor an "
-                      f"existing file; {tag_hint}")
+        raise ConfigError(
+            f"open_clip weights file '{pretrained}' does not exist; give an "
+            f"existing .pt / .safetensors file or a tag ({tag_hint})"
+        )
+    raise ConfigError(
+        f"pretrained={pretrained!r} is neither a tag of open_clip:{arch} nor an "
+        f"existing file; {tag_hint}"
+    )
 
 
-def _load_error(arch: str, pretrained: str | None, source: str | None,
-                error: Exception) -> ConfigError:
+def _load_error(
+    arch: str, pretrained: str | None, source: str | None, error: Exception
+) -> ConfigError:
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     if source is not None and Path(source).is_file():
-        return ConfigError(f"weights file '{source}' does not load into open_clip {arch} "
-                           f"({first}); give a state dict saved from that architecture")
+        return ConfigError(
+            f"weights file '{source}' does not load into open_clip {arch} "
+            f"({first}); give a state dict saved from that architecture"
+        )
     if source is not None:
-        return ConfigError(f"could not get the '{pretrained}' weights of open_clip {arch} "
-                           f"({first}); a tag is downloaded on first use, which needs network "
-                           f"access: offline, pass pretrained=a local .pt / .safetensors file")
+        return ConfigError(
+            f"could not get the '{pretrained}' weights of open_clip {arch} "
+            f"({first}); a tag is downloaded on first use, which needs network "
+            f"access: offline, pass pretrained=a local .pt / .safetensors file"
+        )
     return ConfigError(f"could not load 'open_clip:{arch}' ({first})")
 
 

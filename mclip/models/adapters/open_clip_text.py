@@ -35,6 +35,7 @@ _MASK_AWARE_POOLERS = ("MeanPooler", "MaxPooler", "ClsPooler", "ClsLastHiddenSta
 @dataclass(frozen=True)
 class TextPadding:
     """How a text tower treats padding: ``kind`` (causal / masked / full) and why."""
+
     kind: str
     reason: str
 
@@ -108,10 +109,12 @@ def _overridden(model: nn.Module, text: nn.Module | None) -> str | None:
     from open_clip.model import CLIP, CustomTextCLIP
     from open_clip.transformer import TextTransformer
 
-    for owner, base, method in ((model, CLIP, "encode_text"), (model, CustomTextCLIP,
-                                                               "encode_text"),
-                                (text, TextTransformer, "forward"),
-                                (text, HFTextEncoder, "forward")):
+    for owner, base, method in (
+        (model, CLIP, "encode_text"),
+        (model, CustomTextCLIP, "encode_text"),
+        (text, TextTransformer, "forward"),
+        (text, HFTextEncoder, "forward"),
+    ):
         if isinstance(owner, base) and getattr(type(owner), method) is not getattr(base, method):
             return f"{type(owner).__name__}.{method}"
     return None
@@ -122,9 +125,17 @@ def _causal_owner(model: nn.Module) -> nn.Module | None:
     itself (its text fields are copied onto it) or a CustomTextCLIP's ``text`` tower."""
     text = getattr(model, "text", None)
     for owner in (text, model):
-        if owner is not None and all(hasattr(owner, name) for name in (
-                "token_embedding", "positional_embedding", "transformer", "ln_final",
-                "attn_mask", "text_projection")):
+        if owner is not None and all(
+            hasattr(owner, name)
+            for name in (
+                "token_embedding",
+                "positional_embedding",
+                "transformer",
+                "ln_final",
+                "attn_mask",
+                "text_projection",
+            )
+        ):
             return owner
     return None
 
@@ -147,8 +158,9 @@ def _pooled_positions(tokens: torch.Tensor, pool: str, eos_id: int | None) -> to
     return torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
 
 
-def _causal_forward(owner: nn.Module, tokens: torch.Tensor, positions: torch.Tensor
-                    ) -> torch.Tensor:
+def _causal_forward(
+    owner: nn.Module, tokens: torch.Tensor, positions: torch.Tensor
+) -> torch.Tensor:
     length = tokens.shape[1]
     cast = owner.transformer.get_cast_dtype()
     x = owner.token_embedding(tokens).to(cast) + owner.positional_embedding[:length].to(cast)

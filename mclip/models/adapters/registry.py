@@ -34,9 +34,13 @@ ONNX_PREFIX = "onnx:"
 _PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9_.+-]+):")  # two characters or more: not a drive letter
 
 
-def load_model(spec: str | Path, pretrained: str | None = None,
-               device: str | torch.device = "cpu", language_adapters: bool = True,
-               model_config: str | Path | None = None) -> ModelAdapter:
+def load_model(
+    spec: str | Path,
+    pretrained: str | None = None,
+    device: str | torch.device = "cpu",
+    language_adapters: bool = True,
+    model_config: str | Path | None = None,
+) -> ModelAdapter:
     """Load any dual encoder behind the common adapter interface, in eval mode, on ``device``.
 
     ``spec``: ``DIR`` (mclip run or checkpoint directory), ``open_clip:ARCH`` (``pretrained``:
@@ -61,29 +65,36 @@ def load_model(spec: str | Path, pretrained: str | None = None,
     if text.startswith(OPEN_CLIP_PREFIX):
         from mclip.models.adapters.open_clip import load_open_clip
 
-        return load_open_clip(text[len(OPEN_CLIP_PREFIX):], pretrained, device,
-                              None if model_config is None else str(model_config))
+        return load_open_clip(
+            text[len(OPEN_CLIP_PREFIX) :],
+            pretrained,
+            device,
+            None if model_config is None else str(model_config),
+        )
     if model_config is not None:
-        raise ConfigError(f"model_config (--model-config) is only used with 'open_clip:ARCH' "
-                          f"specs; model spec '{text}' brings its own architecture: drop it")
+        raise ConfigError(
+            f"model_config (--model-config) is only used with 'open_clip:ARCH' "
+            f"specs; model spec '{text}' brings its own architecture: drop it"
+        )
     if text.startswith(HF_PREFIX):
         _refuse_pretrained(text, pretrained)
         from mclip.models.adapters.hf import load_hf
 
-        return load_hf(text[len(HF_PREFIX):], device)
+        return load_hf(text[len(HF_PREFIX) :], device)
     if text.startswith(ONNX_PREFIX):
         _refuse_pretrained(text, pretrained)
         from mclip.models.adapters.onnx import load_onnx
 
-        return load_onnx(text[len(ONNX_PREFIX):])
+        return load_onnx(text[len(ONNX_PREFIX) :])
     path = Path(text).expanduser()
     prefix = _PREFIX.match(text)
     if prefix and not path.exists():
         known = [OPEN_CLIP_PREFIX, HF_PREFIX, ONNX_PREFIX]
         close = difflib.get_close_matches(prefix.group(0), known, n=1, cutoff=0.5)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"model spec '{text}' has an unknown prefix '{prefix.group(0)}'{hint}; "
-                          f"{ACCEPTED_FORMS}")
+        raise ConfigError(
+            f"model spec '{text}' has an unknown prefix '{prefix.group(0)}'{hint}; {ACCEPTED_FORMS}"
+        )
     if not path.is_dir():
         what = "is a file, not a directory" if path.exists() else "does not exist"
         raise ConfigError(f"model spec '{text}': the directory {what}; {ACCEPTED_FORMS}")
@@ -95,6 +106,7 @@ def load_model(spec: str | Path, pretrained: str | None = None,
 
 def _refuse_pretrained(spec: str, pretrained: str | None) -> None:
     if pretrained is not None:
-        raise ConfigError(f"pretrained={pretrained!r} is only used with 'open_clip:ARCH' specs; "
-                          f"model spec '{spec}' names its weights itself: drop pretrained")
-
+        raise ConfigError(
+            f"pretrained={pretrained!r} is only used with 'open_clip:ARCH' specs; "
+            f"model spec '{spec}' names its weights itself: drop pretrained"
+        )
