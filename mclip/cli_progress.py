@@ -28,7 +28,7 @@ class LineProgress:
         stream=None,
     ):
         self.desc, self.total, self.unit, self.every_s = desc, total, unit, every_s
-        self.n, self.postfix = 0, {}
+        self.n, self.postfix = 0, dict[str, object]()
         self._clock, self._stream = clock, stream
         self._start = self._last = clock()
 

@@ -100,7 +100,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def _build(cls: type, data: dict, prefix: str) -> Any:
+def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(
             f"config key '{prefix.rstrip('.') or '<root>'}': expected a mapping of "
@@ -151,7 +151,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply dotted ``key=value`` overrides to a nested dict (in place) and return it."""
     for item in overrides:
         path, value = parse_override(item)
@@ -164,7 +164,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def config_from_dict(data: dict | None, overrides: list[str] | None = None) -> Config:
+def config_from_dict(data: dict[str, Any] | None, overrides: list[str] | None = None) -> Config:
     """Build and validate a :class:`Config` from nested dicts plus dotted overrides."""
     data = apply_overrides(dict(data or {}), list(overrides or []))
     return validate(_build(Config, data, ""))
@@ -172,7 +172,7 @@ def config_from_dict(data: dict | None, overrides: list[str] | None = None) -> C
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config file (or the defaults when ``path`` is None) and apply overrides."""
-    data: dict = {}
+    data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Any, Union
 
 from mclip.config_data import DataConfig
 from mclip.config_distill import DistillConfig, TeacherLearningConfig
@@ -207,6 +207,6 @@ class Config:
     distill: DistillConfig = field(default_factory=DistillConfig)
     teacher_learning: TeacherLearningConfig = field(default_factory=TeacherLearningConfig)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Nested plain dicts (YAML / JSON ready)."""
         return dataclasses.asdict(self)

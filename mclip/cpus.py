@@ -47,10 +47,10 @@ def cgroup_cpu_quota(root: Path = CGROUP_ROOT, membership: Path = OWN_CGROUP) ->
         except (OSError, ValueError):
             continue
     try:
-        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        if quota > 0 and period > 0:
-            quotas.append(quota / period)
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        if quota_us > 0 and period_us > 0:
+            quotas.append(quota_us / period_us)
     except (OSError, ValueError):
         pass
     return min(quotas) if quotas else None

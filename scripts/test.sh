@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create or reuse .venv, install mclip with the test extra, lint and format-check (ruff), run the
-# whole test suite.
+# Create or reuse .venv, install mclip with the test extra, lint and format-check (ruff), check
+# types (mypy), run the whole test suite.
 # Extra arguments go to pytest (e.g. bash scripts/test.sh -m "not slow" -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,4 +11,6 @@ echo "[lint] ruff check + ruff format --check (mclip tests scripts)" >&2
   echo "[lint] files above are not formatted: run .venv/bin/ruff format mclip tests scripts" >&2
   exit 1
 }
+echo "[types] mypy (mclip; strict on losses, evaluation metrics and config)" >&2
+.venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

@@ -146,3 +146,9 @@ def test_true_class_ranks_agree_with_torchmetrics_top_k_on_ties(seed):
         assert metrics[f"acc@{k}"] == pytest.approx(expected.item())
     expected_rank = (scores > scores.gather(1, labels[:, None])).sum(1)
     assert torch.equal(ranks, expected_rank)
+
+
+def test_mean_per_class_recall_without_labels_names_what_is_missing():
+    view = SampleRanks.build([f"s{i}" for i in range(8)], [0, 1, 0, 2, 0, 0, 3, 0])
+    with pytest.raises(ValueError, match="class labels"):
+        interval(view, "mean_per_class_recall", 50, generator(0))

@@ -93,9 +93,9 @@ class NameMatcher:
         tokens = words(caption)
         for n in self._lengths:
             for start in range(len(tokens) - n + 1):
-                classes = self._by_words.get(tuple(tokens[start : start + n]))
-                if classes:
-                    found.update(classes)
+                hits = self._by_words.get(tuple(tokens[start : start + n]))
+                if hits:
+                    found.update(hits)
         return found
 
 
@@ -109,7 +109,7 @@ def count_shard(
     """One shard's counts: {"captions": {lang: captions read}, "counts": {lang: {class: n}},
     "other_languages": {lang: captions}} (captions in languages the class texts do not have,
     counted, not matched); unreadable samples are counted in ``skipped``."""
-    captions, other = Counter(), Counter()
+    captions, other = Counter[str](), Counter[str]()
     counts: dict[str, Counter] = {lang: Counter() for lang in matchers}
     for sample in iter_raw_samples([shard], skipped):
         for lang, texts in decode_captions(sample, skipped, default_language, language_key).items():

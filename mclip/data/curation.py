@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -52,7 +53,8 @@ def thresholds(
             f"give --min-score, add them to --min-score-by-language, or use "
             f"--keep-fraction"
         )
-    return {lang: per_language.get(lang, min_score) for lang in scores}
+    # min_score is not None where per_language lacks a language (the check above)
+    return {lang: cast(float, per_language.get(lang, min_score)) for lang in scores}
 
 
 def read_thresholds_file(path: str | Path) -> dict[str, float]:
@@ -122,14 +124,14 @@ def _kept_captions(
     sample: dict,
     scores: dict,
     limits: dict[str, float],
-    skipped: Counter,
+    skipped: SkipCounter,
     per_language: dict[str, Counter],
     default_language: str,
     language_key: str,
 ) -> dict[str, list[str]] | None:
     """The sample's captions that reach their language's threshold (None: none does)."""
     captions = decode_captions(sample, skipped, default_language, language_key)
-    key, kept = sample["__key__"], {}
+    key, kept = sample["__key__"], dict[str, list[str]]()
     for language, texts in captions.items():
         counter = per_language.setdefault(language, Counter())
         for text in texts:

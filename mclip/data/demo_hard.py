@@ -36,7 +36,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, cast
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -89,7 +89,8 @@ def place_objects(
     image, their extents (``EXTENT`` radii) are ``GAP`` * ``size`` apart along the relation's axis,
     and the offset across it is at most ``MAX_CROSS`` times the offset along it.
     """
-    radii = [rng.uniform(*RADIUS[t.size]) * size for t in (scene.first, scene.second)]
+    # a drawn scene's objects have a size and a colour (only bare descriptions have None)
+    radii = [rng.uniform(*RADIUS[cast(str, t.size)]) * size for t in (scene.first, scene.second)]
     extents = np.array([EXTENT * r for r in radii])
     low, high = extents + 1, size - extents - 1
     for _ in range(_PLACEMENT_TRIES):
@@ -124,7 +125,8 @@ def render_scene(rng: np.random.Generator, scene: Scene, size: int = 64) -> Imag
     for thing, (cx, cy, r) in zip((scene.first, scene.second), place_objects(rng, scene, size)):
         cx, cy, r = cx * _SUPERSAMPLE, cy * _SUPERSAMPLE, r * _SUPERSAMPLE
         fill = tuple(
-            int(np.clip(v + rng.integers(-15, 16), 0, 255)) for v in COLOUR_RGB[thing.colour]
+            int(np.clip(v + rng.integers(-15, 16), 0, 255))
+            for v in COLOUR_RGB[cast(str, thing.colour)]  # drawn: never None
         )
         if thing.shape == "circle":
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)

@@ -56,10 +56,10 @@ def build_index(
     ``progress(n)`` is called after each shard with its number of samples. Returns the manifest
     (JSON-ready).
     """
-    total, sets_total, per_shard, skipped = Counter(), Counter(), {}, SkipCounter()
+    total, sets_total, per_shard, skipped = Counter[str](), Counter[str](), {}, SkipCounter()
     samples = 0
     for shard in shards:
-        counts, sets, n = Counter(), Counter(), 0
+        counts, sets, n = Counter[str](), Counter[str](), 0
         for sample in iter_raw_samples([shard], skipped):
             captions = decode_captions(sample, skipped, default_language, language_key)
             if not captions:
@@ -106,7 +106,8 @@ class _Records:
     size + modification time (each a dict lookup: a 100,000-shard index stays fast)."""
 
     def __init__(self, listed: dict, index_dir: Path):
-        self.by_path, self.by_name, self.by_stamp = {}, dict(listed), {}
+        self.by_path: dict[str, dict] = {}
+        self.by_name, self.by_stamp = dict(listed), dict[tuple, dict | None]()
         for name, record in listed.items():
             real = record.get("path") or os.path.realpath(index_dir / name)
             self.by_path.setdefault(real, record)
@@ -158,7 +159,7 @@ def load_index(shards: list[str], path: str | Path | None = None) -> dict | None
             f"data index '{path}' {problem}; rebuild it with 'mclip data index "
             f"<the training shards> --out {path}'"
         )
-    counts, sets = Counter(), Counter()
+    counts, sets = Counter[str](), Counter[str]()
     for record in records:
         counts.update(record["languages"])
         sets.update(record.get("language_sets") or {})

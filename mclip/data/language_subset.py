@@ -189,7 +189,7 @@ def read_parallel_subset(
         return ParallelSubset(
             language, [s for s, _ in kept], [t for _, t in kept], total, dict(skipped)
         )
-    skipped: Counter = Counter()
+    skipped = Counter[str]()
 
     def two_columns():
         with open(path, encoding="utf-8", errors="replace") as f:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, cast
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -132,7 +132,7 @@ class TrainStream(IterableDataset):
         self.sources = (
             list(shards)
             if shards and isinstance(shards[0], Source)
-            else [Source("train", list(shards), policy or LanguagePolicy())]
+            else [Source("train", list(cast("list[str]", shards)), policy or LanguagePolicy())]
         )
         self.transform = transform
         self.batch_size, self.shuffle_size, self.seed = batch_size, shuffle_size, seed
@@ -164,7 +164,7 @@ class TrainStream(IterableDataset):
         counter = SkipCounter()
         while True:
             slots = self._slots(reader, batches)
-            items, keys = [], set()
+            items, keys = [], set[tuple]()
             for feed in feeds:
                 feed.begin_batch(slots.count(feed.index))
             for index in slots:
@@ -217,7 +217,9 @@ class TrainStream(IterableDataset):
         flipped = self.augment and rng.random() < 0.5
         if flipped:  # one draw: teachers see the student's flip
             tensors = [tensor.flip(-1) for tensor in tensors]
-        view = (content_hash(image_bytes(sample)), flipped, sample.get("__url__", ""))
+        data = image_bytes(sample)
+        assert data is not None  # the image decoded from these bytes
+        view = (content_hash(data), flipped, sample.get("__url__", ""))
         return tensors[0], texts, sample.get("__key__", ""), tuple(tensors[1:]), view
 
     def _pick_captions(
@@ -282,8 +284,8 @@ class _SourceFeed:
         self.source = source = stream.sources[index]
         self.own = source.shards[reader::readers]
         self.position = {**START_POSITION, **(position or {})}
-        self.counter, self.total = SkipCounter(), Counter()
-        self.usable = Counter()  # pass -> usable samples
+        self.counter, self.total = SkipCounter(), Counter[str]()
+        self.usable = Counter[int]()  # pass -> usable samples
         self.slots, self.batch_first_pass = 0, self.position["pass"]
         self._items = self._passes()
 

@@ -79,7 +79,7 @@ def open_shards_ahead(
     urls,
     policy: RetryPolicy | None = None,
     counter: Counter | None = None,
-    on_error: Callable[[Exception, str], None] = lambda error, url: None,
+    on_error: Callable[[Exception, str], object] = lambda error, url: None,
 ):
     """(url, stream) of every shard in turn, each remote one opened and read ahead (up to
     :data:`READ_AHEAD_BYTES`) while the one before it is consumed: the network works while the

@@ -40,7 +40,7 @@ import urllib.parse
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable
+from typing import IO, BinaryIO, Callable, cast
 
 HTTP_SCHEMES = ("http://", "https://")
 PIPE_PREFIX = "pipe:"
@@ -104,7 +104,7 @@ class _Opened:
 
     def __init__(
         self,
-        stream: BinaryIO,
+        stream: io.BufferedIOBase,
         size: int | None = None,
         skip: int = 0,
         finish: Callable[[], None] = lambda: None,
@@ -135,18 +135,19 @@ def _open_http(url: str, offset: int, timeout: float) -> _Opened:
 def _open_pipe(url: str, offset: int, timeout: float) -> _Opened:
     command = url[len(PIPE_PREFIX) :]
     process = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stderr = cast(IO[bytes], process.stderr)  # PIPE: never None; stdout a BufferedReader
 
     def finish() -> None:
         status = process.wait()
-        error = process.stderr.read().decode("utf-8", "replace").strip().splitlines()
-        process.stderr.close()
+        error = stderr.read().decode("utf-8", "replace").strip().splitlines()
+        stderr.close()
         if status != 0:
             raise _Transient(
                 f"{redact(url)} exited with status {status}"
                 + (f": {error[-1][:200]}" if error else "")
             )
 
-    return _Opened(process.stdout, skip=offset, finish=finish)
+    return _Opened(cast(io.BufferedReader, process.stdout), skip=offset, finish=finish)
 
 
 def _open_fsspec(url: str, offset: int, timeout: float) -> _Opened:
@@ -155,8 +156,7 @@ def _open_fsspec(url: str, offset: int, timeout: float) -> _Opened:
     except ImportError:
         raise ShardUnavailable(
             f"{redact(url)} needs fsspec and the package of its protocol "
-            f"(s3fs for s3://, gcsfs for gs://): pip install "
-            f"'mclip[remote]'"
+            f"(s3fs for s3://, gcsfs for gs://): pip install 'mclip[remote]'"
         ) from None
     try:
         handle = fsspec.open(url, "rb").open()
@@ -210,7 +210,8 @@ class ShardStream(io.RawIOBase):
         super().__init__()
         self.url, self.policy = url, policy or RetryPolicy()
         self.counter = counter if counter is not None else Counter()
-        self.offset, self._opened, self._open = 0, None, opener_of(url)
+        self.offset, self._open = 0, opener_of(url)
+        self._opened: _Opened | None = None
         self._reopen()
 
     def readable(self) -> bool:
@@ -229,6 +230,7 @@ class ShardStream(io.RawIOBase):
 
     def _drop(self, n: int) -> None:
         """Read and discard ``n`` bytes (a source that cannot start at the offset)."""
+        assert self._opened is not None  # only called by _reopen, right after opening
         while n > 0:
             data = self._opened.stream.read(min(n, _CHUNK))
             if not data:
@@ -255,6 +257,7 @@ class ShardStream(io.RawIOBase):
         attempt = 0
         while True:
             try:
+                assert self._opened is not None  # open since __init__; reopened after a fault
                 n = self._opened.stream.readinto(buffer)
                 if n:
                     self.offset += n

@@ -142,7 +142,7 @@ def write_scores(
         "default_language": default_language,
         "language_key": language_key,
     }
-    captions, skipped, reused = Counter(), Counter(), 0
+    captions, skipped, reused = Counter[str](), Counter[str](), 0
     mine = shards[rank::world_size]
     for done, shard in enumerate(mine, 1):
         part = out / PARTS_DIR / part_name(shard)
@@ -163,10 +163,11 @@ def write_scores(
                     "height": pa.array(columns["height"], pa.int32()),
                 }
             )
-            write_atomically(
-                part.with_suffix(".parquet"),
-                lambda tmp, table=table: pa.parquet.write_table(table, str(tmp)),
-            )
+
+            def write_table(tmp: Path, table=table) -> None:
+                pa.parquet.write_table(table, str(tmp))
+
+            write_atomically(part.with_suffix(".parquet"), write_table)
             info = {
                 **stamp,
                 "captions": dict(Counter(columns["language"])),

@@ -72,7 +72,7 @@ def expand_shards(spec: str, key: str = "data.train_shards") -> list[str]:
 def _split_spec(spec: str, key: str) -> list[str]:
     """The comma-separated parts of a shard spec; a comma inside braces (``{a,b}``) belongs to
     its brace pattern. Unbalanced braces are a ConfigError naming ``key``."""
-    parts, depth, current = [], 0, []
+    parts, depth, current = [], 0, list[str]()
     for ch in spec:
         depth += (ch == "{") - (ch == "}")
         if depth < 0:
@@ -278,9 +278,9 @@ def usable_samples(
         if not captions:
             counter["no_caption_in_selected_languages"] += 1
             continue
-        image = decode_image(sample, counter)
-        if image is not None:
-            yield sample["__key__"], content_hash(image_bytes(sample)), image, captions, sample
+        image, data = decode_image(sample, counter), image_bytes(sample)
+        if image is not None and data is not None:  # data is there when the image decoded
+            yield sample["__key__"], content_hash(data), image, captions, sample
 
 
 def batched(items: Iterable, size: int) -> Iterator[list]:

@@ -9,6 +9,7 @@ source's per-language counts (``mclip data index``).
 from __future__ import annotations
 
 import hashlib
+from typing import cast
 
 from mclip.config import DataConfig, SourceConfig
 from mclip.data.index import language_sampling
@@ -43,7 +44,8 @@ def build_sources(data: DataConfig, world_size: int) -> tuple[list[Source], dict
     total_weight = sum(spec.weight for _, spec in specs)
     for key, spec in specs:
         shards = expand_shards(spec.shards, key)
-        check_shard_count(len(shards), world_size, data.num_workers, key)
+        workers = cast(int, data.num_workers)  # resolved from "auto" by the trainer before
+        check_shard_count(len(shards), world_size, workers, key)
         factors, sampling, language_sets = language_sampling(
             shards, data.language_temperature, spec.index
         )

@@ -105,7 +105,7 @@ def _embed_shard(
             pixels = torch.stack([transform(image) for _, _, image, _, _ in batch])
             parts["image"].append(teacher.encode_image(pixels).float().cpu())
             parts["image_flipped"].append(teacher.encode_image(pixels.flip(-1)).float().cpu())
-            texts = []
+            texts: list[str] = []
             for key, digest, _, captions, _ in batch:
                 if key in index:
                     raise DataError(
@@ -374,5 +374,5 @@ class TeacherEmbeddingStore:
                     f"with these captions"
                 )
             text_rows.append(_from_storage(self.part(shards[owner]).arrays["text"][row], dtype))
-        text = torch.stack(text_rows) if text_rows else torch.empty(0, self.embed_dim)
-        return images, text
+        embedded = torch.stack(text_rows) if text_rows else torch.empty(0, self.embed_dim)
+        return images, embedded

@@ -23,7 +23,7 @@ carry it; both low point at the text tower. Data: :mod:`mclip.eval.datasets.bite
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -54,7 +54,9 @@ def translation_ranks(
     return ranks
 
 
-def run_bitext(task, images, text, progress: Callable[[str], None]) -> dict:
+def run_bitext(
+    task: Any, images: Any, text: Any, progress: Callable[[str], None]
+) -> dict[str, Any]:
     """Bitext retrieval against the pivot for each of the task's languages (``images`` unused:
     a text-only task)."""
     data = open_bitext(task.sentences, task.split or None)
@@ -97,7 +99,7 @@ def run_bitext(task, images, text, progress: Callable[[str], None]) -> dict:
             "bitext_from_pivot": SampleRanks.build(from_ids, from_ranks),
             "bitext": SampleRanks.build(to_ids + from_ids, torch.cat([to_ranks, from_ranks])),
         }
-        metrics: dict = {}
+        metrics: dict[str, Any] = {}
         for k in task.top_k:
             metrics[f"bitext_acc@{k}"] = float((views[lang]["bitext"].ranks < k).mean())
             metrics[f"bitext_to_pivot_acc@{k}"] = float((to_ranks < k).double().mean())

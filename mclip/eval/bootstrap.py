@@ -17,6 +17,7 @@ generator, so a number does not depend on which other languages or metrics were 
 
 from __future__ import annotations
 
+from typing import Any
 import zlib
 
 import numpy as np
@@ -33,6 +34,13 @@ def generator(seed: int, *names: str) -> np.random.Generator:
 
 def _hits(view: SampleRanks, k: int | None) -> np.ndarray:
     return view.ranks < (1 if k is None else k)
+
+
+def _labels(view: SampleRanks) -> np.ndarray:
+    """The class labels mean per-class recall needs; a view without them is a caller's error."""
+    if view.labels is None:
+        raise ValueError("mean per-class recall needs the samples' class labels (view.labels)")
+    return view.labels
 
 
 def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -52,14 +60,15 @@ def resampled_metric(
     n, hits = len(view), _hits(view, k)
     if k is not None:
         return rng.binomial(n, hits.mean(), size=n_resamples) / n
-    classes, labels = np.unique(view.labels, return_inverse=True)
+    classes, labels = np.unique(_labels(view), return_inverse=True)
     support = np.bincount(labels, minlength=len(classes))
     correct = np.bincount(labels[hits], minlength=len(classes))
     sizes = rng.multinomial(n, support / n, size=n_resamples)  # [R, C]
     resampled = rng.binomial(sizes, correct / support)  # [R, C]
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = np.where(sizes > 0, resampled / np.maximum(sizes, 1), np.nan)
-    return np.nanmean(recall, axis=1)
+    means: np.ndarray = np.nanmean(recall, axis=1)
+    return means
 
 
 def interval(
@@ -77,14 +86,14 @@ def interval(
 
 
 def language_intervals(
-    metrics: dict,
+    metrics: dict[str, Any],
     views: dict[str, SampleRanks],
     n_resamples: int,
     seed: int,
     task: str,
     language: str,
     confidence: float = CONFIDENCE,
-) -> dict:
+) -> dict[str, Any]:
     """{metric: [low, high]} for every per-sample metric in ``metrics`` that has a value and whose
     view is in ``views``."""
     out = {}
@@ -110,7 +119,7 @@ def resampled_difference(
         better, worse = np.mean(hits_a & ~hits_b), np.mean(~hits_a & hits_b)
         counts = rng.multinomial(n, [better, worse, 1.0 - better - worse], size=n_resamples)
         return (counts[:, 0] - counts[:, 1]) / n
-    classes, labels = np.unique(a.labels, return_inverse=True)
+    classes, labels = np.unique(_labels(a), return_inverse=True)
     n_classes = len(classes)
     support = np.bincount(labels, minlength=n_classes)
     outcome = 2 * hits_a.astype(np.int64) + hits_b  # 0 none, 1 B, 2 A, 3 both
@@ -119,7 +128,8 @@ def resampled_difference(
     drawn = rng.multinomial(sizes, joint / support[:, None])  # [R, C, 4]
     with np.errstate(invalid="ignore", divide="ignore"):
         diff = np.where(sizes > 0, (drawn[..., 2] - drawn[..., 1]) / np.maximum(sizes, 1), np.nan)
-    return np.nanmean(diff, axis=1)
+    means: np.ndarray = np.nanmean(diff, axis=1)
+    return means
 
 
 def paired_comparison(
@@ -129,7 +139,7 @@ def paired_comparison(
     n_resamples: int,
     rng: np.random.Generator,
     confidence: float = CONFIDENCE,
-) -> dict:
+) -> dict[str, Any]:
     """Paired bootstrap of metric(A) - metric(B).
 
     Returns {"difference": point estimate, "interval": [low, high], "p_value": two-sided
@@ -148,7 +158,7 @@ def paired_comparison(
     point = _point(a, k) - _point(b, k)
     diffs = resampled_difference(a, b, k, n_resamples, rng)
     low, high = _percentiles(diffs, confidence)
-    p_value = min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0)))
+    p_value = min(1.0, 2 * min(float(np.mean(diffs <= 0)), float(np.mean(diffs >= 0))))
     return {
         "difference": point,
         "interval": [low, high],
@@ -161,6 +171,6 @@ def _point(view: SampleRanks, k: int | None) -> float:
     hits = _hits(view, k)
     if k is not None:
         return float(hits.mean())
-    classes, labels = np.unique(view.labels, return_inverse=True)
+    classes, labels = np.unique(_labels(view), return_inverse=True)
     support = np.bincount(labels, minlength=len(classes))
     return float(np.mean(np.bincount(labels[hits], minlength=len(classes)) / support))

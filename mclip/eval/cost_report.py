@@ -12,7 +12,7 @@ evaluation ran on.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from mclip.eval.metric_names import headline
 from mclip.eval.figures import pyplot, save_figure
@@ -134,7 +134,7 @@ def cost_rows(reports: list[dict], names: list[str]) -> list[dict]:
     if sum(1 for r in reports if r.get("cost")) < 2:
         return []
     metrics = accuracy_metrics(reports)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, report in zip(names, reports):
         cost = report.get("cost") or {}
         row = {

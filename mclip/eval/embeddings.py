@@ -11,7 +11,7 @@ by length into full batches (on a GPU the next batch tokenised while one runs)
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -21,6 +21,9 @@ from mclip.eval.datasets import ImageSet
 from mclip.eval.distributed import EvalRanks
 from mclip.eval.encoding import autocast, encode_text_batches, run_or_halve
 from mclip.eval.image_loading import SetListing, image_batches
+
+# (emb [N, d] float32, keys [N], labels [N], skip counts) of an image set
+ImageResult = tuple[torch.Tensor, list[str], list[Any], dict[str, int]]
 
 SAMPLE_TEXTS = 64  # texts kept to measure the text tower's cost per text
 
@@ -47,7 +50,7 @@ class ImageEmbeddings:
         self.transform = model.image_transform(train=False)
         self.progress, self.cache, self.ranks = progress, cache, ranks or EvalRanks()
         self.uses_cache = cache is not None
-        self._done: dict[str, tuple] = {}
+        self._done: dict[str, ImageResult] = {}
         self.embedded, self.seconds = 0, 0.0  # images this run embedded (not read), wall time
 
     def set_key(self, image_set: ImageSet, state: bool = False) -> str:
@@ -59,16 +62,17 @@ class ImageEmbeddings:
             f"{transform_fingerprint(self.transform)}|limit={self.limit}"
         )
 
-    def get(self, image_set: ImageSet) -> tuple[torch.Tensor, list[str], list, dict]:
+    def get(self, image_set: ImageSet) -> ImageResult:
         """(emb [N, d] float32, keys [N], labels [N], skip counts) of ``image_set``."""
         key = self.set_key(image_set)
         if key not in self._done:
-            cached, cache_key = None, None
-            if self.uses_cache:  # rank 0 reads the cache and shares what it found
-                if self.ranks.is_main:
+            cached: ImageResult | None = None
+            cache_key: str | None = None
+            if self.uses_cache:  # rank 0 (which holds the cache) reads it and shares what it found
+                if self.cache is not None:
                     cache_key = self.set_key(image_set, state=True)
                 cached = self.ranks.broadcast(
-                    self.cache.load_images(cache_key) if self.ranks.is_main else None
+                    self.cache.load_images(cache_key) if self.cache and cache_key else None
                 )
             if cached is not None:
                 self.progress(
@@ -77,14 +81,17 @@ class ImageEmbeddings:
                 )
             else:
                 cached = self._embed(image_set)
-                if cache_key is not None:
+                if self.cache is not None and cache_key is not None:
                     self.cache.save_images(cache_key, *cached, description=image_set.description)
             self._done[key] = cached
         return self._done[key]
 
     @torch.no_grad()
-    def _embed(self, image_set: ImageSet):
-        rows, positions, keys, labels = [], [], {}, {}
+    def _embed(self, image_set: ImageSet) -> ImageResult:
+        rows: list[torch.Tensor] = []
+        positions: list[int] = []
+        keys: dict[int, str] = {}
+        labels: dict[int, Any] = {}
         unreadable, listing, start = 0, None, time.perf_counter()
 
         def encode(images: torch.Tensor) -> torch.Tensor:
@@ -117,10 +124,10 @@ class ImageEmbeddings:
             keys.update(zip(batch.positions, batch.keys))
             labels.update(zip(batch.positions, batch.labels))
         total = listing.total if listing is not None else 0
-        unreadable = {"unreadable_image": unreadable} if unreadable else {}
+        counts = {"unreadable_image": unreadable} if unreadable else {}
         local = torch.cat(rows) if rows else torch.zeros(0, 0)
         gathered = self.ranks.gather_rows(local, positions, total, width=self.model.embed_dim)
-        metadata = self.ranks.gather_objects((keys, labels, unreadable))
+        metadata = self.ranks.gather_objects((keys, labels, counts))
         keys, labels, skipped = {}, {}, dict(listing.skipped if listing is not None else {})
         for part_keys, part_labels, part_skipped in metadata:
             keys.update(part_keys)
@@ -184,7 +191,7 @@ class TextEmbeddings:
         are encoded with the adapter on (and cached apart from the base model's), otherwise (and
         for None) by the base model.
         """
-        if language not in self.adapter_languages:
+        if language is None or language not in self.adapter_languages:
             return self._encode(texts, None)
         self.adapted.add(language)
         with self.model.text_language(language):
@@ -209,7 +216,9 @@ class TextEmbeddings:
         missing = list(range(len(distinct)))
         if self.uses_cache:
             found, missing = self.ranks.broadcast(
-                self.cache.lookup_texts(hashes) if self.ranks.is_main else None
+                self.cache.lookup_texts(hashes)
+                if self.cache is not None and hashes is not None
+                else None
             )
         out = torch.empty(len(distinct), self.model.embed_dim)
         for position, row in found.items():
@@ -224,7 +233,7 @@ class TextEmbeddings:
                 f"({len(found)} read from the cache)"
             )
             out[torch.tensor(missing)] = new
-            if self.cache is not None and self.ranks.is_main:
+            if self.cache is not None and hashes is not None and self.ranks.is_main:
                 self.cache.save_texts(hashes[missing], new)
         self.encoded += len(missing)
         self.from_cache += len(found)

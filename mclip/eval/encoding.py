@@ -45,7 +45,7 @@ def model_device(model) -> torch.device:
 
 def run_or_halve(
     run: Callable[[Any], torch.Tensor],
-    items: Sequence,
+    items: Sequence[Any] | torch.Tensor,
     said: Callable[[str], None],
     first: Callable[[Any], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, int | None]:

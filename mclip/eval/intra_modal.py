@@ -27,7 +27,7 @@ R@k; mAP is a point value.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 
@@ -93,8 +93,8 @@ def positive_ranks(
     return PositiveRanks(ranks, precision, keep)
 
 
-def _scores(name: str, result: PositiveRanks, recall_at: list[int]) -> dict:
-    metrics: dict = {
+def _scores(name: str, result: PositiveRanks, recall_at: list[int]) -> dict[str, Any]:
+    metrics: dict[str, Any] = {
         f"{name}_R@{k}": float((result.ranks < k).double().mean()) if len(result.ranks) else None
         for k in recall_at
     }
@@ -102,7 +102,9 @@ def _scores(name: str, result: PositiveRanks, recall_at: list[int]) -> dict:
     return metrics
 
 
-def run_image_to_image(task, images, text, progress: Callable[[str], None]) -> dict:
+def run_image_to_image(
+    task: Any, images: Any, text: Any, progress: Callable[[str], None]
+) -> dict[str, Any]:
     """Image -> image retrieval with same-class positives on ``task.images`` (``text`` unused)."""
     image_set = open_image_set(task.images)
     emb, keys, labels, skipped = images.get(image_set)
@@ -134,7 +136,9 @@ def run_image_to_image(task, images, text, progress: Callable[[str], None]) -> d
     }
 
 
-def run_text_to_text(task, images, text, progress: Callable[[str], None]) -> dict:
+def run_text_to_text(
+    task: Any, images: Any, text: Any, progress: Callable[[str], None]
+) -> dict[str, Any]:
     """Caption -> caption of the same image, within each language and against the pivot's
     (``images`` unused: the captions' image keys are the labels)."""
     dataset = open_retrieval(task.captions, task.images or None, split=task.split or None)
@@ -148,7 +152,7 @@ def run_text_to_text(task, images, text, progress: Callable[[str], None]) -> dic
         )
     image_ids: dict[str, int] = {}
 
-    def encoded(lang: str):
+    def encoded(lang: str) -> tuple[Any, torch.Tensor, torch.Tensor]:
         captions = dataset.captions(lang)
         ids = torch.tensor(
             [image_ids.setdefault(k, len(image_ids)) for k in captions.image_keys], dtype=torch.long
@@ -158,7 +162,7 @@ def run_text_to_text(task, images, text, progress: Callable[[str], None]) -> dic
     pivot_side = encoded(pivot) if pivot is not None else None
     per_language, views = {}, {}
     for lang in languages:
-        captions, ids, emb = pivot_side if lang == pivot else encoded(lang)
+        captions, ids, emb = pivot_side if pivot_side and lang == pivot else encoded(lang)
         within = positive_ranks(emb, emb, ids, ids, same_set=True)
         metrics = _scores("text_to_text", within, task.recall_at)
         metrics.update(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from mclip.eval.metric_names import short_name
 from mclip.eval.figures import pyplot, save_figure
@@ -144,7 +145,9 @@ def _dot_rows(blocks, base: dict) -> tuple[list, list]:
     """Row layout of a dot plot: [(y, label, is_header)], and [(y, lang)] for the languages,
     sorted within each block by the baseline's value ``base[lang][0]`` (descending; missing
     last)."""
-    rows, lang_rows, y = [], [], 0
+    rows: list[tuple[float, str, bool]] = []
+    lang_rows: list[tuple[float, str]] = []
+    y: float = 0
     for group, langs in blocks:
         if group is not None:
             rows.append((y, f"{_group_label(group, len(langs))}", True))
@@ -285,7 +288,7 @@ def overview_chart(entries: list[tuple[str, dict]], path: str | Path) -> Path:
     plot as :func:`task_chart` would choose, whiskers = 95% intervals. Returns ``path``."""
     plt = pyplot()
     tasks = list(dict.fromkeys(t for _, r in entries for t in r["tasks"]))
-    panels = []
+    panels: list[tuple[Any, ...]] = []
     for task_name in tasks:
         task = next(r["tasks"][task_name] for _, r in entries if task_name in r["tasks"])
         metrics = chart_metrics(task)
@@ -338,7 +341,7 @@ def overview_chart(entries: list[tuple[str, dict]], path: str | Path) -> Path:
     )
     for ax, (task_name, metric, dots, layout, series, _, _) in zip(axes[:, 0], panels):
         if dots:
-            _draw_dots(ax, *layout, series, metric, True)
+            _draw_dots(ax, layout[0], layout[1], series, metric, True)
         else:
             _draw_bars(ax, layout, series, metric)
         ax.set_title(f"{task_name}: {short_name(metric)} (%)", fontsize=10, loc="left")

@@ -74,7 +74,7 @@ def provenance_of(task, reader, language: str) -> str:
     if isinstance(given, str):
         return given
     if isinstance(given, dict) and (language in given or "default" in given):
-        return given.get(language, given.get("default"))
+        return str(given.get(language, given.get("default")))
     known = READER_PROVENANCE.get(type(reader).__name__, {})
     return known.get(language, known.get(ALL_LANGUAGES, "unknown"))
 

@@ -45,6 +45,9 @@ from mclip.eval.retrieval_tiles import (
     targets_of,
 )
 
+# (original indices, their local slots in the tile or None: every slot in order)
+_Members = tuple[torch.Tensor, torch.Tensor | None]
+
 DEFAULT_CHUNK = {"cpu": 1024, "cuda": 4096}
 """Tile side by device type (rows): the fastest measured, CPU on 2 cores, CUDA on an H100."""
 
@@ -75,7 +78,7 @@ def _count_main(
         scores,
         cols,
         b * chunk,
-        rows.index[a * chunk : a * chunk + p],
+        rows.origin[a * chunk : a * chunk + p],
         cols.tie_bounds[b],
         rows.bounds[a],
         0,
@@ -86,7 +89,7 @@ def _count_main(
         scores,
         rows,
         a * chunk,
-        cols.index[b * chunk : b * chunk + q],
+        cols.origin[b * chunk : b * chunk + q],
         rows.tie_bounds[a],
         cols.bounds[b],
         1,
@@ -162,7 +165,7 @@ def _count_extras(
     a: int,
     b: int,
     chunk: int,
-    targets: tuple,
+    targets: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
     t2i: torch.Tensor,
     i2t: torch.Tensor,
 ) -> None:
@@ -174,8 +177,8 @@ def _count_extras(
     positive, best, best_index, owner = targets
     r0, c0 = a * chunk, b * chunk
     p, q = scores.shape
-    main_rows, main_cols = (rows.index[r0 : r0 + p], None), (cols.index[c0 : c0 + q], None)
-    pieces = []
+    main_rows, main_cols = (rows.origin[r0 : r0 + p], None), (cols.origin[c0 : c0 + q], None)
+    pieces: list[tuple[_Members, _Members]] = []
     if row_extra is not None:
         pieces.append((row_extra, main_cols))
     if col_extra is not None:
@@ -196,7 +199,7 @@ def _count_ranks(
     texts: DistinctRows,
     text_to_image: torch.Tensor,
     targets: Targets,
-    cache: dict,
+    cache: dict[tuple[int, int], torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Negatives above each positive: (per text [M], per image [N]), visiting every tile once."""
     c, device = tiles.chunk, text_to_image.device

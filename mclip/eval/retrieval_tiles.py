@@ -61,7 +61,7 @@ class ScoreTiles:
 
 def positive_scores(
     tiles: ScoreTiles, images: DistinctRows, texts: DistinctRows, text_to_image: torch.Tensor
-) -> tuple[torch.Tensor, dict]:
+) -> tuple[torch.Tensor, dict[tuple[int, int], torch.Tensor]]:
     """Score of each text with its own image [M], read from the tiles that rank it.
 
     Only tiles that hold a positive pair are computed; they are returned too, keyed (a, b), as
@@ -74,8 +74,9 @@ def positive_scores(
     order = torch.argsort(key, stable=True)
     keys, counts = torch.unique_consecutive(key[order], return_counts=True)
     positive = torch.empty(text_to_image.shape[0], device=device)
-    cache, cached_bytes = {}, 0
-    for k, j in zip(keys.tolist(), order.split(counts.tolist())):
+    cache: dict[tuple[int, int], torch.Tensor] = {}
+    cached_bytes = 0
+    for k, j in zip(keys.tolist(), torch.split(order, counts.tolist())):
         b, a = divmod(k, n_image_blocks)
         scores = tiles.tile(a, b)
         positive[j] = scores[owner_slot[j] - a * c, text_slot[j] - b * c]
@@ -110,7 +111,7 @@ def targets_of(positive: torch.Tensor, text_to_image: torch.Tensor, n_images: in
 class Side(NamedTuple):
     """One side of the counting (the images, or the texts), for its distinct rows in slot order.
 
-    index [K]: original index of each distinct row (its first occurrence); threshold [K]: the
+    origin [K]: original index of each distinct row (its first occurrence); threshold [K]: the
     score its positive must not be beaten by (an image's best caption score, a text's own image
     score); tie_below [K]: a tie ranks above it when the other side's index is lower than this
     (the best caption's index, the text's own image); threshold_ge [K]: threshold one ulp lower,
@@ -119,7 +120,7 @@ class Side(NamedTuple):
     members that are not first occurrences (original indices, local slot in the block) or None.
     """
 
-    index: torch.Tensor
+    origin: torch.Tensor
     threshold: torch.Tensor
     tie_below: torch.Tensor
     threshold_ge: torch.Tensor
@@ -134,9 +135,9 @@ def side_of(
     """The :class:`Side` of grouped rows with per-original-row threshold [n] and tie index [n]."""
     index = rows.rep
     t, below = threshold[index], tie_below[index]
-    bounds = [(int(x[0]), int(x[-1])) for x in index.split(chunk)]
-    tie_bounds = [(int(x.min()), int(x.max())) for x in below.split(chunk)]
-    extras: list = [None] * len(bounds)
+    bounds = [(int(x[0]), int(x[-1])) for x in torch.split(index, chunk)]
+    tie_bounds = [(int(x.min()), int(x.max())) for x in torch.split(below, chunk)]
+    extras: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(bounds)
     if not rows.all_distinct:
         extra = torch.ones_like(rows.slot, dtype=torch.bool)
         extra[index] = False
@@ -144,7 +145,7 @@ def side_of(
         block = rows.slot[extra_index] // chunk
         order = torch.argsort(block, stable=True)
         sizes = torch.bincount(block, minlength=len(bounds)).tolist()
-        for b, (members, size) in enumerate(zip(extra_index[order].split(sizes), sizes)):
+        for b, (members, size) in enumerate(zip(torch.split(extra_index[order], sizes), sizes)):
             if size:
                 extras[b] = (members, rows.slot[members] - b * chunk)
     return Side(

@@ -17,7 +17,7 @@ its per-sample ranks (:mod:`mclip.eval.samples`) and a bootstrap interval
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -48,9 +48,11 @@ PROMPT_GROUP = 50_000
 
 
 def _prompt_groups(texts, languages: list[str], dataset: str | None):
-    """Languages in groups whose distinct prompts fit :data:`PROMPT_GROUP`: [(langs, class
-    texts per language, distinct prompts)]."""
-    groups, current, prompts = [], {}, {}
+    """Languages in groups whose distinct prompts fit :data:`PROMPT_GROUP`: [({lang: class
+    texts}, distinct prompts)]."""
+    groups: list[tuple[dict[str, Any], list[str]]] = []
+    current: dict[str, Any] = {}
+    prompts: dict[str, None] = {}
     for lang in languages:
         class_texts = texts.load(lang, dataset)
         mine = {

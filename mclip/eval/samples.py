@@ -19,9 +19,10 @@ import hashlib
 import re
 import zlib
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 RANK_CAP = 255
 
@@ -63,7 +64,9 @@ class SampleRanks:
     labels: np.ndarray | None = None
 
     @classmethod
-    def build(cls, identities: Iterable[str], ranks, labels=None) -> "SampleRanks":
+    def build(
+        cls, identities: Iterable[str], ranks: ArrayLike, labels: ArrayLike | None = None
+    ) -> "SampleRanks":
         """From sample identities (strings, in order), ranks [n] (ints, tensor or array) and
         optional labels [n]."""
         ranks = np.minimum(np.asarray(ranks, dtype=np.int64), RANK_CAP).astype(np.uint8)
@@ -73,7 +76,7 @@ class SampleRanks:
     def __len__(self) -> int:
         return int(self.ranks.shape[0])
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """The compact JSON form (see the module docstring)."""
         out = {"ids": self.ids, "n": len(self), "ranks": _pack(self.ranks)}
         if self.labels is not None:
@@ -82,7 +85,7 @@ class SampleRanks:
         return out
 
     @classmethod
-    def from_json(cls, data: dict) -> "SampleRanks":
+    def from_json(cls, data: dict[str, Any]) -> "SampleRanks":
         """Inverse of :meth:`to_json`."""
         ranks = _unpack(data["ranks"]).astype(np.uint8)
         labels = _unpack(data["labels"]).astype(np.int64) if "labels" in data else None
@@ -114,7 +117,7 @@ def metric_spec(metric: str) -> tuple[str, int | None] | None:
     return METRIC_VIEWS[match.group(1)], int(match.group(2))
 
 
-def _pack(array: np.ndarray) -> dict:
+def _pack(array: np.ndarray) -> dict[str, Any]:
     return {
         "dtype": array.dtype.str,
         "data": base64.b64encode(zlib.compress(np.ascontiguousarray(array).tobytes(), 6)).decode(
@@ -123,7 +126,8 @@ def _pack(array: np.ndarray) -> dict:
     }
 
 
-def _unpack(packed: dict) -> np.ndarray:
-    return np.frombuffer(
+def _unpack(packed: dict[str, Any]) -> np.ndarray:
+    array: np.ndarray = np.frombuffer(
         zlib.decompress(base64.b64decode(packed["data"])), dtype=np.dtype(packed["dtype"])
     ).copy()
+    return array

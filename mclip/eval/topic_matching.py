@@ -35,7 +35,7 @@ labels the topic index) for bootstrap intervals and paired comparisons.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -125,7 +125,9 @@ def _view(sentences: TopicSentences, topics: list[str], scores: TopicScores) -> 
     )
 
 
-def run_topic_matching(task, images, text, progress: Callable[[str], None]) -> dict:
+def run_topic_matching(
+    task: Any, images: Any, text: Any, progress: Callable[[str], None]
+) -> dict[str, Any]:
     """Topic matching per language (definitions in the module docstring).
 
     ``images``: the runner's ImageEmbeddings (``get(image_set)`` -> (emb [N, d], keys, labels,
@@ -174,12 +176,13 @@ def run_topic_matching(task, images, text, progress: Callable[[str], None]) -> d
                 f"{sentences[lang].source or topic_set.description} (skipped: "
                 f"{dict(sentences[lang].skipped) or 'none'})"
             )
-    offsets, all_texts = {}, []
+    offsets: dict[str, int] = {}
+    all_texts: list[str] = []
     for lang in read:
         offsets[lang] = len(all_texts)
         all_texts.extend(sentences[lang].texts)
-    encoded = text.encode(all_texts)
-    adapted = {
+    encoded: torch.Tensor = text.encode(all_texts)
+    adapted: dict[str, torch.Tensor] = {
         lang: text.encode(sentences[lang].texts, lang)  # languages with an adapter
         for lang in read
         if lang in getattr(text, "adapter_languages", ())

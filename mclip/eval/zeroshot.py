@@ -13,7 +13,7 @@ torchmetrics' top-k accuracy and scikit-learn's balanced accuracy.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -72,7 +72,7 @@ def template_sensitivity(
     labels: torch.Tensor,
     embeddings: torch.Tensor,
     templates: Sequence[str],
-) -> dict:
+) -> dict[str, Any]:
     """acc@1 of each template alone and their spread, from the embeddings already computed.
 
     image_emb [N, d] normalised, labels [N] in [0, C), embeddings [C, T, d] normalised. Returns
@@ -169,7 +169,7 @@ class LanguageScores(NamedTuple):
     of the input images were kept (their class has a name in this language).
     """
 
-    metrics: dict
+    metrics: dict[str, Any]
     ranks: torch.Tensor
     labels: torch.Tensor
     kept_images: torch.Tensor
@@ -196,7 +196,7 @@ def classify_language(
     empty = torch.zeros(0, dtype=torch.long)
     if not kept:
         return LanguageScores({"n_classes": 0, "n_images": 0}, empty, empty, kept_images)
-    embeddings = prompt_embeddings(encode_text, [class_names[i] for i in kept], templates)
+    embeddings = prompt_embeddings(encode_text, [name for name in class_names if name], templates)
     classifier = classifier_of(embeddings)
     remap = torch.full((len(class_names),), -1, dtype=torch.long)
     remap[torch.tensor(kept)] = torch.arange(len(kept))

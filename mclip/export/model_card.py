@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Sequence
 
 import yaml
 
@@ -56,7 +57,8 @@ def training_facts(checkpoint: Path) -> dict | None:
             end = record
         elif event in ("languages", "sources"):
             sampling = record
-    languages, sources = Counter(), Counter()
+    languages: Counter[str] = Counter()
+    sources: Counter[str] = Counter()
     for record in steps.values():
         languages.update(record.get("languages", {}))
         sources.update(record.get("sources", {}))
@@ -88,7 +90,7 @@ def model_card(
     export: dict,
     results: dict | None = None,
     license: str = "other",
-    adapters: list[str] = (),
+    adapters: Sequence[str] = (),
 ) -> str:
     """The card's Markdown. ``export``: {"format" ("open_clip" / "onnx"), "embed_dim", "usage"
     (a code block showing how to load it), ...}; ``results``: a results document of

@@ -214,7 +214,7 @@ def check_open_clip_export(model: DualEncoder, directory: Path, embed_dim: int) 
     scale = float(loaded.logit_scale.detach().reshape(()).exp())
     if not math.isclose(scale, float(model.logit_scale.detach().exp()), rel_tol=1e-6):
         raise ExportError(f"the export's logit scale {scale} differs from the model's")
-    worst = max(differences, key=differences.get)
+    worst = max(differences, key=differences.__getitem__)
     if differences[worst] > TOLERANCE:
         raise ExportError(
             f"the open_clip export encodes {worst}s differently from the model "

@@ -5,7 +5,7 @@ an :class:`~mclip.export.ExportError` naming it."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, cast
 
 import torch
 from torch import nn
@@ -35,7 +35,9 @@ def projection_matrix(
     return matrix[:rows] if rows else matrix
 
 
-def vision_config(model: DualEncoder, embed_dim: int) -> tuple[dict, Callable[[dict], dict]]:
+def vision_config(
+    model: DualEncoder, embed_dim: int
+) -> tuple[dict, Callable[[dict, nn.Module], dict]]:
     """(open_clip ``vision_cfg``, a function filling open_clip's ``visual.*`` weights from mclip's
     state dict) for the model's image tower."""
     cfg = model.cfg.image
@@ -78,8 +80,10 @@ def vision_config(model: DualEncoder, embed_dim: int) -> tuple[dict, Callable[[d
             for k, v in state.items()
             if k.startswith("image.trunk.")
         }
-        classifier = target.visual.trunk.get_classifier()
-        names = {id(p): n for n, p in target.visual.trunk.named_parameters()}
+        loaded: Any = target  # an open_clip model (untyped library)
+        timm_trunk = loaded.visual.trunk
+        classifier = timm_trunk.get_classifier()
+        names = {id(p): n for n, p in timm_trunk.named_parameters()}
         out[f"visual.trunk.{names[id(classifier.weight)]}"] = matrix
         out[f"visual.trunk.{names[id(classifier.bias)]}"] = torch.zeros(matrix.shape[0])
         return out
@@ -90,13 +94,14 @@ def vision_config(model: DualEncoder, embed_dim: int) -> tuple[dict, Callable[[d
 def _width(tower: nn.Module) -> int:
     from mclip.models.towers import pooled_features
 
-    return pooled_features(tower.trunk)
+    return pooled_features(cast(nn.Module, tower.trunk))
 
 
 def _vit_config(
-    trunk: nn.Module, proj: nn.Module, image_size: int, embed_dim: int, where: str
-) -> tuple[dict, Callable[[dict], dict]]:
+    vit: nn.Module, proj: nn.Module, image_size: int, embed_dim: int, where: str
+) -> tuple[dict, Callable[[dict, nn.Module], dict]]:
     """open_clip's own VisionTransformer for a timm ViT (module docstring)."""
+    trunk: Any = vit  # its attributes are timm's
     unsupported = [
         name
         for name, bad in (

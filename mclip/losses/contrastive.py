@@ -8,6 +8,8 @@ inverse (a one-number tensor: shape [] or [1]), ``logit_bias`` likewise (ignored
 
 from __future__ import annotations
 
+import abc
+
 import torch
 from torch import nn
 
@@ -15,7 +17,7 @@ from mclip.config import LossConfig
 from mclip.losses.tiled import tiled_infonce, tiled_sigmoid
 
 
-class ContrastiveLoss(nn.Module):
+class ContrastiveLoss(nn.Module, abc.ABC):
     """Base of the tiled losses: logits are computed ``chunk_size`` rows at a time, never as
     the whole matrix (memory O(chunk_size x M)); the result is exact."""
 
@@ -39,11 +41,29 @@ class ContrastiveLoss(nn.Module):
             )
         return self.compute(image_emb, text_emb, logit_scale, logit_bias, text_to_image)
 
+    @abc.abstractmethod
+    def compute(
+        self,
+        image_emb: torch.Tensor,
+        text_emb: torch.Tensor,
+        logit_scale: torch.Tensor,
+        logit_bias: torch.Tensor | None,
+        text_to_image: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The loss (a 0-d tensor) of checked inputs, as :meth:`forward` documents them."""
+
 
 class InfoNCELoss(ContrastiveLoss):
     """Symmetric InfoNCE (CLIP, arXiv:2103.00020). Uses no bias."""
 
-    def compute(self, image_emb, text_emb, logit_scale, logit_bias, text_to_image):
+    def compute(
+        self,
+        image_emb: torch.Tensor,
+        text_emb: torch.Tensor,
+        logit_scale: torch.Tensor,
+        logit_bias: torch.Tensor | None,
+        text_to_image: torch.Tensor | None,
+    ) -> torch.Tensor:
         return tiled_infonce(image_emb, text_emb, logit_scale, text_to_image, self.chunk_size)
 
 
@@ -52,7 +72,15 @@ class SigmoidLoss(ContrastiveLoss):
 
     uses_bias = True
 
-    def compute(self, image_emb, text_emb, logit_scale, logit_bias, text_to_image):
+    def compute(
+        self,
+        image_emb: torch.Tensor,
+        text_emb: torch.Tensor,
+        logit_scale: torch.Tensor,
+        logit_bias: torch.Tensor | None,
+        text_to_image: torch.Tensor | None,
+    ) -> torch.Tensor:
+        assert logit_bias is not None  # forward refuses a missing bias for a loss that uses one
         return tiled_sigmoid(
             image_emb, text_emb, logit_scale, logit_bias, text_to_image, self.chunk_size
         )

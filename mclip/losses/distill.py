@@ -24,7 +24,7 @@ columns) as :mod:`mclip.losses.objective` does for the contrastive loss.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +60,16 @@ class TiledSoftmaxKD(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, y, logit_scale, chunk: int, scales, log_weights, *teachers):
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        logit_scale: torch.Tensor,
+        chunk: int,
+        scales: tuple[float, ...],
+        log_weights: tuple[float, ...],
+        *teachers: torch.Tensor,
+    ) -> torch.Tensor:
         dtype = compute_dtype(x)
         t = scalar_parameter(logit_scale, "logit_scale").to(dtype).exp()
         xf, yf = x.to(dtype), y.to(dtype)
@@ -74,7 +83,7 @@ class TiledSoftmaxKD(torch.autograd.Function):
         return kl
 
     @staticmethod
-    def backward(ctx, grad_kl):
+    def backward(ctx: Any, grad_kl: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, y, logit_scale, *teachers = ctx.saved_tensors
         dtype = compute_dtype(x)
         t = logit_scale.reshape(()).to(dtype).exp()
@@ -130,7 +139,18 @@ class TiledSigmoidKD(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, y, logit_scale, logit_bias, chunk: int, scales, biases, weights, *teachers):
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        logit_scale: torch.Tensor,
+        logit_bias: torch.Tensor,
+        chunk: int,
+        scales: tuple[float, ...],
+        biases: tuple[float, ...],
+        weights: tuple[float, ...],
+        *teachers: torch.Tensor,
+    ) -> torch.Tensor:
         dtype = compute_dtype(x)
         t = scalar_parameter(logit_scale, "logit_scale").to(dtype).exp()
         bias = scalar_parameter(logit_bias, "logit_bias").to(dtype)
@@ -146,7 +166,7 @@ class TiledSigmoidKD(torch.autograd.Function):
         return total
 
     @staticmethod
-    def backward(ctx, grad_total):
+    def backward(ctx: Any, grad_total: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, y, logit_scale, logit_bias, *teachers = ctx.saved_tensors
         dtype = compute_dtype(x)
         t = logit_scale.reshape(()).to(dtype).exp()
@@ -208,7 +228,7 @@ def softmax_kd_rows(
     """
     weights = _normalised_weights(weights, len(teachers))
     log_weights = tuple(float(torch.log(torch.tensor(w, dtype=torch.float64))) for w in weights)
-    return TiledSoftmaxKD.apply(
+    kl: torch.Tensor = TiledSoftmaxKD.apply(
         x,
         y,
         logit_scale,
@@ -217,6 +237,7 @@ def softmax_kd_rows(
         log_weights,
         *_flat_teachers(teachers),
     )
+    return kl
 
 
 def similarity_kd(
@@ -266,7 +287,7 @@ def sigmoid_kd_sum(
     the number of images for the loss (as the sigmoid contrastive loss is normalised).
     """
     weights = _normalised_weights(weights, len(teachers))
-    return TiledSigmoidKD.apply(
+    total: torch.Tensor = TiledSigmoidKD.apply(
         image_emb,
         text_emb,
         logit_scale,
@@ -277,6 +298,7 @@ def sigmoid_kd_sum(
         tuple(weights),
         *_flat_teachers(teachers),
     )
+    return total
 
 
 def feature_distance(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:

@@ -19,7 +19,9 @@ logit scale) are a module of their own, :class:`DistillHeads`, trained with the 
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 
 import torch
 import torch.distributed as dist
@@ -144,7 +146,9 @@ class DistillationObjective:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``terms``: compute only these (None: every term with a weight)."""
         cfg, world = self.cfg, 1 if self.groups is None else self.groups.world_size
-        scaled, names, shares = [], [], []  # world-scaled shares to back-propagate; raw shares
+        scaled: list[torch.Tensor] = []  # world-scaled shares to back-propagate
+        names: list[str] = []
+        shares: list[torch.Tensor] = []  # raw shares
 
         def wanted(name: str, weight: float) -> bool:
             return weight > 0 and (terms is None or name in terms)
@@ -187,15 +191,22 @@ class DistillationObjective:
             "feature_kd": cfg.feature_weight,
             "cross_contrastive": cfg.cross_weight,
         }
-        total = sum(weights[n] * v for n, v in zip(names, values))
+        total = functools.reduce(operator.add, (weights[n] * v for n, v in zip(names, values)))
         self.last_terms = {n: float(v) for n, v in zip(names, values)}
-        return sum(scaled), total.detach()
+        return functools.reduce(operator.add, scaled), total.detach()
 
     def _counts(self, n: int) -> int:
         """How many of n-per-rank items one loss covers (all ranks, the group, or this one)."""
         return self.ranks_per_loss * n
 
-    def _similarity(self, x, y, logit_scale, logit_bias, teachers) -> torch.Tensor:
+    def _similarity(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        logit_scale: torch.Tensor,
+        logit_bias: torch.Tensor,
+        teachers: TeacherEmbeddings,
+    ) -> torch.Tensor:
         n, m = x.shape[0], y.shape[0]
         all_x, all_y = self._all(x), self._all(y)
         if self.cfg.similarity == "sigmoid":
@@ -234,7 +245,9 @@ class DistillationObjective:
             share = (rows.sum() / self._counts(n) + cols.sum() / self._counts(m)) / 2
         return self._group_mean(share)
 
-    def _feature(self, x, y, teachers) -> torch.Tensor:
+    def _feature(
+        self, x: torch.Tensor, y: torch.Tensor, teachers: TeacherEmbeddings
+    ) -> torch.Tensor:
         towers = self.cfg.feature_towers
         share = x.new_zeros(())
         for k, (a, b) in enumerate(teachers):
@@ -248,8 +261,15 @@ class DistillationObjective:
                     )
         return self._group_mean(share)
 
-    def _cross(self, x, y, text_to_image, teachers) -> torch.Tensor:
+    def _cross(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        text_to_image: torch.Tensor | None,
+        teachers: TeacherEmbeddings,
+    ) -> torch.Tensor:
         scale = self.heads.cross_logit_scale
+        assert scale is not None  # the heads have one whenever distill.cross_weight > 0
         total = x.new_zeros(())
         for k, (a, b) in enumerate(teachers):
             image_vs_teacher_text, _ = self.cross(

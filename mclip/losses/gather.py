@@ -17,6 +17,7 @@ negatives and far less communication, and the loss is no longer the full-batch l
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -31,8 +32,8 @@ class GatherGroups:
     world_size: int
     rank: int
     group_size: int
-    intra: object  # ranks of my group
-    inter: object  # ranks with my local index, one per group (None when there is one group)
+    intra: dist.ProcessGroup | None  # ranks of my group
+    inter: dist.ProcessGroup | None  # ranks with my local index, one per group (None: one group)
 
     @property
     def group_index(self) -> int:
@@ -66,18 +67,18 @@ def make_gather_groups(group_size: int) -> GatherGroups:
     for g in range(world // group_size):  # every rank must create every group, in order
         ranks = list(range(g * group_size, (g + 1) * group_size))
         group = dist.new_group(ranks) if group_size < world else dist.group.WORLD
-        if rank in ranks:
-            intra = group
+        if rank in ranks:  # a member gets the group itself (others get a non-member marker)
+            intra = cast(dist.ProcessGroup, group)
     if group_size < world:
         for local in range(group_size):
             ranks = list(range(local, world, group_size))
             group = dist.new_group(ranks) if len(ranks) > 1 else None
             if rank in ranks:
-                inter = group
+                inter = cast("dist.ProcessGroup | None", group)
     return GatherGroups(world, rank, group_size, intra, inter)
 
 
-def _all_gather(tensor: torch.Tensor, group, size: int) -> torch.Tensor:
+def _all_gather(tensor: torch.Tensor, group: dist.ProcessGroup | None, size: int) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(size)]
     dist.all_gather(parts, tensor.contiguous(), group=group)
     return torch.cat(parts)
@@ -88,7 +89,7 @@ class GroupedAllGather(torch.autograd.Function):
     ``group_local``); backward returns each rank the summed gradient of its own rows."""
 
     @staticmethod
-    def forward(ctx, local: torch.Tensor, groups: GatherGroups, mode: str):
+    def forward(ctx: Any, local: torch.Tensor, groups: GatherGroups, mode: str) -> torch.Tensor:
         ctx.groups, ctx.mode, ctx.n = groups, mode, local.shape[0]
         block = _all_gather(local, groups.intra, groups.group_size)
         if mode == "exact" and groups.n_groups > 1:
@@ -96,7 +97,7 @@ class GroupedAllGather(torch.autograd.Function):
         return block
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         groups, n = ctx.groups, ctx.n
         grad = grad.contiguous().clone()
         block_rows = groups.group_size * n
@@ -115,4 +116,5 @@ def gather_embeddings(
     """All-gather ``local`` [n, d] over the world (``exact``) or the group (``group_local``)."""
     if mode not in MODES:
         raise ValueError(f"dist.gather is {mode!r}; valid choices: {', '.join(MODES)}")
-    return GroupedAllGather.apply(local, groups, mode)
+    gathered: torch.Tensor = GroupedAllGather.apply(local, groups, mode)
+    return gathered

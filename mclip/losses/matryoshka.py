@@ -19,10 +19,14 @@ cross-modal term need the full embedding for their heads and stay on it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
 from mclip.errors import ConfigError
+from mclip.losses.distill_objective import DistillationObjective
+from mclip.losses.objective import ContrastiveObjective
 
 
 def prefix(embeddings: torch.Tensor, dim: int) -> torch.Tensor:
@@ -36,13 +40,18 @@ class MatryoshkaObjective:
     holds the wrapped objective's terms plus ``matryoshka_<d>`` (each prefix's unweighted global
     value)."""
 
-    def __init__(self, objective, dims: list[int], weights: list[float] | None = None):
+    def __init__(
+        self,
+        objective: ContrastiveObjective | DistillationObjective,
+        dims: list[int],
+        weights: list[float] | None = None,
+    ):
         self.objective = objective
         self.dims = list(dims)
         self.weights = list(weights) if weights else [1.0] * len(self.dims)
-        self.terms = getattr(objective, "prefix_terms", None)
-        if self.terms is not None:
-            cfg = objective.cfg
+        self.terms: tuple[str, ...] | None = None
+        if isinstance(objective, DistillationObjective):  # only its prefix terms get prefixes
+            self.terms, cfg = objective.prefix_terms, objective.cfg
             if cfg.contrastive_weight <= 0 and cfg.similarity_weight <= 0:
                 raise ConfigError(
                     "config key 'loss.matryoshka_dims' needs a term that applies to "
@@ -51,7 +60,7 @@ class MatryoshkaObjective:
                 )
         self.last_terms: dict[str, float] = {}
 
-    def __getattr__(self, name: str):  # uses_bias, ranks_per_loss, negatives_per_sample, ...
+    def __getattr__(self, name: str) -> Any:  # uses_bias, ranks_per_loss, negatives_per_sample, ...
         return getattr(self.objective, name)
 
     def __call__(
@@ -61,7 +70,7 @@ class MatryoshkaObjective:
         logit_scale: torch.Tensor,
         logit_bias: torch.Tensor,
         text_to_image: torch.Tensor | None = None,
-        **kwargs,
+        **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         loss, value = self.objective(
             image_emb, text_emb, logit_scale, logit_bias, text_to_image, **kwargs

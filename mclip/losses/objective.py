@@ -56,7 +56,7 @@ class ContrastiveObjective:
         image_emb: torch.Tensor,
         text_emb: torch.Tensor,
         logit_scale: torch.Tensor,
-        logit_bias: torch.Tensor,
+        logit_bias: torch.Tensor | None,
         text_to_image: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.groups is None:
@@ -73,6 +73,8 @@ class ContrastiveObjective:
             pairs = self.ranks_per_loss * n_texts  # every positive pair has a text of its own
             share = (row_lse[pos].sum() + col_lse.sum() - 2 * positive.sum()) / (2 * pairs)
         else:
+            if logit_bias is None:
+                raise ValueError(f"{self.kind} loss needs logit_bias (a tensor of shape [] or [1])")
             total = TiledSoftplusSum.apply(
                 image_emb, all_texts, logit_scale, logit_bias, self.chunk
             )

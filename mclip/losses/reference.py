@@ -10,6 +10,10 @@ t = exp(logit_scale), s_ij = t <x_i, y_j> (+ b for sigmoid). Positives are pairs
 
 from __future__ import annotations
 
+import functools
+import operator
+from typing import Iterable
+
 import torch
 import torch.nn.functional as F
 
@@ -33,6 +37,11 @@ def positive_index(
     if n_texts and (text_to_image.min() < 0 or text_to_image.max() >= n_images):
         raise ValueError(f"text_to_image holds indices outside [0, {n_images})")
     return text_to_image
+
+
+def _sum(terms: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The sum of at least one tensor, added left to right (as ``sum`` would, without its 0)."""
+    return functools.reduce(operator.add, terms)
 
 
 def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
@@ -110,15 +119,15 @@ def similarity_kd_reference(
         else [w / sum(weights) for w in weights]
     )
     logits = logit_scale.to(dtype).exp() * image_emb.to(dtype) @ text_emb.to(dtype).T
-    total = 0
+    halves = []
     for dim in (1, 0):
-        p_t = sum(
+        p_t = _sum(
             w * torch.softmax(t * a.to(dtype) @ b.to(dtype).T, dim=dim)
             for (a, b), t, w in zip(teachers, teacher_scales, weights)
         )
         kl = (p_t * (p_t.log() - torch.log_softmax(logits, dim=dim))).sum(dim)
-        total = total + kl.mean() / 2
-    return total
+        halves.append(kl.mean() / 2)
+    return halves[0] + halves[1]
 
 
 def sigmoid_kd_reference(
@@ -142,7 +151,7 @@ def sigmoid_kd_reference(
     s = logit_scale.to(dtype).exp() * image_emb.to(dtype) @ text_emb.to(dtype).T + logit_bias.to(
         dtype
     )
-    p = sum(
+    p = _sum(
         w * torch.sigmoid(t * a.to(dtype) @ b.to(dtype).T + bias)
         for (a, b), t, bias, w in zip(teachers, teacher_scales, teacher_biases, weights)
     )

@@ -17,6 +17,7 @@ Embeddings may be bf16 / fp16; tiles and reductions are then fp32 (fp64 inputs s
 from __future__ import annotations
 
 import math
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +38,7 @@ def scalar_parameter(value: torch.Tensor, name: str) -> torch.Tensor:
     return value.reshape(())
 
 
-def _tiles(n: int, chunk: int):
+def _tiles(n: int, chunk: int) -> Iterator[slice]:
     for start in range(0, n, chunk):
         yield slice(start, min(start + chunk, n))
 
@@ -67,7 +68,14 @@ class TiledLogSumExp(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, y, logit_scale, chunk: int, need_cols: bool = True):
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        logit_scale: torch.Tensor,
+        chunk: int,
+        need_cols: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         dtype = compute_dtype(x)
         scale = scalar_parameter(logit_scale, "logit_scale").to(dtype).exp()
         xf, yf = x.to(dtype), y.to(dtype)
@@ -99,7 +107,9 @@ class TiledLogSumExp(torch.autograd.Function):
         return row_lse, col_lse
 
     @staticmethod
-    def backward(ctx, grad_row, grad_col):
+    def backward(
+        ctx: Any, grad_row: torch.Tensor | None, grad_col: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None, None]:
         x, y, logit_scale, row_lse, col_lse = ctx.saved_tensors
         dtype = row_lse.dtype
         scale = logit_scale.reshape(()).to(dtype).exp()
@@ -110,8 +120,8 @@ class TiledLogSumExp(torch.autograd.Function):
         grad_x = torch.empty_like(xf, memory_format=torch.contiguous_format)
         grad_y = torch.zeros_like(yf)
         buffer = _tile_buffer(x.shape[0], ctx.chunk, y.shape[0], xf)
-        weighted = _tile_buffer(x.shape[0], ctx.chunk, y.shape[0], xf) if use_cols else None
-        scaled = xf * scale
+        weighted = _tile_buffer(x.shape[0], ctx.chunk, y.shape[0], xf) if use_cols else buffer
+        scaled, alpha = xf * scale, float(scale)
         for rows in _tiles(x.shape[0], ctx.chunk):
             n = rows.stop - rows.start
             logits = torch.mm(scaled[rows], yf.T, out=buffer[:n])
@@ -136,7 +146,7 @@ class TiledLogSumExp(torch.autograd.Function):
             grad_x[rows] = torch.mm(g, yf).mul_(
                 scale if row_weight is None else scale * row_weight[:, None]
             )
-            grad_y.addmm_(g.T, x_rows, alpha=scale)
+            grad_y.addmm_(g.T, x_rows, alpha=alpha)
         grad_scale = torch.dot(grad_x.reshape(-1), xf.reshape(-1))
         return (
             grad_x.to(x.dtype),
@@ -177,7 +187,14 @@ class TiledSoftplusSum(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, y, logit_scale, logit_bias, chunk: int):
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        logit_scale: torch.Tensor,
+        logit_bias: torch.Tensor,
+        chunk: int,
+    ) -> torch.Tensor:
         dtype = compute_dtype(x)
         scale = scalar_parameter(logit_scale, "logit_scale").to(dtype).exp()
         bias = scalar_parameter(logit_bias, "logit_bias").to(dtype)
@@ -190,8 +207,8 @@ class TiledSoftplusSum(torch.autograd.Function):
             grad_scale = torch.zeros((), device=x.device, dtype=dtype)
             grad_bias = torch.zeros((), device=x.device, dtype=dtype)
         buffer = _tile_buffer(x.shape[0], chunk, y.shape[0], xf)
-        slopes = _tile_buffer(x.shape[0], chunk, y.shape[0], xf) if want_grad else None
-        scaled = xf * scale
+        slopes = _tile_buffer(x.shape[0], chunk, y.shape[0], xf) if want_grad else buffer
+        scaled, alpha = xf * scale, float(scale)
         for rows in _tiles(x.shape[0], chunk):
             n = rows.stop - rows.start
             logits = torch.mm(scaled[rows], yf.T, out=buffer[:n]).add_(bias)
@@ -202,7 +219,7 @@ class TiledSoftplusSum(torch.autograd.Function):
                 grad_bias += g_sum
                 grad_scale += torch.dot(g.view(-1), logits.view(-1)) - bias * g_sum  # sum g (s - b)
                 torch.mm(g, yf, out=grad_x[rows]).mul_(scale)
-                grad_y.addmm_(g.T, xf[rows], alpha=scale)
+                grad_y.addmm_(g.T, xf[rows], alpha=alpha)
         if want_grad:
             ctx.save_for_backward(
                 grad_x.to(x.dtype),
@@ -213,7 +230,9 @@ class TiledSoftplusSum(torch.autograd.Function):
         return total
 
     @staticmethod
-    def backward(ctx, grad_total):
+    def backward(
+        ctx: Any, grad_total: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, None]:
         grad_x, grad_y, grad_scale, grad_bias = ctx.saved_tensors
         return (
             grad_x * grad_total.to(grad_x.dtype),
@@ -257,6 +276,8 @@ def tiled_infonce(
     Returns a 0-d tensor; the gradient of logit_scale has logit_scale's shape.
     """
     pos = positive_index(text_to_image, image_emb.shape[0], text_emb.shape[0], image_emb.device)
+    row_lse: torch.Tensor
+    col_lse: torch.Tensor
     row_lse, col_lse = TiledLogSumExp.apply(image_emb, text_emb, logit_scale, chunk)
     positive = positive_logits(image_emb, text_emb, logit_scale, pos)
     return ((rows_at(row_lse, pos) - positive) + (col_lse - positive)).mean() / 2
@@ -277,7 +298,9 @@ def tiled_sigmoid(
     logit_scale and logit_bias have shape [] or [1]; returns a 0-d tensor.
     """
     pos = positive_index(text_to_image, image_emb.shape[0], text_emb.shape[0], image_emb.device)
-    total = TiledSoftplusSum.apply(image_emb, text_emb, logit_scale, logit_bias, chunk)
+    total: torch.Tensor = TiledSoftplusSum.apply(
+        image_emb, text_emb, logit_scale, logit_bias, chunk
+    )
     bias = scalar_parameter(logit_bias, "logit_bias").to(total.dtype)
     positive = positive_logits(image_emb, text_emb, logit_scale, pos) + bias
     return (total - positive.sum()) / image_emb.shape[0]

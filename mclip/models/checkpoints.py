@@ -47,7 +47,7 @@ def newest_intact_checkpoint(
     """(the newest checkpoint whose files match its manifest, or None; [(newer checkpoint,
     what is wrong with it)] for each damaged one passed over, newest first). ``required``: files
     a checkpoint must have besides its weights (``trainer.pt`` to resume)."""
-    damaged = []
+    damaged: list[tuple[Path, str]] = []
     for path in reversed(list_checkpoints(out_dir)):
         problem = damage(path, required=(WEIGHTS_FILE, *required))
         if problem is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,7 +48,8 @@ class ForeignImageTrunk(nn.Module):
             return self.model(images)
         from mclip.models.adapters.hf import _embedding
 
-        return _embedding(self.model.get_image_features(pixel_values=images), "get_image_features")
+        model: Any = self.model  # a transformers model, typed by torch as Tensor | Module
+        return _embedding(model.get_image_features(pixel_values=images), "get_image_features")
 
     def save_source(self, directory: str | Path, name: str) -> None:
         """Write the architecture (no weights) into ``directory``."""
@@ -57,7 +59,8 @@ class ForeignImageTrunk(nn.Module):
             arch = name[len(OPEN_CLIP) :]
             (directory / f"{arch}.json").write_text(json.dumps(self.model_config), "utf-8")
         else:
-            self.model.config.save_pretrained(directory)
+            model: Any = self.model
+            model.config.save_pretrained(directory)
 
 
 def _drop_text_parts(model: nn.Module) -> nn.Module:
@@ -84,7 +87,7 @@ def _open_clip_trunk(
     if load_pretrained and pretrained:
         from mclip.models.adapters.open_clip import load_open_clip
 
-        visual = load_open_clip(arch, str(pretrained)).model.visual
+        visual: Any = load_open_clip(arch, str(pretrained)).model.visual
     else:
         visual = open_clip.create_model(arch, pretrained=None).visual
     trunk = ForeignImageTrunk(visual, "open_clip", int(config["embed_dim"]))
@@ -98,6 +101,7 @@ def _hf_trunk(
     from transformers import AutoConfig, AutoModel
 
     where = str(source) if source is not None else name
+    model: Any  # a transformers model: its attributes are the library's, not nn.Module's
     try:
         if load_pretrained and pretrained and source is None:
             model = AutoModel.from_pretrained(where, dtype=torch.float32)
@@ -165,7 +169,8 @@ def image_tower_from_model(adapter) -> tuple[dict, dict[str, torch.Tensor], floa
                 f"'{adapter.name}': an image tower can be taken from an open_clip "
                 f"architecture name (open_clip:ARCH/TAG), not from a schema source"
             )
-        pre = adapter.model.visual.preprocess_cfg
+        visual: Any = adapter.model.visual
+        pre = visual.preprocess_cfg
         fields = {
             "name": f"{OPEN_CLIP}{arch}",
             "image_size": int(pre["size"][0]),
@@ -173,7 +178,7 @@ def image_tower_from_model(adapter) -> tuple[dict, dict[str, torch.Tensor], floa
             "std": list(pre["std"]),
             "interpolation": pre.get("interpolation", "bicubic"),
         }
-        weights = {f"trunk.model.{k}": v for k, v in adapter.model.visual.state_dict().items()}
+        weights = {f"trunk.model.{k}": v for k, v in visual.state_dict().items()}
         return fields, weights, scale, bias
     if isinstance(adapter, HFAdapter):
         processor = adapter.image_processor

@@ -114,10 +114,15 @@ def inherit_weights(student: nn.Module, teacher: nn.Module, every: int = 1) -> I
             report.kept_init.append(name)
             continue
         value = source[key]
-        grids = _position_grid(student, name), _position_grid(teacher, key)
-        if None not in grids and grids[0][0] != grids[1][0] and grids[0][1] == grids[1][1]:
+        mine, theirs = _position_grid(student, name), _position_grid(teacher, key)
+        if (
+            mine is not None
+            and theirs is not None
+            and mine[0] != theirs[0]
+            and mine[1] == theirs[1]
+        ):
             value = resample_abs_pos_embed(
-                value, new_size=grids[0][0], old_size=grids[1][0], num_prefix_tokens=grids[0][1]
+                value, new_size=mine[0], old_size=theirs[0], num_prefix_tokens=mine[1]
             )
             report.resampled.append(name)
         if value.shape == tensor.shape:

@@ -27,7 +27,7 @@ import uuid
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -88,7 +88,8 @@ def _peft_model(model: nn.Module):
         return None
     from peft import PeftModel
 
-    encoder = model.text.encoder
+    text: Any = model.text  # a TextTower; its encoder is a transformers (or peft) model
+    encoder = text.encoder
     return encoder if isinstance(encoder, PeftModel) else None
 
 
@@ -112,19 +113,18 @@ def add_adapter(model: nn.Module, language: str, settings: LoraSettings) -> list
         )
     config = LoraConfig(
         r=settings.rank,
-        lora_alpha=settings.alpha,
+        lora_alpha=settings.alpha,  # type: ignore[arg-type]  # peft annotates int; float works
         lora_dropout=settings.dropout,
         bias="none",
         target_modules=list(settings.targets) if settings.targets else None,
     )
     peft_model = _peft_model(model)
-    training = model.text.encoder.training
+    text: Any = model.text
+    training = text.encoder.training
     try:
         with _quiet_peft():
             if peft_model is None:
-                model.text.encoder = get_peft_model(
-                    model.text.encoder, config, adapter_name=language
-                )
+                text.encoder = get_peft_model(text.encoder, config, adapter_name=language)
             else:
                 peft_model.add_adapter(language, config)
     except ValueError as error:
@@ -133,11 +133,11 @@ def add_adapter(model: nn.Module, language: str, settings: LoraSettings) -> list
             f"give --targets with names of its Linear layers, e.g. "
             f"{', '.join(linear_names(model)[:6])}"
         ) from None
-    model.text.encoder.train(training)  # new dropout modules follow the tower's mode
+    text.encoder.train(training)  # new dropout modules follow the tower's mode
     use_language(model, language)
     parameters = [
         p
-        for name, p in model.text.encoder.named_parameters()
+        for name, p in text.encoder.named_parameters()
         if f".{language}." in name and "lora_" in name
     ]
     for parameter in parameters:
@@ -165,9 +165,10 @@ def adapter_targets(model: nn.Module, language: str) -> list[str]:
 
 def linear_names(model: nn.Module) -> list[str]:
     """Distinct last name parts of the text encoder's Linear layers (candidate LoRA targets)."""
+    text: Any = model.text
     names = (
         name.rsplit(".", 1)[-1]
-        for name, module in model.text.encoder.named_modules()
+        for name, module in text.encoder.named_modules()
         if isinstance(module, nn.Linear)
     )
     return list(dict.fromkeys(names))
@@ -219,7 +220,8 @@ def remove_language_adapters(model: nn.Module) -> None:
     weights untouched)."""
     peft_model = _peft_model(model)
     if peft_model is not None:
-        model.text.encoder = peft_model.unload()
+        text: Any = model.text
+        text.encoder = peft_model.unload()
 
 
 def save_adapter(
@@ -272,17 +274,18 @@ def attach_adapter(model: nn.Module, language: str, directory: str | Path) -> No
         )
     if language in attached_languages(model):
         raise ConfigError(f"language '{language}' already has an adapter on this model")
-    device = next(model.text.encoder.parameters()).device
-    training = model.text.encoder.training
+    text: Any = model.text
+    device = next(text.encoder.parameters()).device
+    training = text.encoder.training
     peft_model = _peft_model(model)
     with _quiet_peft():
         if peft_model is None:
-            model.text.encoder = PeftModel.from_pretrained(
-                model.text.encoder, str(directory), adapter_name=language, is_trainable=False
+            text.encoder = PeftModel.from_pretrained(
+                text.encoder, str(directory), adapter_name=language, is_trainable=False
             )
         else:
             peft_model.load_adapter(str(directory), adapter_name=language, is_trainable=False)
-    model.text.encoder.to(device).train(training)
+    text.encoder.to(device).train(training)
     use_language(model, None)
 
 
@@ -323,6 +326,6 @@ def settings_dict(settings: LoraSettings) -> dict:
     return asdict(settings)
 
 
-def lora_parameter_count(parameters: list[torch.Tensor]) -> int:
+def lora_parameter_count(parameters: Iterable[torch.Tensor]) -> int:
     """Total number of elements of ``parameters``."""
     return sum(p.numel() for p in parameters)

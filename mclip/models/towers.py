@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 from pathlib import Path
+from typing import Any, cast
 
 import timm
 import torch
@@ -17,7 +18,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, BertModel, ByT5Tokenizer
 
 from mclip.config import ConfigError, ImageTowerConfig, TextTowerConfig
-from mclip.models.foreign_towers import build_foreign_trunk, is_foreign
+from mclip.models.foreign_towers import ForeignImageTrunk, build_foreign_trunk, is_foreign
 
 
 def make_projection(in_features: int, embed_dim: int, kind: str) -> nn.Module:
@@ -79,8 +80,9 @@ class ImageTower(nn.Module):
         super().__init__()
         self.cfg = cfg
         if is_foreign(cfg.name):  # open_clip / transformers tower (mclip.models.foreign_towers)
-            self.trunk = build_foreign_trunk(cfg.name, cfg.pretrained, load_pretrained, source)
-            self.proj = make_projection(self.trunk.num_features, embed_dim, projection)
+            foreign = build_foreign_trunk(cfg.name, cfg.pretrained, load_pretrained, source)
+            self.trunk: nn.Module = foreign
+            self.proj = make_projection(foreign.num_features, embed_dim, projection)
             freeze_parameters(self, cfg.freeze, "model.image.freeze")
             return
         kwargs: dict = {**cfg.model_args, "num_classes": 0}
@@ -97,9 +99,10 @@ class ImageTower(nn.Module):
                 )
             kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
             pretrained = True
-        self.trunk = _create_timm(cfg.name, pretrained, cfg.image_size, kwargs)
+        timm_trunk: Any = _create_timm(cfg.name, pretrained, cfg.image_size, kwargs)
+        self.trunk = timm_trunk
         if cfg.grad_checkpointing:
-            self.trunk.set_grad_checkpointing(True)
+            timm_trunk.set_grad_checkpointing(True)
         self.proj = make_projection(pooled_features(self.trunk), embed_dim, projection)
         freeze_parameters(self, cfg.freeze, "model.image.freeze")
 
@@ -109,7 +112,7 @@ class ImageTower(nn.Module):
     def save_source(self, directory: str | Path) -> None:
         """A foreign tower's architecture (no weights) into ``directory``; timm needs none."""
         if is_foreign(self.cfg.name):
-            self.trunk.save_source(directory, self.cfg.name)
+            cast(ForeignImageTrunk, self.trunk).save_source(directory, self.cfg.name)
 
 
 def pooled_features(trunk: nn.Module) -> int:
@@ -120,7 +123,8 @@ def pooled_features(trunk: nn.Module) -> int:
     num_features`` or (older timm) only ``num_features``.
     """
     width = getattr(trunk, "head_hidden_size", None)
-    return int(width) if width is not None else int(trunk.num_features)
+    timm_model: Any = trunk
+    return int(width) if width is not None else int(timm_model.num_features)
 
 
 def _create_timm(name: str, pretrained: bool, image_size: int, kwargs: dict) -> nn.Module:

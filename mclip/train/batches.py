@@ -4,7 +4,7 @@ a worker's DataError made one line (:func:`next_batch`)."""
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, cast
 
 from torch.utils.data import DataLoader
 
@@ -75,7 +75,7 @@ def training_batches(
     loader = DataLoader(
         stream,
         batch_size=None,
-        num_workers=cfg.data.num_workers,
+        num_workers=cast(int, cfg.data.num_workers),  # the trainer resolved "auto" before
         worker_init_fn=ignore_stop_signals,
         persistent_workers=False,
         prefetch_factor=4 if cfg.data.num_workers else None,

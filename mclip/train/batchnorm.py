@@ -25,6 +25,7 @@ in eval mode (``train.freeze_batchnorm``), on any number of micro-batches and ra
 from __future__ import annotations
 
 import contextlib
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -42,8 +43,8 @@ def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
 def batchnorm_stats_frozen(model: nn.Module):
     """Inside: BatchNorm layers normalise as usual but leave their running statistics and
     ``num_batches_tracked`` unchanged."""
-    layers = batchnorm_layers(model)
-    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in layers]
+    layers = batchnorm_layers(model)  # tracking running statistics: the buffers are tensors
+    saved = [(m.momentum, cast(torch.Tensor, m.num_batches_tracked).clone()) for m in layers]
     for m in layers:
         m.momentum = 0.0
     try:
@@ -51,7 +52,7 @@ def batchnorm_stats_frozen(model: nn.Module):
     finally:
         for m, (momentum, tracked) in zip(layers, saved):
             m.momentum = momentum
-            m.num_batches_tracked.copy_(tracked)
+            cast(torch.Tensor, m.num_batches_tracked).copy_(tracked)
 
 
 def set_batchnorm_eval(model: nn.Module) -> int:
@@ -126,6 +127,9 @@ class BatchNormStepStatistics:
             var = (squares / count - mean.square()).clamp_min(0) * (
                 count / (count - 1).clamp_min(1)
             )
+            # self.layers are batchnorm_layers (tracking running statistics): tensors, not None
+            assert m.running_mean is not None and m.running_var is not None
+            assert m.num_batches_tracked is not None
             m.num_batches_tracked += 1
             factor = 1.0 / float(m.num_batches_tracked) if m.momentum is None else m.momentum
             m.running_mean.mul_(1 - factor).add_(mean.to(m.running_mean.dtype), alpha=factor)

@@ -47,7 +47,7 @@ class StopRequest:
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.requested = False
         self.signal_name: str | None = None
         self._previous: dict = {}

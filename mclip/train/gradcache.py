@@ -17,7 +17,7 @@ for any tower. Running statistics are the caller's business (:mod:`mclip.train.b
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from typing import Callable, cast
 
 import torch
 
@@ -85,7 +85,7 @@ def gradient_cache_backward(
         _set_rng_state(states[i], device)
         image_emb, text_emb = encode(piece)
         pairs = [
-            (emb, cached.grad[rows].to(emb.dtype))
+            (emb, cast(torch.Tensor, cached.grad)[rows].to(emb.dtype))  # set by loss.backward()
             for emb, cached, rows in (
                 (image_emb, image_all, image_rows[i]),
                 (text_emb, text_all, text_rows[i]),

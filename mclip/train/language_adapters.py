@@ -272,7 +272,10 @@ def adapt_language(
     data = open_language_data(data_spec, language, max_captions, settings.seed)
     model, config = DualEncoder.load(model_dir, map_location=device, verify=False)
     stats = train_language_adapter(model, data, settings, device, progress)
-    parallel = isinstance(data, ParallelSubset)
+    if isinstance(data, ParallelSubset):
+        parallel, captions_used, images_used = True, len(data.translations), 0
+    else:
+        parallel, captions_used, images_used = False, len(data.captions), len(data.images)
     info = {
         "base_model": str(model_dir),
         "base_weights_sha256": weights_digest(model_dir),
@@ -280,8 +283,8 @@ def adapt_language(
         "data": {
             "spec": str(data_spec),
             "kind": "parallel_text" if parallel else "captions",
-            "captions_used": len(data.translations if parallel else data.captions),
-            "images_used": 0 if parallel else len(data.images),
+            "captions_used": captions_used,
+            "images_used": images_used,
             "candidates": data.candidates,
             "skipped": data.skipped,
         },

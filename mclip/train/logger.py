@@ -116,6 +116,7 @@ class TrainLogger:
         self._bar = self._file = self._tb = None
 
     def _write(self, record: dict) -> None:
+        assert self._file is not None  # callers write only when enabled, and before close()
         self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
         self._file.flush()
 

@@ -97,6 +97,7 @@ class ParallelTextTerm:
         local = self.batch_size // self.world_size
         rows = pair_order(len(self.pairs), self.seed, step, self.batch_size)
         rows = rows[self.rank * local : (self.rank + 1) * local]
+        assert self.teacher.model is not None  # an online teacher (parallel_term picks one)
         with torch.no_grad(), autocast_context(device, self.precision):
             teacher_emb = self.teacher.model.encode_text([self.pairs[i][0] for i in rows])
         tokens = {
@@ -124,7 +125,7 @@ class ParallelTextTerm:
 def parallel_term(
     cfg: Config,
     teachers: list[Teacher],
-    heads: DistillHeads,
+    heads: DistillHeads | None,
     groups: GatherGroups | None,
     rank: int,
     world_size: int,
@@ -135,5 +136,6 @@ def parallel_term(
         return None, {}
     pairs, skipped = read_parallel_tsv(cfg.distill.parallel)
     index = next(i for i, teacher in enumerate(teachers) if teacher.online)
+    assert heads is not None  # built whenever there are teachers (build_objective)
     term = ParallelTextTerm(cfg, pairs, teachers[index], index, heads, groups, rank, world_size)
     return term, {"pairs": len(term.pairs), "skipped": skipped, "teacher": teachers[index].name}

@@ -76,7 +76,7 @@ def task_headline(task: Task) -> list[str]:
 def metric_names(suite: Suite) -> list[str]:
     """The valid ``eval.metric`` values for ``suite``, in suite order: ``TASK/METRIC`` for each
     task's headline metrics, then ``mean/METRIC`` for metrics two or more tasks report."""
-    names, tasks_of = [], {}
+    names, tasks_of = [], dict[str, list[str]]()
     for task in suite.tasks:
         for metric in task_headline(task):
             names.append(f"{task.name}/{metric}")
@@ -97,7 +97,7 @@ def headline_numbers(results: dict, names: list[str] | None = None) -> dict[str,
     value for it (without ``names``: where two or more do); a metric without a value in any
     language (not applicable) is absent. With ``names`` (from :func:`metric_names`) only those
     keys, in that order."""
-    numbers, per_metric = {}, {}
+    numbers, per_metric = {}, dict[str, list[float]]()
     for name, task in results.items():
         keys = [k for k in headline(task["kind"]) if not k.startswith("n_")]
         for metric, value in language_means(task, keys).get("all", {}).items():
@@ -261,6 +261,7 @@ class TrainingEvaluator:
             raise ConfigError(
                 "evaluation during training is off (eval.suite empty or eval.every 0)"
             )
+        assert self.suite is not None  # set by __init__ whenever enabled
         ev = self.cfg.eval
         modes = [(module, module.training) for module in model.modules()]
         rng = rng_state()

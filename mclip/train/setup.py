@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -42,7 +43,8 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
     loop) on CUDA and CPU; its state dict is the same as the plain one, so a checkpoint moves
     between CPU and GPU runs.
     """
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for param in model.parameters():
         if param.requires_grad:
             (decay if param.ndim >= 2 else no_decay).append(param)
@@ -57,7 +59,7 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
     return torch.optim.AdamW(
         groups,
         lr=cfg.train.lr,
-        betas=tuple(cfg.train.betas),
+        betas=cast("tuple[float, float]", tuple(cfg.train.betas)),  # two: config_checks
         eps=cfg.train.eps,
         fused=fused or None,
     )
@@ -117,9 +119,12 @@ def build_model(cfg: Config, resumed_from: Path | None) -> tuple[DualEncoder, di
     return model, inherited
 
 
-def log_damaged_checkpoints(logger, damaged: list[tuple[Path, str]], resumed_from: Path) -> None:
+def log_damaged_checkpoints(
+    logger, damaged: list[tuple[Path, str]], resumed_from: Path | None
+) -> None:
     """One ``checkpoint_damaged`` record per checkpoint :func:`resume_point` passed over."""
     for path, problem in damaged:
+        assert resumed_from is not None  # resume_point passes over none without a resume point
         logger.event(
             "checkpoint_damaged",
             checkpoint=str(path),

@@ -21,6 +21,7 @@ import math
 import random
 import time
 from pathlib import Path
+from typing import Callable, Protocol
 
 import torch
 
@@ -30,7 +31,6 @@ from mclip.losses.gather import GatherGroups
 from mclip.losses.objective import ContrastiveObjective
 from mclip.models.adapters import load_model
 from mclip.models.composite import composite_config, load_image_tower
-from mclip.models.dual import DualEncoder
 from mclip.train.checkpoint import checkpoint_dir, rng_state, save_checkpoint
 from mclip.train.distributed import (
     any_rank,
@@ -46,6 +46,13 @@ from mclip.train.periodic_eval import TrainingEvaluator
 from mclip.train.run_dir import Run, log_taken_over
 from mclip.train.schedule import warmup_cosine
 from mclip.train.threads import training_threads
+
+
+class TextEncoder(Protocol):
+    """What teacher learning trains: a text tower (a DualEncoder, or one seen through a
+    projection) mapping a token dict to embeddings [n, d]."""
+
+    def encode_text(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor: ...
 
 
 class TeacherLearningObjective:
@@ -78,8 +85,10 @@ class TeacherLearningObjective:
 
 
 def teacher_learning_gradients(
-    model: DualEncoder,
-    objective: TeacherLearningObjective,
+    model: TextEncoder,
+    objective: Callable[
+        [torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]
+    ],
     logit_scale: torch.Tensor,
     teacher_emb: torch.Tensor,
     tokens: dict[str, torch.Tensor],
@@ -125,7 +134,7 @@ def pair_order(n_pairs: int, seed: int, step: int, batch: int) -> list[int]:
 
     A pure function of (seed, step), so a resumed run takes exactly the same pairs.
     """
-    out, start = [], step * batch
+    out, start = list[int](), step * batch
     while len(out) < batch:
         epoch, offset = divmod(start + len(out), n_pairs)
         order = list(range(n_pairs))
@@ -322,4 +331,5 @@ def train_teacher_learning(
     shutdown_distributed(ctx)
     if stopped_by == "SIGINT":
         raise TrainingInterrupted(final_dir, done)
+    assert final_dir is not None  # the last step saves one; a resumed run starts from one
     return final_dir

@@ -37,7 +37,10 @@ class Teacher:
 
     @property
     def embed_dim(self) -> int:
-        return self.store.embed_dim if self.store is not None else int(self.model.embed_dim)
+        if self.store is not None:
+            return self.store.embed_dim
+        assert self.model is not None  # no store: an online teacher, loaded
+        return int(self.model.embed_dim)
 
     @property
     def online(self) -> bool:
@@ -45,6 +48,7 @@ class Teacher:
 
     def image_transform(self) -> Callable:
         """PIL image -> this online teacher's input tensor [3, H, W] (picklable, for the stream)."""
+        assert self.model is not None  # asked of online teachers only
         return self.model.image_transform(train=False)
 
 
@@ -106,6 +110,7 @@ def embed_batch(
                 batch["text_to_image"],
             )
         else:
+            assert teacher.model is not None  # no store: an online teacher, loaded
             pixels = next(online).to(device)
             with autocast_context(device, precision):
                 images = torch.cat(

@@ -9,11 +9,14 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Callable, cast
 
 import torch
 
 from mclip.config import Config, ConfigError
 from mclip.data.sources import build_sources
+from mclip.losses.distill_objective import DistillationObjective
+from mclip.losses.matryoshka import MatryoshkaObjective
 from mclip.train.batchnorm import set_batchnorm_eval
 from mclip.train.batches import data_layout, next_batch, training_batches
 from mclip.train.checkpoint import checkpoint_dir, rng_state, save_checkpoint
@@ -27,12 +30,7 @@ from mclip.train.distributed import (
     shutdown_distributed,
     sum_counts,
 )
-from mclip.train.faults import (
-    StopRequest,
-    TrainingError,
-    TrainingInterrupted,
-    restore_or_explain,
-)
+from mclip.train.faults import StopRequest, TrainingError, TrainingInterrupted, restore_or_explain
 from mclip.train.logger import TrainLogger
 from mclip.train.objectives import build_objective
 from mclip.train.parallel_term import parallel_term
@@ -118,7 +116,7 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
         lambda s: warmup_cosine(s, cfg.train.steps, cfg.train.warmup_steps, cfg.train.min_lr_ratio),
     )
 
-    start_step, skipped_total, positions = 0, Counter(), {}
+    start_step, skipped_total, positions = 0, Counter[str](), {}
     layout, data_seed = data_layout(cfg, sources, ctx.world_size), cfg.train.seed
     bad_steps = {"total": 0, "in_row": 0}
     if resumed_from is not None:
@@ -188,6 +186,7 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
     else:
         logger.event("languages", **source_records["train"]["sampling"])
     if ctx.world_size > 1:
+        assert ctx.groups is not None  # init_distributed makes them whenever world_size > 1
         exact = cfg.dist.gather == "exact"
         logger.event(
             "gather",
@@ -252,7 +251,8 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
         set_batchnorm_eval(model)
     last_log, samples_since = time.perf_counter(), 0
     skipped_local: Counter = Counter()
-    final_dir, languages_seen, sources_seen, stopped_by = resumed_from, Counter(), Counter(), None
+    final_dir, stopped_by = resumed_from, None
+    languages_seen, sources_seen = Counter[str](), Counter[str]()
     with StopRequest() as stop:  # SIGTERM / SIGINT: finish the step, write a checkpoint, exit
         for step in range(start_step, cfg.train.steps):
             batch = next_batch(batches)
@@ -264,10 +264,10 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
             images = batch["images"].to(device, non_blocking=True, memory_format=memory_format)
             tokens = {k: v.to(device) for k, v in model.tokenize(batch["texts"]).items()}
 
-            step_objective = objective
+            step_objective: Callable[..., tuple[torch.Tensor, torch.Tensor]] = objective
             if teachers:
                 step_objective = functools.partial(
-                    objective,
+                    step_objective,
                     teachers=embed_batch(
                         teachers, batch, device, cfg.eval.batch_size, cfg.train.precision
                     ),
@@ -340,7 +340,7 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
                     metrics["logit_bias"] = model.logit_bias.item()
                 if teachers or cfg.loss.matryoshka_dims:
                     metrics["terms"] = {
-                        **objective.last_terms,
+                        **cast("DistillationObjective | MatryoshkaObjective", objective).last_terms,
                         **(parallel.terms if parallel else {}),
                     }
                 if cfg.train.grad_clip:
@@ -392,4 +392,5 @@ def _train(cfg: Config, run: Run, resume: bool, quiet: bool) -> Path:
     shutdown_distributed(ctx)
     if stopped_by == "SIGINT":
         raise TrainingInterrupted(final_dir, done)
+    assert final_dir is not None  # the last step saves one; a resumed run starts from one
     return final_dir

@@ -48,7 +48,7 @@ class ImageFolderSet:
     def files(self) -> list[tuple[Path, int]]:
         """Every (image path, class index), classes in index order and files sorted within each."""
         if self._files is None:
-            found = []
+            found: list[tuple[Path, int]] = []
             for label, name in enumerate(self.classes):
                 # torchvision's order: folders sorted by path, files sorted within each folder
                 for directory, _, names in sorted(os.walk(self.root / name, followlinks=True)):

@@ -1,7 +1,8 @@
 """SIB-200 sentences as Flores-200 lays them out (and MVL-SIB ships them): one folder per language,
 named by its Flores-200 code (``deu_Latn``), holding ``train.tsv``, ``dev.tsv`` and ``test.tsv``
 with the columns ``index_id``, ``category`` and ``text``. Read by the topic-matching reader
-(:mod:`.topics`) and the bitext reader (:mod:`.bitext`)."""
+(:mod:`.topics`, which finds MVL-SIB's images with :func:`mvl_sib_images`) and the bitext reader
+(:mod:`.bitext`)."""
 
 from __future__ import annotations
 
@@ -66,4 +67,15 @@ def sib_languages_root(path: Path) -> Path | None:
             is_sib_language_folder(entry.path) for entry in os.scandir(candidate)
         ):
             return candidate
+    return None
+
+
+def mvl_sib_images(path: Path, languages_root: Path) -> Path | None:
+    """MVL-SIB's images folder near ``path``: ``data/images/sib200``, ``images/sib200`` or
+    ``images`` under ``path`` or beside the language folders, the first that exists."""
+    bases = list(dict.fromkeys([path, path / "data", languages_root.parent, languages_root]))
+    for base in bases:
+        for candidate in (base / "images" / "sib200", base / "images"):
+            if candidate.is_dir():
+                return candidate
     return None

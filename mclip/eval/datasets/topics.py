@@ -48,7 +48,13 @@ from mclip.data.shards import SkipCounter
 from .base import ImageItem, file_fingerprint
 from .codes import FLORES, CodeTable, LanguageIndex
 from .imagefolder import IMAGE_EXTENSIONS
-from .sib_layout import SIB_SPLITS, is_sib_language_folder, sib_languages_root, sib_rows
+from .sib_layout import (
+    SIB_SPLITS,
+    is_sib_language_folder,
+    mvl_sib_images,
+    sib_languages_root,
+    sib_rows,
+)
 from .textfiles import find_file, read_lines, strip_gz
 
 TOPIC_TSV = "sentences.tsv"
@@ -142,6 +148,8 @@ class TopicSet(abc.ABC):
     """
 
     layout = ""
+    description: str  # what the data is, for messages (set by the subclass)
+    index: LanguageIndex  # the data's language codes by mclip code (set by the subclass)
 
     def __init__(self, images_dir: Path, what: str):
         self.images_dir = images_dir
@@ -339,17 +347,6 @@ def _add_sentence(
     out.texts.append(text.strip())
     out.topics.append(index)
     out.items.append(item)
-
-
-def mvl_sib_images(path: Path, languages_root: Path) -> Path | None:
-    """MVL-SIB's images folder near ``path``: ``data/images/sib200``, ``images/sib200`` or
-    ``images`` under ``path`` or beside the language folders, the first that exists."""
-    bases = list(dict.fromkeys([path, path / "data", languages_root.parent, languages_root]))
-    for base in bases:
-        for candidate in (base / "images" / "sib200", base / "images"):
-            if candidate.is_dir():
-                return candidate
-    return None
 
 
 def open_topics(

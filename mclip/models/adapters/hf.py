@@ -108,14 +108,16 @@ class HFAdapter(TokenizingAdapter):
         """Token dict from :meth:`tokenize` -> normalised float32 [N, embed_dim] via
         ``get_text_features``."""
         inputs = {key: value.to(self.device) for key, value in tokens.items()}
-        return normalized(_embedding(self.model.get_text_features(**inputs), "get_text_features"))
+        model: Any = self.model  # a transformers model, typed by torch as Tensor | Module
+        return normalized(_embedding(model.get_text_features(**inputs), "get_text_features"))
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """images [N, 3, H, W] from :meth:`image_transform` -> normalised float32 [N, embed_dim]."""
-        dtype = next(self.model.parameters()).dtype
+        model: Any = self.model
+        dtype = next(model.parameters()).dtype
         pixels = images.to(device=self.device, dtype=dtype)
         return normalized(
-            _embedding(self.model.get_image_features(pixel_values=pixels), "get_image_features")
+            _embedding(model.get_image_features(pixel_values=pixels), "get_image_features")
         )
 
     def image_transform(self, train: bool = False) -> Callable[[Image.Image], torch.Tensor]:
@@ -240,12 +242,12 @@ def _check_image_processor(processor: Any, name: str) -> None:
 def _text_max_length(tokenizer: Any, model: nn.Module) -> int | None:
     """Tokens per text: the smaller of the tokenizer's limit and the text position table."""
     text_config = getattr(model.config, "text_config", None) or model.config
-    limits = [
+    found = [
         getattr(text_config, "max_position_embeddings", None),
         getattr(tokenizer, "model_max_length", None),
     ]
     limits = [
-        int(v) for v in limits if isinstance(v, (int, float)) and math.isfinite(v) and 0 < v < _HUGE
+        int(v) for v in found if isinstance(v, (int, float)) and math.isfinite(v) and 0 < v < _HUGE
     ]
     return min(limits) if limits else None
 

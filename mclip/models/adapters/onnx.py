@@ -26,6 +26,8 @@ IMAGE_FILE, TEXT_FILE = "image_encoder.onnx", "text_encoder.onnx"
 class OnnxAdapter(TokenizingAdapter):
     """ONNX image and text encoders of one mclip export (see the module docstring)."""
 
+    _scale: torch.Tensor  # a buffer (register_buffer in __init__)
+
     def __init__(self, directory: Path, name: str):
         super().__init__()
         from transformers import AutoTokenizer

@@ -21,7 +21,7 @@ import difflib
 import json
 import tempfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 import open_clip
 import torch
@@ -66,7 +66,8 @@ class OpenClipAdapter(TokenizingAdapter):
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """images [N, 3, H, W] from :meth:`image_transform` -> normalised float32 [N, embed_dim]."""
-        return normalized(self.model.encode_image(images.to(self.device), normalize=False))
+        model: Any = self.model  # an open_clip model (untyped library)
+        return normalized(model.encode_image(images.to(self.device), normalize=False))
 
     def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """LongTensor [N, context_length] from :meth:`tokenize` -> normalised float32
@@ -96,7 +97,7 @@ class OpenClipAdapter(TokenizingAdapter):
     @property
     def logit_scale(self) -> torch.Tensor:
         """log of the temperature inverse, a 0-d tensor (open_clip stores [] or [1])."""
-        return self.model.logit_scale.reshape(())
+        return cast(torch.Tensor, self.model.logit_scale).reshape(())
 
     @property
     def logit_bias(self) -> torch.Tensor | None:
@@ -289,5 +290,6 @@ def _embed_dim(arch: str, model: nn.Module, tokenizer: Callable) -> int:
     if config and "embed_dim" in config:
         return int(config["embed_dim"])
     device = next(model.parameters()).device
+    clip: Any = model
     with torch.no_grad():
-        return int(model.encode_text(tokenizer([""]).to(device)).shape[-1])
+        return int(clip.encode_text(tokenizer([""]).to(device)).shape[-1])

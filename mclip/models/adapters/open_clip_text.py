@@ -23,6 +23,7 @@ trimmed embeddings equal open_clip's full-padding ``encode_text`` for each kind.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -77,8 +78,9 @@ def used_lengths(model: nn.Module, rule: TextPadding, tokens: torch.Tensor) -> t
     """LongTensor [N]: the length each text runs at under ``rule`` (1 + its pooled position for
     a causal tower, 1 + its last non-pad position for a masked one, the context otherwise), the
     key that sorts texts into batches with the least padding."""
+    clip: Any = model  # an open_clip model (untyped library)
     if rule.kind == MASKED:
-        used = tokens != model.text.config.pad_token_id
+        used = tokens != clip.text.config.pad_token_id
         positions = torch.arange(1, tokens.shape[1] + 1, device=tokens.device)
         return (used * positions).amax(dim=1).clamp_min(1)
     if rule.kind == CAUSAL:
@@ -90,13 +92,14 @@ def used_lengths(model: nn.Module, rule: TextPadding, tokens: torch.Tensor) -> t
 def encode_trimmed(model: nn.Module, rule: TextPadding, tokens: torch.Tensor) -> torch.Tensor:
     """tokens LongTensor [N, context] (open_clip's tokenizer) -> unnormalised [N, embed_dim],
     equal to ``model.encode_text(tokens)``, run on the positions the batch uses."""
+    clip: Any = model  # an open_clip model (untyped library)
     if rule.kind == MASKED:
-        pad = model.text.config.pad_token_id
+        pad = clip.text.config.pad_token_id
         used = (tokens != pad).any(0).nonzero()
         length = int(used.max()) + 1 if used.numel() else 1
-        return model.encode_text(tokens[:, :length], normalize=False)
+        return clip.encode_text(tokens[:, :length], normalize=False)
     if rule.kind != CAUSAL:
-        return model.encode_text(tokens, normalize=False)
+        return clip.encode_text(tokens, normalize=False)
     owner = _causal_owner(model)
     positions = _pooled_positions(tokens, _pool_type(model, owner), _eos_id(model, owner))
     length = int(positions.max()) + 1 if positions.numel() else 1
@@ -140,11 +143,11 @@ def _causal_owner(model: nn.Module) -> nn.Module | None:
     return None
 
 
-def _pool_type(model: nn.Module, owner: nn.Module) -> str:
+def _pool_type(model: nn.Module, owner: nn.Module | None) -> str:
     return str(getattr(owner, "pool_type", None) or getattr(model, "text_pool_type", "argmax"))
 
 
-def _eos_id(model: nn.Module, owner: nn.Module) -> int | None:
+def _eos_id(model: nn.Module, owner: nn.Module | None) -> int | None:
     eos = getattr(owner, "eos_id", None)
     return getattr(model, "text_eos_id", None) if eos is None else eos
 
@@ -154,16 +157,16 @@ def _pooled_positions(tokens: torch.Tensor, pool: str, eos_id: int | None) -> to
     if pool == "argmax":
         return tokens.argmax(dim=-1)
     if pool == "eos":
-        return (tokens == eos_id).int().argmax(dim=-1)
+        # with eos_id None, == gives a bool and .int() fails (open_clip asserts it is set)
+        return cast(torch.Tensor, tokens == eos_id).int().argmax(dim=-1)
     return torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
 
 
-def _causal_forward(
-    owner: nn.Module, tokens: torch.Tensor, positions: torch.Tensor
-) -> torch.Tensor:
+def _causal_forward(owner: Any, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``owner``: the open_clip module :func:`_causal_owner` found (untyped library)."""
     length = tokens.shape[1]
-    cast = owner.transformer.get_cast_dtype()
-    x = owner.token_embedding(tokens).to(cast) + owner.positional_embedding[:length].to(cast)
+    dtype = owner.transformer.get_cast_dtype()
+    x = owner.token_embedding(tokens).to(dtype) + owner.positional_embedding[:length].to(dtype)
     mask = None if owner.attn_mask is None else owner.attn_mask[:length, :length]
     x = owner.transformer(x, attn_mask=mask)
     x = owner.ln_final(x)
