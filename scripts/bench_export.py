@@ -171,7 +171,7 @@ def main() -> None:
 
     from mclip.config import config_from_dict
     from mclip.models.dual import DualEncoder
-    from mclip.train.checkpoint import resolve_model_dir
+    from mclip.models.checkpoints import resolve_model_dir
 
     torch.set_num_threads(args.threads)
     if not (args.data / "train").is_dir():
