@@ -185,3 +185,29 @@ def test_every_module_imports_on_its_own(module):
         for name in [n for n in sys.modules if n == "mclip" or n.startswith("mclip.")]:
             del sys.modules[name]
         sys.modules.update(saved)
+
+
+def _imported_names(path: Path) -> list[tuple[str, str, int]]:
+    """(module, name, line) of every ``from mclip... import name`` in ``path``, at any depth."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [
+        (node.module, alias.name, node.lineno)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mclip")
+        for alias in node.names
+    ]
+
+
+def test_scripts_and_tests_import_only_names_mclip_has():
+    """A name moved between modules breaks the scripts' and tests' imports (also those inside
+    functions, which run only in slow tests): every one must resolve."""
+    import importlib
+
+    root = PACKAGE.parent
+    missing = []
+    for path in sorted([*root.glob("scripts/*.py"), *root.glob("tests/*.py")]):
+        for module, name, line in _imported_names(path):
+            owner = importlib.import_module(module)
+            if not hasattr(owner, name) and importlib.util.find_spec(f"{module}.{name}") is None:
+                missing.append(f"{path.relative_to(root)}:{line}: {module}.{name}")
+    assert not missing, "imports of names mclip does not have:\n" + "\n".join(missing)
