@@ -21,6 +21,11 @@ spec="."
 [ -n "${1:-}" ] && spec=".[${1}]"
 echo "[setup] installing mclip ($spec) into .venv (first time: several minutes, ~7 GB with torch)" >&2
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+if ! ls -d .venv/lib/python3*/site-packages/torch >/dev/null 2>&1; then
+  # torch and torchvision first, together (PyPI's matching pair): the resolver of the full install
+  # below then keeps them instead of backtracking into old torch releases over unrelated conflicts
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check torch torchvision
+fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec"
 export PATH="$PWD/.venv/bin:$PATH"
 export TOKENIZERS_PARALLELISM=false
