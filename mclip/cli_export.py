@@ -64,6 +64,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             )
             + f", text {check['text_cosine']:.5f}"
             + "".join(f"\n{tower} encoder: {how}" for tower, how in record["quantized"].items())
+            + "".join(
+                f"\n--calibration: {count} images skipped ({reason})"
+                for reason, count in record.get("calibration_skipped", {}).items()
+            )
         )
     print(
         f"exported {checkpoint} as {args.format} (embed_dim {record['embed_dim']}"

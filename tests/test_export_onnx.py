@@ -251,3 +251,20 @@ def test_the_docs_snippet_is_the_model_cards():
 
     page = (ROOT / "docs" / "export.md").read_text()
     assert usage("onnx", "onnx:demo_onnx") in page
+
+
+def test_unreadable_calibration_images_are_skipped_and_counted(tmp_path):
+    from collections import Counter
+
+    from PIL import Image
+
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (40, 30), (60 * i, 90, 30)).save(folder / f"good_{i}.png")
+    (folder / "broken.png").write_bytes(b"not an image at all")
+    (folder / "truncated.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 16)
+    model, _ = _model()
+    skipped: Counter[str] = Counter()
+    images = calibration_images(folder, model.image_transform(train=False), skipped=skipped)
+    assert images.shape[0] == 3 and skipped == {"unreadable_image": 2}

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -100,8 +101,9 @@ def export_onnx(
 ) -> dict:
     """Write ``model``'s encoders as ONNX into the empty (or new) ``directory`` (module
     docstring) and check them with onnxruntime (ExportError if they differ); returns
-    {"embed_dim", "quantize", "quantized": {tower: how}, "check": {...}}. ``calibration``: images
-    for static int8 convolutions (:func:`quantize_int8`)."""
+    {"embed_dim", "quantize", "quantized": {tower: how}, "check": {...}, "calibration_skipped":
+    {reason: count}}. ``calibration``: images for static int8 convolutions
+    (:func:`quantize_int8`); unreadable ones are skipped and counted."""
     _require_onnx()
     directory = empty_directory(directory)
     full = model.cfg.embed_dim
@@ -114,11 +116,13 @@ def export_onnx(
         raise ExportError("--calibration is used by --quantize int8 only")
     model = model.float().eval()
     images = held_out = None
+    skipped: Counter[str] = Counter()
     if calibration is not None:
         images = calibration_images(
             calibration,
             model.image_transform(train=False),
             limit=CALIBRATION_IMAGES + HELD_OUT_IMAGES,
+            skipped=skipped,
         )
         cut = min(CALIBRATION_IMAGES, len(images) - len(images) // 4)  # hold out >= 1/4
         images, held_out = images[:cut], images[cut:]
@@ -144,7 +148,13 @@ def export_onnx(
     }
     (directory / INFO_FILE).write_text(json.dumps(info, indent=2))
     check = check_onnx_export(model, directory, embed_dim, quantize, held_out)
-    return {"embed_dim": embed_dim, "quantize": quantize, "quantized": quantized, "check": check}
+    return {
+        "embed_dim": embed_dim,
+        "quantize": quantize,
+        "quantized": quantized,
+        "check": check,
+        "calibration_skipped": dict(skipped),
+    }
 
 
 def _write_graphs(model: DualEncoder, embed_dim: int, directory: Path) -> None:

@@ -5,6 +5,7 @@ the calibration images that set the activation ranges of static int8 convolution
 from __future__ import annotations
 
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -127,11 +128,14 @@ def _matrix_products(graph) -> tuple[list[str], set[str]]:
     return products, narrowing
 
 
-def calibration_images(source: str | Path, transform, limit: int = 64) -> torch.Tensor:
+def calibration_images(
+    source: str | Path, transform, limit: int = 64, skipped: Counter[str] | None = None
+) -> torch.Tensor:
     """Up to ``limit`` readable images of ``source`` preprocessed by ``transform``:
     [N, 3, S, S]. ``source``: a folder of image files (searched recursively, sorted), or
     WebDataset shards (a folder of .tar files or a shard spec: any sample's image member). An
-    ExportError when there is none."""
+    ExportError when there is none. Unreadable images are skipped and counted in ``skipped``
+    (``unreadable_image``)."""
     import io
 
     from PIL import Image
@@ -158,7 +162,9 @@ def calibration_images(source: str | Path, transform, limit: int = 64) -> torch.
         try:
             with Image.open(io.BytesIO(data)) as image:
                 tensors.append(transform(image.convert("RGB")))
-        except OSError:
+        except OSError:  # PIL's UnidentifiedImageError and truncated files included
+            if skipped is not None:
+                skipped["unreadable_image"] += 1
             continue
         if len(tensors) == limit:
             break
