@@ -20,14 +20,8 @@ from mclip.eval.alignment import alignment_rows, alignment_table
 from mclip.eval.cost_report import cost_line
 from mclip.eval.frequency_report import frequency_chart, frequency_table, has_frequency_bins
 
-# names of the results layer, imported from here by older code
-from mclip.eval.metric_names import (
-    format_value,
-    headline,  # noqa: F401
-    short_name,
-)
+from mclip.eval.metric_names import format_value, headline, short_name
 from mclip.eval.results import (
-    VIEW_COUNTS,  # noqa: F401
     add_means,
     dims_families,
     interval_of,
