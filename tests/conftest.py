@@ -6,7 +6,13 @@ import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
-torch.set_num_threads(2)
+# Two threads in all: under pytest-xdist (scripts/test.sh runs one worker per CPU) the workers
+# share them, so two workers on 2 CPUs get one thread each. A subprocess whose numbers are
+# compared exactly with this process's runs with the same count (``THREADS_ENV``): float sums
+# over another number of threads differ in the last bits.
+TORCH_THREADS = max(1, 2 // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+torch.set_num_threads(TORCH_THREADS)
+THREADS_ENV = {"OMP_NUM_THREADS": str(TORCH_THREADS)}
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

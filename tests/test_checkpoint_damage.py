@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import log_records, run_cli, tiny_overrides
+from conftest import THREADS_ENV, log_records, run_cli, tiny_overrides
 from mclip.config import load_config
 from mclip.models.manifest import MANIFEST_FILE, damage
 from mclip.train.checkpoint import list_checkpoints
@@ -23,7 +23,7 @@ SUITE = ROOT / "eval_suites" / "demo.yaml"
 
 
 def _cli(*args):
-    return run_cli(*args, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    return run_cli(*args, env={**os.environ, **THREADS_ENV})
 
 
 def _overrides(demo_data, run, steps):

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import log_records, run_cli, tiny_overrides
+from conftest import THREADS_ENV, log_records, run_cli, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "configs" / "demo.yaml"
 
 
 def _cli(*args):
-    return run_cli(*args, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    return run_cli(*args, env={**os.environ, **THREADS_ENV})
 
 
 def _one_line_error(result, *needles):
@@ -186,7 +186,7 @@ def test_sigterm_writes_a_checkpoint_then_exits(demo_data, tmp_path, name, statu
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
-        env={**os.environ, "OMP_NUM_THREADS": "2"},
+        env={**os.environ, **THREADS_ENV},
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:

@@ -159,7 +159,9 @@ def test_matryoshka_step_equals_the_dense_full_batch(setting, micro):
     loss, grads, terms = _step(setting, images, tokens, text_to_image, teacher, micro)
     ref_loss, ref_grads = _reference(setting, images, tokens, text_to_image, teacher)
     assert loss == pytest.approx(ref_loss, rel=1e-5)
-    assert _close(grads, ref_grads)
+    # float32 sums in another order: with one torch thread a random text tower's LayerNorm and
+    # token-type gradients differ by up to 2.3e-5 of their norm (a prefix weight off by 0.01: 1e-2)
+    assert _close(grads, ref_grads, tol=5e-5)
     assert {"matryoshka_4", "matryoshka_8"} <= set(terms)
     if setting == "distill":  # feature KD stays on the full embedding
         assert {"contrastive", "similarity_kd", "feature_kd"} <= set(terms)
@@ -196,7 +198,7 @@ def test_two_gloo_ranks_train_the_prefixes_exactly(tmp_path):
         ref_loss, ref_grads = _reference(setting, images, tokens, text_to_image, teacher)
         loss, grads = results[setting]
         assert loss == pytest.approx(ref_loss, rel=1e-5), setting
-        assert _close(grads, ref_grads), setting
+        assert _close(grads, ref_grads, tol=5e-5), setting
 
 
 @pytest.mark.parametrize(

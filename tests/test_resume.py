@@ -23,7 +23,7 @@ from mclip.config import load_config
 from mclip.train.checkpoint import latest_checkpoint, list_checkpoints, load_trainer_state
 from mclip.train.trainer import train
 
-from conftest import tiny_overrides
+from conftest import THREADS_ENV, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "configs" / "demo.yaml"
@@ -65,7 +65,7 @@ def _assert_same_final_state(a: Path, b: Path):
 
 
 def _mclip(*args, env_extra=None, **kwargs):
-    env = {**os.environ, "OMP_NUM_THREADS": "2", **(env_extra or {})}
+    env = {**os.environ, **THREADS_ENV, **(env_extra or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "mclip.cli", *map(str, args)],
         cwd=ROOT,
@@ -182,7 +182,7 @@ def test_a_checkpoint_write_killed_midway_leaves_the_previous_one_loadable(demo_
     train(load_config(DEMO, _overrides(demo_data, full, steps, save_every=2)), quiet=True)
     script = tmp_path / "kill_mid_checkpoint.py"
     script.write_text(KILL_MID_CHECKPOINT)
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, **THREADS_ENV}
     argv = [
         "train",
         "--config",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import log_records, run_cli, tiny_overrides
+from conftest import THREADS_ENV, log_records, run_cli, tiny_overrides
 from mclip.config import ConfigError
 from mclip.train.run_dir import LOCK_FILE, RunLock
 
@@ -43,7 +43,7 @@ def _train(demo_data, run, *extra):
         *tiny_overrides(demo_data, run),
         "train.steps=2",
         *extra,
-        env={**os.environ, "OMP_NUM_THREADS": "2"},
+        env={**os.environ, **THREADS_ENV},
     )
 
 
