@@ -9,6 +9,14 @@ Cases, all on random L2-normalised fp32 embeddings (seeded; d = 512; encoding ex
   subset of 10 to 1000 classes and the images of those classes; class embeddings are random
   (text encoding excluded) and are made before the clock starts.
 
+- encoding: the texts/s and images/s rows. A seeded random-init open_clip ViT (64 px, patch 16,
+  text width 128, 4 layers; ``scripts/_eval_encoding.py``) encodes 20,000 distinct prompts,
+  4,000 of each of CLIP_benchmark's five languages (en, ar, cn, jp, it; ImageNet's class names x
+  templates, the first in file order), with open_clip's plain ``tokenizer`` + ``encode_text``
+  and with mclip's text path in fp32 and bf16, and 500 JPEGs of 500 x 375 px with mclip's image
+  path with 0 decoding workers and with the default (on the CPU: the usable CPUs). One child
+  process, ``--threads`` threads.
+
 Implementations: ``mclip`` (``mclip.eval.retrieval.retrieval_metrics``; for classification
 ``image @ classifier.T`` -> ``true_class_ranks`` -> ``metrics_from_ranks`` per language) and
 ``full_matrix``, the computation of CLIP_benchmark (clip_benchmark/metrics/zeroshot_retrieval.py
@@ -36,6 +44,7 @@ not depend on a tie rule. Ties between a positive and a negative are left to the
 
     python scripts/bench_eval.py                                  # all cases, all cores
     python scripts/bench_eval.py --cases retrieval_10k --threads 2
+    python scripts/bench_eval.py --cases encoding --threads 2            # texts/s, images/s
     python scripts/bench_eval.py --quick --json /tmp/bench_eval.json   # small sizes, seconds
 """
 
@@ -47,10 +56,13 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-CASES = ("retrieval_10k", "retrieval_100k", "classification_babel")
+from _eval_encoding import throughput, write_class_texts, write_images, write_model
+
+CASES = ("retrieval_10k", "retrieval_100k", "classification_babel", "encoding")
 IMPLS = ("mclip", "full_matrix")
 DIM = 512
 CAPTIONS_PER_IMAGE = 5
@@ -65,11 +77,13 @@ SIZES = {
         "retrieval_10k": 10_000,
         "retrieval_100k": 100_000,
         "classification_babel": (1000, 50, 298, 10),
+        "encoding": (20_000, 500),  # prompts, images
     },
     "quick": {
         "retrieval_10k": 600,
         "retrieval_100k": 1500,
         "classification_babel": (60, 10, 6, 10),
+        "encoding": (200, 20),
     },
 }
 
@@ -363,15 +377,21 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_case(case, impl, sizes[case], args.threads)))
         return 0
 
-    results = []
+    results, encoding = [], None
     for case in args.cases:
+        if case == "encoding":
+            encoding = encoding_throughput(*sizes[case], args.threads, args.quick)
+            continue
         rows = [_run_child(case, impl, sizes[case], args) for impl in args.impl]
         _mark_identical(rows)
         for row in rows:
             print(_format_row(row), flush=True)
         results.extend(rows)
 
-    print("\n" + table(results))
+    if results:
+        print("\n" + table(results))
+    if encoding:
+        print("\n" + encoding_table(encoding))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(
         json.dumps(
@@ -380,12 +400,60 @@ def main(argv: list[str] | None = None) -> int:
                 "threads": args.threads,
                 "ram_bytes": ram_bytes(),
                 "results": results,
+                "encoding": encoding,
             },
             indent=1,
         )
     )
     print(f"\nwrote {args.json}")
     return 0
+
+
+def encoding_throughput(prompts: int, images: int, threads: int, quick: bool) -> dict:
+    """The ``encoding`` case (see the module docstring): texts/s and images/s, in a child
+    process, on a model, prompts and JPEGs written to a temporary folder."""
+    languages = ["en"] if quick else ["en", "ar", "cn", "jp", "it"]
+    with tempfile.TemporaryDirectory(prefix="bench_eval_encoding_") as folder:
+        work = Path(folder)
+        write_model(work / "model", quick)
+        write_class_texts(work / "texts", languages, None, None)
+        write_images(work, 10, max(1, images // 10), (64, 48) if quick else (500, 375))
+        out = throughput(
+            work, work / "model", work / "texts", languages, prompts, work / "val", threads
+        )
+    return {**out, "languages": languages, "threads": threads}
+
+
+def encoding_table(speed: dict) -> str:
+    """Markdown rows: each encoding path's rate and its ratio to the plain path of its kind."""
+    texts, base = speed["open_clip_texts_per_s"], speed["images_per_s_workers_0"]
+    rows = [
+        ("texts/s", "open_clip tokenizer + encode_text (batches of 256)", texts, texts),
+        (
+            "texts/s",
+            "mclip fp32 (length-sorted, run at own length)",
+            speed["mclip_texts_per_s"],
+            texts,
+        ),
+        ("texts/s", "mclip bf16", speed["mclip_bf16_texts_per_s"], texts),
+    ] + [
+        (
+            "images/s",
+            f"mclip, {key.removeprefix('images_per_s_workers_')} decoding workers",
+            speed[key],
+            base,
+        )
+        for key in sorted(k for k in speed if k.startswith("images_per_s_workers_"))
+    ]
+    lines = [
+        f"| encoding ({speed['texts']} prompts in {', '.join(speed['languages'])}; "
+        f"{speed['threads']} threads) | path | per s | x plain |",
+        "|---|---|---:|---:|",
+    ]
+    lines += [
+        f"| {kind} | {path} | {rate:.0f} | {rate / ref:.2f}x |" for kind, path, rate, ref in rows
+    ]
+    return "\n".join(lines)
 
 
 def _run_child(case: str, impl: str, size, args) -> dict:

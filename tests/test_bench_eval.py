@@ -23,6 +23,7 @@ def test_bench_eval_quick_writes_json_with_identical_recalls(tmp_path):
             "--cases",
             "retrieval_10k",
             "classification_babel",
+            "encoding",
             "--json",
             str(out),
         ],
@@ -32,7 +33,8 @@ def test_bench_eval_quick_writes_json_with_identical_recalls(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| case |" in proc.stdout
-    rows = json.loads(out.read_text())["results"]
+    report = json.loads(out.read_text())
+    rows = report["results"]
     assert {(r["case"], r["impl"]) for r in rows} == {
         (case, impl)
         for case in ("retrieval_10k", "classification_babel")
@@ -50,3 +52,12 @@ def test_bench_eval_quick_writes_json_with_identical_recalls(tmp_path):
     languages = classification["mclip"]["metrics"]["per_language"]
     assert len(languages) == classification["mclip"]["n_languages"]
     assert set(languages[0]) == {"acc@1", "acc@5", "mean_per_class_recall"}
+    # the encoding rows: each path's rate, measured on the 200 quick prompts and 20 JPEGs
+    speed = report["encoding"]
+    assert speed["texts"] == 200 and speed["threads"] == 1
+    for key in ("open_clip_texts_per_s", "mclip_texts_per_s", "mclip_bf16_texts_per_s"):
+        assert speed[key] > 0, key
+    assert speed["images_per_s_workers_0"] > 0
+    assert speed[f"images_per_s_workers_{speed['default_workers']}"] > 0
+    assert "| texts/s | mclip fp32 (length-sorted, run at own length) |" in proc.stdout
+    assert "| images/s | mclip, 0 decoding workers |" in proc.stdout
