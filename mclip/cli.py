@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; user errors print one line and exit with status 2."""
     from mclip.data.shards import DataError
-    from mclip.train.faults import TrainingError, TrainingInterrupted
+    from mclip.errors import TrainingError, TrainingInterrupted
 
     parser = build_parser()
     try:  # a bad argument is one line and status 2 (--help: 0), returned, not raised

@@ -86,7 +86,7 @@ def test_nan_or_inf_loss_is_skipped_and_counted(demo_data, tmp_path, monkeypatch
 def test_too_many_bad_steps_in_a_row_stop_with_a_message(demo_data, tmp_path, monkeypatch):
     from mclip.config import load_config
     from mclip.train.checkpoint import latest_checkpoint, load_trainer_state
-    from mclip.train.faults import TrainingError
+    from mclip.errors import TrainingError
     from mclip.train.trainer import train
 
     run = tmp_path / "run"
@@ -133,7 +133,7 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(
     import mclip.train.checkpoint as checkpoint
     from mclip.config import load_config
     from mclip.models.dual import DualEncoder
-    from mclip.train.faults import TrainingError
+    from mclip.errors import TrainingError
     from mclip.train.trainer import train
 
     run = tmp_path / "run"

@@ -211,3 +211,20 @@ def test_scripts_and_tests_import_only_names_mclip_has():
             if not hasattr(owner, name) and importlib.util.find_spec(f"{module}.{name}") is None:
                 missing.append(f"{path.relative_to(root)}:{line}: {module}.{name}")
     assert not missing, "imports of names mclip does not have:\n" + "\n".join(missing)
+
+
+def test_the_cli_starts_without_the_model_stack():
+    """``mclip`` parses its arguments and can catch every run-ending error without importing
+    mclip's models, timm or transformers: an ``mclip eval`` of an ONNX or open_clip model does not
+    pay for them (it once imported them through the trainer's fault handling, 0.5 s)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from mclip.cli import main; main(['--help']); "
+        "print([m for m in ('mclip.models.dual', 'mclip.train.trainer', 'timm', 'transformers') "
+        "if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

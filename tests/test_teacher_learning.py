@@ -275,7 +275,7 @@ def test_ctrl_c_finishes_the_step_and_writes_a_checkpoint(
     import signal
 
     import mclip.train.teacher_learning as module
-    from mclip.train.faults import TrainingInterrupted
+    from mclip.errors import TrainingInterrupted
 
     teacher, parallel = english_teacher
     real, calls = module.teacher_learning_gradients, {"n": 0}

@@ -8,7 +8,7 @@ Per model, at the sizes the evaluation used:
   weights outside both, such as the logit scale, only in ``total``); an adapter may count its
   own (``tower_parameters()``: the ONNX adapter counts its graphs' initializers).
 * ``flops``: ``{"image", "text"}``: forward FLOPs (2 per multiply-add) of one image at the
-  evaluated input size and of one text, the mean over up to 64 of the evaluated texts, each at its
+  evaluated input size and of one text, the mean over up to 16 of the evaluated texts, each at its
   own length (no padding), counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix
   products, convolutions, attention). None where the model does not run in torch (ONNX).
 * ``embed_dim`` and ``embedding_bytes`` (``{"fp32", "fp16", "int8"}``: one stored embedding).

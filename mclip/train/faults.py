@@ -1,8 +1,11 @@
 """What the trainer does when something goes wrong: one-line errors, preemption, bad workers.
 
-- :class:`TrainingError`: training cannot go on (bad steps in a row, a checkpoint write failed);
+- :class:`~mclip.errors.TrainingError` (in :mod:`mclip.errors`, which the CLI
+  imports without the models): training cannot go on (bad steps in a row, a checkpoint write
+  failed);
 - :class:`StopRequest`: SIGTERM (SLURM preemption) and SIGINT (Ctrl-C) become "checkpoint after
-  this step, exit"; :class:`TrainingInterrupted` tells the caller that Ctrl-C ended the run;
+  this step, exit"; :class:`~mclip.errors.TrainingInterrupted` tells the caller that
+  Ctrl-C ended the run;
 - :func:`ignore_stop_signals`: DataLoader workers leave SIGTERM and SIGINT to the trainer;
 - :func:`restore_or_explain`: resuming into a model of another shape is a one-line ConfigError.
 """
@@ -18,25 +21,6 @@ import torch
 from mclip.config import Config, ConfigError, load_config
 from mclip.models.dual import CONFIG_FILE, DualEncoder
 from mclip.train.checkpoint import restore_checkpoint
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite losses in a row, a checkpoint that cannot be written);
-    the message says what happened, where the last good checkpoint is and what to do."""
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) stopped training after a step and its checkpoint; ``checkpoint`` is that
-    checkpoint's directory and ``step`` its step. A KeyboardInterrupt, so code that catches
-    ``Exception`` does not swallow it."""
-
-    def __init__(self, checkpoint: Path | None, step: int):
-        super().__init__(
-            f"interrupted (SIGINT) after step {step}; checkpoint {checkpoint} "
-            f"written, "
-            f"continue with --resume"
-        )
-        self.checkpoint, self.step = checkpoint, step
 
 
 class StopRequest:

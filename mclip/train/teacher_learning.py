@@ -39,7 +39,8 @@ from mclip.train.distributed import (
     rank_digests,
     shutdown_distributed,
 )
-from mclip.train.faults import StopRequest, TrainingInterrupted, restore_or_explain
+from mclip.errors import TrainingInterrupted
+from mclip.train.faults import StopRequest, restore_or_explain
 from mclip.train.gradcache import gradient_cache_backward
 from mclip.train.logger import TrainLogger
 from mclip.train.periodic_eval import TrainingEvaluator

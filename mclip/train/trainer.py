@@ -30,7 +30,8 @@ from mclip.train.distributed import (
     shutdown_distributed,
     sum_counts,
 )
-from mclip.train.faults import StopRequest, TrainingError, TrainingInterrupted, restore_or_explain
+from mclip.errors import TrainingError, TrainingInterrupted
+from mclip.train.faults import StopRequest, restore_or_explain
 from mclip.train.logger import TrainLogger
 from mclip.train.objectives import build_objective
 from mclip.train.parallel_term import parallel_term
