@@ -1,6 +1,13 @@
 # Sourced by demo.sh and test.sh: create (or reuse) .venv and install mclip into it.
 # Usage: source scripts/_venv.sh [EXTRA]   (EXTRA: optional pip extra, e.g. "test")
 set -euo pipefail
+if [ ! -f pyproject.toml ] || [ ! -f scripts/_venv.sh ]; then
+  # .venv and the install are relative to the working directory: elsewhere they would build a
+  # 7 GB environment in the wrong place and then fail to find the project
+  echo "scripts/_venv.sh: run from the repository root (cd to the folder with pyproject.toml)," \
+    "not from $PWD" >&2
+  return 1 2>/dev/null || exit 1
+fi
 PYTHON_BIN="${PYTHON:-python3}"
 if ! "$PYTHON_BIN" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
   echo "mclip needs Python >= 3.10; set PYTHON=/path/to/python3.10+" >&2
