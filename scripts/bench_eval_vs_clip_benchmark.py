@@ -17,11 +17,11 @@ for before / after numbers from the same run. The table gives each arm's wall ti
 process, model loading included), the ratio to clip_benchmark and the largest difference of
 acc@1, acc@5 and mean per-class recall from clip_benchmark's over the languages.
 
-Throughput rows, in one process on the ``text`` case's model: texts/s of open_clip's plain
-``tokenizer`` + ``encode_text`` (batches of 256 in file order) against mclip's text path
-(distinct prompts sorted by length, run at their own length, tokenised ahead), on
-``--throughput-texts`` distinct prompts (an equal share of each language's first); images/s of
-mclip's image path with 0 workers and with the default (``scripts/_eval_encoding.py``).
+Throughput rows, in one process (``--threads`` torch threads) on the ``text`` case's model:
+texts/s of open_clip's plain ``tokenizer`` + ``encode_text`` (batches of 256 in file order)
+against mclip's text path (distinct prompts sorted by length, run at their own length, tokenised
+ahead), on ``--throughput-texts`` distinct prompts (an equal share of each language's first);
+images/s of mclip's image path with 0 workers and with the default (``scripts/_eval_encoding.py``).
 
     python scripts/bench_eval_vs_clip_benchmark.py --out bench_out/bench_eval_vs_cb.json
     python scripts/bench_eval_vs_clip_benchmark.py --before /tmp/mclip_before --cases text
