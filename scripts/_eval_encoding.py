@@ -1,7 +1,8 @@
 """The evaluation benchmarks' shared pieces: a seeded random-init open_clip ViT written as an
 open_clip ``local-dir:`` folder, an ImageFolder of photo-like JPEGs, CLIP_benchmark's ImageNet
 class names and templates, and the encoding throughput of mclip's evaluation paths against
-open_clip's plain ``encode_text`` (texts/s) and without / with image decoding workers (images/s).
+open_clip's plain ``encode_text`` (texts/s) and without / with image decoding workers (images/s),
+as a markdown table.
 
 Used by ``bench_eval_vs_clip_benchmark.py`` (its throughput rows) and ``bench_eval.py`` (its
 ``encoding`` case)."""
@@ -111,10 +112,10 @@ def throughput(
     languages: list[str],
     count: int,
     images: Path,
-    threads: int | None = None,
+    threads: int,
 ) -> dict:
     """texts/s and images/s of the open_clip model folder ``model``, in one child process
-    (``threads`` torch threads; default: torch's own count).
+    with ``threads`` torch threads.
 
     Texts: ``count`` distinct prompts, an equal share of each language's first (class names x
     templates in ``texts``, in file order), through open_clip's plain ``tokenizer`` +
@@ -123,7 +124,7 @@ def throughput(
     bf16. Images: every image of the ImageFolder ``images`` through mclip's image path with 0
     decoding workers and with the default. Keys: ``texts``, ``open_clip_texts_per_s``,
     ``mclip_texts_per_s``, ``mclip_bf16_texts_per_s``, ``images_per_s_workers_{N}``,
-    ``default_workers``."""
+    ``default_workers``, ``languages``, ``threads``."""
     code = f"""
 import json, time, sys, torch
 sys.path.insert(0, {str(ROOT)!r})
@@ -168,9 +169,42 @@ print(json.dumps(out))
         env={
             **os.environ,
             "HF_HUB_OFFLINE": "1",
-            **({"OMP_NUM_THREADS": str(threads)} if threads else {}),
+            "OMP_NUM_THREADS": str(threads),
         },
     )
     if done.returncode != 0:
         sys.exit(f"throughput measurement failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    speed = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**speed, "languages": languages, "threads": threads}
+
+
+def encoding_table(speed: dict) -> str:
+    """Markdown rows: each encoding path's rate and its ratio to the plain path of its kind."""
+    texts, base = speed["open_clip_texts_per_s"], speed["images_per_s_workers_0"]
+    rows = [
+        ("texts/s", "open_clip tokenizer + encode_text (batches of 256)", texts, texts),
+        (
+            "texts/s",
+            "mclip fp32 (length-sorted, run at own length)",
+            speed["mclip_texts_per_s"],
+            texts,
+        ),
+        ("texts/s", "mclip bf16", speed["mclip_bf16_texts_per_s"], texts),
+    ] + [
+        (
+            "images/s",
+            f"mclip, {key.removeprefix('images_per_s_workers_')} decoding workers",
+            speed[key],
+            base,
+        )
+        for key in sorted(k for k in speed if k.startswith("images_per_s_workers_"))
+    ]
+    lines = [
+        f"| encoding ({speed['texts']} prompts in {', '.join(speed['languages'])}; "
+        f"{speed['threads']} threads) | path | per s | x plain |",
+        "|---|---|---:|---:|",
+    ]
+    lines += [
+        f"| {kind} | {path} | {rate:.0f} | {rate / ref:.2f}x |" for kind, path, rate, ref in rows
+    ]
+    return "\n".join(lines)

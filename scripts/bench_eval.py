@@ -60,7 +60,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from _eval_encoding import throughput, write_class_texts, write_images, write_model
+from _eval_encoding import (
+    encoding_table,
+    throughput,
+    write_class_texts,
+    write_images,
+    write_model,
+)
 
 CASES = ("retrieval_10k", "retrieval_100k", "classification_babel", "encoding")
 IMPLS = ("mclip", "full_matrix")
@@ -418,42 +424,9 @@ def encoding_throughput(prompts: int, images: int, threads: int, quick: bool) ->
         write_model(work / "model", quick)
         write_class_texts(work / "texts", languages, None, None)
         write_images(work, 10, max(1, images // 10), (64, 48) if quick else (500, 375))
-        out = throughput(
+        return throughput(
             work, work / "model", work / "texts", languages, prompts, work / "val", threads
         )
-    return {**out, "languages": languages, "threads": threads}
-
-
-def encoding_table(speed: dict) -> str:
-    """Markdown rows: each encoding path's rate and its ratio to the plain path of its kind."""
-    texts, base = speed["open_clip_texts_per_s"], speed["images_per_s_workers_0"]
-    rows = [
-        ("texts/s", "open_clip tokenizer + encode_text (batches of 256)", texts, texts),
-        (
-            "texts/s",
-            "mclip fp32 (length-sorted, run at own length)",
-            speed["mclip_texts_per_s"],
-            texts,
-        ),
-        ("texts/s", "mclip bf16", speed["mclip_bf16_texts_per_s"], texts),
-    ] + [
-        (
-            "images/s",
-            f"mclip, {key.removeprefix('images_per_s_workers_')} decoding workers",
-            speed[key],
-            base,
-        )
-        for key in sorted(k for k in speed if k.startswith("images_per_s_workers_"))
-    ]
-    lines = [
-        f"| encoding ({speed['texts']} prompts in {', '.join(speed['languages'])}; "
-        f"{speed['threads']} threads) | path | per s | x plain |",
-        "|---|---|---:|---:|",
-    ]
-    lines += [
-        f"| {kind} | {path} | {rate:.0f} | {rate / ref:.2f}x |" for kind, path, rate, ref in rows
-    ]
-    return "\n".join(lines)
 
 
 def _run_child(case: str, impl: str, size, args) -> dict:

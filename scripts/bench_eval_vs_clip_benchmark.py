@@ -42,7 +42,14 @@ import sys
 import time
 from pathlib import Path
 
-from _eval_encoding import ROOT, throughput, write_class_texts, write_images, write_model
+from _eval_encoding import (
+    ROOT,
+    encoding_table,
+    throughput,
+    write_class_texts,
+    write_images,
+    write_model,
+)
 
 CB_LANGUAGES = {"en": "en", "ar": "ar", "cn": "zh", "jp": "ja", "it": "it"}  # CB code -> mclip
 CB_CLI = ROOT / "scripts" / "clip_benchmark_cli.py"  # its CLI, runnable with numpy >= 2.4
@@ -240,15 +247,11 @@ def main() -> None:
             args.threads,
         )
         report["throughput"] = speed
-        print(f"\n| throughput ({speed['texts']} prompts) | per s |\n|---|---:|")
-        for key in ("open_clip_texts_per_s", "mclip_texts_per_s", "mclip_bf16_texts_per_s"):
-            print(f"| {key.removesuffix('_per_s')} | {speed[key]:.0f} |")
+        print("\n" + encoding_table(speed))
         print(
-            f"| mclip texts/s over open_clip encode_text | "
-            f"{speed['mclip_texts_per_s'] / speed['open_clip_texts_per_s']:.2f}x |"
+            f"mclip texts/s over open_clip encode_text: "
+            f"{speed['mclip_texts_per_s'] / speed['open_clip_texts_per_s']:.2f}x"
         )
-        for key in sorted(k for k in speed if k.startswith("images_per_s")):
-            print(f"| {key.replace('images_per_s_', 'images, ')} | {speed[key]:.0f} |")
     targets = {}
     if "image" in report["cases"]:
         targets["image-bound: mclip >= 1.2x clip_benchmark"] = (
